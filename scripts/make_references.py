@@ -1,0 +1,125 @@
+"""Write PyTorch reference sets for an SD 1.x diffusers model folder.
+
+    python scripts/make_references.py --model fixtures/models/tiny-sd --out fixtures/references/tiny-sd/cpu
+
+Every tensor comes from the original diffusers / transformers / torch code, stage by stage; the
+ONNX side is never consulted. One folder per set: a manifest.json with provenance (library
+versions, device, dtype, seeds, command line, sha256 of each file and of these scripts) and one
+safetensors (or JSON) file per case. Runs on CUDA when present unless --device says otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from refgen.context import RefContext, sha256_file  # noqa: E402
+
+STAGES = ["tokenizer", "text_encoder", "rng", "scheduler", "unet", "vae", "end_to_end"]
+# stage name -> module under refgen/ (the vae module writes vae_decode, vae_encode, vae_roundtrip)
+MODULES = {
+    "tokenizer": "tokenizer_refs",
+    "text_encoder": "model_refs",
+    "rng": "rng_refs",
+    "scheduler": "scheduler_refs",
+    "unet": "model_refs",
+    "vae": "model_refs",
+    "end_to_end": "pipeline_refs",
+}
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    for name in ["diffusers", "transformers", "numpy", "safetensors", "scipy", "onnx", "onnxruntime"]:
+        try:
+            out[name] = importlib.import_module(name).__version__
+        except Exception:  # not installed: recorded as absent
+            out[name] = "absent"
+    try:
+        import ftfy  # noqa: F401
+
+        out["ftfy"] = ftfy.__version__
+    except ImportError:
+        out["ftfy"] = "absent (CLIPTokenizer falls back to BasicTokenizer clean-up)"
+    return out
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", type=Path, required=True, help="diffusers (PyTorch) SD 1.x model folder")
+    ap.add_argument("--inpaint-model", type=Path, default=None, help="optional 9-channel inpainting model folder")
+    ap.add_argument("--out", type=Path, required=True, help="reference set folder to write (must not exist unless --force)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--only", default=None, help=f"comma list of stages out of {','.join(STAGES)}")
+    ap.add_argument("--force", action="store_true", help="replace an existing reference set")
+    args = ap.parse_args(argv)
+
+    only = args.only.split(",") if args.only else None
+    if only:
+        bad = [s for s in only if s not in STAGES]
+        if bad:
+            ap.error(f"--only: unknown stage(s) {bad}; known: {STAGES}")
+    if args.out.exists():
+        if not args.force:
+            ap.error(f"--out {args.out} exists; pass --force to replace it")
+    # Build into a sibling temporary folder, then swap it in: never a half-written set.
+    tmp = args.out.with_name(args.out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    device = torch.device(args.device)
+    ctx = RefContext(out_dir=tmp, model_dir=args.model, device=device, dtype=torch.float32, only=only)
+    ctx.inpaint_model_dir = args.inpaint_model  # type: ignore[attr-defined]
+
+    done: set[str] = set()
+    for stage in STAGES:
+        if only and stage not in only:
+            continue
+        mod_name = MODULES[stage]
+        mod = importlib.import_module(f"refgen.{mod_name}")
+        if mod_name in done:
+            continue  # model_refs covers several stages in one pass
+        done.add(mod_name)
+        print(f"[make_references] {stage} ({mod_name})", flush=True)
+        mod.generate(ctx)
+
+    here = Path(__file__).resolve().parent
+    scripts = sorted([here / "make_references.py", *here.glob("refgen/*.py")])
+    manifest = {
+        "format": "sd-harness-references/1",
+        "model": args.model.name,
+        "model_dir": str(args.model),
+        "device": args.device,
+        "device_name": device_name(device),
+        "dtype": "float32",
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "versions": library_versions(),
+        "deterministic_algorithms": True,
+        "scripts": {p.relative_to(here.parent).as_posix(): sha256_file(p) for p in scripts},
+        "cases": sorted(ctx.cases, key=lambda c: c["id"]),
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    tmp.rename(args.out)
+    print(f"[make_references] wrote {len(ctx.cases)} cases to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Reference-set generators, one module per stage. Each exposes generate(ctx: RefContext)."""

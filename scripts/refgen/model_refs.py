@@ -1,0 +1,82 @@
+"""Per-component references: text encoder states, VAE decode / encode / round trip.
+
+(The U-Net's per-step inputs and outputs are captured from real pipeline runs in pipeline_refs.py,
+so they are exactly what diffusers feeds it.) Every output here comes from transformers' /
+diffusers' own modules, called the way StableDiffusionPipeline calls them.
+"""
+from __future__ import annotations
+
+import torch
+from diffusers import AutoencoderKL
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from .context import RefContext
+
+PROMPTS = {
+    "astronaut": "a photograph of an astronaut riding a horse",
+    "empty": "",
+    "long": "a highly detailed matte painting of a lighthouse on a cliff at dusk, " * 6,
+    "unicode": "café crème brûlée, 東京の夜景 🌃✨",
+}
+
+
+def _tokenize(tok: CLIPTokenizer, prompts: list[str]) -> torch.Tensor:
+    return tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
+
+
+@torch.no_grad()
+def text_encoder_refs(ctx: RefContext) -> None:
+    tok = CLIPTokenizer.from_pretrained(str(ctx.model_dir / "tokenizer"))
+    enc = CLIPTextModel.from_pretrained(str(ctx.model_dir / "text_encoder")).to(ctx.device).eval()
+    cases = {name: [p] for name, p in PROMPTS.items()}
+    cases["batch2"] = [PROMPTS["astronaut"], PROMPTS["unicode"]]
+    for name, prompts in cases.items():
+        ids = _tokenize(tok, prompts)
+        out = enc(ids.to(ctx.device), output_hidden_states=True)
+        # clip_skip = 1, as StableDiffusionPipeline.encode_prompt: the penultimate layer's states
+        # passed through the final layer norm.
+        penultimate = enc.text_model.final_layer_norm(out.hidden_states[-2])
+        ctx.save(f"text_encoder:{name}", {
+            "input_ids": ids.to(torch.int32),
+            "last_hidden_state": out.last_hidden_state,
+            "penultimate_normed": penultimate,
+        }, {"prompts": prompts, "clip_skip_1": "penultimate_normed"})
+
+
+def _test_image(h: int, w: int, batch: int, seed: int) -> torch.Tensor:
+    """A deterministic image in [-1, 1]: smooth gradients plus a little seeded texture."""
+    y = torch.linspace(-1, 1, h).view(1, 1, h, 1)
+    x = torch.linspace(-1, 1, w).view(1, 1, 1, w)
+    base = torch.cat([x.expand(1, 1, h, w), y.expand(1, 1, h, w), (x * y).expand(1, 1, h, w)], dim=1)
+    noise = torch.randn((batch, 3, h, w), generator=torch.Generator().manual_seed(seed))
+    return (0.8 * base + 0.15 * noise).clamp(-1, 1)
+
+
+@torch.no_grad()
+def vae_refs(ctx: RefContext) -> None:
+    vae = AutoencoderKL.from_pretrained(str(ctx.model_dir / "vae")).to(ctx.device).eval()
+    sf = vae.config.scaling_factor
+    scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    for name, (b, h, w, seed) in {"64x64": (1, 64, 64, 1), "128x64": (1, 64, 128, 2), "batch2-64x64": (2, 64, 64, 3)}.items():
+        # decode: latents as the pipeline holds them (scaled by scaling_factor) -> image in [-1, 1]
+        latents = torch.randn((b, vae.config.latent_channels, h // scale, w // scale), generator=torch.Generator().manual_seed(seed))
+        image = vae.decode(latents.to(ctx.device) / sf).sample
+        ctx.save(f"vae_decode:{name}", {"latents": latents, "image": image},
+                 {"scaling_factor": sf, "seed": seed, "width": w, "height": h, "batch": b})
+        # encode: image -> latent distribution (mean, std as DiagonalGaussianDistribution gives them)
+        img = _test_image(h, w, b, seed + 100)
+        dist = vae.encode(img.to(ctx.device)).latent_dist
+        ctx.save(f"vae_encode:{name}", {"image": img, "mean": dist.mean, "std": dist.std, "logvar": dist.logvar},
+                 {"seed": seed + 100, "width": w, "height": h, "batch": b})
+        # round trip: image -> mean latents * sf -> decode -> image
+        lat = dist.mean * sf
+        back = vae.decode(lat / sf).sample
+        ctx.save(f"vae_roundtrip:{name}", {"image": img, "latents": lat, "reconstruction": back},
+                 {"scaling_factor": sf, "width": w, "height": h, "batch": b})
+
+
+def generate(ctx: RefContext) -> None:
+    if ctx.wants("text_encoder"):
+        text_encoder_refs(ctx)
+    if ctx.wants("vae"):
+        vae_refs(ctx)

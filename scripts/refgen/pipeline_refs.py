@@ -1,0 +1,185 @@
+"""End-to-end references from diffusers' own pipelines, plus the U-Net's per-step inputs/outputs.
+
+Each run records: prompt embeddings as the pipeline built them ([uncond, cond] when CFG is on),
+the initial latents, the latents after every step (callback_on_step_end), the final latents, the
+image as float [0, 1] (output_type "np") and as uint8 (numpy_to_pil's rounding). A forward hook on
+the U-Net stores every call's exact inputs and output as `unet:<run>-stepNN` cases, for the
+teacher-forced U-Net check. The generator is always a CPU torch.Generator, as users seed it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import (
+    DDIMScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    PNDMScheduler,
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+)
+from PIL import Image
+
+from .context import RefContext
+
+SCHEDULERS = {
+    "pndm": PNDMScheduler,
+    "ddim": DDIMScheduler,
+    "euler": EulerDiscreteScheduler,
+    "euler-a": EulerAncestralDiscreteScheduler,
+}
+
+
+@dataclass
+class Run:
+    name: str
+    kind: str  # txt2img | img2img | inpaint
+    prompt: Any
+    scheduler: str = "pndm"
+    steps: int = 8
+    guidance: float = 7.5
+    seed: int = 42
+    width: int = 64
+    height: int = 64
+    negative: Any = None
+    images_per_prompt: int = 1
+    strength: float = 1.0
+    clip_skip: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+RUNS = [
+    Run("txt2img-pndm-64x64", "txt2img", "a photograph of an astronaut riding a horse", "pndm", steps=10, seed=42),
+    Run("txt2img-euler-128x64-negative", "txt2img", "a lighthouse on a cliff at dusk", "euler", steps=8, seed=7,
+        width=128, height=64, negative="blurry, low quality"),
+    Run("txt2img-ddim-batch2", "txt2img", ["a red apple on a table", "a bowl of soup"], "ddim", steps=6, seed=1234,
+        negative=["", "cartoon"]),
+    Run("txt2img-euler-a-64x64", "txt2img", "an oil painting of a fox", "euler-a", steps=8, seed=99),
+    Run("txt2img-pndm-guidance1", "txt2img", "a small cabin in the woods", "pndm", steps=6, seed=3, guidance=1.0),
+    Run("txt2img-pndm-clipskip1", "txt2img", "a watercolor of a harbour", "pndm", steps=6, seed=11, clip_skip=1),
+    Run("txt2img-pndm-2perprompt", "txt2img", "a castle in the clouds", "pndm", steps=5, seed=21, images_per_prompt=2),
+    Run("img2img-pndm-strength0.6", "img2img", "a city street in the rain", "pndm", steps=10, seed=5, strength=0.6),
+    Run("img2img-euler-strength0.75-128x64", "img2img", "a mountain lake", "euler", steps=8, seed=8, strength=0.75,
+        width=128, height=64),
+    Run("inpaint-pndm-64x64", "inpaint", "a vase of flowers", "pndm", steps=8, seed=13),
+]
+
+
+def init_image(width: int, height: int, seed: int) -> Image.Image:
+    """A deterministic RGB test picture: gradients plus seeded texture (also committed as PNG)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    r = 255 * x / max(width - 1, 1)
+    g = 255 * y / max(height - 1, 1)
+    b = 127 + 100 * np.sin(x / 5) * np.cos(y / 7)
+    arr = np.stack([r, g, b], axis=-1) + rng.normal(0, 12, (height, width, 3))
+    return Image.fromarray(np.clip(arr, 0, 255).round().astype(np.uint8), "RGB")
+
+
+def mask_image(width: int, height: int) -> Image.Image:
+    """White (repaint) rectangle on black (keep), grayscale, with a soft edge to exercise binarisation."""
+    arr = np.zeros((height, width), dtype=np.uint8)
+    arr[height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = 255
+    arr[height // 4 - 1, width // 4 : 3 * width // 4] = 140  # rounds to "repaint" (>= 0.5)
+    arr[3 * height // 4, width // 4 : 3 * width // 4] = 100  # rounds to "keep"
+    return Image.fromarray(arr, "L")
+
+
+def _pipeline(ctx: RefContext, kind: str):
+    if kind == "inpaint":
+        folder = getattr(ctx, "inpaint_model_dir", None)
+        if folder is None:
+            return None
+        return StableDiffusionInpaintPipeline.from_pretrained(str(folder), safety_checker=None, requires_safety_checker=False)
+    cls = StableDiffusionImg2ImgPipeline if kind == "img2img" else StableDiffusionPipeline
+    return cls.from_pretrained(str(ctx.model_dir), safety_checker=None, requires_safety_checker=False)
+
+
+@torch.no_grad()
+def generate(ctx: RefContext) -> None:
+    base_sched = None
+    for run in RUNS:
+        pipe = _pipeline(ctx, run.kind)
+        if pipe is None:
+            print(f"  skip {run.name}: no --inpaint-model")
+            continue
+        pipe = pipe.to(ctx.device)
+        pipe.set_progress_bar_config(disable=True)
+        base_sched = pipe.scheduler.config
+        pipe.scheduler = SCHEDULERS[run.scheduler].from_config(base_sched)
+
+        unet_calls: list[dict[str, torch.Tensor]] = []
+
+        def hook(_module, args, kwargs, output):
+            sample, timestep = args[0], args[1]
+            ehs = kwargs.get("encoder_hidden_states", args[2] if len(args) > 2 else None)
+            t = timestep if isinstance(timestep, torch.Tensor) else torch.tensor(timestep)
+            unet_calls.append({
+                "sample": sample.detach().cpu().clone(),
+                "timestep": t.detach().cpu().reshape(-1).to(torch.float32).clone(),
+                "encoder_hidden_states": ehs.detach().cpu().clone(),
+                "out_sample": output[0].detach().cpu().clone(),
+            })
+
+        handle = pipe.unet.register_forward_hook(hook, with_kwargs=True)
+        steps: list[torch.Tensor] = []
+        timesteps: list[float] = []
+
+        def on_step_end(_pipe, i, t, kwargs):
+            steps.append(kwargs["latents"].detach().cpu().clone())
+            timesteps.append(float(t))
+            return kwargs
+
+        gen = torch.Generator("cpu").manual_seed(run.seed)
+        args: dict[str, Any] = dict(
+            prompt=run.prompt, negative_prompt=run.negative, num_inference_steps=run.steps,
+            guidance_scale=run.guidance, generator=gen, num_images_per_prompt=run.images_per_prompt,
+            callback_on_step_end=on_step_end, output_type="np", clip_skip=run.clip_skip,
+        )
+        tensors: dict[str, Any] = {}
+        if run.kind == "txt2img":
+            args.update(width=run.width, height=run.height)
+        else:
+            img = init_image(run.width, run.height, run.seed)
+            args.update(image=img, strength=run.strength)
+            tensors["init_image"] = np.asarray(img)
+            if run.kind == "inpaint":
+                m = mask_image(run.width, run.height)
+                args.update(mask_image=m, width=run.width, height=run.height)
+                tensors["mask_image"] = np.asarray(m)
+        # the initial latents exactly as prepare_latents returned them (inpaint returns a tuple)
+        captured: dict[str, torch.Tensor] = {}
+        original_prepare = pipe.prepare_latents
+
+        def prepare_latents(*a, **kw):
+            res = original_prepare(*a, **kw)
+            captured["latents_init"] = (res[0] if isinstance(res, tuple) else res).detach().cpu().clone()
+            return res
+
+        pipe.prepare_latents = prepare_latents
+        out = pipe(**args)
+        handle.remove()
+        image = out.images  # [B, H, W, 3] float in [0, 1]
+        tensors.update({
+            "latents_init": captured["latents_init"],
+            "latents_steps": torch.stack(steps),
+            "timesteps": torch.tensor(timesteps, dtype=torch.float32),
+            "prompt_embeds": unet_calls[0]["encoder_hidden_states"],
+            "image_float": image.astype(np.float32),
+            "image_uint8": (image * 255).round().astype(np.uint8),
+        })
+        meta = {
+            "kind": run.kind, "prompt": run.prompt, "negative_prompt": run.negative, "scheduler": run.scheduler,
+            "scheduler_class": type(pipe.scheduler).__name__, "steps": run.steps, "guidance_scale": run.guidance,
+            "seed": run.seed, "width": run.width, "height": run.height, "num_images_per_prompt": run.images_per_prompt,
+            "strength": run.strength, "clip_skip": run.clip_skip, "unet_calls": len(unet_calls),
+            "pipeline_class": type(pipe).__name__,
+        }
+        ctx.save(f"end_to_end:{run.name}", tensors, meta)
+        for k, call in enumerate(unet_calls):
+            ctx.save(f"unet:{run.name}-step{k:02d}", call, {"run": run.name, "call": k})
+        print(f"  {run.name}: {len(unet_calls)} U-Net calls")

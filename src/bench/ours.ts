@@ -1,0 +1,276 @@
+/**
+ * The benchmark's worker for our pipeline: one process per measurement, so each has its own
+ * peak RSS. Spawned by bench/run (src/bench/run.ts); writes one JSON object to --out.
+ *
+ *   node --expose-gc dist/bench/ours.js --mode main    --model DIR [--threads 2 --steps 3 ...]
+ *   node --expose-gc dist/bench/ours.js --mode lowmem  --model DIR
+ *   node --expose-gc dist/bench/ours.js --mode options --model DIR --gol extended --mem-pattern 0 --arena 1
+ *
+ * main:    load; stages (text encoder batch 2, one U-Net call with CFG batch 2, VAE decode, VAE
+ *          encode; the first call of each reported apart as the cold one); txt2img REPEATS times
+ *          with STEPS steps, a timestamp per U-Net call; then more generations of LEAK_STEPS steps
+ *          up to LEAK_GENS in all, the RSS after each (after a full GC) for the leak check.
+ * lowmem:  `lowMemory: true` (each component loaded only while used): one txt2img; its peak RSS.
+ * options: the given session options: load, U-Net x3, VAE decode x2; times and peak RSS.
+ * The workload is bench/py_bench.py's, call for call.
+ */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import { StableDiffusionPipeline, PipelineOptions } from "../pipeline/pipeline";
+import { F32, f32 } from "../tensor/tensor";
+
+const PROMPT = "a photograph of an astronaut riding a horse";
+
+type Mode = "main" | "lowmem" | "options";
+
+interface Args {
+  mode: Mode;
+  model: string;
+  out: string | null;
+  threads: number;
+  size: number;
+  steps: number;
+  repeats: number;
+  stageRepeats: number;
+  textRepeats: number;
+  leakGens: number;
+  leakSteps: number;
+  gol: "all" | "extended" | "basic" | "disabled";
+  memPattern: boolean;
+  arena: boolean;
+}
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = {
+    mode: "main", model: "", out: null, threads: 2, size: 512, steps: 3, repeats: 3, stageRepeats: 3, textRepeats: 6,
+    leakGens: 10, leakSteps: 1, gol: "all", memPattern: true, arena: true,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const k = argv[i];
+    const v = argv[i + 1];
+    const num = () => { i++; const n = Number(v); if (!Number.isFinite(n)) throw new Error(`${k}: not a number: ${v}`); return n; };
+    const bool = () => { i++; return v === "1" || v === "true" || v === "on"; };
+    switch (k) {
+      case "--mode": a.mode = v as Mode; i++; break;
+      case "--model": a.model = v; i++; break;
+      case "--out": a.out = v; i++; break;
+      case "--threads": a.threads = num(); break;
+      case "--size": a.size = num(); break;
+      case "--steps": a.steps = num(); break;
+      case "--repeats": a.repeats = num(); break;
+      case "--stage-repeats": a.stageRepeats = num(); break;
+      case "--text-repeats": a.textRepeats = num(); break;
+      case "--leak-gens": a.leakGens = num(); break;
+      case "--leak-steps": a.leakSteps = num(); break;
+      case "--gol": a.gol = v as Args["gol"]; i++; break;
+      case "--mem-pattern": a.memPattern = bool(); break;
+      case "--arena": a.arena = bool(); break;
+      default: throw new Error(`unknown argument ${k}`);
+    }
+  }
+  if (!a.model) throw new Error("--model DIR is required");
+  if (!["main", "lowmem", "options"].includes(a.mode)) throw new Error(`--mode ${a.mode}: main, lowmem or options`);
+  return a;
+}
+
+const ARGS = parseArgs(process.argv.slice(2));
+
+function log(msg: string): void {
+  process.stderr.write(`[ours-${ARGS.mode}] ${msg}\n`);
+}
+
+/** Peak resident set of this process so far, bytes (getrusage; VmHWM). */
+function peakRss(): number {
+  return process.resourceUsage().maxRSS * 1024;
+}
+
+function gcRss(): number {
+  const g = (globalThis as { gc?: () => void }).gc;
+  if (g) { g(); g(); }
+  return process.memoryUsage().rss;
+}
+
+function loadavg(): number {
+  return os.loadavg()[0];
+}
+
+function cpuSeconds(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+}
+
+interface Timed {
+  wall_s: number[];
+  cpu_s: number[];
+  loadavg_before: number;
+  loadavg_after: number;
+}
+
+async function timed(fn: () => Promise<unknown>, n: number, name: string): Promise<Timed> {
+  const wall: number[] = [];
+  const cpu: number[] = [];
+  const la0 = loadavg();
+  for (let i = 0; i < n; i++) {
+    const c0 = cpuSeconds();
+    const t0 = performance.now();
+    await fn();
+    wall.push((performance.now() - t0) / 1000);
+    cpu.push(cpuSeconds() - c0);
+    log(`${name} ${i + 1}/${n}: ${wall[i].toFixed(3)} s (cpu ${(cpu[i] / wall[i]).toFixed(2)} cores)`);
+  }
+  return { wall_s: wall, cpu_s: cpu, loadavg_before: la0, loadavg_after: loadavg() };
+}
+
+/** Deterministic standard normals (Box-Muller over a 32-bit LCG): inputs whose values do not matter. */
+function normals(n: number, seed: number, scale = 1): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  const u = () => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return (s + 0.5) / 4294967296; };
+  for (let i = 0; i < n; i += 2) {
+    const r = Math.sqrt(-2 * Math.log(u()));
+    const th = 2 * Math.PI * u();
+    out[i] = r * Math.cos(th) * scale;
+    if (i + 1 < n) out[i + 1] = r * Math.sin(th) * scale;
+  }
+  return out;
+}
+
+interface E2eRun {
+  wall_s: number;
+  cpu_s: number;
+  steps: number;
+  unet_calls: number;
+  step_s: number[];
+  first_step_end_s: number | null;
+  after_last_step_s: number | null;
+  loadavg_before: number;
+  loadavg_after: number;
+  rss_after: number;
+}
+
+async function txt2img(pipe: StableDiffusionPipeline, steps: number, seed: number): Promise<E2eRun> {
+  const stamps: number[] = [];
+  const la0 = loadavg();
+  const c0 = cpuSeconds();
+  const t0 = performance.now();
+  await pipe.generate({
+    prompt: PROMPT, steps, guidanceScale: 7.5, seed, width: ARGS.size, height: ARGS.size,
+    onStep: () => { stamps.push(performance.now()); },
+  });
+  const t1 = performance.now();
+  const stepS = stamps.slice(1).map((t, i) => (t - stamps[i]) / 1000);
+  return {
+    wall_s: (t1 - t0) / 1000,
+    cpu_s: cpuSeconds() - c0,
+    steps,
+    unet_calls: stamps.length,
+    step_s: stepS,
+    first_step_end_s: stamps.length ? (stamps[0] - t0) / 1000 : null,
+    after_last_step_s: stamps.length ? (t1 - stamps[stamps.length - 1]) / 1000 : null,
+    loadavg_before: la0,
+    loadavg_after: loadavg(),
+    rss_after: gcRss(),
+  };
+}
+
+function sessionOptions(): PipelineOptions {
+  return { threads: ARGS.threads, graphOptimizationLevel: ARGS.gol, enableMemPattern: ARGS.memPattern, enableCpuMemArena: ARGS.arena };
+}
+
+async function main(): Promise<void> {
+  const out: Record<string, unknown> = {
+    backend: "ours", mode: ARGS.mode, threads: ARGS.threads, steps: ARGS.steps, size: ARGS.size,
+    session_options: sessionOptions(), node: process.version,
+    onnxruntime_node: readOrtVersion(),
+  };
+  const lat = ARGS.size / 8;
+  out.rss_before_load = gcRss();
+
+  if (ARGS.mode === "lowmem") {
+    const t0 = performance.now();
+    const pipe = await StableDiffusionPipeline.load(ARGS.model, { ...sessionOptions(), lowMemory: true });
+    out.load_s = (performance.now() - t0) / 1000;
+    const run = await txt2img(pipe, ARGS.steps, 42);
+    log(`lowMemory txt2img (${ARGS.steps} steps): ${run.wall_s.toFixed(1)} s`);
+    out.e2e = [run];
+    await pipe.release();
+    out.peak_rss = peakRss();
+    return finish(out);
+  }
+
+  const t0 = performance.now();
+  const pipe = await StableDiffusionPipeline.load(ARGS.model, sessionOptions());
+  out.load_s = (performance.now() - t0) / 1000;
+  out.rss_after_load = gcRss();
+  log(`loaded in ${(out.load_s as number).toFixed(1)} s, rss ${((out.rss_after_load as number) / 1e9).toFixed(2)} GB`);
+
+  const ids = pipe.tokenize([PROMPT, ""]);
+  const ehs = await pipe.encodeIds(ids);
+  const sample: F32 = f32(normals(2 * 4 * lat * lat, 1), [2, 4, lat, lat]);
+  const latent1: F32 = f32(normals(4 * lat * lat, 2), [1, 4, lat, lat]);
+  const image: F32 = f32(normals(3 * ARGS.size * ARGS.size, 3, 0.5).map((v) => Math.max(-1, Math.min(1, v))), [1, 3, ARGS.size, ARGS.size]);
+
+  if (ARGS.mode === "options") {
+    const stages: Record<string, Timed> = {};
+    stages.unet_step_cfg = await timed(() => pipe.runUnet(sample, 981, ehs), 3, "unet");
+    stages.vae_decode = await timed(() => pipe.decodeLatents(latent1), 2, "vae decode");
+    out.stages = stages;
+    out.rss_end = gcRss();
+    out.peak_rss = peakRss();
+    await pipe.release();
+    return finish(out);
+  }
+
+  const stages: Record<string, Timed> = {};
+  stages.text_encoder = await timed(() => pipe.encodeIds(ids), ARGS.textRepeats, "text encoder");
+  stages.unet_step_cfg = await timed(() => pipe.runUnet(sample, 981, ehs), ARGS.stageRepeats, "unet");
+  stages.vae_decode = await timed(() => pipe.decodeLatents(latent1), ARGS.stageRepeats, "vae decode");
+  // The VAE encoder's session is created on first use (txt2img does not need it): not timed as a call.
+  const te = performance.now();
+  await pipe.component("vae_encoder");
+  out.vae_encoder_load_s = (performance.now() - te) / 1000;
+  stages.vae_encode = await timed(() => pipe.encodeImage(image), ARGS.stageRepeats, "vae encode");
+  out.stages = stages;
+  out.rss_after_stages = gcRss();
+
+  const e2e: E2eRun[] = [];
+  const leak: { generation: number; steps: number; wall_s: number; rss_after: number }[] = [];
+  for (let r = 0; r < ARGS.repeats; r++) {
+    const run = await txt2img(pipe, ARGS.steps, 42 + r);
+    e2e.push(run);
+    leak.push({ generation: leak.length + 1, steps: ARGS.steps, wall_s: run.wall_s, rss_after: run.rss_after });
+    log(`txt2img ${r + 1}/${ARGS.repeats}: ${run.wall_s.toFixed(1)} s, ${run.unet_calls} U-Net calls, rss ${(run.rss_after / 1e9).toFixed(2)} GB`);
+  }
+  out.e2e = e2e;
+  out.peak_rss_after_e2e = peakRss();
+  while (leak.length < ARGS.leakGens) {
+    const run = await txt2img(pipe, ARGS.leakSteps, 100 + leak.length);
+    leak.push({ generation: leak.length + 1, steps: ARGS.leakSteps, wall_s: run.wall_s, rss_after: run.rss_after });
+    log(`generation ${leak.length}/${ARGS.leakGens} (${ARGS.leakSteps} step): ${run.wall_s.toFixed(1)} s, rss ${(run.rss_after / 1e9).toFixed(2)} GB`);
+  }
+  out.leak = leak;
+  out.peak_rss = peakRss();
+  await pipe.release();
+  out.rss_after_release = gcRss();
+  return finish(out);
+}
+
+function readOrtVersion(): string | null {
+  try {
+    const p = require.resolve("onnxruntime-node/package.json");
+    return JSON.parse(fs.readFileSync(p, "utf8")).version as string;
+  } catch {
+    return null;
+  }
+}
+
+function finish(out: Record<string, unknown>): void {
+  const text = JSON.stringify(out);
+  if (ARGS.out) fs.writeFileSync(ARGS.out, text);
+  else process.stdout.write(text + "\n");
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`[ours-${ARGS.mode}] failed: ${(e as Error)?.stack ?? String(e)}\n`);
+  process.exit(1);
+});

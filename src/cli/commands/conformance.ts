@@ -1,0 +1,94 @@
+/** `sd-harness conformance`: every stage of one or more ONNX ports against a PyTorch reference set. */
+import * as path from "node:path";
+import yargs from "yargs";
+import { HarnessError, ExitCode } from "../../errors";
+import { CliIO } from "../io";
+import { intFlag, numFlag } from "../parse";
+import { DEFAULT_MODEL, DEFAULT_INPAINT_MODEL, DEFAULT_REFERENCES, VERSION, PACKAGE_ROOT } from "../defaults";
+import { runConformance, exitCodeFor, ModelSpec } from "../../conformance/runner";
+import { listCases, filterCases, parseShard } from "../../conformance/cases";
+import { ReferenceSet } from "../../conformance/reference-set";
+import { loadTolerances, profiles } from "../../conformance/tolerances";
+
+function parser(argv: string[]) {
+  return yargs(argv)
+    .scriptName("sd-harness conformance")
+    .usage("$0 [--model DIR[=LABEL] ...] [--references DIR] [options]\n\nRun every stage against PyTorch reference tensors and report the drift. Exit: 0 all pass, 1 a case failed, 2 usage or input error.")
+    .option("model", { type: "string", array: true, describe: "ONNX model folder; repeat for a side-by-side table (DIR=LABEL names a variant)", default: [DEFAULT_MODEL] })
+    .option("inpaint-model", { type: "string", describe: "9-channel inpainting model for the inpaint cases (default: the bundled one with the bundled model)" })
+    .option("references", { type: "string", default: DEFAULT_REFERENCES, describe: "reference set folder (scripts/make_references.py)" })
+    .option("profile", { type: "string", default: "fp32", describe: "tolerance profile: fp32, fp16, int8 (conformance/tolerances.json)" })
+    .option("tolerances", { type: "string", describe: "tolerance file (default: conformance/tolerances.json)" })
+    .option("only", { type: "string", array: true, describe: "run only case ids matching these globs, e.g. 'unet:*'" })
+    .option("skip", { type: "string", array: true, describe: "skip case ids matching these globs" })
+    .option("shard", { type: "string", describe: "run shard i of n (i/n); join with `sd-harness report merge`" })
+    .option("baseline", { type: "string", describe: "earlier report.json: flag cases whose drift grew" })
+    .option("baseline-factor", { type: "string", default: "2", describe: "growth factor that counts as a regression" })
+    .option("out", { type: "string", describe: "report folder (default: reports/<timestamp>)" })
+    .option("overwrite", { type: "boolean", default: false, describe: "replace the reports in an existing --out folder" })
+    .option("threads", { type: "string", default: "0", describe: "ONNX Runtime intra-op threads (0: one per core)" })
+    .option("list", { type: "boolean", default: false, describe: "list the case ids and exit" })
+    .option("quiet", { type: "boolean", default: false, describe: "no per-case lines" })
+    .option("verbose", { type: "boolean", default: false })
+    .strict()
+    .fail((msg, err) => {
+      throw new HarnessError(`conformance: ${msg ?? err?.message ?? "bad arguments"}`, ExitCode.usage);
+    })
+    .help()
+    .version(VERSION)
+    .exitProcess(false);
+}
+
+function modelSpecs(values: string[], inpaint: string | undefined): ModelSpec[] {
+  const labels = new Set<string>();
+  return values.map((v, i) => {
+    const eq = v.lastIndexOf("=");
+    const dir = eq > 0 ? v.slice(0, eq) : v;
+    let label = eq > 0 ? v.slice(eq + 1) : path.basename(path.resolve(dir));
+    if (labels.has(label)) label = `${label}#${i + 1}`;
+    labels.add(label);
+    const bundled = path.resolve(dir) === path.resolve(DEFAULT_MODEL);
+    return { label, dir, inpaintDir: inpaint ?? (bundled ? DEFAULT_INPAINT_MODEL : null) };
+  });
+}
+
+export async function conformanceCommand(argv: string[], io: CliIO): Promise<number> {
+  const args = await parser(argv).parseAsync();
+  if (args.help || args.version) return ExitCode.ok;
+  const tol = loadTolerances(args.tolerances);
+  if (!profiles(tol).includes(String(args.profile))) {
+    throw new HarnessError(`--profile: unknown profile ${JSON.stringify(args.profile)}; known: ${profiles(tol).join(", ")}`, ExitCode.usage);
+  }
+  const refsDir = String(args.references);
+  if (args.list) {
+    const cases = filterCases(listCases(ReferenceSet.open(refsDir)), args.only ?? [], args.skip ?? []);
+    for (const c of cases) io.out(`${c.id}\n`);
+    return ExitCode.ok;
+  }
+  const shard = args.shard ? parseShard(String(args.shard)) : undefined;
+  const threads = intFlag("--threads", args.threads, 0, 1024);
+  const factor = numFlag("--baseline-factor", args["baseline-factor"], 1, 1e12);
+  const stamp = new Date().toISOString().replace(/[:.]/g, "-");
+  const outDir = args.out ? String(args.out) : path.join(PACKAGE_ROOT, "reports", `${stamp}${shard ? `-shard${shard.index}of${shard.count}` : ""}`);
+  const report = await runConformance({
+    models: modelSpecs((args.model as string[]) ?? [DEFAULT_MODEL], args["inpaint-model"]),
+    references: refsDir,
+    profile: String(args.profile),
+    only: args.only ?? [],
+    skip: args.skip ?? [],
+    shard,
+    outDir,
+    overwrite: Boolean(args.overwrite),
+    threads,
+    tolerances: tol,
+    baseline: args.baseline,
+    baselineFactor: factor,
+    argv: ["conformance", ...argv],
+    log: args.quiet ? undefined : (line) => io.err(`${line}\n`),
+    signal: io.signal,
+  });
+  const s = report.summary;
+  io.err(`\n${s.verdict.toUpperCase()}: ${s.pass} pass, ${s.fail} fail, ${s.xfail} xfail, ${s.xpass} xpass, ${s.error} error, ${s.skip} skip (${(report.run.durationMs / 1000).toFixed(1)} s)\n`);
+  io.out(`${path.join(outDir, "report.html")}\n`);
+  return exitCodeFor(report);
+}

@@ -1,0 +1,162 @@
+/** `sd-harness generate`: txt2img / img2img / inpainting to PNG files with their parameters. */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import yargs from "yargs";
+import { HarnessError, ExitCode } from "../../errors";
+import { StableDiffusionPipeline } from "../../pipeline/pipeline";
+import { loadModelFolder } from "../../pipeline/model-folder";
+import { readRgbPng, readMaskPng, writePng } from "../../pipeline/image";
+import { SCHEDULER_NAMES } from "../../schedulers";
+import { CliIO, progress } from "../io";
+import { intFlag, numFlag, seedFlag } from "../parse";
+import { DEFAULT_MODEL, VERSION } from "../defaults";
+
+/** A1111's names for the samplers, so the PNG reads back in that ecosystem. */
+const A1111_NAMES: Record<string, string> = {
+  pndm: "PNDM", ddim: "DDIM", ddpm: "DDPM", lms: "LMS", euler: "Euler", "euler-a": "Euler a", heun: "Heun",
+  "dpm++2m": "DPM++ 2M", "dpm++2m-karras": "DPM++ 2M Karras", unipc: "UniPC",
+};
+
+export function generateParser(argv: string[]) {
+  return yargs(argv)
+    .scriptName("sd-harness generate")
+    .usage("$0 --prompt TEXT [options]\n\nGenerate images with an SD 1.x ONNX model folder (txt2img, img2img with --init-image, inpainting with --mask).")
+    .option("model", { type: "string", default: DEFAULT_MODEL, describe: "SD 1.x ONNX model folder (optimum layout)" })
+    .option("prompt", { type: "string", demandOption: true, describe: "what to draw" })
+    .option("negative-prompt", { type: "string", describe: "what to steer away from" })
+    .option("steps", { type: "string", default: "20", describe: "denoising steps" })
+    .option("guidance", { type: "string", default: "7.5", describe: "classifier-free guidance scale (<= 1 disables CFG)" })
+    .option("scheduler", { type: "string", describe: `one of: ${SCHEDULER_NAMES.join(", ")} (default: the model's)` })
+    .option("seed", { type: "string", describe: "torch seed, 0 to 2^64-1 (default: random, printed)" })
+    .option("width", { type: "string", describe: "multiple of 8 (default: the model's sample size, or the init image's)" })
+    .option("height", { type: "string", describe: "multiple of 8" })
+    .option("batch", { type: "string", default: "1", describe: "images per prompt (one noise draw for the batch, as diffusers)" })
+    .option("init-image", { type: "string", describe: "RGB PNG for img2img / inpainting" })
+    .option("strength", { type: "string", describe: "img2img strength in (0, 1] (default 0.8; inpainting 1.0)" })
+    .option("mask", { type: "string", describe: "PNG mask for inpainting, white = repaint (needs a 9-channel model)" })
+    .option("clip-skip", { type: "string", default: "0", describe: "text-encoder layers to skip (diffusers' clip_skip; A1111's value minus 1)" })
+    .option("eta", { type: "string", default: "0", describe: "DDIM eta" })
+    .option("threads", { type: "string", default: "0", describe: "ONNX Runtime intra-op threads (0: one per core)" })
+    .option("low-memory", { type: "boolean", default: false, describe: "load each model component only while it runs" })
+    .option("out", { type: "string", default: "out.png", describe: "output PNG (batch: name-0.png, name-1.png, …)" })
+    .option("overwrite", { type: "boolean", default: false, describe: "replace existing output files" })
+    .option("verbose", { type: "boolean", default: false, describe: "stack traces on errors" })
+    .strict()
+    .fail((msg, err) => {
+      throw new HarnessError(`generate: ${msg ?? err?.message ?? "bad arguments"}`, ExitCode.usage);
+    })
+    .help()
+    .version(VERSION)
+    .exitProcess(false);
+}
+
+export function a1111Parameters(p: {
+  prompt: string; negative?: string; steps: number; scheduler: string; guidance: number; seed: bigint;
+  width: number; height: number; model: string; strength?: number; clipSkip: number;
+}): string {
+  const fields = [
+    `Steps: ${p.steps}`,
+    `Sampler: ${A1111_NAMES[p.scheduler] ?? p.scheduler}`,
+    `CFG scale: ${p.guidance}`,
+    `Seed: ${p.seed}`,
+    `Size: ${p.width}x${p.height}`,
+    `Model: ${p.model}`,
+  ];
+  if (p.strength !== undefined) fields.push(`Denoising strength: ${p.strength}`);
+  if (p.clipSkip > 0) fields.push(`Clip skip: ${p.clipSkip + 1}`);
+  fields.push(`RNG: CPU`, `Version: sd-harness ${VERSION}`);
+  const lines = [p.prompt];
+  if (p.negative) lines.push(`Negative prompt: ${p.negative}`);
+  lines.push(fields.join(", "));
+  return lines.join("\n");
+}
+
+export function outputPaths(out: string, count: number): string[] {
+  if (count === 1) return [out];
+  const ext = path.extname(out) || ".png";
+  const base = out.slice(0, out.length - path.extname(out).length);
+  return Array.from({ length: count }, (_, i) => `${base}-${i}${ext}`);
+}
+
+export async function runGenerate(args: Record<string, unknown>, io: CliIO): Promise<number> {
+  const steps = intFlag("--steps", args.steps, 1, 1000);
+  const guidance = numFlag("--guidance", args.guidance, 0, 100);
+  const batch = intFlag("--batch", args.batch, 1, 64);
+  const clipSkip = intFlag("--clip-skip", args["clip-skip"], 0, 48);
+  const threads = intFlag("--threads", args.threads, 0, 1024);
+  const eta = numFlag("--eta", args.eta, 0, 1);
+  const seed = args.seed === undefined ? BigInt.asUintN(53, BigInt(Math.floor(Math.random() * 2 ** 53))) : seedFlag(args.seed);
+  const width = args.width === undefined ? undefined : intFlag("--width", args.width, 8, 8192);
+  const height = args.height === undefined ? undefined : intFlag("--height", args.height, 8, 8192);
+  const strength = args.strength === undefined ? undefined : numFlag("--strength", args.strength, Number.MIN_VALUE, 1);
+  const prompt = String(args.prompt);
+  const negative = args["negative-prompt"] === undefined ? undefined : String(args["negative-prompt"]);
+  if (args.scheduler !== undefined && !SCHEDULER_NAMES.includes(String(args.scheduler))) {
+    throw new HarnessError(`--scheduler: unknown scheduler ${JSON.stringify(args.scheduler)}; choose one of ${SCHEDULER_NAMES.join(", ")}`, ExitCode.usage);
+  }
+  const initImage = args["init-image"] ? readRgbPng(String(args["init-image"]), "--init-image") : null;
+  const mask = args.mask ? readMaskPng(String(args.mask), "--mask") : null;
+  if (initImage && mask && (mask.width !== initImage.width || mask.height !== initImage.height)) {
+    throw new HarnessError(`--mask is ${mask.width}x${mask.height} but --init-image is ${initImage.width}x${initImage.height}; they must match`, ExitCode.usage);
+  }
+  // The folder's configs (cheap) before the sessions (seconds): size flags fail before any work.
+  const folder = loadModelFolder(String(args.model));
+  for (const [flag, v] of [["--width", width], ["--height", height]] as const) {
+    const vsf = folder.vaeConfig.scaleFactor;
+    if (v !== undefined && v % vsf !== 0) throw new HarnessError(`${flag}: ${v} is not divisible by ${vsf} (the VAE's scale factor)`, ExitCode.usage);
+  }
+  const out = String(args.out);
+  const targets = outputPaths(out, batch);
+  // Fail before any work when the outputs cannot be written.
+  for (const t of targets) {
+    const dir = path.dirname(path.resolve(t));
+    if (!fs.existsSync(dir)) throw new HarnessError(`--out ${t}: directory ${dir} does not exist`, ExitCode.output);
+    if (!fs.statSync(dir).isDirectory()) throw new HarnessError(`--out ${t}: ${dir} is not a directory`, ExitCode.output);
+    if (fs.existsSync(t) && fs.statSync(t).isDirectory()) throw new HarnessError(`--out ${t}: is a directory`, ExitCode.output);
+    if (!args.overwrite && fs.existsSync(t)) throw new HarnessError(`--out ${t}: already exists (pass --overwrite to replace it)`, ExitCode.output);
+    // access(W_OK) says yes to root everywhere, even where nothing can be created (/proc, read-only
+    // mounts): create and remove a probe file instead.
+    const probe = path.join(dir, `.sd-harness-probe.${process.pid}.tmp`);
+    try {
+      fs.writeFileSync(probe, "", { flag: "wx" });
+      fs.unlinkSync(probe);
+    } catch (e) {
+      throw new HarnessError(`--out ${t}: directory ${dir} is not writable (${(e as NodeJS.ErrnoException).code ?? "error"})`, ExitCode.output);
+    }
+  }
+
+  const pipe = await StableDiffusionPipeline.load(String(args.model), { threads, lowMemory: Boolean(args["low-memory"]) });
+  try {
+    // CLIP reads 77 tokens; say so when a prompt is longer (the run goes on with the first 77)
+    pipe.tokenize([prompt], (m) => io.err(`sd-harness: warning: --prompt: ${m}\n`));
+    if (negative !== undefined) pipe.tokenize([negative], (m) => io.err(`sd-harness: warning: --negative-prompt: ${m}\n`));
+    const bar = progress(io, "generate", 0);
+    let total = 0;
+    let barRef = bar;
+    const result = await pipe.generate({
+      prompt, negativePrompt: negative ?? null, steps, guidanceScale: guidance, scheduler: args.scheduler as string | undefined,
+      seed, width, height, numImagesPerPrompt: batch, initImage, mask, strength, clipSkip, eta, signal: io.signal,
+      onStep: (s) => {
+        if (total === 0) {
+          total = s.total;
+          barRef = progress(io, "generate", total);
+        }
+        barRef.tick(s.index + 1);
+      },
+    });
+    barRef.end();
+    const schedulerName = String(args.scheduler ?? result.scheduler);
+    const params = a1111Parameters({
+      prompt, negative, steps, scheduler: schedulerName, guidance, seed, width: result.width, height: result.height,
+      model: pipe.folder.name, strength: initImage ? strength ?? (mask ? 1 : 0.8) : undefined, clipSkip,
+    });
+    result.images.forEach((img, i) => {
+      writePng(targets[i], img, { parameters: params }, !args.overwrite);
+      io.out(`${targets[i]}\n`);
+    });
+    io.err(`seed ${seed}, ${steps} steps, ${schedulerName}, ${result.width}x${result.height}\n`);
+    return ExitCode.ok;
+  } finally {
+    await pipe.release();
+  }
+}

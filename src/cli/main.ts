@@ -1,0 +1,97 @@
+/**
+ * The CLI: main(argv) runs one command in-process and returns its exit code, so tests call it
+ * directly; bin/sd-harness.js is a shim. Errors a user can cause print one line (the stack only
+ * with --verbose) and exit with the codes in src/errors.ts.
+ */
+import { HarnessError, ExitCode } from "../errors";
+import { removePendingTemporaries } from "../util/atomic";
+import { CliIO, processIO } from "./io";
+import { VERSION } from "./defaults";
+
+const COMMANDS: Record<string, { summary: string; load: () => Promise<(argv: string[], io: CliIO) => Promise<number>> }> = {
+  generate: {
+    summary: "generate images (txt2img, img2img, inpainting) with an SD 1.x ONNX folder",
+    load: async () => {
+      const m = await import("./commands/generate");
+      return async (argv, io) => {
+        const args = await m.generateParser(argv).parseAsync();
+        if (args.help || args.version) return ExitCode.ok;
+        return m.runGenerate(args as Record<string, unknown>, io);
+      };
+    },
+  },
+  conformance: {
+    summary: "check an ONNX port stage by stage against PyTorch reference tensors",
+    load: async () => (await import("./commands/conformance")).conformanceCommand,
+  },
+  report: {
+    summary: "report merge: join sharded conformance reports",
+    load: async () => (await import("./commands/report")).reportCommand,
+  },
+};
+
+function usage(): string {
+  const lines = [`sd-harness ${VERSION}: Stable Diffusion 1.x on onnxruntime-node, with a conformance suite`, "", "Commands:"];
+  for (const [name, c] of Object.entries(COMMANDS)) lines.push(`  sd-harness ${name.padEnd(12)} ${c.summary}`);
+  lines.push("", "Run sd-harness <command> --help for its options.");
+  return lines.join("\n") + "\n";
+}
+
+export async function main(argv: string[], io?: CliIO): Promise<number> {
+  const controller = new AbortController();
+  const ownIO = io ?? processIO(controller.signal);
+  const verbose = argv.includes("--verbose");
+  let interrupts = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    interrupts++;
+    controller.abort();
+    removePendingTemporaries();
+    if (interrupts > 1) {
+      process.stderr.write(`sd-harness: ${sig} again, exiting now; no partial files left\n`);
+      process.exit(ExitCode.interrupted);
+    }
+  };
+  if (!io) {
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+  }
+  try {
+    const [cmd, ...rest] = argv;
+    if (!cmd || cmd === "--help" || cmd === "-h" || cmd === "help") {
+      ownIO.out(usage());
+      return cmd ? ExitCode.ok : ExitCode.usage;
+    }
+    if (cmd === "--version") {
+      ownIO.out(`${VERSION}\n`);
+      return ExitCode.ok;
+    }
+    const entry = COMMANDS[cmd];
+    if (!entry) throw new HarnessError(`unknown command ${JSON.stringify(cmd)}; commands: ${Object.keys(COMMANDS).join(", ")}`, ExitCode.usage);
+    const run = await entry.load();
+    return await run(rest, ownIO);
+  } catch (e) {
+    if (controller.signal.aborted || (e instanceof HarnessError && e.exitCode === ExitCode.interrupted)) {
+      removePendingTemporaries();
+      ownIO.err("sd-harness: interrupted; no partial output was written\n");
+      return ExitCode.interrupted;
+    }
+    if (e instanceof HarnessError) {
+      ownIO.err(`sd-harness: error: ${e.message}\n`);
+      if (verbose && e.stack) ownIO.err(`${e.stack}\n`);
+      return e.exitCode;
+    }
+    // yargs reports bad flags as plain Errors with a name of "YError"
+    if (e instanceof Error && e.name === "YError") {
+      ownIO.err(`sd-harness: error: ${e.message.split("\n")[0]}\n`);
+      return ExitCode.usage;
+    }
+    ownIO.err(`sd-harness: internal error: ${(e as Error)?.message ?? String(e)}${verbose ? "" : " (run with --verbose for the stack trace)"}\n`);
+    if (verbose && e instanceof Error && e.stack) ownIO.err(`${e.stack}\n`);
+    return ExitCode.internal;
+  } finally {
+    if (!io) {
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+    }
+  }
+}

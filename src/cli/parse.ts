@@ -1,0 +1,27 @@
+/** Flag parsing helpers that turn bad values into one-line HarnessErrors naming the flag. */
+import { HarnessError, ExitCode } from "../errors";
+
+export function intFlag(flag: string, v: unknown, min: number, max: number): number {
+  const n = typeof v === "number" ? v : typeof v === "string" && v.trim() !== "" ? Number(v) : NaN;
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new HarnessError(`${flag}: ${JSON.stringify(v)} is not an integer from ${min} to ${max}`, ExitCode.usage);
+  }
+  return n;
+}
+
+export function numFlag(flag: string, v: unknown, min: number, max: number): number {
+  const n = typeof v === "number" ? v : typeof v === "string" && v.trim() !== "" ? Number(v) : NaN;
+  if (!Number.isFinite(n) || n < min || n > max) {
+    throw new HarnessError(`${flag}: ${JSON.stringify(v)} is not a number from ${min} to ${max}`, ExitCode.usage);
+  }
+  return n;
+}
+
+/** A torch seed: any integer from 0 to 2^64 - 1 (manual_seed's range). */
+export function seedFlag(v: unknown): bigint {
+  const s = String(v).trim();
+  if (!/^\d+$/.test(s)) throw new HarnessError(`--seed: ${JSON.stringify(v)} is not an integer from 0 to 18446744073709551615`, ExitCode.usage);
+  const n = BigInt(s);
+  if (n > 0xffffffffffffffffn) throw new HarnessError(`--seed: ${s} is larger than 2^64 - 1`, ExitCode.usage);
+  return n;
+}

@@ -1,0 +1,570 @@
+/**
+ * report.html: one self-contained file (inline CSS, inline SVG charts, images as data: URIs, no
+ * scripts, no external URLs) so it can be attached to a CI run or mailed and still open offline.
+ * Elements tests and people look for carry stable ids / classes: #verdict, table.verdict-table,
+ * svg.drift-plot[data-case], figure.image-triplet.
+ */
+import * as path from "node:path";
+import { CaseResult, ImageMetrics, Report, Series, Status, TensorMetrics } from "../types";
+import {
+  STATUSES,
+  caseIds,
+  countStatuses,
+  formatCosine,
+  formatCount,
+  formatDuration,
+  formatMetric,
+  formatNumber,
+  formatPsnr,
+  groupVerdict,
+  headline,
+  headlineText,
+  isFailing,
+  modelOrder,
+  nonFiniteText,
+  sortCases,
+  stageOrder,
+  stripControl,
+  worstElementText,
+  worstHeadline,
+} from "./markdown";
+
+const STATUS_LABEL: Readonly<Record<Status, string>> = {
+  pass: "PASS",
+  fail: "FAIL",
+  xfail: "XFAIL",
+  xpass: "XPASS",
+  error: "ERROR",
+  skip: "SKIP",
+};
+
+/** One colour per model variant, the same in every plot and table. */
+const PALETTE = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563"];
+/** Several series of one model in one plot differ by dash pattern, keeping the model's colour. */
+const DASHES = ["", "7 4", "2 3", "10 3 2 3"];
+
+function esc(text: string): string {
+  return stripControl(text)
+    .replace(/&/g, "&amp;")
+    .replace(/</g, "&lt;")
+    .replace(/>/g, "&gt;")
+    .replace(/"/g, "&quot;")
+    .replace(/'/g, "&#39;");
+}
+
+/** Ids from case ids (`unet:astronaut-free`) and labels; unique within the page. */
+class IdMaker {
+  private readonly used = new Map<string, number>();
+  private readonly given = new Map<string, string>();
+
+  get(key: string, prefix: string): string {
+    const full = `${prefix}\u0000${key}`;
+    const known = this.given.get(full);
+    if (known) return known;
+    const base = `${prefix}-${key.replace(/[^A-Za-z0-9_-]+/g, "-").replace(/^-+|-+$/g, "") || "x"}`;
+    const n = this.used.get(base) ?? 0;
+    this.used.set(base, n + 1);
+    const id = n === 0 ? base : `${base}-${n + 1}`;
+    this.given.set(full, id);
+    return id;
+  }
+}
+
+function badge(s: Status): string {
+  return `<span class="badge st-${s}">${STATUS_LABEL[s]}</span>`;
+}
+
+function countChips(counts: Record<Status, number>): string {
+  return STATUSES.filter((s) => counts[s] > 0)
+    .map((s) => `<span class="chip st-${s}">${counts[s]} ${s}</span>`)
+    .join(" ");
+}
+
+// --- SVG plots -------------------------------------------------------------------------------
+
+interface PlotLine {
+  readonly label: string;
+  readonly color: string;
+  readonly dash: string;
+  readonly values: readonly number[];
+}
+
+function niceStep(raw: number): number {
+  if (!(raw > 0) || !Number.isFinite(raw)) return 1;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const f = raw / mag;
+  return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * mag;
+}
+
+function linearTicks(lo: number, hi: number, target: number, integer: boolean): { lo: number; hi: number; ticks: number[] } {
+  let step = niceStep((hi - lo) / target);
+  if (integer) step = Math.max(1, Math.round(step));
+  const start = Math.floor(lo / step) * step;
+  const end = Math.ceil(hi / step) * step;
+  const ticks: number[] = [];
+  // index-based so accumulated float error cannot drop the last tick
+  for (let k = 0; start + k * step <= end + step * 1e-9; k++) ticks.push(Number((start + k * step).toPrecision(12)));
+  return { lo: start, hi: end, ticks };
+}
+
+function isLogMetric(metric: string): boolean {
+  return /abs|rmse|rel|ulp|err|diff/i.test(metric);
+}
+
+function fx(v: number): string {
+  return (Math.round(v * 10) / 10).toString();
+}
+
+function renderPlot(caseId: string, metric: string, lines: readonly PlotLine[], cls: string, id: string, caseAnchor: string): string {
+  const W = 720;
+  const M = { l: 70, r: 20, t: 30, b: 46 };
+  const PH = 250;
+  const PW = W - M.l - M.r;
+  const log = isLogMetric(metric);
+  const steps = Math.max(1, ...lines.map((l) => l.values.length));
+
+  const finite = lines.flatMap((l) => l.values.filter((v) => Number.isFinite(v)));
+  const positive = finite.filter((v) => v > 0);
+  let yOf: (v: number) => number;
+  const yTicks: { v: number; label: string; major: boolean }[] = [];
+  if (log) {
+    const lo = positive.length > 0 ? Math.min(...positive) : 1e-8;
+    const hi = positive.length > 0 ? Math.max(...positive) : 1e-7;
+    const e0 = Math.floor(Math.log10(lo));
+    let e1 = Math.ceil(Math.log10(hi));
+    if (e1 <= e0) e1 = e0 + 1;
+    const span = e1 - e0;
+    const every = Math.max(1, Math.ceil(span / 7));
+    yOf = (v) => M.t + PH - ((Math.log10(v) - e0) / span) * PH;
+    for (let e = e0; e <= e1; e++) {
+      if ((e - e0) % every === 0) yTicks.push({ v: 10 ** e, label: formatNumber(10 ** e), major: true });
+      if (span <= 4 && e < e1) for (let k = 2; k <= 9; k++) yTicks.push({ v: k * 10 ** e, label: "", major: false });
+    }
+  } else {
+    let lo = finite.length > 0 ? Math.min(...finite) : 0;
+    let hi = finite.length > 0 ? Math.max(...finite) : 1;
+    if (lo === hi) {
+      const pad = Math.abs(lo) * 0.1 || 1;
+      lo -= pad;
+      hi += pad;
+    }
+    const t = linearTicks(lo, hi, 5, false);
+    yOf = (v) => M.t + PH - ((v - t.lo) / (t.hi - t.lo)) * PH;
+    for (const v of t.ticks) yTicks.push({ v, label: formatMetric(metric, v), major: true });
+  }
+  const bottom = M.t + PH;
+  // zero drift has no place on a log axis; it sits on the floor, the tooltip tells the truth
+  const yClamped = (v: number) => (log && v <= 0 ? bottom : Math.min(bottom, Math.max(M.t, yOf(v))));
+  const xt = linearTicks(0, Math.max(1, steps - 1), 8, true);
+  const xOf = (i: number) => M.l + (i / xt.hi) * PW;
+
+  const legendItems = lines.map((l) => ({ ...l, w: 34 + l.label.length * 7 }));
+  const legendRows: (typeof legendItems)[] = [[]];
+  let rowW = 0;
+  for (const item of legendItems) {
+    if (rowW + item.w > PW && legendRows[legendRows.length - 1].length > 0) {
+      legendRows.push([]);
+      rowW = 0;
+    }
+    legendRows[legendRows.length - 1].push(item);
+    rowW += item.w + 14;
+  }
+  const H = bottom + M.b + legendRows.length * 20 + 6;
+
+  const parts: string[] = [];
+  parts.push(
+    `<svg class="${cls}" id="${esc(id)}" data-case="${esc(caseId)}" data-metric="${esc(metric)}" data-scale="${log ? "log" : "linear"}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="${esc(`${metric} vs step for ${caseId}`)}">`,
+  );
+  parts.push(`<title>${esc(`${caseId}: ${metric} vs step${log ? " (log scale)" : ""}`)}</title>`);
+  parts.push(`<rect class="plot-bg" x="${M.l}" y="${M.t}" width="${PW}" height="${PH}"/>`);
+  for (const t of yTicks) {
+    const y = yOf(t.v);
+    if (y < M.t - 0.5 || y > bottom + 0.5) continue;
+    parts.push(`<line class="${t.major ? "grid" : "grid minor"}" x1="${M.l}" x2="${M.l + PW}" y1="${fx(y)}" y2="${fx(y)}"/>`);
+    if (t.label) parts.push(`<text class="tick" x="${M.l - 6}" y="${fx(y + 4)}" text-anchor="end">${esc(t.label)}</text>`);
+  }
+  for (const v of xt.ticks) {
+    const x = xOf(v);
+    parts.push(`<line class="grid" x1="${fx(x)}" x2="${fx(x)}" y1="${M.t}" y2="${bottom}"/>`);
+    parts.push(`<line class="axis" x1="${fx(x)}" x2="${fx(x)}" y1="${bottom}" y2="${bottom + 5}"/>`);
+    parts.push(`<text class="tick" x="${fx(x)}" y="${bottom + 18}" text-anchor="middle">${v}</text>`);
+  }
+  parts.push(`<line class="axis" x1="${M.l}" x2="${M.l + PW}" y1="${bottom}" y2="${bottom}"/>`);
+  parts.push(`<line class="axis" x1="${M.l}" x2="${M.l}" y1="${M.t}" y2="${bottom}"/>`);
+  parts.push(`<text class="axis-label" x="${M.l + PW / 2}" y="${bottom + 36}" text-anchor="middle">step</text>`);
+  parts.push(
+    `<text class="axis-label" x="16" y="${M.t + PH / 2}" text-anchor="middle" transform="rotate(-90 16 ${M.t + PH / 2})">${esc(metric)}${log ? " (log)" : ""}</text>`,
+  );
+  parts.push(`<text class="plot-title" x="${M.l}" y="18">${esc(caseId)}</text>`);
+
+  const marks = steps <= 80;
+  for (const l of lines) {
+    let d = "";
+    let pen = false;
+    const dots: string[] = [];
+    l.values.forEach((v, i) => {
+      const x = xOf(i);
+      const tip = `<title>${esc(`${l.label}, step ${i}: ${formatMetric(metric, v)}`)}</title>`;
+      if (!Number.isFinite(v)) {
+        pen = false;
+        dots.push(`<text class="nonfinite" x="${fx(x)}" y="${M.t + 12}" text-anchor="middle">×${tip}</text>`);
+        return;
+      }
+      const y = yClamped(v);
+      d += `${pen ? "L" : "M"}${fx(x)} ${fx(y)}`;
+      pen = true;
+      if (marks) dots.push(`<circle cx="${fx(x)}" cy="${fx(y)}" r="2.6" fill="${l.color}">${tip}</circle>`);
+    });
+    if (d) parts.push(`<path class="line" d="${d}" stroke="${l.color}"${l.dash ? ` stroke-dasharray="${l.dash}"` : ""}/>`);
+    parts.push(...dots);
+  }
+
+  legendRows.forEach((row, r) => {
+    let x = M.l;
+    const y = bottom + M.b + r * 20 + 4;
+    for (const item of row) {
+      parts.push(
+        `<g class="legend-item"><line x1="${x}" x2="${x + 26}" y1="${y}" y2="${y}" stroke="${item.color}" stroke-width="2.5"${item.dash ? ` stroke-dasharray="${item.dash}"` : ""}/><text class="legend" x="${x + 32}" y="${y + 4}">${esc(item.label)}</text></g>`,
+      );
+      x += item.w + 14;
+    }
+  });
+  parts.push("</svg>");
+  return `<figure class="plot-figure">${parts.join("")}<figcaption><a href="#${esc(caseAnchor)}">${esc(caseId)}</a> — ${esc(metric)} vs step${log ? ", log scale" : ""}</figcaption></figure>`;
+}
+
+/** Plots for one case: the max-abs drift (svg.drift-plot), then any other metric the series carry. */
+function renderCasePlots(report: Report, id: string, models: readonly string[], ids: IdMaker): string {
+  const withSeries = models
+    .map((m) => report.results.find((c) => c.id === id && c.model === m))
+    .filter((c): c is CaseResult => !!c && (c.series ?? []).some((s) => s.values.length > 0));
+  if (withSeries.length === 0) return "";
+  const all: { model: string; s: Series }[] = withSeries.flatMap((c) => (c.series ?? []).filter((s) => s.values.length > 0).map((s) => ({ model: c.model, s })));
+  const metrics: string[] = [];
+  for (const { s } of all) if (!metrics.includes(s.metric)) metrics.push(s.metric);
+  metrics.sort((a, b) => Number(!/maxabs/i.test(a)) - Number(!/maxabs/i.test(b)));
+  const anchor = ids.get(`${withSeries[0].model}\u0000${id}`, "case");
+  return metrics
+    .map((metric, k) => {
+      const chosen = all.filter((x) => x.s.metric === metric);
+      const names = [...new Set(chosen.map((x) => x.s.name))];
+      const lines: PlotLine[] = chosen.map(({ model, s }) => ({
+        label: names.length > 1 ? `${model} · ${s.name}` : model,
+        color: PALETTE[Math.max(0, models.indexOf(model)) % PALETTE.length],
+        dash: DASHES[names.indexOf(s.name) % DASHES.length],
+        values: s.values,
+      }));
+      const cls = k === 0 ? "drift-plot" : "metric-plot";
+      return renderPlot(id, metric, lines, cls, ids.get(`${id}\u0000${metric}`, "plot"), anchor);
+    })
+    .join("\n");
+}
+
+// --- Tables and case details -------------------------------------------------------------------
+
+function provenance(report: Report): string {
+  const r = report.references;
+  const h = report.run.host;
+  const versions = (v: Readonly<Record<string, string>>) =>
+    Object.entries(v)
+      .map(([k, x]) => `<span class="ver"><b>${esc(k)}</b> ${esc(x)}</span>`)
+      .join(" ");
+  const modelRows = report.models
+    .map((m, i) => {
+      const files = Object.entries(m.hashes);
+      const hashes = files.length
+        ? `<details class="hashes"><summary>${files.length} ONNX file${files.length === 1 ? "" : "s"}</summary><ul>${files
+            .map(([f, sha]) => `<li><code>${esc(f)}</code> <code class="sha">${esc(sha.slice(0, 16))}…</code></li>`)
+            .join("")}</ul></details>`
+        : "—";
+      return `<tr><td><span class="swatch" style="background:${PALETTE[i % PALETTE.length]}"></span><b>${esc(m.label)}</b></td><td><code>${esc(m.dir)}</code></td><td>${hashes}</td></tr>`;
+    })
+    .join("");
+  const rows: [string, string][] = [
+    ["Reference set", `<code>${esc(r.dir)}</code> — ${esc(r.model)} on <b>${esc(r.device)}</b> (${esc(r.deviceName)})`],
+    ["Reference versions", versions(r.versions) || "—"],
+    ["Reference command", r.command ? `<code>${esc(r.command)}</code>` : "—"],
+    ["Tolerance profile", `<code>${esc(report.profile)}</code>`],
+    ["Started", `${esc(report.run.started)} · finished ${esc(report.run.finished)} · <b>${esc(formatDuration(report.run.durationMs))}</b>`],
+    ["Host", `${esc(h.platform)}/${esc(h.arch)}, ${esc(h.cpus)} (${h.cores} cores), ${report.run.threads} threads`],
+    ["Versions", versions(report.run.versions) || "—"],
+  ];
+  if (report.run.shard) rows.push(["Shard", `${report.run.shard.index} / ${report.run.shard.count}`]);
+  if (report.run.argv.length) rows.push(["Command", `<code>${esc(report.run.argv.join(" "))}</code>`]);
+  return `<section class="card provenance" id="provenance"><h2>Run</h2>
+<table class="models"><thead><tr><th>Model</th><th>Folder</th><th>Files</th></tr></thead><tbody>${modelRows}</tbody></table>
+<dl>${rows.map(([k, v]) => `<dt>${k}</dt><dd>${v}</dd>`).join("")}</dl></section>`;
+}
+
+function verdictTable(report: Report, stages: readonly string[], models: readonly string[], ids: IdMaker): string {
+  if (stages.length === 0) return `<section class="card" id="verdicts"><h2>Verdict by stage</h2><p>No case results in this run (all filtered out, or an empty shard).</p></section>`;
+  const head = `<tr><th>Stage</th>${models.map((m, i) => `<th><span class="swatch" style="background:${PALETTE[i % PALETTE.length]}"></span>${esc(m)}</th>`).join("")}</tr>`;
+  const body = stages
+    .map((stage) => {
+      const cells = models
+        .map((model) => {
+          const cases = report.results.filter((c) => c.stage === stage && c.model === model);
+          if (cases.length === 0) return `<td class="empty">—</td>`;
+          const v = groupVerdict(cases);
+          const text = headlineText(worstHeadline(cases));
+          return `<td class="cell st-${v}" data-status="${v}">${badge(v)} <span class="counts">${countChips(countStatuses(cases))}</span>${text ? `<div class="worst">worst: ${esc(text)}</div>` : ""}</td>`;
+        })
+        .join("");
+      return `<tr><th scope="row"><a href="#${esc(ids.get(stage, "stage"))}">${esc(stage)}</a></th>${cells}</tr>`;
+    })
+    .join("\n");
+  return `<section class="card" id="verdicts"><h2>Verdict by stage</h2><table class="verdict-table"><thead>${head}</thead><tbody>${body}</tbody></table></section>`;
+}
+
+function driftTable(report: Report, models: readonly string[], ids: IdMaker): string {
+  const head = `<tr><th rowspan="2">Case</th>${models.map((m) => `<th colspan="3" class="group">${esc(m)}</th>`).join("")}</tr><tr>${models.map(() => "<th>max abs</th><th>PSNR</th><th>cosine</th>").join("")}</tr>`;
+  const rows = caseIds(report)
+    .map((id) => {
+      const cells = models
+        .map((m) => {
+          const c = report.results.find((x) => x.id === id && x.model === m);
+          if (!c) return `<td class="empty">—</td><td class="empty">—</td><td class="empty">—</td>`;
+          const h = headline(c);
+          const drift = h.maxAbs !== undefined ? formatNumber(h.maxAbs) : h.maxAbsU8 !== undefined ? `${formatNumber(h.maxAbsU8)} <small>u8</small>` : "—";
+          const psnr = h.psnr !== undefined ? esc(formatPsnr(h.psnr)) : h.psnrU8 !== undefined ? `${esc(formatPsnr(h.psnrU8))} <small>image</small>` : "—";
+          const cos = h.cosine !== undefined ? esc(formatCosine(h.cosine)) : "—";
+          return `<td class="num st-${c.status}">${drift}</td><td class="num st-${c.status}">${psnr}</td><td class="num st-${c.status}">${cos}</td>`;
+        })
+        .join("");
+      const first = report.results.find((x) => x.id === id)!;
+      return `<tr><th scope="row"><a href="#${esc(ids.get(`${first.model}\u0000${id}`, "case"))}">${esc(id)}</a></th>${cells}</tr>`;
+    })
+    .join("\n");
+  return `<section class="card" id="drift"><h2>Drift side by side</h2><div class="scroll"><table class="drift-table"><thead>${head}</thead><tbody>${rows}</tbody></table></div></section>`;
+}
+
+function baselineSection(report: Report): string {
+  const b = report.baseline;
+  if (!b) return "";
+  const flagged = report.results.filter((c) => c.regression?.flagged);
+  const rows = flagged
+    .map((c) => {
+      const g = c.regression!;
+      return `<tr><td>${esc(c.id)}</td><td>${esc(c.model)}</td><td>${esc(g.metric)}</td><td class="num">${esc(formatMetric(g.metric, g.before))}</td><td class="num">${esc(formatMetric(g.metric, g.after))}</td><td class="num st-fail">×${esc(formatNumber(g.factor))}</td></tr>`;
+    })
+    .join("");
+  return `<section class="card" id="baseline"><h2>Baseline regressions</h2><p>Against <code>${esc(b.file)}</code>, flagging growth beyond ×${esc(formatNumber(b.factor))}: <b>${b.regressions}</b> regression${b.regressions === 1 ? "" : "s"}.</p>${
+    flagged.length ? `<table class="regressions"><thead><tr><th>Case</th><th>Model</th><th>Metric</th><th>Before</th><th>After</th><th>Growth</th></tr></thead><tbody>${rows}</tbody></table>` : ""
+  }</section>`;
+}
+
+function metricsTable(metrics: Readonly<Record<string, TensorMetrics>>): string {
+  const entries = Object.entries(metrics) as [string, TensorMetrics][];
+  if (entries.length === 0) return "";
+  const ulp = entries.some(([, m]) => m.maxUlp !== undefined);
+  const head = `<tr><th>Tensor</th><th>elements</th><th>max abs</th><th>mean abs</th><th>RMSE</th><th>rel L2</th><th>cosine</th><th>PSNR</th><th>p99 abs</th>${ulp ? "<th>max ULP</th>" : ""}<th>NaN / Inf</th><th>worst element</th></tr>`;
+  const rows = entries
+    .map(([name, m]) => {
+      const bad = m.nanCount + m.infCount > 0 ? ' class="num bad"' : ' class="num"';
+      return `<tr><td><code>${esc(name)}</code></td><td class="num">${formatCount(m.count)}</td><td class="num">${formatNumber(m.maxAbs)}</td><td class="num">${formatNumber(m.meanAbs)}</td><td class="num">${formatNumber(m.rmse)}</td><td class="num">${formatNumber(m.relL2)}</td><td class="num">${esc(formatCosine(m.cosine))}</td><td class="num">${esc(formatPsnr(m.psnr))}</td><td class="num">${formatNumber(m.p99Abs)}</td>${
+        ulp ? `<td class="num">${m.maxUlp === undefined ? "—" : formatNumber(m.maxUlp)}</td>` : ""
+      }<td${bad}>${formatCount(m.nanCount)} / ${formatCount(m.infCount)}</td><td><code>[${esc(m.worstIndex.join(", "))}]</code> ${formatNumber(m.worstOurs)} vs ${formatNumber(m.worstRef)}</td></tr>`;
+    })
+    .join("");
+  return `<table class="metrics"><thead>${head}</thead><tbody>${rows}</tbody></table>`;
+}
+
+function checksTable(c: CaseResult): string {
+  if (c.checks.length === 0) return "";
+  const rows = [...c.checks]
+    .sort((a, b) => Number(a.ok) - Number(b.ok))
+    .map(
+      (ch) =>
+        `<tr class="${ch.ok ? "ok" : "bad"}"><td>${ch.ok ? "✓" : "✗"}</td><td><code>${esc(ch.tensor)}</code></td><td>${esc(ch.metric)}</td><td class="num">${esc(formatMetric(ch.metric, ch.value))}</td><td class="num">${ch.kind === "max" ? "≤" : "≥"} ${esc(formatMetric(ch.metric, ch.limit))}</td></tr>`,
+    )
+    .join("");
+  return `<table class="checks"><thead><tr><th></th><th>Tensor</th><th>Metric</th><th>Value</th><th>Limit</th></tr></thead><tbody>${rows}</tbody></table>`;
+}
+
+function dataUri(rel: string | undefined, readAsset: (relPath: string) => Buffer | null): string | null {
+  if (!rel) return null;
+  let buf: Buffer | null;
+  try {
+    buf = readAsset(rel);
+  } catch {
+    // an unreadable picture should cost one panel, not the whole report
+    buf = null;
+  }
+  if (!buf) return null;
+  const ext = path.extname(rel).toLowerCase();
+  const mime = ext === ".jpg" || ext === ".jpeg" ? "image/jpeg" : ext === ".webp" ? "image/webp" : ext === ".svg" ? "image/svg+xml" : "image/png";
+  return `data:${mime};base64,${buf.toString("base64")}`;
+}
+
+function imageTriplet(im: ImageMetrics, index: number, count: number, readAsset: (relPath: string) => Buffer | null): string {
+  const total = im.width * im.height;
+  const pct = total > 0 ? (100 * im.mismatchedPixels) / total : 0;
+  const caption = `${count > 1 ? `image ${index} · ` : ""}${im.width}×${im.height} · PSNR ${formatPsnr(im.psnrU8)} · max abs ${formatNumber(im.maxAbsU8)} / 255 · ${formatCount(im.mismatchedPixels)} px differ (${formatNumber(pct)}%)`;
+  if (!im.refPng && !im.oursPng && !im.diffPng) return `<p class="image-metrics">${esc(caption)}</p>`;
+  const small = im.width > 0 && im.width < 256 ? " pixelated" : "";
+  const panel = (rel: string | undefined, label: string) => {
+    const uri = dataUri(rel, readAsset);
+    if (!uri) return `<div class="panel missing"><div class="placeholder">${rel ? `missing: ${esc(rel)}` : "not written"}</div><span>${label}</span></div>`;
+    return `<div class="panel"><img class="${label.replace(/\W.*/, "")}${small}" src="${uri}" alt="${esc(label)}" width="${im.width}" height="${im.height}"><span>${label}</span></div>`;
+  };
+  return `<figure class="image-triplet">${panel(im.refPng, "reference")}${panel(im.oursPng, "ours")}${panel(im.diffPng, "diff heat map")}<figcaption>${esc(caption)}</figcaption></figure>`;
+}
+
+function caseDetails(c: CaseResult, ids: IdMaker, plotIds: ReadonlyMap<string, string>, readAsset: (relPath: string) => Buffer | null): string {
+  const id = ids.get(`${c.model}\u0000${c.id}`, "case");
+  const h = headlineText(headline(c));
+  const body: string[] = [];
+  if (c.message) body.push(`<p class="message">${esc(c.message)}</p>`);
+  if (c.status === "xpass") body.push(`<p class="callout st-xpass">Expected to fail${c.tolerance.reason ? ` (${esc(c.tolerance.reason)})` : ""}, but every check passed: the expected-failure entry is stale.</p>`);
+  if (c.status === "xfail" && c.tolerance.reason) body.push(`<p class="callout st-xfail">Expected failure: ${esc(c.tolerance.reason)}</p>`);
+  if (c.nonFinite) body.push(`<p class="callout st-error">Non-finite values: ${esc(nonFiniteText(c.nonFinite))}</p>`);
+  const worst = worstElementText(c);
+  if (worst && isFailing(c.status)) body.push(`<p class="worst-element">Worst element: <code>${esc(worst)}</code></p>`);
+  body.push(checksTable(c));
+  body.push(metricsTable(c.metrics));
+  const images = c.images ?? [];
+  images.forEach((im, i) => body.push(imageTriplet(im, i, images.length, readAsset)));
+  const plot = plotIds.get(c.id);
+  if (plot) body.push(`<p class="plot-link"><a href="#${esc(plot)}">Drift vs step plot ↑</a></p>`);
+  const tol = `Tolerance: profile <code>${esc(c.tolerance.profile)}</code>, ${esc(c.tolerance.source)}${c.tolerance.reason && c.status !== "xfail" ? ` — ${esc(c.tolerance.reason)}` : ""}`;
+  body.push(`<p class="tolerance">${tol}</p>`);
+  if (c.regression) {
+    const g = c.regression;
+    body.push(
+      `<p class="regression${g.flagged ? " flagged" : ""}">Baseline: ${esc(g.metric)} ${esc(formatMetric(g.metric, g.before))} → ${esc(formatMetric(g.metric, g.after))} (×${esc(formatNumber(g.factor))})${g.flagged ? " — regression" : ""}</p>`,
+    );
+  }
+  const open = isFailing(c.status) ? " open" : "";
+  return `<details class="case st-${c.status}" id="${esc(id)}" data-case="${esc(c.id)}" data-model="${esc(c.model)}" data-status="${c.status}"${open}><summary>${badge(c.status)} <code class="case-id">${esc(c.id)}</code> <span class="model">${esc(c.model)}</span> <span class="headline">${esc(h)}</span> <span class="time">${esc(formatDuration(c.timeMs))}</span></summary><div class="case-body">${body.filter(Boolean).join("\n")}</div></details>`;
+}
+
+const CSS = `
+:root{--fg:#1f2328;--muted:#59636e;--line:#d1d9e0;--bg:#f6f8fa;--card:#fff;
+--pass:#1a7f37;--pass-bg:#dafbe1;--fail:#cf222e;--fail-bg:#ffebe9;--error:#82071e;--error-bg:#ffd8d3;
+--xfail:#9a6700;--xfail-bg:#fff8c5;--xpass:#bc4c00;--xpass-bg:#fff1e5;--skip:#59636e;--skip-bg:#eff2f5}
+*{box-sizing:border-box}
+body{margin:0;background:var(--bg);color:var(--fg);font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans",Helvetica,Arial,sans-serif}
+main{max-width:1240px;margin:0 auto;padding:0 20px 40px}
+code{font:12.5px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,"Liberation Mono",monospace;background:#eff2f5;border-radius:4px;padding:1px 4px;word-break:break-all}
+a{color:#0969da;text-decoration:none}a:hover{text-decoration:underline}
+#verdict{color:#fff;padding:26px 20px 22px;margin-bottom:20px}
+#verdict .inner{max-width:1240px;margin:0 auto;display:flex;flex-wrap:wrap;align-items:baseline;gap:10px 24px}
+#verdict h1{margin:0;font-size:34px;letter-spacing:.04em}
+#verdict .sub{font-size:15px;opacity:.95}
+#verdict .chip{background:rgba(255,255,255,.92)}
+#verdict.st-pass{background:linear-gradient(135deg,#1a7f37,#2da44e)}
+#verdict.st-fail{background:linear-gradient(135deg,#a40e26,#cf222e)}
+#verdict.st-error{background:linear-gradient(135deg,#5c0011,#82071e)}
+#verdict.st-xfail{background:linear-gradient(135deg,#7d4e00,#bf8700)}
+#verdict.st-xpass{background:linear-gradient(135deg,#953800,#d4560b)}
+#verdict.st-skip{background:linear-gradient(135deg,#424a53,#6e7781)}
+.card{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:16px 20px;margin:0 0 20px;box-shadow:0 1px 2px rgba(31,35,40,.05)}
+h2{font-size:18px;margin:0 0 12px}h3{font-size:16px;margin:18px 0 10px}
+table{border-collapse:collapse;width:100%;margin:8px 0}
+th,td{border-bottom:1px solid var(--line);padding:6px 8px;text-align:left;vertical-align:top}
+thead th{background:#f6f8fa;font-weight:600;font-size:12.5px;color:var(--muted)}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.scroll{overflow-x:auto}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:6px 16px;margin:12px 0 0}dt{color:var(--muted);font-weight:600}dd{margin:0}
+.ver{display:inline-block;margin-right:10px}
+.swatch{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:6px;vertical-align:baseline}
+details.hashes ul{margin:6px 0 0;padding-left:18px}.sha{color:var(--muted)}
+.badge{display:inline-block;font-weight:700;font-size:11px;letter-spacing:.05em;border-radius:999px;padding:2px 8px;color:#fff}
+.chip{display:inline-block;font-size:12px;border-radius:999px;padding:1px 8px;margin:1px 2px 1px 0;border:1px solid currentColor}
+.badge.st-pass{background:var(--pass)}.badge.st-fail{background:var(--fail)}.badge.st-error{background:var(--error)}
+.badge.st-xfail{background:var(--xfail)}.badge.st-xpass{background:var(--xpass)}.badge.st-skip{background:var(--skip)}
+.chip.st-pass{color:var(--pass)}.chip.st-fail{color:var(--fail)}.chip.st-error{color:var(--error)}
+.chip.st-xfail{color:var(--xfail)}.chip.st-xpass{color:var(--xpass)}.chip.st-skip{color:var(--skip)}
+td.st-pass{background:var(--pass-bg)}td.st-fail{background:var(--fail-bg)}td.st-error{background:var(--error-bg)}
+td.st-xfail{background:var(--xfail-bg)}td.st-xpass{background:var(--xpass-bg)}td.st-skip{background:var(--skip-bg)}
+table.verdict-table td.cell{border:2px solid #fff;border-radius:6px;padding:10px}
+table.verdict-table .worst{color:var(--muted);font-size:12px;margin-top:4px}
+table.drift-table th.group{text-align:center;border-bottom:2px solid var(--line)}
+td.empty{color:var(--muted);text-align:center}
+.plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(540px,1fr));gap:16px}
+figure{margin:0}
+.plot-figure{border:1px solid var(--line);border-radius:8px;padding:8px;background:#fff}
+.plot-figure figcaption{font-size:12px;color:var(--muted);padding:2px 4px}
+svg.drift-plot,svg.metric-plot{width:100%;height:auto;display:block}
+svg .plot-bg{fill:#fbfcfd}svg .grid{stroke:#e4e8ec;stroke-width:1}svg .grid.minor{stroke:#f0f2f4}
+svg .axis{stroke:#8c959f;stroke-width:1}svg .tick{font-size:11px;fill:#59636e}
+svg .axis-label{font-size:12px;fill:#1f2328}svg .plot-title{font-size:13px;font-weight:600;fill:#1f2328}
+svg .legend{font-size:12px;fill:#1f2328}svg .line{fill:none;stroke-width:2;stroke-linejoin:round;stroke-linecap:round}
+svg .nonfinite{font-size:14px;font-weight:700;fill:#cf222e}
+details.case{border:1px solid var(--line);border-left:5px solid var(--skip);border-radius:8px;margin:8px 0;background:#fff}
+details.case.st-pass{border-left-color:var(--pass)}details.case.st-fail{border-left-color:var(--fail)}details.case.st-error{border-left-color:var(--error)}
+details.case.st-xfail{border-left-color:var(--xfail)}details.case.st-xpass{border-left-color:var(--xpass)}
+details.case>summary{cursor:pointer;padding:8px 12px;display:flex;flex-wrap:wrap;gap:6px 12px;align-items:center}
+details.case .model{font-weight:600}details.case .headline{color:var(--muted);font-size:13px}details.case .time{margin-left:auto;color:var(--muted);font-size:12px}
+.case-body{padding:4px 14px 12px}
+.message{white-space:pre-wrap;margin:6px 0}
+.callout{padding:8px 12px;border-radius:6px;margin:8px 0}
+.callout.st-error{background:var(--error-bg);color:var(--error)}.callout.st-xfail{background:var(--xfail-bg);color:var(--xfail)}.callout.st-xpass{background:var(--xpass-bg);color:var(--xpass)}
+table.checks tr.bad td{background:var(--fail-bg);color:var(--fail);font-weight:600}
+table.checks tr.ok td:first-child{color:var(--pass)}
+table.metrics{font-size:12.5px}td.bad{color:var(--fail);font-weight:700}
+.tolerance,.plot-link,.regression{color:var(--muted);font-size:12.5px;margin:6px 0}.regression.flagged{color:var(--fail);font-weight:600}
+figure.image-triplet{display:grid;grid-template-columns:repeat(3,minmax(0,256px));gap:12px;margin:12px 0}
+figure.image-triplet figcaption{grid-column:1/-1;color:var(--muted);font-size:12.5px}
+figure.image-triplet .panel{text-align:center;font-size:12px;color:var(--muted)}
+figure.image-triplet img{display:block;width:100%;height:auto;border:1px solid var(--line);border-radius:4px;background:#fff;margin-bottom:4px}
+figure.image-triplet img.pixelated{image-rendering:pixelated}
+.placeholder{aspect-ratio:1;display:flex;align-items:center;justify-content:center;border:1px dashed var(--line);border-radius:4px;padding:8px;margin-bottom:4px;word-break:break-all}
+footer{color:var(--muted);font-size:12px;text-align:center;margin-top:24px}
+`;
+
+export function renderHtml(report: Report, readAsset: (relPath: string) => Buffer | null): string {
+  const ids = new IdMaker();
+  const models = modelOrder(report);
+  const stages = stageOrder(report);
+  const s = report.summary;
+
+  const plotIds = new Map<string, string>();
+  const plots: string[] = [];
+  for (const id of caseIds(report)) {
+    const html = renderCasePlots(report, id, models, ids);
+    if (!html) continue;
+    plots.push(html);
+    const first = report.results.find((c) => c.id === id && (c.series ?? []).some((x) => x.values.length > 0));
+    const metric = (first?.series ?? []).map((x) => x.metric).sort((a, b) => Number(!/maxabs/i.test(a)) - Number(!/maxabs/i.test(b)))[0];
+    if (metric !== undefined) plotIds.set(id, ids.get(`${id}\u0000${metric}`, "plot"));
+  }
+
+  const stageSections = stages
+    .map((stage) => {
+      const cases = sortCases(report.results.filter((c) => c.stage === stage), models);
+      const counts = countChips(countStatuses(cases));
+      return `<section class="card stage-details" id="${esc(ids.get(stage, "stage"))}" data-stage="${esc(stage)}"><h2>${esc(stage)} ${badge(groupVerdict(cases))} <span class="counts">${counts}</span></h2>${cases
+        .map((c) => caseDetails(c, ids, plotIds, readAsset))
+        .join("\n")}</section>`;
+    })
+    .join("\n");
+
+  const title = `sd-harness conformance — ${STATUS_LABEL[s.verdict]}`;
+  return `<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="sd-harness (${esc(report.format)})">
+<title>${esc(title)}</title>
+<style>${CSS}</style>
+</head>
+<body>
+<header id="verdict" class="verdict st-${s.verdict}" data-verdict="${s.verdict}">
+<div class="inner"><h1>${STATUS_LABEL[s.verdict]}</h1>
+<div class="sub">${s.total} case result${s.total === 1 ? "" : "s"} · ${countChips(s)} · profile <b>${esc(report.profile)}</b> · ${esc(models.join(" vs "))} · ${esc(formatDuration(report.run.durationMs))}</div></div>
+</header>
+<main>
+${provenance(report)}
+${verdictTable(report, stages, models, ids)}
+${models.length > 1 ? driftTable(report, models, ids) : ""}
+${baselineSection(report)}
+${plots.length ? `<section class="card" id="plots"><h2>Drift vs step</h2><div class="plots">${plots.join("\n")}</div></section>` : ""}
+${stageSections}
+<footer>${esc(report.format)} · started ${esc(report.run.started)} · written by sd-harness</footer>
+</main>
+</body>
+</html>
+`;
+}

@@ -1,0 +1,91 @@
+/** Tolerances as data (conformance/tolerances.json): per stage and profile, overridable per case with a reason. */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { HarnessError, ExitCode } from "../errors";
+import { PACKAGE_ROOT } from "../cli/defaults";
+import { Check, TensorMetrics, ImageMetrics } from "./types";
+
+export type Limits = Readonly<Record<string, number>>;
+
+export const LOWER_BOUND_METRICS = new Set(["cosine", "psnr", "psnrU8"]);
+
+export interface ToleranceFile {
+  readonly profiles: Readonly<Record<string, Readonly<Record<string, Limits>>>>;
+  readonly overrides: readonly { readonly case: string; readonly profile?: string; readonly limits: Limits; readonly reason: string }[];
+  readonly expected_failures: readonly { readonly case: string; readonly profile?: string; readonly model?: string; readonly reason: string }[];
+}
+
+export const DEFAULT_TOLERANCES = path.join(PACKAGE_ROOT, "conformance", "tolerances.json");
+
+export function globToRegExp(glob: string): RegExp {
+  const esc = glob.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".");
+  return new RegExp(`^${esc}$`);
+}
+
+export function loadTolerances(file = DEFAULT_TOLERANCES): ToleranceFile {
+  let t: ToleranceFile;
+  try {
+    t = JSON.parse(fs.readFileSync(file, "utf8"));
+  } catch (e) {
+    throw new HarnessError(`${file}: cannot read tolerances (${(e as Error).message.split("\n")[0]})`, ExitCode.usage);
+  }
+  if (!t || typeof t.profiles !== "object") throw new HarnessError(`${file}: no "profiles" object`, ExitCode.usage);
+  for (const o of t.overrides ?? []) {
+    if (!o.reason) throw new HarnessError(`${file}: override for ${o.case} has no reason; every override must say why`, ExitCode.usage);
+  }
+  return { profiles: t.profiles, overrides: t.overrides ?? [], expected_failures: t.expected_failures ?? [] };
+}
+
+export function profiles(t: ToleranceFile): string[] {
+  return Object.keys(t.profiles);
+}
+
+export interface Resolved {
+  readonly limits: Limits;
+  readonly source: string;
+  readonly reason?: string;
+  readonly expectedFailure?: string;
+}
+
+/** The limits for one case: the stage's profile defaults, then matching overrides in order. */
+export function resolve(t: ToleranceFile, profile: string, stageKey: string, caseId: string, model: string): Resolved {
+  const p = t.profiles[profile];
+  if (!p) throw new HarnessError(`--profile: unknown profile ${JSON.stringify(profile)}; known: ${profiles(t).join(", ")}`, ExitCode.usage);
+  let limits: Record<string, number> = { ...(p[stageKey] ?? {}) };
+  let source = `${profile}.${stageKey}`;
+  let reason: string | undefined;
+  for (const o of t.overrides) {
+    if ((o.profile === undefined || o.profile === profile) && globToRegExp(o.case).test(caseId)) {
+      limits = { ...limits, ...o.limits };
+      source = `override ${o.case}`;
+      reason = o.reason;
+    }
+  }
+  const xf = t.expected_failures.find((x) => (x.profile === undefined || x.profile === profile) && (x.model === undefined || x.model === model) && globToRegExp(x.case).test(caseId));
+  return { limits, source, reason, expectedFailure: xf?.reason };
+}
+
+/** Evaluate limits against every compared tensor (and image). Metrics a tensor lacks are not checked for it. */
+export function evaluate(limits: Limits, metrics: Readonly<Record<string, TensorMetrics>>, images: readonly ImageMetrics[] = [], extra: Readonly<Record<string, number>> = {}): Check[] {
+  const checks: Check[] = [];
+  for (const [metric, limit] of Object.entries(limits)) {
+    const lower = LOWER_BOUND_METRICS.has(metric);
+    const push = (tensor: string, value: number) => {
+      const ok = Number.isNaN(value) ? false : lower ? value >= limit : value <= limit;
+      checks.push({ tensor, metric, value, limit, kind: lower ? "min" : "max", ok });
+    };
+    if (metric in extra) {
+      push("case", extra[metric]);
+      continue;
+    }
+    if (metric === "psnrU8" || metric === "maxAbsU8" || metric === "mismatchedPixels") {
+      images.forEach((im, i) => push(`image${images.length > 1 ? i : ""}`, (im as unknown as Record<string, number>)[metric]));
+      continue;
+    }
+    for (const [tensor, m] of Object.entries(metrics)) {
+      const v = (m as unknown as Record<string, number | undefined>)[metric];
+      if (typeof v === "number") push(tensor, v);
+    }
+  }
+  return checks;
+}

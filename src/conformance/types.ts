@@ -1,0 +1,126 @@
+/**
+ * The conformance report's data model: what report.json holds and every writer (Markdown, HTML,
+ * JUnit) reads. Cases have stable ids `stage:case`; the worst status of a run wins.
+ */
+
+export type Status = "pass" | "fail" | "xfail" | "xpass" | "error" | "skip";
+
+/** Drift of one compared tensor (ours vs the PyTorch reference). */
+export interface TensorMetrics {
+  readonly count: number;
+  readonly maxAbs: number;
+  readonly meanAbs: number;
+  readonly rmse: number;
+  /** ||ours - ref|| / ||ref|| */
+  readonly relL2: number;
+  readonly cosine: number;
+  /** 20 log10(max|ref| / RMSE) (Apple's coremltools convention); Infinity when identical */
+  readonly psnr: number;
+  readonly p99Abs: number;
+  readonly nanCount: number;
+  readonly infCount: number;
+  /** multi-index of the largest |ours - ref| */
+  readonly worstIndex: readonly number[];
+  readonly worstOurs: number;
+  readonly worstRef: number;
+  /** largest difference in float32 ULPs of the reference value (scheduler / rng stages) */
+  readonly maxUlp?: number;
+}
+
+export interface ImageMetrics {
+  readonly width: number;
+  readonly height: number;
+  /** PSNR of the uint8 pictures, 20 log10(255 / RMSE) */
+  readonly psnrU8: number;
+  readonly maxAbsU8: number;
+  /** pixelmatch's count of visibly different pixels (threshold 0.1) */
+  readonly mismatchedPixels: number;
+  /** PNG files written beside the report (relative paths), for the HTML triplets */
+  readonly refPng?: string;
+  readonly oursPng?: string;
+  readonly diffPng?: string;
+}
+
+/** One limit checked: `metric` of `tensor` against `limit` (max: value <= limit; min: value >= limit). */
+export interface Check {
+  readonly tensor: string;
+  readonly metric: string;
+  readonly value: number;
+  readonly limit: number;
+  readonly kind: "max" | "min";
+  readonly ok: boolean;
+}
+
+/** A per-step series (drift vs step) for plots. */
+export interface Series {
+  readonly name: string;
+  readonly metric: string;
+  readonly values: readonly number[];
+}
+
+export interface CaseResult {
+  readonly id: string;
+  readonly stage: string;
+  /** the model variant's label (one result per case per --model) */
+  readonly model: string;
+  readonly status: Status;
+  readonly message?: string;
+  readonly metrics: Readonly<Record<string, TensorMetrics>>;
+  readonly images?: readonly ImageMetrics[];
+  readonly checks: readonly Check[];
+  readonly series?: readonly Series[];
+  /** where a NaN / Inf first appeared: stage and step */
+  readonly nonFinite?: { readonly stage: string; readonly step: number | null; readonly what: string };
+  /** the tolerance applied and why it is what it is */
+  readonly tolerance: { readonly profile: string; readonly source: string; readonly reason?: string };
+  readonly timeMs: number;
+  /** baseline comparison (--baseline): the growth factor of the headline metric */
+  readonly regression?: { readonly metric: string; readonly before: number; readonly after: number; readonly factor: number; readonly flagged: boolean };
+}
+
+export interface ModelInfo {
+  readonly label: string;
+  readonly dir: string;
+  /** sha256 of each ONNX file, keyed by path relative to the folder */
+  readonly hashes: Readonly<Record<string, string>>;
+}
+
+export interface Report {
+  readonly format: "sd-harness-report/1";
+  readonly run: {
+    readonly started: string;
+    readonly finished: string;
+    readonly durationMs: number;
+    readonly argv: readonly string[];
+    readonly host: { readonly platform: string; readonly arch: string; readonly cpus: string; readonly cores: number };
+    readonly threads: number;
+    readonly versions: Readonly<Record<string, string>>;
+    readonly shard?: { readonly index: number; readonly count: number };
+  };
+  readonly profile: string;
+  readonly models: readonly ModelInfo[];
+  readonly references: {
+    readonly dir: string;
+    readonly model: string;
+    readonly device: string;
+    readonly deviceName: string;
+    readonly versions: Readonly<Record<string, string>>;
+    readonly command: string;
+  };
+  readonly results: readonly CaseResult[];
+  readonly summary: Readonly<Record<Status, number>> & { readonly total: number; readonly verdict: Status };
+  readonly baseline?: { readonly file: string; readonly factor: number; readonly regressions: number };
+}
+
+/** Worst status wins: error > fail > xpass > xfail > pass > skip. */
+export const STATUS_RANK: Readonly<Record<Status, number>> = { skip: 0, pass: 1, xfail: 2, xpass: 3, fail: 4, error: 5 };
+
+export function worstStatus(statuses: Iterable<Status>): Status {
+  let worst: Status = "pass";
+  let any = false;
+  for (const s of statuses) {
+    if (!any || STATUS_RANK[s] > STATUS_RANK[worst]) worst = s;
+    any = true;
+  }
+  return any ? worst : "skip";
+}

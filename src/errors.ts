@@ -1,0 +1,35 @@
+/**
+ * The project's own error type. Everything a user can cause (bad flags, bad files, bad models)
+ * surfaces as a HarnessError with a one-line message that names the file or flag, and an exit
+ * code from ExitCode. Anything else escaping to the CLI is a bug and is reported as such.
+ */
+export const ExitCode = {
+  ok: 0,
+  /** conformance: at least one case failed */
+  failed: 1,
+  /** bad flags, or an input file / model folder / reference set that cannot be used */
+  usage: 2,
+  /** the output cannot be written (missing directory, read-only place, file exists) */
+  output: 3,
+  /** a NaN or Inf appeared during generation */
+  numeric: 4,
+  /** interrupted by SIGINT / SIGTERM */
+  interrupted: 130,
+  /** an unexpected internal error (a bug) */
+  internal: 70,
+} as const;
+
+export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
+
+export class HarnessError extends Error {
+  readonly exitCode: ExitCodeValue;
+  constructor(message: string, exitCode: ExitCodeValue = ExitCode.usage, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "HarnessError";
+    this.exitCode = exitCode;
+  }
+}
+
+export function inputError(message: string, cause?: unknown): HarnessError {
+  return new HarnessError(message, ExitCode.usage, { cause });
+}

@@ -1,0 +1,80 @@
+/**
+ * A minimal ONNX protobuf reader that pulls named float initializers out of a model file, without
+ * a protobuf dependency. Used for clip skip: diffusers applies the text encoder's final layer norm
+ * to the penultimate hidden state, and an optimum export carries that norm's weights but exposes
+ * only the raw hidden states.
+ * Wire format: ModelProto.graph = 7; GraphProto.initializer = 5; TensorProto: dims = 1,
+ * data_type = 2, float_data = 4, name = 8, raw_data = 9, data_location = 14.
+ */
+import * as fs from "node:fs";
+import { HarnessError, ExitCode } from "../errors";
+
+interface Field {
+  readonly no: number;
+  readonly wire: number;
+  readonly value: number;
+  readonly start: number;
+  readonly end: number;
+}
+
+function* fields(buf: Buffer, start: number, end: number, file: string): Generator<Field> {
+  let p = start;
+  const varint = (): number => {
+    let result = 0;
+    let mul = 1;
+    for (let i = 0; i < 10; i++) {
+      if (p >= end) throw new HarnessError(`${file}: truncated protobuf`, ExitCode.usage);
+      const b = buf[p++];
+      result += (b & 0x7f) * mul;
+      if ((b & 0x80) === 0) return result;
+      mul *= 128;
+    }
+    throw new HarnessError(`${file}: malformed protobuf varint`, ExitCode.usage);
+  };
+  while (p < end) {
+    const key = varint();
+    const no = Math.floor(key / 8);
+    const wire = key % 8;
+    if (wire === 0) yield { no, wire, value: varint(), start: p, end: p };
+    else if (wire === 1) { p += 8; yield { no, wire, value: 0, start: p - 8, end: p }; }
+    else if (wire === 5) { p += 4; yield { no, wire, value: 0, start: p - 4, end: p }; }
+    else if (wire === 2) {
+      const len = varint();
+      if (p + len > end) throw new HarnessError(`${file}: truncated protobuf field`, ExitCode.usage);
+      p += len;
+      yield { no, wire, value: len, start: p - len, end: p };
+    } else throw new HarnessError(`${file}: unsupported protobuf wire type ${wire}`, ExitCode.usage);
+  }
+}
+
+/** Float32 initializers whose names satisfy `want`, from an ONNX file with embedded weights. */
+export function readFloatInitializers(file: string, want: (name: string) => boolean): Map<string, Float32Array> {
+  const buf = fs.readFileSync(file);
+  const out = new Map<string, Float32Array>();
+  for (const f of fields(buf, 0, buf.length, file)) {
+    if (f.no !== 7 || f.wire !== 2) continue;
+    for (const g of fields(buf, f.start, f.end, file)) {
+      if (g.no !== 5 || g.wire !== 2) continue;
+      let name = "";
+      let dataType = 0;
+      let raw: Buffer | null = null;
+      const floats: number[] = [];
+      for (const t of fields(buf, g.start, g.end, file)) {
+        if (t.no === 8 && t.wire === 2) name = buf.toString("utf8", t.start, t.end);
+        else if (t.no === 2 && t.wire === 0) dataType = t.value;
+        else if (t.no === 9 && t.wire === 2) raw = buf.subarray(t.start, t.end);
+        else if (t.no === 4 && t.wire === 2) for (let q = t.start; q + 4 <= t.end; q += 4) floats.push(buf.readFloatLE(q));
+        else if (t.no === 4 && t.wire === 5) floats.push(buf.readFloatLE(t.start));
+      }
+      if (!want(name) || dataType !== 1) continue; // 1 = FLOAT
+      if (raw) {
+        const a = new Float32Array(raw.length / 4);
+        for (let i = 0; i < a.length; i++) a[i] = raw.readFloatLE(4 * i);
+        out.set(name, a);
+      } else {
+        out.set(name, Float32Array.from(floats));
+      }
+    }
+  }
+  return out;
+}

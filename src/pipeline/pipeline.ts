@@ -1,0 +1,500 @@
+/**
+ * Stable Diffusion 1.x on onnxruntime-node: txt2img, img2img and inpainting, step for step the
+ * arithmetic of diffusers' StableDiffusion{,Img2Img,Inpaint}Pipeline, so that the same seed gives
+ * the same noise and (up to the runtime's own float drift) the same image.
+ *
+ * The denoising loop, in one place (diffusers' __call__):
+ *   ids      = tokenize(prompt), tokenize(negative or "")             // [B, 77]
+ *   embeds   = cat([text_encoder(neg_ids), text_encoder(ids)])        // [2B, 77, D] with CFG
+ *   latents  = randn([B, 4, H/8, W/8], generator) * init_noise_sigma  // or img2img's noised image
+ *   for i, t in timesteps:
+ *     x     = scale_model_input(cat([latents, latents]), i)           // [2B, 4, h, w]
+ *     eps   = unet(x, t, embeds)                                      // one batched call
+ *     eps   = eps_uncond + g * (eps_text - eps_uncond)
+ *     latents = scheduler.step(eps, i, latents)
+ *   image    = vae_decoder(latents / scaling_factor)                  // [B, 3, H, W] in [-1, 1]
+ */
+import * as ort from "onnxruntime-node";
+import { HarnessError, ExitCode } from "../errors";
+import { F32, f32, numel, concat0, concatChannels, formatDims } from "../tensor/tensor";
+import { TorchGenerator } from "../rng/torch-generator";
+import { createScheduler } from "../schedulers";
+import { parseSchedulerConfig } from "../schedulers/schedules";
+import { Scheduler, SchedulerConfig } from "../schedulers/types";
+import { ClipTokenizer } from "./tokenizer";
+import { ModelFolder, loadModelFolder } from "./model-folder";
+import { OnnxComponent, SessionSettings, ComponentKind, toF32, fromF32 } from "./onnx-model";
+import { readFloatInitializers } from "./onnx-initializers";
+import { RgbImage, GrayImage, imageToTensor, maskToTensor, tensorToImages } from "./image";
+
+const f = Math.fround;
+
+export interface PipelineOptions extends SessionSettings {
+  /** load each component only while it is needed and release it after (lowest peak memory) */
+  readonly lowMemory?: boolean;
+}
+
+export interface GenerateParams {
+  readonly prompt: string | readonly string[];
+  readonly negativePrompt?: string | readonly string[] | null;
+  readonly steps?: number;
+  readonly guidanceScale?: number;
+  /** CLI name (euler-a, dpm++2m-karras, …) or diffusers class name; default: the folder's */
+  readonly scheduler?: string;
+  readonly seed?: number | bigint;
+  readonly width?: number;
+  readonly height?: number;
+  readonly numImagesPerPrompt?: number;
+  readonly initImage?: RgbImage | null;
+  readonly strength?: number;
+  readonly mask?: GrayImage | null;
+  /** layers to skip from the end of the text encoder (diffusers' clip_skip; 0 or undefined = none) */
+  readonly clipSkip?: number;
+  readonly eta?: number;
+  /** start from these latents instead of drawing them (conformance: the reference's initial noise) */
+  readonly latents?: F32;
+  /** use these prompt embeddings ([uncond, cond] with CFG) instead of encoding the prompt */
+  readonly promptEmbeds?: F32;
+  /** draw from this generator (its current state) instead of a fresh one seeded with `seed` */
+  readonly generator?: TorchGenerator;
+  readonly onStep?: (info: StepInfo) => void | Promise<void>;
+  readonly signal?: AbortSignal;
+}
+
+/** Everything the loop computed at one step, for callbacks and the conformance runner. */
+export interface StepInfo {
+  readonly index: number;
+  readonly total: number;
+  readonly timestep: number;
+  /** the U-Net's input (after scale_model_input and the inpainting channels) */
+  readonly modelInput: F32;
+  /** the U-Net's raw output ([uncond, cond] with CFG) */
+  readonly noisePredRaw: F32;
+  /** after classifier-free guidance */
+  readonly noisePred: F32;
+  /** latents after the scheduler step */
+  readonly latents: F32;
+}
+
+export interface GenerateResult {
+  readonly images: RgbImage[];
+  /** the VAE's output in [-1, 1], [B, 3, H, W] */
+  readonly decoded: F32;
+  readonly latents: F32;
+  readonly initialLatents: F32;
+  readonly promptEmbeds: F32;
+  readonly timesteps: Float32Array;
+  readonly scheduler: string;
+  readonly seed: bigint;
+  readonly width: number;
+  readonly height: number;
+}
+
+export class NumericError extends HarnessError {
+  constructor(readonly stage: string, readonly step: number | null, what: string) {
+    super(`${what} in ${stage}${step === null ? "" : ` at step ${step}`}`, ExitCode.numeric);
+    this.name = "NumericError";
+  }
+}
+
+/** The first NaN / Inf in a tensor, or -1. */
+export function firstNonFinite(data: Float32Array): number {
+  for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) return i;
+  return -1;
+}
+
+function checkFinite(t: F32, stage: string, step: number | null): void {
+  const i = firstNonFinite(t.data);
+  if (i >= 0) throw new NumericError(stage, step, `${Number.isNaN(t.data[i]) ? "NaN" : "Inf"} at element ${i} of ${formatDims(t.dims)}`);
+}
+
+function toList(v: string | readonly string[]): string[] {
+  return typeof v === "string" ? [v] : [...v];
+}
+
+export class StableDiffusionPipeline {
+  private readonly loaded = new Map<ComponentKind, OnnxComponent>();
+  private finalNorm: { weight: Float32Array; bias: Float32Array } | null = null;
+
+  private constructor(
+    readonly folder: ModelFolder,
+    readonly tokenizer: ClipTokenizer,
+    readonly schedulerConfig: SchedulerConfig,
+    readonly options: PipelineOptions,
+  ) {}
+
+  /** Load a model folder. Sessions are created now, or per use with `lowMemory`. */
+  static async load(dir: string, options: PipelineOptions = {}): Promise<StableDiffusionPipeline> {
+    const folder = loadModelFolder(dir);
+    const tokenizer = ClipTokenizer.fromDir(folder.tokenizerDir);
+    const schedulerConfig = parseSchedulerConfig(folder.schedulerConfig as Record<string, unknown>, `${dir}/scheduler/scheduler_config.json`);
+    const p = new StableDiffusionPipeline(folder, tokenizer, schedulerConfig, options);
+    if (!options.lowMemory) {
+      for (const kind of ["text_encoder", "unet", "vae_decoder"] as const) await p.component(kind);
+    }
+    return p;
+  }
+
+  private fileOf(kind: ComponentKind): string {
+    const f = { text_encoder: this.folder.textEncoder, unet: this.folder.unet, vae_decoder: this.folder.vaeDecoder, vae_encoder: this.folder.vaeEncoder }[kind];
+    if (!f) throw new HarnessError(`${this.folder.dir}: no vae_encoder/model.onnx; img2img and inpainting need the VAE encoder`, ExitCode.usage);
+    return f;
+  }
+
+  /** The component's session, loading it on first use. */
+  async component(kind: ComponentKind): Promise<OnnxComponent> {
+    const have = this.loaded.get(kind);
+    if (have) return have;
+    const c = await OnnxComponent.load(kind, this.fileOf(kind), this.options);
+    this.loaded.set(kind, c);
+    return c;
+  }
+
+  private async done(kind: ComponentKind): Promise<void> {
+    if (!this.options.lowMemory) return;
+    const c = this.loaded.get(kind);
+    this.loaded.delete(kind);
+    await c?.release();
+  }
+
+  async release(): Promise<void> {
+    for (const c of this.loaded.values()) await c.release();
+    this.loaded.clear();
+  }
+
+  get defaultSize(): number {
+    return this.folder.unetConfig.sampleSize * this.folder.vaeConfig.scaleFactor;
+  }
+
+  // ---- text ----------------------------------------------------------------------------------
+
+  /** input_ids for each prompt, padded to 77 with <|endoftext|>; warns on truncation like transformers. */
+  tokenize(prompts: readonly string[], warn: (msg: string) => void = () => {}): Int32Array[] {
+    return prompts.map((p) => {
+      const r = this.tokenizer.tokenize(p, this.folder.textConfig.maxPositionEmbeddings);
+      if (r.truncated) {
+        warn(`prompt truncated: ${r.untruncatedLength} tokens, CLIP reads only ${this.folder.textConfig.maxPositionEmbeddings}`);
+      }
+      return r.ids;
+    });
+  }
+
+  /** Text-encoder states for a batch of token ids: last hidden state, or with clipSkip the
+   *  (clipSkip+1)-th from last hidden state passed through the final layer norm (diffusers). */
+  async encodeIds(ids: readonly Int32Array[], clipSkip = 0): Promise<F32> {
+    const enc = await this.component("text_encoder");
+    const seq = ids[0].length;
+    const type = enc.inputType("input_ids");
+    const flat = type === "int64" ? BigInt64Array.from(ids.flatMap((a) => Array.from(a, BigInt))) : Int32Array.from(ids.flatMap((a) => Array.from(a)));
+    const feed = new ort.Tensor(type === "int64" ? "int64" : "int32", flat, [ids.length, seq]);
+    let out: F32;
+    if (!clipSkip) {
+      const r = await enc.run({ input_ids: feed }, ["last_hidden_state"]);
+      out = toF32(r.last_hidden_state);
+    } else {
+      const layers = this.folder.textConfig.numHiddenLayers;
+      if (clipSkip < 0 || clipSkip >= layers) throw new HarnessError(`--clip-skip ${clipSkip}: must be between 0 and ${layers - 1} for this text encoder`, ExitCode.usage);
+      // hidden_states has layers + 1 entries (the embeddings first); diffusers takes [-(clip_skip + 1)]
+      const name = `hidden_states.${layers - clipSkip}`;
+      if (!enc.outputNames.includes(name)) {
+        throw new HarnessError(`${enc.file}: has no output ${name}; clip skip needs a text encoder exported with its hidden states`, ExitCode.usage);
+      }
+      const r = await enc.run({ input_ids: feed }, [name]);
+      out = this.finalLayerNorm(toF32(r[name]), enc.file);
+    }
+    await this.done("text_encoder");
+    return out;
+  }
+
+  private finalLayerNorm(x: F32, file: string): F32 {
+    if (!this.finalNorm) {
+      const found = readFloatInitializers(file, (n) => /final_layer_norm\.(weight|bias)$/.test(n));
+      const w = [...found.entries()].find(([n]) => n.endsWith("weight"))?.[1];
+      const b = [...found.entries()].find(([n]) => n.endsWith("bias"))?.[1];
+      if (!w || !b) throw new HarnessError(`${file}: final_layer_norm weights not found; clip skip cannot be applied`, ExitCode.usage);
+      this.finalNorm = { weight: w, bias: b };
+    }
+    const { weight, bias } = this.finalNorm;
+    const d = x.dims[x.dims.length - 1];
+    const eps = this.folder.textConfig.layerNormEps;
+    const out = new Float32Array(x.data.length);
+    for (let r = 0; r < x.data.length / d; r++) {
+      const row = x.data.subarray(r * d, (r + 1) * d);
+      let mean = 0;
+      for (const v of row) mean += v;
+      mean /= d;
+      let varSum = 0;
+      for (const v of row) varSum += (v - mean) * (v - mean);
+      const rstd = 1 / Math.sqrt(varSum / d + eps);
+      for (let i = 0; i < d; i++) out[r * d + i] = (row[i] - mean) * rstd * weight[i] + bias[i];
+    }
+    return f32(out, x.dims);
+  }
+
+  /** [uncond…, cond…] embeddings as diffusers' encode_prompt builds them (each prompt repeated
+   *  numImagesPerPrompt times, consecutively). Without CFG only the cond half. */
+  async encodePrompt(prompts: readonly string[], negative: readonly string[] | null, cfg: boolean, perPrompt: number, clipSkip = 0, warn?: (m: string) => void): Promise<F32> {
+    const repeatEach = (ids: Int32Array[]) => ids.flatMap((x) => Array.from({ length: perPrompt }, () => x));
+    const cond = repeatEach(this.tokenize(prompts, warn));
+    if (!cfg) return this.encodeIds(cond, clipSkip);
+    const neg = negative ?? prompts.map(() => "");
+    if (neg.length !== prompts.length) {
+      throw new HarnessError(`--negative-prompt: ${neg.length} negative prompts for ${prompts.length} prompts`, ExitCode.usage);
+    }
+    const uncond = repeatEach(this.tokenize(neg, warn));
+    if (clipSkip) {
+      // diffusers' encode_prompt applies clip_skip to the prompt only: the negative prompt's
+      // embeddings are always the last hidden state. Faithful to that, so two calls.
+      return concat0([await this.encodeIds(uncond, 0), await this.encodeIds(cond, clipSkip)]);
+    }
+    // One text-encoder call for both halves; the states are per row, so this equals two calls.
+    return this.encodeIds([...uncond, ...cond], 0);
+  }
+
+  // ---- U-Net and VAE ---------------------------------------------------------------------------
+
+  async runUnet(sample: F32, timestep: number, encoderHiddenStates: F32): Promise<F32> {
+    const unet = await this.component("unet");
+    const tType = unet.inputType("timestep");
+    const spec = unet.inputs.get("timestep")!;
+    // shape [1] broadcasts in every export seen; a fixed batch dimension gets the batch
+    const fixed = typeof spec.shape[0] === "number" && (spec.shape[0] as number) > 1 ? (spec.shape[0] as number) : 1;
+    const shape = spec.shape.length === 0 ? [] : [fixed];
+    const n = Math.max(1, fixed);
+    // An int64 timestep input truncates fractional timesteps, as such exports' own pipelines do.
+    const tTensor = tType === "int64"
+      ? new ort.Tensor("int64", BigInt64Array.from({ length: n }, () => BigInt(Math.trunc(timestep))), shape)
+      : tType === "float16"
+        ? fromF32(f32(new Float32Array(n).fill(timestep), shape), "float16")
+        : new ort.Tensor(tType === "float64" ? "float64" : "float32", tType === "float64" ? new Float64Array(n).fill(timestep) : new Float32Array(n).fill(timestep), shape);
+    const r = await unet.run({
+      sample: fromF32(sample, unet.inputType("sample")),
+      timestep: tTensor,
+      encoder_hidden_states: fromF32(encoderHiddenStates, unet.inputType("encoder_hidden_states")),
+    });
+    return toF32(r[unet.outputNames[0]]);
+  }
+
+  /** latents (scaled by scaling_factor) -> image in [-1, 1]; batch decoded one by one would differ
+   *  in nothing but peak memory, so the batch goes in one call. */
+  async decodeLatents(latents: F32): Promise<F32> {
+    const dec = await this.component("vae_decoder");
+    const sf = f(this.folder.vaeConfig.scalingFactor);
+    const scaled = f32(latents.data.map((v) => f(v / sf)), latents.dims);
+    const r = await dec.run({ latent_sample: fromF32(scaled, dec.inputType("latent_sample")) });
+    await this.done("vae_decoder");
+    return toF32(r[dec.outputNames[0]]);
+  }
+
+  /** image in [-1, 1] -> the latent distribution's mean and std (DiagonalGaussianDistribution:
+   *  logvar clamped to [-30, 20], std = exp(0.5 logvar)). */
+  async encodeImage(image: F32): Promise<{ mean: F32; std: F32 }> {
+    const enc = await this.component("vae_encoder");
+    const r = await enc.run({ sample: fromF32(image, enc.inputType("sample")) });
+    const out = toF32(r[enc.outputNames[0]]);
+    await this.done("vae_encoder");
+    const [b, c, h, w] = out.dims;
+    const lc = this.folder.vaeConfig.latentChannels;
+    if (c === lc) {
+      // an export whose encoder already samples (older diffusers conversion): no distribution
+      return { mean: out, std: f32(new Float32Array(out.data.length), out.dims) };
+    }
+    if (c !== 2 * lc) throw new HarnessError(`${enc.file}: output has ${c} channels, expected ${2 * lc} (mean, logvar)`, ExitCode.usage);
+    const plane = h * w;
+    const mean = new Float32Array(b * lc * plane);
+    const std = new Float32Array(b * lc * plane);
+    for (let n = 0; n < b; n++) {
+      mean.set(out.data.subarray(n * c * plane, (n * c + lc) * plane), n * lc * plane);
+      const lv = out.data.subarray((n * c + lc) * plane, (n + 1) * c * plane);
+      for (let i = 0; i < lv.length; i++) {
+        const clamped = Math.min(Math.max(lv[i], -30), 20);
+        std[n * lc * plane + i] = f(Math.exp(f(0.5 * clamped)));
+      }
+    }
+    return { mean: f32(mean, [b, lc, h, w]), std: f32(std, [b, lc, h, w]) };
+  }
+
+  // ---- generation ------------------------------------------------------------------------------
+
+  resolveScheduler(name: string | undefined, steps: number, eta = 0): Scheduler {
+    return createScheduler(name ?? this.schedulerConfig.className, this.schedulerConfig, steps, { eta });
+  }
+
+  async generate(params: GenerateParams): Promise<GenerateResult> {
+    const prompts = toList(params.prompt);
+    if (prompts.length === 0) throw new HarnessError("--prompt: no prompt given", ExitCode.usage);
+    const negative = params.negativePrompt == null ? null : toList(params.negativePrompt);
+    const perPrompt = params.numImagesPerPrompt ?? 1;
+    const steps = params.steps ?? 20;
+    const guidance = params.guidanceScale ?? 7.5;
+    const seed = BigInt(params.seed ?? 0);
+    const init = params.initImage ?? null;
+    const mask = params.mask ?? null;
+    const vsf = this.folder.vaeConfig.scaleFactor;
+    const width = params.width ?? init?.width ?? this.defaultSize;
+    const height = params.height ?? init?.height ?? this.defaultSize;
+    const strength = params.strength ?? (init && !mask ? 0.8 : 1.0);
+    validate(width, height, steps, guidance, perPrompt, strength, vsf);
+    if (init && (init.width !== width || init.height !== height)) {
+      throw new HarnessError(`--init-image is ${init.width}x${init.height} but the output is ${width}x${height}; resize the image or drop --width/--height`, ExitCode.usage);
+    }
+    if (mask && !init) throw new HarnessError("--mask needs --init-image", ExitCode.usage);
+    if (mask && (mask.width !== width || mask.height !== height)) {
+      throw new HarnessError(`--mask is ${mask.width}x${mask.height} but --init-image is ${width}x${height}; they must match`, ExitCode.usage);
+    }
+    if (this.folder.isInpaint && !mask) throw new HarnessError(`${this.folder.dir}: a 9-channel inpainting U-Net needs --init-image and --mask`, ExitCode.usage);
+    if (mask && !this.folder.isInpaint) throw new HarnessError(`--mask: ${this.folder.dir} has a 4-channel U-Net; inpainting needs a 9-channel inpainting model`, ExitCode.usage);
+
+    const batch = prompts.length * perPrompt;
+    const cfg = guidance > 1;
+    const generator = params.generator ?? new TorchGenerator(seed);
+    const scheduler = this.resolveScheduler(params.scheduler, steps, params.eta ?? 0);
+    const lc = this.folder.vaeConfig.latentChannels;
+    const h = height / vsf;
+    const w = width / vsf;
+    const shape = [batch, lc, h, w]; // [B, 4, H/8, W/8]
+
+    const embeds = params.promptEmbeds ?? (await this.encodePrompt(prompts, negative, cfg, perPrompt, params.clipSkip ?? 0));
+    checkFinite(embeds, "text_encoder", null);
+
+    // img2img / inpainting start part-way along the schedule (diffusers' get_timesteps)
+    const order = scheduler.order;
+    const initSteps = Math.min(Math.floor(steps * strength), steps);
+    const tStart = Math.max(steps - initSteps, 0);
+    const first = tStart * order;
+    if (first >= scheduler.timesteps.length) {
+      throw new HarnessError(`--strength ${strength} with --steps ${steps} leaves no denoising steps`, ExitCode.usage);
+    }
+
+    // diffusers multiplies by init_noise_sigma held as a float32 tensor
+    const sigma0 = f(scheduler.initNoiseSigma);
+    let latents: F32 | null = params.latents ?? null;
+    let maskLatent: F32 | null = null;
+    let maskedImageLatents: F32 | null = null;
+    if (!latents && !init) {
+      // one draw for the whole batch, scaled by the scheduler's initial sigma
+      const noise = generator.randn(shape);
+      latents = f32(noise.map((v) => f(v * sigma0)), shape);
+    } else if (!latents && !mask) {
+      // img2img: VAE-encode, sample the latent distribution (one draw), scale, then noise (a second draw)
+      const imageLatents = await this.sampleImageLatents(imageToTensor(init!), generator, batch);
+      const noise = generator.randn(shape);
+      latents = f32(scheduler.addNoise(imageLatents.data, noise, first), shape);
+    } else if (!latents) {
+      // inpainting, prepare_latents: at full strength pure noise; below it the image's latents
+      // (one draw) come first, then the noise (a second draw)
+      if (strength >= 1) {
+        latents = f32(generator.randn(shape).map((v) => f(v * sigma0)), shape);
+      } else {
+        const imageLatents = await this.sampleImageLatents(imageToTensor(init!), generator, batch);
+        latents = f32(scheduler.addNoise(imageLatents.data, generator.randn(shape), first), shape);
+      }
+    }
+    if (mask && init) {
+      // prepare_mask_latents: the masked image's latents (a further draw) and the mask at latent size
+      const m = maskToTensor(mask);
+      const image = imageToTensor(init);
+      const plane = m.data.length;
+      const masked = f32(image.data.map((v, i) => f(v * (m.data[i % plane] < 0.5 ? 1 : 0))), image.dims);
+      maskedImageLatents = await this.sampleImageLatents(masked, generator, batch);
+      maskLatent = resizeNearest(m, h, w, batch);
+      if (cfg) {
+        maskLatent = concat0([maskLatent, maskLatent]);
+        maskedImageLatents = concat0([maskedImageLatents, maskedImageLatents]);
+      }
+    }
+    if (!latents) throw new HarnessError("no initial latents", ExitCode.internal);
+    if (latents.data.length !== numel(shape)) {
+      throw new HarnessError(`initial latents ${formatDims(latents.dims)} do not match ${formatDims(shape)}`, ExitCode.usage);
+    }
+    const initialLatents = latents;
+    checkFinite(latents, "initial latents", null);
+
+    const state = scheduler.initialState();
+    const total = scheduler.timesteps.length;
+    const g = f(guidance);
+    for (let i = first; i < total; i++) {
+      if (params.signal?.aborted) throw new HarnessError("interrupted", ExitCode.interrupted);
+      const t = scheduler.timesteps[i];
+      // [2B, 4, h, w] with CFG: one batched U-Net call for uncond and cond
+      const doubled = cfg ? concat0([latents, latents]) : latents;
+      let modelInput = f32(scheduler.scaleModelInput(doubled.data, i), doubled.dims);
+      if (maskLatent && maskedImageLatents) modelInput = concatChannels([modelInput, maskLatent, maskedImageLatents]); // [2B, 9, h, w]
+      const raw = await this.runUnet(modelInput, t, embeds);
+      checkFinite(raw, "unet", i);
+      let eps: F32 = raw;
+      if (cfg) {
+        const half = raw.data.length / 2;
+        const out = new Float32Array(half);
+        for (let k = 0; k < half; k++) {
+          const u = raw.data[k];
+          out[k] = f(u + f(g * f(raw.data[half + k] - u)));
+        }
+        eps = f32(out, shape);
+      }
+      const next = scheduler.step(eps.data, i, latents.data, state, generator, shape).prevSample;
+      latents = f32(next, shape);
+      checkFinite(latents, "scheduler", i);
+      if (params.onStep) {
+        await params.onStep({ index: i - first, total: total - first, timestep: t, modelInput, noisePredRaw: raw, noisePred: eps, latents });
+      }
+    }
+    await this.done("unet");
+    if (params.signal?.aborted) throw new HarnessError("interrupted", ExitCode.interrupted);
+    const decoded = await this.decodeLatents(latents);
+    checkFinite(decoded, "vae_decoder", null);
+    return {
+      images: tensorToImages(decoded),
+      decoded,
+      latents,
+      initialLatents,
+      promptEmbeds: embeds,
+      timesteps: scheduler.timesteps.slice(first),
+      scheduler: scheduler.name,
+      seed,
+      width,
+      height,
+    };
+  }
+
+  /** retrieve_latents(vae.encode(x), generator) * scaling_factor, repeated to the batch. */
+  private async sampleImageLatents(image: F32, generator: TorchGenerator, batch: number): Promise<F32> {
+    const { mean, std } = await this.encodeImage(image);
+    const eps = generator.randn(mean.dims);
+    const sf = f(this.folder.vaeConfig.scalingFactor);
+    const one = f32(mean.data.map((m, i) => f(sf * f(m + f(std.data[i] * eps[i])))), mean.dims);
+    if (one.dims[0] === batch) return one;
+    if (batch % one.dims[0] !== 0) throw new HarnessError(`cannot repeat ${one.dims[0]} init images to a batch of ${batch}`, ExitCode.usage);
+    return concat0(Array.from({ length: batch / one.dims[0] }, () => one));
+  }
+}
+
+export function validate(width: number, height: number, steps: number, guidance: number, perPrompt: number, strength: number, vsf: number): void {
+  const bad = (flag: string, why: string) => new HarnessError(`${flag}: ${why}`, ExitCode.usage);
+  for (const [flag, v] of [["--width", width], ["--height", height]] as const) {
+    if (!Number.isInteger(v) || v <= 0) throw bad(flag, `${v} is not a positive integer`);
+    if (v % vsf !== 0) throw bad(flag, `${v} is not divisible by ${vsf} (the VAE's scale factor)`);
+    if (v > 8192) throw bad(flag, `${v} is larger than 8192`);
+  }
+  if (!Number.isInteger(steps) || steps < 1 || steps > 1000) throw bad("--steps", `${steps} must be an integer from 1 to 1000`);
+  if (!Number.isFinite(guidance) || guidance < 0) throw bad("--guidance", `${guidance} must be a finite number >= 0`);
+  if (!Number.isInteger(perPrompt) || perPrompt < 1 || perPrompt > 64) throw bad("--batch", `${perPrompt} must be an integer from 1 to 64`);
+  if (!Number.isFinite(strength) || strength <= 0 || strength > 1) throw bad("--strength", `${strength} must be in (0, 1]`);
+}
+
+/** F.interpolate(mode="nearest") of a [1, 1, H, W] mask to [batch, 1, h, w]: src = floor(dst * H / h). */
+export function resizeNearest(mask: F32, h: number, w: number, batch: number): F32 {
+  const [, , H, W] = mask.dims;
+  const out = new Float32Array(batch * h * w);
+  const sy = f(H / h);
+  const sx = f(W / w);
+  for (let y = 0; y < h; y++) {
+    const yy = Math.min(Math.floor(f(y * sy)), H - 1);
+    for (let x = 0; x < w; x++) {
+      const xx = Math.min(Math.floor(f(x * sx)), W - 1);
+      out[y * w + x] = mask.data[yy * W + xx];
+    }
+  }
+  for (let b = 1; b < batch; b++) out.copyWithin(b * h * w, 0, h * w);
+  return f32(out, [batch, 1, h, w]);
+}

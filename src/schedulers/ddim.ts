@@ -1,0 +1,109 @@
+/**
+ * DDIM (Song, Meng & Ermon 2021, "Denoising Diffusion Implicit Models"), as diffusers 0.35.2's
+ * DDIMScheduler computes it, in float32 operation by operation so results match to the bit.
+ *
+ * Random draws: only when eta > 0, exactly one `randn(dims)` per step, AFTER the deterministic
+ * part (diffusers' randn_tensor(model_output.shape, generator)), at every step including the last.
+ */
+import { HarnessError, ExitCode } from "../errors";
+import { at, ddpmAddNoise, discreteTimesteps, drawNoise, rejectUnsupported, trainingSchedule } from "./schedules";
+import { NoiseSource, Scheduler, SchedulerConfig, SchedulerOptions, SchedulerState, StepResult } from "./types";
+
+const f = Math.fround;
+
+/**
+ * x0 and epsilon from the model output (DDIM eq. 12's "predicted x0"), per prediction type:
+ * epsilon: x0 = (x - sqrt(1-a) eps) / sqrt(a); v (Salimans & Ho 2022): x0 = sqrt(a) x - sqrt(1-a) v,
+ * eps = sqrt(a) v + sqrt(1-a) x; sample: eps = (x - sqrt(a) x0) / sqrt(1-a).
+ */
+export function predictX0AndEps(
+  prediction: SchedulerConfig["predictionType"],
+  modelOutput: Float32Array,
+  sample: Float32Array,
+  alphaProd: number,
+): { x0: Float32Array; eps: Float32Array } {
+  const sa = f(Math.sqrt(alphaProd));
+  const sb = f(Math.sqrt(f(1 - alphaProd)));
+  const n = sample.length;
+  const x0 = new Float32Array(n);
+  let eps: Float32Array;
+  switch (prediction) {
+    case "epsilon":
+      for (let j = 0; j < n; j++) x0[j] = f(sample[j] - f(sb * modelOutput[j])) / sa;
+      eps = modelOutput;
+      break;
+    case "sample":
+      x0.set(modelOutput);
+      eps = new Float32Array(n);
+      for (let j = 0; j < n; j++) eps[j] = f(sample[j] - f(sa * x0[j])) / sb;
+      break;
+    case "v_prediction":
+      eps = new Float32Array(n);
+      for (let j = 0; j < n; j++) {
+        x0[j] = f(sa * sample[j]) - f(sb * modelOutput[j]);
+        eps[j] = f(sa * modelOutput[j]) + f(sb * sample[j]);
+      }
+      break;
+  }
+  return { x0, eps };
+}
+
+/** clip_sample: clamp x0 to [-range, range] (range as a float32 scalar, like torch.clamp). */
+export function clipInPlace(x: Float32Array, range: number): void {
+  const r = f(range);
+  for (let j = 0; j < x.length; j++) x[j] = Math.min(Math.max(x[j], -r), r);
+}
+
+export function createDDIMScheduler(config: SchedulerConfig, numInferenceSteps: number, opts: SchedulerOptions = {}): Scheduler {
+  rejectUnsupported(config, "DDIMScheduler", { thresholding: (v) => v === true });
+  const eta = opts.eta ?? 0;
+  if (!(eta >= 0) || !Number.isFinite(eta)) throw new HarnessError(`DDIM eta must be a number >= 0, got ${eta}`, ExitCode.usage);
+  const { alphasCumprod: ac } = trainingSchedule(config);
+  const steps = discreteTimesteps(config, numInferenceSteps);
+  const timesteps = Float32Array.from(steps);
+  // set_alpha_to_one: the "previous" alpha_bar of the last step is 1 (or alpha_bar_0)
+  const finalAlphaCumprod = config.setAlphaToOne ? 1 : ac[0];
+  // DDIM always steps back by the leading ratio, even under linspace / trailing spacing
+  const ratio = Math.floor(config.numTrainTimesteps / numInferenceSteps);
+
+  const step = (modelOutput: Float32Array, i: number, sample: Float32Array, _state: SchedulerState, noise?: NoiseSource, dims?: readonly number[]): StepResult => {
+    // 1. previous timestep t - N / n (integer ratio)
+    const t = steps[i];
+    const prevT = t - ratio;
+    // 2. alpha_bar_t, alpha_bar_{t-1} (torch indexing: a negative t wraps)
+    const aT = at(ac, t);
+    const aPrev = prevT >= 0 ? at(ac, prevT) : finalAlphaCumprod;
+    // 3. predicted x0 (eq. 12, "predicted x0") and epsilon
+    const { x0, eps } = predictX0AndEps(config.predictionType, modelOutput, sample, aT);
+    // 4. clip x0
+    if (config.clipSample) clipInPlace(x0, config.clipSampleRange);
+    // 5. sigma_t(eta) = eta * sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))   (eq. 16)
+    const variance = f(f(f(1 - aPrev) / f(1 - aT)) * f(1 - f(aT / aPrev)));
+    const std = f(f(eta) * f(Math.sqrt(variance)));
+    // 6. "direction pointing to x_t": sqrt(1 - a_prev - sigma_t^2) * eps   (eq. 12)
+    const dirCoeff = f(Math.sqrt(f(f(1 - aPrev) - f(std * std))));
+    // 7. x_{t-1} = sqrt(a_prev) x0 + direction (+ sigma_t z)   (eq. 12)
+    const sqrtAPrev = f(Math.sqrt(aPrev));
+    const prev = new Float32Array(sample.length);
+    for (let j = 0; j < prev.length; j++) prev[j] = f(sqrtAPrev * x0[j]) + f(dirCoeff * eps[j]);
+    if (eta > 0) {
+      const z = drawNoise(noise, dims, sample.length, "DDIM with eta > 0");
+      for (let j = 0; j < prev.length; j++) prev[j] = prev[j] + f(std * z[j]);
+    }
+    return { prevSample: prev, predOriginalSample: x0 };
+  };
+
+  return {
+    name: "ddim",
+    config,
+    numInferenceSteps,
+    timesteps,
+    sigmas: new Float32Array(0),
+    order: 1,
+    initNoiseSigma: 1,
+    initialState: () => ({}),
+    scaleModelInput: (sample) => sample,
+    step,
+    addNoise: (original, noise, i) => ddpmAddNoise(original, noise, at(ac, steps[i])),
+  };
+}

@@ -1,0 +1,349 @@
+/**
+ * Multistep DPM-Solver++ (Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion
+ * Probabilistic Models", arXiv:2211.01095), as diffusers 0.35.2's DPMSolverMultistepScheduler with
+ * algorithm_type "dpmsolver++": "DPM++ 2M" (solver_order 2) by default, also orders 1 and 3, the
+ * "midpoint" and "heun" second-order variants, Karras sigmas, and final sigma 0 or sigma_min.
+ *
+ * The solver integrates the diffusion ODE in the log-SNR time lambda = log(alpha_t / sigma_t) on the
+ * data-prediction model x0(x_t) (eq. 9), so each step needs alpha, sigma and lambda at two or three
+ * schedule points; the history of x0 predictions lives in the explicit state:
+ *   modelOutputs   the last `solver_order` converted outputs (oldest first),
+ *   lowerOrderNums how many steps this run has taken (capped at solver_order): the warm-up that
+ *                  forces first order on the first step and second order on the second.
+ *
+ * Precision, mirroring diffusers: set_timesteps is numpy float64 cast to float32; every step quantity
+ * (alpha_t, sigma_t, lambda, h, the coefficients) is a float32 0-dim torch tensor and every tensor
+ * op is float32 -- each is rounded with Math.fround here, in diffusers' order of evaluation. The one
+ * thing not reproduced is torch's CPU float32 sqrt / log / exp: they are MKL VML "HA" routines,
+ * faithfully but not correctly rounded (sqrt even refines the host's vrsqrtps estimate, so it is
+ * CPU-dependent). We use correctly rounded values; against traces made with correctly rounded torch
+ * functions the port is bit-exact, against plain traces a lambda or alpha can be an ulp off, which
+ * shows as a few ulps in the samples.
+ */
+import { HarnessError, ExitCode } from "../errors";
+import {
+  checkSameLength,
+  karrasSigmas,
+  npArange,
+  npInterp,
+  npLinspace,
+  npLogF32,
+  npRound,
+  rejectUnsupported,
+  sigmaToT,
+  trainingSchedule,
+  trainingSigmas,
+  withFinalSigma,
+} from "./schedules";
+import { PredictionType, Scheduler, SchedulerConfig, SchedulerOptions, SchedulerState, StepResult } from "./types";
+
+const f = Math.fround;
+const NAME = "DPMSolverMultistepScheduler";
+
+/** float32 log / exp of a scalar, correctly rounded (see the precision note above). */
+export const logF32 = (x: number): number => f(Math.log(x));
+export const expF32 = (x: number): number => f(Math.exp(x));
+
+/**
+ * alpha_t and sigma_t of the variance-preserving process from the k-diffusion sigma = sigma_t/alpha_t:
+ * alpha_t = 1 / sqrt(sigma^2 + 1), sigma_t = sigma * alpha_t (diffusers' _sigma_to_alpha_sigma_t,
+ * float32 ops).
+ */
+export function vpAlphaSigma(sigma: number): { alpha: number; sigma: number } {
+  const alpha = f(1 / f(Math.sqrt(f(f(sigma * sigma) + 1))));
+  return { alpha, sigma: f(sigma * alpha) };
+}
+
+/** The half log-SNR lambda = log(alpha_t) - log(sigma_t) at a schedule sigma (+Infinity at sigma 0). */
+export function lambdaAt(sigma: number): number {
+  const vp = vpAlphaSigma(sigma);
+  return f(logF32(vp.alpha) - logF32(vp.sigma));
+}
+
+/**
+ * The integer timesteps DPM-Solver and UniPC share: n + 1 points per timestep_spacing with the last
+ * (t = 0 end) dropped for "linspace" / "leading", round(arange(last, 0, -N/n)) - 1 for "trailing".
+ * `last` is the number of usable training timesteps (N unless lambda_min_clipped cuts the tail).
+ */
+export function solverTimesteps(config: SchedulerConfig, n: number, last: number): number[] {
+  const N = config.numTrainTimesteps;
+  switch (config.timestepSpacing) {
+    case "linspace":
+      return Array.from(npLinspace(0, last - 1, n + 1), npRound).reverse().slice(0, n);
+    case "leading": {
+      const ratio = Math.floor(last / (n + 1));
+      return Array.from({ length: n }, (_, k) => npRound((n - k) * ratio) + config.stepsOffset);
+    }
+    case "trailing":
+      return Array.from(npArange(last, 0, -N / n), (t) => npRound(t) - 1);
+  }
+}
+
+/** `raw` config value that may be a number, a JSON-unfriendly infinity spelled as a string, or null. */
+function rawNumber(config: SchedulerConfig, key: string, fallback: number): number {
+  const v = config.raw[key];
+  if (v === undefined || v === null) return fallback;
+  if (typeof v === "number") return v;
+  if (typeof v === "string" && /^-?(inf|infinity)$/i.test(v)) return v.startsWith("-") ? -Infinity : Infinity;
+  throw new HarnessError(`${NAME}: ${key} must be a number, got ${JSON.stringify(v)}`, ExitCode.usage);
+}
+
+/**
+ * Number of training timesteps kept by lambda_min_clipped: torch.searchsorted(flip(lambda_t), clip)
+ * counts the training lambdas (float32, log-SNR per training step) below the threshold.
+ */
+function lastTimestep(alphasCumprod: Float32Array, lambdaMinClipped: number): number {
+  if (lambdaMinClipped === -Infinity) return alphasCumprod.length;
+  let below = 0;
+  for (const a of alphasCumprod) {
+    const lambda = f(logF32(f(Math.sqrt(a))) - logF32(f(Math.sqrt(f(1 - a)))));
+    if (lambda < lambdaMinClipped) below++;
+  }
+  return alphasCumprod.length - below;
+}
+
+interface DpmSchedule {
+  readonly timesteps: Float32Array;
+  readonly sigmas: Float32Array;
+}
+
+/** diffusers' set_timesteps for DPMSolverMultistepScheduler (numpy float64, sigmas cast to float32). */
+function dpmSchedule(config: SchedulerConfig, n: number): DpmSchedule {
+  const { alphasCumprod } = trainingSchedule(config);
+  const trainSigmas = trainingSigmas(alphasCumprod);
+  const N = trainSigmas.length;
+  let timesteps: number[];
+  let sigmas: Float64Array;
+  if (config.useKarrasSigmas) {
+    // Karras et al. 2022 eq. 5 between the training schedule's ends; timesteps by log-sigma
+    // interpolation, rounded except for the cosine schedule (then truncated by the int64 cast)
+    sigmas = karrasSigmas(n, trainSigmas[0], trainSigmas[N - 1]);
+    const logSigmas = trainSigmas.map(npLogF32);
+    const round = config.betaSchedule !== "squaredcos_cap_v2";
+    timesteps = Array.from(sigmas, (s) => {
+      const t = sigmaToT(s, logSigmas);
+      return round ? npRound(t) : Math.trunc(t);
+    });
+  } else {
+    timesteps = solverTimesteps(config, n, lastTimestep(alphasCumprod, rawNumber(config, "lambda_min_clipped", -Infinity)));
+    const xp = Float64Array.from({ length: N }, (_, k) => k);
+    sigmas = Float64Array.from(timesteps, (t) => npInterp(t, xp, trainSigmas));
+  }
+  const sigmaLast = finalSigma(config, trainSigmas);
+  return { timesteps: Float32Array.from(timesteps), sigmas: withFinalSigma(sigmas, sigmaLast) };
+}
+
+function finalSigma(config: SchedulerConfig, trainSigmas: Float32Array): number {
+  switch (config.finalSigmasType) {
+    case "zero":
+      return 0;
+    case "sigma_min":
+      return trainSigmas[0];
+    default:
+      throw new HarnessError(`${NAME}: final_sigmas_type must be "zero" or "sigma_min", got ${JSON.stringify(config.finalSigmasType)}`, ExitCode.usage);
+  }
+}
+
+/**
+ * The data prediction x0 = D(x_t) that DPM-Solver++ integrates (Lu et al. 2022b, eq. 9), from the
+ * model's epsilon / v / x0 output, in float32 ops.
+ */
+export function dataPrediction(prediction: PredictionType, modelOutput: Float32Array, sample: Float32Array, sigma: number): Float32Array {
+  const { alpha, sigma: sigmaT } = vpAlphaSigma(sigma);
+  const out = new Float32Array(sample.length);
+  switch (prediction) {
+    case "epsilon":
+      for (let j = 0; j < out.length; j++) out[j] = f(sample[j] - f(sigmaT * modelOutput[j])) / alpha;
+      break;
+    case "v_prediction":
+      for (let j = 0; j < out.length; j++) out[j] = f(alpha * sample[j]) - f(sigmaT * modelOutput[j]);
+      break;
+    case "sample":
+      out.set(modelOutput);
+      break;
+  }
+  return out;
+}
+
+interface DpmState {
+  modelOutputs: (Float32Array | null)[];
+  lowerOrderNums: number;
+}
+
+function dpmState(state: SchedulerState, order: number): DpmState {
+  const s = state as Partial<DpmState>;
+  if (!Array.isArray(s.modelOutputs) || s.modelOutputs.length !== order || typeof s.lowerOrderNums !== "number") {
+    throw new HarnessError(`${NAME}: step() was given a state not made by its initialState()`, ExitCode.internal);
+  }
+  return s as DpmState;
+}
+
+/** The schedule quantities of one solver step, at s0 = sigmas[i] (current) and t = sigmas[i+1]. */
+interface StepPoints {
+  readonly alphaT: number;
+  readonly sigmaT: number;
+  readonly sigmaS0: number;
+  readonly lambdaS0: number;
+  /** h = lambda_t - lambda_s0 */
+  readonly h: number;
+}
+
+function stepPoints(sigmas: Float32Array, i: number): StepPoints {
+  const t = vpAlphaSigma(sigmas[i + 1]);
+  const s0 = vpAlphaSigma(sigmas[i]);
+  const lambdaT = f(logF32(t.alpha) - logF32(t.sigma));
+  const lambdaS0 = f(logF32(s0.alpha) - logF32(s0.sigma));
+  return { alphaT: t.alpha, sigmaT: t.sigma, sigmaS0: s0.sigma, lambdaS0, h: f(lambdaT - lambdaS0) };
+}
+
+/**
+ * DPM-Solver++(1) (Lu et al. 2022b, eq. 10; DDIM in disguise):
+ * x_t = (sigma_t / sigma_s) x_s - alpha_t (e^{-h} - 1) D0.
+ */
+function firstOrderUpdate(p: StepPoints, sample: Float32Array, d0: Float32Array): Float32Array {
+  const ratio = f(p.sigmaT / p.sigmaS0);
+  const c0 = f(p.alphaT * f(expF32(-p.h) - 1));
+  const out = new Float32Array(sample.length);
+  for (let j = 0; j < out.length; j++) out[j] = f(ratio * sample[j]) - f(c0 * d0[j]);
+  return out;
+}
+
+/**
+ * Multistep DPM-Solver++(2M) (Lu et al. 2022b, Algorithm 2): with r0 = h_{i-1} / h_i and the
+ * backward difference D1 = (m0 - m1) / r0,
+ *   midpoint: x_t = (sigma_t/sigma_s0) x - alpha_t (e^{-h} - 1) D0 - 0.5 alpha_t (e^{-h} - 1) D1
+ *   heun:     x_t = (sigma_t/sigma_s0) x - alpha_t (e^{-h} - 1) D0 + alpha_t ((e^{-h} - 1)/h + 1) D1
+ */
+function secondOrderUpdate(p: StepPoints, lambdaS1: number, sample: Float32Array, m0: Float32Array, m1: Float32Array, heun: boolean): Float32Array {
+  const h0 = f(p.lambdaS0 - lambdaS1);
+  const r0 = f(h0 / p.h);
+  const invR0 = f(1 / r0);
+  const em1 = f(expF32(-p.h) - 1);
+  const ratio = f(p.sigmaT / p.sigmaS0);
+  const c0 = f(p.alphaT * em1);
+  const c1 = heun ? f(p.alphaT * f(f(em1 / p.h) + 1)) : f(0.5 * c0);
+  const out = new Float32Array(sample.length);
+  for (let j = 0; j < out.length; j++) {
+    const d1 = f(invR0 * f(m0[j] - m1[j]));
+    const base = f(f(ratio * sample[j]) - f(c0 * m0[j]));
+    out[j] = heun ? base + f(c1 * d1) : base - f(c1 * d1);
+  }
+  return out;
+}
+
+/**
+ * Multistep DPM-Solver++(3M) (Lu et al. 2022b, Appendix; diffusers' third-order update): the first
+ * and second divided differences D1, D2 of the last three x0 predictions in lambda.
+ */
+function thirdOrderUpdate(p: StepPoints, lambdaS1: number, lambdaS2: number, sample: Float32Array, m0: Float32Array, m1: Float32Array, m2: Float32Array): Float32Array {
+  const h0 = f(p.lambdaS0 - lambdaS1);
+  const h1 = f(lambdaS1 - lambdaS2);
+  const r0 = f(h0 / p.h);
+  const r1 = f(h1 / p.h);
+  const invR0 = f(1 / r0);
+  const invR1 = f(1 / r1);
+  const r01 = f(r0 + r1);
+  const mix = f(r0 / r01);
+  const invR01 = f(1 / r01);
+  const em1 = f(expF32(-p.h) - 1);
+  const ratio = f(p.sigmaT / p.sigmaS0);
+  const c0 = f(p.alphaT * em1);
+  const c1 = f(p.alphaT * f(f(em1 / p.h) + 1));
+  const c2 = f(p.alphaT * f(f(f(em1 + p.h) / f(p.h * p.h)) - 0.5));
+  const out = new Float32Array(sample.length);
+  for (let j = 0; j < out.length; j++) {
+    const d10 = f(invR0 * f(m0[j] - m1[j]));
+    const d11 = f(invR1 * f(m1[j] - m2[j]));
+    const diff = f(d10 - d11);
+    const d1 = f(d10 + f(mix * diff));
+    const d2 = f(invR01 * diff);
+    const acc = f(f(f(ratio * sample[j]) - f(c0 * m0[j])) + f(c1 * d1));
+    out[j] = acc - f(c2 * d2);
+  }
+  return out;
+}
+
+export function createDpmSolverMultistepScheduler(config: SchedulerConfig, numInferenceSteps: number, _opts?: SchedulerOptions): Scheduler {
+  rejectUnsupported(config, NAME, {
+    algorithm_type: (v) => v !== "dpmsolver++" && v !== "deis",
+    thresholding: (v) => v === true,
+    variance_type: (v) => v === "learned" || v === "learned_range",
+    use_exponential_sigmas: (v) => v === true,
+    use_beta_sigmas: (v) => v === true,
+    use_lu_lambdas: (v) => v === true,
+    use_flow_sigmas: (v) => v === true,
+    use_dynamic_shifting: (v) => v === true,
+  });
+  if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1) {
+    throw new HarnessError(`${NAME}: the number of steps must be a positive integer, got ${numInferenceSteps}`, ExitCode.usage);
+  }
+  // diffusers maps the UniPC / DEIS solver names onto its own midpoint solver
+  const solverType = config.solverType === "heun" ? "heun" : ["midpoint", "bh1", "bh2", "logrho"].includes(config.solverType) ? "midpoint" : null;
+  if (solverType === null) throw new HarnessError(`${NAME}: solver_type ${JSON.stringify(config.solverType)} is not implemented`, ExitCode.usage);
+  const solverOrder = config.solverOrder;
+  const eulerAtFinal = config.raw.euler_at_final === true;
+  const { timesteps, sigmas } = dpmSchedule(config, numInferenceSteps);
+  const calls = timesteps.length;
+
+  const checkIndex = (i: number) => {
+    if (!Number.isInteger(i) || i < 0 || i >= calls) throw new HarnessError(`${NAME}: step index ${i} outside 0..${calls - 1}`, ExitCode.internal);
+  };
+
+  return {
+    name: NAME,
+    config,
+    numInferenceSteps: calls,
+    timesteps,
+    sigmas,
+    order: 1,
+    initNoiseSigma: 1,
+    initialState: (): SchedulerState => ({ modelOutputs: new Array<Float32Array | null>(solverOrder).fill(null), lowerOrderNums: 0 }),
+
+    /** DPM-Solver feeds x_t to the model unscaled. */
+    scaleModelInput(sample: Float32Array, i: number): Float32Array {
+      checkIndex(i);
+      return sample;
+    },
+
+    step(modelOutput: Float32Array, i: number, sample: Float32Array, rawState: SchedulerState): StepResult {
+      checkIndex(i);
+      checkSameLength(modelOutput, sample, `${NAME}.step`);
+      const state = dpmState(rawState, solverOrder);
+
+      // 1. The data prediction x0(x_i, t_i) (Lu et al. 2022b, eq. 9) joins the history.
+      const x0 = dataPrediction(config.predictionType, modelOutput, sample, sigmas[i]);
+      state.modelOutputs.shift();
+      state.modelOutputs.push(x0);
+      const m1 = state.modelOutputs[solverOrder - 2];
+      const m2 = state.modelOutputs[solverOrder - 3];
+
+      // 2. The order: warm-up (Algorithm 2 starts with one first-order step) and, as the paper advises
+      //    for fewer than 15 steps, lower orders at the end; a final sigma of 0 (lambda = +inf) only
+      //    admits the first-order step.
+      const shortRun = config.lowerOrderFinal && calls < 15;
+      const lowerOrderFinal = i === calls - 1 && (eulerAtFinal || shortRun || config.finalSigmasType === "zero");
+      const lowerOrderSecond = i === calls - 2 && shortRun;
+
+      // 3. The multistep update from lambda_{s0} to lambda_t (Algorithm 2, lines 3-6).
+      const points = stepPoints(sigmas, i);
+      let prev: Float32Array;
+      if (solverOrder === 1 || state.lowerOrderNums < 1 || lowerOrderFinal) {
+        prev = firstOrderUpdate(points, sample, x0);
+      } else if (solverOrder === 2 || state.lowerOrderNums < 2 || lowerOrderSecond) {
+        prev = secondOrderUpdate(points, lambdaAt(sigmas[i - 1]), sample, x0, m1 as Float32Array, solverType === "heun");
+      } else {
+        prev = thirdOrderUpdate(points, lambdaAt(sigmas[i - 1]), lambdaAt(sigmas[i - 2]), sample, x0, m1 as Float32Array, m2 as Float32Array);
+      }
+      if (state.lowerOrderNums < solverOrder) state.lowerOrderNums++;
+      return { prevSample: prev, predOriginalSample: x0 };
+    },
+
+    /** q(x_t | x_0) at sigmas[i]: alpha_t x0 + sigma_t noise (float32 ops). */
+    addNoise(original: Float32Array, noise: Float32Array, i: number): Float32Array {
+      checkIndex(i);
+      checkSameLength(original, noise, `${NAME}.addNoise`);
+      const { alpha, sigma } = vpAlphaSigma(sigmas[i]);
+      return original.map((x, j) => f(alpha * x) + f(sigma * noise[j]));
+    },
+  };
+}

@@ -1,0 +1,65 @@
+/**
+ * Euler ancestral sampling (k-diffusion's sample_euler_ancestral; the ancestral split of Karras et
+ * al. 2022 / Song et al. 2021's reverse SDE), as diffusers 0.35.2's EulerAncestralDiscreteScheduler
+ * computes it. Each step goes down to sigma_down deterministically and adds fresh noise of std
+ * sigma_up, with sigma_down^2 + sigma_up^2 = sigma_next^2 (ancestralStep):
+ *   sigma_up   = sqrt(sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2)
+ *   sigma_down = sqrt(sigma_next^2 - sigma_up^2)
+ *   x_next = x + d (sigma_down - sigma) + sigma_up z,   d = (x - D(x; sigma)) / sigma
+ *
+ * Random draws: exactly one `randn(dims)` per step, after the deterministic update, at EVERY step,
+ * the last included (where sigma_next = 0, so sigma_up = 0 and the draw only advances the stream).
+ * Timesteps / sigmas as EulerDiscrete without Karras sigmas.
+ */
+import { kAddNoise, kPredictX0, kScaleInput, drawNoise } from "./schedules";
+import { kDiffusionSchedule, toD } from "./euler";
+import { NoiseSource, Scheduler, SchedulerConfig, SchedulerState, StepResult } from "./types";
+
+const f = Math.fround;
+
+/** sigma_down and sigma_up of an ancestral step from sigma to sigmaNext, in float32 ops. */
+export function ancestralStep(sigma: number, sigmaNext: number): { sigmaDown: number; sigmaUp: number } {
+  const to2 = f(sigmaNext * sigmaNext);
+  const from2 = f(sigma * sigma);
+  const sigmaUp = f(Math.sqrt(f(f(to2 * f(from2 - to2)) / from2)));
+  const sigmaDown = f(Math.sqrt(f(to2 - f(sigmaUp * sigmaUp))));
+  return { sigmaDown, sigmaUp };
+}
+
+export function createEulerAncestralScheduler(config: SchedulerConfig, numInferenceSteps: number): Scheduler {
+  const { timesteps, sigmas, initNoiseSigma } = kDiffusionSchedule(config, numInferenceSteps, "EulerAncestralDiscreteScheduler", {
+    karras: false,
+    finalSigmasType: "zero",
+  });
+
+  const step = (modelOutput: Float32Array, i: number, sample: Float32Array, _state: SchedulerState, noise?: NoiseSource, dims?: readonly number[]): StepResult => {
+    const sigma = sigmas[i];
+    // 1. denoised estimate D(x; sigma)
+    const x0 = kPredictX0(config.predictionType, modelOutput, sample, sigma);
+    // 2. split sigma_next into the deterministic sigma_down and the noise sigma_up
+    const { sigmaDown, sigmaUp } = ancestralStep(sigma, sigmas[i + 1]);
+    // 3. Euler step to sigma_down
+    const d = toD(sample, x0, sigma);
+    const dt = f(sigmaDown - sigma);
+    const prev = new Float32Array(sample.length);
+    for (let j = 0; j < prev.length; j++) prev[j] = sample[j] + f(d[j] * dt);
+    // 4. + sigma_up * z (one draw of the sample's shape)
+    const z = drawNoise(noise, dims, sample.length, "EulerAncestralDiscreteScheduler");
+    for (let j = 0; j < prev.length; j++) prev[j] = prev[j] + f(z[j] * sigmaUp);
+    return { prevSample: prev, predOriginalSample: x0 };
+  };
+
+  return {
+    name: "euler-a",
+    config,
+    numInferenceSteps,
+    timesteps,
+    sigmas,
+    order: 1,
+    initNoiseSigma,
+    initialState: () => ({}),
+    scaleModelInput: (sample, i) => kScaleInput(sample, sigmas[i]),
+    step,
+    addNoise: (original, noise, i) => kAddNoise(original, noise, sigmas[i]),
+  };
+}

@@ -1,0 +1,82 @@
+/**
+ * The scheduler interface. Unlike diffusers, a scheduler object holds no hidden step counter:
+ * every call names the step index `i` into `timesteps`, and history that multistep methods need
+ * (PNDM's ets, LMS's derivatives, DPM-Solver's model outputs, UniPC's corrector inputs) lives in an
+ * explicit `SchedulerState` created by `initialState()` and passed to every `step`, so any single
+ * step can be tested on its own from a recorded state.
+ */
+
+export type BetaSchedule = "linear" | "scaled_linear" | "squaredcos_cap_v2";
+export type PredictionType = "epsilon" | "v_prediction" | "sample";
+export type TimestepSpacing = "leading" | "linspace" | "trailing";
+
+/** scheduler_config.json, parsed once into camelCase; every key has diffusers' default. */
+export interface SchedulerConfig {
+  readonly className: string;
+  readonly numTrainTimesteps: number;
+  readonly betaStart: number;
+  readonly betaEnd: number;
+  readonly betaSchedule: BetaSchedule;
+  readonly trainedBetas: readonly number[] | null;
+  readonly predictionType: PredictionType;
+  readonly timestepSpacing: TimestepSpacing;
+  readonly stepsOffset: number;
+  readonly clipSample: boolean;
+  readonly clipSampleRange: number;
+  readonly setAlphaToOne: boolean;
+  readonly skipPrkSteps: boolean;
+  readonly useKarrasSigmas: boolean;
+  readonly varianceType: string;
+  readonly interpolationType: string;
+  readonly solverOrder: number;
+  readonly algorithmType: string;
+  readonly solverType: string;
+  readonly lowerOrderFinal: boolean;
+  readonly finalSigmasType: string;
+  readonly predictX0: boolean;
+  readonly disableCorrector: readonly number[];
+  readonly timestepType: string;
+  readonly rescaleBetasZeroSnr: boolean;
+  /** all raw keys, for reports */
+  readonly raw: Readonly<Record<string, unknown>>;
+}
+
+/** A source of standard-normal noise of a given shape (the pipeline's seeded TorchGenerator). */
+export interface NoiseSource {
+  randn(dims: readonly number[]): Float32Array;
+}
+
+/** Opaque per-run history of a multistep scheduler; fresh from `initialState()`. */
+export type SchedulerState = Record<string, unknown>;
+
+export interface StepResult {
+  readonly prevSample: Float32Array;
+  /** the scheduler's estimate of the clean sample, where it computes one */
+  readonly predOriginalSample?: Float32Array;
+}
+
+export interface Scheduler {
+  readonly name: string;
+  readonly config: SchedulerConfig;
+  readonly numInferenceSteps: number;
+  /** the timesteps fed to the U-Net, one per model call (Heun / PNDM-PRK repeat entries) */
+  readonly timesteps: Float32Array;
+  /** sigma-based schedulers: sigmas[i] for each model call plus the final sigma; else empty */
+  readonly sigmas: Float32Array;
+  /** diffusers' scheduler.order: model calls per "step" (2 for Heun), used for img2img's t_start */
+  readonly order: number;
+  /** the std of the initial noise (sigma_max-based for the k-diffusion family) */
+  readonly initNoiseSigma: number;
+  initialState(): SchedulerState;
+  /** input scaling before the U-Net call at index i (1/sqrt(sigma²+1) for k-diffusion schedulers) */
+  scaleModelInput(sample: Float32Array, i: number): Float32Array;
+  /** one update; draws noise from `noise` only where the algorithm is stochastic, documented per scheduler */
+  step(modelOutput: Float32Array, i: number, sample: Float32Array, state: SchedulerState, noise?: NoiseSource, dims?: readonly number[]): StepResult;
+  /** forward diffusion q(x_t | x_0) at the timestep of call index i (img2img's starting point) */
+  addNoise(original: Float32Array, noise: Float32Array, i: number): Float32Array;
+}
+
+export interface SchedulerOptions {
+  /** DDIM's eta (0: deterministic) */
+  readonly eta?: number;
+}
