@@ -17,8 +17,7 @@ export function processIO(signal?: AbortSignal): CliIO {
 }
 
 /** A progress reporter: a redrawn bar with it/s on a terminal, plain lines otherwise. */
-export function progress(io: CliIO, label: string, total: number): { tick: (done: number) => void; end: () => void } {
-  const start = process.hrtime.bigint();
+export function progress(io: CliIO, label: string, total: number, start = process.hrtime.bigint()): { tick: (done: number) => void; end: () => void } {
   let lastLine = 0;
   const rate = (done: number) => {
     const s = Number(process.hrtime.bigint() - start) / 1e9;

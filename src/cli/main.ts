@@ -3,7 +3,7 @@
  * directly; bin/sd-harness.js is a shim. Errors a user can cause print one line (the stack only
  * with --verbose) and exit with the codes in src/errors.ts.
  */
-import { HarnessError, ExitCode } from "../errors";
+import { HarnessError, ExitCode, oneLine } from "../errors";
 import { removePendingTemporaries } from "../util/atomic";
 import { CliIO, processIO } from "./io";
 import { VERSION } from "./defaults";
@@ -76,7 +76,7 @@ export async function main(argv: string[], io?: CliIO): Promise<number> {
       return ExitCode.interrupted;
     }
     if (e instanceof HarnessError) {
-      ownIO.err(`sd-harness: error: ${e.message}\n`);
+      ownIO.err(`sd-harness: error: ${oneLine(e.message, Infinity)}\n`);
       if (verbose && e.stack) ownIO.err(`${e.stack}\n`);
       return e.exitCode;
     }
@@ -85,7 +85,7 @@ export async function main(argv: string[], io?: CliIO): Promise<number> {
       ownIO.err(`sd-harness: error: ${e.message.split("\n")[0]}\n`);
       return ExitCode.usage;
     }
-    ownIO.err(`sd-harness: internal error: ${(e as Error)?.message ?? String(e)}${verbose ? "" : " (run with --verbose for the stack trace)"}\n`);
+    ownIO.err(`sd-harness: internal error: ${oneLine(String((e as Error)?.message ?? e), Infinity)}${verbose ? "" : " (run with --verbose for the stack trace)"}\n`);
     if (verbose && e instanceof Error && e.stack) ownIO.err(`${e.stack}\n`);
     return ExitCode.internal;
   } finally {

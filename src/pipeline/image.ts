@@ -6,7 +6,7 @@
 import * as fs from "node:fs";
 import * as zlib from "node:zlib";
 import { PNG } from "pngjs";
-import { HarnessError, ExitCode } from "../errors";
+import { HarnessError, ExitCode, oneLine } from "../errors";
 import { F32, f32 } from "../tensor/tensor";
 import { writeFileAtomic } from "../util/atomic";
 
@@ -37,7 +37,7 @@ function readPng(file: string, flag: string): { png: PNG; colorType: number } {
     const png = PNG.sync.read(buf);
     return { png, colorType: buf.length > 25 ? buf[25] : -1 };
   } catch (e) {
-    throw new HarnessError(`${flag} ${file}: unreadable PNG (${(e as Error).message})`, ExitCode.usage);
+    throw new HarnessError(`${flag} ${file}: unreadable PNG (${oneLine((e as Error).message)})`, ExitCode.usage);
   }
 }
 

@@ -7,7 +7,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { HarnessError, ExitCode } from "../errors";
+import { HarnessError, ExitCode, oneLine } from "../errors";
 
 export interface UNetConfig {
   readonly inChannels: number;
@@ -60,7 +60,7 @@ function readJson(file: string, what: string): Record<string, unknown> {
   try {
     value = JSON.parse(text);
   } catch (e) {
-    throw new HarnessError(`${file}: not valid JSON (${(e as Error).message})`, ExitCode.usage);
+    throw new HarnessError(`${file}: not valid JSON (${oneLine((e as Error).message)})`, ExitCode.usage);
   }
   if (typeof value !== "object" || value === null || Array.isArray(value)) throw new HarnessError(`${file}: not a JSON object`, ExitCode.usage);
   return value as Record<string, unknown>;

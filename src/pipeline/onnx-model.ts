@@ -58,7 +58,8 @@ export class OnnxComponent {
       executionMode: "sequential",
       enableMemPattern: settings.enableMemPattern ?? true,
       enableCpuMemArena: settings.enableCpuMemArena ?? true,
-      logSeverityLevel: 3,
+      // ORT's own error lines would bypass the CLI's one-line errors; its failures reach us as exceptions
+      logSeverityLevel: 4,
     };
     let session: ort.InferenceSession;
     try {

@@ -267,11 +267,23 @@ export class StableDiffusionPipeline {
       : tType === "float16"
         ? fromF32(f32(new Float32Array(n).fill(timestep), shape), "float16")
         : new ort.Tensor(tType === "float64" ? "float64" : "float32", tType === "float64" ? new Float64Array(n).fill(timestep) : new Float32Array(n).fill(timestep), shape);
-    const r = await unet.run({
-      sample: fromF32(sample, unet.inputType("sample")),
-      timestep: tTensor,
-      encoder_hidden_states: fromF32(encoderHiddenStates, unet.inputType("encoder_hidden_states")),
-    });
+    let r: Record<string, ort.Tensor>;
+    try {
+      r = await unet.run({
+        sample: fromF32(sample, unet.inputType("sample")),
+        timestep: tTensor,
+        encoder_hidden_states: fromF32(encoderHiddenStates, unet.inputType("encoder_hidden_states")),
+      });
+    } catch (e) {
+      // A U-Net traced at a size divisible by 64 px bakes in up-sampling by exact doubling (diffusers'
+      // forward_upsample_size is false then), so other sizes fail where skip connections concatenate.
+      if (e instanceof HarnessError && /Concat|concat/.test(e.message) && /dimension/.test(e.message)) {
+        const [, , h, w] = sample.dims;
+        const vsf = this.folder.vaeConfig.scaleFactor;
+        throw new HarnessError(`--width/--height: ${w * vsf}x${h * vsf} is not supported by ${unet.file}: this export up-samples by exact doubling, so use sizes divisible by 64`, ExitCode.usage);
+      }
+      throw e;
+    }
     return toF32(r[unet.outputNames[0]]);
   }
 

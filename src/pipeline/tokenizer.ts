@@ -16,7 +16,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { inputError } from "../errors";
+import { inputError, oneLine } from "../errors";
 
 /** SD 1.x's values, used where the tokenizer folder's config files do not say otherwise. */
 const SD1_DEFAULTS = {
@@ -368,7 +368,7 @@ function parseJson(file: string, text: string): unknown {
   try {
     return JSON.parse(text);
   } catch (err) {
-    throw inputError(`${file}: not valid JSON (${(err as Error).message})`, err);
+    throw inputError(`${file}: not valid JSON (${oneLine((err as Error).message)})`, err);
   }
 }
 

@@ -130,16 +130,17 @@ export async function runGenerate(args: Record<string, unknown>, io: CliIO): Pro
     // CLIP reads 77 tokens; say so when a prompt is longer (the run goes on with the first 77)
     pipe.tokenize([prompt], (m) => io.err(`sd-harness: warning: --prompt: ${m}\n`));
     if (negative !== undefined) pipe.tokenize([negative], (m) => io.err(`sd-harness: warning: --negative-prompt: ${m}\n`));
-    const bar = progress(io, "generate", 0);
+    // the bar appears at the first step, when the number of U-Net calls is known; the rate counts from now
+    const t0 = process.hrtime.bigint();
     let total = 0;
-    let barRef = bar;
+    let barRef = { tick: (_done: number) => {}, end: () => {} };
     const result = await pipe.generate({
       prompt, negativePrompt: negative ?? null, steps, guidanceScale: guidance, scheduler: args.scheduler as string | undefined,
       seed, width, height, numImagesPerPrompt: batch, initImage, mask, strength, clipSkip, eta, signal: io.signal,
       onStep: (s) => {
         if (total === 0) {
           total = s.total;
-          barRef = progress(io, "generate", total);
+          barRef = progress(io, "generate", total, t0);
         }
         barRef.tick(s.index + 1);
       },

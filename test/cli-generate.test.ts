@@ -1,0 +1,95 @@
+/**
+ * `sd-harness generate` in-process: runs out of the box with only --prompt (the bundled tiny
+ * model), writes PNGs carrying A1111-style `parameters`, handles batch / img2img / inpainting,
+ * and lists the schedulers in --help.
+ */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { PNG } from "pngjs";
+import { main } from "../src/cli/main";
+import { CliIO } from "../src/cli/io";
+import { readPngText, writePng } from "../src/pipeline/image";
+import { SCHEDULER_NAMES } from "../src/schedulers";
+
+function capture(): CliIO & { stdout: () => string; stderr: () => string } {
+  let out = "";
+  let err = "";
+  return { out: (t) => { out += t; }, err: (t) => { err += t; }, isTTY: false, stdout: () => out, stderr: () => err };
+}
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sdh-gen-"));
+const cwd = process.cwd();
+beforeAll(() => process.chdir(tmp));
+afterAll(() => {
+  process.chdir(cwd);
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+test("runs with nothing but --prompt and writes out.png with its parameters", async () => {
+  const io = capture();
+  const code = await main(["generate", "--prompt", "a lighthouse at dusk", "--steps", "4", "--seed", "42"], io);
+  expect(io.stderr()).not.toMatch(/error/);
+  expect(code).toBe(0);
+  const buf = fs.readFileSync(path.join(tmp, "out.png"));
+  const png = PNG.sync.read(buf);
+  expect([png.width, png.height]).toEqual([64, 64]);
+  const params = readPngText(buf).parameters;
+  expect(params).toMatch(/^a lighthouse at dusk\nSteps: 4, Sampler: PNDM, CFG scale: 7.5, Seed: 42, Size: 64x64, Model: tiny-sd-onnx/);
+  // progress lines when stderr is not a terminal
+  // (PNDM's 4 steps are 5 U-Net calls: its first PLMS step is taken twice)
+  expect(io.stderr()).toMatch(/generate 5\/5 \(\d+\.\d+ it\/s\)/);
+});
+
+test("refuses to overwrite an existing file unless told to", async () => {
+  const io = capture();
+  expect(await main(["generate", "--prompt", "x", "--steps", "2", "--seed", "1"], io)).toBe(3);
+  expect(io.stderr()).toMatch(/out\.png: already exists/);
+  expect(await main(["generate", "--prompt", "x", "--steps", "2", "--seed", "1", "--overwrite"], capture())).toBe(0);
+});
+
+test("batch, non-square size, negative prompt and a unicode prompt (iTXt)", async () => {
+  const io = capture();
+  const code = await main(["generate", "--prompt", "東京の夜景 🌃", "--negative-prompt", "blurry", "--batch", "2", "--width", "128", "--height", "64",
+    "--scheduler", "euler-a", "--steps", "3", "--seed", "7", "--out", "b.png"], io);
+  expect(code).toBe(0);
+  for (const f of ["b-0.png", "b-1.png"]) {
+    const buf = fs.readFileSync(path.join(tmp, f));
+    const png = PNG.sync.read(buf);
+    expect([png.width, png.height]).toEqual([128, 64]);
+    const p = readPngText(buf).parameters;
+    expect(p).toContain("東京の夜景 🌃\nNegative prompt: blurry\n");
+    expect(p).toContain("Sampler: Euler a");
+  }
+  expect(fs.readFileSync(path.join(tmp, "b-0.png")).equals(fs.readFileSync(path.join(tmp, "b-1.png")))).toBe(false);
+});
+
+test("img2img and inpainting from PNG files", async () => {
+  const rgb = new Uint8Array(64 * 64 * 3).map((_, i) => (i * 37) % 256);
+  writePng(path.join(tmp, "init.png"), { width: 64, height: 64, data: rgb });
+  const mask = new Uint8Array(64 * 64 * 3).map((_, i) => (Math.floor(i / 3) % 64 > 32 ? 255 : 0));
+  writePng(path.join(tmp, "mask.png"), { width: 64, height: 64, data: mask });
+  expect(await main(["generate", "--prompt", "a street", "--init-image", "init.png", "--strength", "0.5", "--steps", "4", "--seed", "3", "--out", "i2i.png"], capture())).toBe(0);
+  expect(readPngText(fs.readFileSync(path.join(tmp, "i2i.png"))).parameters).toContain("Denoising strength: 0.5");
+  const inpaint = path.resolve(cwd, "fixtures", "models", "tiny-sd-inpaint-onnx");
+  const io = capture();
+  expect(await main(["generate", "--model", inpaint, "--prompt", "flowers", "--init-image", "init.png", "--mask", "mask.png", "--steps", "3", "--seed", "5", "--out", "inp.png"], io)).toBe(0);
+  expect(fs.existsSync(path.join(tmp, "inp.png"))).toBe(true);
+});
+
+test("--help lists every scheduler", async () => {
+  const lines: string[] = [];
+  const log = jest.spyOn(console, "log").mockImplementation((...a: unknown[]) => { lines.push(a.join(" ")); });
+  try {
+    expect(await main(["generate", "--help"], capture())).toBe(0);
+  } finally {
+    log.mockRestore();
+  }
+  const help = lines.join("\n");
+  for (const name of SCHEDULER_NAMES) expect(help).toContain(name);
+});
+
+test("the same seed gives byte-identical PNGs", async () => {
+  for (const f of ["d1.png", "d2.png"]) expect(await main(["generate", "--prompt", "same", "--steps", "3", "--seed", "9", "--out", f], capture())).toBe(0);
+  expect(fs.readFileSync(path.join(tmp, "d1.png")).equals(fs.readFileSync(path.join(tmp, "d2.png")))).toBe(true);
+});
