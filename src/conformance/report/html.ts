@@ -286,7 +286,7 @@ function provenance(report: Report): string {
     ["Reference command", r.command ? `<code>${esc(r.command)}</code>` : "—"],
     ["Tolerance profile", `<code>${esc(report.profile)}</code>`],
     ["Started", `${esc(report.run.started)} · finished ${esc(report.run.finished)} · <b>${esc(formatDuration(report.run.durationMs))}</b>`],
-    ["Host", `${esc(h.platform)}/${esc(h.arch)}, ${esc(h.cpus)} (${h.cores} cores), ${report.run.threads} threads`],
+    ["Host", `${esc(h.platform)}/${esc(h.arch)}, ${esc(h.cpus)} (${h.cores} cores), ${report.run.threads || "ORT default"} threads`],
     ["Versions", versions(report.run.versions) || "—"],
   ];
   if (report.run.shard) rows.push(["Shard", `${report.run.shard.index} / ${report.run.shard.count}`]);
@@ -521,7 +521,12 @@ export function renderHtml(report: Report, readAsset: (relPath: string) => Buffe
 
   const plotIds = new Map<string, string>();
   const plots: string[] = [];
-  for (const id of caseIds(report)) {
+  // Drift-vs-step plots are for the loops a person reads step by step: the U-Net's free-running
+  // runs and the end-to-end runs, those first. (Scheduler traces keep their series in report.json;
+  // a few hundred near-identical plots would bury the ones that matter.)
+  const plotRank = (id: string) => (id.startsWith("end_to_end:") ? 0 : id.startsWith("unet:") ? 1 : 2);
+  const plotted = caseIds(report).filter((id) => plotRank(id) < 2).sort((a, b) => plotRank(a) - plotRank(b) || (a < b ? -1 : 1));
+  for (const id of plotted) {
     const html = renderCasePlots(report, id, models, ids);
     if (!html) continue;
     plots.push(html);

@@ -270,7 +270,7 @@ export function renderMarkdown(report: Report): string {
   out.push(`- **Tolerance profile:** ${mdCode(report.profile)}`);
   out.push(`- **Started:** ${md(report.run.started)} · **duration** ${formatDuration(report.run.durationMs)}`);
   const h = report.run.host;
-  out.push(`- **Host:** ${md(h.platform)}/${md(h.arch)}, ${md(h.cpus)} (${h.cores} cores), ${report.run.threads} threads`);
+  out.push(`- **Host:** ${md(h.platform)}/${md(h.arch)}, ${md(h.cpus)} (${h.cores} cores), ${report.run.threads || "ORT default"} threads`);
   const versions = Object.entries(report.run.versions).map(([k, v]) => `${md(k)} ${md(v)}`).join(", ");
   if (versions) out.push(`- **Versions:** ${versions}`);
   if (report.run.shard) out.push(`- **Shard:** ${report.run.shard.index}/${report.run.shard.count}`);
