@@ -253,7 +253,8 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
         return [_jsonable(x) for x in v]
     if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
+        # diffusers' _use_default_values is built from a set: its order changes between runs
+        return {k: sorted(x) if k == "_use_default_values" else _jsonable(x) for k, x in v.items()}
     if hasattr(v, "tolist"):
         return v.tolist()
     return v
