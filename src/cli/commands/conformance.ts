@@ -4,7 +4,7 @@ import yargs from "yargs";
 import { HarnessError, ExitCode } from "../../errors";
 import { CliIO } from "../io";
 import { intFlag, numFlag } from "../parse";
-import { DEFAULT_MODEL, DEFAULT_INPAINT_MODEL, DEFAULT_REFERENCES, VERSION, PACKAGE_ROOT } from "../defaults";
+import { DEFAULT_MODEL, DEFAULT_INPAINT_MODEL, DEFAULT_REFERENCES, VERSION } from "../defaults";
 import { runConformance, exitCodeFor, ModelSpec } from "../../conformance/runner";
 import { listCases, filterCases, parseShard } from "../../conformance/cases";
 import { ReferenceSet } from "../../conformance/reference-set";
@@ -24,7 +24,7 @@ function parser(argv: string[]) {
     .option("shard", { type: "string", describe: "run shard i of n (i/n); join with `sd-harness report merge`" })
     .option("baseline", { type: "string", describe: "earlier report.json: flag cases whose drift grew" })
     .option("baseline-factor", { type: "string", default: "2", describe: "growth factor that counts as a regression" })
-    .option("out", { type: "string", describe: "report folder (default: reports/<timestamp>)" })
+    .option("out", { type: "string", describe: "report folder (default: reports/<timestamp> under the current directory)" })
     .option("overwrite", { type: "boolean", default: false, describe: "replace the reports in an existing --out folder" })
     .option("threads", { type: "string", default: "0", describe: "ONNX Runtime intra-op threads (0: one per core)" })
     .option("list", { type: "boolean", default: false, describe: "list the case ids and exit" })
@@ -69,7 +69,7 @@ export async function conformanceCommand(argv: string[], io: CliIO): Promise<num
   const threads = intFlag("--threads", args.threads, 0, 1024);
   const factor = numFlag("--baseline-factor", args["baseline-factor"], 1, 1e12);
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
-  const outDir = args.out ? String(args.out) : path.join(PACKAGE_ROOT, "reports", `${stamp}${shard ? `-shard${shard.index}of${shard.count}` : ""}`);
+  const outDir = args.out ? String(args.out) : path.join("reports", `${stamp}${shard ? `-shard${shard.index}of${shard.count}` : ""}`);
   const report = await runConformance({
     models: modelSpecs((args.model as string[]) ?? [DEFAULT_MODEL], args["inpaint-model"]),
     references: refsDir,
