@@ -33,3 +33,14 @@ export class HarnessError extends Error {
 export function inputError(message: string, cause?: unknown): HarnessError {
   return new HarnessError(message, ExitCode.usage, { cause });
 }
+
+/**
+ * Text from elsewhere (a parser's message quoting file bytes, a runtime's message) made safe for a
+ * one-line error: control characters (newlines, terminal escapes) are shown as \xNN and the text is
+ * cut to `max` characters.
+ */
+export function oneLine(text: string, max = 200): string {
+  // eslint-disable-next-line no-control-regex
+  const s = text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+  return s.length > max ? `${s.slice(0, max)}…` : s;
+}

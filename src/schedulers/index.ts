@@ -80,5 +80,18 @@ export function createScheduler(nameOrClass: string, config: SchedulerConfig, nu
   const entry = ENTRIES[short];
   let cfg = configForClass(config, entry.className);
   if (entry.overrides) cfg = configForClass({ ...cfg, raw: { ...cfg.raw, ...entry.overrides } }, entry.className);
-  return entry.factory(cfg, numInferenceSteps, opts);
+  const scheduler = entry.factory(cfg, numInferenceSteps, opts);
+  // e.g. 1000 "leading" steps with steps_offset 1 reach timestep 1000, past the end of
+  // alphas_cumprod, which PNDM / DDIM / DDPM index by timestep (diffusers raises an IndexError
+  // there; the sigma-interpolating schedulers clamp, as np.interp does). A sentence, not a
+  // RangeError mid-loop.
+  let last = -Infinity;
+  for (const t of scheduler.timesteps) last = Math.max(last, t);
+  if ((short === "pndm" || short === "ddim" || short === "ddpm") && last >= cfg.numTrainTimesteps) {
+    throw new HarnessError(
+      `--steps ${numInferenceSteps}: ${short}'s "${cfg.timestepSpacing}" schedule with steps_offset ${cfg.stepsOffset} reaches timestep ${last}, past the ${cfg.numTrainTimesteps} training timesteps; use fewer steps`,
+      ExitCode.usage,
+    );
+  }
+  return scheduler;
 }

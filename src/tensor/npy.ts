@@ -125,7 +125,7 @@ class LiteralParser {
     this.expect("{");
     while (this.peek() !== "}") {
       const key = this.str();
-      if (out.has(key)) fail(this.file, `header: key '${key}' appears twice`);
+      if (out.has(key)) fail(this.file, `header: key ${JSON.stringify(key)} appears twice`);
       this.expect(":");
       out.set(key, this.value());
       if (this.peek() === ",") this.i++;
@@ -168,8 +168,8 @@ export function parseNpyHeader(head: Uint8Array, totalBytes: number, file: strin
     text = raw.toString("latin1");
   }
   const dict = new LiteralParser(text, file).dict();
-  const keys = [...dict.keys()].sort().join(",");
-  if (keys !== "descr,fortran_order,shape") fail(file, `header keys are {${keys}}, expected descr, fortran_order, shape`);
+  const keys = [...dict.keys()].sort();
+  if (keys.join(",") !== "descr,fortran_order,shape") fail(file, `header keys are ${JSON.stringify(keys)}, expected descr, fortran_order, shape`);
   const descr = dict.get("descr");
   const fortran = dict.get("fortran_order");
   const shape = dict.get("shape");

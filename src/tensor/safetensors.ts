@@ -5,7 +5,7 @@
  * out-of-order ranges are rejected, and every failure is a HarnessError naming the file.
  */
 import * as fs from "node:fs";
-import { HarnessError, ExitCode } from "../errors";
+import { HarnessError, ExitCode, oneLine } from "../errors";
 import { DType, Tensor, TypedData, numel, formatDims } from "./tensor";
 import { writeFileAtomic } from "../util/atomic";
 
@@ -66,7 +66,7 @@ export function parseSafetensors(buf: Buffer, file: string): SafetensorsFile {
   try {
     header = JSON.parse(buf.subarray(8, 8 + headerLen).toString("utf8"));
   } catch (e) {
-    fail(file, `header is not JSON (${(e as Error).message})`);
+    fail(file, `header is not JSON (${oneLine((e as Error).message)})`);
   }
   if (typeof header !== "object" || header === null || Array.isArray(header)) fail(file, "header is not a JSON object");
   const dataStart = 8 + headerLen;

@@ -1,0 +1,382 @@
+/**
+ * Fuzzing the parsers that read files a user hands us (fast-check, a few seconds per target):
+ * safetensors, .npy, model-folder configs, scheduler configs and the tokenizer. The property
+ * everywhere: the call returns a well-formed value or throws a HarnessError; never another
+ * exception, never a hang (each test has a hard timeout), never an allocation sized by a header
+ * the bytes do not back (a header claiming 2^40 elements is refused before any allocation).
+ */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import fc from "fast-check";
+import { HarnessError } from "../src/errors";
+import { parseSafetensors, encodeSafetensors } from "../src/tensor/safetensors";
+import { parseNpy, readNpy, encodeNpy } from "../src/tensor/npy";
+import { numel } from "../src/tensor/tensor";
+import { loadModelFolder } from "../src/pipeline/model-folder";
+import { parseSchedulerConfig } from "../src/schedulers/schedules";
+import { createScheduler, SCHEDULER_NAMES } from "../src/schedulers";
+import { ClipTokenizer } from "../src/pipeline/tokenizer";
+import { ROOT, TINY } from "./helpers/fixtures";
+
+const NPY = path.join(ROOT, "fixtures", "broken", "npy");
+/** per-target budget: runs stop after this long (success so far counts), keeping CI modest;
+ *  FUZZ_BUDGET_MS=15000 FUZZ_RUNS_FACTOR=20 makes a longer local campaign */
+const BUDGET_MS = Number(process.env.FUZZ_BUDGET_MS ?? 2500);
+const opts = (numRuns: number) => ({ numRuns: numRuns * Number(process.env.FUZZ_RUNS_FACTOR ?? 1), plugins: [fc.interruptAfterTimeLimit(BUDGET_MS)] });
+jest.setTimeout(30_000); // a hang fails the test instead of stalling the suite
+
+/** success, or a HarnessError; anything else is re-thrown and fails the property */
+function harnessOnly<T>(f: () => T): T | HarnessError {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof HarnessError) {
+      expect(e.message.split("\n")).toHaveLength(1);
+      return e;
+    }
+    throw e;
+  }
+}
+
+/** byte-level mutations of a valid file: flips, truncation, insertion, header-length rewrite */
+function mutated(base: Buffer): fc.Arbitrary<Buffer> {
+  return fc.oneof(
+    fc.array(fc.tuple(fc.nat(base.length - 1), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 8 }).map((edits) => {
+      const b = Buffer.from(base);
+      for (const [i, v] of edits) b[i] = v;
+      return b;
+    }),
+    fc.nat(base.length).map((n) => base.subarray(0, n)),
+    fc.tuple(fc.nat(base.length), fc.uint8Array({ minLength: 1, maxLength: 32 })).map(([i, ins]) => Buffer.concat([base.subarray(0, i), Buffer.from(ins), base.subarray(i)])),
+    fc.tuple(fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), fc.constantFrom(0, 8)).map(([v, at]) => {
+      const b = Buffer.from(base);
+      if (at === 0) b.writeBigUInt64LE(v, 0);
+      else if (b.length >= 12) b.writeUInt32LE(Number(v & 0xffffffffn), 8);
+      return b;
+    }),
+  );
+}
+
+const weirdNumber = fc.oneof(
+  fc.integer({ min: -3, max: 16 }),
+  fc.constantFrom(2 ** 31, 2 ** 32, 2 ** 40, 2 ** 53, 2 ** 53 + 2, 2 ** 64, -(2 ** 40), 0.5, Number.MAX_VALUE, 1e308 * 10),
+  fc.double(),
+);
+
+// ---- safetensors ---------------------------------------------------------------------------
+
+describe("safetensors", () => {
+  const valid = encodeSafetensors(
+    {
+      a: { dtype: "float32", dims: [2, 3], data: Float32Array.from([1, 2, 3, 4, 5, 6]) },
+      b: { dtype: "int64", dims: [2], data: BigInt64Array.from([1n, -1n]) },
+      c: { dtype: "uint8", dims: [0], data: new Uint8Array(0) },
+    },
+    { format: "pt" },
+  );
+
+  function checkResult(buf: Buffer, r: ReturnType<typeof parseSafetensors> | HarnessError): void {
+    if (r instanceof HarnessError) {
+      expect(r.message).toMatch(/^fuzz\.safetensors: /);
+      return;
+    }
+    let bytes = 0;
+    for (const t of r.tensors.values()) {
+      expect(t.data.length).toBe(numel(t.dims));
+      bytes += t.data.byteLength;
+    }
+    expect(bytes).toBeLessThanOrEqual(buf.length);
+  }
+
+  test("the valid file parses", () => {
+    const r = parseSafetensors(valid, "fuzz.safetensors");
+    expect([...r.tensors.keys()].sort()).toEqual(["a", "b", "c"]);
+    expect(r.metadata).toEqual({ format: "pt" });
+  });
+
+  test("random bytes", () => {
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 512 }), (u) => {
+      const buf = Buffer.from(u);
+      checkResult(buf, harnessOnly(() => parseSafetensors(buf, "fuzz.safetensors")));
+    }), opts(2000));
+  });
+
+  test("mutated valid files", () => {
+    fc.assert(fc.property(mutated(valid), (buf) => {
+      checkResult(buf, harnessOnly(() => parseSafetensors(buf, "fuzz.safetensors")));
+    }), opts(3000));
+  });
+
+  test("random headers over random data", () => {
+    const entry = fc.record({
+      dtype: fc.oneof(fc.constantFrom("F32", "F16", "F64", "I64", "I32", "I16", "I8", "U8", "BOOL", "BF16", "f32"), fc.anything()),
+      shape: fc.oneof(fc.array(weirdNumber, { maxLength: 10 }), fc.anything()),
+      data_offsets: fc.oneof(fc.tuple(weirdNumber, weirdNumber), fc.array(fc.integer({ min: -8, max: 300 }), { maxLength: 3 }), fc.anything()),
+    }, { requiredKeys: [] });
+    const header = fc.dictionary(fc.oneof(fc.string({ maxLength: 6 }), fc.constantFrom("__metadata__", "__proto__", "constructor")), fc.oneof(entry, fc.anything()), { maxKeys: 5 });
+    fc.assert(fc.property(header, fc.nat(300), fc.boolean(), (h, dataLen, lie) => {
+      const json = Buffer.from(JSON.stringify(h) ?? "null");
+      const len = Buffer.alloc(8);
+      len.writeBigUInt64LE(BigInt(json.length + (lie ? 3 : 0)));
+      const buf = Buffer.concat([len, json, Buffer.alloc(dataLen, 7)]);
+      checkResult(buf, harnessOnly(() => parseSafetensors(buf, "fuzz.safetensors")));
+    }), opts(3000));
+  });
+
+  test("a header claiming 2^40 elements is refused before any allocation", () => {
+    const before = process.memoryUsage().arrayBuffers;
+    for (const shape of [[2 ** 40], [2 ** 20, 2 ** 20], [2 ** 53 - 1, 2 ** 53 - 1]]) {
+      const json = Buffer.from(JSON.stringify({ x: { dtype: "F32", shape, data_offsets: [0, 2 ** 42] } }));
+      const len = Buffer.alloc(8);
+      len.writeBigUInt64LE(BigInt(json.length));
+      const buf = Buffer.concat([len, json, Buffer.alloc(16)]);
+      expect(() => parseSafetensors(buf, "huge.safetensors")).toThrow(HarnessError);
+    }
+    expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(1 << 20);
+  });
+});
+
+// ---- .npy ----------------------------------------------------------------------------------
+
+describe("npy", () => {
+  const index: Record<string, { descr: string; shape: number[]; version: number[]; values: number[] }> = JSON.parse(
+    fs.readFileSync(path.join(NPY, "index.json"), "utf8"),
+  );
+
+  test.each(Object.keys(index))("reads numpy's %s", (name) => {
+    const want = index[name];
+    const t = readNpy(path.join(NPY, name));
+    expect(t.dims).toEqual(want.shape);
+    const got = Array.from(t.data as ArrayLike<number | bigint>, (v) => Number(v));
+    if (want.descr.endsWith("f4")) expect(got).toEqual(want.values.map(Math.fround));
+    else expect(got).toEqual(want.values);
+    // our writer's bytes, read back, are the same tensor; for v1 files they are numpy's bytes exactly
+    const again = parseNpy(encodeNpy(t), "again.npy");
+    expect(Array.from(again.data as ArrayLike<number | bigint>, (v) => Number(v))).toEqual(got);
+    if (want.version[0] === 1) expect(encodeNpy(t).equals(fs.readFileSync(path.join(NPY, name)))).toBe(true);
+  });
+
+  test.each([
+    ["bad-fortran.npy", /Fortran-order array \[2, 3\]; only C order is supported/],
+    ["bad-big-endian.npy", /dtype >f4 is big-endian/],
+    ["bad-object.npy", /unsupported dtype "\|O"/],
+    ["bad-huge-shape.npy", /shape \[1099511627776\] of f4 needs more than the 16 data bytes present/],
+  ])("refuses %s", (name, re) => {
+    const file = path.join(NPY, name);
+    expect(() => readNpy(file)).toThrow(HarnessError);
+    expect(() => readNpy(file)).toThrow(re);
+    expect(() => readNpy(file)).toThrow(new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}: not a valid \\.npy file`));
+    expect(() => parseNpy(fs.readFileSync(file), file)).toThrow(re);
+  });
+
+  test("a header claiming 2^40 elements is refused before any allocation", () => {
+    const before = process.memoryUsage().arrayBuffers;
+    for (const shape of ["(1099511627776,)", "(1048576, 1048576)", "(9007199254740991, 9007199254740991, 3)"]) {
+      let h = `{'descr': '<f4', 'fortran_order': False, 'shape': ${shape}, }`;
+      h += " ".repeat(63 - ((10 + h.length) % 64)) + "\n";
+      const pre = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0, h.length & 255, h.length >> 8]);
+      expect(() => parseNpy(Buffer.concat([pre, Buffer.from(h), Buffer.alloc(16)]), "huge.npy")).toThrow(/needs more than the 16 data bytes/);
+    }
+    expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(1 << 20);
+  });
+
+  const validNpy = fs.readFileSync(path.join(NPY, "ok-f4-v1.npy"));
+
+  test("random bytes", () => {
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), (u) => {
+      harnessOnly(() => parseNpy(u, "fuzz.npy"));
+    }), opts(2000));
+  });
+
+  test("mutated valid files", () => {
+    fc.assert(fc.property(mutated(validNpy), (buf) => {
+      const r = harnessOnly(() => parseNpy(buf, "fuzz.npy"));
+      if (!(r instanceof HarnessError)) expect(r.data.length).toBe(numel(r.dims));
+    }), opts(3000));
+  });
+
+  test("random headers", () => {
+    const descr = fc.oneof(fc.constantFrom("<f4", "<f8", "<f2", "<i4", "<i8", "|u1", "|b1", ">f4", ">u1", "<c8", "|O", "<U3", "f4", "<f4 "), fc.string({ maxLength: 5 }));
+    const dim = fc.oneof(fc.nat(6), fc.constantFrom("-1", "1L", "2 ** 40", "1099511627776", "99999999999999999999", "1.5", "0x10", ""));
+    const shape = fc.tuple(fc.array(dim, { maxLength: 5 }), fc.constantFrom("()", "[]", "(,)"), fc.boolean()).map(([dims, br, trailing]) =>
+      `${br[0]}${dims.join(", ")}${trailing || dims.length === 1 ? "," : ""}${br[1]}`);
+    const value = fc.oneof(descr.map((d) => `'${d}'`), shape, fc.constantFrom("True", "False", "None", "1", "'x'", "{}"));
+    const pair = fc.tuple(fc.constantFrom("descr", "fortran_order", "shape", "extra", "'", ""), value);
+    const dict = fc.oneof(
+      fc.tuple(descr, fc.constantFrom("True", "False", "1"), shape).map(([d, f, s]) => `{'descr': '${d}', 'fortran_order': ${f}, 'shape': ${s}, }`),
+      fc.array(pair, { maxLength: 4 }).map((ps) => `{${ps.map(([k, v]) => `'${k}': ${v}`).join(", ")}}`),
+      fc.string({ maxLength: 80 }),
+    );
+    fc.assert(fc.property(dict, fc.constantFrom(1, 2, 3, 0, 4), fc.nat(64), fc.integer({ min: -4, max: 4 }), (d, major, dataLen, lenLie) => {
+      const text = Buffer.from(d + "\n", major === 3 ? "utf8" : "latin1");
+      const pre = Buffer.alloc(major === 1 ? 10 : 12);
+      Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, major, 0]).copy(pre);
+      const declared = Math.max(0, text.length + lenLie);
+      if (major === 1) pre.writeUInt16LE(declared & 0xffff, 8);
+      else pre.writeUInt32LE(declared, 8);
+      const buf = Buffer.concat([pre, text, Buffer.alloc(dataLen, 1)]);
+      const r = harnessOnly(() => parseNpy(buf, "fuzz.npy"));
+      if (!(r instanceof HarnessError)) {
+        expect(r.data.length).toBe(numel(r.dims));
+        expect(r.data.byteLength).toBe(buf.length - pre.length - declared); // exactly the bytes after the header
+      }
+    }), opts(4000));
+  });
+
+  test("write -> read round-trips random tensors", () => {
+    const tensor = fc.oneof(
+      fc.array(fc.nat(4), { maxLength: 4 }).chain((dims) => fc.float32Array({ minLength: numel(dims), maxLength: numel(dims) }).map((data) => ({ dtype: "float32" as const, dims, data }))),
+      fc.array(fc.nat(4), { maxLength: 3 }).chain((dims) => fc.bigInt64Array({ minLength: numel(dims), maxLength: numel(dims) }).map((data) => ({ dtype: "int64" as const, dims, data }))),
+      fc.array(fc.nat(5), { maxLength: 3 }).chain((dims) => fc.uint8Array({ minLength: numel(dims), maxLength: numel(dims) }).map((data) => ({ dtype: "uint8" as const, dims, data }))),
+    );
+    fc.assert(fc.property(tensor, (t) => {
+      const back = parseNpy(encodeNpy(t), "rt.npy");
+      expect(back.dtype).toBe(t.dtype);
+      expect(back.dims).toEqual(t.dims);
+      expect(Buffer.from(back.data.buffer).equals(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength))).toBe(true);
+    }), opts(500));
+  });
+});
+
+// ---- model-folder configs ------------------------------------------------------------------
+
+describe("model folder configs", () => {
+  const CONFIGS = ["model_index.json", "unet/config.json", "text_encoder/config.json", "vae_decoder/config.json", "scheduler/scheduler_config.json"];
+  let dir: string;
+  const originals = new Map<string, string>();
+
+  beforeAll(() => {
+    // the configs copied, the tokenizer linked, the ONNX files empty: the config-reading path only
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "sd-harness-fuzz-folder-"));
+    for (const part of ["unet", "text_encoder", "vae_decoder", "scheduler"]) fs.mkdirSync(path.join(dir, part));
+    for (const c of CONFIGS) {
+      const text = fs.readFileSync(path.join(TINY, c), "utf8");
+      originals.set(c, text);
+      fs.writeFileSync(path.join(dir, c), text);
+    }
+    fs.symlinkSync(fs.realpathSync(path.join(TINY, "tokenizer")), path.join(dir, "tokenizer"));
+    for (const part of ["unet", "text_encoder", "vae_decoder"]) fs.writeFileSync(path.join(dir, part, "model.onnx"), "");
+  });
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  test("the untouched copy loads", () => {
+    expect(loadModelFolder(dir).unetConfig.inChannels).toBe(4);
+  });
+
+  const KEYS = [
+    "_class_name", "text_encoder_2", "in_channels", "out_channels", "sample_size", "cross_attention_dim", "attention_head_dim",
+    "use_linear_projection", "addition_embed_type", "block_out_channels", "latent_channels", "scaling_factor", "hidden_size",
+    "num_hidden_layers", "max_position_embeddings", "layer_norm_eps", "num_train_timesteps", "beta_schedule", "trained_betas",
+    "prediction_type", "timestep_spacing", "steps_offset", "solver_order",
+  ];
+  const mutation = fc.oneof(
+    // a random JSON document
+    fc.jsonValue({ maxDepth: 3 }).map((v) => () => JSON.stringify(v) ?? "null"),
+    // the real config with some keys set to random values
+    fc.array(fc.tuple(fc.constantFrom(...KEYS), fc.oneof(fc.jsonValue({ maxDepth: 2 }), weirdNumber)), { minLength: 1, maxLength: 4 }).map((edits) => (base: string) => {
+      const obj = JSON.parse(base);
+      for (const [k, v] of edits) obj[k] = v;
+      return JSON.stringify(obj, (_k, x) => (typeof x === "number" && !Number.isFinite(x) ? 1e999 : x)).replace(/null/g, (m) => m);
+    }),
+    // the text cut short, or random text
+    fc.nat(400).map((n) => (base: string) => base.slice(0, n)),
+    fc.string({ maxLength: 40 }).map((s) => () => s),
+  );
+
+  test("random and mutated configs: a folder or a HarnessError", () => {
+    fc.assert(fc.property(fc.constantFrom(...CONFIGS), mutation, (which, mutate) => {
+      const file = path.join(dir, which);
+      fs.writeFileSync(file, mutate(originals.get(which)!));
+      try {
+        const r = harnessOnly(() => loadModelFolder(dir));
+        if (r instanceof HarnessError) {
+          expect(r.message).toContain(dir);
+        } else {
+          harnessOnly(() => parseSchedulerConfig(r.schedulerConfig as Record<string, unknown>, "scheduler_config.json"));
+        }
+      } finally {
+        fs.writeFileSync(file, originals.get(which)!);
+      }
+    }), opts(400));
+  });
+});
+
+// ---- scheduler configs ---------------------------------------------------------------------
+
+describe("scheduler configs", () => {
+  const base = JSON.parse(fs.readFileSync(path.join(TINY, "scheduler", "scheduler_config.json"), "utf8"));
+  const KEYS = [
+    "_class_name", "num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "prediction_type",
+    "timestep_spacing", "steps_offset", "clip_sample", "clip_sample_range", "set_alpha_to_one", "skip_prk_steps",
+    "use_karras_sigmas", "solver_order", "algorithm_type", "solver_type", "lower_order_final", "final_sigmas_type",
+    "rescale_betas_zero_snr", "timestep_type", "disable_corrector", "predict_x0", "variance_type", "interpolation_type",
+  ];
+  const plausible = fc.oneof(
+    fc.constantFrom(
+      "PNDMScheduler", "DDIMScheduler", "EulerDiscreteScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler", "NoSuchScheduler",
+      "linear", "scaled_linear", "squaredcos_cap_v2", "epsilon", "v_prediction", "sample", "leading", "linspace", "trailing",
+      "dpmsolver++", "sde-dpmsolver++", "midpoint", "heun", "zero", "sigma_min", "bh2", true, false, null, 0, 1, 2, 3, 4, 999, 1000, 100000,
+    ),
+    weirdNumber,
+    fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { maxLength: 4 }),
+    fc.jsonValue({ maxDepth: 2 }),
+  );
+
+  test("mutated configs parse or give a HarnessError; parsed ones build every scheduler or give a HarnessError", () => {
+    fc.assert(fc.property(
+      fc.array(fc.tuple(fc.constantFrom(...KEYS), plausible), { maxLength: 4 }),
+      fc.constantFrom(...SCHEDULER_NAMES),
+      fc.integer({ min: 1, max: 60 }),
+      (edits, name, steps) => {
+        const raw: Record<string, unknown> = { ...base };
+        for (const [k, v] of edits) raw[k] = v;
+        const cfg = harnessOnly(() => parseSchedulerConfig(raw, "fuzz/scheduler_config.json"));
+        if (cfg instanceof HarnessError) {
+          expect(cfg.message).toMatch(/^fuzz\/scheduler_config\.json: /);
+          return;
+        }
+        const s = harnessOnly(() => createScheduler(name, cfg, steps));
+        if (!(s instanceof HarnessError)) expect(s.timesteps.length).toBeGreaterThan(0);
+      },
+    ), opts(600));
+  });
+
+  test("non-objects are refused", () => {
+    for (const v of [null, [], 3, "x", true]) expect(() => parseSchedulerConfig(v as never, "s.json")).toThrow(HarnessError);
+  });
+});
+
+// ---- tokenizer -----------------------------------------------------------------------------
+
+describe("tokenizer", () => {
+  const tok = ClipTokenizer.fromDir(path.join(TINY, "tokenizer"));
+  const unit = fc.oneof(
+    { weight: 6, arbitrary: fc.string({ unit: "binary", minLength: 1, maxLength: 1 }) },
+    { weight: 2, arbitrary: fc.string({ unit: "grapheme", minLength: 1, maxLength: 1 }) },
+    { weight: 1, arbitrary: fc.integer({ min: 0xd800, max: 0xdfff }).map((c) => String.fromCharCode(c)) }, // lone surrogates
+    { weight: 1, arbitrary: fc.constantFrom("<|startoftext|>", "<|endoftext|>", "<|endoftext", " ", "\n", "'s", "\u0345", "\ufffd", "\u0000", "\u200b", "\u2028") },
+    { weight: 3, arbitrary: fc.constantFrom("a", "photo", " of ", "cat", "1234", "!!!") },
+  );
+
+  test("any string: never throws, 77 ids, BOS first, EOS present, ids in the vocabulary", () => {
+    fc.assert(fc.property(fc.string({ unit, maxLength: 200 }), (text) => {
+      const r = tok.tokenize(text);
+      expect(r.ids).toHaveLength(77);
+      expect(r.ids[0]).toBe(tok.bosId);
+      expect(Array.from(r.ids)).toContain(tok.eosId);
+      for (const id of r.ids) expect(id >= 0 && id < tok.vocabSize).toBe(true);
+      expect(r.truncated).toBe(r.untruncatedLength > 77);
+      if (r.truncated) expect(r.ids[76]).toBe(tok.eosId);
+    }), opts(3000));
+  });
+
+  test("long inputs stay fast (no quadratic blow-up)", () => {
+    for (const text of ["photograph".repeat(2000), "\u{1F600}".repeat(20000), "a ".repeat(20000), "\ud800".repeat(20000)]) {
+      const t0 = Date.now();
+      const r = tok.tokenize(text);
+      expect(r.ids).toHaveLength(77);
+      expect(Date.now() - t0).toBeLessThan(3000);
+    }
+  });
+});
