@@ -4,10 +4,13 @@
  * to the penultimate hidden state, and an optimum export carries that norm's weights but exposes
  * only the raw hidden states.
  * Wire format: ModelProto.graph = 7; GraphProto.initializer = 5; TensorProto: dims = 1,
- * data_type = 2, float_data = 4, name = 8, raw_data = 9, data_location = 14.
+ * data_type = 2, float_data = 4, int32_data = 5 (float16 bit patterns), name = 8, raw_data = 9,
+ * data_location = 14. FLOAT16 initializers (fp16 conversions that do not keep the norms in fp32)
+ * are widened to float32.
  */
 import * as fs from "node:fs";
 import { HarnessError, ExitCode } from "../errors";
+import { halfToFloat } from "./onnx-model";
 
 interface Field {
   readonly no: number;
@@ -47,6 +50,23 @@ function* fields(buf: Buffer, start: number, end: number, file: string): Generat
   }
 }
 
+/** A packed repeated varint field's values (int32_data). */
+function packedVarints(buf: Buffer, start: number, end: number): number[] {
+  const out: number[] = [];
+  let v = 0;
+  let mul = 1;
+  for (let p = start; p < end; p++) {
+    v += (buf[p] & 0x7f) * mul;
+    mul *= 128;
+    if ((buf[p] & 0x80) === 0) {
+      out.push(v);
+      v = 0;
+      mul = 1;
+    }
+  }
+  return out;
+}
+
 /** Float32 initializers whose names satisfy `want`, from an ONNX file with embedded weights. */
 export function readFloatInitializers(file: string, want: (name: string) => boolean): Map<string, Float32Array> {
   const buf = fs.readFileSync(file);
@@ -59,15 +79,24 @@ export function readFloatInitializers(file: string, want: (name: string) => bool
       let dataType = 0;
       let raw: Buffer | null = null;
       const floats: number[] = [];
+      let int32Data: Field | null = null;
+      const halves: number[] = [];
       for (const t of fields(buf, g.start, g.end, file)) {
         if (t.no === 8 && t.wire === 2) name = buf.toString("utf8", t.start, t.end);
         else if (t.no === 2 && t.wire === 0) dataType = t.value;
         else if (t.no === 9 && t.wire === 2) raw = buf.subarray(t.start, t.end);
         else if (t.no === 4 && t.wire === 2) for (let q = t.start; q + 4 <= t.end; q += 4) floats.push(buf.readFloatLE(q));
         else if (t.no === 4 && t.wire === 5) floats.push(buf.readFloatLE(t.start));
+        else if (t.no === 5 && t.wire === 0) halves.push(t.value);
+        else if (t.no === 5 && t.wire === 2) int32Data = t; // decoded below, only when wanted
       }
-      if (!want(name) || dataType !== 1) continue; // 1 = FLOAT
-      if (raw) {
+      if (!want(name) || (dataType !== 1 && dataType !== 10)) continue; // 1 = FLOAT, 10 = FLOAT16
+      if (dataType === 10) {
+        const packed = int32Data ? packedVarints(buf, int32Data.start, int32Data.end) : [];
+        const a = raw ? new Float32Array(raw.length / 2) : Float32Array.from(halves.concat(packed), halfToFloat);
+        if (raw) for (let i = 0; i < a.length; i++) a[i] = halfToFloat(raw.readUInt16LE(2 * i));
+        out.set(name, a);
+      } else if (raw) {
         const a = new Float32Array(raw.length / 4);
         for (let i = 0; i < a.length; i++) a[i] = raw.readFloatLE(4 * i);
         out.set(name, a);

@@ -1,0 +1,431 @@
+"""Make a reduced-precision copy of an SD 1.x ONNX folder with onnxruntime's own tools.
+
+    .venv/bin/python scripts/quantize.py SRC DST --mode fp16 [--compact-names]
+    .venv/bin/python scripts/quantize.py SRC DST --mode int8-dynamic [--compact-names]
+    .venv/bin/python scripts/quantize.py SRC DST --mode int8-static --references REFSET [--compact-names]
+
+The committed fixtures are made with (conformance/README.md has their measurements):
+
+    .venv/bin/python scripts/quantize.py fixtures/models/tiny-sd-onnx fixtures/models/tiny-sd-fp16-onnx --mode fp16 --compact-names
+    .venv/bin/python scripts/quantize.py fixtures/models/tiny-sd-onnx fixtures/models/tiny-sd-int8-onnx --mode int8-dynamic --compact-names
+
+Modes (per component; every other file of SRC is symlinked, relative, into DST):
+
+  fp16          onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True) on
+                all four components, with FP16_OP_BLOCK_LIST (ops kept in float32; the reasons
+                are next to it). The models still take and return float32 (keep_io_types), so the
+                same harness code runs every variant.
+  int8-dynamic  onnxruntime.quantization.quantize_dynamic on all four components: weights int8
+                (per tensor), activations quantized per call at run time. U-Net and VAE: MatMul,
+                Gemm, Conv; text encoder: MatMul and the token-embedding Gather. QUInt8 weights,
+                because ORT's CPU ConvInteger kernel takes uint8 x uint8 only (MatMulInteger would
+                take int8, but quantize_dynamic has one weight type per model).
+  int8-static   onnxruntime.quantization.quantize_static (QDQ, MinMax calibration, int8 weights and
+                activations, per tensor) on the U-Net, calibrated with the reference set's
+                teacher-forced U-Net inputs (unet:*-step*.safetensors: sample, timestep,
+                encoder_hidden_states; only those whose channel count matches this U-Net). The text
+                encoder and the VAE get int8-dynamic as above: the reference set has no inputs of
+                theirs that would calibrate them better than their weights do. Measured on the tiny
+                fixture it is not usable (U-Net relL2 0.33 teacher-forced, 0.8 free-running, even
+                calibrated on the very inputs it is judged on; --per-channel or quantizing only the
+                Convs does not help: per-tensor int8 activations are too coarse for the U-Net's
+                input range, which grows from |2.5| to |38| along the loop), so the committed int8
+                fixture is int8-dynamic. See conformance/README.md.
+
+--compact-names renames internal nodes / tensors to short ids: the exporter's long names are ~80%
+of these tiny files, and the fixture budget is 40 MB.
+
+Deterministic: the same SRC (and reference set) gives byte-identical files (no timestamps, no
+random calibration subsets; calibration cases are read in id order). Every written model is then
+loaded and run once in Python onnxruntime (CPU) on a small input and must give finite outputs.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import struct
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+COMPONENTS = ("text_encoder", "unet", "vae_decoder", "vae_encoder")
+
+# Ops kept in float32 in the fp16 variant, and why. These are the ops that overflow or lose their
+# accuracy in fp16 on execution providers with native fp16 kernels (CUDA, DirectML, CoreML), where
+# the same file would run. A visible constant: change it here, not in the code below.
+FP16_OP_BLOCK_LIST = {
+    # GroupNorm (exported as Reshape -> InstanceNormalization -> Reshape): the variance is a mean of
+    # squares over (C/groups) x H x W values; in fp16 the squares of large VAE activations overflow
+    # 65504 and small variances lose their digits. The classic SD fp16 VAE failure.
+    "InstanceNormalization": "GroupNorm variance: the sum of squares overflows / underflows in fp16",
+    "GroupNormalization": "as InstanceNormalization (opset 18+ exports)",
+    "LayerNormalization": "the same reduction over the attention / text-encoder width",
+    # Attention: the normalizing sum over 77 or h*w keys loses precision in fp16, and a kernel that
+    # does not subtract the row max overflows exp() above a logit of 11.09.
+    "Softmax": "fp16 row sums lose precision; exp overflows above 11.09 without max subtraction",
+    # Spelled-out norms (other exporters): x^2, its mean and the rsqrt, as for GroupNorm.
+    "Pow": "x^2 of activations overflows fp16 (decomposed norms)",
+    "ReduceMean": "mean of squares in decomposed norms",
+    "Sqrt": "sqrt of a variance near zero underflows",
+}
+# Measured on the tiny fixture with ORT's CPU provider (conformance/README.md): this list costs a
+# little accuracy there (U-Net worst relL2 3.6e-3 -> 3.7e-3, VAE decode 1.0e-3 -> 1.35e-3), because
+# ORT's CPU provider has almost no fp16 kernels: it runs unsupported fp16 nodes in fp32 itself and
+# drops its own back-to-back casts, while the converter's casts around blocked nodes are explicit
+# roundings it must keep. The list is for the EPs above; on CPU it neither helps nor prevents an
+# overflow of a tensor stored as fp16 between two nodes (see test/variants.test.ts).
+#
+# Not in the list, measured: keeping the U-Net's time embedding (timestep -> Sin / Cos) in fp32
+# (--fp32-time-embedding). fp16's spacing near t=999 is 0.5, so fractional Euler timesteps round
+# before the sinusoid: it does help the Euler runs (worst relL2 3.6e-3 -> 2.3e-3) but hurts PNDM's
+# first step (2.3e-3 -> 5.8e-3) on ORT CPU, for the cast reason above, so it is off by default.
+
+
+def log(msg: str) -> None:
+    print(f"quantize.py: {msg}", file=sys.stderr)
+
+
+# ---- folder plumbing ----------------------------------------------------------------------------
+
+
+def link(src: Path, dst: Path) -> None:
+    """dst -> src as a relative symlink (src may itself be a symlink: link to it, not through it)."""
+    rel = os.path.relpath(src, dst.parent)
+    if dst.is_symlink() or dst.exists():
+        if dst.is_dir() and not dst.is_symlink():
+            shutil.rmtree(dst)
+        else:
+            dst.unlink()
+    dst.symlink_to(rel, target_is_directory=src.is_dir())
+
+
+def prepare_folder(src: Path, dst: Path, converted: tuple[str, ...]) -> None:
+    """DST gets: a real folder per converted component (its non-model files symlinked), a symlink
+    for everything else (tokenizer/, scheduler/, model_index.json, unconverted components)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(src.iterdir()):
+        target = dst / entry.name
+        if entry.name in converted and entry.is_dir():
+            if target.is_symlink():
+                target.unlink()
+            target.mkdir(exist_ok=True)
+            for f in sorted(entry.iterdir()):
+                if f.name in ("model.onnx", "model.onnx_data"):
+                    continue
+                link(f, target / f.name)
+        else:
+            link(entry, target)
+
+
+# ---- reference-set calibration data ----------------------------------------------------------
+
+
+def read_safetensors(file: Path) -> dict[str, np.ndarray]:
+    buf = file.read_bytes()
+    (n,) = struct.unpack("<Q", buf[:8])
+    header = json.loads(buf[8 : 8 + n])
+    base = 8 + n
+    dtypes = {"F32": np.float32, "F64": np.float64, "I64": np.int64, "I32": np.int32, "U8": np.uint8, "F16": np.float16}
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = info["data_offsets"]
+        out[name] = np.frombuffer(buf[base + a : base + b], dtype=dtypes[info["dtype"]]).reshape(info["shape"])
+    return out
+
+
+def calibration_feeds(references: Path, in_channels: int) -> list[dict[str, np.ndarray]]:
+    manifest = json.loads((references / "manifest.json").read_text())
+    feeds = []
+    for case in sorted(manifest["cases"], key=lambda c: c["id"]):
+        cid = case["id"]
+        if not cid.startswith("unet:") or "-step" not in cid:
+            continue
+        t = read_safetensors(references / case["file"])
+        if t["sample"].shape[1] != in_channels:
+            continue
+        feeds.append({
+            "sample": np.ascontiguousarray(t["sample"], dtype=np.float32),
+            "timestep": np.ascontiguousarray(t["timestep"], dtype=np.float32).reshape(-1),
+            "encoder_hidden_states": np.ascontiguousarray(t["encoder_hidden_states"], dtype=np.float32),
+        })
+    if not feeds:
+        raise SystemExit(f"quantize.py: {references}: no unet:*-step* cases with {in_channels} input channels to calibrate on")
+    return feeds
+
+
+# ---- conversions -------------------------------------------------------------------------------
+
+
+def time_embedding_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes on a path from the graph input `timestep` to a Sin / Cos node."""
+    g = model.graph
+    if not any(i.name == "timestep" for i in g.input):
+        return []
+    producers = {o: n for n in g.node for o in n.output}
+    # forward: nodes reachable from timestep
+    reach: set[str] = {"timestep"}
+    downstream: set[int] = set()
+    for k, n in enumerate(g.node):  # topologically sorted
+        if any(x in reach for x in n.input):
+            downstream.add(k)
+            reach.update(n.output)
+    # backward from Sin / Cos, staying inside the forward set
+    keep: set[str] = set()
+    stack = [n for k, n in enumerate(g.node) if k in downstream and n.op_type in ("Sin", "Cos")]
+    index = {id(n): k for k, n in enumerate(g.node)}
+    while stack:
+        n = stack.pop()
+        if n.name in keep:
+            continue
+        keep.add(n.name)
+        for x in n.input:
+            p = producers.get(x)
+            if p is not None and index[id(p)] in downstream:
+                stack.append(p)
+    return sorted(keep)
+
+
+def drop_duplicate_nodes(model: onnx.ModelProto) -> int:
+    """convert_float_to_float16 (ORT 1.30) inserts one identical Cast (same name, input, output)
+    per blocked consumer of a float16 tensor when the tensor feeds two blocked nodes; ORT then
+    refuses the model ("two nodes with same node name"). The copies are byte-identical, so keep
+    the first."""
+    seen: set[bytes] = set()
+    keep = []
+    for n in model.graph.node:
+        key = n.SerializeToString(deterministic=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        keep.append(n)
+    dropped = len(model.graph.node) - len(keep)
+    del model.graph.node[:]
+    model.graph.node.extend(topological(model.graph, keep))
+    return dropped
+
+
+def topological(graph: onnx.GraphProto, nodes: list) -> list:
+    """Stable topological order (the converter appends its Casts at the end; ORT sorts on load,
+    but onnx.checker and other tools want the order the spec asks for)."""
+    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    out, pending = [], list(nodes)
+    while pending:
+        rest = []
+        for n in pending:
+            if all(x in ready for x in n.input):
+                out.append(n)
+                ready.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            raise SystemExit(f"quantize.py: graph has a cycle or a missing input near {rest[0].name}")
+        pending = rest
+    return out
+
+
+def to_fp16(src: Path, dst: Path, block_ops: set[str], fp32_time_embedding: bool) -> None:
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    model = onnx.load(str(src))
+    unnamed = [n for n in model.graph.node if not n.name]
+    for k, n in enumerate(unnamed):
+        n.name = f"_unnamed_{k}"
+    nodes = time_embedding_nodes(model) if fp32_time_embedding else []
+    block = sorted(set(DEFAULT_OP_BLOCK_LIST) | block_ops)
+    out = convert_float_to_float16(model, keep_io_types=True, op_block_list=block, node_block_list=nodes)
+    dropped = drop_duplicate_nodes(out)
+    # shape inference's value_info is ~10% of the file and ORT re-infers it on load
+    del out.graph.value_info[:]
+    onnx.checker.check_model(out)
+    onnx.save(out, str(dst))
+    log(f"{dst}: fp16 (kept fp32: {','.join(sorted(block_ops)) or 'nothing beyond ORT defaults'}; {len(nodes)} time-embedding nodes; {dropped} duplicate Casts dropped)")
+
+
+def int8_dynamic(src: Path, dst: Path, kind: str) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    ops = ["MatMul", "Gather"] if kind == "text_encoder" else ["MatMul", "Gemm", "Conv"]
+    quantize_dynamic(str(src), str(dst), op_types_to_quantize=ops, weight_type=QuantType.QUInt8, per_channel=False)
+    log(f"{dst}: int8 dynamic ({', '.join(ops)})")
+
+
+class ReferenceReader:
+    """CalibrationDataReader over the reference set's teacher-forced U-Net inputs."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self.feeds = feeds
+        self.k = 0
+
+    def get_next(self):
+        if self.k >= len(self.feeds):
+            return None
+        self.k += 1
+        return self.feeds[self.k - 1]
+
+    def rewind(self):
+        self.k = 0
+
+
+def int8_static(src: Path, dst: Path, references: Path, in_channels: int, per_channel: bool) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    feeds = calibration_feeds(references, in_channels)
+
+    class Reader(ReferenceReader, CalibrationDataReader):
+        pass
+
+    src, dst = src.resolve(), dst.resolve()
+    # ORT's pre-processing and calibration write scratch files (augmented models, external data)
+    # into the working directory: run them inside a temporary one
+    with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):
+        pre = Path(tmp) / "pre.onnx"
+        # ORT's recommended pre-processing (ONNX shape inference + ORT basic graph optimization;
+        # symbolic shape inference gives up on this export's dynamic reshapes)
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        quantize_static(
+            str(pre), str(dst), Reader(feeds),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["Conv", "MatMul", "Gemm"],
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            per_channel=per_channel, calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+        )
+    log(f"{dst}: int8 static QDQ ({'per-channel' if per_channel else 'per-tensor'} weights), calibrated on {len(feeds)} reference U-Net inputs")
+
+
+def finalize(file: Path, compact: bool) -> None:
+    """Drop shape inference's value_info (ORT re-infers it; ~10% of the file) and optionally
+    compact the names; saved again so every mode ends in the same canonical serialization."""
+    if compact:
+        compact_names(file)
+        return
+    model = onnx.load(str(file))
+    del model.graph.value_info[:]
+    onnx.save(model, str(file))
+
+
+def compact_names(file: Path) -> None:
+    """Rename every node, and every tensor that is not a graph input / output or an initializer, to
+    a short id (n12 / t34), in graph order. The TorchScript exporter's names
+    ("/model/down_blocks.0/attentions.0/transformer_blocks.0/attn1/Cast_3_output_0") are ~80% of a
+    small model's file; the committed fixtures use this to fit the fixture budget. Initializer
+    names are kept (the pipeline reads final_layer_norm.* by name for clip skip), as are the I/O
+    names the pipeline feeds and reads."""
+    model = onnx.load(str(file))
+    g = model.graph
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in g.node for a in n.attribute):
+        log(f"{file}: has subgraphs; names left as they are")
+        return
+    keep = {i.name for i in g.input} | {o.name for o in g.output} | {i.name for i in g.initializer} | {""}
+    rename: dict[str, str] = {}
+    for k, n in enumerate(g.node):
+        n.name = f"n{k}"
+        for j, o in enumerate(n.output):
+            if o not in keep:
+                rename.setdefault(o, f"t{len(rename)}")
+                n.output[j] = rename[o]
+    for n in g.node:
+        for j, x in enumerate(n.input):
+            if x in rename:
+                n.input[j] = rename[x]
+    del g.value_info[:]
+    onnx.save(model, str(file))
+
+
+# ---- verification ------------------------------------------------------------------------------
+
+
+def smoke_feed(session: ort.InferenceSession, kind: str, hidden: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for i in session.get_inputs():
+        if i.name == "input_ids":
+            ids = np.full((1, 77), 49407, dtype=np.int64)
+            ids[0, :4] = [49406, 320, 1929, 49407]
+            feeds[i.name] = ids.astype(np.int32 if i.type == "tensor(int32)" else np.int64)
+        elif i.name == "timestep":
+            feeds[i.name] = np.array([500.5], dtype=np.float32)
+        elif i.name == "encoder_hidden_states":
+            feeds[i.name] = rng.standard_normal((2, 77, hidden)).astype(np.float32)
+        elif kind == "unet":
+            ch = i.shape[1] if isinstance(i.shape[1], int) else 4
+            feeds[i.name] = rng.standard_normal((2, ch, 8, 8)).astype(np.float32)
+        elif kind == "vae_decoder":
+            feeds[i.name] = rng.standard_normal((1, 4, 8, 8)).astype(np.float32)
+        else:
+            feeds[i.name] = rng.uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32)
+    return feeds
+
+
+def verify(dst: Path, kinds: tuple[str, ...]) -> None:
+    hidden = json.loads((dst / "text_encoder" / "config.json").read_text())["hidden_size"]
+    for kind in kinds:
+        f = dst / kind / "model.onnx"
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.intra_op_num_threads = 1
+        s = ort.InferenceSession(str(f), so, providers=["CPUExecutionProvider"])
+        for i in s.get_inputs():
+            if i.type not in ("tensor(float)", "tensor(int32)", "tensor(int64)"):
+                raise SystemExit(f"quantize.py: {f}: input {i.name} is {i.type}; the pipeline feeds float32 / int ids")
+        outs = s.run(None, smoke_feed(s, kind, hidden))
+        bad = [o.name for o, v in zip(s.get_outputs(), outs) if v.dtype.kind == "f" and not np.isfinite(v).all()]
+        if bad:
+            raise SystemExit(f"quantize.py: {f}: non-finite outputs {bad} on the smoke input")
+        log(f"{f}: loads and runs in onnxruntime {ort.__version__} ({f.stat().st_size} bytes)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("src", type=Path, help="SD 1.x ONNX folder (float32)")
+    ap.add_argument("dst", type=Path, help="output folder (created; its converted models are replaced)")
+    ap.add_argument("--mode", required=True, choices=["fp16", "int8-dynamic", "int8-static"])
+    ap.add_argument("--references", type=Path, help="reference set (int8-static: calibration inputs)")
+    ap.add_argument("--components", default=",".join(COMPONENTS), help="comma-separated components to convert (the rest are symlinked)")
+    ap.add_argument("--fp16-block-ops", help="fp16: comma-separated op types kept in float32 instead of FP16_OP_BLOCK_LIST ('' = ORT's defaults only; for experiments)")
+    ap.add_argument("--fp32-time-embedding", action="store_true", help="fp16: keep the U-Net's timestep -> Sin/Cos nodes in float32 (measured: helps Euler, hurts PNDM on ORT CPU)")
+    ap.add_argument("--per-channel", action="store_true", help="int8-static: per-output-channel weight scales for the U-Net")
+    ap.add_argument("--compact-names", action="store_true", help="rename internal nodes / tensors to short ids (smaller files; used for the committed fixtures)")
+    ap.add_argument("--no-verify", action="store_true", help="skip the onnxruntime smoke run (a model meant to overflow)")
+    args = ap.parse_args(argv)
+
+    src, dst = args.src, args.dst
+    if not (src / "unet" / "model.onnx").exists():
+        ap.error(f"{src}: not an SD 1.x ONNX folder (no unet/model.onnx)")
+    if args.mode == "int8-static" and not args.references:
+        ap.error("--mode int8-static needs --references (the calibration inputs)")
+    if src.resolve() == dst.resolve():
+        ap.error("SRC and DST are the same folder")
+    kinds = tuple(k for k in args.components.split(",") if k and (src / k / "model.onnx").exists())
+    for k in kinds:
+        if (src / k / "model.onnx_data").exists():
+            ap.error(f"{src / k}: external weights (model.onnx_data) are not supported by this script")
+    block_ops = set(FP16_OP_BLOCK_LIST) if args.fp16_block_ops is None else {o for o in args.fp16_block_ops.split(",") if o}
+    prepare_folder(src, dst, kinds)
+    in_channels = json.loads((src / "unet" / "config.json").read_text())["in_channels"]
+    for k in kinds:
+        s, d = src / k / "model.onnx", dst / k / "model.onnx"
+        if args.mode == "fp16":
+            to_fp16(s, d, block_ops, args.fp32_time_embedding)
+        elif args.mode == "int8-static" and k == "unet":
+            int8_static(s, d, args.references, in_channels, args.per_channel)
+        else:
+            int8_dynamic(s, d, k)
+        finalize(d, compact=args.compact_names)
+    if not args.no_verify:
+        verify(dst, kinds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
