@@ -3,13 +3,15 @@
  * peak RSS. Spawned by bench/run (src/bench/run.ts); writes one JSON object to --out.
  *
  *   node --expose-gc dist/bench/ours.js --mode main    --model DIR [--threads 2 --steps 3 ...]
+ *   node --expose-gc dist/bench/ours.js --mode leak    --model DIR --size 256 --leak-gens 10 --leak-steps 1
  *   node --expose-gc dist/bench/ours.js --mode lowmem  --model DIR
  *   node --expose-gc dist/bench/ours.js --mode options --model DIR --gol extended --mem-pattern 0 --arena 1
  *
  * main:    load; stages (text encoder batch 2, one U-Net call with CFG batch 2, VAE decode, VAE
  *          encode; the first call of each reported apart as the cold one); txt2img REPEATS times
- *          with STEPS steps, a timestamp per U-Net call; then more generations of LEAK_STEPS steps
- *          up to LEAK_GENS in all, the RSS after each (after a full GC) for the leak check.
+ *          with STEPS steps, a timestamp per U-Net call, the RSS after each (after a full GC).
+ * leak:    LEAK_GENS txt2img generations of LEAK_STEPS steps in one process, the RSS after each
+ *          (after a full GC): the leak check.
  * lowmem:  `lowMemory: true` (each component loaded only while used): one txt2img; its peak RSS.
  * options: the given session options: load, U-Net x3, VAE decode x2; times and peak RSS.
  * The workload is bench/py_bench.py's, call for call.
@@ -21,7 +23,7 @@ import { F32, f32 } from "../tensor/tensor";
 
 const PROMPT = "a photograph of an astronaut riding a horse";
 
-type Mode = "main" | "lowmem" | "options";
+type Mode = "main" | "leak" | "lowmem" | "options";
 
 interface Args {
   mode: Mode;
@@ -35,6 +37,7 @@ interface Args {
   textRepeats: number;
   leakGens: number;
   leakSteps: number;
+  extra: number;
   gol: "all" | "extended" | "basic" | "disabled";
   memPattern: boolean;
   arena: boolean;
@@ -43,7 +46,7 @@ interface Args {
 function parseArgs(argv: string[]): Args {
   const a: Args = {
     mode: "main", model: "", out: null, threads: 2, size: 512, steps: 3, repeats: 3, stageRepeats: 3, textRepeats: 6,
-    leakGens: 10, leakSteps: 1, gol: "all", memPattern: true, arena: true,
+    leakGens: 10, leakSteps: 1, extra: 2, gol: "all", memPattern: true, arena: true,
   };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
@@ -62,6 +65,7 @@ function parseArgs(argv: string[]): Args {
       case "--text-repeats": a.textRepeats = num(); break;
       case "--leak-gens": a.leakGens = num(); break;
       case "--leak-steps": a.leakSteps = num(); break;
+      case "--extra": a.extra = num(); break;
       case "--gol": a.gol = v as Args["gol"]; i++; break;
       case "--mem-pattern": a.memPattern = bool(); break;
       case "--arena": a.arena = bool(); break;
@@ -69,7 +73,7 @@ function parseArgs(argv: string[]): Args {
     }
   }
   if (!a.model) throw new Error("--model DIR is required");
-  if (!["main", "lowmem", "options"].includes(a.mode)) throw new Error(`--mode ${a.mode}: main, lowmem or options`);
+  if (!["main", "leak", "lowmem", "options"].includes(a.mode)) throw new Error(`--mode ${a.mode}: main, leak, lowmem or options`);
   return a;
 }
 
@@ -94,6 +98,24 @@ function loadavg(): number {
   return os.loadavg()[0];
 }
 
+/** Jiffies of all CPUs: busy and total, from /proc/stat (null off Linux). */
+function procStat(): { busy: number; total: number } | null {
+  try {
+    const f = fs.readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+    const total = f.reduce((a, b) => a + b, 0);
+    return { busy: total - f[3] - (f[4] ?? 0), total };
+  } catch {
+    return null;
+  }
+}
+
+/** CPU cores other processes kept busy over an interval: all CPUs' busy time minus ours. */
+function othersCores(a: ReturnType<typeof procStat>, b: ReturnType<typeof procStat>, wallS: number, ownCpuS: number): number | null {
+  if (!a || !b || b.total === a.total || wallS <= 0) return null;
+  const busyCoreS = ((b.busy - a.busy) / (b.total - a.total)) * os.cpus().length * wallS;
+  return Math.max(0, (busyCoreS - ownCpuS) / wallS);
+}
+
 function cpuSeconds(): number {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1e6;
@@ -102,23 +124,33 @@ function cpuSeconds(): number {
 interface Timed {
   wall_s: number[];
   cpu_s: number[];
+  /** cores other processes used during each call (contention) */
+  others_cores: (number | null)[];
   loadavg_before: number;
   loadavg_after: number;
 }
 
-async function timed(fn: () => Promise<unknown>, n: number, name: string): Promise<Timed> {
+const QUIET = 0.15; // other processes' cores below which a call counts as uncontended
+
+/** n calls (the first is the cold one); then up to `extra` more while no call after the first
+ *  ran uncontended, so that a busy machine costs time rather than a wrong figure. */
+async function timed(fn: () => Promise<unknown>, n: number, name: string, extra = ARGS.extra): Promise<Timed> {
   const wall: number[] = [];
   const cpu: number[] = [];
+  const others: (number | null)[] = [];
   const la0 = loadavg();
-  for (let i = 0; i < n; i++) {
+  const clean = () => others.slice(1).some((o) => o !== null && o < QUIET);
+  for (let i = 0; i < n || (n > 1 && i < n + extra && !clean()); i++) {
+    const s0 = procStat();
     const c0 = cpuSeconds();
     const t0 = performance.now();
     await fn();
     wall.push((performance.now() - t0) / 1000);
     cpu.push(cpuSeconds() - c0);
-    log(`${name} ${i + 1}/${n}: ${wall[i].toFixed(3)} s (cpu ${(cpu[i] / wall[i]).toFixed(2)} cores)`);
+    others.push(othersCores(s0, procStat(), wall[i], cpu[i]));
+    log(`${name} ${i + 1}/${n}: ${wall[i].toFixed(3)} s (cpu ${(cpu[i] / wall[i]).toFixed(2)} cores, others ${others[i]?.toFixed(2) ?? "?"})`);
   }
-  return { wall_s: wall, cpu_s: cpu, loadavg_before: la0, loadavg_after: loadavg() };
+  return { wall_s: wall, cpu_s: cpu, others_cores: others, loadavg_before: la0, loadavg_after: loadavg() };
 }
 
 /** Deterministic standard normals (Box-Muller over a 32-bit LCG): inputs whose values do not matter. */
@@ -138,6 +170,7 @@ function normals(n: number, seed: number, scale = 1): Float32Array {
 interface E2eRun {
   wall_s: number;
   cpu_s: number;
+  others_cores: number | null;
   steps: number;
   unet_calls: number;
   step_s: number[];
@@ -151,6 +184,7 @@ interface E2eRun {
 async function txt2img(pipe: StableDiffusionPipeline, steps: number, seed: number): Promise<E2eRun> {
   const stamps: number[] = [];
   const la0 = loadavg();
+  const s0 = procStat();
   const c0 = cpuSeconds();
   const t0 = performance.now();
   await pipe.generate({
@@ -159,9 +193,11 @@ async function txt2img(pipe: StableDiffusionPipeline, steps: number, seed: numbe
   });
   const t1 = performance.now();
   const stepS = stamps.slice(1).map((t, i) => (t - stamps[i]) / 1000);
+  const cpu = cpuSeconds() - c0;
   return {
     wall_s: (t1 - t0) / 1000,
-    cpu_s: cpuSeconds() - c0,
+    cpu_s: cpu,
+    others_cores: othersCores(s0, procStat(), (t1 - t0) / 1000, cpu),
     steps,
     unet_calls: stamps.length,
     step_s: stepS,
@@ -210,6 +246,20 @@ async function main(): Promise<void> {
   const latent1: F32 = f32(normals(4 * lat * lat, 2), [1, 4, lat, lat]);
   const image: F32 = f32(normals(3 * ARGS.size * ARGS.size, 3, 0.5).map((v) => Math.max(-1, Math.min(1, v))), [1, 3, ARGS.size, ARGS.size]);
 
+  if (ARGS.mode === "leak") {
+    const leak: { generation: number; steps: number; wall_s: number; rss_after: number }[] = [];
+    for (let g = 1; g <= ARGS.leakGens; g++) {
+      const run = await txt2img(pipe, ARGS.leakSteps, 100 + g);
+      leak.push({ generation: g, steps: ARGS.leakSteps, wall_s: run.wall_s, rss_after: run.rss_after });
+      log(`generation ${g}/${ARGS.leakGens} (${ARGS.leakSteps} step, ${ARGS.size}x${ARGS.size}): ${run.wall_s.toFixed(1)} s, rss ${(run.rss_after / 1e9).toFixed(2)} GB`);
+    }
+    out.leak = leak;
+    out.peak_rss = peakRss();
+    await pipe.release();
+    out.rss_after_release = gcRss();
+    return finish(out);
+  }
+
   if (ARGS.mode === "options") {
     const stages: Record<string, Timed> = {};
     stages.unet_step_cfg = await timed(() => pipe.runUnet(sample, 981, ehs), 3, "unet");
@@ -234,21 +284,12 @@ async function main(): Promise<void> {
   out.rss_after_stages = gcRss();
 
   const e2e: E2eRun[] = [];
-  const leak: { generation: number; steps: number; wall_s: number; rss_after: number }[] = [];
   for (let r = 0; r < ARGS.repeats; r++) {
     const run = await txt2img(pipe, ARGS.steps, 42 + r);
     e2e.push(run);
-    leak.push({ generation: leak.length + 1, steps: ARGS.steps, wall_s: run.wall_s, rss_after: run.rss_after });
     log(`txt2img ${r + 1}/${ARGS.repeats}: ${run.wall_s.toFixed(1)} s, ${run.unet_calls} U-Net calls, rss ${(run.rss_after / 1e9).toFixed(2)} GB`);
   }
   out.e2e = e2e;
-  out.peak_rss_after_e2e = peakRss();
-  while (leak.length < ARGS.leakGens) {
-    const run = await txt2img(pipe, ARGS.leakSteps, 100 + leak.length);
-    leak.push({ generation: leak.length + 1, steps: ARGS.leakSteps, wall_s: run.wall_s, rss_after: run.rss_after });
-    log(`generation ${leak.length}/${ARGS.leakGens} (${ARGS.leakSteps} step): ${run.wall_s.toFixed(1)} s, rss ${(run.rss_after / 1e9).toFixed(2)} GB`);
-  }
-  out.leak = leak;
   out.peak_rss = peakRss();
   await pipe.release();
   out.rss_after_release = gcRss();

@@ -15,6 +15,11 @@ export interface SessionSettings {
   readonly graphOptimizationLevel?: "disabled" | "basic" | "extended" | "all";
   /** ORT's memory-pattern planner: fastest for fixed shapes, which a generation has */
   readonly enableMemPattern?: boolean;
+  /**
+   * ORT's CPU arena keeps the largest activations it ever held. Off by default: at SD 1.5 size
+   * (512x512, 2 threads) it took peak RSS from 11.2 GB to 6.8-7.3 GB with the same steady-state
+   * step time; the cost is a slower first U-Net call per session (~18 s vs ~13 s). bench/RESULTS.md.
+   */
   readonly enableCpuMemArena?: boolean;
 }
 
@@ -57,7 +62,7 @@ export class OnnxComponent {
       interOpNumThreads: 1,
       executionMode: "sequential",
       enableMemPattern: settings.enableMemPattern ?? true,
-      enableCpuMemArena: settings.enableCpuMemArena ?? true,
+      enableCpuMemArena: settings.enableCpuMemArena ?? false,
       // ORT's own error lines would bypass the CLI's one-line errors; its failures reach us as exceptions
       logSeverityLevel: 4,
     };

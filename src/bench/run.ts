@@ -1,0 +1,553 @@
+/**
+ * `npm run bench`: SD 1.5 at real size (random weights) -- our pipeline against diffusers'
+ * StableDiffusionPipeline (PyTorch fp32, CPU) and diffusers' OnnxStableDiffusionPipeline (Python
+ * onnxruntime) on the same ONNX files, same machine, same thread count, 512x512; in one run.
+ *
+ *   npm run bench -- [--threads 2] [--steps 2] [--repeats 2] [--stage-repeats 3] [--size 512]
+ *                    [--leak-gens 10] [--leak-steps 1] [--leak-size 256] [--with-options]
+ *                    [--only flops,ours,torch,ort,leak,lowmem,options] [--no-wait] [--max-wait 300]
+ *                    [--settings a,b,c,d,e,f] [--report-only] [--out-dir bench]
+ *
+ * Phases, one process each and never two at once (each has its own peak RSS): FLOPs and peak
+ * sgemm (bench/flops.py); ours (src/bench/ours.ts --mode main); PyTorch and Python ORT
+ * (bench/py_bench.py); ours' leak check (LEAK_GENS generations in one process, at LEAK_SIZE to
+ * keep the run short); ours with lowMemory (one txt2img); with --with-options (or --only options)
+ * ours under four ORT session-option settings. The defaults keep a run near 20 minutes on a quiet
+ * 2-core machine (a U-Net call with CFG at 512x512 is ~1.6 TFLOP). Before each phase it
+ * waits (up to --max-wait s) for the CPUs to be idle, because other processes on a 2-core machine
+ * change the figures; every measurement also records its CPU utilisation so contention shows.
+ * Raw phase outputs go to <model dir>/bench-raw-<size>/ (--report-only re-renders from them);
+ * results to bench/results.json and bench/RESULTS.md.
+ */
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+
+const ROOT = path.resolve(__dirname, "..", "..");
+
+interface Args {
+  threads: number;
+  size: number;
+  steps: number;
+  repeats: number;
+  stageRepeats: number;
+  leakGens: number;
+  leakSteps: number;
+  leakSize: number;
+  /** option settings to run (their letters), all when null */
+  settings: Set<string> | null;
+  only: Set<string>;
+  wait: boolean;
+  maxWait: number;
+  reportOnly: boolean;
+  outDir: string;
+}
+
+/**
+ * Ours' ORT session options, chosen by the --with-options sweep (bench/RESULTS.md, "ORT session
+ * options"): graph optimisation "all" (NCHWc convolutions; "extended" loads faster but runs no
+ * faster), the memory-pattern planner on, the CPU arena OFF -- at 512x512 the arena keeps the
+ * U-Net's ~6 GB of activations after the call (peak 11.2 GB -> 6.8 GB without it, RSS between
+ * generations back to the weights' 4.5 GB) for no measurable speed difference.
+ */
+const OURS_SESSION = ["--gol", "all", "--mem-pattern", "1", "--arena", "0"];
+
+const PHASES = ["flops", "ours", "torch", "ort", "leak", "lowmem", "options"];
+const DEFAULT_PHASES = PHASES.filter((p) => p !== "options");
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = {
+    threads: 2, size: 512, steps: 2, repeats: 2, stageRepeats: 3, leakGens: 10, leakSteps: 1, leakSize: 256, settings: null,
+    only: new Set(DEFAULT_PHASES), wait: true, maxWait: 300, reportOnly: false, outDir: path.join(ROOT, "bench"),
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const k = argv[i];
+    const v = argv[i + 1];
+    const num = () => { i++; const n = Number(v); if (!Number.isInteger(n) || n < 0) throw new Error(`${k}: expected a whole number, got ${v}`); return n; };
+    switch (k) {
+      case "--threads": a.threads = num(); break;
+      case "--size": a.size = num(); break;
+      case "--steps": a.steps = num(); break;
+      case "--repeats": a.repeats = num(); break;
+      case "--stage-repeats": a.stageRepeats = num(); break;
+      case "--leak-gens": a.leakGens = num(); break;
+      case "--leak-steps": a.leakSteps = num(); break;
+      case "--leak-size": a.leakSize = num(); break;
+      case "--with-options": a.only.add("options"); break;
+      case "--settings": a.settings = new Set(v.split(",").map((x) => x.trim())); i++; break;
+      case "--max-wait": a.maxWait = num(); break;
+      case "--only": a.only = new Set(v.split(",").map((s) => s.trim())); i++; break;
+      case "--no-wait": a.wait = false; break;
+      case "--report-only": a.reportOnly = true; break;
+      case "--out-dir": a.outDir = path.resolve(v); i++; break;
+      case "-h": case "--help":
+        process.stdout.write(fs.readFileSync(__filename, "utf8").split("*/")[0] + "*/\n");
+        process.exit(0);
+        break;
+      default: throw new Error(`unknown argument ${k} (see --help)`);
+    }
+  }
+  for (const p of a.only) if (!PHASES.includes(p)) throw new Error(`--only: unknown phase ${p} (${PHASES.join(", ")})`);
+  for (const [k, x] of [["--size", a.size], ["--leak-size", a.leakSize]] as const) if (x % 64 !== 0 || x === 0) throw new Error(`${k} ${x}: must be a multiple of 64`);
+  if (a.steps < 1 || a.repeats < 1 || a.stageRepeats < 1) throw new Error("--steps, --repeats and --stage-repeats must be at least 1");
+  return a;
+}
+
+function log(msg: string): void {
+  process.stderr.write(`[bench] ${msg}\n`);
+}
+
+class BenchError extends Error {}
+
+// ---- environment -----------------------------------------------------------------------------
+
+function python(): string {
+  const py = path.join(ROOT, ".venv", "bin", "python");
+  if (!fs.existsSync(py)) throw new BenchError(`${py} not found: run scripts/setup.sh first (it creates .venv with torch, diffusers and onnxruntime)`);
+  return py;
+}
+
+function cacheRoot(): string {
+  return path.join(process.env.SD_HARNESS_CACHE || path.join(os.homedir(), ".cache", "sd-harness"), "sd15-random");
+}
+
+function ensureModel(py: string): void {
+  const marker = (d: string) => fs.existsSync(path.join(cacheRoot(), d, ".complete"));
+  if (marker("pytorch") && marker("onnx")) {
+    log(`model: ${cacheRoot()} (built earlier)`);
+    return;
+  }
+  log(`building SD 1.5 with random weights in ${cacheRoot()} (a few minutes, ~8 GB disk, ~9 GB peak RAM)`);
+  const r = spawnSync(py, [path.join(ROOT, "scripts", "make_random_sd15.py"), "--out", cacheRoot()], { stdio: ["ignore", "inherit", "inherit"] });
+  if (r.status !== 0) throw new BenchError(`scripts/make_random_sd15.py failed (exit ${r.status ?? r.signal})`);
+}
+
+/** Fraction of all CPUs busy over `ms`, from /proc/stat (null where there is none). */
+function cpuBusy(ms: number): number | null {
+  const read = () => {
+    try {
+      const f = fs.readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+      const idle = f[3] + (f[4] ?? 0);
+      return { idle, total: f.reduce((s, x) => s + x, 0) };
+    } catch {
+      return null;
+    }
+  };
+  const a = read();
+  if (!a) return null;
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+  const b = read();
+  if (!b || b.total === a.total) return null;
+  return 1 - (b.idle - a.idle) / (b.total - a.total);
+}
+
+/** Wait until other processes leave the CPUs (mostly) idle, up to maxWait seconds. */
+function waitQuiet(args: Args, phase: string): { busy_before: number | null; waited_s: number } {
+  const t0 = Date.now();
+  let busy = cpuBusy(2000);
+  if (!args.wait) return { busy_before: busy, waited_s: 0 };
+  while (busy !== null && busy > QUIET / os.cpus().length && (Date.now() - t0) / 1000 < args.maxWait) {
+    log(`${phase}: CPUs ${(busy * 100).toFixed(0)}% busy with other work; waiting for them to settle`);
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 8000);
+    busy = cpuBusy(2000);
+  }
+  return { busy_before: busy, waited_s: (Date.now() - t0) / 1000 };
+}
+
+function runPhase(args: Args, name: string, cmd: string, argv: string[], raw: string): void {
+  const quiet = waitQuiet(args, name);
+  log(`${name}: ${path.basename(cmd)} ${argv.map((s) => (s.includes(" ") ? JSON.stringify(s) : s)).join(" ")}`);
+  const t0 = Date.now();
+  const out = path.join(raw, `${name}.json`);
+  fs.rmSync(out, { force: true });
+  const env = { ...process.env, OMP_NUM_THREADS: String(args.threads), OPENBLAS_NUM_THREADS: String(args.threads), MKL_NUM_THREADS: String(args.threads), BENCH_THREADS: String(args.threads), TOKENIZERS_PARALLELISM: "false" };
+  const r = spawnSync(cmd, [...argv, "--out", out], { stdio: ["ignore", "inherit", "inherit"], env, cwd: ROOT });
+  if (r.status !== 0 || !fs.existsSync(out)) throw new BenchError(`${name} failed (exit ${r.status ?? r.signal}); see the output above`);
+  const data = JSON.parse(fs.readFileSync(out, "utf8"));
+  data.phase = { ...quiet, seconds: (Date.now() - t0) / 1000, busy_after: cpuBusy(1000) };
+  fs.writeFileSync(out, JSON.stringify(data));
+  log(`${name}: done in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+}
+
+// ---- statistics ------------------------------------------------------------------------------
+
+interface Stat { median: number; min: number; max: number; n: number }
+
+function stat(xs: readonly number[]): Stat | null {
+  if (xs.length === 0) return null;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return { median: s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2, min: s[0], max: s[s.length - 1], n: s.length };
+}
+
+interface TimedRaw { wall_s: number[]; cpu_s: number[]; others_cores?: (number | null)[] }
+interface E2eRaw { wall_s: number; cpu_s: number; others_cores?: number | null; unet_calls: number; step_s: number[]; after_last_step_s: number | null; first_step_end_s: number | null; rss_after?: number }
+
+/** Other processes' cores below which a call counts as uncontended (as in the workers). */
+const QUIET = 0.15;
+const isClean = (o: number | null | undefined) => o != null && o < QUIET;
+
+/** Median / min / max over the calls after the first, uncontended ones only when there are any
+ *  (else all of them, marked contended). */
+function stageSummary(t: TimedRaw | undefined) {
+  if (!t) return null;
+  const idx = (t.wall_s.length > 1 ? t.wall_s.map((_, i) => i).slice(1) : [0]);
+  const clean = idx.filter((i) => isClean(t.others_cores?.[i]));
+  const use = clean.length ? clean : idx;
+  const wall = use.map((i) => t.wall_s[i]);
+  const util = use.reduce((a, i) => a + t.cpu_s[i], 0) / wall.reduce((a, b) => a + b, 0);
+  return { cold_s: t.wall_s[0], ...stat(wall)!, n_calls: idx.length, n_uncontended: clean.length, cpu_cores: round(util, 2), contended: clean.length === 0 };
+}
+
+function e2eSummary(all: E2eRaw[] | undefined, steps: number) {
+  if (!all || all.length === 0) return null;
+  const cleanRuns = all.filter((r) => isClean(r.others_cores));
+  const runs = cleanRuns.length ? cleanRuns : all;
+  const wall = stat(runs.map((r) => r.wall_s))!;
+  const stepS = stat(runs.flatMap((r) => r.step_s));
+  const calls = runs[0].unet_calls;
+  const decode = stat(runs.map((r) => r.after_last_step_s ?? NaN).filter(Number.isFinite));
+  const perCall = stepS?.median ?? NaN;
+  // PNDM (SD 1.5's scheduler) makes steps + 1 U-Net calls; the extrapolation keeps that offset.
+  const calls20 = 20 + (calls - steps);
+  const est20 = wall.median + (calls20 - calls) * perCall;
+  const util = runs.reduce((a, r) => a + r.cpu_s, 0) / runs.reduce((a, r) => a + r.wall_s, 0);
+  return {
+    steps, unet_calls: calls, wall_s: wall, s_per_unet_call: stepS, after_last_step_s: decode,
+    est_20_steps_s: Number.isFinite(est20) ? est20 : null, est_20_steps_unet_calls: calls20,
+    n_runs: all.length, n_uncontended: cleanRuns.length, cpu_cores: round(util, 2), contended: cleanRuns.length === 0,
+  };
+}
+
+function round(x: number, d = 3): number {
+  const p = 10 ** d;
+  return Math.round(x * p) / p;
+}
+
+const STAGES = ["text_encoder", "unet_step_cfg", "vae_decode", "vae_encode"] as const;
+
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+function readRaw(raw: string, name: string): Json | null {
+  const f = path.join(raw, `${name}.json`);
+  return fs.existsSync(f) ? JSON.parse(fs.readFileSync(f, "utf8")) : null;
+}
+
+function backendSummary(r: Json | null, args: Args) {
+  if (!r) return null;
+  const stages: Json = {};
+  for (const s of STAGES) stages[s] = stageSummary(r.stages?.[s]);
+  // The U-Net's figure pools every warm call: the isolated ones and those inside txt2img (the
+  // loop adds a concat, the guidance mix and a scheduler step, milliseconds next to seconds).
+  const iso = stages.unet_step_cfg;
+  const e2eRuns = (r.e2e ?? []) as E2eRaw[];
+  if (iso) {
+    const t = r.stages.unet_step_cfg as TimedRaw;
+    const isoIdx = t.wall_s.map((_, i) => i).slice(1);
+    const isoClean = isoIdx.filter((i) => isClean(t.others_cores?.[i]));
+    const loopClean = e2eRuns.filter((x) => isClean(x.others_cores));
+    const pooled = [...(isoClean.length ? isoClean : isoIdx).map((i) => t.wall_s[i]), ...(loopClean.length ? loopClean : e2eRuns).flatMap((x) => x.step_s)];
+    stages.unet_step_cfg = { ...iso, isolated: stat((isoClean.length ? isoClean : isoIdx).map((i) => t.wall_s[i])), ...stat(pooled)!, pooled_with_txt2img_loop: true, contended: isoClean.length === 0 && loopClean.length === 0 };
+  }
+  return {
+    load_s: r.load_s, stages, e2e: e2eSummary(r.e2e, r.steps ?? args.steps),
+    peak_rss_bytes: r.peak_rss, rss_after_load_bytes: r.rss_after_load ?? null, phase: r.phase ?? null,
+    attention_processor: r.attention_processor ?? undefined,
+  };
+}
+
+function machine(): Json {
+  let model = os.cpus()[0]?.model ?? "unknown";
+  try {
+    const m = fs.readFileSync("/proc/cpuinfo", "utf8").match(/^model name\s*:\s*(.+)$/m);
+    if (m) model = m[1];
+  } catch { /* not Linux */ }
+  let flags = "";
+  try {
+    const m = fs.readFileSync("/proc/cpuinfo", "utf8").match(/^flags\s*:\s*(.+)$/m);
+    if (m) flags = ["avx512f", "avx2", "fma", "avx512_vnni", "avx512_bf16", "amx_tile"].filter((f) => m[1].split(" ").includes(f)).join(" ");
+  } catch { /* not Linux */ }
+  return {
+    cpu_model: model, logical_cpus: os.cpus().length, simd: flags, ram_bytes: os.totalmem(),
+    os: `${os.type()} ${os.release()} ${os.arch()}`,
+  };
+}
+
+// ---- report ----------------------------------------------------------------------------------
+
+function buildResults(args: Args, raw: string, meta: Json): Json {
+  const ours = readRaw(raw, "ours");
+  const torch = readRaw(raw, "torch");
+  const ort = readRaw(raw, "ort");
+  const low = readRaw(raw, "lowmem");
+  const leakRaw = readRaw(raw, "leak");
+  const flops = readRaw(raw, "flops");
+  const b = { ours: backendSummary(ours, args), pytorch: backendSummary(torch, args), python_ort: backendSummary(ort, args) };
+
+  const ratio = (a: number | undefined | null, c: number | undefined | null) => (a && c ? round(a / c, 3) : null);
+  const ratios: Json = {};
+  for (const [key, other] of [["ours_over_pytorch", b.pytorch], ["ours_over_python_ort", b.python_ort]] as const) {
+    if (!b.ours || !other) continue;
+    const r: Json = {};
+    for (const s of STAGES) r[s] = ratio(b.ours.stages[s]?.median, other.stages[s]?.median);
+    r.e2e_wall = ratio(b.ours.e2e?.wall_s.median, other.e2e?.wall_s.median);
+    r.s_per_unet_call = ratio(b.ours.e2e?.s_per_unet_call?.median, other.e2e?.s_per_unet_call?.median);
+    r.est_20_steps = ratio(b.ours.e2e?.est_20_steps_s, other.e2e?.est_20_steps_s);
+    r.peak_rss = ratio(b.ours.peak_rss_bytes, other.peak_rss_bytes);
+    r.load = ratio(b.ours.load_s, other.load_s);
+    ratios[key] = r;
+  }
+
+  let efficiency: Json | null = null;
+  if (flops?.unet && flops?.peak) {
+    const peak = flops.peak.peak_flops_per_s as number;
+    efficiency = { unet_flops_per_step_cfg: flops.unet.flops, peak_flops_per_s: peak, peak_source: flops.peak.peak_source };
+    for (const [k, v] of Object.entries(b)) {
+      const s = v?.stages.unet_step_cfg?.median;
+      if (s) efficiency[k] = { achieved_flops_per_s: flops.unet.flops / s, share_of_peak: round(flops.unet.flops / s / peak, 3) };
+    }
+  }
+
+  const leak = leakRaw?.leak as { generation: number; steps: number; wall_s: number; rss_after: number }[] | undefined;
+  const memory: Json = {
+    ours_peak_rss_bytes: ours?.peak_rss ?? null,
+    ours_rss_after_each_txt2img_bytes: (ours?.e2e as E2eRaw[] | undefined)?.map((r) => r.rss_after ?? null) ?? null,
+    ours_rss_after_load_bytes: ours?.rss_after_load ?? null,
+    ours_low_memory_peak_rss_bytes: low?.peak_rss ?? null,
+    ours_low_memory_txt2img_s: low?.e2e?.[0]?.wall_s ?? null,
+    ours_low_memory_steps: low?.steps ?? null,
+    pytorch_peak_rss_bytes: torch?.peak_rss ?? null,
+    python_ort_peak_rss_bytes: ort?.peak_rss ?? null,
+    leak_check: leak ? {
+      size: leakRaw?.size ?? null,
+      peak_rss_bytes: leakRaw?.peak_rss ?? null,
+      generations: leak,
+      rss_growth_gen2_to_last_bytes: leak.length > 1 ? leak[leak.length - 1].rss_after - leak[1].rss_after : null,
+      rss_growth_gen1_to_last_bytes: leak.length > 0 ? leak[leak.length - 1].rss_after - leak[0].rss_after : null,
+    } : null,
+  };
+
+  const options: Json[] = [];
+  for (const f of fs.existsSync(raw) ? fs.readdirSync(raw).filter((n) => n.startsWith("options-")).sort() : []) {
+    const o = JSON.parse(fs.readFileSync(path.join(raw, f), "utf8"));
+    options.push({
+      name: f.replace(/^options-|\.json$/g, ""), measured: fs.statSync(path.join(raw, f)).mtime.toISOString(), session_options: o.session_options, load_s: o.load_s,
+      unet: stageSummary(o.stages?.unet_step_cfg), vae_decode: stageSummary(o.stages?.vae_decode),
+      peak_rss_bytes: o.peak_rss, rss_end_bytes: o.rss_end,
+    });
+  }
+
+  return {
+    generated: new Date().toISOString(),
+    machine: meta.machine,
+    config: {
+      threads: args.threads, width: args.size, height: args.size, steps: args.steps, repeats: args.repeats,
+      stage_repeats: args.stageRepeats, leak_generations: args.leakGens, leak_steps: args.leakSteps, leak_size: args.leakSize,
+      prompt: "a photograph of an astronaut riding a horse", guidance_scale: 7.5, scheduler: "PNDMScheduler (SD 1.5's)",
+      model: "SD 1.5 architecture, random weights (scripts/make_random_sd15.py), fp32",
+      ours_session_options: ours?.session_options ?? null,
+    },
+    versions: {
+      node: ours?.node ?? process.version, onnxruntime_node: ours?.onnxruntime_node ?? null,
+      ...(torch?.versions ?? ort?.versions ?? {}),
+    },
+    backends: b,
+    ratios,
+    flops: flops ? {
+      unet_step_cfg: flops.unet?.flops, unet_by_op: flops.unet?.by_op, unet_attention_matmul: flops.unet?.attention_matmul_flops,
+      vae_decode: flops.vae_decoder?.flops, vae_encode: flops.vae_encoder?.flops, text_encoder_batch2: flops.text_encoder?.flops,
+      unresolved_nodes: (flops.unet?.unresolved_nodes?.length ?? 0) + (flops.vae_decoder?.unresolved_nodes?.length ?? 0),
+      shapes_from_onnx_inference: flops.unet?.shapes_from_onnx_inference, shapes_filled_by_ort_symbolic_inference: flops.unet?.shapes_filled_by_ort_symbolic_inference,
+      peak_sgemm: flops.peak ?? null,
+    } : null,
+    unet_efficiency: efficiency,
+    memory,
+    session_options_sweep: options,
+    phases: Object.fromEntries(PHASES.flatMap((p) => (p === "options" ? [] : [[p, readRaw(raw, p)?.phase ?? null]]))),
+    wall_s: meta.wall_s ?? null,
+  };
+}
+
+const gb = (x: number | null | undefined) => (x == null ? "–" : `${(x / 1e9).toFixed(2)} GB`);
+const sec = (x: number | null | undefined, d = 2) => (x == null || !Number.isFinite(x) ? "–" : `${x.toFixed(d)} s`);
+const rt = (x: number | null | undefined) => (x == null ? "–" : `${x.toFixed(2)}×`);
+const spread = (s: Json | null | undefined, d = 2) => (s ? `${sec(s.median, d)} (${s.min.toFixed(d)}–${s.max.toFixed(d)}, n=${s.n})${s.contended ? " ⚠" : ""}` : "–");
+const SIZE_LABELS = (c: Json): Record<string, string> => ({
+  text_encoder: "text encoder (batch 2)",
+  unet_step_cfg: `U-Net, one step with CFG (batch 2, ${c.height / 8}×${c.width / 8} latents)`,
+  vae_decode: `VAE decode (1×4×${c.height / 8}×${c.width / 8})`,
+  vae_encode: `VAE encode (1×3×${c.height}×${c.width})`,
+});
+
+function renderMarkdown(r: Json): string {
+  const L: string[] = [];
+  const m = r.machine;
+  const c = r.config;
+  const v = r.versions;
+  L.push(`# Benchmark: SD 1.5 at ${c.width}×${c.height} on the CPU`, "");
+  L.push("Generated by `npm run bench` (src/bench/run.ts); raw numbers in `bench/results.json`. Do not edit by hand —");
+  L.push("the **Notes** section at the end is kept from the previous file.", "");
+  L.push(`- **Machine:** ${m.cpu_model}, ${m.logical_cpus} logical CPUs (${m.simd}), ${(m.ram_bytes / 2 ** 30).toFixed(1)} GiB RAM, ${m.os}`);
+  L.push(`- **Threads:** ${c.threads} for every backend (ORT intra-op ${c.threads}, inter-op 1, sequential; torch.set_num_threads(${c.threads}))`);
+  L.push(`- **Model:** ${c.model}; ${c.width}×${c.height}; ${c.scheduler}; guidance ${c.guidance_scale}`);
+  L.push(`- **Versions:** Node ${v.node}, onnxruntime-node ${v.onnxruntime_node}; Python ${v.python}, onnxruntime ${v.onnxruntime}, torch ${v.torch}, diffusers ${v.diffusers}, transformers ${v.transformers}, onnx ${v.onnx}, numpy ${v.numpy}`);
+  L.push(`- **Ours' session options:** ${JSON.stringify(c.ours_session_options)} (chosen by the sweep below); (b) runs ORT's defaults (graph optimisation all, memory pattern on, arena on), which is sweep setting a.`);
+  L.push(`- **Generated:** ${r.generated}; the whole run took ${r.wall_s ? (r.wall_s / 60).toFixed(1) + " min" : "–"}`);
+  L.push("");
+  L.push("Times are medians over the calls after the first (min–max, n); the first (\"cold\") call is listed apart. The U-Net row");
+  L.push("pools the isolated calls with the U-Net calls inside the txt2img runs below (same shapes; the loop adds milliseconds).");
+  L.push(`Other processes share this machine: each call records the CPU time the rest of the machine used meanwhile, and only`);
+  L.push(`calls during which that stayed under ${QUIET} cores count (a stage gets up to 2 extra calls to find one). ⚠ marks a figure`);
+  L.push("with no uncontended call, computed from contended ones: read it as an upper bound.");
+  L.push("");
+  const B = r.backends;
+  const names: [string, string][] = [["ours", "ours (Node, onnxruntime-node)"], ["pytorch", "(a) diffusers, PyTorch fp32"], ["python_ort", "(b) diffusers ONNX pipeline, Python ORT"]];
+  L.push("## Per stage", "");
+  L.push(`| stage | ${names.map((n) => n[1]).join(" | ")} | ours/(a) | ours/(b) |`);
+  L.push(`|---|${names.map(() => "---").join("|")}|---|---|`);
+  const label = SIZE_LABELS(c);
+  for (const s of STAGES) {
+    L.push(`| ${label[s]} | ${names.map(([k]) => spread(B[k]?.stages?.[s], s === "text_encoder" ? 3 : 2)).join(" | ")} | ${rt(r.ratios.ours_over_pytorch?.[s])} | ${rt(r.ratios.ours_over_python_ort?.[s])} |`);
+  }
+  L.push(`| U-Net, isolated calls only | ${names.map(([k]) => spread(B[k]?.stages?.unet_step_cfg?.isolated)).join(" | ")} | | |`);
+  L.push(`| U-Net, cold first call | ${names.map(([k]) => sec(B[k]?.stages?.unet_step_cfg?.cold_s)).join(" | ")} | | |`);
+  L.push(`| load (sessions / weights) | ${names.map(([k]) => sec(B[k]?.load_s, 1)).join(" | ")} | ${rt(r.ratios.ours_over_pytorch?.load)} | ${rt(r.ratios.ours_over_python_ort?.load)} |`);
+  L.push("");
+  L.push("## End to end (txt2img)", "");
+  const e = (k: string) => B[k]?.e2e;
+  L.push(`| | ${names.map((n) => n[1]).join(" | ")} | ours/(a) | ours/(b) |`);
+  L.push(`|---|${names.map(() => "---").join("|")}|---|---|`);
+  L.push(`| ${c.steps} steps (${e("ours")?.unet_calls ?? "?"} U-Net calls), wall | ${names.map(([k]) => spread(e(k)?.wall_s, 1)).join(" | ")} | ${rt(r.ratios.ours_over_pytorch?.e2e_wall)} | ${rt(r.ratios.ours_over_python_ort?.e2e_wall)} |`);
+  L.push(`| s per U-Net call in the loop | ${names.map(([k]) => spread(e(k)?.s_per_unet_call)).join(" | ")} | ${rt(r.ratios.ours_over_pytorch?.s_per_unet_call)} | ${rt(r.ratios.ours_over_python_ort?.s_per_unet_call)} |`);
+  L.push(`| decode + postprocess after the last step | ${names.map(([k]) => sec(e(k)?.after_last_step_s?.median)).join(" | ")} | | |`);
+  L.push(`| 20 steps (${e("ours")?.est_20_steps_unet_calls ?? "?"} U-Net calls), extrapolated | ${names.map(([k]) => sec(e(k)?.est_20_steps_s, 0)).join(" | ")} | ${rt(r.ratios.ours_over_pytorch?.est_20_steps)} | ${rt(r.ratios.ours_over_python_ort?.est_20_steps)} |`);
+  L.push(`| uncontended runs / runs; CPU cores used | ${names.map(([k]) => (e(k) ? `${e(k).n_uncontended}/${e(k).n_runs}; ${e(k).cpu_cores}${e(k).contended ? " ⚠" : ""}` : "–")).join(" | ")} | | |`);
+  L.push("");
+  L.push("The extrapolation: the measured run plus (calls at 20 steps − calls measured) × the median s per U-Net call.");
+  L.push("SD 1.5's PNDM (PLMS) makes one more U-Net call than steps.");
+  L.push("");
+  const M = r.memory;
+  L.push("## Memory", "");
+  L.push(`| | ${names.map((n) => n[1]).join(" | ")} |`);
+  L.push(`|---|${names.map(() => "---").join("|")}|`);
+  L.push(`| peak RSS of the process | ${gb(M.ours_peak_rss_bytes)} | ${gb(M.pytorch_peak_rss_bytes)} | ${gb(M.python_ort_peak_rss_bytes)} |`);
+  L.push(`| RSS after load | ${names.map(([k]) => gb(B[k]?.rss_after_load_bytes)).join(" | ")} |`);
+  L.push("");
+  L.push(`- Ours, low-memory mode (\`lowMemory: true\`, each component loaded only while used): peak RSS **${gb(M.ours_low_memory_peak_rss_bytes)}**, one txt2img of ${M.ours_low_memory_steps} steps in ${sec(M.ours_low_memory_txt2img_s, 1)} (session creation included).`);
+  if (M.leak_check) {
+    const g = M.leak_check.generations as Json[];
+    L.push(`- Leak check, ${g.length} txt2img generations of ${g[0]?.steps} step(s) at ${M.leak_check.size}×${M.leak_check.size} in one process, RSS after each (after a full GC): ${g.map((x) => (x.rss_after / 1e9).toFixed(2)).join(", ")} GB; growth from generation 2 to ${g.length}: **${((M.leak_check.rss_growth_gen2_to_last_bytes ?? 0) / 1e6).toFixed(0)} MB** (peak ${gb(M.leak_check.peak_rss_bytes)}).`);
+  }
+  if (M.ours_rss_after_each_txt2img_bytes) {
+    L.push(`- Ours at ${c.width}×${c.height}, RSS after each timed txt2img in the main process: ${(M.ours_rss_after_each_txt2img_bytes as number[]).map((x) => (x / 1e9).toFixed(2)).join(", ")} GB.`);
+  }
+  L.push("");
+  const F = r.flops;
+  if (F) {
+    L.push("## U-Net arithmetic and the machine's peak", "");
+    L.push(`- U-Net FLOPs per step with CFG (batch 2, ${c.height / 8}×${c.width / 8} latents), counted from the ONNX graph (Conv, MatMul, Gemm; 2 FLOPs per multiply-add): **${(F.unet_step_cfg / 1e12).toFixed(3)} TFLOP** (Conv ${(F.unet_by_op.Conv / 1e12).toFixed(3)}, MatMul ${((F.unet_by_op.MatMul ?? 0) / 1e12).toFixed(3)} of which attention Q·Kᵀ and P·V ${(F.unet_attention_matmul / 1e12).toFixed(3)}, Gemm ${((F.unet_by_op.Gemm ?? 0) / 1e9).toFixed(2)} G). Shapes: onnx.shape_inference resolved ${F.shapes_from_onnx_inference}, ORT's symbolic shape inference filled ${F.shapes_filled_by_ort_symbolic_inference} more; ${F.unresolved_nodes} node(s) unresolved.`);
+    L.push(`- VAE decode ${(F.vae_decode / 1e12).toFixed(3)} TFLOP, VAE encode ${(F.vae_encode / 1e12).toFixed(3)} TFLOP, text encoder (batch 2) ${(F.text_encoder_batch2 / 1e9).toFixed(1)} GFLOP.`);
+    if (F.peak_sgemm) {
+      const p = F.peak_sgemm.flops_per_s;
+      const fmt = (o: Json) => Object.entries(o).map(([n, x]) => `${n}²: ${typeof x === "number" ? (x / 1e9).toFixed(1) : x}`).join(", ");
+      L.push(`- Measured peak float32 GEMM on ${F.peak_sgemm.threads} threads (GFLOP/s): ORT MatMul ${fmt(p.onnxruntime)}; numpy ${fmt(p.numpy)}; torch.mm ${fmt(p.torch)}. Peak taken: **${(F.peak_sgemm.peak_flops_per_s / 1e9).toFixed(1)} GFLOP/s** (${F.peak_sgemm.peak_source}).`);
+    }
+    const E = r.unet_efficiency;
+    if (E) {
+      L.push(`- Share of that peak one U-Net step reaches: ${names.filter(([k]) => E[k]).map(([k, n]) => `${n} ${(E[k].achieved_flops_per_s / 1e9).toFixed(1)} GFLOP/s = **${(E[k].share_of_peak * 100).toFixed(0)}%**`).join("; ")}.`);
+    }
+    L.push("");
+  }
+  if (r.session_options_sweep?.length) {
+    L.push("## ORT session options (ours), chosen by measurement", "");
+    L.push("One process per setting: load, U-Net ×3, VAE decode ×2 (medians over the calls after the first).", "");
+    L.push("| setting | load | U-Net cold | U-Net warm | VAE decode cold | VAE decode warm | peak RSS |");
+    L.push("|---|---|---|---|---|---|---|");
+    for (const o of r.session_options_sweep) {
+      L.push(`| ${o.name} (${o.session_options.graphOptimizationLevel}, memPattern ${o.session_options.enableMemPattern ? "on" : "off"}, arena ${o.session_options.enableCpuMemArena ? "on" : "off"}) | ${sec(o.load_s, 1)} | ${sec(o.unet?.cold_s)} | ${spread(o.unet)} | ${sec(o.vae_decode?.cold_s)} | ${spread(o.vae_decode)} | ${gb(o.peak_rss_bytes)} |`);
+    }
+    L.push("");
+  }
+  const P = r.phases;
+  L.push("## Contention", "");
+  L.push("CPU busy (all cores, other processes included) just before each phase, after waiting for it to settle:");
+  L.push(Object.entries(P).filter(([, x]) => x).map(([k, x]) => `${k} ${(x as Json).busy_before == null ? "?" : ((x as Json).busy_before * 100).toFixed(0) + "%"} (waited ${((x as Json).waited_s ?? 0).toFixed(0)} s)`).join("; ") + ".");
+  L.push("");
+  return L.join("\n");
+}
+
+// ---- main ------------------------------------------------------------------------------------
+
+function main(): void {
+  const args = parseArgs(process.argv.slice(2));
+  const t0 = Date.now();
+  const py = python();
+  const raw = path.join(cacheRoot(), `bench-raw-${args.size}`);
+  fs.mkdirSync(raw, { recursive: true });
+  const onnxDir = path.join(cacheRoot(), "onnx");
+  const ptDir = path.join(cacheRoot(), "pytorch");
+  const node = process.execPath;
+  const ours = path.join(__dirname, "ours.js");
+  const common = ["--threads", String(args.threads), "--size", String(args.size)];
+  const runCfg = ["--steps", String(args.steps), "--repeats", String(args.repeats), "--stage-repeats", String(args.stageRepeats)];
+
+  if (!args.reportOnly) {
+    ensureModel(py);
+    const p = args.only;
+    if (p.has("flops")) runPhase(args, "flops", py, [path.join(ROOT, "bench", "flops.py"), onnxDir, "--threads", String(args.threads), "--height", String(args.size), "--width", String(args.size)], raw);
+    if (p.has("ours")) runPhase(args, "ours", node, ["--expose-gc", ours, "--mode", "main", "--model", onnxDir, ...common, ...runCfg, ...OURS_SESSION], raw);
+    if (p.has("torch")) runPhase(args, "torch", py, [path.join(ROOT, "bench", "py_bench.py"), "--backend", "torch", "--model", ptDir, ...common, ...runCfg], raw);
+    if (p.has("ort")) runPhase(args, "ort", py, [path.join(ROOT, "bench", "py_bench.py"), "--backend", "ort", "--model", onnxDir, ...common, ...runCfg], raw);
+    if (p.has("leak")) runPhase(args, "leak", node, ["--expose-gc", ours, "--mode", "leak", "--model", onnxDir, "--threads", String(args.threads), "--size", String(args.leakSize), "--leak-gens", String(args.leakGens), "--leak-steps", String(args.leakSteps), ...OURS_SESSION], raw);
+    if (p.has("lowmem")) runPhase(args, "lowmem", node, ["--expose-gc", ours, "--mode", "lowmem", "--model", onnxDir, ...common, "--steps", String(args.leakSteps), ...OURS_SESSION], raw);
+    if (p.has("options")) {
+      const settings: [string, string[]][] = [
+        ["a-default", ["--gol", "all", "--mem-pattern", "1", "--arena", "1"]],
+        ["b-extended", ["--gol", "extended", "--mem-pattern", "1", "--arena", "1"]],
+        ["c-no-mem-pattern", ["--gol", "all", "--mem-pattern", "0", "--arena", "1"]],
+        ["d-no-arena", ["--gol", "all", "--mem-pattern", "1", "--arena", "0"]],
+        ["e-no-mem-pattern-no-arena", ["--gol", "all", "--mem-pattern", "0", "--arena", "0"]],
+        ["f-extended-no-mem-pattern-no-arena", ["--gol", "extended", "--mem-pattern", "0", "--arena", "0"]],
+      ];
+      for (const [name, flags] of settings) if (!args.settings || args.settings.has(name[0])) runPhase(args, `options-${name}`, node, ["--expose-gc", ours, "--mode", "options", "--model", onnxDir, ...common, ...flags], raw);
+    }
+  }
+
+  const meta = { machine: machine(), wall_s: args.reportOnly ? readPrevWall(args) : (Date.now() - t0) / 1000 };
+  const results = buildResults(args, raw, meta);
+  fs.mkdirSync(args.outDir, { recursive: true });
+  fs.writeFileSync(path.join(args.outDir, "results.json"), JSON.stringify(results, null, 1) + "\n");
+  const mdFile = path.join(args.outDir, "RESULTS.md");
+  fs.writeFileSync(mdFile, renderMarkdown(results) + keptNotes(mdFile));
+  log(`wrote ${path.relative(process.cwd(), path.join(args.outDir, "results.json"))} and ${path.relative(process.cwd(), mdFile)} (${((Date.now() - t0) / 60000).toFixed(1)} min)`);
+}
+
+function readPrevWall(args: Args): number | null {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(args.outDir, "results.json"), "utf8")).wall_s ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** The hand-written "## Notes" section of the previous RESULTS.md, carried over. */
+function keptNotes(mdFile: string): string {
+  try {
+    const old = fs.readFileSync(mdFile, "utf8");
+    const i = old.indexOf("\n## Notes");
+    return i >= 0 ? old.slice(i) : "\n## Notes\n\n(none yet)\n";
+  } catch {
+    return "\n## Notes\n\n(none yet)\n";
+  }
+}
+
+try {
+  main();
+} catch (e) {
+  if (e instanceof BenchError) {
+    process.stderr.write(`bench: ${e.message}\n`);
+    process.exit(2);
+  }
+  throw e;
+}
