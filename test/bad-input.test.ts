@@ -403,9 +403,17 @@ describe("prompts", () => {
     expect(params).toContain("\uFFFD");
   });
 
-  test("a very long prompt works with a truncation warning", async () => {
-    const out = fresh("long.png");
+  test("a prompt over 77 tokens is refused with one line naming --prompt", async () => {
+    const out = fresh("long-refused.png");
     const r = await cli(["generate", "--model", fast, "--prompt", "a photo of a cat, ".repeat(2000), "--steps", "2", "--seed", "1", "--out", out]);
+    expect(r.code).toBe(ExitCode.usage);
+    expectOneLine(r, /--prompt: prompt truncated: 12002 tokens, CLIP reads only 77; shorten it, or pass --truncate/);
+    expect(fs.existsSync(out)).toBe(false);
+  });
+
+  test("with --truncate a very long prompt works, with a warning", async () => {
+    const out = fresh("long.png");
+    const r = await cli(["generate", "--model", fast, "--prompt", "a photo of a cat, ".repeat(2000), "--truncate", "--steps", "2", "--seed", "1", "--out", out]);
     expect(r.code).toBe(ExitCode.ok);
     expect(r.err).toMatch(/^sd-harness: warning: --prompt: prompt truncated: 12002 tokens, CLIP reads only 77$/m);
     expect(fs.existsSync(out)).toBe(true);

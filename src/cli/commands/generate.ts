@@ -40,6 +40,7 @@ export function generateParser(argv: string[]) {
     .option("low-memory", { type: "boolean", default: false, describe: "load each model component only while it runs" })
     .option("out", { type: "string", default: "out.png", describe: "output PNG (batch: name-0.png, name-1.png, …)" })
     .option("overwrite", { type: "boolean", default: false, describe: "replace existing output files" })
+    .option("truncate", { type: "boolean", default: false, describe: "accept prompts over 77 CLIP tokens, keeping the first 77 (as diffusers does)" })
     .option("verbose", { type: "boolean", default: false, describe: "stack traces on errors" })
     .strict()
     .fail((msg, err) => {
@@ -127,9 +128,15 @@ export async function runGenerate(args: Record<string, unknown>, io: CliIO): Pro
 
   const pipe = await StableDiffusionPipeline.load(String(args.model), { threads, lowMemory: Boolean(args["low-memory"]) });
   try {
-    // CLIP reads 77 tokens; say so when a prompt is longer (the run goes on with the first 77)
-    pipe.tokenize([prompt], (m) => io.err(`sd-harness: warning: --prompt: ${m}\n`));
-    if (negative !== undefined) pipe.tokenize([negative], (m) => io.err(`sd-harness: warning: --negative-prompt: ${m}\n`));
+    // CLIP reads 77 tokens. A longer prompt is refused unless --truncate says to keep the first 77
+    // as diffusers does (with a warning): silently dropping the end of a prompt surprises people.
+    for (const [flag, text] of [["--prompt", prompt], ["--negative-prompt", negative]] as const) {
+      if (text === undefined) continue;
+      pipe.tokenize([text], (m) => {
+        if (!args.truncate) throw new HarnessError(`${flag}: ${m}; shorten it, or pass --truncate to keep the first 77 tokens as diffusers does`, ExitCode.usage);
+        io.err(`sd-harness: warning: ${flag}: ${m}\n`);
+      });
+    }
     // the bar appears at the first step, when the number of U-Net calls is known; the rate counts from now
     const t0 = process.hrtime.bigint();
     let total = 0;
