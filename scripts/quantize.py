@@ -235,13 +235,23 @@ def topological(graph: onnx.GraphProto, nodes: list) -> list:
 def to_fp16(src: Path, dst: Path, block_ops: set[str], fp32_time_embedding: bool) -> None:
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
-    model = onnx.load(str(src))
+    external = (src.parent / "model.onnx_data").exists()
+    if external:
+        # >2 GB: the converter's own shape inference serializes the whole proto (protobuf's 2 GB
+        # limit), so infer on the file (as onnxruntime.quantization does) and load the weights after
+        with tempfile.TemporaryDirectory(prefix="quantize.") as tmp:
+            inferred = Path(tmp) / "model.onnx"
+            onnx.shape_inference.infer_shapes_path(str(src), str(inferred))
+            model = onnx.load(str(inferred), load_external_data=False)
+        onnx.external_data_helper.load_external_data_for_model(model, str(src.parent))
+    else:
+        model = onnx.load(str(src))
     unnamed = [n for n in model.graph.node if not n.name]
     for k, n in enumerate(unnamed):
         n.name = f"_unnamed_{k}"
     nodes = time_embedding_nodes(model) if fp32_time_embedding else []
     block = sorted(set(DEFAULT_OP_BLOCK_LIST) | block_ops)
-    out = convert_float_to_float16(model, keep_io_types=True, op_block_list=block, node_block_list=nodes)
+    out = convert_float_to_float16(model, keep_io_types=True, op_block_list=block, node_block_list=nodes, disable_shape_infer=external)
     dropped = drop_duplicate_nodes(out)
     # shape inference's value_info is ~10% of the file and ORT re-infers it on load
     del out.graph.value_info[:]
@@ -407,9 +417,12 @@ def main(argv: list[str] | None = None) -> int:
     if src.resolve() == dst.resolve():
         ap.error("SRC and DST are the same folder")
     kinds = tuple(k for k in args.components.split(",") if k and (src / k / "model.onnx").exists())
+    # External weights (model.onnx_data, a >2 GB fp32 U-Net): onnx.load reads them, and the fp16 /
+    # int8-dynamic outputs (1/2, 1/4 of the size) fit in one file again. int8-static's scratch
+    # copies are not written for them.
     for k in kinds:
-        if (src / k / "model.onnx_data").exists():
-            ap.error(f"{src / k}: external weights (model.onnx_data) are not supported by this script")
+        if (src / k / "model.onnx_data").exists() and args.mode == "int8-static":
+            ap.error(f"{src / k}: external weights (model.onnx_data) are not supported with --mode int8-static")
     block_ops = set(FP16_OP_BLOCK_LIST) if args.fp16_block_ops is None else {o for o in args.fp16_block_ops.split(",") if o}
     prepare_folder(src, dst, kinds)
     in_channels = json.loads((src / "unet" / "config.json").read_text())["in_channels"]

@@ -6,6 +6,7 @@
  *   node --expose-gc dist/bench/ours.js --mode leak    --model DIR --size 256 --leak-gens 10 --leak-steps 1
  *   node --expose-gc dist/bench/ours.js --mode lowmem  --model DIR
  *   node --expose-gc dist/bench/ours.js --mode options --model DIR --gol extended --mem-pattern 0 --arena 1
+ *   node --expose-gc dist/bench/ours.js --mode unet    --model DIR   (a precision variant's folder)
  *
  * main:    load; stages (text encoder batch 2, one U-Net call with CFG batch 2, VAE decode, VAE
  *          encode; the first call of each reported apart as the cold one); txt2img REPEATS times
@@ -14,6 +15,8 @@
  *          (after a full GC): the leak check.
  * lowmem:  `lowMemory: true` (each component loaded only while used): one txt2img; its peak RSS.
  * options: the given session options: load, U-Net x3, VAE decode x2; times and peak RSS.
+ * unet:    the U-Net session alone (no text encoder / VAE: embeddings are random normals): load,
+ *          U-Net with CFG x3 (1 cold + 2 warm); times and peak RSS. For precision variants.
  * The workload is bench/py_bench.py's, call for call.
  */
 import * as fs from "node:fs";
@@ -23,7 +26,7 @@ import { F32, f32 } from "../tensor/tensor";
 
 const PROMPT = "a photograph of an astronaut riding a horse";
 
-type Mode = "main" | "leak" | "lowmem" | "options";
+type Mode = "main" | "leak" | "lowmem" | "options" | "unet";
 
 interface Args {
   mode: Mode;
@@ -73,7 +76,7 @@ function parseArgs(argv: string[]): Args {
     }
   }
   if (!a.model) throw new Error("--model DIR is required");
-  if (!["main", "leak", "lowmem", "options"].includes(a.mode)) throw new Error(`--mode ${a.mode}: main, leak, lowmem or options`);
+  if (!["main", "leak", "lowmem", "options", "unet"].includes(a.mode)) throw new Error(`--mode ${a.mode}: main, leak, lowmem, options or unet`);
   return a;
 }
 
@@ -231,6 +234,24 @@ async function main(): Promise<void> {
     out.e2e = [run];
     await pipe.release();
     out.peak_rss = peakRss();
+    return finish(out);
+  }
+
+  if (ARGS.mode === "unet") {
+    // lowMemory: no session at load; the U-Net's is created here and kept (runUnet does not release it)
+    const pipe = await StableDiffusionPipeline.load(ARGS.model, { ...sessionOptions(), lowMemory: true });
+    const t0 = performance.now();
+    const unet = await pipe.component("unet");
+    out.load_s = (performance.now() - t0) / 1000;
+    out.rss_after_load = gcRss();
+    out.unet_file = pipe.folder.unet;
+    const hidden = unet.inputs.get("encoder_hidden_states")?.shape[2];
+    const ehs: F32 = f32(normals(2 * 77 * (typeof hidden === "number" ? hidden : 768), 4), [2, 77, typeof hidden === "number" ? hidden : 768]);
+    const sample: F32 = f32(normals(2 * 4 * lat * lat, 1), [2, 4, lat, lat]);
+    out.stages = { unet_step_cfg: await timed(() => pipe.runUnet(sample, 981, ehs), 3, "unet") };
+    out.rss_end = gcRss();
+    out.peak_rss = peakRss();
+    await pipe.release();
     return finish(out);
   }
 

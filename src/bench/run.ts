@@ -5,7 +5,7 @@
  *
  *   npm run bench -- [--threads 2] [--steps 2] [--repeats 2] [--stage-repeats 3] [--size 512]
  *                    [--leak-gens 10] [--leak-steps 1] [--leak-size 256] [--with-options]
- *                    [--only flops,ours,torch,ort,leak,lowmem,options] [--no-wait] [--max-wait 300]
+ *                    [--only flops,ours,torch,ort,leak,lowmem,options,variants] [--no-wait] [--max-wait 300]
  *                    [--settings a,b,c,d,e,f] [--report-only] [--out-dir bench]
  *
  * Phases, one process each and never two at once (each has its own peak RSS): FLOPs and peak
@@ -53,8 +53,11 @@ interface Args {
  */
 const OURS_SESSION = ["--gol", "all", "--mem-pattern", "1", "--arena", "0"];
 
-const PHASES = ["flops", "ours", "torch", "ort", "leak", "lowmem", "options"];
-const DEFAULT_PHASES = PHASES.filter((p) => p !== "options");
+const PHASES = ["flops", "ours", "torch", "ort", "leak", "lowmem", "options", "variants"];
+const DEFAULT_PHASES = PHASES.filter((p) => p !== "options" && p !== "variants");
+/** --only variants: the U-Net alone of each precision variant folder present (scripts/quantize.py
+ *  makes them: <cache>/onnx-fp16, onnx-int8), one process each, with ours' session options. */
+const VARIANTS: [string, string][] = [["fp32", "onnx"], ["fp16", "onnx-fp16"], ["int8-dynamic", "onnx-int8"]];
 
 function parseArgs(argv: string[]): Args {
   const a: Args = {
@@ -338,6 +341,20 @@ function buildResults(args: Args, raw: string, meta: Json): Json {
     });
   }
 
+  const variants: Json[] = [];
+  for (const [name] of VARIANTS) {
+    const o = readRaw(raw, `variant-${name}`);
+    if (!o) continue;
+    const file = o.unet_file as string | undefined;
+    const bytes = (f: string) => (fs.existsSync(f) ? fs.statSync(f).size : 0);
+    variants.push({
+      name, measured: fs.statSync(path.join(raw, `variant-${name}.json`)).mtime.toISOString(), session_options: o.session_options,
+      unet_file_bytes: file ? bytes(file) + bytes(path.join(path.dirname(file), "model.onnx_data")) : null,
+      load_s: o.load_s, unet: stageSummary(o.stages?.unet_step_cfg), peak_rss_bytes: o.peak_rss, rss_after_load_bytes: o.rss_after_load,
+      busy_before: o.phase?.busy_before ?? null,
+    });
+  }
+
   return {
     generated: new Date().toISOString(),
     machine: meta.machine,
@@ -364,7 +381,8 @@ function buildResults(args: Args, raw: string, meta: Json): Json {
     unet_efficiency: efficiency,
     memory,
     session_options_sweep: options,
-    phases: Object.fromEntries(PHASES.flatMap((p) => (p === "options" ? [] : [[p, readRaw(raw, p)?.phase ?? null]]))),
+    precision_variants: variants,
+    phases: Object.fromEntries(PHASES.flatMap((p) => (p === "options" || p === "variants" ? [] : [[p, readRaw(raw, p)?.phase ?? null]]))),
     wall_s: meta.wall_s ?? null,
   };
 }
@@ -512,9 +530,18 @@ function main(): void {
       ];
       for (const [name, flags] of settings) if (!args.settings || args.settings.has(name[0])) runPhase(args, `options-${name}`, node, ["--expose-gc", ours, "--mode", "options", "--model", onnxDir, ...common, ...flags], raw);
     }
+    if (p.has("variants")) {
+      for (const [name, dir] of VARIANTS) {
+        const d = path.join(cacheRoot(), dir);
+        if (fs.existsSync(path.join(d, "unet", "model.onnx"))) runPhase(args, `variant-${name}`, node, ["--expose-gc", ours, "--mode", "unet", "--model", d, ...common, ...OURS_SESSION], raw);
+        else log(`variants: ${d} not found (scripts/quantize.py makes it); skipped`);
+      }
+    }
   }
 
-  const meta = { machine: machine(), wall_s: args.reportOnly ? readPrevWall(args) : (Date.now() - t0) / 1000 };
+  // wall_s is the default run's; a run of only non-default phases (options, variants) keeps it
+  const partial = ![...args.only].some((p) => DEFAULT_PHASES.includes(p));
+  const meta = { machine: machine(), wall_s: args.reportOnly || partial ? readPrevWall(args) : (Date.now() - t0) / 1000 };
   const results = buildResults(args, raw, meta);
   fs.mkdirSync(args.outDir, { recursive: true });
   fs.writeFileSync(path.join(args.outDir, "results.json"), JSON.stringify(results, null, 1) + "\n");
