@@ -32,6 +32,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# SD 1.5's published scheduler config and the non-trivial norm/bias initialisation are shared with the tiny model
+from make_tiny_model import SD15_SCHEDULER, perturb_init  # noqa: E402
 
 SEED = 20261215
 
@@ -91,20 +93,6 @@ SD15_TEXT = dict(
     pad_token_id=1,
 )
 
-# runwayml/stable-diffusion-v1-5 scheduler/scheduler_config.json
-SD15_SCHEDULER = {
-    "_class_name": "PNDMScheduler",
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "clip_sample": False,
-    "num_train_timesteps": 1000,
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "trained_betas": None,
-}
-
 MARKER = ".complete"
 
 
@@ -139,12 +127,22 @@ def rss_gb() -> float:
 
 
 @torch.no_grad()
+def rescale_output(conv: torch.nn.Conv2d, probe_out: torch.Tensor, target_std: float, what: str) -> None:
+    """Scale an output convolution so the probe's output has `target_std` (unit-std noise for the
+    U-Net, images inside [-1, 1] for the VAE), as a trained model's outputs would be."""
+    s = float(probe_out.std())
+    if not (s > 0 and s < float("inf")):
+        raise SystemExit(f"{what} probe output std is {s}; the random initialisation is unusable")
+    conv.weight.mul_(target_std / s)
+    conv.bias.mul_(target_std / s)
+
+
+@torch.no_grad()
 def build_pytorch(dest: Path) -> None:
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     from clip_tokenizer_files import check_tokenizer, write_tokenizer
-    from make_tiny_model import perturb_init
 
     t0 = time.time()
     shutil.rmtree(dest, ignore_errors=True)
@@ -174,11 +172,7 @@ def build_pytorch(dest: Path) -> None:
     perturb_init(unet, torch.Generator().manual_seed(SEED + 11))
     probe = torch.randn((1, 4, 32, 32), generator=torch.Generator().manual_seed(SEED + 13))
     eps = unet(probe, 500, emb).sample
-    s = float(eps.std())
-    if not (s > 0 and s < float("inf")):
-        raise SystemExit(f"U-Net probe output std is {s}; the random initialisation is unusable")
-    unet.conv_out.weight.mul_(1.0 / s)
-    unet.conv_out.bias.mul_(1.0 / s)
+    rescale_output(unet.conv_out, eps, 1.0, "U-Net")
     unet.save_pretrained(str(dest / "unet"), safe_serialization=True)
     n_unet = sum(p.numel() for p in unet.parameters())
     del unet, eps
@@ -191,11 +185,7 @@ def build_pytorch(dest: Path) -> None:
     perturb_init(vae, torch.Generator().manual_seed(SEED + 12))
     lat = torch.randn((1, 4, 16, 16), generator=torch.Generator().manual_seed(SEED + 14))
     img = vae.decode(lat / SD15_VAE["scaling_factor"]).sample
-    s = float(img.std())
-    if not (s > 0 and s < float("inf")):
-        raise SystemExit(f"VAE probe output std is {s}; the random initialisation is unusable")
-    vae.decoder.conv_out.weight.mul_(0.5 / s)
-    vae.decoder.conv_out.bias.mul_(0.5 / s)
+    rescale_output(vae.decoder.conv_out, img, 0.5, "VAE")
     vae.save_pretrained(str(dest / "vae"), safe_serialization=True)
     del vae, img
     gc.collect()

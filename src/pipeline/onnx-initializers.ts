@@ -12,7 +12,7 @@ import * as fs from "node:fs";
 import { HarnessError, ExitCode } from "../errors";
 import { halfToFloat } from "./onnx-model";
 
-interface Field {
+export interface Field {
   readonly no: number;
   readonly wire: number;
   readonly value: number;
@@ -20,7 +20,7 @@ interface Field {
   readonly end: number;
 }
 
-function* fields(buf: Buffer, start: number, end: number, file: string): Generator<Field> {
+export function* fields(buf: Buffer, start: number, end: number, file: string): Generator<Field> {
   let p = start;
   const varint = (): number => {
     let result = 0;
@@ -67,42 +67,70 @@ function packedVarints(buf: Buffer, start: number, end: number): number[] {
   return out;
 }
 
-/** Float32 initializers whose names satisfy `want`, from an ONNX file with embedded weights. */
-export function readFloatInitializers(file: string, want: (name: string) => boolean): Map<string, Float32Array> {
-  const buf = fs.readFileSync(file);
-  const out = new Map<string, Float32Array>();
+/** One initializer (TensorProto) of a model: its name, data type and where its values lie. */
+export interface InitializerSpans {
+  readonly name: string;
+  /** 1 = FLOAT, 10 = FLOAT16, … */
+  readonly dataType: number;
+  /** raw_data (field 9) */
+  readonly raw: Field | null;
+  /** packed float_data (field 4) */
+  readonly floatData: Field | null;
+  /** unpacked float_data values */
+  readonly floatScalars: readonly number[];
+  /** packed int32_data (field 5; float16 bit patterns) */
+  readonly int32Data: Field | null;
+  /** unpacked int32_data values */
+  readonly int32Scalars: readonly number[];
+}
+
+/** Every initializer of an ONNX model held in `buf` (ModelProto.graph.initializer). */
+export function* initializers(buf: Buffer, file: string): Generator<InitializerSpans> {
   for (const f of fields(buf, 0, buf.length, file)) {
     if (f.no !== 7 || f.wire !== 2) continue;
     for (const g of fields(buf, f.start, f.end, file)) {
       if (g.no !== 5 || g.wire !== 2) continue;
       let name = "";
       let dataType = 0;
-      let raw: Buffer | null = null;
-      const floats: number[] = [];
+      let raw: Field | null = null;
+      let floatData: Field | null = null;
       let int32Data: Field | null = null;
-      const halves: number[] = [];
+      const floatScalars: number[] = [];
+      const int32Scalars: number[] = [];
       for (const t of fields(buf, g.start, g.end, file)) {
         if (t.no === 8 && t.wire === 2) name = buf.toString("utf8", t.start, t.end);
         else if (t.no === 2 && t.wire === 0) dataType = t.value;
-        else if (t.no === 9 && t.wire === 2) raw = buf.subarray(t.start, t.end);
-        else if (t.no === 4 && t.wire === 2) for (let q = t.start; q + 4 <= t.end; q += 4) floats.push(buf.readFloatLE(q));
-        else if (t.no === 4 && t.wire === 5) floats.push(buf.readFloatLE(t.start));
-        else if (t.no === 5 && t.wire === 0) halves.push(t.value);
-        else if (t.no === 5 && t.wire === 2) int32Data = t; // decoded below, only when wanted
+        else if (t.no === 9 && t.wire === 2) raw = t;
+        else if (t.no === 4 && t.wire === 2) floatData = t;
+        else if (t.no === 4 && t.wire === 5) floatScalars.push(buf.readFloatLE(t.start));
+        else if (t.no === 5 && t.wire === 0) int32Scalars.push(t.value);
+        else if (t.no === 5 && t.wire === 2) int32Data = t;
       }
-      if (!want(name) || (dataType !== 1 && dataType !== 10)) continue; // 1 = FLOAT, 10 = FLOAT16
-      if (dataType === 10) {
-        const packed = int32Data ? packedVarints(buf, int32Data.start, int32Data.end) : [];
-        const a = raw ? new Float32Array(raw.length / 2) : Float32Array.from(halves.concat(packed), halfToFloat);
-        if (raw) for (let i = 0; i < a.length; i++) a[i] = halfToFloat(raw.readUInt16LE(2 * i));
-        out.set(name, a);
-      } else if (raw) {
-        const a = new Float32Array(raw.length / 4);
-        for (let i = 0; i < a.length; i++) a[i] = raw.readFloatLE(4 * i);
-        out.set(name, a);
-      } else {
-        out.set(name, Float32Array.from(floats));
-      }
+      yield { name, dataType, raw, floatData, floatScalars, int32Data, int32Scalars };
+    }
+  }
+}
+
+/** Float32 initializers whose names satisfy `want`, from an ONNX file with embedded weights. */
+export function readFloatInitializers(file: string, want: (name: string) => boolean): Map<string, Float32Array> {
+  const buf = fs.readFileSync(file);
+  const out = new Map<string, Float32Array>();
+  for (const init of initializers(buf, file)) {
+    const { name, dataType, raw } = init;
+    if (!want(name) || (dataType !== 1 && dataType !== 10)) continue; // 1 = FLOAT, 10 = FLOAT16
+    if (dataType === 10) {
+      const packed = init.int32Data ? packedVarints(buf, init.int32Data.start, init.int32Data.end) : [];
+      const a = raw ? new Float32Array((raw.end - raw.start) / 2) : Float32Array.from([...init.int32Scalars, ...packed], halfToFloat);
+      if (raw) for (let i = 0; i < a.length; i++) a[i] = halfToFloat(buf.readUInt16LE(raw.start + 2 * i));
+      out.set(name, a);
+    } else if (raw) {
+      const a = new Float32Array((raw.end - raw.start) / 4);
+      for (let i = 0; i < a.length; i++) a[i] = buf.readFloatLE(raw.start + 4 * i);
+      out.set(name, a);
+    } else {
+      const floats = [...init.floatScalars];
+      if (init.floatData) for (let q = init.floatData.start; q + 4 <= init.floatData.end; q += 4) floats.push(buf.readFloatLE(q));
+      out.set(name, Float32Array.from(floats));
     }
   }
   return out;

@@ -125,9 +125,13 @@ export class StableDiffusionPipeline {
 
   /** Load a model folder. Sessions are created now, or per use with `lowMemory`. */
   static async load(dir: string, options: PipelineOptions = {}): Promise<StableDiffusionPipeline> {
-    const folder = loadModelFolder(dir);
+    return StableDiffusionPipeline.fromFolder(loadModelFolder(dir), options);
+  }
+
+  /** From a folder whose configs were already read (the CLI checks flags against them first). */
+  static async fromFolder(folder: ModelFolder, options: PipelineOptions = {}): Promise<StableDiffusionPipeline> {
     const tokenizer = ClipTokenizer.fromDir(folder.tokenizerDir);
-    const schedulerConfig = parseSchedulerConfig(folder.schedulerConfig as Record<string, unknown>, `${dir}/scheduler/scheduler_config.json`);
+    const schedulerConfig = parseSchedulerConfig(folder.schedulerConfig as Record<string, unknown>, `${folder.dir}/scheduler/scheduler_config.json`);
     const p = new StableDiffusionPipeline(folder, tokenizer, schedulerConfig, options);
     if (!options.lowMemory) {
       for (const kind of ["text_encoder", "unet", "vae_decoder"] as const) await p.component(kind);
@@ -351,9 +355,7 @@ export class StableDiffusionPipeline {
       throw new HarnessError(`--init-image is ${init.width}x${init.height} but the output is ${width}x${height}; resize the image or drop --width/--height`, ExitCode.usage);
     }
     if (mask && !init) throw new HarnessError("--mask needs --init-image", ExitCode.usage);
-    if (mask && (mask.width !== width || mask.height !== height)) {
-      throw new HarnessError(`--mask is ${mask.width}x${mask.height} but --init-image is ${width}x${height}; they must match`, ExitCode.usage);
-    }
+    if (mask) validateMaskSize(mask, width, height);
     if (this.folder.isInpaint && !mask) throw new HarnessError(`${this.folder.dir}: a 9-channel inpainting U-Net needs --init-image and --mask`, ExitCode.usage);
     if (mask && !this.folder.isInpaint) throw new HarnessError(`--mask: ${this.folder.dir} has a 4-channel U-Net; inpainting needs a 9-channel inpainting model`, ExitCode.usage);
 
@@ -481,13 +483,27 @@ export class StableDiffusionPipeline {
   }
 }
 
-export function validate(width: number, height: number, steps: number, guidance: number, perPrompt: number, strength: number, vsf: number): void {
-  const bad = (flag: string, why: string) => new HarnessError(`${flag}: ${why}`, ExitCode.usage);
+const bad = (flag: string, why: string) => new HarnessError(`${flag}: ${why}`, ExitCode.usage);
+
+/** Output sizes the VAE can produce: positive multiples of its scale factor, at most 8192. */
+export function validateSize(width: number | undefined, height: number | undefined, vsf: number): void {
   for (const [flag, v] of [["--width", width], ["--height", height]] as const) {
+    if (v === undefined) continue;
     if (!Number.isInteger(v) || v <= 0) throw bad(flag, `${v} is not a positive integer`);
     if (v % vsf !== 0) throw bad(flag, `${v} is not divisible by ${vsf} (the VAE's scale factor)`);
     if (v > 8192) throw bad(flag, `${v} is larger than 8192`);
   }
+}
+
+/** An inpainting mask must cover the init image pixel for pixel. */
+export function validateMaskSize(mask: { width: number; height: number }, width: number, height: number): void {
+  if (mask.width !== width || mask.height !== height) {
+    throw new HarnessError(`--mask is ${mask.width}x${mask.height} but --init-image is ${width}x${height}; they must match`, ExitCode.usage);
+  }
+}
+
+export function validate(width: number, height: number, steps: number, guidance: number, perPrompt: number, strength: number, vsf: number): void {
+  validateSize(width, height, vsf);
   if (!Number.isInteger(steps) || steps < 1 || steps > 1000) throw bad("--steps", `${steps} must be an integer from 1 to 1000`);
   if (!Number.isFinite(guidance) || guidance < 0) throw bad("--guidance", `${guidance} must be a finite number >= 0`);
   if (!Number.isInteger(perPrompt) || perPrompt < 1 || perPrompt > 64) throw bad("--batch", `${perPrompt} must be an integer from 1 to 64`);

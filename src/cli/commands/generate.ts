@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import yargs from "yargs";
 import { HarnessError, ExitCode } from "../../errors";
-import { StableDiffusionPipeline } from "../../pipeline/pipeline";
+import { StableDiffusionPipeline, validateSize, validateMaskSize } from "../../pipeline/pipeline";
 import { loadModelFolder } from "../../pipeline/model-folder";
 import { readRgbPng, readMaskPng, writePng } from "../../pipeline/image";
 import { SCHEDULER_NAMES } from "../../schedulers";
@@ -97,15 +97,10 @@ export async function runGenerate(args: Record<string, unknown>, io: CliIO): Pro
   }
   const initImage = args["init-image"] ? readRgbPng(String(args["init-image"]), "--init-image") : null;
   const mask = args.mask ? readMaskPng(String(args.mask), "--mask") : null;
-  if (initImage && mask && (mask.width !== initImage.width || mask.height !== initImage.height)) {
-    throw new HarnessError(`--mask is ${mask.width}x${mask.height} but --init-image is ${initImage.width}x${initImage.height}; they must match`, ExitCode.usage);
-  }
+  if (initImage && mask) validateMaskSize(mask, initImage.width, initImage.height);
   // The folder's configs (cheap) before the sessions (seconds): size flags fail before any work.
   const folder = loadModelFolder(String(args.model));
-  for (const [flag, v] of [["--width", width], ["--height", height]] as const) {
-    const vsf = folder.vaeConfig.scaleFactor;
-    if (v !== undefined && v % vsf !== 0) throw new HarnessError(`${flag}: ${v} is not divisible by ${vsf} (the VAE's scale factor)`, ExitCode.usage);
-  }
+  validateSize(width, height, folder.vaeConfig.scaleFactor);
   const out = String(args.out);
   const targets = outputPaths(out, batch);
   // Fail before any work when the outputs cannot be written.
@@ -126,7 +121,7 @@ export async function runGenerate(args: Record<string, unknown>, io: CliIO): Pro
     }
   }
 
-  const pipe = await StableDiffusionPipeline.load(String(args.model), { threads, lowMemory: Boolean(args["low-memory"]) });
+  const pipe = await StableDiffusionPipeline.fromFolder(folder, { threads, lowMemory: Boolean(args["low-memory"]) });
   try {
     // CLIP reads 77 tokens. A longer prompt is refused unless --truncate says to keep the first 77
     // as diffusers does (with a warning): silently dropping the end of a prompt surprises people.
