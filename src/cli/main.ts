@@ -3,6 +3,8 @@
  * directly; bin/sd-harness.js is a shim. Errors a user can cause print one line (the stack only
  * with --verbose) and exit with the codes in src/errors.ts.
  */
+// first: telemetry off before anything can load onnxruntime-node
+import "../util/telemetry-off";
 import { HarnessError, ExitCode, oneLine } from "../errors";
 import { removePendingTemporaries } from "../util/atomic";
 import { CliIO, processIO } from "./io";

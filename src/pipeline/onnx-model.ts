@@ -5,7 +5,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import * as ort from "onnxruntime-node";
+import * as ort from "./ort";
 import { HarnessError, ExitCode } from "../errors";
 import { F32, f32 } from "../tensor/tensor";
 

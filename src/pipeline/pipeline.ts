@@ -14,7 +14,7 @@
  *     latents = scheduler.step(eps, i, latents)
  *   image    = vae_decoder(latents / scaling_factor)                  // [B, 3, H, W] in [-1, 1]
  */
-import * as ort from "onnxruntime-node";
+import * as ort from "./ort";
 import { HarnessError, ExitCode } from "../errors";
 import { F32, f32, numel, concat0, concatChannels, formatDims } from "../tensor/tensor";
 import { TorchGenerator } from "../rng/torch-generator";
