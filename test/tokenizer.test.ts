@@ -1,7 +1,8 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { ClipTokenizer } from "../src/pipeline/tokenizer";
+import fc from "fast-check";
+import { ClipTokenizer, bytePairEncode, MAX_PROMPT_CHARS } from "../src/pipeline/tokenizer";
 import { ExitCode, HarnessError } from "../src/errors";
 
 const ROOT = path.resolve(__dirname, "..");
@@ -156,5 +157,99 @@ describe("ClipTokenizer", () => {
     for (const text of texts) fresh.tokenize(text);
     const ms = Number(process.hrtime.bigint() - start) / 1e6;
     expect(ms).toBeLessThan(500);
+  });
+
+  describe("long input is bounded", () => {
+    /** transformers' CLIPTokenizer.bpe as written: rescan the word for the lowest-ranked pair, merge all its occurrences */
+    function referenceBpe(piece: string, ranks: ReadonlyMap<string, number>): string[] {
+      let word = piece.split("");
+      word[word.length - 1] += "</w>";
+      while (word.length > 1) {
+        let best = -1;
+        let bestRank = Infinity;
+        for (let i = 0; i < word.length - 1; i++) {
+          const rank = ranks.get(word[i] + " " + word[i + 1]);
+          if (rank !== undefined && rank < bestRank) {
+            bestRank = rank;
+            best = i;
+          }
+        }
+        if (best < 0) break;
+        const [first, second] = [word[best], word[best + 1]];
+        const merged: string[] = [];
+        for (let i = 0; i < word.length; ) {
+          if (i < word.length - 1 && word[i] === first && word[i + 1] === second) {
+            merged.push(first + second);
+            i += 2;
+          } else merged.push(word[i++]);
+        }
+        word = merged;
+      }
+      return word;
+    }
+    const ranks = (tokenizer as unknown as { ranks: Map<string, number> }).ranks;
+    const letters = (n: number, seed: number) => {
+      let x = seed;
+      return Array.from({ length: n }, () => String.fromCharCode(97 + ((x = (x * 1103515245 + 12345) % 2147483648) % 26))).join("");
+    };
+
+    it("the heap-based merge equals transformers' algorithm on random words (CLIP's merges)", () => {
+      fc.assert(
+        fc.property(fc.string({ unit: fc.constantFrom(..."abcdeilnorst"), minLength: 1, maxLength: 200 }), (w) => {
+          expect(bytePairEncode(w, ranks)).toEqual(referenceBpe(w, ranks));
+        }),
+        { numRuns: 300 },
+      );
+      const w = letters(5000, 7);
+      expect(bytePairEncode(w, ranks)).toEqual(referenceBpe(w, ranks));
+    });
+
+    it("... and on arbitrary merge tables, including ones that rank a merged symbol before its parts", () => {
+      const sym = fc.constantFrom("a", "b", "c", "ab", "bc", "ca", "abc", "c</w>", "a</w>", "b</w>", "bc</w>");
+      fc.assert(
+        fc.property(fc.array(fc.tuple(sym, sym), { maxLength: 30 }), fc.string({ unit: fc.constantFrom("a", "b", "c"), minLength: 1, maxLength: 40 }), (pairs, w) => {
+          const table = new Map<string, number>();
+          pairs.forEach(([x, y], rank) => table.set(`${x} ${y}`, rank));
+          expect(bytePairEncode(w, table)).toEqual(referenceBpe(w, table));
+        }),
+        { numRuns: 1000 },
+      );
+    });
+
+    it("one 131,000-letter word is merged in well under a second (the rescanning algorithm took 70 s)", () => {
+      const w = letters(131_000, 1);
+      const t0 = performance.now();
+      const pieces = bytePairEncode(w, ranks);
+      const ms = performance.now() - t0;
+      console.log(`bpe of a 131,000-letter word: ${ms.toFixed(0)} ms, ${pieces.length} pieces`);
+      expect(pieces.join("")).toBe(`${w}</w>`);
+      expect(ms).toBeLessThan(2000);
+    });
+
+    it("a 1 MB prompt is refused in milliseconds, before any tokenizing", () => {
+      const t0 = performance.now();
+      let err: unknown;
+      try {
+        tokenizer.tokenize("a".repeat(1 << 20));
+      } catch (e) {
+        err = e;
+      }
+      const ms = performance.now() - t0;
+      expect(err).toBeInstanceOf(HarnessError);
+      expect((err as HarnessError).exitCode).toBe(ExitCode.usage);
+      expect((err as Error).message).toBe(`prompt: 1048576 characters, over the limit of ${MAX_PROMPT_CHARS} (CLIP reads only the first 77 tokens)`);
+      expect(ms).toBeLessThan(50);
+    });
+
+    it("a prompt at the limit (one word, or 21,000 words) is tokenized and truncated in well under a second", () => {
+      for (const text of [letters(MAX_PROMPT_CHARS, 3), "a photo of a cat, ".repeat(3640).slice(0, MAX_PROMPT_CHARS)]) {
+        const t0 = performance.now();
+        const r = tokenizer.tokenize(text);
+        const ms = performance.now() - t0;
+        expect(r.truncated).toBe(true);
+        expect(r.ids[76]).toBe(tokenizer.eosId);
+        expect(ms).toBeLessThan(1000);
+      }
+    });
   });
 });

@@ -31,6 +31,14 @@ const SD1_DEFAULTS = {
 const MAX_MERGES = 49152 - 256 - 2;
 
 /**
+ * The longest text the tokenizer accepts, in UTF-16 code units. CLIP reads 77 tokens (a few hundred
+ * characters); the limit leaves room for prompts that rely on truncation (a 36,000-character
+ * prompt of 12,000 tokens is tokenized in a few milliseconds) while bounding the work a pasted
+ * file or a hostile argument can cause.
+ */
+export const MAX_PROMPT_CHARS = 65_536;
+
+/**
  * transformers writes int(1e30) as model_max_length when no limit was recorded; anything this
  * large is that sentinel, and CLIP's position embedding (77 rows) is the real limit.
  */
@@ -145,39 +153,115 @@ function byteEncode(piece: string): string {
 }
 
 /**
- * CLIPTokenizer.bpe: repeatedly merge the adjacent pair with the lowest merge rank, left to right,
- * until no pair has a rank. Symbols never contain a space (bytes_to_unicode maps 0x20 away), so
- * "a b" is an unambiguous pair key.
+ * CLIPTokenizer.bpe: repeatedly take the adjacent pair with the lowest merge rank and merge all its
+ * non-overlapping occurrences left to right, until no pair has a rank. Symbols never contain a
+ * space (bytes_to_unicode maps 0x20 away), so "a b" is an unambiguous pair key.
+ *
+ * Done with a doubly linked list and a min-heap of (rank, position) instead of Python's rescan of
+ * the whole word per merge, which is quadratic (a 131,000-letter word took 53-111 s). A rank names
+ * exactly one pair, so popping every heap entry of the lowest rank in position order and merging
+ * those still valid is Python's left-to-right pass over that pair; pairs the merges create carry
+ * another rank and wait in the heap for a later round, as Python finds them on its next scan.
+ * O(n log n) in the word's length.
  */
-function bytePairEncode(piece: string, ranks: ReadonlyMap<string, number>): string[] {
-  let word = piece.split("");
-  word[word.length - 1] += "</w>";
-  while (word.length > 1) {
-    let best = -1;
-    let bestRank = Infinity;
-    for (let i = 0; i < word.length - 1; i++) {
-      const rank = ranks.get(word[i] + " " + word[i + 1]);
-      if (rank !== undefined && rank < bestRank) {
-        bestRank = rank;
-        best = i;
-      }
-    }
-    if (best < 0) break;
-    const first = word[best];
-    const second = word[best + 1];
-    const merged: string[] = [];
-    for (let i = 0; i < word.length; ) {
-      if (i < word.length - 1 && word[i] === first && word[i + 1] === second) {
-        merged.push(first + second);
-        i += 2;
-      } else {
-        merged.push(word[i]);
-        i += 1;
-      }
-    }
-    word = merged;
+export function bytePairEncode(piece: string, ranks: ReadonlyMap<string, number>): string[] {
+  const sym = piece.split("");
+  if (sym.length === 0) return sym;
+  sym[sym.length - 1] += "</w>";
+  const n = sym.length;
+  if (n === 1) return sym;
+  // alive nodes form a list through next/prev; a merged node keeps the left node's index, so
+  // indices stay in word order
+  const next = new Int32Array(n);
+  const prev = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    next[i] = i + 1 < n ? i + 1 : -1;
+    prev[i] = i - 1;
   }
-  return word;
+  const alive = new Uint8Array(n).fill(1);
+  const heap = new PairHeap();
+  const push = (i: number) => {
+    const j = next[i];
+    if (j < 0) return;
+    const rank = ranks.get(sym[i] + " " + sym[j]);
+    if (rank !== undefined) heap.push(rank, i);
+  };
+  for (let i = 0; i + 1 < n; i++) push(i);
+  while (heap.size > 0) {
+    const rank = heap.topRank();
+    // one round: every entry of this rank, leftmost first (the pair (first, second) it names)
+    const created: number[] = [];
+    while (heap.size > 0 && heap.topRank() === rank) {
+      const i = heap.pop();
+      const j = next[i];
+      // stale: the left symbol was merged away or changed, or its right neighbour changed
+      if (!alive[i] || j < 0 || ranks.get(sym[i] + " " + sym[j]) !== rank) continue;
+      sym[i] += sym[j];
+      alive[j] = 0;
+      next[i] = next[j];
+      if (next[j] >= 0) prev[next[j]] = i;
+      created.push(i);
+    }
+    for (const i of created) {
+      if (!alive[i]) continue;
+      if (prev[i] >= 0) push(prev[i]);
+      push(i);
+    }
+  }
+  const out: string[] = [];
+  for (let i = 0; i >= 0; i = next[i]) out.push(sym[i]);
+  return out;
+}
+
+/**
+ * A binary min-heap of (rank, position) pairs, ordered by rank, then position, each held as one
+ * number rank * 2^32 + position (exact: ranks stay below 2^20, positions below 2^32).
+ */
+class PairHeap {
+  private keys: number[] = [];
+
+  get size(): number {
+    return this.keys.length;
+  }
+
+  topRank(): number {
+    return Math.floor(this.keys[0] / 2 ** 32);
+  }
+
+  push(rank: number, pos: number): void {
+    const keys = this.keys;
+    const key = rank * 2 ** 32 + pos;
+    let c = keys.length;
+    keys.push(key);
+    while (c > 0) {
+      const p = (c - 1) >> 1;
+      if (keys[p] <= key) break;
+      keys[c] = keys[p];
+      c = p;
+    }
+    keys[c] = key;
+  }
+
+  /** removes the top entry and returns its position */
+  pop(): number {
+    const keys = this.keys;
+    const top = keys[0];
+    const last = keys.pop() as number;
+    const size = keys.length;
+    if (size > 0) {
+      let p = 0;
+      for (;;) {
+        const l = 2 * p + 1;
+        if (l >= size) break;
+        const m = l + 1 < size && keys[l + 1] < keys[l] ? l + 1 : l;
+        if (keys[m] >= last) break;
+        keys[p] = keys[m];
+        p = m;
+      }
+      keys[p] = last;
+    }
+    return top % 2 ** 32;
+  }
 }
 
 function escapeRegExp(s: string): string {
@@ -308,6 +392,9 @@ export class ClipTokenizer {
 
   /** BOS, the prompt's token ids, EOS: no truncation, no padding. */
   encode(text: string): number[] {
+    if (text.length > MAX_PROMPT_CHARS) {
+      throw inputError(`prompt: ${text.length} characters, over the limit of ${MAX_PROMPT_CHARS} (CLIP reads only the first 77 tokens)`);
+    }
     const ids = [this.bosId];
     let start = 0;
     for (const m of text.matchAll(this.addedPattern)) {
