@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Make the Python virtual environment for the reference toolchain: scripts/../.venv (ignored by git).
 #   scripts/setup.sh            create / update .venv
-# Then, for example:
-#   .venv/bin/python scripts/make_tiny_model.py --out fixtures/models
+# Then rebuild the PyTorch model folders, which are not committed (make_tiny_model.py reproduces
+# them bit for bit), before anything reads them:
+#   scripts/make_fixtures.sh          fixtures/models/tiny-sd, tiny-sd-inpaint and the further presets
+# and, for example:
 #   .venv/bin/python scripts/make_references.py --model fixtures/models/tiny-sd \
 #       --inpaint-model fixtures/models/tiny-sd-inpaint --out fixtures/references/tiny-sd/cpu --force
+#   scripts/make_fixtures.sh --all    every fixture (models, optimum export, variants, references)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
