@@ -7,12 +7,14 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import * as crypto from "node:crypto";
-import { HarnessError, ExitCode } from "../errors";
+import { HarnessError, ExitCode, oneLine } from "../errors";
 import { StableDiffusionPipeline, PipelineOptions } from "../pipeline/pipeline";
 import { writeFileAtomic } from "../util/atomic";
 import { ReferenceSet } from "./reference-set";
 import { CaseDef, listCases, filterCases, shardCases } from "./cases";
-import { ToleranceFile, loadTolerances, resolve, evaluate } from "./tolerances";
+import { ToleranceFile, loadTolerances, resolve, evaluate, requireLimits, toleranceSha256 } from "./tolerances";
+import { readReportFile, confinedAssetReader, safeFileName } from "./report-file";
+import { ReportFolder } from "./out-dir";
 import { runStage, StageContext } from "./stages";
 import { CaseResult, ModelInfo, Report, Status, worstStatus, STATUS_RANK } from "./types";
 import { renderMarkdown, renderJunit, renderHtml } from "./report";
@@ -86,15 +88,8 @@ export function parseReportJson(text: string): Report {
 }
 
 function loadBaseline(file: string): Map<string, CaseResult> {
-  let report: Report;
-  try {
-    report = parseReportJson(fs.readFileSync(file, "utf8"));
-  } catch (e) {
-    throw new HarnessError(`--baseline ${file}: cannot read a report (${(e as Error).message.split("\n")[0]})`, ExitCode.usage);
-  }
-  if (report?.format !== "sd-harness-report/1" || !Array.isArray(report.results)) {
-    throw new HarnessError(`--baseline ${file}: not an sd-harness report.json`, ExitCode.usage);
-  }
+  // every field headline() and the writers read is checked, so a baseline without results or metrics is one line
+  const { report } = readReportFile(file, "--baseline");
   return new Map(report.results.map((r) => [`${r.model}\u0000${r.id}`, r]));
 }
 
@@ -105,26 +100,52 @@ export function summarize(results: readonly CaseResult[]): Report["summary"] {
 }
 
 export async function runConformance(opts: RunOptions): Promise<Report> {
-  const log = opts.log ?? (() => {});
   const started = new Date();
   const refs = ReferenceSet.open(opts.references);
   const tol = opts.tolerances ?? loadTolerances();
   resolve(tol, opts.profile, "tokenizer", "", ""); // validates the profile name up front
-  let cases: CaseDef[] = filterCases(listCases(refs), opts.only ?? [], opts.skip ?? []);
+  const selected: CaseDef[] = filterCases(listCases(refs), opts.only ?? [], opts.skip ?? []);
+  let cases = selected;
   if (opts.shard) cases = shardCases(cases, opts.shard);
-  if (cases.length === 0) throw new HarnessError(`no cases match --only ${JSON.stringify(opts.only ?? [])} / --skip ${JSON.stringify(opts.skip ?? [])}`, ExitCode.usage);
+  if (cases.length === 0) throw new HarnessError(noCasesMessage(listCases(refs).length, selected.length, opts), ExitCode.usage);
+  // no limit must never mean pass: every selected case must have limits before anything runs
+  for (const c of cases) {
+    const stageKey = c.kind === "unet_free" ? "unet_free" : c.stage;
+    for (const spec of opts.models) requireLimits(tol, opts.profile, stageKey, c.id, resolve(tol, opts.profile, stageKey, c.id, spec.label));
+  }
   const baseline = opts.baseline ? loadBaseline(opts.baseline) : null;
   const factor = opts.baselineFactor ?? 2;
-  if (opts.outDir) {
-    if (fs.existsSync(opts.outDir) && fs.readdirSync(opts.outDir).length > 0 && !opts.overwrite) {
-      throw new HarnessError(`--out ${opts.outDir}: exists and is not empty (pass --overwrite to replace its reports)`, ExitCode.output);
+  // checked now, created when the first model has loaded; removed again if the run fails or is interrupted
+  const folder = opts.outDir ? ReportFolder.check(opts.outDir, { flag: "--out", overwrite: !!opts.overwrite, refuse: "non-empty" }) : null;
+  try {
+    const report = await runCases(opts, refs, tol, cases, baseline, factor, folder, started);
+    if (folder) {
+      folder.commit();
+      writeReport(folder.dir, report);
     }
-    try {
-      fs.mkdirSync(path.join(opts.outDir, "assets"), { recursive: true });
-    } catch (e) {
-      throw new HarnessError(`--out ${opts.outDir}: cannot create (${(e as NodeJS.ErrnoException).code})`, ExitCode.output);
-    }
+    return report;
+  } catch (e) {
+    folder?.abandon();
+    throw e;
   }
+}
+
+/** Why no case is left: an empty shard, or --only / --skip that matched nothing (with a hint on globs). */
+function noCasesMessage(total: number, selected: number, opts: RunOptions): string {
+  const only = opts.only ?? [];
+  const skip = opts.skip ?? [];
+  if (selected > 0 && opts.shard) {
+    return `shard ${opts.shard.index}/${opts.shard.count} has no cases (${selected} cases in all${only.length || skip.length ? " after --only / --skip" : ""}); use at most ${selected} shards`;
+  }
+  const filters = [...only.map((g) => `--only ${JSON.stringify(oneLine(g, 60))}`), ...skip.map((g) => `--skip ${JSON.stringify(oneLine(g, 60))}`)].join(" ");
+  return `no cases match ${filters || "the reference set"} (${total} cases in the set; globs match whole ids such as 'unet:*' or '*-free'; --list shows them)`;
+}
+
+async function runCases(
+  opts: RunOptions, refs: ReferenceSet, tol: ToleranceFile, cases: readonly CaseDef[],
+  baseline: Map<string, CaseResult> | null, factor: number, folder: ReportFolder | null, started: Date,
+): Promise<Report> {
+  const log = opts.log ?? (() => {});
   const factory: PipelineFactory = opts.pipelineFactory ?? ((dir, o) => StableDiffusionPipeline.load(dir, o));
   const results: CaseResult[] = [];
   const models: ModelInfo[] = [];
@@ -132,9 +153,9 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
     const pipe = await factory(spec.dir, { threads: opts.threads ?? 0 });
     const inpaintPipe = spec.inpaintDir ? await factory(spec.inpaintDir, { threads: opts.threads ?? 0 }) : null;
     models.push({ label: spec.label, dir: spec.dir, hashes: modelHashes(spec.dir) });
-    const assetsRel = `assets/${spec.label.replace(/[^A-Za-z0-9._-]+/g, "_")}`;
-    if (opts.outDir) fs.mkdirSync(path.join(opts.outDir, assetsRel), { recursive: true });
-    const ctx: StageContext = { pipe, inpaintPipe, refs, assets: opts.outDir ? { dir: path.join(opts.outDir, assetsRel), rel: assetsRel } : null };
+    const assetsRel = `assets/${safeFileName(spec.label)}`;
+    // assets are staged under a hidden name and only moved to assetsRel when the run completes
+    const ctx: StageContext = { pipe, inpaintPipe, refs, assets: folder ? { dir: folder.stage(assetsRel), rel: assetsRel } : null };
     try {
       for (const c of cases) {
         if (opts.signal?.aborted) throw new HarnessError("interrupted", ExitCode.interrupted);
@@ -146,10 +167,14 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
           const out = await runStage(ctx, c, spec.label);
           const timeMs = Number(process.hrtime.bigint() - t0) / 1e6;
           const checks = out.skip ? [] : evaluate(tolerance.limits, out.metrics, out.images ?? [], out.extra ?? {});
-          let status: Status = out.skip ? "skip" : checks.every((k) => k.ok) && !out.nonFinite ? "pass" : "fail";
-          let message = out.skip ?? out.message;
+          // limits that name no metric this case produced judge nothing: that is an error, never a pass
+          const unjudged = !out.skip && checks.length === 0;
+          let status: Status = out.skip ? "skip" : unjudged ? "error" : checks.every((k) => k.ok) && !out.nonFinite ? "pass" : "fail";
+          let message = unjudged
+            ? `no check applied: the limits of ${tolerance.source} (${Object.keys(tolerance.limits).join(", ")}) in profile ${opts.profile} name no metric this ${stageKey} case produced`
+            : out.skip ?? out.message;
           if (out.nonFinite) message = `NaN/Inf first at ${out.nonFinite.stage}${out.nonFinite.step === null ? "" : ` step ${out.nonFinite.step}`}: ${out.nonFinite.what}`;
-          if (tolerance.expectedFailure && status !== "skip") {
+          if (tolerance.expectedFailure && status !== "skip" && status !== "error") {
             status = status === "fail" ? "xfail" : "xpass";
             message = `expected failure: ${tolerance.expectedFailure}${message ? `; ${message}` : ""}`;
           }
@@ -183,7 +208,7 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
         }
         results.push(result);
         const h = headline(result);
-        log(`${result.status.toUpperCase().padEnd(5)} ${spec.label.padEnd(8)} ${c.id}${Number.isFinite(h.value) ? `  ${h.metric} ${h.value.toExponential(2)}` : ""}${result.status !== "pass" && result.message ? `  (${result.message})` : ""}`);
+        log(`${result.status.toUpperCase().padEnd(5)} ${oneLine(spec.label, 60).padEnd(8)} ${c.id}${Number.isFinite(h.value) ? `  ${h.metric} ${h.value.toExponential(2)}` : ""}${result.status !== "pass" && result.message ? `  (${oneLine(result.message, 300)})` : ""}`);
       }
     } finally {
       await pipe.release();
@@ -206,12 +231,15 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
     },
     profile: opts.profile,
     models,
-    references: { dir: opts.references, model: m.model, device: m.device, deviceName: m.device_name, versions: m.versions, command: m.command },
+    references: {
+      dir: opts.references, model: m.model, device: m.device, deviceName: m.device_name, versions: m.versions, command: m.command,
+      sha256: refs.sha256, ...(refs.fingerprint !== undefined ? { fingerprint: refs.fingerprint } : {}),
+    },
+    tolerances: { file: tol.file ?? "(in memory)", sha256: toleranceSha256(tol) },
     results,
     summary: summarize(results),
     baseline: baseline ? { file: opts.baseline!, factor, regressions: results.filter((r) => r.regression?.flagged).length } : undefined,
   };
-  if (opts.outDir) writeReport(opts.outDir, report);
   return report;
 }
 
@@ -220,11 +248,8 @@ export function writeReport(outDir: string, report: Report): void {
   writeFileAtomic(path.join(outDir, "report.json"), JSON.stringify(report, (_k, v) => (typeof v === "number" && !Number.isFinite(v) ? String(v) : v), 1) + "\n");
   writeFileAtomic(path.join(outDir, "summary.md"), renderMarkdown(report));
   writeFileAtomic(path.join(outDir, "junit.xml"), renderJunit(report));
-  const readAsset = (rel: string) => {
-    const p = path.join(outDir, rel);
-    return fs.existsSync(p) ? fs.readFileSync(p) : null;
-  };
-  writeFileAtomic(path.join(outDir, "report.html"), renderHtml(report, readAsset));
+  // confined: a path in the report can only ever name a regular file under outDir/assets
+  writeFileAtomic(path.join(outDir, "report.html"), renderHtml(report, confinedAssetReader(outDir)));
 }
 
 export function exitCodeFor(report: Report): number {

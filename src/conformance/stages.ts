@@ -11,6 +11,7 @@ import { createScheduler } from "../schedulers";
 import { parseSchedulerConfig } from "../schedulers/schedules";
 import { StableDiffusionPipeline, NumericError, GenerateParams } from "../pipeline/pipeline";
 import { tensorToImages, writePng, RgbImage } from "../pipeline/image";
+import { safeFileName } from "./report-file";
 import { ReferenceSet, CaseTensors } from "./reference-set";
 import { CaseDef } from "./cases";
 import { tensorMetrics, imageMetrics, diffHeatmap } from "./metrics";
@@ -216,7 +217,8 @@ async function unetFree(ctx: StageContext, c: CaseDef): Promise<StageOutcome> {
 
 async function writeTriplet(ctx: StageContext, key: string, ours: RgbImage, ref: RgbImage, m: ImageMetrics): Promise<ImageMetrics> {
   if (!ctx.assets) return m;
-  const base = key.replace(/[^A-Za-z0-9._-]+/g, "_");
+  // asset names come only from sanitised ids and labels (no separators, no "..", no leading dot)
+  const base = safeFileName(key);
   const heat = diffHeatmap(ours.data, ref.data, ref.width, ref.height);
   const files = { refPng: `${base}-ref.png`, oursPng: `${base}-ours.png`, diffPng: `${base}-diff.png` };
   writePng(path.join(ctx.assets.dir, files.refPng), ref);

@@ -1,6 +1,7 @@
 /** Tolerances as data (conformance/tolerances.json): per stage and profile, overridable per case with a reason. */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import * as crypto from "node:crypto";
 import { HarnessError, ExitCode } from "../errors";
 import { PACKAGE_ROOT } from "../cli/defaults";
 import { Check, TensorMetrics, ImageMetrics } from "./types";
@@ -13,6 +14,9 @@ export interface ToleranceFile {
   readonly profiles: Readonly<Record<string, Readonly<Record<string, Limits>>>>;
   readonly overrides: readonly { readonly case: string; readonly profile?: string; readonly limits: Limits; readonly reason: string }[];
   readonly expected_failures: readonly { readonly case: string; readonly profile?: string; readonly model?: string; readonly reason: string }[];
+  /** where it was read from and the sha256 of its bytes (recorded in reports; merge compares it) */
+  readonly file?: string;
+  readonly sha256?: string;
 }
 
 export const DEFAULT_TOLERANCES = path.join(PACKAGE_ROOT, "conformance", "tolerances.json");
@@ -24,8 +28,11 @@ export function globToRegExp(glob: string): RegExp {
 
 export function loadTolerances(file = DEFAULT_TOLERANCES): ToleranceFile {
   let t: ToleranceFile;
+  let sha256: string;
   try {
-    t = JSON.parse(fs.readFileSync(file, "utf8"));
+    const bytes = fs.readFileSync(file);
+    sha256 = crypto.createHash("sha256").update(bytes).digest("hex");
+    t = JSON.parse(bytes.toString("utf8"));
   } catch (e) {
     throw new HarnessError(`${file}: cannot read tolerances (${(e as Error).message.split("\n")[0]})`, ExitCode.usage);
   }
@@ -33,7 +40,32 @@ export function loadTolerances(file = DEFAULT_TOLERANCES): ToleranceFile {
   for (const o of t.overrides ?? []) {
     if (!o.reason) throw new HarnessError(`${file}: override for ${o.case} has no reason; every override must say why`, ExitCode.usage);
   }
-  return { profiles: t.profiles, overrides: t.overrides ?? [], expected_failures: t.expected_failures ?? [] };
+  return { profiles: t.profiles, overrides: t.overrides ?? [], expected_failures: t.expected_failures ?? [], file, sha256 };
+}
+
+/** The sha256 a report records for tolerances: of the file's bytes, or of the object when built in code. */
+export function toleranceSha256(t: ToleranceFile): string {
+  if (t.sha256) return t.sha256;
+  const { profiles: p, overrides, expected_failures } = t;
+  return crypto.createHash("sha256").update(JSON.stringify({ profiles: p, overrides, expected_failures })).digest("hex");
+}
+
+/**
+ * No limit must never mean pass: a case whose resolved limits are empty cannot be judged, so it
+ * is refused up front, naming the tolerance file, the profile and the stage.
+ */
+export function requireLimits(t: ToleranceFile, profile: string, stageKey: string, caseId: string, resolved: Resolved): void {
+  const where = t.file ?? "tolerances";
+  for (const [metric, limit] of Object.entries(resolved.limits)) {
+    if (typeof limit !== "number" || Number.isNaN(limit)) {
+      throw new HarnessError(`${where}: limit ${metric} for ${resolved.source} (profile ${JSON.stringify(profile)}) is ${JSON.stringify(limit)}, not a number`, ExitCode.usage);
+    }
+  }
+  if (Object.keys(resolved.limits).length > 0) return;
+  throw new HarnessError(
+    `${where}: profile ${JSON.stringify(profile)} has no limits for stage ${stageKey} (case ${caseId}); a case without a limit cannot pass: add limits for ${profile}.${stageKey} or skip the stage`,
+    ExitCode.usage,
+  );
 }
 
 export function profiles(t: ToleranceFile): string[] {

@@ -106,7 +106,13 @@ export interface Report {
     readonly deviceName: string;
     readonly versions: Readonly<Record<string, string>>;
     readonly command: string;
+    /** sha256 of the set's manifest.json: shards are merged only when it matches */
+    readonly sha256?: string;
+    /** the manifest's own fingerprint object, copied through when it has one */
+    readonly fingerprint?: unknown;
   };
+  /** the tolerance file used (sha256 of its bytes), so merged shards are known to share it */
+  readonly tolerances?: { readonly file: string; readonly sha256: string };
   readonly results: readonly CaseResult[];
   readonly summary: Readonly<Record<Status, number>> & { readonly total: number; readonly verdict: Status };
   readonly baseline?: { readonly file: string; readonly factor: number; readonly regressions: number };

@@ -14,11 +14,33 @@ export function pendingTemporaries(): readonly string[] {
   return [...pending];
 }
 
+/**
+ * Folders a run is filling that must not outlive an interrupt: "tree" folders (staged assets) are
+ * removed with their contents, "ifEmpty" folders (a report folder the run created) only when empty.
+ */
+const pendingDirs = new Map<string, "tree" | "ifEmpty">();
+
+export function trackPendingDirectory(dir: string, mode: "tree" | "ifEmpty"): void {
+  pendingDirs.set(dir, mode);
+}
+
+export function untrackPendingDirectory(dir: string): void {
+  pendingDirs.delete(dir);
+}
+
 export function removePendingTemporaries(): void {
   for (const f of pending) {
     try { fs.unlinkSync(f); } catch { /* already gone */ }
   }
   pending.clear();
+  // newest first: staged contents go before the folder that holds them
+  for (const [dir, mode] of [...pendingDirs].reverse()) {
+    try {
+      if (mode === "tree") fs.rmSync(dir, { recursive: true, force: true });
+      else fs.rmdirSync(dir);
+    } catch { /* not empty, or already gone */ }
+  }
+  pendingDirs.clear();
 }
 
 export interface WriteOptions {

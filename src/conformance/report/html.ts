@@ -43,8 +43,9 @@ const PALETTE = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2
 /** Several series of one model in one plot differ by dash pattern, keeping the model's colour. */
 const DASHES = ["", "7 4", "2 3", "10 3 2 3"];
 
-function esc(text: string): string {
-  return stripControl(text)
+/** Every value a report holds goes through here, numbers too: report.json is read back from disk. */
+function esc(value: unknown): string {
+  return stripControl(String(value))
     .replace(/&/g, "&amp;")
     .replace(/</g, "&lt;")
     .replace(/>/g, "&gt;")
@@ -71,12 +72,12 @@ class IdMaker {
 }
 
 function badge(s: Status): string {
-  return `<span class="badge st-${s}">${STATUS_LABEL[s]}</span>`;
+  return `<span class="badge st-${esc(s)}">${esc(STATUS_LABEL[s] ?? s)}</span>`;
 }
 
 function countChips(counts: Record<Status, number>): string {
   return STATUSES.filter((s) => counts[s] > 0)
-    .map((s) => `<span class="chip st-${s}">${counts[s]} ${s}</span>`)
+    .map((s) => `<span class="chip st-${esc(s)}">${esc(counts[s])} ${esc(s)}</span>`)
     .join(" ");
 }
 
@@ -273,7 +274,7 @@ function provenance(report: Report): string {
     .map((m, i) => {
       const files = Object.entries(m.hashes);
       const hashes = files.length
-        ? `<details class="hashes"><summary>${files.length} ONNX file${files.length === 1 ? "" : "s"}</summary><ul>${files
+        ? `<details class="hashes"><summary>${esc(files.length)} ONNX file${files.length === 1 ? "" : "s"}</summary><ul>${files
             .map(([f, sha]) => `<li><code>${esc(f)}</code> <code class="sha">${esc(sha.slice(0, 16))}…</code></li>`)
             .join("")}</ul></details>`
         : "—";
@@ -286,10 +287,10 @@ function provenance(report: Report): string {
     ["Reference command", r.command ? `<code>${esc(r.command)}</code>` : "—"],
     ["Tolerance profile", `<code>${esc(report.profile)}</code>`],
     ["Started", `${esc(report.run.started)} · finished ${esc(report.run.finished)} · <b>${esc(formatDuration(report.run.durationMs))}</b>`],
-    ["Host", `${esc(h.platform)}/${esc(h.arch)}, ${esc(h.cpus)} (${h.cores} cores), ${report.run.threads || "ORT default"} threads`],
+    ["Host", `${esc(h.platform)}/${esc(h.arch)}, ${esc(h.cpus)} (${esc(h.cores)} cores), ${esc(report.run.threads || "ORT default")} threads`],
     ["Versions", versions(report.run.versions) || "—"],
   ];
-  if (report.run.shard) rows.push(["Shard", `${report.run.shard.index} / ${report.run.shard.count}`]);
+  if (report.run.shard) rows.push(["Shard", `${esc(report.run.shard.index)} / ${esc(report.run.shard.count)}`]);
   if (report.run.argv.length) rows.push(["Command", `<code>${esc(report.run.argv.join(" "))}</code>`]);
   return `<section class="card provenance" id="provenance"><h2>Run</h2>
 <table class="models"><thead><tr><th>Model</th><th>Folder</th><th>Files</th></tr></thead><tbody>${modelRows}</tbody></table>
@@ -307,7 +308,7 @@ function verdictTable(report: Report, stages: readonly string[], models: readonl
           if (cases.length === 0) return `<td class="empty">—</td>`;
           const v = groupVerdict(cases);
           const text = headlineText(worstHeadline(cases));
-          return `<td class="cell st-${v}" data-status="${v}">${badge(v)} <span class="counts">${countChips(countStatuses(cases))}</span>${text ? `<div class="worst">worst: ${esc(text)}</div>` : ""}</td>`;
+          return `<td class="cell st-${esc(v)}" data-status="${esc(v)}">${badge(v)} <span class="counts">${countChips(countStatuses(cases))}</span>${text ? `<div class="worst">worst: ${esc(text)}</div>` : ""}</td>`;
         })
         .join("");
       return `<tr><th scope="row"><a href="#${esc(ids.get(stage, "stage"))}">${esc(stage)}</a></th>${cells}</tr>`;
@@ -325,10 +326,11 @@ function driftTable(report: Report, models: readonly string[], ids: IdMaker): st
           const c = report.results.find((x) => x.id === id && x.model === m);
           if (!c) return `<td class="empty">—</td><td class="empty">—</td><td class="empty">—</td>`;
           const h = headline(c);
-          const drift = h.maxAbs !== undefined ? formatNumber(h.maxAbs) : h.maxAbsU8 !== undefined ? `${formatNumber(h.maxAbsU8)} <small>u8</small>` : "—";
+          const drift = h.maxAbs !== undefined ? esc(formatNumber(h.maxAbs)) : h.maxAbsU8 !== undefined ? `${esc(formatNumber(h.maxAbsU8))} <small>u8</small>` : "—";
           const psnr = h.psnr !== undefined ? esc(formatPsnr(h.psnr)) : h.psnrU8 !== undefined ? `${esc(formatPsnr(h.psnrU8))} <small>image</small>` : "—";
           const cos = h.cosine !== undefined ? esc(formatCosine(h.cosine)) : "—";
-          return `<td class="num st-${c.status}">${drift}</td><td class="num st-${c.status}">${psnr}</td><td class="num st-${c.status}">${cos}</td>`;
+          const st = esc(c.status);
+          return `<td class="num st-${st}">${drift}</td><td class="num st-${st}">${psnr}</td><td class="num st-${st}">${cos}</td>`;
         })
         .join("");
       const first = report.results.find((x) => x.id === id)!;
@@ -348,7 +350,7 @@ function baselineSection(report: Report): string {
       return `<tr><td>${esc(c.id)}</td><td>${esc(c.model)}</td><td>${esc(g.metric)}</td><td class="num">${esc(formatMetric(g.metric, g.before))}</td><td class="num">${esc(formatMetric(g.metric, g.after))}</td><td class="num st-fail">×${esc(formatNumber(g.factor))}</td></tr>`;
     })
     .join("");
-  return `<section class="card" id="baseline"><h2>Baseline regressions</h2><p>Against <code>${esc(b.file)}</code>, flagging growth beyond ×${esc(formatNumber(b.factor))}: <b>${b.regressions}</b> regression${b.regressions === 1 ? "" : "s"}.</p>${
+  return `<section class="card" id="baseline"><h2>Baseline regressions</h2><p>Against <code>${esc(b.file)}</code>, flagging growth beyond ×${esc(formatNumber(b.factor))}: <b>${esc(b.regressions)}</b> regression${b.regressions === 1 ? "" : "s"}.</p>${
     flagged.length ? `<table class="regressions"><thead><tr><th>Case</th><th>Model</th><th>Metric</th><th>Before</th><th>After</th><th>Growth</th></tr></thead><tbody>${rows}</tbody></table>` : ""
   }</section>`;
 }
@@ -361,9 +363,10 @@ function metricsTable(metrics: Readonly<Record<string, TensorMetrics>>): string 
   const rows = entries
     .map(([name, m]) => {
       const bad = m.nanCount + m.infCount > 0 ? ' class="num bad"' : ' class="num"';
-      return `<tr><td><code>${esc(name)}</code></td><td class="num">${formatCount(m.count)}</td><td class="num">${formatNumber(m.maxAbs)}</td><td class="num">${formatNumber(m.meanAbs)}</td><td class="num">${formatNumber(m.rmse)}</td><td class="num">${formatNumber(m.relL2)}</td><td class="num">${esc(formatCosine(m.cosine))}</td><td class="num">${esc(formatPsnr(m.psnr))}</td><td class="num">${formatNumber(m.p99Abs)}</td>${
-        ulp ? `<td class="num">${m.maxUlp === undefined ? "—" : formatNumber(m.maxUlp)}</td>` : ""
-      }<td${bad}>${formatCount(m.nanCount)} / ${formatCount(m.infCount)}</td><td><code>[${esc(m.worstIndex.join(", "))}]</code> ${formatNumber(m.worstOurs)} vs ${formatNumber(m.worstRef)}</td></tr>`;
+      const n = (x: number) => esc(formatNumber(x));
+      return `<tr><td><code>${esc(name)}</code></td><td class="num">${esc(formatCount(m.count))}</td><td class="num">${n(m.maxAbs)}</td><td class="num">${n(m.meanAbs)}</td><td class="num">${n(m.rmse)}</td><td class="num">${n(m.relL2)}</td><td class="num">${esc(formatCosine(m.cosine))}</td><td class="num">${esc(formatPsnr(m.psnr))}</td><td class="num">${n(m.p99Abs)}</td>${
+        ulp ? `<td class="num">${m.maxUlp === undefined ? "—" : n(m.maxUlp)}</td>` : ""
+      }<td${bad}>${esc(formatCount(m.nanCount))} / ${esc(formatCount(m.infCount))}</td><td><code>[${esc(m.worstIndex.join(", "))}]</code> ${n(m.worstOurs)} vs ${n(m.worstRef)}</td></tr>`;
     })
     .join("");
   return `<table class="metrics"><thead>${head}</thead><tbody>${rows}</tbody></table>`;
@@ -405,7 +408,7 @@ function imageTriplet(im: ImageMetrics, index: number, count: number, readAsset:
   const panel = (rel: string | undefined, label: string) => {
     const uri = dataUri(rel, readAsset);
     if (!uri) return `<div class="panel missing"><div class="placeholder">${rel ? `missing: ${esc(rel)}` : "not written"}</div><span>${label}</span></div>`;
-    return `<div class="panel"><img class="${label.replace(/\W.*/, "")}${small}" src="${uri}" alt="${esc(label)}" width="${im.width}" height="${im.height}"><span>${label}</span></div>`;
+    return `<div class="panel"><img class="${label.replace(/\W.*/, "")}${small}" src="${esc(uri)}" alt="${esc(label)}" width="${esc(im.width)}" height="${esc(im.height)}"><span>${label}</span></div>`;
   };
   return `<figure class="image-triplet">${panel(im.refPng, "reference")}${panel(im.oursPng, "ours")}${panel(im.diffPng, "diff heat map")}<figcaption>${esc(caption)}</figcaption></figure>`;
 }
@@ -435,7 +438,7 @@ function caseDetails(c: CaseResult, ids: IdMaker, plotIds: ReadonlyMap<string, s
     );
   }
   const open = isFailing(c.status) ? " open" : "";
-  return `<details class="case st-${c.status}" id="${esc(id)}" data-case="${esc(c.id)}" data-model="${esc(c.model)}" data-status="${c.status}"${open}><summary>${badge(c.status)} <code class="case-id">${esc(c.id)}</code> <span class="model">${esc(c.model)}</span> <span class="headline">${esc(h)}</span> <span class="time">${esc(formatDuration(c.timeMs))}</span></summary><div class="case-body">${body.filter(Boolean).join("\n")}</div></details>`;
+  return `<details class="case st-${esc(c.status)}" id="${esc(id)}" data-case="${esc(c.id)}" data-model="${esc(c.model)}" data-status="${esc(c.status)}"${open}><summary>${badge(c.status)} <code class="case-id">${esc(c.id)}</code> <span class="model">${esc(c.model)}</span> <span class="headline">${esc(h)}</span> <span class="time">${esc(formatDuration(c.timeMs))}</span></summary><div class="case-body">${body.filter(Boolean).join("\n")}</div></details>`;
 }
 
 const CSS = `
@@ -545,7 +548,8 @@ export function renderHtml(report: Report, readAsset: (relPath: string) => Buffe
     })
     .join("\n");
 
-  const title = `sd-harness conformance — ${STATUS_LABEL[s.verdict]}`;
+  const verdictLabel = STATUS_LABEL[s.verdict] ?? String(s.verdict);
+  const title = `sd-harness conformance — ${verdictLabel}`;
   return `<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -556,9 +560,9 @@ export function renderHtml(report: Report, readAsset: (relPath: string) => Buffe
 <style>${CSS}</style>
 </head>
 <body>
-<header id="verdict" class="verdict st-${s.verdict}" data-verdict="${s.verdict}">
-<div class="inner"><h1>${STATUS_LABEL[s.verdict]}</h1>
-<div class="sub">${s.total} case result${s.total === 1 ? "" : "s"} · ${countChips(s)} · profile <b>${esc(report.profile)}</b> · ${esc(models.join(" vs "))} · ${esc(formatDuration(report.run.durationMs))}</div></div>
+<header id="verdict" class="verdict st-${esc(s.verdict)}" data-verdict="${esc(s.verdict)}">
+<div class="inner"><h1>${esc(verdictLabel)}</h1>
+<div class="sub">${esc(s.total)} case result${s.total === 1 ? "" : "s"} · ${countChips(s)} · profile <b>${esc(report.profile)}</b> · ${esc(models.join(" vs "))} · ${esc(formatDuration(report.run.durationMs))}</div></div>
 </header>
 <main>
 ${provenance(report)}

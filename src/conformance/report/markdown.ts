@@ -218,13 +218,13 @@ export function worstElementText(c: CaseResult): string | null {
 const STATUS_MARK: Readonly<Record<Status, string>> = { pass: "✅", fail: "❌", xfail: "⚠️", xpass: "❗", error: "💥", skip: "⏭️" };
 
 /** Text from prompts, paths and messages must not open tables, links, emphasis or raw HTML. */
-function md(text: string): string {
-  return stripControl(text).replace(/\r\n|\r|\n/g, " ").replace(/([\\`*_[\]<>|#~!])/g, "\\$1");
+function md(value: unknown): string {
+  return stripControl(String(value)).replace(/\r\n|\r|\n/g, " ").replace(/([\\`*_[\]<>|#~!])/g, "\\$1");
 }
 
 /** Inline code (list items only: in a table a pipe would still end the cell) that survives backticks inside. */
-function mdCode(text: string): string {
-  const clean = stripControl(text).replace(/\r\n|\r|\n/g, " ");
+function mdCode(value: unknown): string {
+  const clean = stripControl(String(value)).replace(/\r\n|\r|\n/g, " ");
   const longest = Math.max(0, ...(clean.match(/`+/g) ?? []).map((r) => r.length));
   const fence = "`".repeat(longest + 1);
   const pad = clean.startsWith("`") || clean.endsWith("`") ? " " : "";
@@ -238,7 +238,7 @@ function table(head: readonly string[], rows: readonly (readonly string[])[], al
 
 function countsText(counts: Record<Status, number>): string {
   return STATUSES.filter((s) => counts[s] > 0)
-    .map((s) => `${counts[s]} ${s}`)
+    .map((s) => `${md(counts[s])} ${md(s)}`)
     .join(", ");
 }
 
@@ -254,13 +254,14 @@ export function renderMarkdown(report: Report): string {
   const stages = stageOrder(report);
   const s = report.summary;
 
-  out.push(`# sd-harness conformance: ${s.verdict.toUpperCase()}`, "");
-  out.push(`**Verdict: ${STATUS_MARK[s.verdict]} ${s.verdict.toUpperCase()}** — ${s.total} case results: ${countsText(s) || "none"}`, "");
+  const verdict = md(String(s.verdict).toUpperCase());
+  out.push(`# sd-harness conformance: ${verdict}`, "");
+  out.push(`**Verdict: ${STATUS_MARK[s.verdict] ?? ""} ${verdict}** — ${md(s.total)} case results: ${countsText(s) || "none"}`, "");
 
   out.push("## Run", "");
   out.push("- **Models:**");
   for (const m of report.models) {
-    out.push(`  - ${mdCode(m.label)} — ${mdCode(m.dir)} (${Object.keys(m.hashes).length} ONNX files hashed)`);
+    out.push(`  - ${mdCode(m.label)} — ${mdCode(m.dir)} (${md(Object.keys(m.hashes).length)} ONNX files hashed)`);
   }
   const r = report.references;
   out.push(`- **Reference set:** ${mdCode(r.dir)} — ${md(r.model)} on ${md(r.device)} (${md(r.deviceName)})`);
@@ -270,10 +271,10 @@ export function renderMarkdown(report: Report): string {
   out.push(`- **Tolerance profile:** ${mdCode(report.profile)}`);
   out.push(`- **Started:** ${md(report.run.started)} · **duration** ${formatDuration(report.run.durationMs)}`);
   const h = report.run.host;
-  out.push(`- **Host:** ${md(h.platform)}/${md(h.arch)}, ${md(h.cpus)} (${h.cores} cores), ${report.run.threads || "ORT default"} threads`);
+  out.push(`- **Host:** ${md(h.platform)}/${md(h.arch)}, ${md(h.cpus)} (${md(h.cores)} cores), ${md(report.run.threads || "ORT default")} threads`);
   const versions = Object.entries(report.run.versions).map(([k, v]) => `${md(k)} ${md(v)}`).join(", ");
   if (versions) out.push(`- **Versions:** ${versions}`);
-  if (report.run.shard) out.push(`- **Shard:** ${report.run.shard.index}/${report.run.shard.count}`);
+  if (report.run.shard) out.push(`- **Shard:** ${md(report.run.shard.index)}/${md(report.run.shard.count)}`);
   if (report.run.argv.length > 0) out.push(`- **Command:** ${mdCode(report.run.argv.join(" "))}`);
   out.push("");
 
@@ -286,7 +287,7 @@ export function renderMarkdown(report: Report): string {
       if (cases.length === 0) continue;
       const counts = countStatuses(cases);
       const v = groupVerdict(cases);
-      verdictRows.push([md(stage), md(model), `${STATUS_MARK[v]} ${v}`, ...shown.map((st) => String(counts[st])), ...headlineCells(worstHeadline(cases))]);
+      verdictRows.push([md(stage), md(model), `${STATUS_MARK[v] ?? ""} ${md(v)}`, ...shown.map((st) => md(counts[st])), ...headlineCells(worstHeadline(cases)).map(md)]);
     }
   }
   out.push(...table(["Stage", "Model", "Verdict", ...shown, "Worst max abs", "Worst PSNR"], verdictRows, ["l", "l", "l", ...shown.map(() => "r" as const), "r", "r"]), "");
@@ -300,9 +301,9 @@ export function renderMarkdown(report: Report): string {
       const hs = cells.map((c) => (c ? headline(c) : null));
       rows.push([
         md(id),
-        ...hs.map((x) => (x ? headlineCells(x)[0] : "—")),
-        ...hs.map((x) => (x ? headlineCells(x)[1] : "—")),
-        ...hs.map((x) => (x?.cosine !== undefined ? formatCosine(x.cosine) : "—")),
+        ...hs.map((x) => (x ? md(headlineCells(x)[0]) : "—")),
+        ...hs.map((x) => (x ? md(headlineCells(x)[1]) : "—")),
+        ...hs.map((x) => (x?.cosine !== undefined ? md(formatCosine(x.cosine)) : "—")),
       ]);
     }
     out.push(...table(head, rows, head.map((_, i) => (i === 0 ? "l" : "r"))), "");
@@ -312,7 +313,7 @@ export function renderMarkdown(report: Report): string {
   if (failing.length > 0) {
     out.push(`## Failing cases (${failing.length})`, "");
     for (const c of failing) {
-      out.push(`### ${STATUS_MARK[c.status]} ${md(c.id)} (${md(c.model)}) — ${c.status}`, "");
+      out.push(`### ${STATUS_MARK[c.status] ?? ""} ${md(c.id)} (${md(c.model)}) — ${md(c.status)}`, "");
       if (c.message) out.push(`- ${md(c.message)}`);
       for (const ch of c.checks.filter((x) => !x.ok)) out.push(`- ✗ ${md(formatCheck(ch))}`);
       if (c.status === "xpass") out.push(`- expected to fail${c.tolerance.reason ? `: ${md(c.tolerance.reason)}` : ""}, but every check passed`);
@@ -334,12 +335,12 @@ export function renderMarkdown(report: Report): string {
   if (report.baseline) {
     const b = report.baseline;
     out.push("## Baseline regressions", "");
-    out.push(`Against ${mdCode(b.file)}, flagging growth beyond ×${formatNumber(b.factor)}: **${b.regressions}** regression${b.regressions === 1 ? "" : "s"}.`, "");
+    out.push(`Against ${mdCode(b.file)}, flagging growth beyond ×${md(formatNumber(b.factor))}: **${md(b.regressions)}** regression${b.regressions === 1 ? "" : "s"}.`, "");
     const flagged = report.results.filter((c) => c.regression?.flagged);
     if (flagged.length > 0) {
       const rows = flagged.map((c) => {
         const g = c.regression!;
-        return [md(c.id), md(c.model), md(g.metric), formatMetric(g.metric, g.before), formatMetric(g.metric, g.after), `×${formatNumber(g.factor)}`];
+        return [md(c.id), md(c.model), md(g.metric), md(formatMetric(g.metric, g.before)), md(formatMetric(g.metric, g.after)), `×${md(formatNumber(g.factor))}`];
       });
       out.push(...table(["Case", "Model", "Metric", "Before", "After", "Growth"], rows, ["l", "l", "l", "r", "r", "r"]), "");
     }

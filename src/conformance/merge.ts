@@ -1,0 +1,113 @@
+/**
+ * Joining sharded conformance reports. Shards are only comparable when they ran the same models
+ * (sha256 of every ONNX file, per label), the same reference set (sha256 of its manifest.json and
+ * its fingerprint when it has one), the same tolerance profile and the same tolerance file; any
+ * difference is refused with one line naming the two shard files and the differing field.
+ */
+import { HarnessError, ExitCode, oneLine } from "../errors";
+import { CaseResult, Report } from "./types";
+import { summarize } from "./runner";
+
+export interface Shard {
+  readonly report: Report;
+  /** the report.json it was read from, for messages */
+  readonly file: string;
+}
+
+function short(v: unknown): string {
+  const s = typeof v === "string" ? v : JSON.stringify(v) ?? "none";
+  return oneLine(/^[0-9a-f]{64}$/.test(s) ? `${s.slice(0, 12)}…` : s, 60);
+}
+
+function stable(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(stable).join(",")}]`;
+  if (v && typeof v === "object") {
+    return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${stable((v as Record<string, unknown>)[k])}`).join(",")}}`;
+  }
+  return JSON.stringify(v) ?? "undefined";
+}
+
+/** The identity fields two shards must share, as (field, value) pairs. */
+function identity(s: Shard): [string, unknown][] {
+  const r = s.report;
+  const out: [string, unknown][] = [["profile", r.profile]];
+  out.push(["references.sha256", r.references.sha256]);
+  if (r.references.fingerprint !== undefined) out.push(["references.fingerprint", stable(r.references.fingerprint)]);
+  out.push(["tolerances.sha256", r.tolerances?.sha256]);
+  return out;
+}
+
+/** Refuses shards that cannot be joined; see the file comment. */
+export function checkShardsMatch(shards: readonly Shard[]): void {
+  for (const s of shards) {
+    if (typeof s.report.references.sha256 !== "string") {
+      throw new HarnessError(`report merge: ${s.file} has no references.sha256 (written before shards carried the reference set's identity; run the shard again)`, ExitCode.usage);
+    }
+    if (typeof s.report.tolerances?.sha256 !== "string") {
+      throw new HarnessError(`report merge: ${s.file} has no tolerances.sha256 (written before shards recorded their tolerance file; run the shard again)`, ExitCode.usage);
+    }
+    if (s.report.models.length === 0 || s.report.models.some((m) => Object.keys(m.hashes).length === 0)) {
+      throw new HarnessError(`report merge: ${s.file} has a model without file hashes (models[].hashes), so its model cannot be matched`, ExitCode.usage);
+    }
+  }
+  const [first, ...rest] = shards;
+  const want = new Map(identity(first));
+  for (const s of rest) {
+    for (const [field, value] of identity(s)) {
+      if (want.get(field) !== value) {
+        throw new HarnessError(`report merge: ${first.file} and ${s.file} differ in ${field} (${short(want.get(field))} vs ${short(value)})`, ExitCode.usage);
+      }
+    }
+  }
+  const byLabel = new Map<string, { file: string; hashes: Readonly<Record<string, string>> }>();
+  for (const s of shards) {
+    for (const m of s.report.models) {
+      const seen = byLabel.get(m.label);
+      if (!seen) {
+        byLabel.set(m.label, { file: s.file, hashes: m.hashes });
+        continue;
+      }
+      const keys = new Set([...Object.keys(seen.hashes), ...Object.keys(m.hashes)]);
+      for (const k of [...keys].sort()) {
+        if (seen.hashes[k] !== m.hashes[k]) {
+          throw new HarnessError(
+            `report merge: ${seen.file} and ${s.file} differ in models[${JSON.stringify(oneLine(m.label, 40))}].hashes[${JSON.stringify(oneLine(k, 60))}] (${short(seen.hashes[k] ?? "absent")} vs ${short(m.hashes[k] ?? "absent")}): not the same model`,
+            ExitCode.usage,
+          );
+        }
+      }
+    }
+  }
+}
+
+export function mergeReports(shards: readonly Shard[]): Report {
+  if (shards.length === 0) throw new HarnessError("report merge: no input reports", ExitCode.usage);
+  checkShardsMatch(shards);
+  const parts = shards.map((s) => s.report);
+  const [first] = parts;
+  const seen = new Map<string, string>();
+  const results: CaseResult[] = [];
+  for (const s of shards) {
+    for (const r of s.report.results) {
+      const key = `${r.model}\u0000${r.id}`;
+      const other = seen.get(key);
+      if (other !== undefined) {
+        throw new HarnessError(`report merge: case ${JSON.stringify(oneLine(r.id, 80))} (${oneLine(r.model, 40)}) appears in both ${other} and ${s.file}`, ExitCode.usage);
+      }
+      seen.set(key, s.file);
+      results.push(r);
+    }
+  }
+  results.sort((a, b) => (a.model + a.id < b.model + b.id ? -1 : 1));
+  const models = [...new Map(parts.flatMap((p) => p.models).map((m) => [m.label, m])).values()];
+  const started = parts.map((p) => p.run.started).sort()[0];
+  const finished = parts.map((p) => p.run.finished).sort().slice(-1)[0];
+  return {
+    ...first,
+    run: { ...first.run, started, finished, durationMs: parts.reduce((s, p) => s + p.run.durationMs, 0), shard: undefined },
+    models,
+    results,
+    summary: summarize(results),
+    baseline: first.baseline ? { ...first.baseline, regressions: results.filter((r) => r.regression?.flagged).length } : undefined,
+  };
+}
