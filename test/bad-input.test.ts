@@ -200,23 +200,52 @@ describe("model folders", () => {
     expectOneLine(r, /unet[/\\]config\.json: an SDXL U-Net/);
   });
 
-  test("SD 2.x configs (cross_attention_dim 1024, head dims a list, v-prediction) say so", async () => {
+  test("SD 2.x configs (cross_attention_dim 1024, v-prediction at 768 px) say so, naming the key and the way out", async () => {
     const dir = copyModel("sd2");
     for (const f of ["unet/config.json", "text_encoder/config.json", "scheduler/scheduler_config.json"]) {
       replaceFile(path.join(dir, f), path.join(BROKEN, "sd2-like", f));
     }
     const r = await cli(gen(dir, "--out", fresh("o.png")));
     expect(r.code).toBe(ExitCode.usage);
-    expectOneLine(r, /unet[/\\]config\.json: an SD 2\.x U-Net \(cross_attention_dim 1024, attention_head_dim \[5,10,20,20\]\)/);
+    expectOneLine(r, /unet[/\\]config\.json: "cross_attention_dim" is 1024 .*an SD 2\.x model; .*pass --force-sd1/);
   });
 
-  test("cross_attention_dim as a list says so", async () => {
-    const dir = copyModel("cross-list");
-    const cfg = JSON.parse(fs.readFileSync(path.join(dir, "unet", "config.json"), "utf8"));
-    replaceFile(path.join(dir, "unet", "config.json"), Buffer.from(JSON.stringify({ ...cfg, cross_attention_dim: [8, 8, 8, 8] })));
+  test("an SD 2.x 768-v scheduler config with SD 1.x widths is refused by its prediction type", async () => {
+    const dir = copyModel("sd2-v");
+    const cfgFile = path.join(dir, "unet", "config.json");
+    const cfg = JSON.parse(fs.readFileSync(cfgFile, "utf8"));
+    replaceFile(cfgFile, Buffer.from(JSON.stringify({ ...cfg, sample_size: 96 })));
+    const sFile = path.join(dir, "scheduler", "scheduler_config.json");
+    replaceFile(sFile, Buffer.from(JSON.stringify({ ...JSON.parse(fs.readFileSync(sFile, "utf8")), prediction_type: "v_prediction" })));
     const r = await cli(gen(dir, "--out", fresh("o.png")));
     expect(r.code).toBe(ExitCode.usage);
-    expectOneLine(r, /unet[/\\]config\.json: cross_attention_dim \[8,8,8,8\] is not SD 1\.x's/);
+    expectOneLine(r, /scheduler_config\.json: "prediction_type" v_prediction with 768-px samples/);
+  });
+
+  test("OpenCLIP's tokenizer (pad_token \"!\") is refused as SD 2.x", async () => {
+    const dir = copyModel("sd2-tok");
+    replaceFile(path.join(dir, "tokenizer", "special_tokens_map.json"), Buffer.from(JSON.stringify({ pad_token: "!" })));
+    const r = await cli(gen(dir, "--out", fresh("o.png")));
+    expect(r.code).toBe(ExitCode.usage);
+    expectOneLine(r, /tokenizer: pad_token "!" \(OpenCLIP's tokenizer\): an SD 2\.x model/);
+  });
+
+  test("SD 2.x-only internals an ONNX run never sees (per-block head counts, linear projections) are accepted", async () => {
+    const dir = copyModel("heads-linear");
+    const cfgFile = path.join(dir, "unet", "config.json");
+    const cfg = JSON.parse(fs.readFileSync(cfgFile, "utf8"));
+    replaceFile(cfgFile, Buffer.from(JSON.stringify({ ...cfg, attention_head_dim: [1, 2, 2, 2], use_linear_projection: true })));
+    const r = await cli(gen(dir, "--steps", "1", "--out", fresh("o.png")));
+    expect(`${r.code} ${r.err}`).toMatch(/^0 /);
+  });
+
+  test("cross_attention_dim as a list of different widths says so", async () => {
+    const dir = copyModel("cross-list");
+    const cfg = JSON.parse(fs.readFileSync(path.join(dir, "unet", "config.json"), "utf8"));
+    replaceFile(path.join(dir, "unet", "config.json"), Buffer.from(JSON.stringify({ ...cfg, cross_attention_dim: [8, 8, 16, 8] })));
+    const r = await cli(gen(dir, "--out", fresh("o.png")));
+    expect(r.code).toBe(ExitCode.usage);
+    expectOneLine(r, /unet[/\\]config\.json: "cross_attention_dim" \[8,8,16,8\] must be one positive integer/);
   });
 });
 
@@ -313,8 +342,8 @@ describe("flags", () => {
     ["zero steps", () => gen(TINY, "--steps", "0", "--out", o()), /--steps: "0" is not an integer/],
     ["fractional steps", () => gen(TINY, "--steps", "2.5", "--out", o()), /--steps: "2\.5" is not an integer/],
     ["width 0", () => gen(TINY, "--width", "0", "--out", o()), /--width: "0" is not an integer from 8 to 8192/],
-    ["width not divisible by 8", () => gen(TINY, "--width", "65", "--out", o()), /--width: 65 is not divisible by 8/],
-    ["height not divisible by 8", () => gen(TINY, "--height", "100", "--out", o()), /--height: 100 is not divisible by 8/],
+    ["width not a multiple of the size step", () => gen(TINY, "--width", "65", "--out", o()), /--width: 65 is not a multiple of 64 \(this model's size step/],
+    ["height a multiple of 8 but not of 64", () => gen(TINY, "--height", "72", "--out", o()), /--height: 72 is not a multiple of 64/],
     ["width huge", () => gen(TINY, "--width", "100000", "--out", o()), /--width: "100000" is not an integer from 8 to 8192/],
     ["negative seed", () => gen(TINY, "--seed", "-1", "--out", o()), /--seed: "-1" is not an integer from 0 to 18446744073709551615/],
     ["seed 2^64", () => gen(TINY, "--seed", "18446744073709551616", "--out", o()), /--seed: 18446744073709551616 is larger than 2\^64 - 1/],

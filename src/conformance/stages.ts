@@ -9,7 +9,7 @@ import { F32, f32, numel } from "../tensor/tensor";
 import { TorchGenerator } from "../rng/torch-generator";
 import { createScheduler } from "../schedulers";
 import { parseSchedulerConfig } from "../schedulers/schedules";
-import { StableDiffusionPipeline, NumericError, GenerateParams } from "../pipeline/pipeline";
+import { StableDiffusionPipeline, NumericError, GenerateParams, NO_HIDDEN_STATES } from "../pipeline/pipeline";
 import { tensorToImages, writePng, RgbImage } from "../pipeline/image";
 import { safeFileName } from "./report-file";
 import { ReferenceSet, CaseTensors } from "./reference-set";
@@ -34,6 +34,8 @@ export interface StageOutcome {
   readonly message?: string;
   readonly nonFinite?: { stage: string; step: number | null; what: string };
   readonly skip?: string;
+  /** part of the case that could not be compared, and why (the report's coverage lists it) */
+  readonly uncovered?: string;
 }
 
 type Meta = Record<string, any>;
@@ -72,6 +74,8 @@ async function textEncoder(ctx: StageContext, c: CaseDef): Promise<StageOutcome>
   const ref = t.f32("last_hidden_state");
   const metrics: Record<string, TensorMetrics> = { last_hidden_state: tensorMetrics(last.data, ref.data, ref.dims) };
   if (t.has("penultimate_normed")) {
+    // optimum's SD 1.x export has no hidden-state outputs: the last hidden state is still judged
+    if (!(await ctx.pipe.hasHiddenStates())) return { metrics, uncovered: `penultimate_normed (clip skip) not compared: ${NO_HIDDEN_STATES}` };
     const pen = await ctx.pipe.encodeIds(ids, 1);
     const r = t.f32("penultimate_normed");
     metrics.penultimate_normed = tensorMetrics(pen.data, r.data, r.dims);
@@ -242,12 +246,32 @@ async function endToEnd(ctx: StageContext, c: CaseDef, model: string): Promise<S
   const meta = ctx.refs.get(c.refId).meta as Meta;
   const pipe = pipeFor(ctx, meta);
   if (!pipe) return { metrics: {}, skip: "needs an inpainting model (--inpaint-model)" };
+  if (meta.clip_skip && !(await pipe.hasHiddenStates())) return { metrics: {}, skip: `clip skip ${meta.clip_skip}: ${NO_HIDDEN_STATES}` };
   const t = ctx.refs.tensors(c.refId);
   const { result, steps, nonFinite } = await runLoop(pipe, paramsFromMeta(meta, t));
   const ref = t.f32("latents_steps");
   const { series, last } = stepSeries(steps, ref);
   const metrics: Record<string, TensorMetrics> = {};
   let images: ImageMetrics[] = [];
+  let message: string | undefined;
+  let timestepMismatches = 0;
+  if (result && t.has("timesteps")) {
+    // The schedule first: a wrong timestep makes every later tensor differ, and the U-Net is not to blame.
+    const rt = t.f32("timesteps").data;
+    const ours = result.timesteps;
+    const n = Math.max(rt.length, ours.length);
+    let first = -1;
+    for (let k = 0; k < n; k++) {
+      if (k >= rt.length || k >= ours.length || Math.fround(ours[k]) !== rt[k]) {
+        timestepMismatches++;
+        if (first < 0) first = k;
+      }
+    }
+    if (first >= 0) {
+      const show = (a: ArrayLike<number>) => `[${Array.from(a).slice(0, 6).map((v) => Number(v.toFixed(3))).join(", ")}${a.length > 6 ? ", …" : ""}]`;
+      message = `timesteps differ from the reference's from step ${first}: ours ${show(ours)} (${ours.length}), reference ${show(rt)} (${rt.length}); check the scheduler config (steps_offset, timestep_spacing)`;
+    }
+  }
   if (result) {
     const pe = t.f32("prompt_embeds");
     metrics.prompt_embeds = tensorMetrics(result.promptEmbeds.data, pe.data, pe.dims);
@@ -259,7 +283,7 @@ async function endToEnd(ctx: StageContext, c: CaseDef, model: string): Promise<S
     const refImgs: RgbImage[] = Array.from({ length: b }, (_, i) => ({ width: w, height: h, data: (u8.data as Uint8Array).subarray(i * h * w * 3, (i + 1) * h * w * 3) }));
     images = await compareImages(ctx, `${model}-${c.id}`, result.images, refImgs);
   }
-  return { metrics, images, series, nonFinite };
+  return { metrics, images, series, nonFinite, message, extra: result && t.has("timesteps") ? { timestepMismatches } : undefined };
 }
 
 async function vae(ctx: StageContext, c: CaseDef, model: string): Promise<StageOutcome> {

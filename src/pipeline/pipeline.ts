@@ -22,7 +22,7 @@ import { createScheduler } from "../schedulers";
 import { parseSchedulerConfig } from "../schedulers/schedules";
 import { Scheduler, SchedulerConfig } from "../schedulers/types";
 import { ClipTokenizer } from "./tokenizer";
-import { ModelFolder, loadModelFolder } from "./model-folder";
+import { ModelFolder, loadModelFolder, describeCorrection } from "./model-folder";
 import { OnnxComponent, SessionSettings, ComponentKind, toF32, fromF32 } from "./onnx-model";
 import { readFloatInitializers } from "./onnx-initializers";
 import { RgbImage, GrayImage, imageToTensor, maskToTensor, tensorToImages } from "./image";
@@ -32,7 +32,14 @@ const f = Math.fround;
 export interface PipelineOptions extends SessionSettings {
   /** load each component only while it is needed and release it after (lowest peak memory) */
   readonly lowMemory?: boolean;
+  /** run a folder that looks like SD 2.x as SD 1.x anyway */
+  readonly forceSd1?: boolean;
+  /** told once per config value corrected the way diffusers' pipeline corrects it */
+  readonly warn?: (message: string) => void;
 }
+
+/** Why clip skip cannot run on a text encoder without hidden-state outputs (optimum's SD 1.x export). */
+export const NO_HIDDEN_STATES = "the text encoder export has no hidden_states outputs, which clip skip needs; re-export it with output_hidden_states (scripts/export_onnx.py does)";
 
 export interface GenerateParams {
   readonly prompt: string | readonly string[];
@@ -125,7 +132,7 @@ export class StableDiffusionPipeline {
 
   /** Load a model folder. Sessions are created now, or per use with `lowMemory`. */
   static async load(dir: string, options: PipelineOptions = {}): Promise<StableDiffusionPipeline> {
-    return StableDiffusionPipeline.fromFolder(loadModelFolder(dir), options);
+    return StableDiffusionPipeline.fromFolder(loadModelFolder(dir, { forceSd1: options.forceSd1 }), options);
   }
 
   /** From a folder whose configs were already read (the CLI checks flags against them first). */
@@ -133,6 +140,7 @@ export class StableDiffusionPipeline {
     const tokenizer = ClipTokenizer.fromDir(folder.tokenizerDir);
     const schedulerConfig = parseSchedulerConfig(folder.schedulerConfig as Record<string, unknown>, `${folder.dir}/scheduler/scheduler_config.json`);
     const p = new StableDiffusionPipeline(folder, tokenizer, schedulerConfig, options);
+    for (const c of folder.corrections) options.warn?.(describeCorrection(c));
     if (!options.lowMemory) {
       for (const kind of ["text_encoder", "unet", "vae_decoder"] as const) await p.component(kind);
     }
@@ -164,6 +172,14 @@ export class StableDiffusionPipeline {
   async release(): Promise<void> {
     for (const c of this.loaded.values()) await c.release();
     this.loaded.clear();
+  }
+
+  /** Whether the text encoder exposes hidden_states.N outputs (clip skip needs them). */
+  async hasHiddenStates(): Promise<boolean> {
+    const enc = await this.component("text_encoder");
+    const yes = enc.outputNames.some((n) => n.startsWith("hidden_states."));
+    await this.done("text_encoder");
+    return yes;
   }
 
   get defaultSize(): number {
@@ -200,8 +216,9 @@ export class StableDiffusionPipeline {
       if (clipSkip < 0 || clipSkip >= layers) throw new HarnessError(`--clip-skip ${clipSkip}: must be between 0 and ${layers - 1} for this text encoder`, ExitCode.usage);
       // hidden_states has layers + 1 entries (the embeddings first); diffusers takes [-(clip_skip + 1)]
       const name = `hidden_states.${layers - clipSkip}`;
+      if (!enc.outputNames.some((n) => n.startsWith("hidden_states."))) throw new HarnessError(`--clip-skip: ${enc.file}: ${NO_HIDDEN_STATES}`, ExitCode.usage);
       if (!enc.outputNames.includes(name)) {
-        throw new HarnessError(`${enc.file}: has no output ${name}; clip skip needs a text encoder exported with its hidden states`, ExitCode.usage);
+        throw new HarnessError(`--clip-skip: ${enc.file} has no output ${name}; clip skip needs a text encoder exported with all its hidden states`, ExitCode.usage);
       }
       const r = await enc.run({ input_ids: feed }, [name]);
       out = this.finalLayerNorm(toF32(r[name]), enc.file);
@@ -284,7 +301,7 @@ export class StableDiffusionPipeline {
       if (e instanceof HarnessError && /Concat|concat/.test(e.message) && /dimension/.test(e.message)) {
         const [, , h, w] = sample.dims;
         const vsf = this.folder.vaeConfig.scaleFactor;
-        throw new HarnessError(`--width/--height: ${w * vsf}x${h * vsf} is not supported by ${unet.file}: this export up-samples by exact doubling, so use sizes divisible by 64`, ExitCode.usage);
+        throw new HarnessError(`--width/--height: ${w * vsf}x${h * vsf} is not supported by ${unet.file}: this export up-samples by exact doubling, so use sizes divisible by ${this.folder.sizeStep}`, ExitCode.usage);
       }
       throw e;
     }
@@ -350,7 +367,7 @@ export class StableDiffusionPipeline {
     const width = params.width ?? init?.width ?? this.defaultSize;
     const height = params.height ?? init?.height ?? this.defaultSize;
     const strength = params.strength ?? (init && !mask ? 0.8 : 1.0);
-    validate(width, height, steps, guidance, perPrompt, strength, vsf);
+    validate(width, height, steps, guidance, perPrompt, strength, this.folder.sizeStep);
     if (init && (init.width !== width || init.height !== height)) {
       throw new HarnessError(`--init-image is ${init.width}x${init.height} but the output is ${width}x${height}; resize the image or drop --width/--height`, ExitCode.usage);
     }
@@ -485,12 +502,16 @@ export class StableDiffusionPipeline {
 
 const bad = (flag: string, why: string) => new HarnessError(`${flag}: ${why}`, ExitCode.usage);
 
-/** Output sizes the VAE can produce: positive multiples of its scale factor, at most 8192. */
-export function validateSize(width: number | undefined, height: number | undefined, vsf: number): void {
+/**
+ * Output sizes an exported model can run: positive multiples of its size step, at most 8192. The
+ * step is the VAE's factor times the U-Net's down-sampling (8 x 8 = 64 for SD 1.x): a traced U-Net
+ * up-samples by exact doubling, so a latent size must halve evenly at every down block.
+ */
+export function validateSize(width: number | undefined, height: number | undefined, step: number): void {
   for (const [flag, v] of [["--width", width], ["--height", height]] as const) {
     if (v === undefined) continue;
     if (!Number.isInteger(v) || v <= 0) throw bad(flag, `${v} is not a positive integer`);
-    if (v % vsf !== 0) throw bad(flag, `${v} is not divisible by ${vsf} (the VAE's scale factor)`);
+    if (v % step !== 0) throw bad(flag, `${v} is not a multiple of ${step} (this model's size step: the VAE's factor x the U-Net's down-sampling)`);
     if (v > 8192) throw bad(flag, `${v} is larger than 8192`);
   }
 }
@@ -502,8 +523,8 @@ export function validateMaskSize(mask: { width: number; height: number }, width:
   }
 }
 
-export function validate(width: number, height: number, steps: number, guidance: number, perPrompt: number, strength: number, vsf: number): void {
-  validateSize(width, height, vsf);
+export function validate(width: number, height: number, steps: number, guidance: number, perPrompt: number, strength: number, step: number): void {
+  validateSize(width, height, step);
   if (!Number.isInteger(steps) || steps < 1 || steps > 1000) throw bad("--steps", `${steps} must be an integer from 1 to 1000`);
   if (!Number.isFinite(guidance) || guidance < 0) throw bad("--guidance", `${guidance} must be a finite number >= 0`);
   if (!Number.isInteger(perPrompt) || perPrompt < 1 || perPrompt > 64) throw bad("--batch", `${perPrompt} must be an integer from 1 to 64`);
