@@ -7,8 +7,13 @@ import { renderHtml, renderJunit, renderMarkdown } from "../src/conformance/repo
 import { formatCosine, formatNumber, formatPsnr } from "../src/conformance/report/markdown";
 import { CaseResult, Check, ImageMetrics, Report, Series, Status, TensorMetrics, worstStatus } from "../src/conformance/types";
 
-/** CI installs Debian's chromium; a missing browser must fail the suite, not quietly skip it. */
+/**
+ * CI (.ci/run) installs Debian's chromium and sets SD_HARNESS_REQUIRE_CHROMIUM=1: there a missing
+ * browser fails the suite. On a fresh machine without it, `npm test` still passes: the browser part
+ * of the HTML test is skipped with a notice, and the page's static checks still run.
+ */
 const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
+const REQUIRE_CHROMIUM = process.env.SD_HARNESS_REQUIRE_CHROMIUM === "1";
 
 /** Prompts and runtime messages can hold anything; every writer must keep this inert. */
 const NASTY = "prompt: <script>alert('x')</script> | *bold* _u_ & \"q\" ]]> \u0001\u0008\uFFFE done";
@@ -345,6 +350,10 @@ describe("report writers", () => {
     const file = path.join(dir, "report.html");
     fs.writeFileSync(file, html);
     const url = `file://${file}`;
+    if (!fs.existsSync(CHROMIUM) && !REQUIRE_CHROMIUM) {
+      process.stderr.write(`report-writers: no headless Chromium at ${CHROMIUM}; the in-browser part of the HTML test is skipped (CI runs it; Debian: apt-get install -y chromium)\n`);
+      return;
+    }
 
     const dom = runChromium(["--dump-dom", url], fs.mkdtempSync(path.join(dir, "profile-"))).stdout;
     expect(dom).toMatch(/<header id="verdict" class="verdict st-error" data-verdict="error">/);

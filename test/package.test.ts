@@ -1,0 +1,84 @@
+/**
+ * The package as users install it: `npm pack`, then the tarball installed into an empty folder
+ * with no network (a new network namespace where the machine allows one, and npm's --offline
+ * cache in any case), and both commands run from there. This is what broke when the package
+ * shipped symlinks npm pack drops.
+ */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { spawnSync, SpawnSyncReturns } from "node:child_process";
+import { ROOT } from "./helpers/fixtures";
+
+/** Tarball budget (issue: a package that runs after install). */
+const MAX_TARBALL_BYTES = 12 * 1024 * 1024;
+
+function run(cmd: string, args: readonly string[], cwd: string, env: NodeJS.ProcessEnv = {}): SpawnSyncReturns<string> {
+  const r = spawnSync(cmd, args, { cwd, encoding: "utf8", env: { ...process.env, ...env }, timeout: 300_000, maxBuffer: 64 * 1024 * 1024 });
+  if (r.error) throw r.error;
+  return r;
+}
+
+/** Without network: `unshare -n` (root on Linux) gives the command a namespace with no interfaces. */
+function offline(cmd: string, args: readonly string[]): [string, string[]] {
+  const probe = spawnSync("unshare", ["-n", "true"]);
+  return probe.status === 0 ? ["unshare", ["-n", cmd, ...args]] : [cmd, [...args]];
+}
+
+describe("the packed tarball", () => {
+  let work: string;
+  let tarball: string;
+  let files: string[];
+
+  beforeAll(() => {
+    work = fs.mkdtempSync(path.join(os.tmpdir(), "sd-pack-"));
+    // dist/ is current: `npm test` compiles before jest starts
+    const r = run("npm", ["pack", "--ignore-scripts", "--json", "--pack-destination", work], ROOT);
+    expect(r.status).toBe(0);
+    const info = JSON.parse(r.stdout)[0] as { filename: string; files: { path: string }[] };
+    tarball = path.join(work, info.filename);
+    files = info.files.map((f) => f.path);
+  }, 120_000);
+
+  afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
+
+  it("stays within its size budget and ships what the commands read, and nothing for development", () => {
+    const size = fs.statSync(tarball).size;
+    expect(size).toBeLessThanOrEqual(MAX_TARBALL_BYTES);
+    for (const f of [
+      "LICENSE", "README.md", "bin/sd-harness.js", "dist/cli/main.js", "dist/index.js", "dist/index.d.ts", "conformance/tolerances.json",
+      "fixtures/models/tiny-sd-onnx/model_index.json", "fixtures/models/tiny-sd-onnx/scheduler/scheduler_config.json",
+      "fixtures/models/tiny-sd-onnx/tokenizer/vocab.json", "fixtures/models/tiny-sd-onnx/tokenizer/merges.txt",
+      "fixtures/models/tiny-sd-onnx/unet/model.onnx", "fixtures/references/tiny-sd/cpu/manifest.json",
+    ]) expect(files).toContain(f);
+    expect(files.filter((f) => /^(test|scripts|bench|src)\//.test(f) || /^dist\/bench\//.test(f) || f.endsWith(".map"))).toEqual([]);
+  });
+
+  it("installs offline into an empty folder, and generate and conformance run there", () => {
+    const app = path.join(work, "app");
+    fs.mkdirSync(app);
+    fs.writeFileSync(path.join(app, "package.json"), JSON.stringify({ name: "app", version: "1.0.0", private: true }));
+    // onnxruntime-node's postinstall fetches CUDA libraries unless told not to: the documented switch
+    const [cmd, args] = offline("npm", ["install", "--offline", "--no-audit", "--no-fund", tarball]);
+    const inst = run(cmd, args, app, { ONNXRUNTIME_NODE_INSTALL: "skip" });
+    expect(`${inst.status} ${inst.stderr.slice(-1500)}`).toMatch(/^0 /);
+    const bin = path.join(app, "node_modules", "sd-harness", "bin", "sd-harness.js");
+    const cwd = fs.mkdtempSync(path.join(work, "run-"));
+
+    const png = path.join(cwd, "out.png");
+    const [gcmd, gargs] = offline(process.execPath, [bin, "generate", "--prompt", "a lighthouse", "--steps", "2", "--seed", "1", "--out", png]);
+    const gen = run(gcmd, gargs, cwd);
+    expect(`${gen.status} ${gen.stderr.slice(-1500)}`).toMatch(/^0 /);
+    expect(fs.readFileSync(png).subarray(1, 4).toString("latin1")).toBe("PNG");
+
+    const [ccmd, cargs] = offline(process.execPath, [bin, "conformance", "--quiet", "--out", path.join(cwd, "report"),
+      "--only", "text_encoder:*", "--only", "vae_decode:*", "--only", "end_to_end:txt2img-pndm-64x64", "--only", "end_to_end:inpaint-*"]);
+    const conf = run(ccmd, cargs, cwd);
+    expect(`${conf.status} ${conf.stderr.slice(-1500)}`).toMatch(/^0 /);
+    const report = JSON.parse(fs.readFileSync(path.join(cwd, "report", "report.json"), "utf8"));
+    expect(report.summary.pass).toBeGreaterThanOrEqual(7);
+    expect(report.summary.fail + report.summary.error).toBe(0);
+    // the package leaves the inpainting model out, and the report says so rather than passing silently
+    expect(conf.stderr).toMatch(/not covered: task inpaint: needs an inpainting model/);
+  }, 300_000);
+});
