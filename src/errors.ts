@@ -13,8 +13,10 @@ export const ExitCode = {
   output: 3,
   /** a NaN or Inf appeared during generation */
   numeric: 4,
-  /** interrupted by SIGINT / SIGTERM */
+  /** interrupted by SIGINT (128 + 2, as a shell reports a death by SIGINT) */
   interrupted: 130,
+  /** stopped by SIGTERM (128 + 15); nothing partial is left, as for SIGINT */
+  terminated: 143,
   /** an unexpected internal error (a bug) */
   internal: 70,
 } as const;

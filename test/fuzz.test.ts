@@ -17,6 +17,7 @@ import { loadModelFolder } from "../src/pipeline/model-folder";
 import { parseSchedulerConfig } from "../src/schedulers/schedules";
 import { createScheduler, SCHEDULER_NAMES } from "../src/schedulers";
 import { ClipTokenizer } from "../src/pipeline/tokenizer";
+import { compileGlob } from "../src/util/glob";
 import { ROOT, TINY } from "./helpers/fixtures";
 
 const NPY = path.join(ROOT, "fixtures", "broken", "npy");
@@ -378,5 +379,46 @@ describe("tokenizer", () => {
       expect(r.ids).toHaveLength(77);
       expect(Date.now() - t0).toBeLessThan(3000);
     }
+  });
+});
+
+// ---- case-id globs ---------------------------------------------------------------------------
+
+describe("glob matcher", () => {
+  /** the glob as a regular expression: a reference for short globs only (it backtracks exponentially) */
+  const reference = (glob: string) =>
+    new RegExp(`^${glob.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, "[\\s\\S]*").replace(/\?/g, "[\\s\\S]")}$`);
+  const idUnit = fc.constantFrom("a", "b", ":", "-", "0", "u", "n", "e", "t");
+  const globUnit = fc.oneof({ weight: 3, arbitrary: idUnit }, { weight: 2, arbitrary: fc.constant("*") }, { weight: 1, arbitrary: fc.constant("?") });
+
+  test("agrees with the regular-expression reading of * and ? on short globs and ids", () => {
+    fc.assert(fc.property(fc.string({ unit: globUnit, maxLength: 10 }), fc.string({ unit: idUnit, maxLength: 16 }), (glob, id) => {
+      expect(compileGlob(glob).test(id)).toBe(reference(glob).test(id));
+    }), opts(5000));
+  });
+
+  test("a glob made from an id by wildcarding some of its characters matches it; other characters are literal", () => {
+    const part = fc.tuple(fc.string({ minLength: 1, maxLength: 1 }), fc.constantFrom("keep", "?", "*", "+*"));
+    fc.assert(fc.property(fc.array(part, { maxLength: 40 }), (parts) => {
+      const id = parts.map(([c]) => (c === "*" || c === "?" ? "x" : c)).join("");
+      // keep the character, or replace it by ? or by * (one character), or keep it and add a * (none)
+      const glob = parts.map(([, how], k) => (how === "keep" ? id[k] : how === "+*" ? `${id[k]}*` : how)).join("");
+      expect(compileGlob(glob).test(id)).toBe(true);
+      // with its characters kept literally, a changed id no longer matches
+      if (parts.every(([, how]) => how === "keep") && id.length > 0) expect(compileGlob(glob).test(`${id.slice(0, -1)}\u0001`)).toBe(id.endsWith("\u0001"));
+    }), opts(3000));
+  });
+
+  test("adversarial globs answer in milliseconds (the regex translation never returned)", () => {
+    const ids = ["unet:euler-128x96-step07", "a".repeat(200), `end_to_end:${"x".repeat(120)}`];
+    const globs = ["************#", "*".repeat(100_000) + "#", "*a".repeat(5000) + "#", "?*".repeat(50_000), `${"*a*?".repeat(30)}b`, "a".repeat(131_000)];
+    for (const g of globs) {
+      const m = compileGlob(g);
+      const t0 = performance.now();
+      for (let k = 0; k < 400; k++) for (const id of ids) m.test(id);
+      expect(performance.now() - t0).toBeLessThan(500);
+    }
+    expect(compileGlob("************#").test("unet:x#")).toBe(true);
+    expect(compileGlob("*a".repeat(5000) + "#").test("a".repeat(200))).toBe(false);
   });
 });

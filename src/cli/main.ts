@@ -44,13 +44,17 @@ export async function main(argv: string[], io?: CliIO): Promise<number> {
   const ownIO = io ?? processIO(controller.signal);
   const verbose = argv.includes("--verbose");
   let interrupts = 0;
+  // the first signal decides the exit status: 130 for SIGINT, 143 for SIGTERM (128 + its number)
+  let stoppedBy: NodeJS.Signals | null = null;
+  const stopCode = () => (stoppedBy === "SIGTERM" ? ExitCode.terminated : ExitCode.interrupted);
   const onSignal = (sig: NodeJS.Signals) => {
     interrupts++;
+    stoppedBy ??= sig;
     controller.abort();
     removePendingTemporaries();
     if (interrupts > 1) {
       process.stderr.write(`sd-harness: ${sig} again, exiting now; no partial files left\n`);
-      process.exit(ExitCode.interrupted);
+      process.exit(stopCode());
     }
   };
   if (!io) {
@@ -72,10 +76,10 @@ export async function main(argv: string[], io?: CliIO): Promise<number> {
     const run = await entry.load();
     return await run(rest, ownIO);
   } catch (e) {
-    if (controller.signal.aborted || (e instanceof HarnessError && e.exitCode === ExitCode.interrupted)) {
+    if (controller.signal.aborted || (e instanceof HarnessError && (e.exitCode === ExitCode.interrupted || e.exitCode === ExitCode.terminated))) {
       removePendingTemporaries();
-      ownIO.err("sd-harness: interrupted; no partial output was written\n");
-      return ExitCode.interrupted;
+      ownIO.err(`sd-harness: ${stoppedBy === "SIGTERM" ? "terminated (SIGTERM)" : "interrupted"}; no partial output was written\n`);
+      return stopCode();
     }
     if (e instanceof HarnessError) {
       ownIO.err(`sd-harness: error: ${oneLine(e.message, Infinity)}\n`);

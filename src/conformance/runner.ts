@@ -158,6 +158,9 @@ async function runCases(
     const ctx: StageContext = { pipe, inpaintPipe, refs, assets: folder ? { dir: folder.stage(assetsRel), rel: assetsRel } : null };
     try {
       for (const c of cases) {
+        // let the event loop turn between cases: stages that await nothing asynchronous (schedulers,
+        // rng) otherwise ran to the end with a SIGINT / SIGTERM handler waiting unheard
+        await new Promise<void>((r) => setImmediate(r));
         if (opts.signal?.aborted) throw new HarnessError("interrupted", ExitCode.interrupted);
         const t0 = process.hrtime.bigint();
         const stageKey = c.kind === "unet_free" ? "unet_free" : c.stage;
