@@ -111,7 +111,12 @@ async function scheduler(ctx: StageContext, c: CaseDef): Promise<StageOutcome> {
   const shape = meta.shape as number[];
   const samples = t.f32("samples");
   const outputs = t.f32("model_outputs");
-  const n = outputs.dims[0];
+  const timestepsRef = t.f32("timesteps");
+  // Our own schedule decides how many steps there are: a schedule of another length is a failure
+  // with a named metric (scheduleLengthDiff), never an index out of range.
+  const ourLength = make().timesteps.length;
+  const lengthDiff = Math.abs(ourLength - timestepsRef.data.length);
+  const n = Math.min(outputs.dims[0], ourLength);
   const per = numel(shape);
   const run = (teacher: boolean) => {
     const s = make();
@@ -132,14 +137,15 @@ async function scheduler(ctx: StageContext, c: CaseDef): Promise<StageOutcome> {
   const teacher = run(true);
   const free = run(false);
   const ref = samples.data.subarray(per, (n + 1) * per);
-  const timestepsRef = t.f32("timesteps");
+  const metrics: Record<string, TensorMetrics> = { prev_samples: tensorMetrics(teacher.out, ref, [n, ...shape], true) };
+  if (lengthDiff === 0) metrics.timesteps = tensorMetrics(teacher.s.timesteps, timestepsRef.data, timestepsRef.dims, true);
   return {
-    metrics: {
-      timesteps: tensorMetrics(teacher.s.timesteps, timestepsRef.data, timestepsRef.dims, true),
-      prev_samples: tensorMetrics(teacher.out, ref, [n, ...shape], true),
-    },
+    metrics,
+    extra: { scheduleLengthDiff: lengthDiff },
     series: [{ name: "free-running prev_sample", metric: "relL2", values: free.series }],
-    message: `free-running final relL2 ${free.series[free.series.length - 1]?.toExponential(2)}`,
+    message: lengthDiff
+      ? `our schedule has ${ourLength} timesteps, the reference ${timestepsRef.data.length}; the first ${n} steps compared`
+      : `free-running final relL2 ${free.series[free.series.length - 1]?.toExponential(2)}`,
   };
 }
 
@@ -196,6 +202,32 @@ function stepSeries(steps: Float32Array[], ref: F32): { series: Series[]; last: 
   return { series: [{ name: "latents", metric: "relL2", values: relL2 }, { name: "latents", metric: "maxAbs", values: maxAbs }], last };
 }
 
+/** diffusers' VaeImageProcessor.postprocess(output_type="np"): (x / 2 + 0.5).clamp(0, 1), [B, 3, H, W] -> [B, H, W, 3]. */
+function postprocessNp(x: F32): Float32Array {
+  const [b, c, h, w] = x.dims;
+  const out = new Float32Array(x.data.length);
+  const plane = h * w;
+  for (let n = 0; n < b; n++) {
+    for (let k = 0; k < c; k++) {
+      for (let i = 0; i < plane; i++) {
+        const v = Math.fround(Math.fround(x.data[(n * c + k) * plane + i] / 2) + 0.5);
+        out[(n * plane + i) * c + k] = Math.min(Math.max(v, 0), 1);
+      }
+    }
+  }
+  return out;
+}
+
+function concatSteps(steps: readonly Float32Array[]): Float32Array {
+  const out = new Float32Array(steps.reduce((n, s) => n + s.length, 0));
+  let o = 0;
+  for (const s of steps) {
+    out.set(s, o);
+    o += s.length;
+  }
+  return out;
+}
+
 function pipeFor(ctx: StageContext, meta: Meta): StableDiffusionPipeline | null {
   return meta.kind === "inpaint" ? ctx.inpaintPipe : ctx.pipe;
 }
@@ -216,7 +248,9 @@ async function unetFree(ctx: StageContext, c: CaseDef): Promise<StageOutcome> {
   const { steps, nonFinite } = await runLoop(pipe, params);
   const ref = t.f32("latents_steps");
   const { series, last } = stepSeries(steps, ref);
-  return { metrics: last ? { final_latents: last } : {}, series, nonFinite };
+  const metrics: Record<string, TensorMetrics> = last ? { final_latents: last } : {};
+  if (steps.length === ref.dims[0]) metrics.latents_steps = tensorMetrics(concatSteps(steps), ref.data, ref.dims);
+  return { metrics, series, nonFinite };
 }
 
 async function writeTriplet(ctx: StageContext, key: string, ours: RgbImage, ref: RgbImage, m: ImageMetrics): Promise<ImageMetrics> {
@@ -278,6 +312,12 @@ async function endToEnd(ctx: StageContext, c: CaseDef, model: string): Promise<S
     const li = t.f32("latents_init");
     metrics.latents_init = tensorMetrics(result.initialLatents.data, li.data, li.dims);
     if (last) metrics.final_latents = last;
+    // every step, not only the last: a fault that cancels out by the end still shows
+    if (steps.length === ref.dims[0]) metrics.latents_steps = tensorMetrics(concatSteps(steps), ref.data, ref.dims);
+    if (t.has("image_float")) {
+      const fi = t.f32("image_float");
+      metrics.image_float = tensorMetrics(postprocessNp(result.decoded), fi.data, fi.dims);
+    }
     const u8 = t.raw("image_uint8");
     const [b, h, w] = u8.dims;
     const refImgs: RgbImage[] = Array.from({ length: b }, (_, i) => ({ width: w, height: h, data: (u8.data as Uint8Array).subarray(i * h * w * 3, (i + 1) * h * w * 3) }));
