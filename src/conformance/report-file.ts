@@ -168,6 +168,7 @@ function caseResult(v: unknown, field: string): void {
   str(r.model, `${field}.model`);
   if (typeof r.status !== "string" || !STATUSES.has(r.status)) fail(`${field}.status`, `is not one of ${[...STATUSES].join(", ")}`);
   optional(r.message, `${field}.message`, str);
+  optional(r.uncovered, `${field}.uncovered`, str);
   for (const [k, m] of Object.entries(obj(r.metrics, `${field}.metrics`))) tensorMetrics(m, `${field}.metrics[${JSON.stringify(oneLine(k, 40))}]`);
   optional(r.images, `${field}.images`, arr)?.forEach((im, i) => imageMetrics(im, `${field}.images[${i}]`));
   arr(r.checks, `${field}.checks`).forEach((c, i) => {
@@ -207,6 +208,26 @@ function caseResult(v: unknown, field: string): void {
   }
 }
 
+/** The coverage section (optional: reports of older versions have none). */
+function coverage(v: unknown, field: string): void {
+  const c = obj(v, field);
+  for (const [k, s] of Object.entries(obj(c.stages, `${field}.stages`))) {
+    const f = `${field}.stages[${JSON.stringify(oneLine(k, 40))}]`;
+    const o = obj(s, f);
+    for (const n of ["inSet", "selected", "judged"]) num(o[n], `${f}.${n}`);
+  }
+  arr(c.schedulers, `${field}.schedulers`).forEach((x, i) => str(x, `${field}.schedulers[${i}]`));
+  for (const [k, n] of Object.entries(obj(c.tasks, `${field}.tasks`))) num(n, `${field}.tasks[${JSON.stringify(oneLine(k, 40))}]`);
+  arr(c.sizes, `${field}.sizes`).forEach((x, i) => str(x, `${field}.sizes[${i}]`));
+  strRecord(c.precisions, `${field}.precisions`);
+  str(c.profile, `${field}.profile`);
+  arr(c.gaps, `${field}.gaps`).forEach((g, i) => {
+    const o = obj(g, `${field}.gaps[${i}]`);
+    str(o.what, `${field}.gaps[${i}].what`);
+    str(o.why, `${field}.gaps[${i}].why`);
+  });
+}
+
 /** Checks every field the writers, --baseline and merge read; throws Invalid naming the first bad one. */
 function checkReport(v: unknown): Report {
   const r = obj(v, "the top level");
@@ -233,6 +254,7 @@ function checkReport(v: unknown): Report {
     str(o.label, `models[${i}].label`);
     str(o.dir, `models[${i}].dir`);
     strRecord(o.hashes, `models[${i}].hashes`);
+    optional(o.corrections, `models[${i}].corrections`, arr)?.forEach((x, j) => str(x, `models[${i}].corrections[${j}]`));
   });
   const refs = obj(r.references, "references");
   for (const k of ["dir", "model", "device", "deviceName", "command"]) str(refs[k], `references.${k}`);
@@ -245,6 +267,7 @@ function checkReport(v: unknown): Report {
   }
   arr(r.results, "results").forEach((c, i) => caseResult(c, `results[${i}]`));
   obj(r.summary, "summary");
+  if (r.coverage !== undefined) coverage(r.coverage, "coverage");
   if (r.baseline !== undefined) {
     const b = obj(r.baseline, "baseline");
     str(b.file, "baseline.file");
