@@ -9,6 +9,7 @@ import { PNG } from "pngjs";
 import { HarnessError, ExitCode, oneLine } from "../errors";
 import { F32, f32 } from "../tensor/tensor";
 import { writeFileAtomic } from "../util/atomic";
+import { readInputFile, INPUT_LIMITS } from "../util/read-input";
 
 export interface RgbImage {
   readonly width: number;
@@ -23,52 +24,132 @@ export interface GrayImage {
   readonly data: Uint8Array;
 }
 
-function readPng(file: string, flag: string): { png: PNG; colorType: number } {
-  let buf: Buffer;
-  try {
-    buf = fs.readFileSync(file);
-  } catch (e) {
-    throw new HarnessError(`${flag} ${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? "error"})`, ExitCode.usage);
-  }
-  if (buf.length < 8 || buf.readUInt32BE(0) !== 0x89504e47) {
-    throw new HarnessError(`${flag} ${file}: not a PNG file`, ExitCode.usage);
-  }
-  try {
-    const png = PNG.sync.read(buf);
-    return { png, colorType: buf.length > 25 ? buf[25] : -1 };
-  } catch (e) {
-    throw new HarnessError(`${flag} ${file}: unreadable PNG (${oneLine((e as Error).message)})`, ExitCode.usage);
-  }
+/** The largest side and pixel count a PNG may declare: the largest output size (8192 x 8192). */
+export const MAX_IMAGE_SIDE = 8192;
+export const MAX_IMAGE_PIXELS = 8192 * 8192;
+
+const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+
+/** What a PNG's IHDR chunk declares. */
+export interface PngHeader {
+  readonly width: number;
+  readonly height: number;
+  readonly bitDepth: number;
+  /** 0 gray, 2 RGB, 3 palette, 4 gray+alpha, 6 RGBA */
+  readonly colorType: number;
 }
 
-/** An RGB (or RGBA, alpha dropped) PNG. Grayscale and palette images are refused: convert them first. */
-export function readRgbPng(file: string, flag = "--init-image"): RgbImage {
-  const { png, colorType } = readPng(file, flag);
-  // PNG colour types: 0 gray, 2 RGB, 3 palette, 4 gray+alpha, 6 RGBA
-  if (colorType !== 2 && colorType !== 6) {
-    const kind = { 0: "grayscale", 3: "palette", 4: "grayscale+alpha" }[colorType] ?? `colour type ${colorType}`;
-    throw new HarnessError(`${flag} ${file}: a ${kind} PNG; an RGB image is needed (convert it to RGB first)`, ExitCode.usage);
+/** A decoded PNG: 8-bit RGBA, whatever the file held. */
+interface DecodedPng extends PngHeader {
+  readonly rgba: Uint8Array;
+}
+
+/** Checks a caller applies to the declared size before any pixel is decoded. */
+export type PngSizeCheck = (header: PngHeader) => void;
+
+function parseHeader(buf: Buffer, label: string): PngHeader {
+  if (buf.length < 8 || !buf.subarray(0, 8).equals(PNG_SIGNATURE)) throw new HarnessError(`${label}: not a PNG file`, ExitCode.usage);
+  if (buf.length < 33 || buf.readUInt32BE(8) !== 13 || buf.toString("latin1", 12, 16) !== "IHDR") {
+    throw new HarnessError(`${label}: unreadable PNG (no IHDR header chunk)`, ExitCode.usage);
   }
+  return { width: buf.readUInt32BE(16), height: buf.readUInt32BE(20), bitDepth: buf[24], colorType: buf[25] };
+}
+
+/**
+ * The PNG without its tRNS chunks. PIL, which diffusers loads images with, ignores a transparency
+ * key when it converts an RGB or grayscale image to "RGB" / "L" (the keyed colour keeps its value);
+ * pngjs would turn every pixel of that colour into black. For palette images tRNS only sets alpha,
+ * which both drop. Chunks are walked as far as their lengths allow; the rest is left to the decoder.
+ */
+function withoutTransparencyKey(buf: Buffer): Buffer {
+  const parts: Buffer[] = [];
+  let start = 8;
+  let off = 8;
+  while (off + 12 <= buf.length) {
+    const len = buf.readUInt32BE(off);
+    const end = off + 12 + len;
+    if (end > buf.length) break;
+    if (buf.toString("latin1", off + 4, off + 8) === "tRNS") {
+      parts.push(buf.subarray(start, off));
+      start = end;
+    }
+    off = end;
+  }
+  if (start === 8) return buf;
+  return Buffer.concat([buf.subarray(0, 8), ...parts, buf.subarray(start)]);
+}
+
+function readPng(file: string, flag: string, check?: PngSizeCheck): DecodedPng {
+  const label = `${flag} ${file}`;
+  const buf = readInputFile(file, "a PNG image", INPUT_LIMITS.png, label);
+  const header = parseHeader(buf, label);
+  // the declared size, before decoding: a 410 KB file declaring 12000x12000 took 1.8 GB to decode
+  const { width, height } = header;
+  if (width === 0 || height === 0 || width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE || width * height > MAX_IMAGE_PIXELS) {
+    throw new HarnessError(`${label}: declares ${width}x${height} pixels; images from 1 to ${MAX_IMAGE_SIDE} pixels on a side are accepted`, ExitCode.usage);
+  }
+  check?.(header);
+  let png: PNG;
+  try {
+    // 16-bit samples unscaled, so they can be narrowed as PIL does (below)
+    png = PNG.sync.read(withoutTransparencyKey(buf), { skipRescale: header.bitDepth === 16 });
+  } catch (e) {
+    throw new HarnessError(`${label}: unreadable PNG (${oneLine((e as Error).message)})`, ExitCode.usage);
+  }
+  let rgba: Uint8Array;
+  if (header.bitDepth === 16) {
+    // PIL reads 16-bit RGB(A) and gray+alpha PNGs as 8-bit modes through their high bytes
+    // (rawmode "RGB;16B"), not by rounding v * 255 / 65535 as pngjs would
+    const wide = png.data as unknown as Uint16Array;
+    rgba = new Uint8Array(wide.length);
+    for (let i = 0; i < wide.length; i++) rgba[i] = wide[i] >> 8;
+  } else {
+    rgba = png.data;
+  }
+  return { ...header, width: png.width, height: png.height, rgba };
+}
+
+/**
+ * An RGB (or RGBA, alpha dropped) PNG, as PIL's Image.open(f).convert("RGB") reads it for diffusers.
+ * Grayscale and palette images are refused: convert them first. `check` sees the declared size
+ * before any pixel is decoded.
+ */
+export function readRgbPng(file: string, flag = "--init-image", check?: PngSizeCheck): RgbImage {
+  const png = readPng(file, flag, (h) => {
+    // PNG colour types: 0 gray, 2 RGB, 3 palette, 4 gray+alpha, 6 RGBA
+    if (h.colorType !== 2 && h.colorType !== 6) {
+      const kind = ({ 0: "grayscale", 3: "palette", 4: "grayscale+alpha" } as Record<number, string>)[h.colorType] ?? `colour type ${h.colorType}`;
+      throw new HarnessError(`${flag} ${file}: a ${kind} PNG; an RGB image is needed (convert it to RGB first)`, ExitCode.usage);
+    }
+    check?.(h);
+  });
   const n = png.width * png.height;
   const data = new Uint8Array(n * 3);
   for (let i = 0; i < n; i++) {
-    data[3 * i] = png.data[4 * i];
-    data[3 * i + 1] = png.data[4 * i + 1];
-    data[3 * i + 2] = png.data[4 * i + 2];
+    data[3 * i] = png.rgba[4 * i];
+    data[3 * i + 1] = png.rgba[4 * i + 1];
+    data[3 * i + 2] = png.rgba[4 * i + 2];
   }
   return { width: png.width, height: png.height, data };
 }
 
 /**
  * A mask PNG as 8-bit luminance, converted as PIL's convert("L") does for RGB
- * (L = (19595 R + 38470 G + 7471 B + 2^15) >> 16, ITU-R 601-2).
+ * (L = (19595 R + 38470 G + 7471 B + 2^15) >> 16, ITU-R 601-2). A 16-bit grayscale mask is refused:
+ * PIL opens it as mode "I;16" and convert("L") clips it to 0..255 instead of scaling it, so nearly
+ * every pixel would become white in diffusers; sd-harness will not silently reproduce or differ.
  */
-export function readMaskPng(file: string, flag = "--mask"): GrayImage {
-  const { png } = readPng(file, flag);
+export function readMaskPng(file: string, flag = "--mask", check?: PngSizeCheck): GrayImage {
+  const png = readPng(file, flag, (h) => {
+    if (h.colorType === 0 && h.bitDepth === 16) {
+      throw new HarnessError(`${flag} ${file}: a 16-bit grayscale PNG, which PIL (and so diffusers) clips to 0..255 rather than scaling; save the mask as 8-bit`, ExitCode.usage);
+    }
+    check?.(h);
+  });
   const n = png.width * png.height;
   const data = new Uint8Array(n);
   for (let i = 0; i < n; i++) {
-    const r = png.data[4 * i], g = png.data[4 * i + 1], b = png.data[4 * i + 2];
+    const r = png.rgba[4 * i], g = png.rgba[4 * i + 1], b = png.rgba[4 * i + 2];
     data[i] = (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16;
   }
   return { width: png.width, height: png.height, data };

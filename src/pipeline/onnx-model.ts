@@ -54,6 +54,8 @@ export class OnnxComponent {
     } catch {
       throw new HarnessError(`${file}: missing (the ${kind.replace("_", " ")})`, ExitCode.usage);
     }
+    // a FIFO, /dev/zero or a folder would block or feed ORT's parser without end
+    if (!stat.isFile()) throw new HarnessError(`${file}: not a regular file (the ${kind.replace("_", " ")} must be an ONNX file)`, ExitCode.usage);
     if (stat.size === 0) throw new HarnessError(`${file}: empty file (0 bytes), not an ONNX model`, ExitCode.usage);
     const options: ort.InferenceSession.SessionOptions = {
       executionProviders: ["cpu"],

@@ -17,6 +17,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { inputError, oneLine } from "../errors";
+import { readInputText, INPUT_LIMITS } from "../util/read-input";
 
 /** SD 1.x's values, used where the tokenizer folder's config files do not say otherwise. */
 const SD1_DEFAULTS = {
@@ -443,12 +444,8 @@ export class ClipTokenizer {
 }
 
 function readText(file: string, what: string): string {
-  try {
-    return fs.readFileSync(file, "utf8");
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? String(err);
-    throw inputError(`${file}: cannot read ${what} (${code})`, err);
-  }
+  const limit = what === "tokenizer configuration" ? INPUT_LIMITS.config : INPUT_LIMITS.tokenizer;
+  return readInputText(file, what, limit);
 }
 
 function parseJson(file: string, text: string): unknown {
