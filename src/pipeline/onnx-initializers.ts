@@ -5,10 +5,14 @@
  * only the raw hidden states.
  * Wire format: ModelProto.graph = 7; GraphProto.initializer = 5; TensorProto: dims = 1,
  * data_type = 2, float_data = 4, int32_data = 5 (float16 bit patterns), name = 8, raw_data = 9,
- * data_location = 14. FLOAT16 initializers (fp16 conversions that do not keep the norms in fp32)
- * are widened to float32.
+ * external_data = 13 (StringStringEntryProto: key = 1, value = 2), data_location = 14 (1 = EXTERNAL).
+ * FLOAT16 initializers (fp16 conversions that do not keep the norms in fp32) are widened to float32.
+ * External data (any model over protobuf's 2 GB, and some exporters always) is read from the file
+ * its `location` names, relative to the model's folder and confined to it, at `offset` for `length`
+ * bytes; ignoring it gave empty norm weights and NaN under --clip-skip.
  */
 import * as fs from "node:fs";
+import * as path from "node:path";
 import { HarnessError, ExitCode } from "../errors";
 import { halfToFloat } from "./onnx-model";
 
@@ -82,6 +86,16 @@ export interface InitializerSpans {
   readonly int32Data: Field | null;
   /** unpacked int32_data values */
   readonly int32Scalars: readonly number[];
+  /** set when data_location is EXTERNAL: where the raw bytes lie */
+  readonly external: ExternalData | null;
+}
+
+/** TensorProto.external_data: a file beside the model, and the byte range of this tensor in it. */
+export interface ExternalData {
+  readonly location: string;
+  readonly offset: number;
+  /** null: to the end of the file */
+  readonly length: number | null;
 }
 
 /** Every initializer of an ONNX model held in `buf` (ModelProto.graph.initializer). */
@@ -97,6 +111,8 @@ export function* initializers(buf: Buffer, file: string): Generator<InitializerS
       let int32Data: Field | null = null;
       const floatScalars: number[] = [];
       const int32Scalars: number[] = [];
+      const externalEntries = new Map<string, string>();
+      let dataLocation = 0;
       for (const t of fields(buf, g.start, g.end, file)) {
         if (t.no === 8 && t.wire === 2) name = buf.toString("utf8", t.start, t.end);
         else if (t.no === 2 && t.wire === 0) dataType = t.value;
@@ -105,19 +121,96 @@ export function* initializers(buf: Buffer, file: string): Generator<InitializerS
         else if (t.no === 4 && t.wire === 5) floatScalars.push(buf.readFloatLE(t.start));
         else if (t.no === 5 && t.wire === 0) int32Scalars.push(t.value);
         else if (t.no === 5 && t.wire === 2) int32Data = t;
+        else if (t.no === 14 && t.wire === 0) dataLocation = t.value;
+        else if (t.no === 13 && t.wire === 2) {
+          let key = "";
+          let value = "";
+          for (const e of fields(buf, t.start, t.end, file)) {
+            if (e.no === 1 && e.wire === 2) key = buf.toString("utf8", e.start, e.end);
+            else if (e.no === 2 && e.wire === 2) value = buf.toString("utf8", e.start, e.end);
+          }
+          externalEntries.set(key, value);
+        }
       }
-      yield { name, dataType, raw, floatData, floatScalars, int32Data, int32Scalars };
+      const external = dataLocation === 1 ? externalDataOf(name, externalEntries, file) : null;
+      yield { name, dataType, raw, floatData, floatScalars, int32Data, int32Scalars, external };
     }
   }
 }
 
-/** Float32 initializers whose names satisfy `want`, from an ONNX file with embedded weights. */
+function externalDataOf(name: string, entries: ReadonlyMap<string, string>, file: string): ExternalData {
+  const location = entries.get("location");
+  if (!location) throw new HarnessError(`${file}: initializer ${JSON.stringify(name)} is stored externally but names no location`, ExitCode.usage);
+  const int = (key: string): number | null => {
+    const v = entries.get(key);
+    if (v === undefined) return null;
+    if (!/^\d+$/.test(v) || !Number.isSafeInteger(Number(v))) throw new HarnessError(`${file}: initializer ${JSON.stringify(name)} has external ${key} ${JSON.stringify(v)}, not a byte count`, ExitCode.usage);
+    return Number(v);
+  };
+  return { location, offset: int("offset") ?? 0, length: int("length") };
+}
+
+/**
+ * The bytes of an external initializer. The location is relative to the model's folder and must
+ * stay inside it (no absolute paths, no "..", no symlink out): a model file must not make us read
+ * arbitrary files.
+ */
+function readExternal(file: string, name: string, ext: ExternalData): Buffer {
+  const dir = path.dirname(path.resolve(file));
+  const target = path.resolve(dir, ext.location);
+  const where = `${file}: initializer ${JSON.stringify(name)}'s external data ${JSON.stringify(ext.location)}`;
+  const inside = (root: string, p: string) => {
+    const rel = path.relative(root, p);
+    return rel !== "" && !rel.startsWith("..") && !path.isAbsolute(rel);
+  };
+  if (path.isAbsolute(ext.location) || !inside(dir, target)) throw new HarnessError(`${where} is outside the model's folder`, ExitCode.usage);
+  let fd: number;
+  try {
+    if (!inside(fs.realpathSync(dir), fs.realpathSync(target))) throw new HarnessError(`${where} resolves outside the model's folder`, ExitCode.usage);
+    fd = fs.openSync(target, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  } catch (e) {
+    if (e instanceof HarnessError) throw e;
+    throw new HarnessError(`${where} cannot be read (${(e as NodeJS.ErrnoException).code ?? "error"})`, ExitCode.usage);
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw new HarnessError(`${where} is not a regular file`, ExitCode.usage);
+    const length = ext.length ?? st.size - ext.offset;
+    if (ext.offset + length > st.size || length < 0) {
+      throw new HarnessError(`${where}: bytes ${ext.offset}..${ext.offset + length} run past its end (${st.size} bytes)`, ExitCode.usage);
+    }
+    const out = Buffer.alloc(length);
+    let n = 0;
+    while (n < length) {
+      const got = fs.readSync(fd, out, n, length - n, ext.offset + n);
+      if (got === 0) break;
+      n += got;
+    }
+    if (n < length) throw new HarnessError(`${where}: short read (${n} of ${length} bytes)`, ExitCode.usage);
+    return out;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Float32 initializers whose names satisfy `want`, from an ONNX file (weights embedded or external). */
 export function readFloatInitializers(file: string, want: (name: string) => boolean): Map<string, Float32Array> {
   const buf = fs.readFileSync(file);
   const out = new Map<string, Float32Array>();
   for (const init of initializers(buf, file)) {
-    const { name, dataType, raw } = init;
+    const { name, dataType } = init;
     if (!want(name) || (dataType !== 1 && dataType !== 10)) continue; // 1 = FLOAT, 10 = FLOAT16
+    if (init.external) {
+      // external data holds the tensor's raw little-endian bytes, as raw_data would
+      const bytes = readExternal(file, name, init.external);
+      const width = dataType === 1 ? 4 : 2;
+      if (bytes.length % width !== 0) throw new HarnessError(`${file}: initializer ${JSON.stringify(name)}'s external data is ${bytes.length} bytes, not whole ${dataType === 1 ? "float32" : "float16"} values`, ExitCode.usage);
+      const a = new Float32Array(bytes.length / width);
+      for (let i = 0; i < a.length; i++) a[i] = dataType === 1 ? bytes.readFloatLE(4 * i) : halfToFloat(bytes.readUInt16LE(2 * i));
+      out.set(name, a);
+      continue;
+    }
+    const { raw } = init;
     if (dataType === 10) {
       const packed = init.int32Data ? packedVarints(buf, init.int32Data.start, init.int32Data.end) : [];
       const a = raw ? new Float32Array((raw.end - raw.start) / 2) : Float32Array.from([...init.int32Scalars, ...packed], halfToFloat);

@@ -58,3 +58,70 @@ export function editJson(file: string, edit: (json: Record<string, unknown>) => 
   edit(json);
   fs.writeFileSync(file, JSON.stringify(json, null, 2) + "\n");
 }
+
+// ---- moving initializers to external data ----------------------------------------------------
+
+function varint(n: number): Buffer {
+  const out: number[] = [];
+  do {
+    let b = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) b |= 0x80;
+    out.push(b);
+  } while (n > 0);
+  return Buffer.from(out);
+}
+
+function lengthDelimited(no: number, body: Buffer): Buffer {
+  return Buffer.concat([varint(no * 8 + 2), varint(body.length), body]);
+}
+
+/**
+ * Rewrites `file` so that every initializer with raw_data keeps its bytes in `location` (beside the
+ * model) instead, as onnx.save_model(..., save_as_external_data=True) writes it: external_data
+ * entries location / offset / length (field 13) and data_location EXTERNAL (field 14). `location`
+ * is written as given, so a test can also make hostile models (absolute paths, "../"). Returns the
+ * names moved.
+ */
+export function externalizeInitializers(file: string, location: string, dataFile: string | null = path.join(path.dirname(file), location)): string[] {
+  const { fields } = require("../../src/pipeline/onnx-initializers") as typeof import("../../src/pipeline/onnx-initializers");
+  const buf = fs.readFileSync(file);
+  const chunks: Buffer[] = [];
+  let offset = 0;
+  const moved: string[] = [];
+  type F = { no: number; wire: number; value: number; start: number; end: number };
+  // a field as it was (varints re-encoded: the reader keeps their values, not their bytes)
+  const encode = (f: F, body?: Buffer): Buffer =>
+    f.wire === 2 ? lengthDelimited(f.no, body ?? buf.subarray(f.start, f.end))
+      : f.wire === 0 ? Buffer.concat([varint(f.no * 8), varint(f.value)])
+        : Buffer.concat([varint(f.no * 8 + f.wire), buf.subarray(f.start, f.end)]);
+  const rewriteTensor = (start: number, end: number): Buffer => {
+    const parts: Buffer[] = [];
+    let raw: Buffer | null = null;
+    let name = "";
+    for (const t of fields(buf, start, end, file)) {
+      if (t.no === 9 && t.wire === 2) {
+        raw = buf.subarray(t.start, t.end);
+        continue;
+      }
+      if (t.no === 8 && t.wire === 2) name = buf.toString("utf8", t.start, t.end);
+      parts.push(encode(t));
+    }
+    if (raw) {
+      const entry = (k: string, v: string) => lengthDelimited(13, Buffer.concat([lengthDelimited(1, Buffer.from(k)), lengthDelimited(2, Buffer.from(v))]));
+      parts.push(entry("location", location), entry("offset", String(offset)), entry("length", String(raw.length)));
+      parts.push(Buffer.concat([varint(14 * 8), varint(1)]));
+      chunks.push(raw);
+      offset += raw.length;
+      moved.push(name);
+    }
+    return Buffer.concat(parts);
+  };
+  const rewriteGraph = (start: number, end: number): Buffer =>
+    Buffer.concat([...fields(buf, start, end, file)].map((g) => (g.no === 5 && g.wire === 2 ? encode(g, rewriteTensor(g.start, g.end)) : encode(g))));
+  const top = [...fields(buf, 0, buf.length, file)].map((f) => (f.no === 7 && f.wire === 2 ? encode(f, rewriteGraph(f.start, f.end)) : encode(f)));
+  fs.rmSync(file, { force: true });
+  fs.writeFileSync(file, Buffer.concat(top));
+  if (dataFile) fs.writeFileSync(dataFile, Buffer.concat(chunks));
+  return moved;
+}
