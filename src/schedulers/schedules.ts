@@ -102,6 +102,18 @@ export function parseSchedulerConfig(input: Record<string, unknown>, file = "sch
   if (trained !== undefined && trained !== null && (!Array.isArray(trained) || trained.length !== numTrainTimesteps || !trained.every(isNum))) {
     throw new HarnessError(`${file}: trained_betas must be ${numTrainTimesteps} numbers`, ExitCode.usage);
   }
+  // Each beta is a per-step noise variance: 1 - beta must stay in (0, 1) for alphas_cumprod and its
+  // square roots. Checked here, naming the key, rather than as "NaN at step 0" of a later scheduler.
+  if (Array.isArray(trained)) {
+    const k = (trained as number[]).findIndex((b) => !(b >= 0 && b < 1));
+    if (k >= 0) throw new HarnessError(`${file}: trained_betas[${k}] ${JSON.stringify(trained[k])} must be in [0, 1)`, ExitCode.usage);
+  } else if (raw.beta_schedule !== "squaredcos_cap_v2") {
+    // linear and scaled_linear interpolate between these two; the cosine schedule ignores them
+    for (const key of ["beta_start", "beta_end"]) {
+      const v = raw[key];
+      if (typeof v === "number" && !(v > 0 && v < 1)) throw new HarnessError(`${file}: "${key}" ${JSON.stringify(v)} must be in (0, 1) (a per-step noise variance)`, ExitCode.usage);
+    }
+  }
   return {
     className: pick(raw, "_class_name", "PNDMScheduler", file, isStr),
     numTrainTimesteps,
