@@ -7,7 +7,22 @@ export interface CliIO {
   readonly signal?: AbortSignal;
 }
 
+let streamsGuarded = false;
+
+/**
+ * A reader that went away must not turn into a crash or another exit code: `generate ... | true`
+ * closed stdout after the PNG was written, and the EPIPE error event killed the process with a
+ * stack trace and exit 1; a closed stderr made conformance exit 1, its "a case failed" code. Write
+ * errors on the standard streams are dropped: the files are the output, the streams only report.
+ */
+function guardStandardStreams(): void {
+  if (streamsGuarded) return;
+  streamsGuarded = true;
+  for (const stream of [process.stdout, process.stderr]) stream.on("error", () => {});
+}
+
 export function processIO(signal?: AbortSignal): CliIO {
+  guardStandardStreams();
   return {
     out: (t) => process.stdout.write(t),
     err: (t) => process.stderr.write(t),

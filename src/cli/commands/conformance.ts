@@ -3,7 +3,7 @@ import * as path from "node:path";
 import yargs from "yargs";
 import { HarnessError, ExitCode } from "../../errors";
 import { CliIO } from "../io";
-import { intFlag, numFlag } from "../parse";
+import { numFlag, threadsFlag, THREADS_HELP } from "../parse";
 import { DEFAULT_MODEL, DEFAULT_INPAINT_MODEL, DEFAULT_REFERENCES, VERSION } from "../defaults";
 import { runConformance, exitCodeFor, ModelSpec } from "../../conformance/runner";
 import { listCases, filterCases, parseShard } from "../../conformance/cases";
@@ -26,7 +26,7 @@ function parser(argv: string[]) {
     .option("baseline-factor", { type: "string", default: "2", describe: "growth factor that counts as a regression" })
     .option("out", { type: "string", describe: "report folder (default: reports/<timestamp> under the current directory)" })
     .option("overwrite", { type: "boolean", default: false, describe: "replace the reports in an existing --out folder" })
-    .option("threads", { type: "string", default: "0", describe: "ONNX Runtime intra-op threads (0: one per core)" })
+    .option("threads", { type: "string", default: "0", describe: THREADS_HELP })
     .option("list", { type: "boolean", default: false, describe: "list the case ids and exit" })
     .option("quiet", { type: "boolean", default: false, describe: "no per-case lines" })
     .option("verbose", { type: "boolean", default: false })
@@ -66,7 +66,7 @@ export async function conformanceCommand(argv: string[], io: CliIO): Promise<num
     return ExitCode.ok;
   }
   const shard = args.shard ? parseShard(String(args.shard)) : undefined;
-  const threads = intFlag("--threads", args.threads, 0, 1024);
+  const threads = threadsFlag(args.threads);
   const factor = numFlag("--baseline-factor", args["baseline-factor"], 1, 1e12);
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
   const outDir = args.out ? String(args.out) : path.join("reports", `${stamp}${shard ? `-shard${shard.index}of${shard.count}` : ""}`);

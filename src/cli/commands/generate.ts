@@ -5,10 +5,11 @@ import yargs from "yargs";
 import { HarnessError, ExitCode } from "../../errors";
 import { StableDiffusionPipeline, validateSize, validateMaskSize } from "../../pipeline/pipeline";
 import { loadModelFolder } from "../../pipeline/model-folder";
-import { readRgbPng, readMaskPng, writePng } from "../../pipeline/image";
+import { readRgbPng, readMaskPng, writePng, PngHeader } from "../../pipeline/image";
+import { MAX_PROMPT_CHARS } from "../../pipeline/tokenizer";
 import { SCHEDULER_NAMES } from "../../schedulers";
 import { CliIO, progress } from "../io";
-import { intFlag, numFlag, seedFlag } from "../parse";
+import { intFlag, numFlag, seedFlag, threadsFlag, THREADS_HELP } from "../parse";
 import { DEFAULT_MODEL, VERSION } from "../defaults";
 
 /** A1111's names for the samplers, so the PNG reads back in that ecosystem. */
@@ -36,7 +37,7 @@ export function generateParser(argv: string[]) {
     .option("mask", { type: "string", describe: "PNG mask for inpainting, white = repaint (needs a 9-channel model)" })
     .option("clip-skip", { type: "string", default: "0", describe: "text-encoder layers to skip (diffusers' clip_skip; A1111's value minus 1)" })
     .option("eta", { type: "string", default: "0", describe: "DDIM eta" })
-    .option("threads", { type: "string", default: "0", describe: "ONNX Runtime intra-op threads (0: one per core)" })
+    .option("threads", { type: "string", default: "0", describe: THREADS_HELP })
     .option("low-memory", { type: "boolean", default: false, describe: "load each model component only while it runs" })
     .option("out", { type: "string", default: "out.png", describe: "output PNG (batch: name-0.png, name-1.png, …)" })
     .option("overwrite", { type: "boolean", default: false, describe: "replace existing output files" })
@@ -72,6 +73,22 @@ export function a1111Parameters(p: {
   return lines.join("\n");
 }
 
+/**
+ * img2img and inpainting take the init image's size: without --width/--height that size must follow
+ * the model's size rule, and with them it must match. Checked on the PNG header, before decoding, and
+ * said of the image (a 1x1 init image was reported as a bad --width nobody had passed).
+ */
+function checkInitImageSize(file: string, h: PngHeader, width: number | undefined, height: number | undefined, step: number): void {
+  const w = width ?? h.width;
+  const hh = height ?? h.height;
+  if (w !== h.width || hh !== h.height) {
+    throw new HarnessError(`--init-image ${file}: ${h.width}x${h.height} pixels but --width/--height ask for ${w}x${hh}; resize the image or drop --width/--height`, ExitCode.usage);
+  }
+  if (h.width % step !== 0 || h.height % step !== 0) {
+    throw new HarnessError(`--init-image ${file}: ${h.width}x${h.height} pixels; the output takes the image's size, which must be a multiple of ${step} on each side for this model (the VAE's factor x the U-Net's down-sampling); resize the image`, ExitCode.usage);
+  }
+}
+
 export function outputPaths(out: string, count: number): string[] {
   if (count === 1) return [out];
   const ext = path.extname(out) || ".png";
@@ -84,7 +101,7 @@ export async function runGenerate(args: Record<string, unknown>, io: CliIO): Pro
   const guidance = numFlag("--guidance", args.guidance, 0, 100);
   const batch = intFlag("--batch", args.batch, 1, 64);
   const clipSkip = intFlag("--clip-skip", args["clip-skip"], 0, 48);
-  const threads = intFlag("--threads", args.threads, 0, 1024);
+  const threads = threadsFlag(args.threads);
   const eta = numFlag("--eta", args.eta, 0, 1);
   const seed = args.seed === undefined ? BigInt.asUintN(53, BigInt(Math.floor(Math.random() * 2 ** 53))) : seedFlag(args.seed);
   const width = args.width === undefined ? undefined : intFlag("--width", args.width, 8, 8192);
@@ -92,15 +109,23 @@ export async function runGenerate(args: Record<string, unknown>, io: CliIO): Pro
   const strength = args.strength === undefined ? undefined : numFlag("--strength", args.strength, Number.MIN_VALUE, 1);
   const prompt = String(args.prompt);
   const negative = args["negative-prompt"] === undefined ? undefined : String(args["negative-prompt"]);
+  // bounded before anything else: CLIP reads 77 tokens, and a huge argument is refused in milliseconds
+  for (const [flag, text] of [["--prompt", prompt], ["--negative-prompt", negative]] as const) {
+    if (text !== undefined && text.length > MAX_PROMPT_CHARS) {
+      throw new HarnessError(`${flag}: ${text.length} characters, over the limit of ${MAX_PROMPT_CHARS}; CLIP reads only the first 77 tokens`, ExitCode.usage);
+    }
+  }
   if (args.scheduler !== undefined && !SCHEDULER_NAMES.includes(String(args.scheduler))) {
     throw new HarnessError(`--scheduler: unknown scheduler ${JSON.stringify(args.scheduler)}; choose one of ${SCHEDULER_NAMES.join(", ")}`, ExitCode.usage);
   }
-  const initImage = args["init-image"] ? readRgbPng(String(args["init-image"]), "--init-image") : null;
-  const mask = args.mask ? readMaskPng(String(args.mask), "--mask") : null;
-  if (initImage && mask) validateMaskSize(mask, initImage.width, initImage.height);
-  // The folder's configs (cheap) before the sessions (seconds): size flags fail before any work.
+  if (args.mask && !args["init-image"]) throw new HarnessError("--mask needs --init-image", ExitCode.usage);
+  // The folder's configs (cheap) before the images and the sessions (seconds): size flags fail
+  // before any work, and an image's declared size is checked before its pixels are decoded.
   const folder = loadModelFolder(String(args.model));
   validateSize(width, height, folder.vaeConfig.scaleFactor);
+  const initFile = String(args["init-image"]);
+  const initImage = args["init-image"] ? readRgbPng(initFile, "--init-image", (h) => checkInitImageSize(initFile, h, width, height, folder.sizeStep)) : null;
+  const mask = initImage && args.mask ? readMaskPng(String(args.mask), "--mask", (h) => validateMaskSize(h, initImage.width, initImage.height)) : null;
   const out = String(args.out);
   const targets = outputPaths(out, batch);
   // Fail before any work when the outputs cannot be written.
