@@ -7,6 +7,7 @@
 import { HarnessError, ExitCode, oneLine } from "../errors";
 import { CaseResult, Report } from "./types";
 import { summarize } from "./runner";
+import { mergeCoverage } from "./coverage";
 
 export interface Shard {
   readonly report: Report;
@@ -108,6 +109,7 @@ export function mergeReports(shards: readonly Shard[]): Report {
     models,
     results,
     summary: summarize(results),
+    coverage: mergeCoverage(parts.map((p) => p.coverage)),
     baseline: first.baseline ? { ...first.baseline, regressions: results.filter((r) => r.regression?.flagged).length } : undefined,
   };
 }

@@ -16,6 +16,9 @@ import { ToleranceFile, loadTolerances, resolve, evaluate, requireLimits, tolera
 import { readReportFile, confinedAssetReader, safeFileName } from "./report-file";
 import { ReportFolder } from "./out-dir";
 import { runStage, StageContext } from "./stages";
+import { computeCoverage } from "./coverage";
+import { checkFingerprint } from "./fingerprint";
+import { loadModelFolder } from "../pipeline/model-folder";
 import { CaseResult, ModelInfo, Report, Status, worstStatus, STATUS_RANK } from "./types";
 import { renderMarkdown, renderJunit, renderHtml } from "./report";
 import { VERSION } from "../cli/defaults";
@@ -46,13 +49,15 @@ export interface RunOptions {
   readonly pipelineFactory?: PipelineFactory;
   readonly log?: (line: string) => void;
   readonly signal?: AbortSignal;
+  /** run models that look like SD 2.x as SD 1.x anyway */
+  readonly forceSd1?: boolean;
 }
 
 /** The headline drift number of a result, for tables and baselines: the worst relL2 (or the stage's own measure). */
 export function headline(r: CaseResult): { metric: string; value: number } {
-  const extra = r.checks.find((c) => c.tensor === "case");
-  if (extra) return { metric: extra.metric, value: extra.value };
   const ms = Object.values(r.metrics);
+  const extra = r.checks.find((c) => c.tensor === "case");
+  if (extra && ms.length === 0) return { metric: extra.metric, value: extra.value };
   if (r.stage === "rng") return { metric: "maxUlp", value: Math.max(0, ...ms.map((m) => m.maxUlp ?? 0)) };
   if (ms.length === 0) return { metric: "relL2", value: NaN };
   return { metric: "relL2", value: Math.max(...ms.map((m) => m.relL2)) };
@@ -113,6 +118,7 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
     const stageKey = c.kind === "unet_free" ? "unet_free" : c.stage;
     for (const spec of opts.models) requireLimits(tol, opts.profile, stageKey, c.id, resolve(tol, opts.profile, stageKey, c.id, spec.label));
   }
+  checkModelsMatchReferences(opts, refs);
   const baseline = opts.baseline ? loadBaseline(opts.baseline) : null;
   const factor = opts.baselineFactor ?? 2;
   // checked now, created when the first model has loaded; removed again if the run fails or is interrupted
@@ -141,6 +147,21 @@ function noCasesMessage(total: number, selected: number, opts: RunOptions): stri
   return `no cases match ${filters || "the reference set"} (${total} cases in the set; globs match whole ids such as 'unet:*' or '*-free'; --list shows them)`;
 }
 
+/** Every --model (and --inpaint-model) must be the model the reference set was made from. */
+function checkModelsMatchReferences(opts: RunOptions, refs: ReferenceSet): void {
+  const manifest = refs.manifest as unknown as Record<string, unknown>;
+  const warnings = new Set<string>();
+  for (const spec of opts.models) {
+    const w = checkFingerprint(manifest, "fingerprint", loadModelFolder(spec.dir, { forceSd1: opts.forceSd1 }), opts.references, "--model");
+    if (w) warnings.add(w);
+    // a set made without an inpainting model has no inpaint cases, so nothing to check then
+    if (spec.inpaintDir && manifest.inpaint_fingerprint !== undefined) {
+      checkFingerprint(manifest, "inpaint_fingerprint", loadModelFolder(spec.inpaintDir, { forceSd1: opts.forceSd1 }), opts.references, "--inpaint-model");
+    }
+  }
+  for (const w of warnings) opts.log?.(`warning: ${w}`);
+}
+
 async function runCases(
   opts: RunOptions, refs: ReferenceSet, tol: ToleranceFile, cases: readonly CaseDef[],
   baseline: Map<string, CaseResult> | null, factor: number, folder: ReportFolder | null, started: Date,
@@ -149,10 +170,15 @@ async function runCases(
   const factory: PipelineFactory = opts.pipelineFactory ?? ((dir, o) => StableDiffusionPipeline.load(dir, o));
   const results: CaseResult[] = [];
   const models: ModelInfo[] = [];
+  const precisions: Record<string, string> = {};
   for (const spec of opts.models) {
-    const pipe = await factory(spec.dir, { threads: opts.threads ?? 0 });
-    const inpaintPipe = spec.inpaintDir ? await factory(spec.inpaintDir, { threads: opts.threads ?? 0 }) : null;
-    models.push({ label: spec.label, dir: spec.dir, hashes: modelHashes(spec.dir) });
+    const corrections: string[] = [];
+    const options = { threads: opts.threads ?? 0, forceSd1: opts.forceSd1, warn: (w: string) => corrections.push(w) };
+    const pipe = await factory(spec.dir, options);
+    const inpaintPipe = spec.inpaintDir ? await factory(spec.inpaintDir, options) : null;
+    for (const w of new Set(corrections)) log(`warning: ${w}`);
+    precisions[spec.label] = (await pipe.component("unet")).inputType("sample");
+    models.push({ label: spec.label, dir: spec.dir, hashes: modelHashes(spec.dir), ...(corrections.length ? { corrections: [...new Set(corrections)] } : {}) });
     const assetsRel = `assets/${safeFileName(spec.label)}`;
     // assets are staged under a hidden name and only moved to assetsRel when the run completes
     const ctx: StageContext = { pipe, inpaintPipe, refs, assets: folder ? { dir: folder.stage(assetsRel), rel: assetsRel } : null };
@@ -183,7 +209,7 @@ async function runCases(
           }
           result = {
             id: c.id, stage: c.stage, model: spec.label, status, message, metrics: out.metrics, images: out.images,
-            checks, series: out.series, nonFinite: out.nonFinite,
+            checks, series: out.series, nonFinite: out.nonFinite, ...(out.uncovered ? { uncovered: out.uncovered } : {}),
             tolerance: { profile: opts.profile, source: tolerance.source, reason: tolerance.reason }, timeMs,
           };
         } catch (e) {
@@ -241,6 +267,7 @@ async function runCases(
     tolerances: { file: tol.file ?? "(in memory)", sha256: toleranceSha256(tol) },
     results,
     summary: summarize(results),
+    coverage: computeCoverage(refs, listCases(refs), cases, results, precisions, opts.profile),
     baseline: baseline ? { file: opts.baseline!, factor, regressions: results.filter((r) => r.regression?.flagged).length } : undefined,
   };
   return report;

@@ -2,6 +2,7 @@
  * The conformance report's data model: what report.json holds and every writer (Markdown, HTML,
  * JUnit) reads. Cases have stable ids `stage:case`; the worst status of a run wins.
  */
+import type { Coverage } from "./coverage";
 
 export type Status = "pass" | "fail" | "xfail" | "xpass" | "error" | "skip";
 
@@ -76,6 +77,8 @@ export interface CaseResult {
   readonly timeMs: number;
   /** baseline comparison (--baseline): the growth factor of the headline metric */
   readonly regression?: { readonly metric: string; readonly before: number; readonly after: number; readonly factor: number; readonly flagged: boolean };
+  /** part of the case that could not be compared, and why */
+  readonly uncovered?: string;
 }
 
 export interface ModelInfo {
@@ -83,6 +86,8 @@ export interface ModelInfo {
   readonly dir: string;
   /** sha256 of each ONNX file, keyed by path relative to the folder */
   readonly hashes: Readonly<Record<string, string>>;
+  /** config values corrected as diffusers' pipeline corrects them, one sentence each */
+  readonly corrections?: readonly string[];
 }
 
 export interface Report {
@@ -116,6 +121,8 @@ export interface Report {
   readonly results: readonly CaseResult[];
   readonly summary: Readonly<Record<Status, number>> & { readonly total: number; readonly verdict: Status };
   readonly baseline?: { readonly file: string; readonly factor: number; readonly regressions: number };
+  /** what the run exercised and what it did not, with reasons (absent in reports of older versions) */
+  readonly coverage?: Coverage;
 }
 
 /** Worst status wins: error > fail > xpass > xfail > pass > skip. */

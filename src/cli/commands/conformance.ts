@@ -1,7 +1,8 @@
 /** `sd-harness conformance`: every stage of one or more ONNX ports against a PyTorch reference set. */
+import * as fs from "node:fs";
 import * as path from "node:path";
 import yargs from "yargs";
-import { HarnessError, ExitCode } from "../../errors";
+import { HarnessError, ExitCode, oneLine } from "../../errors";
 import { CliIO } from "../io";
 import { numFlag, threadsFlag, THREADS_HELP } from "../parse";
 import { DEFAULT_MODEL, DEFAULT_INPAINT_MODEL, DEFAULT_REFERENCES, VERSION } from "../defaults";
@@ -26,6 +27,7 @@ function parser(argv: string[]) {
     .option("baseline-factor", { type: "string", default: "2", describe: "growth factor that counts as a regression" })
     .option("out", { type: "string", describe: "report folder (default: reports/<timestamp> under the current directory)" })
     .option("overwrite", { type: "boolean", default: false, describe: "replace the reports in an existing --out folder" })
+    .option("force-sd1", { type: "boolean", default: false, describe: "run models that look like SD 2.x as SD 1.x anyway" })
     .option("threads", { type: "string", default: "0", describe: THREADS_HELP })
     .option("list", { type: "boolean", default: false, describe: "list the case ids and exit" })
     .option("quiet", { type: "boolean", default: false, describe: "no per-case lines" })
@@ -48,7 +50,9 @@ function modelSpecs(values: string[], inpaint: string | undefined): ModelSpec[] 
     if (labels.has(label)) label = `${label}#${i + 1}`;
     labels.add(label);
     const bundled = path.resolve(dir) === path.resolve(DEFAULT_MODEL);
-    return { label, dir, inpaintDir: inpaint ?? (bundled ? DEFAULT_INPAINT_MODEL : null) };
+    // the npm package leaves the bundled inpainting model out (size); a checkout has it
+    const bundledInpaint = bundled && fs.existsSync(DEFAULT_INPAINT_MODEL) ? DEFAULT_INPAINT_MODEL : null;
+    return { label, dir, inpaintDir: inpaint ?? bundledInpaint };
   });
 }
 
@@ -72,6 +76,7 @@ export async function conformanceCommand(argv: string[], io: CliIO): Promise<num
   const outDir = args.out ? String(args.out) : path.join("reports", `${stamp}${shard ? `-shard${shard.index}of${shard.count}` : ""}`);
   const report = await runConformance({
     models: modelSpecs((args.model as string[]) ?? [DEFAULT_MODEL], args["inpaint-model"]),
+    forceSd1: Boolean(args["force-sd1"]),
     references: refsDir,
     profile: String(args.profile),
     only: args.only ?? [],
@@ -88,6 +93,7 @@ export async function conformanceCommand(argv: string[], io: CliIO): Promise<num
     signal: io.signal,
   });
   const s = report.summary;
+  for (const g of report.coverage?.gaps ?? []) io.err(`not covered: ${oneLine(g.what, 100)}: ${oneLine(g.why, 300)}\n`);
   io.err(`\n${s.verdict.toUpperCase()}: ${s.pass} pass, ${s.fail} fail, ${s.xfail} xfail, ${s.xpass} xpass, ${s.error} error, ${s.skip} skip (${(report.run.durationMs / 1000).toFixed(1)} s)\n`);
   io.out(`${path.join(outDir, "report.html")}\n`);
   return exitCodeFor(report);

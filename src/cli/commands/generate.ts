@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import yargs from "yargs";
 import { HarnessError, ExitCode } from "../../errors";
-import { StableDiffusionPipeline, validateSize, validateMaskSize } from "../../pipeline/pipeline";
+import { StableDiffusionPipeline, validateSize, validateMaskSize, NO_HIDDEN_STATES } from "../../pipeline/pipeline";
 import { loadModelFolder } from "../../pipeline/model-folder";
 import { readRgbPng, readMaskPng, writePng, PngHeader } from "../../pipeline/image";
 import { MAX_PROMPT_CHARS } from "../../pipeline/tokenizer";
@@ -29,8 +29,9 @@ export function generateParser(argv: string[]) {
     .option("guidance", { type: "string", default: "7.5", describe: "classifier-free guidance scale (<= 1 disables CFG)" })
     .option("scheduler", { type: "string", describe: `one of: ${SCHEDULER_NAMES.join(", ")} (default: the model's)` })
     .option("seed", { type: "string", describe: "torch seed, 0 to 2^64-1 (default: random, printed)" })
-    .option("width", { type: "string", describe: "multiple of 8 (default: the model's sample size, or the init image's)" })
-    .option("height", { type: "string", describe: "multiple of 8" })
+    .option("width", { type: "string", describe: "a multiple of the model's size step: the VAE's factor x the U-Net's down-sampling, 64 for SD 1.x (default: the model's sample size, or the init image's)" })
+    .option("height", { type: "string", describe: "a multiple of the model's size step (64 for SD 1.x)" })
+    .option("force-sd1", { type: "boolean", default: false, describe: "run a folder that looks like SD 2.x (1024-wide text, 768-v, OpenCLIP tokenizer) as SD 1.x anyway" })
     .option("batch", { type: "string", default: "1", describe: "images per prompt (one noise draw for the batch, as diffusers)" })
     .option("init-image", { type: "string", describe: "RGB PNG for img2img / inpainting" })
     .option("strength", { type: "string", describe: "img2img strength in (0, 1] (default 0.8; inpainting 1.0)" })
@@ -121,8 +122,8 @@ export async function runGenerate(args: Record<string, unknown>, io: CliIO): Pro
   if (args.mask && !args["init-image"]) throw new HarnessError("--mask needs --init-image", ExitCode.usage);
   // The folder's configs (cheap) before the images and the sessions (seconds): size flags fail
   // before any work, and an image's declared size is checked before its pixels are decoded.
-  const folder = loadModelFolder(String(args.model));
-  validateSize(width, height, folder.vaeConfig.scaleFactor);
+  const folder = loadModelFolder(String(args.model), { forceSd1: Boolean(args["force-sd1"]) });
+  validateSize(width, height, folder.sizeStep);
   const initFile = String(args["init-image"]);
   const initImage = args["init-image"] ? readRgbPng(initFile, "--init-image", (h) => checkInitImageSize(initFile, h, width, height, folder.sizeStep)) : null;
   const mask = initImage && args.mask ? readMaskPng(String(args.mask), "--mask", (h) => validateMaskSize(h, initImage.width, initImage.height)) : null;
@@ -146,8 +147,11 @@ export async function runGenerate(args: Record<string, unknown>, io: CliIO): Pro
     }
   }
 
-  const pipe = await StableDiffusionPipeline.fromFolder(folder, { threads, lowMemory: Boolean(args["low-memory"]) });
+  const pipe = await StableDiffusionPipeline.fromFolder(folder, {
+    threads, lowMemory: Boolean(args["low-memory"]), warn: (m) => io.err(`sd-harness: warning: ${m}\n`),
+  });
   try {
+    if (clipSkip > 0 && !(await pipe.hasHiddenStates())) throw new HarnessError(`--clip-skip: ${folder.textEncoder}: ${NO_HIDDEN_STATES}`, ExitCode.usage);
     // CLIP reads 77 tokens. A longer prompt is refused unless --truncate says to keep the first 77
     // as diffusers does (with a warning): silently dropping the end of a prompt surprises people.
     for (const [flag, text] of [["--prompt", prompt], ["--negative-prompt", negative]] as const) {

@@ -6,6 +6,7 @@
  */
 import * as path from "node:path";
 import { CaseResult, ImageMetrics, Report, Series, Status, TensorMetrics } from "../types";
+import { coverageLines } from "../coverage";
 import {
   STATUSES,
   caseIds,
@@ -340,6 +341,16 @@ function driftTable(report: Report, models: readonly string[], ids: IdMaker): st
   return `<section class="card" id="drift"><h2>Drift side by side</h2><div class="scroll"><table class="drift-table"><thead>${head}</thead><tbody>${rows}</tbody></table></div></section>`;
 }
 
+function coverageSection(report: Report): string {
+  const c = report.coverage;
+  if (!c) return "";
+  const facts = coverageLines(c).map((l) => `<li>${esc(l)}</li>`).join("");
+  const gaps = c.gaps.length
+    ? `<h3>Not covered</h3><ul class="gaps">${c.gaps.map((g) => `<li><b>${esc(g.what)}</b>: ${esc(g.why)}</li>`).join("")}</ul>`
+    : "<p>Nothing the reference set can check was left out.</p>";
+  return `<section class="card" id="coverage"><h2>Coverage</h2><ul>${facts}</ul>${gaps}</section>`;
+}
+
 function baselineSection(report: Report): string {
   const b = report.baseline;
   if (!b) return "";
@@ -569,6 +580,7 @@ ${provenance(report)}
 ${verdictTable(report, stages, models, ids)}
 ${models.length > 1 ? driftTable(report, models, ids) : ""}
 ${baselineSection(report)}
+${coverageSection(report)}
 ${plots.length ? `<section class="card" id="plots"><h2>Drift vs step</h2><div class="plots">${plots.join("\n")}</div></section>` : ""}
 ${stageSections}
 <footer>${esc(report.format)} · started ${esc(report.run.started)} · written by sd-harness</footer>

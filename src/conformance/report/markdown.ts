@@ -3,6 +3,7 @@
  * the formatting and grouping helpers the other writers share, so all three show the same numbers.
  */
 import { CaseResult, Check, Report, STATUS_RANK, Status, TensorMetrics, worstStatus } from "../types";
+import { coverageLines } from "../coverage";
 
 export const STATUSES: readonly Status[] = ["pass", "fail", "xfail", "xpass", "error", "skip"];
 
@@ -291,6 +292,14 @@ export function renderMarkdown(report: Report): string {
     }
   }
   out.push(...table(["Stage", "Model", "Verdict", ...shown, "Worst max abs", "Worst PSNR"], verdictRows, ["l", "l", "l", ...shown.map(() => "r" as const), "r", "r"]), "");
+
+  if (report.coverage) {
+    out.push("## Coverage", "");
+    for (const line of coverageLines(report.coverage)) out.push(`- ${md(line)}`);
+    out.push("", report.coverage.gaps.length ? "**Not covered:**" : "Nothing the reference set can check was left out.", "");
+    for (const g of report.coverage.gaps) out.push(`- ${md(g.what)}: ${md(g.why)}`);
+    if (report.coverage.gaps.length) out.push("");
+  }
 
   if (models.length > 1) {
     out.push("## Drift side by side", "");
