@@ -2,10 +2,16 @@
 
     python scripts/make_references.py --model fixtures/models/tiny-sd --out fixtures/references/tiny-sd/cpu
 
+    python scripts/make_references.py --model fixtures/models/tiny-sd-legacy-pndm --preset small \
+        --out fixtures/references/tiny-sd-legacy-pndm/cpu
+
 Every tensor comes from the original diffusers / transformers / torch code, stage by stage; the
 ONNX side is never consulted. One folder per set: a manifest.json with provenance (library
-versions, device, dtype, seeds, command line, sha256 of each file and of these scripts) and one
-safetensors (or JSON) file per case. Runs on CUDA when present unless --device says otherwise.
+versions, device, dtype, seeds, command line, sha256 of each file and of these scripts), the
+model's fingerprint (model_fingerprint: what the ONNX side checks a --model folder against) and
+one safetensors (or JSON) file per case. Runs on CUDA when present unless --device says otherwise.
+--preset small writes a few cases per model stage at sizes valid for the model's geometry, and
+no tokenizer corpus or scheduler traces (those do not depend on the model).
 """
 from __future__ import annotations
 
@@ -35,6 +41,9 @@ MODULES = {
     "end_to_end": "pipeline_refs",
 }
 
+# stages the small preset leaves out: they test the tokenizer and the schedulers, not the model
+SMALL_PRESET_SKIPS = {"tokenizer", "scheduler"}
+
 
 def library_versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "torch": torch.__version__}
@@ -52,6 +61,50 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+# The scheduler keys a folder's fingerprint compares (those present in the pipeline's config).
+FINGERPRINT_SCHEDULER_KEYS = [
+    "_class_name", "num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type",
+    "steps_offset", "timestep_spacing", "clip_sample", "set_alpha_to_one", "skip_prk_steps",
+]
+
+
+def model_fingerprint(folder: Path, inpaint: bool) -> dict:
+    """What a reference set assumes of the model it was made from, read the way diffusers reads it.
+
+    The ONNX side computes the same fields from its folder and refuses a set whose fingerprint
+    differs. The scheduler entry is the config AFTER the pipeline's constructor corrected it
+    (StableDiffusionPipeline forces steps_offset 1 and clip_sample False; the inpainting pipeline
+    forces steps_offset 1 and skip_prk_steps True): the pipeline object is built from the folder's
+    components and its scheduler config is read back, so these are diffusers' own corrections.
+    """
+    from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
+    from diffusers.utils import logging as dlogging
+
+    cls = StableDiffusionInpaintPipeline if inpaint else StableDiffusionPipeline
+    verbosity = dlogging.get_verbosity()
+    dlogging.set_verbosity_error()  # the deprecation warnings of a legacy scheduler config
+    try:
+        pipe = cls.from_pretrained(str(folder), safety_checker=None, requires_safety_checker=False)
+    finally:
+        dlogging.set_verbosity(verbosity)
+    text, vae, unet = pipe.text_encoder.config, pipe.vae.config, pipe.unet.config
+    sched = dict(pipe.scheduler.config)
+    sched["_class_name"] = type(pipe.scheduler).__name__
+    return {
+        "text_hidden_size": text.hidden_size,
+        "text_vocab_size": text.vocab_size,
+        "text_max_position_embeddings": text.max_position_embeddings,
+        "latent_channels": vae.latent_channels,
+        "vae_scaling_factor": vae.get("scaling_factor", 0.18215),
+        "vae_scale_factor": 2 ** (len(vae.block_out_channels) - 1),
+        "unet_in_channels": unet.in_channels,
+        "unet_out_channels": unet.out_channels,
+        "cross_attention_dim": unet.cross_attention_dim,
+        "prediction_type": sched.get("prediction_type", "epsilon"),
+        "scheduler": {k: sched[k] for k in FINGERPRINT_SCHEDULER_KEYS if k in sched},
+    }
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -66,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--only", default=None, help=f"comma list of stages out of {','.join(STAGES)}")
     ap.add_argument("--force", action="store_true", help="replace an existing reference set")
+    ap.add_argument("--preset", choices=["full", "small"], default="full",
+                    help="full: every case (the bundled tiny model, a real SD 1.5); small: a few cases per stage "
+                         "at sizes the model's geometry allows, without the tokenizer corpus and the scheduler "
+                         "traces (which do not depend on the model), for the further fixture geometries")
     args = ap.parse_args(argv)
 
     only = args.only.split(",") if args.only else None
@@ -83,12 +140,14 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.use_deterministic_algorithms(True, warn_only=True)
     device = torch.device(args.device)
-    ctx = RefContext(out_dir=tmp, model_dir=args.model, device=device, dtype=torch.float32, only=only)
+    ctx = RefContext(out_dir=tmp, model_dir=args.model, device=device, dtype=torch.float32, only=only, preset=args.preset)
     ctx.inpaint_model_dir = args.inpaint_model  # type: ignore[attr-defined]
 
     done: set[str] = set()
     for stage in STAGES:
         if only and stage not in only:
+            continue
+        if args.preset == "small" and stage in SMALL_PRESET_SKIPS:
             continue
         mod_name = MODULES[stage]
         mod = importlib.import_module(f"refgen.{mod_name}")
@@ -107,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         "device": args.device,
         "device_name": device_name(device),
         "dtype": "float32",
+        "preset": args.preset,
+        "fingerprint": model_fingerprint(args.model, inpaint=False),
+        **({"inpaint_fingerprint": model_fingerprint(args.inpaint_model, inpaint=True)} if args.inpaint_model else {}),
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "versions": library_versions(),
         "deterministic_algorithms": True,

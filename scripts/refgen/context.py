@@ -33,6 +33,36 @@ def _to_numpy(value: Any) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(value))
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """The sizes a diffusers SD 1.x folder allows, from its configs (as the pipeline derives them)."""
+
+    vae_factor: int  # 2 ** (len(vae.block_out_channels) - 1)
+    unet_factor: int  # 2 ** (number of U-Net down-samplers): latents must divide by it
+    latent_channels: int
+    default_size: int  # unet.sample_size * vae_factor, the pipeline's default width and height
+
+    @property
+    def size_step(self) -> int:
+        """Image sizes valid for the model are multiples of this."""
+        return self.vae_factor * self.unet_factor
+
+    def latent_shape(self, batch: int, width: int, height: int) -> list[int]:
+        return [batch, self.latent_channels, height // self.vae_factor, width // self.vae_factor]
+
+    @staticmethod
+    def of(model_dir: Path) -> "Geometry":
+        vae = json.loads((model_dir / "vae" / "config.json").read_text(encoding="utf-8"))
+        unet = json.loads((model_dir / "unet" / "config.json").read_text(encoding="utf-8"))
+        vae_factor = 2 ** (len(vae["block_out_channels"]) - 1)
+        return Geometry(
+            vae_factor=vae_factor,
+            unet_factor=2 ** (len(unet["down_block_types"]) - 1),
+            latent_channels=int(vae["latent_channels"]),
+            default_size=int(unet["sample_size"]) * vae_factor,
+        )
+
+
 @dataclass
 class RefContext:
     out_dir: Path
@@ -41,6 +71,16 @@ class RefContext:
     dtype: torch.dtype
     cases: list[dict[str, Any]] = field(default_factory=list)
     only: list[str] | None = None
+    preset: str = "full"  # "full" | "small" (make_references.py --preset)
+
+    @property
+    def small(self) -> bool:
+        return self.preset == "small"
+
+    def geometry(self) -> "Geometry":
+        if self.model_dir is None:
+            raise ValueError("this stage needs --model")
+        return Geometry.of(self.model_dir)
 
     def wants(self, stage: str) -> bool:
         return self.only is None or stage in self.only

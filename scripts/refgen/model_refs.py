@@ -52,12 +52,24 @@ def _test_image(h: int, w: int, batch: int, seed: int) -> torch.Tensor:
     return (0.8 * base + 0.15 * noise).clamp(-1, 1)
 
 
+def _vae_sizes(ctx: RefContext) -> dict[str, tuple[int, int, int, int]]:
+    """case name (WxH) -> (batch, height, width, seed)."""
+    if not ctx.small:
+        return {"64x64": (1, 64, 64, 1), "128x64": (1, 64, 128, 2), "batch2-64x64": (2, 64, 64, 3)}
+    # half the model's default size (the VAE needs only multiples of its own factor), square and
+    # one VAE factor wider, so that the latent width is odd
+    geo = ctx.geometry()
+    h = geo.default_size // 2
+    w2 = h + geo.vae_factor
+    return {f"{h}x{h}": (1, h, h, 1), f"{w2}x{h}": (1, h, w2, 2)}
+
+
 @torch.no_grad()
 def vae_refs(ctx: RefContext) -> None:
     vae = AutoencoderKL.from_pretrained(str(ctx.model_dir / "vae")).to(ctx.device).eval()
     sf = vae.config.scaling_factor
     scale = 2 ** (len(vae.config.block_out_channels) - 1)
-    for name, (b, h, w, seed) in {"64x64": (1, 64, 64, 1), "128x64": (1, 64, 128, 2), "batch2-64x64": (2, 64, 64, 3)}.items():
+    for name, (b, h, w, seed) in _vae_sizes(ctx).items():
         # decode: latents as the pipeline holds them (scaled by scaling_factor) -> image in [-1, 1]
         latents = torch.randn((b, vae.config.latent_channels, h // scale, w // scale), generator=torch.Generator().manual_seed(seed))
         image = vae.decode(latents.to(ctx.device) / sf).sample

@@ -5,9 +5,15 @@ the initial latents, the latents after every step (callback_on_step_end), the fi
 image as float [0, 1] (output_type "np") and as uint8 (numpy_to_pil's rounding). A forward hook on
 the U-Net stores every call's exact inputs and output as `unet:<run>-stepNN` cases, for the
 teacher-forced U-Net check. The generator is always a CPU torch.Generator, as users seed it.
+
+The full preset runs RUNS (the tiny model's sizes); the small preset runs small_runs(), sized from
+the model's geometry, and keeps only the first and last U-Net call of each run as cases. Either
+way the scheduler of every run is built from the config the pipeline holds after its constructor
+corrected the folder's file (steps_offset, clip_sample), which is what a diffusers user runs.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +38,7 @@ SCHEDULERS = {
     "euler": EulerDiscreteScheduler,
     "euler-a": EulerAncestralDiscreteScheduler,
 }
+SHORT_NAMES = {cls.__name__: short for short, cls in SCHEDULERS.items()}
 
 
 @dataclass
@@ -69,6 +76,36 @@ RUNS = [
 ]
 
 
+def small_runs(ctx: RefContext) -> list[Run]:
+    """make_references.py --preset small: txt2img and img2img with the folder's own scheduler and
+    with a second one, at the model's default size and at a wider one valid for its geometry.
+
+    The scheduler config is the folder's as the pipeline corrected it (a legacy steps_offset 0 /
+    clip_sample true becomes 1 / false), for the folder's class and for the second class alike.
+    """
+    geo = ctx.geometry()
+    folder_class = json.loads((ctx.model_dir / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))["_class_name"]
+    own = SHORT_NAMES[folder_class]
+    other = "euler" if own == "ddim" else "ddim"
+    s = geo.default_size
+    wide = s + geo.size_step if geo.size_step < s else s  # non-square where the geometry has a size between s and 2s
+    return [
+        Run(f"txt2img-{own}-{s}x{s}", "txt2img", "a photograph of an astronaut riding a horse", own, steps=10, seed=42,
+            width=s, height=s),
+        Run(f"txt2img-{other}-{wide}x{s}-negative-clipskip1", "txt2img", "a lighthouse on a cliff at dusk", other, steps=6,
+            seed=7, width=wide, height=s, negative="blurry, low quality", clip_skip=1),
+        Run(f"img2img-{own}-strength0.6-{s}x{s}", "img2img", "a city street in the rain", own, steps=10, seed=5,
+            strength=0.6, width=s, height=s),
+        Run(f"img2img-{other}-strength0.75-{s}x{s}", "img2img", "a mountain lake", other, steps=8, seed=8,
+            strength=0.75, width=s, height=s),
+    ]
+
+
+def kept_unet_calls(ctx: RefContext, n: int) -> list[int]:
+    """Which U-Net calls of a run become teacher-forced cases: all, or the first and the last."""
+    return list(range(n)) if not ctx.small else sorted({0, n - 1})
+
+
 def init_image(width: int, height: int, seed: int) -> Image.Image:
     """A deterministic RGB test picture: gradients plus seeded texture (also committed as PNG)."""
     rng = np.random.default_rng(seed)
@@ -102,7 +139,7 @@ def _pipeline(ctx: RefContext, kind: str):
 @torch.no_grad()
 def generate(ctx: RefContext) -> None:
     base_sched = None
-    for run in RUNS:
+    for run in small_runs(ctx) if ctx.small else RUNS:
         pipe = _pipeline(ctx, run.kind)
         if pipe is None:
             print(f"  skip {run.name}: no --inpaint-model")
@@ -180,6 +217,6 @@ def generate(ctx: RefContext) -> None:
             "pipeline_class": type(pipe).__name__,
         }
         ctx.save(f"end_to_end:{run.name}", tensors, meta)
-        for k, call in enumerate(unet_calls):
-            ctx.save(f"unet:{run.name}-step{k:02d}", call, {"run": run.name, "call": k})
+        for k in kept_unet_calls(ctx, len(unet_calls)):
+            ctx.save(f"unet:{run.name}-step{k:02d}", unet_calls[k], {"run": run.name, "call": k})
         print(f"  {run.name}: {len(unet_calls)} U-Net calls")

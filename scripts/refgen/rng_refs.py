@@ -11,10 +11,12 @@ sinf), and the two differ in the last bits. So the draws are made in child proce
 ATEN_CPU_CAPABILITY pinned before torch starts: the main cases with "avx2" (reproducible on any
 x86-64 with AVX2, whatever the machine's best capability), and a few `-cpudefault` cases with
 "default". The capability the child actually reported is recorded in the meta; the avx2 cases are
-skipped, with a warning, on a machine whose torch cannot run AVX2 kernels.
+skipped, with a warning, on a machine whose torch cannot run AVX2 kernels. The small preset
+(small_cases) draws only a few avx2 cases, at the model's own latent shapes.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -74,6 +76,22 @@ def default_cases() -> list[Case]:
     ]
 
 
+def small_cases(geo) -> list[Case]:
+    """A few draws at the model's own latent shapes (make_references.py --preset small)."""
+    s = geo.default_size
+    latents = geo.latent_shape(1, s, s)
+    odd = geo.latent_shape(1, s + geo.vae_factor, s // 2)  # a width that is an odd multiple of the VAE factor
+    cases: list[Case] = [
+        (f"seed42-{_shape_name(latents)}", 42, [latents]),
+        (f"seed0-{_shape_name(geo.latent_shape(2, s, s))}", 0, [geo.latent_shape(2, s, s)]),
+        (f"seed7-{_shape_name(odd)}", 7, [odd]),
+        ("seed42-3", 42, [[3]]),
+        ("seed42-17", 42, [[17]]),
+        ("seed42-seq-latents-3-steps", 42, [latents] * 4),
+    ]
+    return cases
+
+
 def _draw(cases: list[Case]) -> dict[str, Any]:
     """Run in the child: make every case's draws with the capability the environment pinned."""
     out: dict[str, Any] = {"capability": torch.backends.cpu.get_cpu_capability(), "torch": str(torch.__version__)}
@@ -85,20 +103,23 @@ def _draw(cases: list[Case]) -> dict[str, Any]:
     return out
 
 
-def _run_child(kind: str, capability: str) -> dict[str, Any]:
+def _run_child(cases: list[Case], capability: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "draws.pt"
+        spec = Path(tmp) / "cases.json"
+        spec.write_text(json.dumps([[name, str(seed), shapes] for name, seed, shapes in cases]))
         env = dict(os.environ, ATEN_CPU_CAPABILITY=capability)
-        subprocess.run([sys.executable, str(Path(__file__).resolve()), kind, str(result)], env=env, check=True)
+        subprocess.run([sys.executable, str(Path(__file__).resolve()), str(spec), str(result)], env=env, check=True)
         return torch.load(result, weights_only=True)
 
 
 def generate(ctx) -> None:
-    for kind, capability, cases, expect in [
-        ("avx2", "avx2", avx2_cases(), "AVX2"),
-        ("default", "default", default_cases(), "NO AVX"),
-    ]:
-        res = _run_child(kind, capability)
+    if ctx.small:
+        plan = [("avx2", "avx2", small_cases(ctx.geometry()), "AVX2")]
+    else:
+        plan = [("avx2", "avx2", avx2_cases(), "AVX2"), ("default", "default", default_cases(), "NO AVX")]
+    for kind, capability, cases, expect in plan:
+        res = _run_child(cases, capability)
         got = res["capability"]
         if got != expect:
             print(f"[rng_refs] warning: ATEN_CPU_CAPABILITY={capability} gave capability {got!r}, "
@@ -123,6 +144,8 @@ def generate(ctx) -> None:
 
 
 if __name__ == "__main__":
-    # Child mode: python rng_refs.py {avx2|default} OUT.pt (ATEN_CPU_CAPABILITY set by the parent).
-    which, dest = sys.argv[1], sys.argv[2]
-    torch.save(_draw(avx2_cases() if which == "avx2" else default_cases()), dest)
+    # Child mode: python rng_refs.py CASES.json OUT.pt (ATEN_CPU_CAPABILITY set by the parent);
+    # CASES.json lists [name, seed as a decimal string, shapes] (seeds can exceed a double's range).
+    spec, dest = sys.argv[1], sys.argv[2]
+    cases = [(name, int(seed), shapes) for name, seed, shapes in json.loads(Path(spec).read_text())]
+    torch.save(_draw(cases), dest)
