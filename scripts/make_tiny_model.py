@@ -180,11 +180,12 @@ PRESETS = {p.name: p for p in [
                latent_channels=4, norm_num_groups=8, sample_size=32, scaling_factor=0.13025),
            onnx_shares=("tiny-sd", ("text_encoder", "tokenizer", "scheduler"))),
     # Geometry B: a 2-block U-Net (one down-sampler, so sizes step by 8 * 2 = 16), two layers per
-    # block, 8 latent channels (the VAE's moments are 16 channels), Euler as the folder's scheduler.
+    # block, 8 latent channels (the VAE's moments are 16 channels), Euler as the folder's scheduler,
+    # a default size of 32 x 32 (sample_size 4).
     # tiny-sd's text encoder again (a new one would cost 0.8 MB of embedding).
     Preset("tiny-sd-2block-euler", seed=SEED + 200,
            unet=dict(
-               sample_size=8, in_channels=8, out_channels=8,
+               sample_size=4, in_channels=8, out_channels=8,
                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
                block_out_channels=(8, 16), layers_per_block=2, attention_head_dim=2,
@@ -192,7 +193,7 @@ PRESETS = {p.name: p for p in [
            vae=dict(
                in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
                up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 8, 16), layers_per_block=1,
-               latent_channels=8, norm_num_groups=8, sample_size=64, scaling_factor=0.18215),
+               latent_channels=8, norm_num_groups=8, sample_size=32, scaling_factor=0.18215),
            scheduler=EULER_SCHEDULER,
            onnx_shares=("tiny-sd", ("text_encoder", "tokenizer"))),
     # The tiny model's weights with a legacy scheduler_config.json that diffusers' pipelines correct.
