@@ -1,42 +1,80 @@
 /**
- * The committed fixtures themselves: every reference file matches its manifest hash and declared
- * shapes, the manifest carries its provenance, every ONNX model folder loads in onnxruntime-node
- * and runs with the shapes its configs promise, and the tokenizer table decodes back to its text.
+ * The committed fixtures themselves: in every reference set each file matches its manifest hash and
+ * declared shapes and the manifest carries its provenance and model fingerprint; the fixtures stay
+ * within their budget and link only to committed folders; every ONNX model folder loads in
+ * onnxruntime-node and runs with the shapes its configs promise, and the tokenizer table decodes
+ * back to its text.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as crypto from "node:crypto";
+import { execFileSync } from "node:child_process";
 import { ReferenceSet } from "../src/conformance/reference-set";
 import { StableDiffusionPipeline } from "../src/pipeline/pipeline";
 import { f32 } from "../src/tensor/tensor";
-import { ROOT, REFS } from "./helpers/fixtures";
+import { ROOT, REFS, USER_FIXTURES } from "./helpers/fixtures";
 
 const refs = ReferenceSet.open(REFS);
+const sets = [REFS, ...USER_FIXTURES.map((f) => f.refs).filter((d) => d !== REFS)];
+const FINGERPRINT_KEYS = [
+  "text_hidden_size", "text_vocab_size", "text_max_position_embeddings", "latent_channels", "vae_scaling_factor",
+  "vae_scale_factor", "unet_in_channels", "unet_out_channels", "cross_attention_dim", "prediction_type", "scheduler",
+];
 
-test("the manifest records provenance", () => {
-  const m = refs.manifest;
-  expect(m.format).toBe("sd-harness-references/1");
-  expect(m.device).toBe("cpu");
-  for (const lib of ["torch", "diffusers", "transformers", "numpy", "safetensors"]) expect(m.versions[lib]).toMatch(/^\d/);
-  const scripts = (m as unknown as { scripts: Record<string, string> }).scripts;
-  expect(Object.keys(scripts)).toContain("scripts/make_references.py");
-  // the recorded script hashes are those of the committed scripts
-  for (const [rel, sha] of Object.entries(scripts)) {
-    const actual = crypto.createHash("sha256").update(fs.readFileSync(path.join(ROOT, rel))).digest("hex");
-    expect(`${rel} ${actual}`).toBe(`${rel} ${sha}`);
-  }
+describe.each(sets.map((d) => [path.relative(ROOT, d), d]))("%s", (_name, dir) => {
+  const set = ReferenceSet.open(dir);
+
+  test("the manifest records provenance and the model's fingerprint", () => {
+    const m = set.manifest;
+    expect(m.format).toBe("sd-harness-references/1");
+    expect(m.device).toBe("cpu");
+    for (const lib of ["torch", "diffusers", "transformers", "numpy", "safetensors"]) expect(m.versions[lib]).toMatch(/^\d/);
+    const scripts = (m as unknown as { scripts: Record<string, string> }).scripts;
+    expect(Object.keys(scripts)).toContain("scripts/make_references.py");
+    // the recorded script hashes are those of the committed scripts
+    for (const [rel, sha] of Object.entries(scripts)) {
+      const actual = crypto.createHash("sha256").update(fs.readFileSync(path.join(ROOT, rel))).digest("hex");
+      expect(`${rel} ${actual}`).toBe(`${rel} ${sha}`);
+    }
+    expect(Object.keys(set.fingerprint as object)).toEqual(FINGERPRINT_KEYS);
+  });
+
+  test("every case file matches its sha256 and declared tensor shapes", () => {
+    expect(set.cases.length).toBeGreaterThan(dir === REFS ? 300 : 20);
+    for (const c of set.cases) {
+      if (c.file.endsWith(".safetensors")) {
+        const t = set.tensors(c.id); // verifies the hash
+        for (const name of Object.keys(c.tensors ?? {})) t.raw(name); // verifies the declared shape
+      } else {
+        set.readVerified(c.id);
+      }
+    }
+  });
 });
 
-test("every case file matches its sha256 and declared tensor shapes", () => {
-  expect(refs.cases.length).toBeGreaterThan(300);
-  for (const c of refs.cases) {
-    if (c.file.endsWith(".safetensors")) {
-      const t = refs.tensors(c.id); // verifies the hash
-      for (const name of Object.keys(c.tensors ?? {})) t.raw(name); // verifies the declared shape
-    } else {
-      refs.readVerified(c.id);
-    }
+describe("the committed fixture files", () => {
+  let tracked: string[] = [];
+  try {
+    tracked = execFileSync("git", ["ls-files", "-z", "fixtures"], { cwd: ROOT, encoding: "utf8" }).split("\0").filter(Boolean);
+  } catch {
+    tracked = []; // not a git checkout (an unpacked package): nothing to check
   }
+  const gitTest = tracked.length > 0 ? test : test.skip;
+
+  gitTest("total under 40 MB", () => {
+    const total = tracked.reduce((sum, rel) => sum + fs.lstatSync(path.join(ROOT, rel)).size, 0);
+    expect(total).toBeLessThan(40e6);
+  });
+
+  gitTest("symlinks point inside committed folders, and the shipped model folder has none", () => {
+    const isTracked = (rel: string) => tracked.some((t) => t === rel || t.startsWith(`${rel}/`));
+    for (const rel of tracked) {
+      if (!fs.lstatSync(path.join(ROOT, rel)).isSymbolicLink()) continue;
+      expect(rel.startsWith("fixtures/models/tiny-sd-onnx/")).toBe(false);
+      const target = path.relative(ROOT, path.resolve(path.dirname(path.join(ROOT, rel)), fs.readlinkSync(path.join(ROOT, rel))));
+      expect(`${rel} -> ${target}: ${isTracked(target) ? "tracked" : "NOT TRACKED"}`).toBe(`${rel} -> ${target}: tracked`);
+    }
+  });
 });
 
 test("the tokenizer table decodes back to its prompts", () => {
