@@ -26,6 +26,10 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<(argv: str
     summary: "check an ONNX port stage by stage against PyTorch reference tensors",
     load: async () => (await import("./commands/conformance")).conformanceCommand,
   },
+  sensitivity: {
+    summary: "perturb weights in a copy of the model: the smallest change the suite catches, per layer kind",
+    load: async () => (await import("./commands/sensitivity")).sensitivityCommand,
+  },
   report: {
     summary: "report merge: join sharded conformance reports",
     load: async () => (await import("./commands/report")).reportCommand,
