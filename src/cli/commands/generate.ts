@@ -45,6 +45,9 @@ export function generateParser(argv: string[]) {
     .option("truncate", { type: "boolean", default: false, describe: "accept prompts over 77 CLIP tokens, keeping the first 77 (as diffusers does)" })
     .option("verbose", { type: "boolean", default: false, describe: "stack traces on errors" })
     .strict()
+    // a repeated flag takes its last value, as in most CLIs: yargs' default made `--steps 2 --steps 3`
+    // an array (reported as `["2","3"] is not an integer`) and `--out a.png --out b.png` the path "a.png,b.png"
+    .parserConfiguration({ "duplicate-arguments-array": false })
     .fail((msg, err) => {
       throw new HarnessError(`generate: ${msg ?? err?.message ?? "bad arguments"}`, ExitCode.usage);
     })
