@@ -58,3 +58,30 @@ const cases: CliCase[] = [
 ];
 
 testCliCases(cases);
+
+test("the library (dist/index.js) creates its sessions with telemetry off too", () => {
+  const { spawnSync } = require("node:child_process") as typeof import("node:child_process");
+  const os = require("node:os") as typeof import("node:os");
+  const { ROOT, TINY } = require("./helpers/fixtures") as typeof import("./helpers/fixtures");
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sdh-lib-"));
+  try {
+    isolated.setup(dir);
+    const script = `
+      const { StableDiffusionPipeline } = require(${JSON.stringify(path.join(ROOT, "dist", "index.js"))});
+      (async () => {
+        const p = await StableDiffusionPipeline.load(${JSON.stringify(TINY)}, { threads: 1 });
+        await p.release();
+        console.log("telemetry variable: " + process.env.ORT_DISABLE_TELEMETRY);
+      })();`;
+    const env: Record<string, string> = {};
+    for (const [k, v] of Object.entries(process.env)) if (v !== undefined && k !== "ORT_DISABLE_TELEMETRY" && k !== "XDG_CACHE_HOME") env[k] = v;
+    Object.assign(env, { HOME: path.join(dir, "home"), TMPDIR: path.join(dir, "tmp"), TMP: path.join(dir, "tmp"), TEMP: path.join(dir, "tmp") });
+    const r = spawnSync(process.execPath, ["-e", script], { env, encoding: "utf8", timeout: 60_000 });
+    expect(r.stderr).toBe("");
+    expect(r.status).toBe(0);
+    expect(r.stdout).toBe("telemetry variable: 1\n");
+    expectEmpty(dir);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}, 90_000);
