@@ -22,6 +22,7 @@ import { loadModelFolder } from "../pipeline/model-folder";
 import { CaseResult, ModelInfo, Report, Status, worstStatus, STATUS_RANK } from "./types";
 import { renderMarkdown, renderJunit, renderHtml } from "./report";
 import { VERSION } from "../cli/defaults";
+import { runLocalize, checkLocalize, ModuleLimitFile } from "./localize";
 
 export interface ModelSpec {
   readonly label: string;
@@ -51,6 +52,8 @@ export interface RunOptions {
   readonly signal?: AbortSignal;
   /** run models that look like SD 2.x as SD 1.x anyway */
   readonly forceSd1?: boolean;
+  /** also compare per-module outputs with a module reference set (conformance --localize) */
+  readonly localize?: { readonly moduleReferences: string; readonly limits?: ModuleLimitFile };
 }
 
 /** The headline drift number of a result, for tables and baselines: the worst relL2 (or the stage's own measure). */
@@ -119,12 +122,20 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
     for (const spec of opts.models) requireLimits(tol, opts.profile, stageKey, c.id, resolve(tol, opts.profile, stageKey, c.id, spec.label));
   }
   checkModelsMatchReferences(opts, refs);
+  const localizeLimits = opts.localize ? checkLocalize(opts.localize.moduleReferences, opts.profile, opts.localize.limits) : undefined;
   const baseline = opts.baseline ? loadBaseline(opts.baseline) : null;
   const factor = opts.baselineFactor ?? 2;
   // checked now, created when the first model has loaded; removed again if the run fails or is interrupted
   const folder = opts.outDir ? ReportFolder.check(opts.outDir, { flag: "--out", overwrite: !!opts.overwrite, refuse: "non-empty" }) : null;
   try {
-    const report = await runCases(opts, refs, tol, cases, baseline, factor, folder, started);
+    let report = await runCases(opts, refs, tol, cases, baseline, factor, folder, started);
+    if (opts.localize) {
+      const localize = await runLocalize({
+        models: opts.models, moduleReferences: opts.localize.moduleReferences, limits: localizeLimits,
+        profile: opts.profile, threads: opts.threads, log: opts.log, signal: opts.signal,
+      });
+      report = { ...report, localize };
+    }
     if (folder) {
       folder.commit();
       writeReport(folder.dir, report);

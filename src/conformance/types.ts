@@ -3,6 +3,7 @@
  * JUnit) reads. Cases have stable ids `stage:case`; the worst status of a run wins.
  */
 import type { Coverage } from "./coverage";
+import type { LocalizeReport } from "./localize";
 
 export type Status = "pass" | "fail" | "xfail" | "xpass" | "error" | "skip";
 
@@ -123,6 +124,8 @@ export interface Report {
   readonly baseline?: { readonly file: string; readonly factor: number; readonly regressions: number };
   /** what the run exercised and what it did not, with reasons (absent in reports of older versions) */
   readonly coverage?: Coverage;
+  /** conformance --localize: per-module drift inside each component (src/conformance/localize.ts) */
+  readonly localize?: LocalizeReport;
 }
 
 /** Worst status wins: error > fail > xpass > xfail > pass > skip. */

@@ -10,6 +10,7 @@ import { runConformance, exitCodeFor, ModelSpec } from "../../conformance/runner
 import { listCases, filterCases, parseShard } from "../../conformance/cases";
 import { ReferenceSet } from "../../conformance/reference-set";
 import { loadTolerances, profiles } from "../../conformance/tolerances";
+import { ModuleReferences, loadModuleLimits } from "../../conformance/localize";
 
 function parser(argv: string[]) {
   return yargs(argv)
@@ -29,6 +30,9 @@ function parser(argv: string[]) {
     .option("overwrite", { type: "boolean", default: false, describe: "replace the reports in an existing --out folder" })
     .option("force-sd1", { type: "boolean", default: false, describe: "run models that look like SD 2.x as SD 1.x anyway" })
     .option("threads", { type: "string", default: "0", describe: THREADS_HELP })
+    .option("localize", { type: "boolean", default: false, describe: "also compare every module's output inside each component with PyTorch's and name the first module over its limit (conformance/module-limits.json)" })
+    .option("module-references", { type: "string", describe: "module reference set for --localize (scripts/make_module_references.py; default: modules/ beside --references)" })
+    .option("module-limits", { type: "string", describe: "per-module limits for --localize (default: conformance/module-limits.json)" })
     .option("list", { type: "boolean", default: false, describe: "list the case ids and exit" })
     .option("quiet", { type: "boolean", default: false, describe: "no per-case lines" })
     .option("verbose", { type: "boolean", default: false })
@@ -77,6 +81,9 @@ export async function conformanceCommand(argv: string[], io: CliIO): Promise<num
   const report = await runConformance({
     models: modelSpecs((args.model as string[]) ?? [DEFAULT_MODEL], args["inpaint-model"]),
     forceSd1: Boolean(args["force-sd1"]),
+    localize: args.localize || args["module-references"]
+      ? { moduleReferences: args["module-references"] ? String(args["module-references"]) : ModuleReferences.besides(refsDir), limits: args["module-limits"] ? loadModuleLimits(String(args["module-limits"])) : undefined }
+      : undefined,
     references: refsDir,
     profile: String(args.profile),
     only: args.only ?? [],

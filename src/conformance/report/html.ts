@@ -29,6 +29,7 @@ import {
   worstElementText,
   worstHeadline,
 } from "./markdown";
+import { localizeHtml } from "./localize-view";
 
 const STATUS_LABEL: Readonly<Record<Status, string>> = {
   pass: "PASS",
@@ -581,6 +582,7 @@ ${verdictTable(report, stages, models, ids)}
 ${models.length > 1 ? driftTable(report, models, ids) : ""}
 ${baselineSection(report)}
 ${coverageSection(report)}
+${localizeHtml(report, esc)}
 ${plots.length ? `<section class="card" id="plots"><h2>Drift vs step</h2><div class="plots">${plots.join("\n")}</div></section>` : ""}
 ${stageSections}
 <footer>${esc(report.format)} · started ${esc(report.run.started)} · written by sd-harness</footer>

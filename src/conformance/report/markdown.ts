@@ -4,6 +4,7 @@
  */
 import { CaseResult, Check, Report, STATUS_RANK, Status, TensorMetrics, worstStatus } from "../types";
 import { coverageLines } from "../coverage";
+import { localizeMarkdown } from "./localize-view";
 
 export const STATUSES: readonly Status[] = ["pass", "fail", "xfail", "xpass", "error", "skip"];
 
@@ -355,5 +356,6 @@ export function renderMarkdown(report: Report): string {
     }
   }
 
+  out.push(...localizeMarkdown(report, md));
   return out.join("\n");
 }

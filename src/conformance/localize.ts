@@ -1,0 +1,407 @@
+/**
+ * `conformance --localize`: where inside a component drift starts. For each call a module
+ * reference set records (scripts/make_module_references.py: one text-encoder call, two U-Net
+ * calls of one end-to-end run, one VAE decode and encode), the ONNX component is run on the same
+ * inputs in a temporary copy that also returns the modules' tensors (src/onnx/graph-outputs.ts),
+ * and every module's output is compared with PyTorch's, in network order (the order the outputs
+ * come to exist). Reported per call: the first module over its limit, and the modules that
+ * introduce the most drift (drift at the output / drift at the module's input, each relL2, the
+ * input's floored at FLOOR).
+ *
+ * The per-module limits are data (conformance/module-limits.json), each with its reason.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import * as crypto from "node:crypto";
+import * as ort from "../pipeline/ort";
+import { HarnessError, ExitCode } from "../errors";
+import { OnnxComponent, ComponentKind, toF32, fromF32 } from "../pipeline/onnx-model";
+import { parseSafetensors } from "../tensor/safetensors";
+import { f32, TypedData, Tensor } from "../tensor/tensor";
+import { readInputFile, INPUT_LIMITS } from "../util/read-input";
+import { compileGlob } from "../util/glob";
+import { PACKAGE_ROOT } from "../cli/defaults";
+import { tensorMetrics } from "./metrics";
+import { readGraph, matchModules, withExtraOutputs, writeTempModel, ModuleMatch } from "../onnx/graph-outputs";
+
+/** relL2 of float32 rounding in one operation: an input drift below it counts as this much. */
+export const FLOOR = 1e-7;
+
+export const DEFAULT_MODULE_LIMITS = path.join(PACKAGE_ROOT, "conformance", "module-limits.json");
+
+// ---- the module reference set ------------------------------------------------------------------
+
+export interface ModuleEntry {
+  readonly name: string;
+  readonly class: string;
+  readonly shape: readonly number[];
+  readonly stride: number;
+  readonly count: number;
+  readonly calls: number;
+  readonly input: string | null;
+}
+
+export interface ModuleCall {
+  readonly id: string;
+  readonly component: ComponentKind;
+  readonly file: string;
+  readonly sha256: string;
+  readonly source: { readonly references: string; readonly case: string; readonly file: string; readonly sha256: string };
+  readonly onnx_inputs: Readonly<Record<string, string>>;
+  /** the component's stored modules, in the order their outputs come to exist (from `components`) */
+  readonly modules: readonly ModuleEntry[];
+}
+
+export interface ModuleManifest {
+  readonly format: string;
+  readonly model: string;
+  readonly command: string;
+  readonly versions: Readonly<Record<string, string>>;
+  readonly calls: readonly ModuleCall[];
+  /** per component: `modules` (stored, in output order) and `tree` ([path, class, why not stored], in start order) */
+  readonly components: Readonly<Record<string, { readonly modules: readonly ModuleEntry[]; readonly tree?: readonly unknown[] }>>;
+}
+
+const COMPONENTS: readonly ComponentKind[] = ["text_encoder", "unet", "vae_decoder", "vae_encoder"];
+const SAFE_FILE = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,200}\.safetensors$/;
+
+export class ModuleReferences {
+  private constructor(readonly dir: string, readonly manifest: ModuleManifest, readonly sha256: string) {}
+
+  /** The module set beside a reference set: `<set>/../modules` (fixtures/references/tiny-sd/modules). */
+  static besides(references: string): string {
+    return path.join(path.dirname(references), "modules");
+  }
+
+  static open(dir: string): ModuleReferences {
+    const file = path.join(dir, "manifest.json");
+    const bytes = readInputFile(file, "a module reference manifest", INPUT_LIMITS.manifest);
+    let m: ModuleManifest;
+    try {
+      m = JSON.parse(bytes.toString("utf8")) as ModuleManifest;
+    } catch (e) {
+      throw new HarnessError(`${file}: not JSON (${(e as Error).message.split("\n")[0]})`, ExitCode.usage);
+    }
+    if (m?.format !== "sd-harness-module-references/1" || !Array.isArray(m.calls) || typeof m.components !== "object" || m.components === null) {
+      throw new HarnessError(`${file}: not a module reference manifest (format sd-harness-module-references/1, from scripts/make_module_references.py)`, ExitCode.usage);
+    }
+    const calls = m.calls.map((c) => {
+      const modules = COMPONENTS.includes(c?.component) ? m.components[c.component]?.modules : undefined;
+      const entriesOk = Array.isArray(modules) && modules.every((e) =>
+        typeof e?.name === "string" && Array.isArray(e.shape) && Number.isSafeInteger(e.stride) && e.stride >= 1 && Number.isSafeInteger(e.count) && e.count >= 0 &&
+        (e.count - 1) * e.stride < e.shape.reduce((a: number, b: number) => a * b, 1));
+      if (typeof c.file !== "string" || !SAFE_FILE.test(c.file) || !entriesOk) {
+        throw new HarnessError(`${file}: call ${JSON.stringify(String(c?.id)).slice(0, 80)} is malformed (component, file or its component's modules)`, ExitCode.usage);
+      }
+      return { ...c, modules: modules! };
+    });
+    return new ModuleReferences(dir, { ...m, calls }, crypto.createHash("sha256").update(bytes).digest("hex"));
+  }
+
+  /** The call's tensors, checked against the manifest's sha256. */
+  tensors(call: ModuleCall): ReadonlyMap<string, Tensor<TypedData>> {
+    const file = path.join(this.dir, call.file);
+    const buf = readInputFile(file, "a module reference file", 1 << 30);
+    const digest = crypto.createHash("sha256").update(buf).digest("hex");
+    if (digest !== call.sha256) throw new HarnessError(`${file}: sha256 ${digest.slice(0, 12)}… differs from the manifest's`, ExitCode.usage);
+    return parseSafetensors(buf, file).tensors;
+  }
+}
+
+// ---- limits ------------------------------------------------------------------------------------
+
+export interface ModuleLimit {
+  readonly relL2: number;
+  readonly reason: string;
+  /** which rule of the file gave it */
+  readonly source: string;
+}
+
+export interface ModuleLimitFile {
+  readonly file?: string;
+  readonly profiles: Readonly<Record<string, { readonly relL2: number; readonly reason: string }>>;
+  readonly overrides?: readonly { readonly module: string; readonly profile: string; readonly relL2: number; readonly reason: string }[];
+}
+
+export function loadModuleLimits(file = DEFAULT_MODULE_LIMITS): ModuleLimitFile {
+  const text = readInputFile(file, "the module limits", INPUT_LIMITS.manifest).toString("utf8");
+  let data: ModuleLimitFile;
+  try {
+    data = JSON.parse(text) as ModuleLimitFile;
+  } catch (e) {
+    throw new HarnessError(`${file}: not JSON (${(e as Error).message.split("\n")[0]})`, ExitCode.usage);
+  }
+  for (const [p, l] of Object.entries(data.profiles ?? {})) {
+    if (!(typeof l?.relL2 === "number" && l.relL2 > 0) || typeof l.reason !== "string" || !l.reason) {
+      throw new HarnessError(`${file}: profile ${p} needs a positive relL2 and a reason`, ExitCode.usage);
+    }
+  }
+  for (const o of data.overrides ?? []) {
+    if (typeof o?.module !== "string" || !(o.relL2 > 0) || !o.reason) throw new HarnessError(`${file}: every override needs module (a glob), profile, relL2 and a reason`, ExitCode.usage);
+  }
+  return { ...data, file };
+}
+
+export function moduleLimit(limits: ModuleLimitFile, profile: string, component: string, module: string): ModuleLimit {
+  const key = `${component}/${module}`;
+  for (const o of limits.overrides ?? []) {
+    if (o.profile === profile && compileGlob(o.module).test(key)) return { relL2: o.relL2, reason: o.reason, source: `override ${o.module}` };
+  }
+  const p = limits.profiles[profile];
+  if (!p) throw new HarnessError(`--localize: the module limits${limits.file ? ` (${limits.file})` : ""} have no profile ${JSON.stringify(profile)}; known: ${Object.keys(limits.profiles).join(", ")}`, ExitCode.usage);
+  return { relL2: p.relL2, reason: p.reason, source: `profile ${profile}` };
+}
+
+// ---- results -----------------------------------------------------------------------------------
+
+export interface ModuleDrift {
+  readonly module: string;
+  readonly class: string;
+  /** position in network order (outputs in the order they come to exist) */
+  readonly position: number;
+  readonly relL2: number;
+  readonly maxAbs: number;
+  readonly cosine: number;
+  readonly nonFinite: number;
+  /** values compared (a sampled tensor compares every stride-th value) */
+  readonly count: number;
+  readonly stride: number;
+  readonly limit: number;
+  readonly over: boolean;
+  /** the module (or `input:<name>`) whose output it read; null when unknown */
+  readonly input: string | null;
+  readonly inputRelL2: number | null;
+  /** relL2 / max(inputRelL2, FLOOR); null when the input's drift is unknown */
+  readonly introduced: number | null;
+  readonly how: "scope" | "parameter";
+}
+
+export interface Unmapped {
+  readonly module: string;
+  readonly why: string;
+}
+
+export interface CallLocalization {
+  readonly model: string;
+  readonly component: ComponentKind;
+  readonly call: string;
+  readonly total: number;
+  readonly modules: readonly ModuleDrift[];
+  readonly unmapped: readonly Unmapped[];
+  /** how module tensors were found: scope names, parameter names only, or not at all */
+  readonly naming: "scope" | "parameter";
+  readonly first: ModuleDrift | null;
+  /** the modules introducing the most drift, largest first */
+  readonly growth: readonly ModuleDrift[];
+  readonly timeMs: number;
+  readonly error?: string;
+}
+
+export interface LocalizeReport {
+  readonly references: { readonly dir: string; readonly model: string; readonly sha256: string; readonly command: string; readonly versions: Readonly<Record<string, string>> };
+  readonly profile: string;
+  readonly limits: { readonly file: string; readonly profiles: ModuleLimitFile["profiles"]; readonly overrides: NonNullable<ModuleLimitFile["overrides"]> };
+  readonly floor: number;
+  readonly calls: readonly CallLocalization[];
+  readonly timeMs: number;
+}
+
+export interface LocalizeModel {
+  readonly label: string;
+  readonly dir: string;
+}
+
+export interface LocalizeOptions {
+  readonly models: readonly LocalizeModel[];
+  readonly moduleReferences: string;
+  readonly profile: string;
+  readonly limits?: ModuleLimitFile;
+  readonly threads?: number;
+  readonly log?: (line: string) => void;
+  /** how many drift introducers to keep per call */
+  readonly top?: number;
+  readonly signal?: AbortSignal;
+}
+
+const PART_DIR: Readonly<Record<ComponentKind, string>> = { text_encoder: "text_encoder", unet: "unet", vae_decoder: "vae_decoder", vae_encoder: "vae_encoder" };
+
+function asF32(t: Tensor<TypedData>): Float32Array {
+  if (t.data instanceof Float32Array) return t.data;
+  if (t.data instanceof BigInt64Array) return Float32Array.from(t.data, Number);
+  return Float32Array.from(t.data as ArrayLike<number>);
+}
+
+/** The feeds for one call, typed as the session declares its inputs. */
+function feeds(comp: OnnxComponent, call: ModuleCall, tensors: ReadonlyMap<string, Tensor<TypedData>>): Record<string, ort.Tensor> {
+  const out: Record<string, ort.Tensor> = {};
+  for (const [name, key] of Object.entries(call.onnx_inputs)) {
+    const t = tensors.get(key);
+    if (!t) throw new HarnessError(`module references: call ${call.id} has no tensor ${key}`, ExitCode.usage);
+    const type = comp.inputType(name);
+    if (name === "input_ids") {
+      const ids = Array.from(t.data as ArrayLike<number | bigint>, Number);
+      out[name] = type === "int64" ? new ort.Tensor("int64", BigInt64Array.from(ids, BigInt), t.dims) : new ort.Tensor("int32", Int32Array.from(ids), t.dims);
+    } else if (name === "timestep") {
+      // as StableDiffusionPipeline.runUnet feeds it: rank 0 or [1], float or int64 (truncated)
+      const spec = comp.inputs.get("timestep");
+      const v = asF32(t)[0];
+      const shape = spec && spec.shape.length === 0 ? [] : [1];
+      out[name] = type === "int64" ? new ort.Tensor("int64", BigInt64Array.of(BigInt(Math.trunc(v))), shape)
+        : type === "float16" ? fromF32(f32(Float32Array.of(v), shape), "float16")
+          : new ort.Tensor("float32", Float32Array.of(v), shape);
+    } else {
+      out[name] = fromF32(f32(asF32(t), t.dims), type);
+    }
+  }
+  return out;
+}
+
+function sameDims(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+async function localizeComponent(
+  model: LocalizeModel, component: ComponentKind, calls: readonly ModuleCall[], refs: ModuleReferences,
+  opts: LocalizeOptions, limits: ModuleLimitFile,
+): Promise<CallLocalization[]> {
+  const file = path.join(model.dir, PART_DIR[component], "model.onnx");
+  const t0 = process.hrtime.bigint();
+  const buf = readInputFile(file, `the ${component}`, 2 ** 31 - 1);
+  const graph = readGraph(buf, file);
+  const names = [...new Set(calls.flatMap((c) => c.modules.map((m) => m.name)))];
+  const { matches, scopeNamed } = matchModules(graph, names);
+  const byModule = new Map<string, ModuleMatch>(matches.map((m) => [m.module, m]));
+  const own = new Set([...graph.outputs, ...graph.inputs]);
+  const extra = [...new Set(matches.flatMap((m) => (m.how === "none" ? [] : m.candidates)))].filter((n) => !own.has(n));
+  const tmp = writeTempModel(file, withExtraOutputs(buf, file, extra), graph.externalFiles);
+  const out: CallLocalization[] = [];
+  let comp: OnnxComponent | null = null;
+  try {
+    comp = await OnnxComponent.load(component, tmp.file, { threads: opts.threads ?? 0 });
+    const wanted = [...new Set([...extra, ...matches.flatMap((m) => (m.how === "none" ? [] : m.candidates.filter((c) => own.has(c))))])];
+    for (const call of calls) {
+      const c0 = process.hrtime.bigint();
+      const tensors = refs.tensors(call);
+      const result = await comp.run(feeds(comp, call, tensors), wanted.filter((n) => !graph.inputs.includes(n)));
+      const drifts: ModuleDrift[] = [];
+      const unmapped: Unmapped[] = [];
+      const relByModule = new Map<string, number>();
+      call.modules.forEach((e, position) => {
+        const match = byModule.get(e.name)!;
+        if (match.how === "none") {
+          unmapped.push({ module: e.name, why: match.why });
+          return;
+        }
+        // the last candidate (graph order) whose shape is the module's
+        const pick = [...match.candidates].reverse().find((n) => result[n] && sameDims(result[n].dims as number[], e.shape));
+        if (!pick) {
+          const seen = match.candidates.map((n) => (result[n] ? `[${(result[n].dims as number[]).join(", ")}]` : "?")).join(", ");
+          unmapped.push({ module: e.name, why: `its ${match.how === "scope" ? "scope's outputs have" : "tensor has"} shape ${seen}, the module's output [${e.shape.join(", ")}]` });
+          return;
+        }
+        const ours = toF32(result[pick]).data;
+        const ref = tensors.get(e.name);
+        if (!ref || ref.data.length !== e.count) {
+          unmapped.push({ module: e.name, why: ref ? `the reference file holds ${ref.data.length} values for it, the manifest ${e.count}` : "the reference file has no tensor for it" });
+          return;
+        }
+        const sampled = new Float32Array(e.count);
+        for (let k = 0; k < e.count; k++) sampled[k] = ours[k * e.stride];
+        const m = tensorMetrics(sampled, asF32(ref), [e.count]);
+        relByModule.set(e.name, m.relL2);
+        const limit = moduleLimit(limits, opts.profile, component, e.name).relL2;
+        const nonFinite = m.nanCount + m.infCount;
+        drifts.push({
+          module: e.name, class: e.class, position, relL2: m.relL2, maxAbs: m.maxAbs, cosine: m.cosine, nonFinite,
+          count: e.count, stride: e.stride, limit, over: nonFinite > 0 || !(m.relL2 <= limit), input: e.input, inputRelL2: null, introduced: null, how: match.how,
+        });
+      });
+      const withInputs = drifts.map((d) => {
+        const inRel = d.input === null ? null : d.input.startsWith("input:") ? 0 : relByModule.get(d.input) ?? null;
+        return { ...d, inputRelL2: inRel, introduced: inRel === null ? null : d.relL2 / Math.max(inRel, FLOOR) };
+      });
+      const top = opts.top ?? 5;
+      const growth = withInputs.filter((d) => d.introduced !== null && Number.isFinite(d.introduced))
+        .sort((a, b) => b.introduced! - a.introduced! || a.position - b.position).slice(0, top);
+      out.push({
+        model: model.label, component, call: call.id, total: call.modules.length, modules: withInputs, unmapped,
+        naming: scopeNamed ? "scope" : "parameter", first: withInputs.find((d) => d.over) ?? null, growth,
+        timeMs: Number(process.hrtime.bigint() - c0) / 1e6 + (out.length === 0 ? Number(c0 - t0) / 1e6 : 0),
+      });
+    }
+  } finally {
+    await comp?.release();
+    tmp.dispose();
+  }
+  return out;
+}
+
+/** Open the module set and the limits before any case runs: a missing set or profile is a usage error up front. */
+export function checkLocalize(moduleReferences: string, profile: string, limits?: ModuleLimitFile): ModuleLimitFile {
+  const l = limits ?? loadModuleLimits();
+  ModuleReferences.open(moduleReferences);
+  moduleLimit(l, profile, "", "");
+  return l;
+}
+
+export async function runLocalize(opts: LocalizeOptions): Promise<LocalizeReport> {
+  const t0 = Date.now();
+  const refs = ModuleReferences.open(opts.moduleReferences);
+  const limits = opts.limits ?? loadModuleLimits();
+  moduleLimit(limits, opts.profile, "", ""); // the profile must exist before anything runs
+  const calls: CallLocalization[] = [];
+  const log = opts.log ?? (() => {});
+  for (const model of opts.models) {
+    for (const component of COMPONENTS) {
+      const these = refs.manifest.calls.filter((c) => c.component === component);
+      if (these.length === 0) continue;
+      await new Promise<void>((r) => setImmediate(r));
+      if (opts.signal?.aborted) throw new HarnessError("interrupted", ExitCode.interrupted);
+      if (!fs.existsSync(path.join(model.dir, PART_DIR[component], "model.onnx"))) {
+        for (const c of these) calls.push(emptyCall(model.label, component, c, `the model folder has no ${PART_DIR[component]}/model.onnx`));
+        continue;
+      }
+      let results: CallLocalization[];
+      try {
+        results = await localizeComponent(model, component, these, refs, opts, limits);
+      } catch (e) {
+        if (e instanceof HarnessError && e.exitCode === ExitCode.interrupted) throw e;
+        results = these.map((c) => emptyCall(model.label, component, c, (e as Error).message.split("\n")[0]));
+      }
+      for (const r of results) {
+        calls.push(r);
+        log(localizeLine(r));
+      }
+    }
+  }
+  const m = refs.manifest;
+  return {
+    references: { dir: opts.moduleReferences, model: m.model, sha256: refs.sha256, command: m.command, versions: m.versions },
+    profile: opts.profile,
+    limits: { file: limits.file ?? "(in memory)", profiles: limits.profiles, overrides: limits.overrides ?? [] },
+    floor: FLOOR,
+    calls,
+    timeMs: Date.now() - t0,
+  };
+}
+
+function emptyCall(model: string, component: ComponentKind, c: ModuleCall, error: string): CallLocalization {
+  return { model, component, call: c.id, total: c.modules.length, modules: [], unmapped: [], naming: "scope", first: null, growth: [], timeMs: 0, error };
+}
+
+function sci(x: number | null): string {
+  return x === null ? "?" : Number.isFinite(x) ? x.toExponential(2) : String(x);
+}
+
+/** One terminal line per call. */
+export function localizeLine(r: CallLocalization): string {
+  const head = `LOCALIZE ${r.model} ${r.call}: ${r.modules.length}/${r.total} modules compared`;
+  if (r.error) return `${head}; not run: ${r.error}`;
+  const naming = r.naming === "parameter" ? " (no scope names in this export: leaf modules matched by parameter names)" : "";
+  const first = r.first
+    ? `first over its limit: ${r.first.module} (relL2 ${sci(r.first.relL2)} > ${sci(r.first.limit)}${r.first.introduced !== null ? `, introduced x${sci(r.first.introduced)}` : ""})`
+    : "no module over its limit";
+  const grow = r.growth.slice(0, 3).map((g) => `${g.module} x${sci(g.introduced)}`).join(", ");
+  return `${head}${naming}; ${first}${grow ? `; most drift introduced: ${grow}` : ""}`;
+}
+

@@ -1,0 +1,155 @@
+/**
+ * conformance --localize on the tiny fixture: a copy of the fp32 model with 64 values of one U-Net
+ * conv weight scaled by 1.05 (the fault of test/faults.test.ts) is localized to that conv (or a
+ * module containing it) first; the unbroken model has no module over its limit; the model folders
+ * are byte-identical afterwards and the temporary model copies are gone. Also: the graph copy keeps
+ * the model's own outputs first, and an export without scope names says so instead of guessing.
+ */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import * as crypto from "node:crypto";
+import { main } from "../src/cli/main";
+import { CliIO } from "../src/cli/io";
+import { parseReportJson } from "../src/conformance/runner";
+import { Report } from "../src/conformance/types";
+import { readGraph, withExtraOutputs, matchModules, scopeOf } from "../src/onnx/graph-outputs";
+import { ModuleReferences } from "../src/conformance/localize";
+import { scaleInitializers, copyModel } from "./helpers/onnx-edit";
+
+const ROOT = path.resolve(__dirname, "..");
+const TINY = path.join(ROOT, "fixtures", "models", "tiny-sd-onnx");
+const FP16 = path.join(ROOT, "fixtures", "models", "tiny-sd-fp16-onnx");
+const REFS = path.join(ROOT, "fixtures", "references", "tiny-sd", "cpu");
+const MODULES = path.join(ROOT, "fixtures", "references", "tiny-sd", "modules");
+const PERTURBED = "down_blocks.1.resnets.0.conv1";
+
+function capture(): CliIO & { stdout: () => string; stderr: () => string } {
+  let out = "";
+  let err = "";
+  return { out: (t) => { out += t; }, err: (t) => { err += t; }, isTTY: false, stdout: () => out, stderr: () => err };
+}
+
+/** sha256 of every file under dir (symlinks followed), by relative path. */
+function treeHash(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (d: string) => {
+    for (const e of fs.readdirSync(d).sort()) {
+      const p = path.join(d, e);
+      const st = fs.statSync(p);
+      if (st.isDirectory()) walk(p);
+      else out[path.relative(dir, p)] = crypto.createHash("sha256").update(fs.readFileSync(p)).digest("hex");
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sdh-localize-"));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+let report: Report;
+let stderr = "";
+let scratch = "";
+
+beforeAll(async () => {
+  const broken = copyModel(TINY, tmp, "broken");
+  const edited = scaleInitializers(path.join(broken, "unet", "model.onnx"), (n) => n === `model.${PERTURBED}.weight`, 1.05, 64);
+  expect(edited.map((e) => e.changed)).toEqual([64]);
+  const before = { fp32: treeHash(TINY), broken: treeHash(broken) };
+  // the temporary model copies go to os.tmpdir(): a private one, so leftovers can be seen
+  scratch = fs.mkdtempSync(path.join(tmp, "scratch-"));
+  const saved = process.env.TMPDIR;
+  process.env.TMPDIR = scratch;
+  const io = capture();
+  const out = path.join(tmp, "report");
+  try {
+    const code = await main(["conformance", "--model", `${TINY}=fp32`, "--model", `${broken}=broken`, "--references", REFS,
+      "--only", "unet:txt2img-pndm-64x64-step00", "--localize", "--threads", "1", "--out", out], io);
+    expect(code).toBe(1); // the broken model fails the U-Net case; localization does not change the verdict
+  } finally {
+    if (saved === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = saved;
+  }
+  stderr = io.stderr();
+  report = parseReportJson(fs.readFileSync(path.join(out, "report.json"), "utf8"));
+  expect(treeHash(TINY)).toEqual(before.fp32);
+  expect(treeHash(broken)).toEqual(before.broken);
+});
+
+test("the perturbed conv is the first U-Net module over its limit, at both recorded steps", () => {
+  const unet = report.localize!.calls.filter((c) => c.model === "broken" && c.component === "unet");
+  expect(unet.length).toBe(2);
+  for (const c of unet) {
+    expect(c.error).toBeUndefined();
+    expect(c.first).not.toBeNull();
+    // the module itself, or a module that contains it
+    expect(PERTURBED === c.first!.module || PERTURBED.startsWith(`${c.first!.module}.`)).toBe(true);
+    // everything before it in network order is within its limit
+    expect(c.modules.filter((m) => m.position < c.first!.position).every((m) => !m.over)).toBe(true);
+    // and it is where the drift is introduced: its input (norm1, through the activation) is clean
+    expect(c.first!.input).toBe("down_blocks.1.resnets.0.norm1");
+    expect(c.growth[0].module).toBe(PERTURBED);
+  }
+  expect(stderr).toContain(`first over its limit: ${PERTURBED}`);
+});
+
+test("the other components of the perturbed copy, and the unbroken model, have no module over its limit", () => {
+  const calls = report.localize!.calls;
+  expect(calls.length).toBe(10); // 5 recorded calls x 2 models
+  for (const c of calls) {
+    expect(c.error).toBeUndefined();
+    expect(c.unmapped).toEqual([]);
+    expect(c.modules.length).toBe(c.total);
+    if (c.model === "fp32" || c.component !== "unet") expect(c.first).toBeNull();
+  }
+});
+
+test("summary.md and report.html show the localization; the HTML has one chart per call with one line per model", () => {
+  const dir = path.join(tmp, "report");
+  const md = fs.readFileSync(path.join(dir, "summary.md"), "utf8");
+  expect(md).toContain("## Where drift starts (--localize)");
+  expect(md).toContain(PERTURBED.replace(/_/g, "\\_"));
+  const html = fs.readFileSync(path.join(dir, "report.html"), "utf8");
+  const charts = html.match(/<svg class="localize-plot"[\s\S]*?<\/svg>/g) ?? [];
+  expect(charts.length).toBe(5);
+  for (const svg of charts) {
+    expect((svg.match(/<polyline class="line" data-model="fp32"/g) ?? []).length).toBe(1);
+    expect((svg.match(/<polyline class="line" data-model="broken"/g) ?? []).length).toBe(1);
+  }
+  const unetChart = charts.find((s) => s.includes('data-call="unet:txt2img-pndm-64x64-step00"'))!;
+  for (const block of ["down_blocks.0", "down_blocks.1", "mid_block", "up_blocks.3"]) expect(unetChart).toContain(`>${block}</text>`);
+  expect(unetChart).toContain('class="first-over"');
+});
+
+test("no temporary model copy is left behind", () => {
+  expect(fs.readdirSync(scratch)).toEqual([]);
+});
+
+test("the graph copy appends outputs after the model's own, and the module names map to scopes", () => {
+  const file = path.join(TINY, "unet", "model.onnx");
+  const buf = fs.readFileSync(file);
+  const g = readGraph(buf, file);
+  const copy = readGraph(withExtraOutputs(buf, file, ["a", "b"]), file);
+  expect(copy.outputs).toEqual([...g.outputs, "a", "b"]);
+  expect(copy.nodes.length).toBe(g.nodes.length);
+  expect(scopeOf("/model/down_blocks.0/resnets.0/conv1/Conv")).toBe("model.down_blocks.0.resnets.0.conv1");
+  expect(scopeOf("Constant_12")).toBeNull();
+  const { prefix, scopeNamed, matches } = matchModules(g, ["conv_in", "down_blocks.0.resnets.0", "no_such.module"]);
+  expect([prefix, scopeNamed]).toEqual(["model.", true]);
+  expect(matches.map((m) => m.how)).toEqual(["scope", "scope", "none"]);
+});
+
+test("an export without scope names (--compact-names) matches only modules with their own parameters, and says so", () => {
+  const refs = ModuleReferences.open(MODULES);
+  const names = refs.manifest.calls.find((c) => c.component === "unet")!.modules.map((m) => m.name);
+  const file = path.join(FP16, "unet", "model.onnx");
+  const { scopeNamed, matches } = matchModules(readGraph(fs.readFileSync(file), file), names);
+  expect(scopeNamed).toBe(false);
+  const by = new Map(matches.map((m) => [m.module, m]));
+  expect(by.get("conv_in")!.how).toBe("parameter");
+  expect(by.get(PERTURBED)!.how).toBe("parameter");
+  const block = by.get("down_blocks.1.resnets.0")!;
+  expect(block.how).toBe("none");
+  expect(block.how === "none" && block.why).toMatch(/no scope names in this export/);
+});
