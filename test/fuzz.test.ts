@@ -18,6 +18,8 @@ import { parseSchedulerConfig } from "../src/schedulers/schedules";
 import { createScheduler, SCHEDULER_NAMES } from "../src/schedulers";
 import { ClipTokenizer } from "../src/pipeline/tokenizer";
 import { compileGlob } from "../src/util/glob";
+import { PNG } from "pngjs";
+import { readRgbPng, readMaskPng, encodePng } from "../src/pipeline/image";
 import { ROOT, TINY } from "./helpers/fixtures";
 
 const NPY = path.join(ROOT, "fixtures", "broken", "npy");
@@ -420,5 +422,49 @@ describe("glob matcher", () => {
     }
     expect(compileGlob("************#").test("unet:x#")).toBe(true);
     expect(compileGlob("*a".repeat(5000) + "#").test("a".repeat(200))).toBe(false);
+  });
+});
+
+// ---- PNG images (init images and masks) ------------------------------------------------------------
+
+describe("PNG reader", () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sdh-fuzz-png-"));
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const rgb = encodePng({ width: 8, height: 4, data: Uint8Array.from({ length: 96 }, (_, i) => (i * 37) & 255) }, { parameters: "x" });
+  const gray = (() => {
+    const png = new PNG({ width: 5, height: 3, colorType: 0 });
+    png.data.fill(200);
+    return PNG.sync.write(png, { colorType: 0 });
+  })();
+  /** IHDR's width / height rewritten (the CRC left stale, or fixed up) */
+  const declared = fc.tuple(fc.constantFrom(rgb, gray), fc.oneof(fc.nat(20), fc.constantFrom(0, 8192, 8193, 12000, 2 ** 31 - 1, 2 ** 32 - 1)), fc.oneof(fc.nat(20), fc.constantFrom(0, 8192, 65536, 2 ** 32 - 1)), fc.boolean()).map(([base, w, h, fixCrc]) => {
+    const b = Buffer.from(base);
+    b.writeUInt32BE(w, 16);
+    b.writeUInt32BE(h, 20);
+    if (fixCrc) {
+      let c = 0xffffffff;
+      for (const x of b.subarray(12, 29)) {
+        c ^= x;
+        for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+      }
+      b.writeUInt32BE((c ^ 0xffffffff) >>> 0, 29);
+    }
+    return b;
+  });
+
+  test("any mutation: an image of the declared size, or a one-line HarnessError; no allocation past the limits", () => {
+    let k = 0;
+    fc.assert(fc.property(fc.oneof(mutated(rgb), mutated(gray), declared), (bytes) => {
+      const file = path.join(dir, `f${k++ % 4}.png`);
+      fs.writeFileSync(file, bytes);
+      for (const read of [() => readRgbPng(file), () => readMaskPng(file)]) {
+        const r = harnessOnly(read);
+        if (r instanceof HarnessError) continue;
+        expect(r.width).toBeGreaterThan(0);
+        expect(r.width).toBeLessThanOrEqual(8192);
+        expect(r.width * r.height).toBeLessThanOrEqual(8192 * 8192);
+        expect(r.data.length % (r.width * r.height)).toBe(0);
+      }
+    }), opts(1500));
   });
 });
