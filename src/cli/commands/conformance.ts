@@ -63,6 +63,13 @@ function modelSpecs(values: string[], inpaint: string | undefined): ModelSpec[] 
 export async function conformanceCommand(argv: string[], io: CliIO): Promise<number> {
   const args = await parser(argv).parseAsync();
   if (args.help || args.version) return ExitCode.ok;
+  // a repeated single-value flag takes its last value, as in generate; yargs made it an array
+  // (`--profile fp32 --profile fp16` was "unknown profile [...]", `--out a --out b` the folder "a,b")
+  const single = args as unknown as Record<string, unknown>;
+  for (const k of ["references", "profile", "tolerances", "shard", "baseline", "baseline-factor", "out", "threads", "inpaint-model"]) {
+    const v = single[k];
+    if (Array.isArray(v)) single[k] = v[v.length - 1];
+  }
   const tol = loadTolerances(args.tolerances);
   if (!profiles(tol).includes(String(args.profile))) {
     throw new HarnessError(`--profile: unknown profile ${JSON.stringify(args.profile)}; known: ${profiles(tol).join(", ")}`, ExitCode.usage);
