@@ -214,6 +214,7 @@ const cases: CliCase[] = [
   { name: "flag: missing --prompt", args: ["generate", "--out", "{dir}/o.png"], exit: 2, stderr: /generate: Missing required argument: prompt/ },
   { name: "flag: unknown command", args: ["genrate"], exit: 2, stderr: /unknown command "genrate"; commands: generate, conformance, .*report/ },
   { name: "flag: no command prints the usage", args: [], exit: 2, stderr: /^$/, stderrLines: "any", stdout: /Commands:/ },
+  { name: "flag: conformance: a repeated --profile takes its last value (it was 'unknown profile [\"fp16\",\"fp32\"]')", args: ["conformance", "--profile", "fp16", "--profile", "fp32", "--list", "--only", "rng:seed0-3"], exit: 0, stderr: /^$/, stdout: /^rng:seed0-3\n$/ },
   { name: "flag: unknown profile", args: ["conformance", "--profile", "fp8", "--list"], exit: 2, stderr: /--profile: unknown profile "fp8"; known: fp32/ },
   { name: "flag: --shard 3/2", args: ["conformance", "--shard", "3/2", "--out", "{dir}/r"], exit: 2, stderr: /--shard: "3\/2" must be i\/n with 1 <= i <= n/, absent: ["r"] },
   { name: "flag: --shard 0/2", args: ["conformance", "--shard", "0/2", "--out", "{dir}/r"], exit: 2, stderr: /--shard: "0\/2" must be i\/n/ },
