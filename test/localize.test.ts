@@ -14,8 +14,8 @@ import { CliIO } from "../src/cli/io";
 import { parseReportJson } from "../src/conformance/runner";
 import { Report } from "../src/conformance/types";
 import { readGraph, withExtraOutputs, matchModules, scopeOf } from "../src/onnx/graph-outputs";
-import { ModuleReferences } from "../src/conformance/localize";
-import { scaleInitializers, copyModel } from "./helpers/onnx-edit";
+import { ModuleReferences, runLocalize } from "../src/conformance/localize";
+import { scaleInitializers, copyModel, externalizeInitializers } from "./helpers/onnx-edit";
 
 const ROOT = path.resolve(__dirname, "..");
 const TINY = path.join(ROOT, "fixtures", "models", "tiny-sd-onnx");
@@ -50,31 +50,27 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 let report: Report;
 let stderr = "";
-let scratch = "";
+
+/** The temporary model copies --localize makes (the library's os.tmpdir() is the real one: jest's process.env is a copy). */
+function leftovers(): string[] {
+  return fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith("sd-harness-localize-")).sort();
+}
+const before = leftovers();
 
 beforeAll(async () => {
   const broken = copyModel(TINY, tmp, "broken");
   const edited = scaleInitializers(path.join(broken, "unet", "model.onnx"), (n) => n === `model.${PERTURBED}.weight`, 1.05, 64);
   expect(edited.map((e) => e.changed)).toEqual([64]);
-  const before = { fp32: treeHash(TINY), broken: treeHash(broken) };
-  // the temporary model copies go to os.tmpdir(): a private one, so leftovers can be seen
-  scratch = fs.mkdtempSync(path.join(tmp, "scratch-"));
-  const saved = process.env.TMPDIR;
-  process.env.TMPDIR = scratch;
+  const hashes = { fp32: treeHash(TINY), broken: treeHash(broken) };
   const io = capture();
   const out = path.join(tmp, "report");
-  try {
-    const code = await main(["conformance", "--model", `${TINY}=fp32`, "--model", `${broken}=broken`, "--references", REFS,
-      "--only", "unet:txt2img-pndm-64x64-step00", "--localize", "--threads", "1", "--out", out], io);
-    expect(code).toBe(1); // the broken model fails the U-Net case; localization does not change the verdict
-  } finally {
-    if (saved === undefined) delete process.env.TMPDIR;
-    else process.env.TMPDIR = saved;
-  }
+  const code = await main(["conformance", "--model", `${TINY}=fp32`, "--model", `${broken}=broken`, "--references", REFS,
+    "--only", "unet:txt2img-pndm-64x64-step00", "--localize", "--threads", "1", "--out", out], io);
+  expect(code).toBe(1); // the broken model fails the U-Net case; localization does not change the verdict
   stderr = io.stderr();
   report = parseReportJson(fs.readFileSync(path.join(out, "report.json"), "utf8"));
-  expect(treeHash(TINY)).toEqual(before.fp32);
-  expect(treeHash(broken)).toEqual(before.broken);
+  expect(treeHash(TINY)).toEqual(hashes.fp32);
+  expect(treeHash(broken)).toEqual(hashes.broken);
 });
 
 test("the perturbed conv is the first U-Net module over its limit, at both recorded steps", () => {
@@ -123,7 +119,7 @@ test("summary.md and report.html show the localization; the HTML has one chart p
 });
 
 test("no temporary model copy is left behind", () => {
-  expect(fs.readdirSync(scratch)).toEqual([]);
+  expect(leftovers()).toEqual(before);
 });
 
 test("the graph copy appends outputs after the model's own, and the module names map to scopes", () => {
@@ -152,4 +148,16 @@ test("an export without scope names (--compact-names) matches only modules with 
   const block = by.get("down_blocks.1.resnets.0")!;
   expect(block.how).toBe("none");
   expect(block.how === "none" && block.why).toMatch(/no scope names in this export/);
+});
+
+test("a U-Net with external weights (model.onnx_data) is localized through a link to its data, and left as it was", async () => {
+  const ext = copyModel(TINY, tmp, "external");
+  const moved = externalizeInitializers(path.join(ext, "unet", "model.onnx"), "model.onnx_data");
+  expect(moved.length).toBeGreaterThan(100);
+  const hashes = treeHash(ext);
+  const r = await runLocalize({ models: [{ label: "external", dir: ext }], moduleReferences: MODULES, profile: "fp32", threads: 1 });
+  const unet = r.calls.filter((c) => c.component === "unet");
+  expect(unet.map((c) => [c.error, c.unmapped.length, c.modules.length === c.total, c.first])).toEqual([[undefined, 0, true, null], [undefined, 0, true, null]]);
+  expect(leftovers()).toEqual(before);
+  expect(treeHash(ext)).toEqual(hashes);
 });

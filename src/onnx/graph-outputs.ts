@@ -25,7 +25,10 @@
  * op_type = 4; ValueInfoProto.name = 1. Extra outputs are appended to GraphProto as output (12)
  * entries carrying only a name (onnxruntime infers their type); the model's own outputs keep their
  * order. The copy is written into a fresh temporary folder; external-data files named by the model
- * are symlinked beside it, never copied, and the user's files are never opened for writing.
+ * are hard-linked beside it (the same bytes, not a copy; onnxruntime 1.30 refuses a symlink whose
+ * target lies outside the model's folder: "External data path escapes model directory"), and only
+ * copied where a hard link is impossible (another file system). The user's files are never opened
+ * for writing.
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -248,6 +251,7 @@ export interface TempModel {
 }
 
 export function writeTempModel(modelFile: string, bytes: Buffer, externalFiles: ReadonlySet<string>): TempModel {
+  // (a hard link to the data is made, never written through: the copy's model.onnx is a new file)
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sd-harness-localize-"));
   const dispose = () => fs.rmSync(dir, { recursive: true, force: true });
   try {
@@ -259,7 +263,11 @@ export function writeTempModel(modelFile: string, bytes: Buffer, externalFiles: 
       if (path.isAbsolute(loc) || rel.startsWith("..") || rel.includes(path.sep)) {
         throw new HarnessError(`${modelFile}: external data ${JSON.stringify(loc)} is not a file beside the model`, ExitCode.usage);
       }
-      fs.symlinkSync(target, path.join(dir, rel));
+      try {
+        fs.linkSync(target, path.join(dir, rel));
+      } catch {
+        fs.copyFileSync(target, path.join(dir, rel), fs.constants.COPYFILE_FICLONE);
+      }
     }
     const file = path.join(dir, "model.onnx");
     fs.writeFileSync(file, bytes);
