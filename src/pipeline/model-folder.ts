@@ -128,7 +128,8 @@ function tokenizerPadToken(dir: string): string | null {
     const file = path.join(dir, name);
     if (!fs.existsSync(file)) continue;
     try {
-      const pad = (JSON.parse(fs.readFileSync(file, "utf8")) as Record<string, unknown>).pad_token;
+      // bounded: /dev/zero or a FIFO here would read without end or block (the tokenizer then refuses it)
+      const pad = (JSON.parse(readInputText(file, "the tokenizer's configuration", INPUT_LIMITS.config)) as Record<string, unknown>).pad_token;
       if (typeof pad === "string") return pad;
       if (pad && typeof pad === "object" && typeof (pad as { content?: unknown }).content === "string") return (pad as { content: string }).content;
     } catch {
