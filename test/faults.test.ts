@@ -25,7 +25,7 @@ afterAll(() => {
 const GOOD = "good";
 const BAD = "broken";
 
-async function sideBySide(only: string[], broken: { dir?: string; factory?: PipelineFactory }): Promise<Report> {
+async function sideBySide(only: string[], broken: { dir?: string; factory?: PipelineFactory; forceSd1?: boolean }): Promise<Report> {
   const brokenDir = broken.dir ?? path.join(tmp, "__factory__", path.basename(TINY));
   if (!broken.dir) {
     // the factory decides what is broken; the label still needs its own folder path
@@ -42,6 +42,7 @@ async function sideBySide(only: string[], broken: { dir?: string; factory?: Pipe
     outDir: null,
     threads: 1,
     pipelineFactory: factory,
+    forceSd1: broken.forceSd1,
   });
 }
 
@@ -96,12 +97,20 @@ describe("the suite catches faults and passes the unbroken model", () => {
     expect(c?.tensor).toBe("out_sample");
   });
 
-  test("(b) a wrong VAE scaling factor fails vae_roundtrip / vae_decode / end_to_end, not vae_encode", async () => {
+  test("(b) a wrong VAE scaling factor in the configs is refused up front: it differs from the references' fingerprint", async () => {
     const dir = copyModel(TINY, tmp, "wrong-vae-scale");
     for (const part of ["vae_decoder", "vae_encoder"]) {
       editJson(path.join(dir, part, "config.json"), (j) => { j.scaling_factor = 0.13025; }); // SDXL's
     }
-    const report = await sideBySide(["vae_*:64x64", "end_to_end:txt2img-pndm-64x64", "unet:txt2img-pndm-64x64-step00"], { dir });
+    await expect(sideBySide(["vae_*:64x64"], { dir })).rejects.toThrow(/vae_scaling_factor is 0\.18215 in the reference set, 0\.13025 in the model's configs/);
+  });
+
+  test("(b2) a wrong VAE scaling factor in the code fails vae_roundtrip / vae_decode / end_to_end, not vae_encode", async () => {
+    // the same fault past the fingerprint check: the pipeline itself uses the wrong factor
+    const factory = patched((pipe) => {
+      (pipe.folder.vaeConfig as { scalingFactor: number }).scalingFactor = 0.13025;
+    });
+    const report = await sideBySide(["vae_*:64x64", "end_to_end:txt2img-pndm-64x64", "unet:txt2img-pndm-64x64-step00"], { factory });
     expectGoodPasses(report);
     expectAll(report, BAD, /^vae_roundtrip:/, "fail");
     expectAll(report, BAD, /^vae_decode:/, "fail");
@@ -197,7 +206,9 @@ describe("the suite catches faults and passes the unbroken model", () => {
     const { ClipTokenizer } = await import("../src/pipeline/tokenizer");
     const tok = ClipTokenizer.fromDir(path.join(dir, "tokenizer"));
     expect(tok.padId).toBe(0); // "!" is id 0 in CLIP's vocabulary; <|endoftext|> is 49407
-    const report = await sideBySide(["tokenizer:*", "text_encoder:*", "end_to_end:txt2img-pndm-64x64"], { dir });
+    // "!" padding is OpenCLIP's (SD 2.x): the folder is refused as SD 2.x unless told otherwise
+    await expect(sideBySide(["tokenizer:*"], { dir })).rejects.toThrow(/pad_token "!" \(OpenCLIP's tokenizer\): an SD 2\.x model/);
+    const report = await sideBySide(["tokenizer:*", "text_encoder:*", "end_to_end:txt2img-pndm-64x64"], { dir, forceSd1: true });
     expectGoodPasses(report);
     expectAll(report, BAD, /^tokenizer:/, "fail");
     // the text_encoder stage feeds the reference's input_ids (teacher-forced), so the encoder itself

@@ -52,7 +52,7 @@ export function checkFingerprint(manifest: Readonly<Record<string, unknown>>, ke
   const d = firstDifference(fp as Record<string, unknown>, folder.fingerprint);
   if (d) {
     throw new HarnessError(
-      `--references ${refsDir} was made from another model than ${flag} ${folder.dir}: ${d.field} is ${JSON.stringify(d.reference)} in the reference set, ${JSON.stringify(d.model)} in the model; pass the reference set made for this model (scripts/make_references.py)`,
+      `--references ${refsDir} was made from another model than ${flag} ${folder.dir}: ${d.field} is ${JSON.stringify(d.reference)} in the reference set, ${JSON.stringify(d.model)} in the model's configs; pass the reference set made for this model (scripts/make_references.py), or fix the export's configs if the model is the same`,
       ExitCode.usage,
     );
   }

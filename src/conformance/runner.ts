@@ -208,7 +208,7 @@ async function runCases(
           const timeMs = Number(process.hrtime.bigint() - t0) / 1e6;
           const checks = out.skip ? [] : evaluate(tolerance.limits, out.metrics, out.images ?? [], out.extra ?? {});
           // limits that name no metric this case produced judge nothing: that is an error, never a pass
-          const unjudged = !out.skip && checks.length === 0;
+          const unjudged = !out.skip && !out.nonFinite && checks.length === 0; // a NaN / Inf is itself a verdict
           let status: Status = out.skip ? "skip" : unjudged ? "error" : checks.every((k) => k.ok) && !out.nonFinite ? "pass" : "fail";
           let message = unjudged
             ? `no check applied: the limits of ${tolerance.source} (${Object.keys(tolerance.limits).join(", ")}) in profile ${opts.profile} name no metric this ${stageKey} case produced`
