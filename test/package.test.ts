@@ -7,6 +7,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import * as crypto from "node:crypto";
 import { spawnSync, SpawnSyncReturns } from "node:child_process";
 import { ROOT } from "./helpers/fixtures";
 
@@ -57,9 +58,22 @@ describe("the packed tarball", () => {
   it("installs offline into an empty folder, and generate and conformance run there", () => {
     const app = path.join(work, "app");
     fs.mkdirSync(app);
-    fs.writeFileSync(path.join(app, "package.json"), JSON.stringify({ name: "app", version: "1.0.0", private: true }));
+    // Offline, npm cannot resolve version ranges (no registry metadata in its cache), so the app
+    // pins the tarball's dependencies to the versions in our lockfile, whose tarballs `npm ci`
+    // left in the cache: what a user's lockfile does for them.
+    const ours = JSON.parse(fs.readFileSync(path.join(ROOT, "package.json"), "utf8"));
+    const lock = JSON.parse(fs.readFileSync(path.join(ROOT, "package-lock.json"), "utf8"));
+    const spec = `file:../${path.basename(tarball)}`;
+    const packages: Record<string, unknown> = { "": { name: "app", version: "1.0.0", dependencies: { "sd-harness": spec } } };
+    for (const [k, v] of Object.entries(lock.packages as Record<string, { dev?: boolean; devOptional?: boolean }>)) {
+      if (k.startsWith("node_modules/") && !v.dev && !v.devOptional) packages[k] = v;
+    }
+    const integrity = `sha512-${crypto.createHash("sha512").update(fs.readFileSync(tarball)).digest("base64")}`;
+    packages["node_modules/sd-harness"] = { version: ours.version, resolved: spec, integrity, license: ours.license, dependencies: ours.dependencies, bin: ours.bin, engines: ours.engines };
+    fs.writeFileSync(path.join(app, "package.json"), JSON.stringify({ name: "app", version: "1.0.0", private: true, dependencies: { "sd-harness": spec } }));
+    fs.writeFileSync(path.join(app, "package-lock.json"), JSON.stringify({ name: "app", version: "1.0.0", lockfileVersion: 3, requires: true, packages }));
     // onnxruntime-node's postinstall fetches CUDA libraries unless told not to: the documented switch
-    const [cmd, args] = offline("npm", ["install", "--offline", "--no-audit", "--no-fund", tarball]);
+    const [cmd, args] = offline("npm", ["ci", "--offline", "--no-audit", "--no-fund"]);
     const inst = run(cmd, args, app, { ONNXRUNTIME_NODE_INSTALL: "skip" });
     expect(`${inst.status} ${inst.stderr.slice(-1500)}`).toMatch(/^0 /);
     const bin = path.join(app, "node_modules", "sd-harness", "bin", "sd-harness.js");
