@@ -176,3 +176,16 @@ describe("external-data initializers", () => {
     expect(thrown(() => readFloatInitializers(missing, want)).message).toMatch(/"gone\.bin" cannot be read \(ENOENT\)/);
   });
 });
+
+describe("library options", () => {
+  test("threads above 4 per CPU core are refused before any session is made (1024 on 2 cores hung)", async () => {
+    const { StableDiffusionPipeline } = await import("../src/pipeline/pipeline");
+    const { maxThreads } = await import("../src/util/threads");
+    const t0 = Date.now();
+    await expect(StableDiffusionPipeline.load(TINY, { threads: maxThreads() + 1 })).rejects.toThrow(new RegExp(`^threads: ${maxThreads() + 1} is more than 4 per CPU core`));
+    await expect(StableDiffusionPipeline.load(TINY, { threads: -1 })).rejects.toThrow(/^threads: -1 is not a whole number >= 0$/);
+    expect(Date.now() - t0).toBeLessThan(5000);
+    const ok = await StableDiffusionPipeline.load(TINY, { threads: maxThreads() });
+    await ok.release();
+  });
+});

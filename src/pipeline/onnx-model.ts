@@ -7,6 +7,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as ort from "./ort";
 import { HarnessError, ExitCode } from "../errors";
+import { tooManyThreads } from "../util/threads";
 import { F32, f32 } from "../tensor/tensor";
 
 export interface SessionSettings {
@@ -48,6 +49,9 @@ export class OnnxComponent {
   ) {}
 
   static async load(kind: ComponentKind, file: string, settings: SessionSettings = {}): Promise<OnnxComponent> {
+    const threads = settings.threads ?? 0;
+    const tooMany = Number.isInteger(threads) && threads >= 0 ? tooManyThreads(threads) : `${threads} is not a whole number >= 0`;
+    if (tooMany) throw new HarnessError(`threads: ${tooMany}`, ExitCode.usage);
     let stat: fs.Stats;
     try {
       stat = fs.statSync(file);
@@ -60,7 +64,7 @@ export class OnnxComponent {
     const options: ort.InferenceSession.SessionOptions = {
       executionProviders: ["cpu"],
       graphOptimizationLevel: settings.graphOptimizationLevel ?? "all",
-      intraOpNumThreads: settings.threads ?? 0,
+      intraOpNumThreads: threads,
       interOpNumThreads: 1,
       executionMode: "sequential",
       enableMemPattern: settings.enableMemPattern ?? true,
