@@ -378,6 +378,19 @@ const cases: CliCase[] = [
     },
   },
   {
+    // ONNX Runtime creates a session in one synchronous call (the tiny U-Net: about 7 s here), so a
+    // signal during loading is answered when that call returns; before main() has installed its
+    // handlers the default action ends the process (also 143, with nothing to say)
+    name: "signal: SIGTERM while the models load exits 143 once the session being created is ready",
+    args: ["generate", "--prompt", "x", "--steps", "50", "--threads", "1", "--seed", "1", "--out", "{dir}/out/a.png"],
+    setup: (d) => fs.mkdirSync(path.join(d, "out")),
+    signal: { name: "SIGTERM", when: 1500 }, exit: 143, stderrLines: "any", stderr: /^(sd-harness: terminated \(SIGTERM\); no partial output was written)?$/, timeoutMs: 120_000,
+    check: (d, r) => {
+      expect(fs.readdirSync(path.join(d, "out"))).toEqual([]);
+      expect(r.msAfterSignal).toBeLessThan(30_000);
+    },
+  },
+  {
     name: "signal: SIGTERM during scheduler cases (no ONNX work to yield on) exits 143, no report",
     args: ["conformance", "--only", "scheduler:*", "--out", "{dir}/r", "--threads", "1"],
     signal: { name: "SIGTERM", when: /^PASS /m }, exit: 143, stderrLines: "any", stderr: /^sd-harness: terminated \(SIGTERM\); no partial output was written$/, absent: ["r"], timeoutMs: 120_000,
