@@ -4,7 +4,7 @@
  * calls of one end-to-end run, one VAE decode and encode), the ONNX component is run on the same
  * inputs in a temporary copy that also returns the modules' tensors (src/onnx/graph-outputs.ts),
  * and every module's output is compared with PyTorch's, in network order (the order the outputs
- * come to exist). Reported per call: the first module over its limit, and the modules that
+ * come to exist). Reported per call: the first module over its limit, and the leaf modules that
  * introduce the most drift (drift at the output / drift at the module's input, each relL2, the
  * input's floored at FLOOR).
  *
@@ -292,10 +292,12 @@ async function localizeComponent(
           unmapped.push({ module: e.name, why: match.why });
           return;
         }
-        // the last candidate (graph order) whose shape is the module's
-        const pick = [...match.candidates].reverse().find((n) => result[n] && sameDims(result[n].dims as number[], e.shape));
+        // the last float candidate (graph order) whose shape is the module's; a quantized export's
+        // scopes also hand uint8 tensors and their scales to the next module
+        const isFloat = (n: string) => result[n]?.type === "float32" || result[n]?.type === "float16";
+        const pick = [...match.candidates].reverse().find((n) => isFloat(n) && sameDims(result[n].dims as number[], e.shape));
         if (!pick) {
-          const seen = match.candidates.map((n) => (result[n] ? `[${(result[n].dims as number[]).join(", ")}]` : "?")).join(", ");
+          const seen = match.candidates.map((n) => (result[n] ? `${result[n].type} [${(result[n].dims as number[]).join(", ")}]` : "?")).join(", ");
           unmapped.push({ module: e.name, why: `its ${match.how === "scope" ? "scope's outputs have" : "tensor has"} shape ${seen}, the module's output [${e.shape.join(", ")}]` });
           return;
         }
@@ -321,7 +323,11 @@ async function localizeComponent(
         return { ...d, inputRelL2: inRel, introduced: inRel === null ? null : d.relL2 / Math.max(inRel, FLOOR) };
       });
       const top = opts.top ?? 5;
-      const growth = withInputs.filter((d) => d.introduced !== null && Number.isFinite(d.introduced))
+      // ranked among leaves: a block's ratio is the sum of everything inside it (the VAE's `decoder`,
+      // the whole text model fed the call's input), not drift it introduces itself
+      const names = call.modules.map((e) => e.name);
+      const leaf = (m: string) => !names.some((n) => n.startsWith(`${m}.`));
+      const growth = withInputs.filter((d) => leaf(d.module) && d.introduced !== null && Number.isFinite(d.introduced))
         .sort((a, b) => b.introduced! - a.introduced! || a.position - b.position).slice(0, top);
       out.push({
         model: model.label, component, call: call.id, total: call.modules.length, modules: withInputs, unmapped,

@@ -53,8 +53,13 @@ export interface GraphSummary {
   readonly externalFiles: ReadonlySet<string>;
 }
 
-/** Ops whose outputs are shapes or constants, never a module's hidden states. */
-const SHAPE_OPS = new Set(["Shape", "Constant", "ConstantOfShape", "Size", "Range", "NonZero"]);
+/**
+ * Ops whose outputs are never a module's hidden states: shapes and constants, and the quantizers
+ * an int8 conversion puts at a scope's end (their uint8 values, scale and zero point feed the next
+ * module's integer op, named after the tensor they quantize).
+ */
+const QUANTIZERS = new Set(["DynamicQuantizeLinear", "QuantizeLinear"]);
+const SHAPE_OPS = new Set(["Shape", "Constant", "ConstantOfShape", "Size", "Range", "NonZero", ...QUANTIZERS]);
 
 function str(buf: Buffer, f: { start: number; end: number }): string {
   return buf.toString("utf8", f.start, f.end);
@@ -175,7 +180,8 @@ export function matchModules(graph: GraphSummary, modules: readonly string[]): {
         if (SHAPE_OPS.has(n.opType)) continue;
         for (const o of n.outputs) {
           if (!o) continue;
-          const outside = (consumers.get(o) ?? []).some((c) => !inside.has(c));
+          // a quantizer named in this scope stands for the next module's input
+          const outside = (consumers.get(o) ?? []).some((c) => !inside.has(c) || QUANTIZERS.has(graph.nodes[c].opType));
           if (outside || graphOutputs.has(o)) exits.push(o);
         }
       }
