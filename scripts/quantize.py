@@ -32,6 +32,13 @@ Modes (per component; every other file of SRC is symlinked, relative, into DST):
                 input range, which grows from |2.5| to |38| along the loop), so the committed int8
                 fixture is int8-dynamic. See conformance/README.md.
 
+--exclude-from REPORT.json (int8 modes) closes the localization loop: it reads the `localize`
+section of a `sd-harness conformance --localize` report of an earlier variant and keeps the
+--exclude-top N modules that introduce the most drift (relL2 at the module's output / at its input,
+the largest over the recorded calls; leaf modules only, as the report ranks them) in float: every node of SRC whose scope name lies in such a
+module is passed to onnxruntime's nodes_to_exclude. SRC must carry the exporter's scope names
+(`/model/down_blocks.1/...`; our export and optimum's do), the report may come from any variant.
+
 --compact-names renames internal nodes / tensors to short ids: the exporter's long names are ~80%
 of these tiny files, and the fixture budget is 40 MB.
 
@@ -260,12 +267,83 @@ def to_fp16(src: Path, dst: Path, block_ops: set[str], fp32_time_embedding: bool
     log(f"{dst}: fp16 (kept fp32: {','.join(sorted(block_ops)) or 'nothing beyond ORT defaults'}; {len(nodes)} time-embedding nodes; {dropped} duplicate Casts dropped)")
 
 
-def int8_dynamic(src: Path, dst: Path, kind: str) -> None:
+def int8_dynamic(src: Path, dst: Path, kind: str, keep_modules: list[str] | None = None) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     ops = ["MatMul", "Gather"] if kind == "text_encoder" else ["MatMul", "Gemm", "Conv"]
-    quantize_dynamic(str(src), str(dst), op_types_to_quantize=ops, weight_type=QuantType.QUInt8, per_channel=False)
-    log(f"{dst}: int8 dynamic ({', '.join(ops)})")
+    exclude = nodes_in_modules(onnx.load(str(src), load_external_data=False), keep_modules) if keep_modules else []
+    quantize_dynamic(str(src), str(dst), op_types_to_quantize=ops, weight_type=QuantType.QUInt8, per_channel=False,
+                     nodes_to_exclude=exclude)
+    kept = f"; kept in float: {', '.join(keep_modules)} ({len(exclude)} nodes)" if keep_modules else ""
+    log(f"{dst}: int8 dynamic ({', '.join(ops)}){kept}")
+
+
+# ---- the localization loop (--exclude-from) ----------------------------------------------------
+
+# conformance --localize names components as the pipeline does; the folders are the same names
+LOCALIZE_COMPONENTS = {"text_encoder", "unet", "vae_decoder", "vae_encoder"}
+
+
+def worst_introducers(report: Path, label: str | None, top: int) -> dict[str, list[str]]:
+    """component -> the modules introducing the most drift in REPORT's localize section (largest
+    relL2 out / relL2 in over the recorded calls), the `top` largest over all components."""
+    data = json.loads(report.read_text(encoding="utf-8"))
+    loc = data.get("localize")
+    if not isinstance(loc, dict) or not isinstance(loc.get("calls"), list):
+        raise SystemExit(f"quantize.py: {report}: no localize section (run sd-harness conformance --localize)")
+    labels = [c.get("model") for c in loc["calls"]]
+    label = label if label is not None else (labels[0] if labels else None)
+    if label not in labels:
+        raise SystemExit(f"quantize.py: {report}: no localized model {label!r}; it has {sorted(set(map(str, labels)))}")
+    score: dict[tuple[str, str], float] = {}
+    for call in loc["calls"]:
+        if call.get("model") != label or call.get("component") not in LOCALIZE_COMPONENTS:
+            continue
+        names = [m["module"] for m in call.get("modules", [])]
+        for m in call.get("modules", []):
+            # leaves only, as the report ranks them: a block's ratio is everything inside it
+            if any(n.startswith(m["module"] + ".") for n in names):
+                continue
+            x = m.get("introduced")
+            if isinstance(x, str):  # report.json writes non-finite numbers as strings
+                x = float(x)
+            if isinstance(x, (int, float)) and np.isfinite(x):
+                key = (call["component"], m["module"])
+                score[key] = max(score.get(key, 0.0), float(x))
+    ranked = sorted(score.items(), key=lambda kv: -kv[1])[:top]
+    out: dict[str, list[str]] = {}
+    for (component, module), x in ranked:
+        out.setdefault(component, []).append(module)
+        log(f"keep in float: {component} {module} (drift introduced x{x:.3g})")
+    return out
+
+
+def nodes_in_modules(model: onnx.ModelProto, modules: list[str]) -> list[str]:
+    """Names of the nodes whose scope (`/model/down_blocks.1/resnets.0/conv1/Conv` ->
+    `down_blocks.1.resnets.0.conv1`, the exporter's wrapper `model.` dropped) is one of `modules`
+    or lies inside one."""
+    def scope(name: str) -> str | None:
+        if not name.startswith("/"):
+            return None
+        parts = name.split("/")[1:-1]
+        s = ".".join(parts)
+        return s[len("model."):] if s.startswith("model.") else s
+
+    found: dict[str, int] = {m: 0 for m in modules}
+    out = []
+    for n in model.graph.node:
+        s = scope(n.name)
+        if s is None:
+            continue
+        for m in modules:
+            if s == m or s.startswith(m + "."):
+                out.append(n.name)
+                found[m] += 1
+                break
+    missing = [m for m, k in found.items() if k == 0]
+    if missing:
+        raise SystemExit(f"quantize.py: no node of SRC carries the scope of {missing}: --exclude-from needs an export with scope names (not --compact-names)")
+    return out
 
 
 class ReferenceReader:
@@ -407,6 +485,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-channel", action="store_true", help="int8-static: per-output-channel weight scales for the U-Net")
     ap.add_argument("--compact-names", action="store_true", help="rename internal nodes / tensors to short ids (smaller files; used for the committed fixtures)")
     ap.add_argument("--no-verify", action="store_true", help="skip the onnxruntime smoke run (a model meant to overflow)")
+    ap.add_argument("--exclude-from", type=Path, help="int8-dynamic: report.json of `sd-harness conformance --localize`; keep its worst drift introducers in float")
+    ap.add_argument("--exclude-model", help="the report's model label to read (default: the first localized model)")
+    ap.add_argument("--exclude-top", type=int, default=5, help="how many modules to keep in float, largest drift introduced first (default 5)")
     args = ap.parse_args(argv)
 
     src, dst = args.src, args.dst
@@ -424,6 +505,9 @@ def main(argv: list[str] | None = None) -> int:
         if (src / k / "model.onnx_data").exists() and args.mode == "int8-static":
             ap.error(f"{src / k}: external weights (model.onnx_data) are not supported with --mode int8-static")
     block_ops = set(FP16_OP_BLOCK_LIST) if args.fp16_block_ops is None else {o for o in args.fp16_block_ops.split(",") if o}
+    if args.exclude_from and args.mode != "int8-dynamic":
+        ap.error("--exclude-from applies to --mode int8-dynamic")
+    keep = worst_introducers(args.exclude_from, args.exclude_model, args.exclude_top) if args.exclude_from else {}
     prepare_folder(src, dst, kinds)
     in_channels = json.loads((src / "unet" / "config.json").read_text())["in_channels"]
     for k in kinds:
@@ -433,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.mode == "int8-static" and k == "unet":
             int8_static(s, d, args.references, in_channels, args.per_channel)
         else:
-            int8_dynamic(s, d, k)
+            int8_dynamic(s, d, k, keep.get(k))
         finalize(d, compact=args.compact_names)
     if not args.no_verify:
         verify(dst, kinds)
