@@ -3,7 +3,6 @@
  * stable-diffusion.cpp format, and conversions between uint8 HWC pictures and the pipeline's
  * float NCHW tensors, with diffusers' VaeImageProcessor arithmetic.
  */
-import * as fs from "node:fs";
 import * as zlib from "node:zlib";
 import { PNG } from "pngjs";
 import { HarnessError, ExitCode, oneLine } from "../errors";
