@@ -11,6 +11,7 @@ import { listCases, filterCases, parseShard } from "../../conformance/cases";
 import { ReferenceSet } from "../../conformance/reference-set";
 import { loadTolerances, profiles } from "../../conformance/tolerances";
 import { ModuleReferences, loadModuleLimits } from "../../conformance/localize";
+import { withCommandLineLimits } from "../../conformance/cli-limits";
 
 function parser(argv: string[]) {
   return yargs(argv)
@@ -21,6 +22,8 @@ function parser(argv: string[]) {
     .option("references", { type: "string", default: DEFAULT_REFERENCES, describe: "reference set folder (scripts/make_references.py)" })
     .option("profile", { type: "string", default: "fp32", describe: "tolerance profile: fp32, fp16, int8 (conformance/tolerances.json)" })
     .option("tolerances", { type: "string", describe: "tolerance file (default: conformance/tolerances.json)" })
+    .option("atol", { type: "string", array: true, describe: "CASE_GLOB=VALUE: maxAbs limit for the cases matching the glob, over the tolerance file's (recorded in the report)" })
+    .option("max-rel-l2", { type: "string", array: true, describe: "CASE_GLOB=VALUE: relL2 limit for the cases matching the glob, over the tolerance file's (recorded in the report)" })
     .option("only", { type: "string", array: true, describe: "run only case ids matching these globs, e.g. 'unet:*'" })
     .option("skip", { type: "string", array: true, describe: "skip case ids matching these globs" })
     .option("shard", { type: "string", describe: "run shard i of n (i/n); join with `sd-harness report merge`" })
@@ -70,7 +73,7 @@ export async function conformanceCommand(argv: string[], io: CliIO): Promise<num
     const v = single[k];
     if (Array.isArray(v)) single[k] = v[v.length - 1];
   }
-  const tol = loadTolerances(args.tolerances);
+  const tol = withCommandLineLimits(loadTolerances(args.tolerances), { atol: (args.atol as string[] | undefined) ?? [], "max-rel-l2": (args["max-rel-l2"] as string[] | undefined) ?? [] });
   if (!profiles(tol).includes(String(args.profile))) {
     throw new HarnessError(`--profile: unknown profile ${JSON.stringify(args.profile)}; known: ${profiles(tol).join(", ")}`, ExitCode.usage);
   }

@@ -330,7 +330,7 @@ export function renderMarkdown(report: Report): string {
       if (c.nonFinite) out.push(`- first non-finite: ${md(nonFiniteText(c.nonFinite))}`);
       const worst = worstElementText(c);
       if (worst) out.push(`- worst element: ${md(worst)}`);
-      out.push(`- tolerance: profile ${mdCode(c.tolerance.profile)}, ${md(c.tolerance.source)}`);
+      out.push(`- tolerance: profile ${mdCode(c.tolerance.profile)}, ${md(c.tolerance.source)}${c.tolerance.reason ? ` — ${md(c.tolerance.reason)}` : ""}`);
       out.push("");
     }
   }
