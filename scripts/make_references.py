@@ -125,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
                          "traces (which do not depend on the model), for the further fixture geometries")
     args = ap.parse_args(argv)
 
+    for flag, folder in (("--model", args.model), ("--inpaint-model", args.inpaint_model)):
+        if folder is not None and not (folder / "model_index.json").is_file():
+            # the bundled PyTorch folders are not committed (make_tiny_model.py rebuilds them)
+            ap.error(f"{flag} {folder}: not a diffusers model folder (no model_index.json); "
+                     "for the bundled tiny models run scripts/make_fixtures.sh first")
     only = args.only.split(",") if args.only else None
     if only:
         bad = [s for s in only if s not in STAGES]
