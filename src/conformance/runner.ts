@@ -23,6 +23,7 @@ import { CaseResult, ModelInfo, Report, Status, worstStatus, STATUS_RANK } from 
 import { renderMarkdown, renderJunit, renderHtml } from "./report";
 import { VERSION } from "../cli/defaults";
 import { runLocalize, checkLocalize, ModuleLimitFile } from "./localize";
+import { runAgainst } from "./against";
 
 export interface ModelSpec {
   readonly label: string;
@@ -52,6 +53,8 @@ export interface RunOptions {
   readonly signal?: AbortSignal;
   /** run models that look like SD 2.x as SD 1.x anyway */
   readonly forceSd1?: boolean;
+  /** port vs port: judge every model stage against this model's outputs instead of PyTorch's (--against) */
+  readonly against?: ModelSpec;
   /** also compare per-module outputs with a module reference set (conformance --localize) */
   readonly localize?: { readonly moduleReferences: string; readonly limits?: ModuleLimitFile };
 }
@@ -128,7 +131,14 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
   // checked now, created when the first model has loaded; removed again if the run fails or is interrupted
   const folder = opts.outDir ? ReportFolder.check(opts.outDir, { flag: "--out", overwrite: !!opts.overwrite, refuse: "non-empty" }) : null;
   try {
-    let report = await runCases(opts, refs, tol, cases, baseline, factor, folder, started);
+    const factory: PipelineFactory = opts.pipelineFactory ?? ((dir, o) => StableDiffusionPipeline.load(dir, o));
+    const b = opts.against ? await factory(opts.against.dir, { threads: opts.threads ?? 0, forceSd1: opts.forceSd1 }) : null;
+    let report: Report;
+    try {
+      report = await runCases(opts, refs, tol, cases, baseline, factor, folder, started, b);
+    } finally {
+      await b?.release();
+    }
     if (opts.localize) {
       const localize = await runLocalize({
         models: opts.models, moduleReferences: opts.localize.moduleReferences, limits: localizeLimits,
@@ -176,6 +186,7 @@ function checkModelsMatchReferences(opts: RunOptions, refs: ReferenceSet): void 
 async function runCases(
   opts: RunOptions, refs: ReferenceSet, tol: ToleranceFile, cases: readonly CaseDef[],
   baseline: Map<string, CaseResult> | null, factor: number, folder: ReportFolder | null, started: Date,
+  against: StableDiffusionPipeline | null = null,
 ): Promise<Report> {
   const log = opts.log ?? (() => {});
   const factory: PipelineFactory = opts.pipelineFactory ?? ((dir, o) => StableDiffusionPipeline.load(dir, o));
@@ -204,7 +215,7 @@ async function runCases(
         const tolerance = resolve(tol, opts.profile, stageKey, c.id, spec.label);
         let result: CaseResult;
         try {
-          const out = await runStage(ctx, c, spec.label);
+          const out = against ? await runAgainst(ctx, against, opts.against!.label, c, spec.label) : await runStage(ctx, c, spec.label);
           const timeMs = Number(process.hrtime.bigint() - t0) / 1e6;
           const checks = out.skip ? [] : evaluate(tolerance.limits, out.metrics, out.images ?? [], out.extra ?? {});
           // limits that name no metric this case produced judge nothing: that is an error, never a pass
@@ -271,6 +282,7 @@ async function runCases(
     },
     profile: opts.profile,
     models,
+    ...(opts.against ? { against: { label: opts.against.label, dir: opts.against.dir, hashes: modelHashes(opts.against.dir) } } : {}),
     references: {
       dir: opts.references, model: m.model, device: m.device, deviceName: m.device_name, versions: m.versions, command: m.command,
       sha256: refs.sha256, ...(refs.fingerprint !== undefined ? { fingerprint: refs.fingerprint } : {}),

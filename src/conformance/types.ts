@@ -105,6 +105,8 @@ export interface Report {
   };
   readonly profile: string;
   readonly models: readonly ModelInfo[];
+  /** --against: the model whose outputs the model stages were judged against, instead of PyTorch's */
+  readonly against?: ModelInfo;
   readonly references: {
     readonly dir: string;
     readonly model: string;

@@ -18,6 +18,7 @@ function parser(argv: string[]) {
     .scriptName("sd-harness conformance")
     .usage("$0 [--model DIR[=LABEL] ...] [--references DIR] [options]\n\nRun every stage against PyTorch reference tensors and report the drift. Exit: 0 all pass, 1 a case failed, 2 usage or input error.")
     .option("model", { type: "string", array: true, describe: "ONNX model folder; repeat for a side-by-side table (DIR=LABEL names a variant)", default: [DEFAULT_MODEL] })
+    .option("against", { type: "string", describe: "DIR[=LABEL]: judge each --model's model stages against this ONNX model's outputs on the reference set's inputs (port vs port, no PyTorch outputs)" })
     .option("inpaint-model", { type: "string", describe: "9-channel inpainting model for the inpaint cases (default: the bundled one with the bundled model)" })
     .option("references", { type: "string", default: DEFAULT_REFERENCES, describe: "reference set folder (scripts/make_references.py)" })
     .option("profile", { type: "string", default: "fp32", describe: "tolerance profile: fp32, fp16, int8 (conformance/tolerances.json)" })
@@ -78,6 +79,9 @@ export async function conformanceCommand(argv: string[], io: CliIO): Promise<num
     throw new HarnessError(`--profile: unknown profile ${JSON.stringify(args.profile)}; known: ${profiles(tol).join(", ")}`, ExitCode.usage);
   }
   const refsDir = String(args.references);
+  if (args.against && (args.localize || args["module-references"])) {
+    throw new HarnessError("--against with --localize: localization compares with PyTorch's modules; run them separately", ExitCode.usage);
+  }
   if (args.list) {
     const cases = filterCases(listCases(ReferenceSet.open(refsDir)), args.only ?? [], args.skip ?? []);
     for (const c of cases) io.out(`${c.id}\n`);
@@ -91,6 +95,7 @@ export async function conformanceCommand(argv: string[], io: CliIO): Promise<num
   const report = await runConformance({
     models: modelSpecs((args.model as string[]) ?? [DEFAULT_MODEL], args["inpaint-model"]),
     forceSd1: Boolean(args["force-sd1"]),
+    against: args.against ? modelSpecs([String(args.against)], undefined).map((s) => ({ ...s, inpaintDir: null }))[0] : undefined,
     localize: args.localize || args["module-references"]
       ? { moduleReferences: args["module-references"] ? String(args["module-references"]) : ModuleReferences.besides(refsDir), limits: args["module-limits"] ? loadModuleLimits(String(args["module-limits"])) : undefined }
       : undefined,

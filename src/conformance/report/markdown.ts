@@ -265,6 +265,7 @@ export function renderMarkdown(report: Report): string {
   for (const m of report.models) {
     out.push(`  - ${mdCode(m.label)} — ${mdCode(m.dir)} (${md(Object.keys(m.hashes).length)} ONNX files hashed)`);
   }
+  if (report.against) out.push(`- **Against:** ${mdCode(report.against.label)} — ${mdCode(report.against.dir)}: model stages judged against its outputs on the reference set's inputs, not against PyTorch's`);
   const r = report.references;
   out.push(`- **Reference set:** ${mdCode(r.dir)} — ${md(r.model)} on ${md(r.device)} (${md(r.deviceName)})`);
   const refVersions = Object.entries(r.versions).map(([k, v]) => `${md(k)} ${md(v)}`).join(", ");
