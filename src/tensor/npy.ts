@@ -223,12 +223,15 @@ export function parseNpy(bytes: Uint8Array, file: string): Tensor<TypedData> {
 export function readNpy(file: string): Tensor<TypedData> {
   let fd: number;
   try {
-    fd = fs.openSync(file, "r");
+    // O_NONBLOCK: opening a FIFO would otherwise wait for a writer
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
   } catch (e) {
     throw new HarnessError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, ExitCode.usage);
   }
   try {
-    const size = fs.fstatSync(fd).size;
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) fail(file, "not a regular file");
+    const size = st.size;
     const pre = Buffer.alloc(Math.min(12, size));
     fs.readSync(fd, pre, 0, pre.length, 0);
     if (pre.length < 10 || !pre.subarray(0, 6).equals(MAGIC)) fail(file, "no \\x93NUMPY magic");

@@ -6,6 +6,7 @@
  */
 import * as fs from "node:fs";
 import { HarnessError, ExitCode, oneLine } from "../errors";
+import { readInputFile, INPUT_LIMITS } from "../util/read-input";
 import { DType, Tensor, TypedData, numel, formatDims } from "./tensor";
 import { writeFileAtomic } from "../util/atomic";
 
@@ -115,13 +116,8 @@ export function parseSafetensors(buf: Buffer, file: string): SafetensorsFile {
 }
 
 export function readSafetensors(file: string): SafetensorsFile {
-  let buf: Buffer;
-  try {
-    buf = fs.readFileSync(file);
-  } catch (e) {
-    throw new HarnessError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, ExitCode.usage);
-  }
-  return parseSafetensors(buf, file);
+  // a regular file only (a FIFO blocked, /dev/zero read without end), at most 2 GiB
+  return parseSafetensors(readInputFile(file, "a safetensors file", INPUT_LIMITS.tensor), file);
 }
 
 const DTYPE_TO_ST: Record<DType, string> = {
