@@ -175,6 +175,9 @@ def peak_sgemm(threads: int, sizes=(2048, 4096)) -> dict:
     # ORT MatMul (MLAS)
     try:
         import onnx
+
+        # onnxruntime has telemetry on by default (/etc/machine-id, ~/.cache/Microsoft, $TMPDIR): off
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
         import onnxruntime as ort
         from onnx import TensorProto, helper
 

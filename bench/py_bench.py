@@ -119,6 +119,8 @@ def main() -> int:
         pipe = pipe.to("cpu")
         out["attention_processor"] = type(pipe.unet.attn_processors[next(iter(pipe.unet.attn_processors))]).__name__
     else:
+        # onnxruntime has telemetry on by default (/etc/machine-id, ~/.cache/Microsoft, $TMPDIR): off
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
         import onnxruntime as ort
         from diffusers import OnnxStableDiffusionPipeline
 

@@ -9,6 +9,7 @@ shows how an export differs from optimum's own (fixtures/models/tiny-sd-optimum-
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -55,6 +56,8 @@ def signature(folder: Path) -> list[str]:
 
 
 def run_pipelines(models: Path, names: list[str]) -> None:
+    # onnxruntime has telemetry on by default (/etc/machine-id, ~/.cache/Microsoft, $TMPDIR): off
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     from diffusers.utils import logging as dlogging
     from optimum.onnxruntime import (
         ORTStableDiffusionImg2ImgPipeline,

@@ -60,7 +60,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
+
+# onnxruntime (Python too) has telemetry on by default: it reads /etc/machine-id and writes under
+# ~/.cache/Microsoft and $TMPDIR; off unless the user chose otherwise, as in sd-harness itself.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+import onnxruntime as ort  # noqa: E402
 
 COMPONENTS = ("text_encoder", "unet", "vae_decoder", "vae_encoder")
 
