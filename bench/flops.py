@@ -17,6 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+
+# onnxruntime (Python too) has telemetry on by default: it reads /etc/machine-id and writes under
+# ~/.cache/Microsoft and $TMPDIR, from the first import on. Off unless the user chose otherwise.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import sys
 import time
 from pathlib import Path
@@ -176,8 +180,6 @@ def peak_sgemm(threads: int, sizes=(2048, 4096)) -> dict:
     try:
         import onnx
 
-        # onnxruntime has telemetry on by default (/etc/machine-id, ~/.cache/Microsoft, $TMPDIR): off
-        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
         import onnxruntime as ort
         from onnx import TensorProto, helper
 

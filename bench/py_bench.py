@@ -24,6 +24,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+
+# onnxruntime (Python too) has telemetry on by default: it reads /etc/machine-id and writes under
+# ~/.cache/Microsoft and $TMPDIR, from the first import on. Off unless the user chose otherwise.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import resource
 import statistics
 import sys
@@ -119,8 +123,6 @@ def main() -> int:
         pipe = pipe.to("cpu")
         out["attention_processor"] = type(pipe.unet.attn_processors[next(iter(pipe.unet.attn_processors))]).__name__
     else:
-        # onnxruntime has telemetry on by default (/etc/machine-id, ~/.cache/Microsoft, $TMPDIR): off
-        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
         import onnxruntime as ort
         from diffusers import OnnxStableDiffusionPipeline
 

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import argparse
 import os
+
+# onnxruntime (Python too) has telemetry on by default: it reads /etc/machine-id and writes under
+# ~/.cache/Microsoft and $TMPDIR, from the first import on. Off unless the user chose otherwise.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import sys
 from pathlib import Path
 
@@ -56,8 +60,6 @@ def signature(folder: Path) -> list[str]:
 
 
 def run_pipelines(models: Path, names: list[str]) -> None:
-    # onnxruntime has telemetry on by default (/etc/machine-id, ~/.cache/Microsoft, $TMPDIR): off
-    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     from diffusers.utils import logging as dlogging
     from optimum.onnxruntime import (
         ORTStableDiffusionImg2ImgPipeline,
