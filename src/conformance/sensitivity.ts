@@ -55,6 +55,8 @@ export interface SensitivityOptions {
   readonly seed?: number;
   /** layer-kind globs (`unet.attn*`); default every kind */
   readonly only?: readonly string[];
+  /** globs over module paths (or initializer names) that limit which tensors are perturbed, e.g. `*mid_block*` */
+  readonly tensors?: readonly string[];
   /** case-id globs that further limit the cases run (default: every case the component affects) */
   readonly cases?: readonly string[];
   /** single-weight relative sizes, largest first */
@@ -109,8 +111,10 @@ export interface ProbeResult {
   readonly decider: Decider | null;
   readonly casesRun: number;
   readonly casesAffected: number;
-  /** false when the budget left part of the affected cases unrun (a miss is then a miss of those run only) */
+  /** false when part of the affected cases was not run (a miss is then a miss of those run only) */
   readonly complete: boolean;
+  /** why not complete: the budget ran short, or a sweep probe (stage cases only) */
+  readonly partial?: "budget" | "sweep";
   readonly phase: "target" | "ladder" | "sweep";
   readonly sample: number | null;
   readonly timeMs: number;
@@ -179,6 +183,7 @@ export interface SensitivityReport {
     readonly samples: number;
     readonly sweep: boolean;
     readonly only: readonly string[];
+    readonly tensors: readonly string[];
     readonly cases: readonly string[];
   };
   readonly control: {
@@ -377,6 +382,10 @@ interface Ctx {
   readonly folder: ModelFolder;
 }
 
+function kindComponent(id: string): Component {
+  return LAYER_KINDS.find((k) => k.id === id)!.component;
+}
+
 function componentFile(folder: ModelFolder, c: Component): string | null {
   return { unet: folder.unet, text_encoder: folder.textEncoder, vae_decoder: folder.vaeDecoder, vae_encoder: folder.vaeEncoder }[c];
 }
@@ -505,11 +514,17 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
         let caughtBy: string[] = [];
         let decider: Decider | null = null;
         let closest: Decider | null = null;
-        let complete = true;
+        let partial: ProbeResult["partial"];
         for (let k = 0; k < chunks.length; k++) {
           const ch = chunks[k];
+          // Sweep probes run the stage cases only: the free-running and end-to-end cases cost
+          // several times more and the ladders measure whether they ever catch what those miss
+          if (ch === set.rest && phase === "sweep") {
+            partial = "sweep";
+            break;
+          }
           if (k > 0 && Date.now() + costOf(ch) > x.deadline) {
-            complete = false;
+            partial = "budget";
             break;
           }
           const rep = await run(ch.map((c) => c.id), ch !== set.rest);
@@ -529,7 +544,8 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
           }
           if (caughtBy.length) break;
         }
-        result = { ...base, unrepresentable: false, caught: caughtBy.length > 0, caughtBy, decider: decider ?? closest, casesRun, complete: caughtBy.length > 0 || complete, timeMs: Date.now() - p0 };
+        const complete = caughtBy.length > 0 || partial === undefined;
+        result = { ...base, unrepresentable: false, caught: caughtBy.length > 0, caughtBy, decider: decider ?? closest, casesRun, complete, ...(complete ? {} : { partial }), timeMs: Date.now() - p0 };
       }
     } finally {
       await dropPipeline();
@@ -537,12 +553,13 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
     }
     probes.push(result);
     const d = result.decider;
-    log(`${result.caught ? "CAUGHT" : result.unrepresentable ? "SAME  " : "missed"} ${kind.id.padEnd(24)} ${describeSize(edit.kind, size).padEnd(7)} ${t.module ?? t.name}${result.index !== null ? `[${result.index}]` : ""}${d ? `  ${d.stage} ${d.caseId.split(":")[1]} ${d.tensor} ${d.metric} ${d.value.toExponential(2)} (limit ${d.limit.toExponential(1)})` : ""}${result.complete ? "" : " (partial: budget)"}  [${result.casesRun} cases, ${(result.timeMs / 1000).toFixed(1)} s]`);
+    log(`${result.caught ? "CAUGHT" : result.unrepresentable ? "SAME  " : "missed"} ${kind.id.padEnd(24)} ${describeSize(edit.kind, size).padEnd(7)} ${t.module ?? t.name}${result.index !== null ? `[${result.index}]` : ""}${d ? `  ${d.stage} ${d.caseId.split(":")[1]} ${d.tensor} ${d.metric} ${d.value.toExponential(2)} (limit ${d.limit.toExponential(1)})` : ""}${result.complete ? "" : ` (partial: ${result.partial})`}  [${result.casesRun} cases, ${(result.timeMs / 1000).toFixed(1)} s]`);
     return result;
   };
 
   // ---- plan: ladders (samples per kind, single and scale), then the sweep
   const random = rng(x.seed);
+  const tensorGlobs = (opts.tensors ?? []).map(compileGlob);
   const pickIndex = (t: MappedInitializer): number => {
     const n = t.info.bytes!.count;
     let i = Math.floor(random() * n);
@@ -554,7 +571,7 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
   const ladders = new Map<string, { single: Ladder[]; scale: Ladder[] }>();
   const order = new Map<string, MappedInitializer[]>();
   for (const k of x.kinds) {
-    const tensors = (mapped.get(k.component) ?? []).filter((m) => m.kind === k.id && m.info.bytes && m.count > 0);
+    const tensors = (mapped.get(k.component) ?? []).filter((m) => m.kind === k.id && m.info.bytes && m.count > 0 && (tensorGlobs.length === 0 || tensorGlobs.some((g) => g.test(m.module ?? "") || g.test(m.name))));
     byKind.set(k.id, tensors);
     // a seeded shuffle: samples are distinct tensors; the sweep takes the rest in this order
     const shuffled = [...tensors];
@@ -638,7 +655,7 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
     };
     const reachable = ls.single.length > 0;
     const all = [...ls.single, ...ls.scale].filter((l) => l.sizes.length > 0);
-    const why = tensors === 0 ? "no tensor of this kind in the model" : !reachable ? "no passing case reaches this component" : all.length > 0 && all.every((l) => l.results.size === 0) ? `not reached within the ${opts.budgetSeconds} s budget` : undefined;
+    const why = tensors === 0 ? `no tensor of this kind in the model${opts.tensors?.length ? " matches --tensors" : ""}` : !reachable ? "no passing case reaches this component" : all.length > 0 && all.every((l) => l.results.size === 0) ? `not reached within the ${opts.budgetSeconds} s budget` : undefined;
     if (why && tensors > 0) notMeasured.push(`${k.id}: ${why}`);
     return {
       id: k.id, component: k.component, description: k.description, attention: k.attention, target: k.target, tensors,
@@ -652,8 +669,14 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
     for (const l of [...k.single, ...k.scale]) if (!l.settled) notMeasured.push(`${k.id}: the ladder on ${l.module ?? l.tensor} stopped before its boundary (budget)`);
     if (x.sweep && k.target && k.single.length && k.atTarget.single.untested > 0) notMeasured.push(`${k.id}: ${k.atTarget.single.untested} of ${k.tensors} tensors not probed at +${TARGET_RELATIVE} (budget)`);
   }
-  const partial = probes.filter((p) => !p.complete).length;
-  if (partial) notMeasured.push(`${partial} missed probes ran only part of the affected cases (budget): their misses hold for the cases run`);
+  const short = probes.filter((p) => p.partial === "budget").length;
+  if (short) notMeasured.push(`${short} missed probes ran only part of the affected cases (budget): their misses hold for the cases run`);
+  const sweepMisses = probes.filter((p) => p.partial === "sweep").length;
+  if (sweepMisses) {
+    const laddered = probes.filter((p) => p.phase !== "sweep" && p.complete && !p.unrepresentable && p.casesRun > 0 && (!p.caught || !p.caughtBy.some((s) => sets.get(kindComponent(p.kind))?.stage.some((c) => stageOf(c) === s))));
+    const restOnly = laddered.filter((p) => p.caught).length;
+    notMeasured.push(`${sweepMisses} sweep probes missed by the stage cases did not run the free-running / end-to-end cases; in the ladders those cases caught ${restOnly} of the ${laddered.length} changes the stage cases missed`);
+  }
   const finished = new Date();
   return {
     format: "sd-harness-sensitivity/1",
@@ -667,7 +690,7 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
     references: { dir: opts.references, model: refs.manifest.model, device: refs.manifest.device },
     profile: x.profile,
     tolerances: { file: x.tol.file ?? "(in memory)", sha256: toleranceSha256(x.tol) },
-    settings: { relatives: x.relatives, scales: x.scales, targetRelative: TARGET_RELATIVE, targetScale: TARGET_SCALE, samples: x.samples, sweep: x.sweep, only: x.only, cases: opts.cases ?? [] },
+    settings: { relatives: x.relatives, scales: x.scales, targetRelative: TARGET_RELATIVE, targetScale: TARGET_SCALE, samples: x.samples, sweep: x.sweep, only: x.only, tensors: opts.tensors ?? [], cases: opts.cases ?? [] },
     control: { cases: control.results.length, timeMs: controlMs, worstRelL2, excluded },
     caseSets,
     kinds: kindsOut,

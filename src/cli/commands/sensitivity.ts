@@ -23,6 +23,7 @@ function parser(argv: string[]) {
     .option("budget", { type: "string", default: "600", describe: "seconds; no new perturbation starts after that (the report lists what was not measured)" })
     .option("seed", { type: "string", default: "0", describe: "picks the weights (the same seed, the same weights)" })
     .option("only", { type: "string", array: true, describe: "layer-kind globs, e.g. 'unet.attn*' or 'vae_*'" })
+    .option("tensors", { type: "string", array: true, describe: "module-path globs that limit the perturbed tensors, e.g. '*mid_block*'" })
     .option("cases", { type: "string", array: true, describe: "case-id globs that further limit the cases run (default: every case the perturbed part reaches)" })
     .option("profile", { type: "string", default: "fp32", describe: "tolerance profile the catches are judged by" })
     .option("tolerances", { type: "string", describe: "tolerance file (default: conformance/tolerances.json)" })
@@ -83,6 +84,7 @@ export async function sensitivityCommand(argv: string[], io: CliIO): Promise<num
     budgetSeconds: budget,
     seed,
     only: args.only ?? [],
+    tensors: args.tensors ?? [],
     cases: args.cases ?? [],
     samples,
     sweep: Boolean(args.sweep),

@@ -105,7 +105,7 @@ function settingsLines(r: SensitivityReport): string[] {
 }
 
 export function renderSensitivityMarkdown(report: SensitivityReport): string {
-  const out = ["# Sensitivity", "", ...settingsLines(report).map(mdCell), ""];
+  const out = ["# Sensitivity", "", ...settingsLines(report).flatMap((l) => [mdCell(l), ""])];
   out.push(`| ${HEAD.join(" | ")} |`, `| ${HEAD.map((_, i) => (i === 1 ? "---:" : "---")).join(" | ")} |`);
   for (const r of rows(report)) out.push(`| ${cells(r).map(mdCell).join(" | ")} |`);
   out.push("", "A size is the change of one weight relative to its value (+1e-2 = +1 %) or the factor on a whole tensor; \"caught\" means some case of the default run that the component reaches fails under the profile's limits. The figure per kind is its weakest sampled tensor's.");
