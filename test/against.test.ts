@@ -11,10 +11,13 @@ import { main } from "../src/cli/main";
 import { CliIO } from "../src/cli/io";
 import { parseReportJson } from "../src/conformance/runner";
 import { Report } from "../src/conformance/types";
+import { runLocalize } from "../src/conformance/localize";
+import { scaleInitializers, copyModel } from "./helpers/onnx-edit";
 
 const ROOT = path.resolve(__dirname, "..");
 const TINY = path.join(ROOT, "fixtures", "models", "tiny-sd-onnx");
 const INT8 = path.join(ROOT, "fixtures", "models", "tiny-sd-int8-onnx");
+const MODULES = path.join(ROOT, "fixtures", "references", "tiny-sd", "modules");
 
 const io: CliIO = { out: () => {}, err: () => {}, isTTY: false };
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sdh-against-"));
@@ -55,4 +58,23 @@ test("the report names the model judged against, and the loop cases say why they
   expect(free[0].message).toMatch(/--against compares model stages/);
   const md = fs.readFileSync(path.join(tmp, "r", "summary.md"), "utf8");
   expect(md).toContain("**Against:**");
+});
+
+test("--localize --against: module by module between two ports, the perturbed conv named first", async () => {
+  const broken = copyModel(TINY, tmp, "broken");
+  scaleInitializers(path.join(broken, "unet", "model.onnx"), (n) => n === "model.down_blocks.1.resnets.0.conv1.weight", 1.05, 64);
+  const r = await runLocalize({
+    models: [{ label: "self", dir: TINY }, { label: "broken", dir: broken }], against: { label: "fp32", dir: TINY },
+    moduleReferences: MODULES, profile: "fp32", threads: 1,
+  });
+  expect(r.against?.label).toBe("fp32");
+  for (const c of r.calls) {
+    expect(c.error).toBeUndefined();
+    expect(c.modules.length).toBe(c.total);
+    if (c.model === "self") expect(c.modules.every((m) => m.relL2 === 0 && m.maxAbs === 0)).toBe(true);
+  }
+  const unet = r.calls.filter((c) => c.model === "broken" && c.component === "unet");
+  expect(unet.map((c) => c.first?.module)).toEqual(["down_blocks.1.resnets.0.conv1", "down_blocks.1.resnets.0.conv1"]);
+  // against a port, everything before the perturbed conv is identical, not merely within its limit
+  for (const c of unet) expect(c.modules.filter((m) => m.position < c.first!.position).every((m) => m.relL2 === 0)).toBe(true);
 });

@@ -202,6 +202,8 @@ export interface LocalizeReport {
   readonly profile: string;
   readonly limits: { readonly file: string; readonly profiles: ModuleLimitFile["profiles"]; readonly overrides: NonNullable<ModuleLimitFile["overrides"]> };
   readonly floor: number;
+  /** --against: the model whose module outputs were the reference, instead of PyTorch's */
+  readonly against?: { readonly label: string; readonly dir: string };
   readonly calls: readonly CallLocalization[];
   readonly timeMs: number;
 }
@@ -221,6 +223,8 @@ export interface LocalizeOptions {
   /** how many drift introducers to keep per call */
   readonly top?: number;
   readonly signal?: AbortSignal;
+  /** port vs port: compare with this model's module outputs instead of PyTorch's (--against) */
+  readonly against?: LocalizeModel;
 }
 
 const PART_DIR: Readonly<Record<ComponentKind, string>> = { text_encoder: "text_encoder", unet: "unet", vae_decoder: "vae_decoder", vae_encoder: "vae_encoder" };
@@ -260,10 +264,19 @@ function sameDims(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((v, i) => v === b[i]);
 }
 
-async function localizeComponent(
-  model: LocalizeModel, component: ComponentKind, calls: readonly ModuleCall[], refs: ModuleReferences,
-  opts: LocalizeOptions, limits: ModuleLimitFile,
-): Promise<CallLocalization[]> {
+/** One model's sampled module outputs for each call, and why the others have none. */
+interface Sampled {
+  readonly scopeNamed: boolean;
+  readonly calls: readonly {
+    readonly values: ReadonlyMap<string, Float32Array>;
+    readonly how: ReadonlyMap<string, "scope" | "parameter">;
+    readonly unmapped: ReadonlyMap<string, string>;
+    readonly timeMs: number;
+  }[];
+}
+
+/** Run `model`'s component on every call in a copy that returns the modules' tensors; sample them as the references are sampled. */
+async function sampleModules(model: LocalizeModel, component: ComponentKind, calls: readonly ModuleCall[], refs: ModuleReferences, threads: number): Promise<Sampled> {
   const file = path.join(model.dir, PART_DIR[component], "model.onnx");
   const t0 = process.hrtime.bigint();
   const buf = readInputFile(file, `the ${component}`, 2 ** 31 - 1);
@@ -274,23 +287,22 @@ async function localizeComponent(
   const own = new Set([...graph.outputs, ...graph.inputs]);
   const extra = [...new Set(matches.flatMap((m) => (m.how === "none" ? [] : m.candidates)))].filter((n) => !own.has(n));
   const tmp = writeTempModel(file, withExtraOutputs(buf, file, extra), graph.externalFiles);
-  const out: CallLocalization[] = [];
+  const out: Sampled["calls"][number][] = [];
   let comp: OnnxComponent | null = null;
   try {
-    comp = await OnnxComponent.load(component, tmp.file, { threads: opts.threads ?? 0 });
+    comp = await OnnxComponent.load(component, tmp.file, { threads });
     const wanted = [...new Set([...extra, ...matches.flatMap((m) => (m.how === "none" ? [] : m.candidates.filter((c) => own.has(c))))])];
     for (const call of calls) {
       const c0 = process.hrtime.bigint();
-      const tensors = refs.tensors(call);
-      const result = await comp.run(feeds(comp, call, tensors), wanted.filter((n) => !graph.inputs.includes(n)));
-      const drifts: ModuleDrift[] = [];
-      const unmapped: Unmapped[] = [];
-      const relByModule = new Map<string, number>();
-      call.modules.forEach((e, position) => {
+      const result = await comp.run(feeds(comp, call, refs.tensors(call)), wanted.filter((n) => !graph.inputs.includes(n)));
+      const values = new Map<string, Float32Array>();
+      const how = new Map<string, "scope" | "parameter">();
+      const unmapped = new Map<string, string>();
+      for (const e of call.modules) {
         const match = byModule.get(e.name)!;
         if (match.how === "none") {
-          unmapped.push({ module: e.name, why: match.why });
-          return;
+          unmapped.set(e.name, match.why);
+          continue;
         }
         // the last float candidate (graph order) whose shape is the module's; a quantized export's
         // scopes also hand uint8 tensors and their scales to the next module
@@ -298,55 +310,100 @@ async function localizeComponent(
         const pick = [...match.candidates].reverse().find((n) => isFloat(n) && sameDims(result[n].dims as number[], e.shape));
         if (!pick) {
           const seen = match.candidates.map((n) => (result[n] ? `${result[n].type} [${(result[n].dims as number[]).join(", ")}]` : "?")).join(", ");
-          unmapped.push({ module: e.name, why: `its ${match.how === "scope" ? "scope's outputs have" : "tensor has"} shape ${seen}, the module's output [${e.shape.join(", ")}]` });
-          return;
+          unmapped.set(e.name, `its ${match.how === "scope" ? "scope's outputs have" : "tensor has"} shape ${seen}, the module's output [${e.shape.join(", ")}]`);
+          continue;
         }
-        const ours = toF32(result[pick]).data;
-        const ref = tensors.get(e.name);
-        if (!ref || ref.data.length !== e.count) {
-          unmapped.push({ module: e.name, why: ref ? `the reference file holds ${ref.data.length} values for it, the manifest ${e.count}` : "the reference file has no tensor for it" });
-          return;
-        }
+        const full = toF32(result[pick]).data;
         const sampled = new Float32Array(e.count);
-        for (let k = 0; k < e.count; k++) sampled[k] = ours[k * e.stride];
-        const m = tensorMetrics(sampled, asF32(ref), [e.count]);
-        relByModule.set(e.name, m.relL2);
-        const limit = moduleLimit(limits, opts.profile, component, e.name).relL2;
-        const nonFinite = m.nanCount + m.infCount;
-        drifts.push({
-          module: e.name, class: e.class, position, relL2: m.relL2, maxAbs: m.maxAbs, cosine: m.cosine, nonFinite,
-          count: e.count, stride: e.stride, limit, over: nonFinite > 0 || !(m.relL2 <= limit), input: e.input, inputRelL2: null, introduced: null, how: match.how,
-        });
-      });
-      const withInputs = drifts.map((d) => {
-        const inRel = d.input === null ? null : d.input.startsWith("input:") ? 0 : relByModule.get(d.input) ?? null;
-        return { ...d, inputRelL2: inRel, introduced: inRel === null ? null : d.relL2 / Math.max(inRel, FLOOR) };
-      });
-      const top = opts.top ?? 5;
-      // ranked among leaves: a block's ratio is the sum of everything inside it (the VAE's `decoder`,
-      // the whole text model fed the call's input), not drift it introduces itself
-      const names = call.modules.map((e) => e.name);
-      const leaf = (m: string) => !names.some((n) => n.startsWith(`${m}.`));
-      const growth = withInputs.filter((d) => leaf(d.module) && d.introduced !== null && Number.isFinite(d.introduced))
-        .sort((a, b) => b.introduced! - a.introduced! || a.position - b.position).slice(0, top);
-      out.push({
-        model: model.label, component, call: call.id, total: call.modules.length, modules: withInputs, unmapped,
-        naming: scopeNamed ? "scope" : "parameter", first: withInputs.find((d) => d.over) ?? null, growth,
-        timeMs: Number(process.hrtime.bigint() - c0) / 1e6 + (out.length === 0 ? Number(c0 - t0) / 1e6 : 0),
-      });
+        for (let k = 0; k < e.count; k++) sampled[k] = full[k * e.stride];
+        values.set(e.name, sampled);
+        how.set(e.name, match.how);
+      }
+      out.push({ values, how, unmapped, timeMs: Number(process.hrtime.bigint() - c0) / 1e6 + (out.length === 0 ? Number(c0 - t0) / 1e6 : 0) });
     }
   } finally {
     await comp?.release();
     tmp.dispose();
   }
-  return out;
+  return { scopeNamed, calls: out };
+}
+
+async function localizeComponent(
+  model: LocalizeModel, component: ComponentKind, calls: readonly ModuleCall[], refs: ModuleReferences,
+  opts: LocalizeOptions, limits: ModuleLimitFile, against: Sampled | null,
+): Promise<CallLocalization[]> {
+  const ours = await sampleModules(model, component, calls, refs, opts.threads ?? 0);
+  return calls.map((call, k) => {
+    const mine = ours.calls[k];
+    const theirs = against?.calls[k] ?? null;
+    const tensors = theirs ? null : refs.tensors(call);
+    const drifts: ModuleDrift[] = [];
+    const unmapped: Unmapped[] = [];
+    const relByModule = new Map<string, number>();
+    call.modules.forEach((e, position) => {
+      const a = mine.values.get(e.name);
+      if (!a) {
+        unmapped.push({ module: e.name, why: mine.unmapped.get(e.name) ?? "not found" });
+        return;
+      }
+      let ref: Float32Array;
+      if (theirs) {
+        const b = theirs.values.get(e.name);
+        if (!b) {
+          unmapped.push({ module: e.name, why: `in ${opts.against!.label}: ${theirs.unmapped.get(e.name) ?? "not found"}` });
+          return;
+        }
+        ref = b;
+      } else {
+        const r = tensors!.get(e.name);
+        if (!r || r.data.length !== e.count) {
+          unmapped.push({ module: e.name, why: r ? `the reference file holds ${r.data.length} values for it, the manifest ${e.count}` : "the reference file has no tensor for it" });
+          return;
+        }
+        ref = asF32(r);
+      }
+      const m = tensorMetrics(a, ref, [e.count]);
+      relByModule.set(e.name, m.relL2);
+      const limit = moduleLimit(limits, opts.profile, component, e.name).relL2;
+      const nonFinite = m.nanCount + m.infCount;
+      drifts.push({
+        module: e.name, class: e.class, position, relL2: m.relL2, maxAbs: m.maxAbs, cosine: m.cosine, nonFinite,
+        count: e.count, stride: e.stride, limit, over: nonFinite > 0 || !(m.relL2 <= limit), input: e.input, inputRelL2: null, introduced: null,
+        how: mine.how.get(e.name)!,
+      });
+    });
+    const withInputs = drifts.map((d) => {
+      const inRel = d.input === null ? null : d.input.startsWith("input:") ? 0 : relByModule.get(d.input) ?? null;
+      return { ...d, inputRelL2: inRel, introduced: inRel === null ? null : d.relL2 / Math.max(inRel, FLOOR) };
+    });
+    const top = opts.top ?? 5;
+    // ranked among leaves: a block's ratio is the sum of everything inside it (the VAE's `decoder`,
+    // the whole text model fed the call's input), not drift it introduces itself
+    const names = call.modules.map((e) => e.name);
+    const leaf = (m: string) => !names.some((n) => n.startsWith(`${m}.`));
+    const growth = withInputs.filter((d) => leaf(d.module) && d.introduced !== null && Number.isFinite(d.introduced))
+      .sort((x, y) => y.introduced! - x.introduced! || x.position - y.position).slice(0, top);
+    return {
+      model: model.label, component, call: call.id, total: call.modules.length, modules: withInputs, unmapped,
+      naming: ours.scopeNamed ? "scope" : "parameter", first: withInputs.find((d) => d.over) ?? null, growth,
+      timeMs: mine.timeMs + (theirs?.timeMs ?? 0),
+    } as CallLocalization;
+  });
 }
 
 /** Open the module set and the limits before any case runs: a missing set or profile is a usage error up front. */
-export function checkLocalize(moduleReferences: string, profile: string, limits?: ModuleLimitFile): ModuleLimitFile {
+export function checkLocalize(moduleReferences: string, profile: string, limits?: ModuleLimitFile, caseSha256?: (id: string) => string | null, warn?: (line: string) => void): ModuleLimitFile {
   const l = limits ?? loadModuleLimits();
-  ModuleReferences.open(moduleReferences);
+  const refs = ModuleReferences.open(moduleReferences);
   moduleLimit(l, profile, "", "");
+  // the module set carries its own copy of the inputs, so it stays valid; the warning says the two
+  // sets no longer describe the same calls
+  for (const c of refs.manifest.calls) {
+    const now = caseSha256?.(c.source?.case);
+    if (now !== undefined && now !== c.source?.sha256) {
+      warn?.(`warning: ${moduleReferences}: ${c.id} was recorded from ${c.source?.case} with sha256 ${String(c.source?.sha256).slice(0, 12)}…, the reference set's case is now ${now ? `${now.slice(0, 12)}…` : "absent"}; regenerate the module set (scripts/make_module_references.py) to compare the same calls`);
+    }
+  }
   return l;
 }
 
@@ -357,6 +414,7 @@ export async function runLocalize(opts: LocalizeOptions): Promise<LocalizeReport
   moduleLimit(limits, opts.profile, "", ""); // the profile must exist before anything runs
   const calls: CallLocalization[] = [];
   const log = opts.log ?? (() => {});
+  const againstCache = new Map<ComponentKind, Sampled>();
   for (const model of opts.models) {
     for (const component of COMPONENTS) {
       const these = refs.manifest.calls.filter((c) => c.component === component);
@@ -369,7 +427,9 @@ export async function runLocalize(opts: LocalizeOptions): Promise<LocalizeReport
       }
       let results: CallLocalization[];
       try {
-        results = await localizeComponent(model, component, these, refs, opts, limits);
+        // B's tensors once per component, reused for every --model
+        if (opts.against && !againstCache.has(component)) againstCache.set(component, await sampleModules(opts.against, component, these, refs, opts.threads ?? 0));
+        results = await localizeComponent(model, component, these, refs, opts, limits, againstCache.get(component) ?? null);
       } catch (e) {
         if (e instanceof HarnessError && e.exitCode === ExitCode.interrupted) throw e;
         results = these.map((c) => emptyCall(model.label, component, c, (e as Error).message.split("\n")[0]));
@@ -386,6 +446,7 @@ export async function runLocalize(opts: LocalizeOptions): Promise<LocalizeReport
     profile: opts.profile,
     limits: { file: limits.file ?? "(in memory)", profiles: limits.profiles, overrides: limits.overrides ?? [] },
     floor: FLOOR,
+    ...(opts.against ? { against: { label: opts.against.label, dir: opts.against.dir } } : {}),
     calls,
     timeMs: Date.now() - t0,
   };

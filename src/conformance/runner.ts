@@ -125,7 +125,8 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
     for (const spec of opts.models) requireLimits(tol, opts.profile, stageKey, c.id, resolve(tol, opts.profile, stageKey, c.id, spec.label));
   }
   checkModelsMatchReferences(opts, refs);
-  const localizeLimits = opts.localize ? checkLocalize(opts.localize.moduleReferences, opts.profile, opts.localize.limits) : undefined;
+  const caseSha = (id: string) => (refs.manifest.cases.find((x) => x.id === id)?.sha256 ?? null);
+  const localizeLimits = opts.localize ? checkLocalize(opts.localize.moduleReferences, opts.profile, opts.localize.limits, caseSha, opts.log) : undefined;
   const baseline = opts.baseline ? loadBaseline(opts.baseline) : null;
   const factor = opts.baselineFactor ?? 2;
   // checked now, created when the first model has loaded; removed again if the run fails or is interrupted
@@ -142,7 +143,7 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
     if (opts.localize) {
       const localize = await runLocalize({
         models: opts.models, moduleReferences: opts.localize.moduleReferences, limits: localizeLimits,
-        profile: opts.profile, threads: opts.threads, log: opts.log, signal: opts.signal,
+        profile: opts.profile, threads: opts.threads, log: opts.log, signal: opts.signal, against: opts.against,
       });
       report = { ...report, localize };
     }

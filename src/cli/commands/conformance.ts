@@ -79,9 +79,6 @@ export async function conformanceCommand(argv: string[], io: CliIO): Promise<num
     throw new HarnessError(`--profile: unknown profile ${JSON.stringify(args.profile)}; known: ${profiles(tol).join(", ")}`, ExitCode.usage);
   }
   const refsDir = String(args.references);
-  if (args.against && (args.localize || args["module-references"])) {
-    throw new HarnessError("--against with --localize: localization compares with PyTorch's modules; run them separately", ExitCode.usage);
-  }
   if (args.list) {
     const cases = filterCases(listCases(ReferenceSet.open(refsDir)), args.only ?? [], args.skip ?? []);
     for (const c of cases) io.out(`${c.id}\n`);

@@ -47,7 +47,8 @@ export function localizeMarkdown(report: Report, md: Escape): string[] {
   const loc = report.localize;
   if (!loc) return [];
   const out: string[] = ["## Where drift starts (--localize)", ""];
-  out.push(`Module references ${md(loc.references.dir)} (${md(loc.references.model)}); limits ${md(loc.limits.file)}, profile ${md(loc.profile)}; drift introduced = relL2 at the output ÷ relL2 at the module's input (floored at ${md(formatNumber(loc.floor))}); ${md(formatDuration(loc.timeMs))}.`, "");
+  const against = loc.against ? `; each module compared with ${md(loc.against.label)}'s (${md(loc.against.dir)}), not PyTorch's` : "";
+  out.push(`Module references ${md(loc.references.dir)} (${md(loc.references.model)})${against}; limits ${md(loc.limits.file)}, profile ${md(loc.profile)}; drift introduced = relL2 at the output ÷ relL2 at the module's input (floored at ${md(formatNumber(loc.floor))}); ${md(formatDuration(loc.timeMs))}.`, "");
   out.push("| Call | Model | Compared | First module over its limit | Most drift introduced |", "| --- | --- | ---: | --- | --- |");
   for (const g of byCall(loc)) {
     for (const r of g.rows) {
@@ -163,7 +164,7 @@ export function localizeHtml(report: Report, esc: Escape): string {
     ...loc.limits.overrides.filter((o) => o.profile === loc.profile).map((o) => `<li><code>${esc(o.module)}</code>: relL2 ≤ ${esc(formatNumber(o.relL2))} — ${esc(o.reason)}</li>`),
   ].join("");
   return `<section class="card" id="localize"><h2>Where drift starts (--localize)</h2>
-<p>Each module's output against PyTorch's (${esc(loc.references.dir)}), in network order; the dashed line is the profile's module limit (overrides in the table below). Drift introduced = relL2 at the output ÷ relL2 at the module's input (floored at ${esc(formatNumber(loc.floor))}). ${esc(formatDuration(loc.timeMs))}.</p>
+<p>Each module's output against ${loc.against ? `${esc(loc.against.label)}'s (${esc(loc.against.dir)}; inputs from ${esc(loc.references.dir)})` : `PyTorch's (${esc(loc.references.dir)})`}, in network order; the dashed line is the profile's module limit (overrides in the table below). Drift introduced = relL2 at the output ÷ relL2 at the module's input (floored at ${esc(formatNumber(loc.floor))}). ${esc(formatDuration(loc.timeMs))}.</p>
 <table class="localize-summary"><thead><tr><th>Call</th><th>Model</th><th>Compared</th><th>First module over its limit</th><th>Most drift introduced</th><th>Matched by</th></tr></thead><tbody>${summary}</tbody></table>
 <div class="plots">${groups.map((g) => plot(g, models, esc, profileLimit)).join("\n")}</div>
 <ul class="limits">${limitNotes}</ul>
