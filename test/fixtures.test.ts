@@ -104,7 +104,7 @@ test("the tokenizer table decodes back to its prompts", () => {
   expect(checked).toBeGreaterThan(100);
 });
 
-const folders = ["tiny-sd-onnx", "tiny-sd-inpaint-onnx", "tiny-sd-fp16-onnx", "tiny-sd-int8-onnx"];
+const folders = ["tiny-sd-onnx", "tiny-sd-inpaint-onnx", "tiny-sd-fp16-onnx", "tiny-sd-int8-onnx", ...USER_FIXTURES.map((f) => f.name)];
 
 test.each(folders)("%s loads and runs with the shapes its configs promise", async (name) => {
   const pipe = await StableDiffusionPipeline.load(path.join(ROOT, "fixtures", "models", name), { threads: 1 });

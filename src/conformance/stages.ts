@@ -152,7 +152,8 @@ async function scheduler(ctx: StageContext, c: CaseDef): Promise<StageOutcome> {
 async function unetTeacherForced(ctx: StageContext, c: CaseDef): Promise<StageOutcome> {
   const t = ctx.refs.tensors(c.refId);
   const sample = t.f32("sample");
-  const pipe = sample.dims[1] === 9 ? ctx.inpaintPipe : ctx.pipe;
+  // an inpainting U-Net's input: latents, mask and masked-image latents (9 channels for SD 1.x)
+  const pipe = sample.dims[1] === 2 * ctx.pipe.folder.vaeConfig.latentChannels + 1 ? ctx.inpaintPipe : ctx.pipe;
   if (!pipe) return { metrics: {}, skip: "needs an inpainting model (--inpaint-model)" };
   if (sample.dims[1] !== pipe.folder.unetConfig.inChannels) return { metrics: {}, skip: `reference U-Net input has ${sample.dims[1]} channels` };
   const out = await pipe.runUnet(sample, t.f32("timestep").data[0], t.f32("encoder_hidden_states"));

@@ -80,7 +80,7 @@ export interface ModelFolder {
   readonly unetConfig: UNetConfig;
   readonly vaeConfig: VaeConfig;
   readonly textConfig: TextEncoderConfig;
-  /** 4 for txt2img / img2img U-Nets, 9 for inpainting U-Nets */
+  /** a U-Net taking 2 x latent channels + 1 inputs (9 for SD 1.x): latents, mask, masked-image latents */
   readonly isInpaint: boolean;
   /** output sizes must be multiples of this: the VAE's factor x the U-Net's down-sampling (64 for SD 1.x) */
   readonly sizeStep: number;
@@ -222,9 +222,6 @@ export function loadModelFolder(dir: string, options: LoadFolderOptions = {}): M
     blockOutChannels: blockOut as number[],
     downFactor: 2 ** (blockOut.length - 1),
   };
-  if (unetConfig.inChannels !== 4 && unetConfig.inChannels !== 9) {
-    throw new HarnessError(`${unetCfgFile}: in_channels ${unetConfig.inChannels}; SD 1.x U-Nets take 4 (txt2img) or 9 (inpainting)`, ExitCode.usage);
-  }
 
   // optimum writes the VAE's config into both vae_decoder/ and vae_encoder/
   const vaeCfgFile = fs.existsSync(p("vae_decoder", "config.json")) ? p("vae_decoder", "config.json") : p("vae", "config.json");
@@ -239,6 +236,14 @@ export function loadModelFolder(dir: string, options: LoadFolderOptions = {}): M
   };
   if (!isPositiveInt(vaeConfig.latentChannels)) throw new HarnessError(`${vaeCfgFile}: "latent_channels" must be a positive integer`, ExitCode.usage);
   if (!(vaeConfig.scalingFactor > 0)) throw new HarnessError(`${vaeCfgFile}: "scaling_factor" ${vaeConfig.scalingFactor} must be positive`, ExitCode.usage);
+  // txt2img / img2img U-Nets take the latents; inpainting ones also the mask and the masked image's latents
+  const lc = vaeConfig.latentChannels;
+  if (unetConfig.inChannels !== lc && unetConfig.inChannels !== 2 * lc + 1) {
+    throw new HarnessError(`${unetCfgFile}: in_channels ${unetConfig.inChannels}; with ${lc} latent channels (${vaeCfgFile}) an SD 1.x U-Net takes ${lc} (txt2img) or ${2 * lc + 1} (inpainting)`, ExitCode.usage);
+  }
+  if (unetConfig.outChannels !== lc) {
+    throw new HarnessError(`${unetCfgFile}: out_channels ${unetConfig.outChannels}; the VAE has ${lc} latent channels (${vaeCfgFile})`, ExitCode.usage);
+  }
 
   const textCfgFile = p("text_encoder", "config.json");
   const textRaw = readJson(textCfgFile, "the text encoder's config");
@@ -274,7 +279,7 @@ export function loadModelFolder(dir: string, options: LoadFolderOptions = {}): M
     }
   }
 
-  const isInpaint = unetConfig.inChannels === 9;
+  const isInpaint = unetConfig.inChannels === 2 * vaeConfig.latentChannels + 1;
   const fixed = pipelineCorrections(schedulerRaw, resolveRawConfig(schedulerRaw), isInpaint, schedulerFile);
   corrections.push(...fixed.corrections);
   const schedulerConfig = fixed.config;
