@@ -110,6 +110,8 @@ export interface ProbeResult {
   /** the first failing check, or (not caught) the check closest to its limit */
   readonly decider: Decider | null;
   readonly casesRun: number;
+  /** cases run whose every checked value equals the unperturbed copy's, bit for bit: the change did not reach them */
+  readonly casesUnmoved: number;
   readonly casesAffected: number;
   /** false when part of the affected cases was not run (a miss is then a miss of those run only) */
   readonly complete: boolean;
@@ -155,7 +157,10 @@ export interface TargetTally {
   readonly caught: number;
   /** tensors of the kind not probed at the target size (budget or --no-sweep) */
   readonly untested: number;
-  readonly missed: readonly { readonly tensor: string; readonly module: string | null; readonly region: string | null; readonly decider: Decider | null; readonly complete: boolean }[];
+  readonly missed: readonly {
+    readonly tensor: string; readonly module: string | null; readonly region: string | null; readonly decider: Decider | null;
+    readonly complete: boolean; readonly casesRun: number; readonly casesUnmoved: number;
+  }[];
 }
 
 export interface SensitivityReport {
@@ -506,11 +511,12 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
     let result: ProbeResult;
     try {
       if (!applied.changed) {
-        result = { ...base, unrepresentable: true, caught: false, caughtBy: [], decider: null, casesRun: 0, complete: true, timeMs: Date.now() - p0 };
+        result = { ...base, unrepresentable: true, caught: false, caughtBy: [], decider: null, casesRun: 0, casesUnmoved: 0, complete: true, timeMs: Date.now() - p0 };
       } else {
         const head = set.stage.slice(0, Math.max(1, new Set(set.stage.map((k) => k.id.replace(/-step\d+$/, ""))).size));
         const chunks: CaseDef[][] = [head, set.stage.slice(head.length), set.rest].filter((ch) => ch.length > 0);
         let casesRun = 0;
+        let casesUnmoved = 0;
         let caughtBy: string[] = [];
         let decider: Decider | null = null;
         let closest: Decider | null = null;
@@ -530,6 +536,7 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
           const rep = await run(ch.map((c) => c.id), ch !== set.rest);
           casesRun += rep.results.length;
           for (const r of rep.results) {
+            if (r.checks.length > 0 && r.checks.every((c) => controlValue.get(`${r.id}\u0000${c.tensor}\u0000${c.metric}`) === c.value)) casesUnmoved++;
             const stage = stageOfId.get(r.id) ?? r.stage;
             if (CAUGHT.has(r.status)) {
               if (!caughtBy.includes(stage)) caughtBy.push(stage);
@@ -545,7 +552,7 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
           if (caughtBy.length) break;
         }
         const complete = caughtBy.length > 0 || partial === undefined;
-        result = { ...base, unrepresentable: false, caught: caughtBy.length > 0, caughtBy, decider: decider ?? closest, casesRun, complete, ...(complete ? {} : { partial }), timeMs: Date.now() - p0 };
+        result = { ...base, unrepresentable: false, caught: caughtBy.length > 0, caughtBy, decider: decider ?? closest, casesRun, casesUnmoved, complete, ...(complete ? {} : { partial }), timeMs: Date.now() - p0 };
       }
     } finally {
       await dropPipeline();
@@ -553,7 +560,7 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
     }
     probes.push(result);
     const d = result.decider;
-    log(`${result.caught ? "CAUGHT" : result.unrepresentable ? "SAME  " : "missed"} ${kind.id.padEnd(24)} ${describeSize(edit.kind, size).padEnd(7)} ${t.module ?? t.name}${result.index !== null ? `[${result.index}]` : ""}${d ? `  ${d.stage} ${d.caseId.split(":")[1]} ${d.tensor} ${d.metric} ${d.value.toExponential(2)} (limit ${d.limit.toExponential(1)})` : ""}${result.complete ? "" : ` (partial: ${result.partial})`}  [${result.casesRun} cases, ${(result.timeMs / 1000).toFixed(1)} s]`);
+    log(`${result.caught ? "CAUGHT" : result.unrepresentable ? "SAME  " : "missed"} ${kind.id.padEnd(24)} ${describeSize(edit.kind, size).padEnd(7)} ${t.module ?? t.name}${result.index !== null ? `[${result.index}]` : ""}${d ? `  ${d.stage} ${d.caseId.split(":")[1]} ${d.tensor} ${d.metric} ${d.value.toExponential(2)} (limit ${d.limit.toExponential(1)})` : ""}${result.complete ? "" : ` (partial: ${result.partial})`}  [${result.casesRun} cases${result.casesUnmoved ? `, ${result.casesUnmoved} unmoved` : ""}, ${(result.timeMs / 1000).toFixed(1)} s]`);
     return result;
   };
 
@@ -650,7 +657,7 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
       const missed = rs.filter((p) => !p.caught);
       return {
         size, tested: tested.size, caught: rs.filter((p) => p.caught).length, untested: tensors - tested.size,
-        missed: missed.map((p) => ({ tensor: p.tensor, module: p.module, region: p.region, decider: p.decider, complete: p.complete })),
+        missed: missed.map((p) => ({ tensor: p.tensor, module: p.module, region: p.region, decider: p.decider, complete: p.complete, casesRun: p.casesRun, casesUnmoved: p.casesUnmoved })),
       };
     };
     const reachable = ls.single.length > 0;

@@ -65,7 +65,8 @@ export function missLines(report: SensitivityReport): string[] {
     for (const [mode, t] of [["single", k.atTarget.single], ["scale", k.atTarget.scale]] as const) {
       if (!t) continue;
       for (const m of t.missed) {
-        out.push(`${k.id} ${describeSize(mode, t.size)} on ${m.module ?? m.tensor} (${m.region ?? "?"}): not caught${m.complete ? "" : " by the cases run (budget)"}; closest: ${deciderText(m.decider) || "nothing changed"}`);
+        const unmoved = m.casesUnmoved ? `; ${m.casesUnmoved} of ${m.casesRun} cases bit-identical to the unperturbed run` : "";
+        out.push(`${k.id} ${describeSize(mode, t.size)} on ${m.module ?? m.tensor} (${m.region ?? "?"}): not caught${m.complete ? "" : " by the cases run (budget or sweep)"}; closest: ${deciderText(m.decider) || "nothing changed"}${unmoved}`);
       }
     }
   }
@@ -126,7 +127,7 @@ function esc(s: string): string {
 function probeRows(report: SensitivityReport): string {
   return report.probes.map((p) => {
     const d = p.decider;
-    return `<tr class="${p.caught ? "caught" : "missed"}"><td>${esc(p.kind)}</td><td>${esc(p.phase)}</td><td>${esc(p.module ?? p.tensor)}${p.index !== null ? `[${p.index}]` : ""}</td><td>${esc(describeSize(p.mode, p.size))}</td><td>${p.caught ? "caught" : p.unrepresentable ? "unchanged" : "missed"}</td><td>${esc(p.caughtBy.join(", "))}</td><td>${esc(d ? deciderText(d) : "")}</td><td class="num">${p.casesRun}/${p.casesAffected}${p.complete ? "" : " (budget)"}</td></tr>`;
+    return `<tr class="${p.caught ? "caught" : "missed"}"><td>${esc(p.kind)}</td><td>${esc(p.phase)}</td><td>${esc(p.module ?? p.tensor)}${p.index !== null ? `[${p.index}]` : ""}</td><td>${esc(describeSize(p.mode, p.size))}</td><td>${p.caught ? "caught" : p.unrepresentable ? "unchanged" : "missed"}</td><td>${esc(p.caughtBy.join(", "))}</td><td>${esc(d ? deciderText(d) : "")}</td><td class="num">${p.casesRun}/${p.casesAffected}${p.complete ? "" : ` (${esc(p.partial ?? "budget")})`}${p.casesUnmoved ? `, ${p.casesUnmoved} unmoved` : ""}</td></tr>`;
   }).join("\n");
 }
 
@@ -159,7 +160,7 @@ ${misses.length ? `<h2>Missed at the target sizes</h2><ul>${misses.map((m) => `<
 ${report.notMeasured.length ? `<h2>Not measured</h2><ul>${report.notMeasured.map((m) => `<li>${esc(m)}</li>`).join("")}</ul>` : ""}
 ${report.unmapped.length ? `<h2>Unmapped tensors</h2><ul>${report.unmapped.map((u) => `<li>${esc(`${u.component}: ${u.name} (${u.count} values) read by ${u.readers.join("; ") || "no node"}`)}</li>`).join("")}</ul>` : ""}
 <details><summary>Every probe (${report.probes.length})</summary>
-<table><thead><tr><th>Kind</th><th>Phase</th><th>Weight</th><th>Size</th><th>Result</th><th>Caught by</th><th>Deciding check (or closest)</th><th>Cases</th></tr></thead><tbody>
+<table><thead><tr><th>Kind</th><th>Phase</th><th>Weight</th><th>Size</th><th>Result</th><th>Caught by</th><th>Deciding check (or closest)</th><th>Cases run / affected</th></tr></thead><tbody>
 ${probeRows(report)}
 </tbody></table></details>
 </body></html>
