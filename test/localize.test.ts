@@ -161,3 +161,25 @@ test("a U-Net with external weights (model.onnx_data) is localized through a lin
   expect(leftovers()).toEqual(before);
   expect(treeHash(ext)).toEqual(hashes);
 });
+
+test("a dynamo export's scope is read from its nodes' metadata (pkg.torch.onnx.name_scopes), its names being flat", () => {
+  // protobuf by hand: length-delimited fields with varint lengths
+  const varint = (n: number) => {
+    const out: number[] = [];
+    for (; n >= 128; n = Math.floor(n / 128)) out.push((n % 128) | 128);
+    return Buffer.from([...out, n]);
+  };
+  const ld = (no: number, payload: Buffer | string) => {
+    const b = Buffer.isBuffer(payload) ? payload : Buffer.from(payload, "utf8");
+    return Buffer.concat([varint(no * 8 + 2), varint(b.length), b]);
+  };
+  const scopes = "['', 'model', 'model.down_blocks.1', 'model.down_blocks.1.resnets.0', 'model.down_blocks.1.resnets.0.conv1', 'conv2d_10']";
+  const meta = ld(9, Buffer.concat([ld(1, "pkg.torch.onnx.name_scopes"), ld(2, scopes)]));
+  const node = ld(1, Buffer.concat([ld(1, "x"), ld(2, "y"), ld(3, "node_conv2d_10"), ld(4, "Conv"), meta]));
+  const model = ld(7, Buffer.concat([node, ld(11, ld(1, "x")), ld(12, ld(1, "y"))]));
+  const g = readGraph(model, "synthetic.onnx");
+  expect(g.nodes[0].scope).toBe("model.down_blocks.1.resnets.0.conv1");
+  const { prefix, matches } = matchModules(g, ["down_blocks.1.resnets.0.conv1", "down_blocks.1.resnets.0", "down_blocks.1.resnets.1"]);
+  expect(prefix).toBe("model.");
+  expect(matches.map((m) => [m.how, m.how === "none" ? null : m.candidates])).toEqual([["scope", ["y"]], ["scope", ["y"]], ["none", null]]);
+});

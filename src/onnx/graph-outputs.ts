@@ -42,6 +42,8 @@ export interface GraphNode {
   readonly opType: string;
   readonly inputs: readonly string[];
   readonly outputs: readonly string[];
+  /** the dynamo exporter's module scope (metadata `pkg.torch.onnx.name_scopes`), when the node carries one */
+  readonly scope?: string;
 }
 
 export interface GraphSummary {
@@ -80,14 +82,16 @@ export function readGraph(buf: Buffer, file: string): GraphSummary {
         const outs: string[] = [];
         let name = "";
         let opType = "";
+        let scope: string | undefined;
         for (const n of fields(buf, g.start, g.end, file)) {
           if (n.wire !== 2) continue;
           if (n.no === 1) ins.push(str(buf, n));
           else if (n.no === 2) outs.push(str(buf, n));
           else if (n.no === 3) name = str(buf, n);
           else if (n.no === 4) opType = str(buf, n);
+          else if (n.no === 9) scope = dynamoScope(buf, n, file) ?? scope;
         }
-        nodes.push({ index: nodes.length, name, opType, inputs: ins, outputs: outs });
+        nodes.push({ index: nodes.length, name, opType, inputs: ins, outputs: outs, ...(scope !== undefined ? { scope } : {}) });
       } else if (g.no === 11 || g.no === 12) {
         for (const v of fields(buf, g.start, g.end, file)) if (v.no === 1 && v.wire === 2) (g.no === 11 ? inputs : outputs).push(str(buf, v));
       } else if (g.no === 5) {
@@ -107,6 +111,25 @@ export function readGraph(buf: Buffer, file: string): GraphSummary {
     }
   }
   return { nodes, inputs, outputs, initializers, externalFiles };
+}
+
+/**
+ * NodeProto.metadata_props (9) entry `pkg.torch.onnx.name_scopes`, which torch.onnx's dynamo
+ * exporter writes (its node names are flat: `node_conv2d_10`): a Python list of the enclosing
+ * module paths, outermost first, ending with the op's own name —
+ * `['', 'model', 'model.down_blocks.1', 'model.down_blocks.1.resnets.0', 'model.down_blocks.1.resnets.0.norm1', 'group_norm_6']`.
+ * The scope is the last module path (the entry before the op's name).
+ */
+function dynamoScope(buf: Buffer, f: { start: number; end: number }, file: string): string | undefined {
+  let key = "";
+  let value = "";
+  for (const e of fields(buf, f.start, f.end, file)) {
+    if (e.no === 1 && e.wire === 2) key = str(buf, e);
+    else if (e.no === 2 && e.wire === 2) value = str(buf, e);
+  }
+  if (key !== "pkg.torch.onnx.name_scopes") return undefined;
+  const items = [...value.matchAll(/'((?:[^'\\]|\\.)*)'|"((?:[^"\\]|\\.)*)"/g)].map((m) => m[1] ?? m[2]);
+  return items.length >= 2 ? items[items.length - 2] : undefined;
 }
 
 /** How a module's tensor was found, or why it was not. */
@@ -135,7 +158,8 @@ export function matchModules(graph: GraphSummary, modules: readonly string[]): {
   const consumers = new Map<string, number[]>();
   for (const n of graph.nodes) for (const x of n.inputs) if (x) (consumers.get(x) ?? consumers.set(x, []).get(x)!).push(n.index);
   const graphOutputs = new Set(graph.outputs);
-  const scopes = graph.nodes.map((n) => scopeOf(n.name));
+  // a dynamo export's scope is in the node's metadata; the TorchScript exporter's in its name
+  const scopes = graph.nodes.map((n) => (n.scope !== undefined ? n.scope || null : scopeOf(n.name)));
   const prefixes = ["", "model."];
   let prefix = "";
   let best = -1;
