@@ -13,7 +13,7 @@ import { CliIO } from "../src/cli/io";
 import { ExitCode } from "../src/errors";
 import { runSensitivity, SensitivityReport } from "../src/conformance/sensitivity";
 import { describeInitializers, applyEdit, readWeights } from "../src/onnx/initializer-edit";
-import { mapInitializers } from "../src/conformance/layer-kinds";
+import { mapInitializers, unmapped } from "../src/conformance/layer-kinds";
 import { TINY, REFS } from "./helpers/fixtures";
 import { copyModel, externalizeInitializers } from "./helpers/onnx-edit";
 
@@ -183,6 +183,21 @@ describe("in-place weight edits", () => {
     expect(fs.readFileSync(data).equals(blob)).toBe(false);
     e.undo();
     expect(fs.readFileSync(data).equals(blob)).toBe(true);
+  });
+
+  test("an anonymous weight is named through its reader, and left unmapped when its readers disagree", () => {
+    const bytes = { file: "/x", offset: 0, count: 4, dataType: 1 as const, external: false };
+    const use = (node: string, opType = "MatMul", input = 1) => ({ node, opType, input });
+    const [q, norm, split, scalar] = mapInitializers("unet", [
+      { name: "onnx::MatMul_1", dataType: 1, bytes, consumers: [use("/model/mid_block/attentions.0/transformer_blocks.0/attn1/to_q/MatMul")] },
+      { name: "onnx::Mul_2", dataType: 1, bytes, consumers: [use("/model/up_blocks.1/resnets.0/norm1/Mul", "Mul", 1)] },
+      { name: "onnx::MatMul_3", dataType: 1, bytes, consumers: [use("/model/down_blocks.0/attentions.0/transformer_blocks.0/attn1/to_q/MatMul"), use("/model/down_blocks.0/attentions.0/transformer_blocks.0/attn1/to_k/MatMul")] },
+      { name: "onnx::Div_4", dataType: 1, bytes: { ...bytes, count: 1 }, consumers: [use("/model/mid_block/attentions.0/transformer_blocks.0/attn1/Div", "Div", 1)] },
+    ]);
+    expect([q.kind, q.region, q.via]).toEqual(["unet.attn1.q", "mid", "node"]);
+    expect([norm.kind, norm.role]).toEqual(["unet.groupnorm", "weight"]);
+    expect([split.module, split.kind]).toEqual([null, null]);
+    expect(unmapped([q, norm, split, scalar]).map((m) => m.name)).toEqual(["onnx::MatMul_3"]);
   });
 
   test("an external location outside the model's folder is refused", () => {
