@@ -183,3 +183,15 @@ test("a dynamo export's scope is read from its nodes' metadata (pkg.torch.onnx.n
   expect(prefix).toBe("model.");
   expect(matches.map((m) => [m.how, m.how === "none" ? null : m.candidates])).toEqual([["scope", ["y"]], ["scope", ["y"]], ["none", null]]);
 });
+
+test("--localize-failed localizes only the components whose stages failed, per model", async () => {
+  const broken = path.join(tmp, "broken"); // made in beforeAll
+  const out = path.join(tmp, "failed-only");
+  const code = await main(["conformance", "--model", `${TINY}=fp32`, "--model", `${broken}=broken`, "--references", REFS,
+    "--only", "unet:txt2img-pndm-64x64-step00", "--only", "vae_decode:64x64", "--localize-failed", "--threads", "1", "--quiet", "--out", out], capture());
+  expect(code).toBe(1);
+  const r = parseReportJson(fs.readFileSync(path.join(out, "report.json"), "utf8"));
+  expect(r.results.filter((x) => x.status === "fail").map((x) => `${x.model} ${x.id}`)).toEqual(["broken unet:txt2img-pndm-64x64-step00"]);
+  expect(r.localize!.calls.map((c) => `${c.model} ${c.call}`)).toEqual(["broken unet:txt2img-pndm-64x64-step00", "broken unet:txt2img-pndm-64x64-step09"]);
+  expect(r.localize!.calls[0].first?.module).toBe(PERTURBED);
+});

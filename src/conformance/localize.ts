@@ -225,7 +225,19 @@ export interface LocalizeOptions {
   readonly signal?: AbortSignal;
   /** port vs port: compare with this model's module outputs instead of PyTorch's (--against) */
   readonly against?: LocalizeModel;
+  /** only these components of a model (--localize-failed: those whose stages failed); default all */
+  readonly components?: (label: string) => ReadonlySet<ComponentKind>;
 }
+
+/** The components a failed stage ran: where --localize-failed looks. */
+export const STAGE_COMPONENTS: Readonly<Record<string, readonly ComponentKind[]>> = {
+  text_encoder: ["text_encoder"],
+  unet: ["unet"],
+  vae_decode: ["vae_decoder"],
+  vae_encode: ["vae_encoder"],
+  vae_roundtrip: ["vae_encoder", "vae_decoder"],
+  end_to_end: ["text_encoder", "unet", "vae_decoder", "vae_encoder"],
+};
 
 const PART_DIR: Readonly<Record<ComponentKind, string>> = { text_encoder: "text_encoder", unet: "unet", vae_decoder: "vae_decoder", vae_encoder: "vae_encoder" };
 
@@ -418,7 +430,7 @@ export async function runLocalize(opts: LocalizeOptions): Promise<LocalizeReport
   for (const model of opts.models) {
     for (const component of COMPONENTS) {
       const these = refs.manifest.calls.filter((c) => c.component === component);
-      if (these.length === 0) continue;
+      if (these.length === 0 || (opts.components && !opts.components(model.label).has(component))) continue;
       await new Promise<void>((r) => setImmediate(r));
       if (opts.signal?.aborted) throw new HarnessError("interrupted", ExitCode.interrupted);
       if (!fs.existsSync(path.join(model.dir, PART_DIR[component], "model.onnx"))) {

@@ -22,7 +22,8 @@ import { loadModelFolder } from "../pipeline/model-folder";
 import { CaseResult, ModelInfo, Report, Status, worstStatus, STATUS_RANK } from "./types";
 import { renderMarkdown, renderJunit, renderHtml } from "./report";
 import { VERSION } from "../cli/defaults";
-import { runLocalize, checkLocalize, ModuleLimitFile } from "./localize";
+import { runLocalize, checkLocalize, ModuleLimitFile, STAGE_COMPONENTS } from "./localize";
+import type { ComponentKind } from "../pipeline/onnx-model";
 import { runAgainst } from "./against";
 
 export interface ModelSpec {
@@ -56,7 +57,7 @@ export interface RunOptions {
   /** port vs port: judge every model stage against this model's outputs instead of PyTorch's (--against) */
   readonly against?: ModelSpec;
   /** also compare per-module outputs with a module reference set (conformance --localize) */
-  readonly localize?: { readonly moduleReferences: string; readonly limits?: ModuleLimitFile };
+  readonly localize?: { readonly moduleReferences: string; readonly limits?: ModuleLimitFile; readonly onlyFailed?: boolean };
 }
 
 /** The headline drift number of a result, for tables and baselines: the worst relL2 (or the stage's own measure). */
@@ -144,6 +145,7 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
       const localize = await runLocalize({
         models: opts.models, moduleReferences: opts.localize.moduleReferences, limits: localizeLimits,
         profile: opts.profile, threads: opts.threads, log: opts.log, signal: opts.signal, against: opts.against,
+        components: opts.localize.onlyFailed ? failedComponents(report.results) : undefined,
       });
       report = { ...report, localize };
     }
@@ -295,6 +297,17 @@ async function runCases(
     baseline: baseline ? { file: opts.baseline!, factor, regressions: results.filter((r) => r.regression?.flagged).length } : undefined,
   };
   return report;
+}
+
+/** --localize-failed: per model, the components that ran in a stage with a failed case. */
+function failedComponents(results: readonly CaseResult[]): (label: string) => ReadonlySet<ComponentKind> {
+  const by = new Map<string, Set<ComponentKind>>();
+  for (const r of results) {
+    if (r.status !== "fail" && r.status !== "xpass") continue;
+    const set = by.get(r.model) ?? by.set(r.model, new Set()).get(r.model)!;
+    for (const c of STAGE_COMPONENTS[r.stage] ?? []) set.add(c);
+  }
+  return (label) => by.get(label) ?? new Set();
 }
 
 /** report.json, summary.md, junit.xml, report.html — each written atomically. */

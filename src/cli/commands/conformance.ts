@@ -35,6 +35,7 @@ function parser(argv: string[]) {
     .option("force-sd1", { type: "boolean", default: false, describe: "run models that look like SD 2.x as SD 1.x anyway" })
     .option("threads", { type: "string", default: "0", describe: THREADS_HELP })
     .option("localize", { type: "boolean", default: false, describe: "also compare every module's output inside each component with PyTorch's and name the first module over its limit (conformance/module-limits.json)" })
+    .option("localize-failed", { type: "boolean", default: false, describe: "--localize only the components of a model whose stages failed" })
     .option("module-references", { type: "string", describe: "module reference set for --localize (scripts/make_module_references.py; default: modules/ beside --references)" })
     .option("module-limits", { type: "string", describe: "per-module limits for --localize (default: conformance/module-limits.json)" })
     .option("list", { type: "boolean", default: false, describe: "list the case ids and exit" })
@@ -93,8 +94,12 @@ export async function conformanceCommand(argv: string[], io: CliIO): Promise<num
     models: modelSpecs((args.model as string[]) ?? [DEFAULT_MODEL], args["inpaint-model"]),
     forceSd1: Boolean(args["force-sd1"]),
     against: args.against ? modelSpecs([String(args.against)], undefined).map((s) => ({ ...s, inpaintDir: null }))[0] : undefined,
-    localize: args.localize || args["module-references"]
-      ? { moduleReferences: args["module-references"] ? String(args["module-references"]) : ModuleReferences.besides(refsDir), limits: args["module-limits"] ? loadModuleLimits(String(args["module-limits"])) : undefined }
+    localize: args.localize || args["localize-failed"] || args["module-references"]
+      ? {
+        moduleReferences: args["module-references"] ? String(args["module-references"]) : ModuleReferences.besides(refsDir),
+        limits: args["module-limits"] ? loadModuleLimits(String(args["module-limits"])) : undefined,
+        onlyFailed: Boolean(args["localize-failed"]) && !args.localize,
+      }
       : undefined,
     references: refsDir,
     profile: String(args.profile),
