@@ -11,7 +11,7 @@ import { HarnessError, ExitCode, oneLine } from "../errors";
 import { StableDiffusionPipeline, PipelineOptions } from "../pipeline/pipeline";
 import { writeFileAtomic } from "../util/atomic";
 import { ReferenceSet } from "./reference-set";
-import { CaseDef, listCases, filterCases, shardCases } from "./cases";
+import { CaseDef, listCases, filterCases, shardCases, caseCost } from "./cases";
 import { ToleranceFile, loadTolerances, resolve, evaluate, requireLimits, toleranceSha256 } from "./tolerances";
 import { readReportFile, confinedAssetReader, safeFileName } from "./report-file";
 import { ReportFolder } from "./out-dir";
@@ -118,7 +118,7 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
   resolve(tol, opts.profile, "tokenizer", "", ""); // validates the profile name up front
   const selected: CaseDef[] = filterCases(listCases(refs), opts.only ?? [], opts.skip ?? []);
   let cases = selected;
-  if (opts.shard) cases = shardCases(cases, opts.shard);
+  if (opts.shard) cases = shardCases(cases, opts.shard, (c) => caseCost(refs, c));
   if (cases.length === 0) throw new HarnessError(noCasesMessage(listCases(refs).length, selected.length, opts), ExitCode.usage);
   // no limit must never mean pass: every selected case must have limits before anything runs
   for (const c of cases) {

@@ -7,7 +7,7 @@ import { CliIO } from "../io";
 import { numFlag, threadsFlag, THREADS_HELP } from "../parse";
 import { DEFAULT_MODEL, DEFAULT_INPAINT_MODEL, DEFAULT_REFERENCES, VERSION } from "../defaults";
 import { runConformance, exitCodeFor, ModelSpec } from "../../conformance/runner";
-import { listCases, filterCases, parseShard } from "../../conformance/cases";
+import { listCases, filterCases, parseShard, shardCases, caseCost } from "../../conformance/cases";
 import { ReferenceSet } from "../../conformance/reference-set";
 import { loadTolerances, profiles } from "../../conformance/tolerances";
 import { ModuleReferences, loadModuleLimits } from "../../conformance/localize";
@@ -38,7 +38,8 @@ function parser(argv: string[]) {
     .option("localize-failed", { type: "boolean", default: false, describe: "--localize only the components of a model whose stages failed" })
     .option("module-references", { type: "string", describe: "module reference set for --localize (scripts/make_module_references.py; default: modules/ beside --references)" })
     .option("module-limits", { type: "string", describe: "per-module limits for --localize (default: conformance/module-limits.json)" })
-    .option("list", { type: "boolean", default: false, describe: "list the case ids and exit" })
+    .option("list", { type: "boolean", default: false, describe: "list the case ids (after --only / --skip / --shard) and exit" })
+    .option("json", { type: "boolean", default: false, describe: "with --list: a JSON array of {id, stage, cost}, cost in estimated U-Net calls" })
     .option("quiet", { type: "boolean", default: false, describe: "no per-case lines" })
     .option("verbose", { type: "boolean", default: false })
     .strict()
@@ -81,7 +82,20 @@ export async function conformanceCommand(argv: string[], io: CliIO): Promise<num
   }
   const refsDir = String(args.references);
   if (args.list) {
-    const cases = filterCases(listCases(ReferenceSet.open(refsDir)), args.only ?? [], args.skip ?? []);
+    // the same selection a run would make: --only / --skip, then --shard by estimated cost
+    const refs = ReferenceSet.open(refsDir);
+    const all = listCases(refs);
+    let cases = filterCases(all, args.only ?? [], args.skip ?? []);
+    const listShard = args.shard ? parseShard(String(args.shard)) : undefined;
+    if (listShard) cases = shardCases(cases, listShard, (c) => caseCost(refs, c));
+    if (cases.length === 0) {
+      const what = listShard ? `shard ${listShard.index}/${listShard.count} has no cases` : "no cases match";
+      throw new HarnessError(`--list: ${what} (${all.length} cases in ${refsDir}; globs match whole ids such as 'unet:*' or '*-free')`, ExitCode.usage);
+    }
+    if (args.json) {
+      io.out(`${JSON.stringify(cases.map((c) => ({ id: c.id, stage: c.stage, cost: Number(caseCost(refs, c).toFixed(4)) })))}\n`);
+      return ExitCode.ok;
+    }
     for (const c of cases) io.out(`${c.id}\n`);
     return ExitCode.ok;
   }
