@@ -35,7 +35,7 @@ test("runs with nothing but --prompt and writes out.png with its parameters", as
   const png = PNG.sync.read(buf);
   expect([png.width, png.height]).toEqual([64, 64]);
   const params = readPngText(buf).parameters;
-  expect(params).toMatch(/^a lighthouse at dusk\nSteps: 4, Sampler: PNDM, CFG scale: 7.5, Seed: 42, Size: 64x64, Model: tiny-sd-onnx/);
+  expect(params).toMatch(/^a lighthouse at dusk\nSteps: 4, Sampler: PLMS, CFG scale: 7.5, Seed: 42, Size: 64x64, Model: tiny-sd-onnx/);
   // progress lines when stderr is not a terminal
   // (PNDM's 4 steps are 5 U-Net calls: its first PLMS step is taken twice)
   expect(io.stderr()).toMatch(/generate 5\/5 \(\d+\.\d+ it\/s\)/);
@@ -75,6 +75,20 @@ test("img2img and inpainting from PNG files", async () => {
   const io = capture();
   expect(await main(["generate", "--model", inpaint, "--prompt", "flowers", "--init-image", "init.png", "--mask", "mask.png", "--steps", "3", "--seed", "5", "--out", "inp.png"], io)).toBe(0);
   expect(fs.existsSync(path.join(tmp, "inp.png"))).toBe(true);
+});
+
+test("a model whose own scheduler is DPMSolverMultistep writes A1111's sampler name, Karras sigmas included", async () => {
+  // the model's default scheduler, not --scheduler, decides the name here (it once leaked the diffusers class name)
+  const model = path.join(tmp, "dpm-model");
+  fs.cpSync(path.resolve(cwd, "fixtures", "models", "tiny-sd-onnx"), model, { recursive: true });
+  const configFile = path.join(model, "scheduler", "scheduler_config.json");
+  const base = JSON.parse(fs.readFileSync(configFile, "utf8"));
+  for (const [extra, sampler] of [[{}, "DPM++ 2M"], [{ use_karras_sigmas: true }, "DPM++ 2M Karras"]] as const) {
+    fs.writeFileSync(configFile, JSON.stringify({ ...base, _class_name: "DPMSolverMultistepScheduler", skip_prk_steps: undefined, ...extra }));
+    const io = capture();
+    expect(await main(["generate", "--model", model, "--prompt", "x", "--steps", "2", "--seed", "3", "--out", "dpm.png", "--overwrite"], io)).toBe(0);
+    expect(readPngText(fs.readFileSync(path.join(tmp, "dpm.png"))).parameters).toContain(`Sampler: ${sampler}, CFG scale`);
+  }
 });
 
 test("--help lists every scheduler", async () => {

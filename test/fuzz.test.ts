@@ -14,7 +14,7 @@ import { parseSafetensors, encodeSafetensors } from "../src/tensor/safetensors";
 import { parseNpy, readNpy, encodeNpy } from "../src/tensor/npy";
 import { numel } from "../src/tensor/tensor";
 import { loadModelFolder } from "../src/pipeline/model-folder";
-import { parseSchedulerConfig } from "../src/schedulers/schedules";
+import { parseSchedulerConfig } from "../src/schedulers";
 import { createScheduler, SCHEDULER_NAMES } from "../src/schedulers";
 import { ClipTokenizer } from "../src/pipeline/tokenizer";
 import { compileGlob } from "../src/util/glob";

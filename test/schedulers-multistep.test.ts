@@ -20,21 +20,17 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { readSafetensors } from "../src/tensor/safetensors";
-import { parseSchedulerConfig } from "../src/schedulers/schedules";
-import { Scheduler } from "../src/schedulers/types";
-import { createHeunScheduler } from "../src/schedulers/heun";
-import { createDpmSolverMultistepScheduler } from "../src/schedulers/dpm-solver-multistep";
-import { createUniPCScheduler } from "../src/schedulers/unipc";
+import { findScheduler, parseSchedulerConfig } from "../src/schedulers";
+import { Scheduler, SchedulerFactory } from "../src/schedulers/types";
 
 const REF_DIR = path.join(__dirname, "..", "fixtures", "references", "tiny-sd", "cpu");
 const MANIFEST = path.join(REF_DIR, "manifest.json");
 
-const FACTORIES = {
-  HeunDiscreteScheduler: createHeunScheduler,
-  DPMSolverMultistepScheduler: createDpmSolverMultistepScheduler,
-  UniPCMultistepScheduler: createUniPCScheduler,
-} as const;
-type ClassName = keyof typeof FACTORIES;
+type ClassName = "HeunDiscreteScheduler" | "DPMSolverMultistepScheduler" | "UniPCMultistepScheduler";
+/** the registry's factory for each class these traces cover */
+const FACTORIES = Object.fromEntries(
+  (["HeunDiscreteScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler"] as const).map((cls) => [cls, findScheduler(cls)!.create]),
+) as Record<ClassName, SchedulerFactory>;
 
 /** The transcendental float32 torch functions each diffusers scheduler's arithmetic goes through. */
 const TRANSCENDENTALS: Record<ClassName, readonly string[]> = {

@@ -21,14 +21,11 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { readSafetensors } from "../src/tensor/safetensors";
 import { TorchGenerator } from "../src/rng";
-import { parseSchedulerConfig, npLogF32, torchLinspaceF32, npArange, configForClass, trainingSchedule } from "../src/schedulers/schedules";
-import { Scheduler, SchedulerConfig, SchedulerOptions } from "../src/schedulers/types";
-import { createPNDMScheduler } from "../src/schedulers/pndm";
-import { createDDIMScheduler } from "../src/schedulers/ddim";
-import { createDDPMScheduler } from "../src/schedulers/ddpm";
+import { configForClass, findScheduler, parseSchedulerConfig } from "../src/schedulers";
+import { npLogF32, torchLinspaceF32, npArange } from "../src/schedulers/float32";
+import { trainingSchedule } from "../src/schedulers/noise-schedules";
+import { SchedulerFactory } from "../src/schedulers/types";
 import { createLMSScheduler, lmsCoefficient, lmsCoefficientExact } from "../src/schedulers/lms";
-import { createEulerScheduler } from "../src/schedulers/euler";
-import { createEulerAncestralScheduler } from "../src/schedulers/euler-ancestral";
 
 const REF_DIR = path.join(__dirname, "..", "fixtures", "references", "tiny-sd", "cpu", "scheduler");
 
@@ -43,14 +40,10 @@ const STEP_REL = 1e-6;
 /** plain traces: free-running loop, same norm (measured worst 4.3e-4: Euler a, cosine betas, v-prediction) */
 const LOOP_REL = 1e-3;
 
-const FACTORIES: Record<string, (c: SchedulerConfig, n: number, o: SchedulerOptions) => Scheduler> = {
-  pndm: (c, n) => createPNDMScheduler(c, n),
-  ddim: (c, n, o) => createDDIMScheduler(c, n, o),
-  ddpm: (c, n) => createDDPMScheduler(c, n),
-  lms: (c, n) => createLMSScheduler(c, n),
-  euler: (c, n) => createEulerScheduler(c, n),
-  "euler-a": (c, n) => createEulerAncestralScheduler(c, n),
-};
+/** the registry's factories of the six schedulers this file replays (the multistep ones: schedulers-multistep.test.ts) */
+const FACTORIES: Record<string, SchedulerFactory> = Object.fromEntries(
+  ["pndm", "ddim", "ddpm", "lms", "euler", "euler-a"].map((id) => [id, findScheduler(id)!.create]),
+);
 
 interface CaseMeta {
   class_name: string;

@@ -12,7 +12,7 @@ import { main } from "../src/cli/main";
 import { CliIO } from "../src/cli/io";
 import { ExitCode } from "../src/errors";
 import { loadModelFolder, pipelineCorrections } from "../src/pipeline/model-folder";
-import { resolveRawConfig } from "../src/schedulers/schedules";
+import { resolveRawConfig } from "../src/schedulers";
 import { StableDiffusionPipeline } from "../src/pipeline/pipeline";
 import { TINY, REFS } from "./helpers/fixtures";
 

@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { HarnessError, ExitCode, oneLine } from "../errors";
 import { readInputText, INPUT_LIMITS } from "../util/read-input";
-import { resolveRawConfig } from "../schedulers/schedules";
+import { resolveRawConfig } from "../schedulers";
 
 export interface UNetConfig {
   readonly inChannels: number;

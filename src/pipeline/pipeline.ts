@@ -18,8 +18,7 @@ import * as ort from "./ort";
 import { HarnessError, ExitCode } from "../errors";
 import { F32, f32, numel, concat0, concatChannels, formatDims } from "../tensor/tensor";
 import { TorchGenerator } from "../rng/torch-generator";
-import { createScheduler } from "../schedulers";
-import { parseSchedulerConfig } from "../schedulers/schedules";
+import { createScheduler, parseSchedulerConfig } from "../schedulers";
 import { Scheduler, SchedulerConfig } from "../schedulers/types";
 import { ClipTokenizer } from "./tokenizer";
 import { ModelFolder, loadModelFolder, describeCorrection } from "./model-folder";
@@ -91,6 +90,7 @@ export interface GenerateResult {
   readonly initialLatents: F32;
   readonly promptEmbeds: F32;
   readonly timesteps: Float32Array;
+  /** the scheduler registry's id of what ran ("dpm++2m-karras"), as `--scheduler` spells it */
   readonly scheduler: string;
   readonly seed: bigint;
   readonly width: number;

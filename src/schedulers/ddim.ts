@@ -6,53 +6,13 @@
  * part (diffusers' randn_tensor(model_output.shape, generator)), at every step including the last.
  */
 import { HarnessError, ExitCode } from "../errors";
-import { at, ddpmAddNoise, discreteTimesteps, drawNoise, rejectUnsupported, trainingSchedule } from "./schedules";
-import { NoiseSource, Scheduler, SchedulerConfig, SchedulerOptions, SchedulerState, StepResult } from "./types";
+import { COMMON_DEFAULTS, rejectUnsupported } from "./config";
+import { at } from "./float32";
+import { alphaBarAlphaSigma, clipInPlace, ddpmAddNoise, drawNoise, vpPredictNoise, vpPredictX0 } from "./k-diffusion";
+import { discreteTimesteps, trainingSchedule } from "./noise-schedules";
+import { NoiseSource, Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerOptions, SchedulerState, StepResult } from "./types";
 
 const f = Math.fround;
-
-/**
- * x0 and epsilon from the model output (DDIM eq. 12's "predicted x0"), per prediction type:
- * epsilon: x0 = (x - sqrt(1-a) eps) / sqrt(a); v (Salimans & Ho 2022): x0 = sqrt(a) x - sqrt(1-a) v,
- * eps = sqrt(a) v + sqrt(1-a) x; sample: eps = (x - sqrt(a) x0) / sqrt(1-a).
- */
-export function predictX0AndEps(
-  prediction: SchedulerConfig["predictionType"],
-  modelOutput: Float32Array,
-  sample: Float32Array,
-  alphaProd: number,
-): { x0: Float32Array; eps: Float32Array } {
-  const sa = f(Math.sqrt(alphaProd));
-  const sb = f(Math.sqrt(f(1 - alphaProd)));
-  const n = sample.length;
-  const x0 = new Float32Array(n);
-  let eps: Float32Array;
-  switch (prediction) {
-    case "epsilon":
-      for (let j = 0; j < n; j++) x0[j] = f(sample[j] - f(sb * modelOutput[j])) / sa;
-      eps = modelOutput;
-      break;
-    case "sample":
-      x0.set(modelOutput);
-      eps = new Float32Array(n);
-      for (let j = 0; j < n; j++) eps[j] = f(sample[j] - f(sa * x0[j])) / sb;
-      break;
-    case "v_prediction":
-      eps = new Float32Array(n);
-      for (let j = 0; j < n; j++) {
-        x0[j] = f(sa * sample[j]) - f(sb * modelOutput[j]);
-        eps[j] = f(sa * modelOutput[j]) + f(sb * sample[j]);
-      }
-      break;
-  }
-  return { x0, eps };
-}
-
-/** clip_sample: clamp x0 to [-range, range] (range as a float32 scalar, like torch.clamp). */
-export function clipInPlace(x: Float32Array, range: number): void {
-  const r = f(range);
-  for (let j = 0; j < x.length; j++) x[j] = Math.min(Math.max(x[j], -r), r);
-}
 
 export function createDDIMScheduler(config: SchedulerConfig, numInferenceSteps: number, opts: SchedulerOptions = {}): Scheduler {
   rejectUnsupported(config, "DDIMScheduler", { thresholding: (v) => v === true });
@@ -74,7 +34,9 @@ export function createDDIMScheduler(config: SchedulerConfig, numInferenceSteps: 
     const aT = at(ac, t);
     const aPrev = prevT >= 0 ? at(ac, prevT) : finalAlphaCumprod;
     // 3. predicted x0 (eq. 12, "predicted x0") and epsilon
-    const { x0, eps } = predictX0AndEps(config.predictionType, modelOutput, sample, aT);
+    const vp = alphaBarAlphaSigma(aT);
+    const x0 = vpPredictX0(config.predictionType, modelOutput, sample, vp.alpha, vp.sigma);
+    const eps = vpPredictNoise(config.predictionType, modelOutput, sample, vp.alpha, vp.sigma);
     // 4. clip x0
     if (config.clipSample) clipInPlace(x0, config.clipSampleRange);
     // 5. sigma_t(eta) = eta * sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))   (eq. 16)
@@ -94,7 +56,7 @@ export function createDDIMScheduler(config: SchedulerConfig, numInferenceSteps: 
   };
 
   return {
-    name: "ddim",
+    name: ddimDescriptor.id,
     config,
     numInferenceSteps,
     timesteps,
@@ -107,3 +69,15 @@ export function createDDIMScheduler(config: SchedulerConfig, numInferenceSteps: 
     addNoise: (original, noise, i) => ddpmAddNoise(original, noise, at(ac, steps[i])),
   };
 }
+
+export const ddimDescriptor: SchedulerDescriptor = {
+  id: "ddim",
+  className: "DDIMScheduler",
+  a1111Name: "DDIM",
+  defaults: {
+    ...COMMON_DEFAULTS, timestep_spacing: "leading", clip_sample: true, clip_sample_range: 1.0, set_alpha_to_one: true,
+    rescale_betas_zero_snr: false, thresholding: false,
+  },
+  sigmaSchedules: [],
+  create: (c, n, o) => createDDIMScheduler(c, n, o),
+};

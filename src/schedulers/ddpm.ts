@@ -8,9 +8,11 @@
  * "leading" schedule ends at t = steps_offset (1 for SD), so SD's last step draws too; "linspace"
  * ends at t = 0 and draws nothing there.
  */
-import { at, ddpmAddNoise, discreteTimesteps, drawNoise, rejectUnsupported, trainingSchedule } from "./schedules";
-import { clipInPlace, predictX0AndEps } from "./ddim";
-import { NoiseSource, Scheduler, SchedulerConfig, SchedulerState, StepResult } from "./types";
+import { COMMON_DEFAULTS, rejectUnsupported } from "./config";
+import { at } from "./float32";
+import { alphaBarAlphaSigma, clipInPlace, ddpmAddNoise, drawNoise, vpPredictX0 } from "./k-diffusion";
+import { discreteTimesteps, trainingSchedule } from "./noise-schedules";
+import { NoiseSource, Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerState, StepResult } from "./types";
 
 const f = Math.fround;
 
@@ -39,7 +41,8 @@ export function createDDPMScheduler(config: SchedulerConfig, numInferenceSteps: 
     const curA = f(aT / aPrev);
     const curB = f(1 - curA);
     // 2. predicted x0 (eq. 15)
-    const { x0 } = predictX0AndEps(config.predictionType, modelOutput, sample, aT);
+    const vp = alphaBarAlphaSigma(aT);
+    const x0 = vpPredictX0(config.predictionType, modelOutput, sample, vp.alpha, vp.sigma);
     // 3. clip x0
     if (config.clipSample) clipInPlace(x0, config.clipSampleRange);
     // 4. posterior mean coefficients (eq. 7): sqrt(a_prev) beta_t / (1 - a_t), sqrt(alpha_t) (1 - a_prev) / (1 - a_t)
@@ -62,7 +65,7 @@ export function createDDPMScheduler(config: SchedulerConfig, numInferenceSteps: 
   };
 
   return {
-    name: "ddpm",
+    name: ddpmDescriptor.id,
     config,
     numInferenceSteps,
     timesteps,
@@ -75,3 +78,16 @@ export function createDDPMScheduler(config: SchedulerConfig, numInferenceSteps: 
     addNoise: (original, noise, i) => ddpmAddNoise(original, noise, at(ac, steps[i])),
   };
 }
+
+export const ddpmDescriptor: SchedulerDescriptor = {
+  id: "ddpm",
+  className: "DDPMScheduler",
+  // A1111 has no DDPM sampler; this names the algorithm (its infotext reader then falls back to its default)
+  a1111Name: "DDPM",
+  defaults: {
+    ...COMMON_DEFAULTS, timestep_spacing: "leading", clip_sample: true, clip_sample_range: 1.0, variance_type: "fixed_small",
+    rescale_betas_zero_snr: false, thresholding: false,
+  },
+  sigmaSchedules: [],
+  create: (c, n) => createDDPMScheduler(c, n),
+};

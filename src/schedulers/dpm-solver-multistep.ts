@@ -21,44 +21,17 @@
  * shows as a few ulps in the samples.
  */
 import { HarnessError, ExitCode } from "../errors";
-import {
-  checkSameLength,
-  karrasSigmas,
-  npArange,
-  npInterp,
-  npLinspace,
-  npLogF32,
-  npRound,
-  rejectUnsupported,
-  sigmaToT,
-  trainingSchedule,
-  trainingSigmas,
-  withFinalSigma,
-} from "./schedules";
-import { PredictionType, Scheduler, SchedulerConfig, SchedulerOptions, SchedulerState, StepResult } from "./types";
+import { COMMON_DEFAULTS, rejectUnsupported } from "./config";
+import { npArange, npInterp, npLinspace, npLogF32, npRound } from "./float32";
+import { checkSameLength, lambdaAt, logF32, vpAlphaSigma, vpPredictX0 } from "./k-diffusion";
+import { finalSigma, karrasSigmas, sigmaToT, trainingSchedule, trainingSigmas, withFinalSigma } from "./noise-schedules";
+import { PredictionType, Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerOptions, SchedulerState, StepResult } from "./types";
 
 const f = Math.fround;
 const NAME = "DPMSolverMultistepScheduler";
 
-/** float32 log / exp of a scalar, correctly rounded (see the precision note above). */
-export const logF32 = (x: number): number => f(Math.log(x));
+/** float32 exp of a scalar, correctly rounded (see the precision note above). */
 export const expF32 = (x: number): number => f(Math.exp(x));
-
-/**
- * alpha_t and sigma_t of the variance-preserving process from the k-diffusion sigma = sigma_t/alpha_t:
- * alpha_t = 1 / sqrt(sigma^2 + 1), sigma_t = sigma * alpha_t (diffusers' _sigma_to_alpha_sigma_t,
- * float32 ops).
- */
-export function vpAlphaSigma(sigma: number): { alpha: number; sigma: number } {
-  const alpha = f(1 / f(Math.sqrt(f(f(sigma * sigma) + 1))));
-  return { alpha, sigma: f(sigma * alpha) };
-}
-
-/** The half log-SNR lambda = log(alpha_t) - log(sigma_t) at a schedule sigma (+Infinity at sigma 0). */
-export function lambdaAt(sigma: number): number {
-  const vp = vpAlphaSigma(sigma);
-  return f(logF32(vp.alpha) - logF32(vp.sigma));
-}
 
 /**
  * The integer timesteps DPM-Solver and UniPC share: n + 1 points per timestep_spacing with the last
@@ -129,19 +102,8 @@ function dpmSchedule(config: SchedulerConfig, n: number): DpmSchedule {
     const xp = Float64Array.from({ length: N }, (_, k) => k);
     sigmas = Float64Array.from(timesteps, (t) => npInterp(t, xp, trainSigmas));
   }
-  const sigmaLast = finalSigma(config, trainSigmas);
+  const sigmaLast = finalSigma(config.finalSigmasType, trainSigmas[0], NAME);
   return { timesteps: Float32Array.from(timesteps), sigmas: withFinalSigma(sigmas, sigmaLast) };
-}
-
-function finalSigma(config: SchedulerConfig, trainSigmas: Float32Array): number {
-  switch (config.finalSigmasType) {
-    case "zero":
-      return 0;
-    case "sigma_min":
-      return trainSigmas[0];
-    default:
-      throw new HarnessError(`${NAME}: final_sigmas_type must be "zero" or "sigma_min", got ${JSON.stringify(config.finalSigmasType)}`, ExitCode.usage);
-  }
 }
 
 /**
@@ -149,20 +111,8 @@ function finalSigma(config: SchedulerConfig, trainSigmas: Float32Array): number 
  * model's epsilon / v / x0 output, in float32 ops.
  */
 export function dataPrediction(prediction: PredictionType, modelOutput: Float32Array, sample: Float32Array, sigma: number): Float32Array {
-  const { alpha, sigma: sigmaT } = vpAlphaSigma(sigma);
-  const out = new Float32Array(sample.length);
-  switch (prediction) {
-    case "epsilon":
-      for (let j = 0; j < out.length; j++) out[j] = f(sample[j] - f(sigmaT * modelOutput[j])) / alpha;
-      break;
-    case "v_prediction":
-      for (let j = 0; j < out.length; j++) out[j] = f(alpha * sample[j]) - f(sigmaT * modelOutput[j]);
-      break;
-    case "sample":
-      out.set(modelOutput);
-      break;
-  }
-  return out;
+  const vp = vpAlphaSigma(sigma);
+  return vpPredictX0(prediction, modelOutput, sample, vp.alpha, vp.sigma);
 }
 
 interface DpmState {
@@ -290,7 +240,7 @@ export function createDpmSolverMultistepScheduler(config: SchedulerConfig, numIn
   };
 
   return {
-    name: NAME,
+    name: dpmSolverMultistepDescriptor.id,
     config,
     numInferenceSteps: calls,
     timesteps,
@@ -347,3 +297,27 @@ export function createDpmSolverMultistepScheduler(config: SchedulerConfig, numIn
     },
   };
 }
+
+const DPM_DEFAULTS = {
+  ...COMMON_DEFAULTS, timestep_spacing: "linspace", use_karras_sigmas: false, variance_type: null, solver_order: 2,
+  algorithm_type: "dpmsolver++", solver_type: "midpoint", lower_order_final: true, final_sigmas_type: "zero",
+  rescale_betas_zero_snr: false, thresholding: false,
+} as const;
+
+export const dpmSolverMultistepDescriptor: SchedulerDescriptor = {
+  id: "dpm++2m",
+  className: NAME,
+  a1111Name: "DPM++ 2M",
+  defaults: DPM_DEFAULTS,
+  sigmaSchedules: ["default", "karras"],
+  create: (c, n, o) => createDpmSolverMultistepScheduler(c, n, o),
+};
+
+/** The same solver on Karras sigmas, a choice of its own because A1111 and users name it so. */
+export const dpmSolverMultistepKarrasDescriptor: SchedulerDescriptor = {
+  ...dpmSolverMultistepDescriptor,
+  id: "dpm++2m-karras",
+  a1111Name: "DPM++ 2M Karras",
+  overrides: { use_karras_sigmas: true },
+  sigmaSchedules: ["karras"],
+};

@@ -11,20 +11,12 @@
  * the last included (where sigma_next = 0, so sigma_up = 0 and the draw only advances the stream).
  * Timesteps / sigmas as EulerDiscrete without Karras sigmas.
  */
-import { kAddNoise, kPredictX0, kScaleInput, drawNoise } from "./schedules";
-import { kDiffusionSchedule, toD } from "./euler";
-import { NoiseSource, Scheduler, SchedulerConfig, SchedulerState, StepResult } from "./types";
+import { COMMON_DEFAULTS } from "./config";
+import { ancestralStep, drawNoise, kAddNoise, kPredictX0, kScaleInput, toD } from "./k-diffusion";
+import { kDiffusionSchedule } from "./noise-schedules";
+import { NoiseSource, Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerState, StepResult } from "./types";
 
 const f = Math.fround;
-
-/** sigma_down and sigma_up of an ancestral step from sigma to sigmaNext, in float32 ops. */
-export function ancestralStep(sigma: number, sigmaNext: number): { sigmaDown: number; sigmaUp: number } {
-  const to2 = f(sigmaNext * sigmaNext);
-  const from2 = f(sigma * sigma);
-  const sigmaUp = f(Math.sqrt(f(f(to2 * f(from2 - to2)) / from2)));
-  const sigmaDown = f(Math.sqrt(f(to2 - f(sigmaUp * sigmaUp))));
-  return { sigmaDown, sigmaUp };
-}
 
 export function createEulerAncestralScheduler(config: SchedulerConfig, numInferenceSteps: number): Scheduler {
   const { timesteps, sigmas, initNoiseSigma } = kDiffusionSchedule(config, numInferenceSteps, "EulerAncestralDiscreteScheduler", {
@@ -50,7 +42,7 @@ export function createEulerAncestralScheduler(config: SchedulerConfig, numInfere
   };
 
   return {
-    name: "euler-a",
+    name: eulerAncestralDescriptor.id,
     config,
     numInferenceSteps,
     timesteps,
@@ -63,3 +55,13 @@ export function createEulerAncestralScheduler(config: SchedulerConfig, numInfere
     addNoise: (original, noise, i) => kAddNoise(original, noise, sigmas[i]),
   };
 }
+
+export const eulerAncestralDescriptor: SchedulerDescriptor = {
+  id: "euler-a",
+  className: "EulerAncestralDiscreteScheduler",
+  a1111Name: "Euler a",
+  defaults: { ...COMMON_DEFAULTS, timestep_spacing: "linspace", rescale_betas_zero_snr: false },
+  // diffusers 0.35.2's EulerAncestralDiscreteScheduler has no use_karras_sigmas
+  sigmaSchedules: ["default"],
+  create: (c, n) => createEulerAncestralScheduler(c, n),
+};

@@ -10,55 +10,12 @@
  *
  * Random draws: none (diffusers only draws when s_churn > 0, which the pipelines never pass).
  */
-import { ExitCode, HarnessError } from "../errors";
-import {
-  interpSigmas,
-  kAddNoise,
-  karrasSchedule,
-  kInitNoiseSigma,
-  kPredictX0,
-  kScaleInput,
-  rejectUnsupported,
-  sigmaTimesteps,
-  trainingSchedule,
-  trainingSigmas,
-  withFinalSigma,
-} from "./schedules";
-import { Scheduler, SchedulerConfig, SchedulerState, StepResult } from "./types";
+import { COMMON_DEFAULTS, rejectUnsupported } from "./config";
+import { kAddNoise, kPredictX0, kScaleInput, toD } from "./k-diffusion";
+import { kDiffusionSchedule } from "./noise-schedules";
+import { Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerState, StepResult } from "./types";
 
 const f = Math.fround;
-
-/** The ODE derivative dx/dsigma = (x - x0) / sigma, in float32 ops (k-diffusion's to_d). */
-export function toD(sample: Float32Array, x0: Float32Array, sigma: number): Float32Array {
-  const d = new Float32Array(sample.length);
-  for (let j = 0; j < d.length; j++) d[j] = f(sample[j] - x0[j]) / sigma;
-  return d;
-}
-
-/** The sigma schedule shared by Euler, Euler ancestral and LMS: timesteps, sigmas (+ final), init sigma. */
-export function kDiffusionSchedule(
-  config: SchedulerConfig,
-  numInferenceSteps: number,
-  className: string,
-  opts: { karras: boolean; finalSigmasType: string },
-): { alphasCumprod: Float32Array; timesteps: Float32Array; sigmas: Float32Array; initNoiseSigma: number } {
-  const { alphasCumprod } = trainingSchedule(config);
-  if (config.rescaleBetasZeroSnr) alphasCumprod[alphasCumprod.length - 1] = 2 ** -24; // first sigma finite
-  const train = trainingSigmas(alphasCumprod);
-  let ts = sigmaTimesteps(config, numInferenceSteps);
-  let sig = interpSigmas(ts, train);
-  if (opts.karras) {
-    const k = karrasSchedule(sig, train, numInferenceSteps);
-    sig = k.sigmas;
-    ts = k.timesteps;
-  }
-  let last: number;
-  if (opts.finalSigmasType === "zero") last = 0;
-  else if (opts.finalSigmasType === "sigma_min") last = train[0];
-  else throw new HarnessError(`${className}: final_sigmas_type must be "zero" or "sigma_min", got ${JSON.stringify(opts.finalSigmasType)}`, ExitCode.usage);
-  const sigmas = withFinalSigma(sig, last);
-  return { alphasCumprod, timesteps: Float32Array.from(ts), sigmas, initNoiseSigma: kInitNoiseSigma(sigmas, config.timestepSpacing) };
-}
 
 export function createEulerScheduler(config: SchedulerConfig, numInferenceSteps: number): Scheduler {
   rejectUnsupported(config, "EulerDiscreteScheduler", {
@@ -89,7 +46,7 @@ export function createEulerScheduler(config: SchedulerConfig, numInferenceSteps:
   };
 
   return {
-    name: "euler",
+    name: eulerDescriptor.id,
     config,
     numInferenceSteps,
     timesteps,
@@ -102,3 +59,15 @@ export function createEulerScheduler(config: SchedulerConfig, numInferenceSteps:
     addNoise: (original, noise, i) => kAddNoise(original, noise, sigmas[i]),
   };
 }
+
+export const eulerDescriptor: SchedulerDescriptor = {
+  id: "euler",
+  className: "EulerDiscreteScheduler",
+  a1111Name: "Euler",
+  defaults: {
+    ...COMMON_DEFAULTS, timestep_spacing: "linspace", use_karras_sigmas: false, interpolation_type: "linear",
+    final_sigmas_type: "zero", timestep_type: "discrete", rescale_betas_zero_snr: false,
+  },
+  sigmaSchedules: ["default", "karras"],
+  create: (c, n) => createEulerScheduler(c, n),
+};

@@ -18,21 +18,10 @@
  * step runs in torch float32 (every product and sum below is rounded with Math.fround).
  */
 import { HarnessError, ExitCode } from "../errors";
-import {
-  checkSameLength,
-  interpSigmas,
-  kAddNoise,
-  karrasSchedule,
-  kInitNoiseSigma,
-  kPredictX0,
-  kScaleInput,
-  rejectUnsupported,
-  sigmaTimesteps,
-  trainingSchedule,
-  trainingSigmas,
-  withFinalSigma,
-} from "./schedules";
-import { Scheduler, SchedulerConfig, SchedulerOptions, SchedulerState, StepResult } from "./types";
+import { COMMON_DEFAULTS, rejectUnsupported } from "./config";
+import { checkSameLength, clipInPlace, kAddNoise, kPredictX0, kScaleInput, toD } from "./k-diffusion";
+import { kDiffusionSchedule } from "./noise-schedules";
+import { Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerOptions, SchedulerState, StepResult } from "./types";
 
 const f = Math.fround;
 const NAME = "HeunDiscreteScheduler";
@@ -56,25 +45,6 @@ function heunState(state: SchedulerState): HeunState {
   return state as unknown as HeunState;
 }
 
-/**
- * The sigma schedule before Heun's doubling: float32 timesteps per timestep_spacing, training sigmas
- * interpolated at them in float64 (np.interp), optionally re-spaced by Karras et al.'s eq. 5 with
- * fractional timesteps recovered by log-sigma interpolation, then a final sigma of 0.
- */
-function heunSchedule(config: SchedulerConfig, n: number): { timesteps: Float64Array; sigmas: Float32Array } {
-  const { alphasCumprod } = trainingSchedule(config);
-  const trainSigmas = trainingSigmas(alphasCumprod);
-  let timesteps = sigmaTimesteps(config, n);
-  let sigmas = interpSigmas(timesteps, trainSigmas);
-  if (config.useKarrasSigmas) {
-    const karras = karrasSchedule(sigmas, trainSigmas, timesteps.length);
-    sigmas = karras.sigmas;
-    // float64 fractional timesteps, cast to float32 when the tensor is built
-    timesteps = karras.timesteps.map(f);
-  }
-  return { timesteps, sigmas: withFinalSigma(sigmas, 0) };
-}
-
 /** [a0, a1, a2, ...] -> [a0, a1, a1, a2, a2, ...] (torch.cat([a[:1], a[1:].repeat_interleave(2)])) */
 function repeatAfterFirst(values: ArrayLike<number>): Float32Array {
   const out = new Float32Array(values.length === 0 ? 0 : 2 * values.length - 1);
@@ -87,19 +57,6 @@ function repeatAfterFirst(values: ArrayLike<number>): Float32Array {
   return out;
 }
 
-/** Clamp x0 to [-r, r] (diffusers' clip_sample), in place. */
-function clipInPlace(x0: Float32Array, range: number): void {
-  const r = f(range);
-  for (let j = 0; j < x0.length; j++) x0[j] = Math.min(Math.max(x0[j], -r), r);
-}
-
-/** The ODE slope (x - x0) / sigma of Karras et al. eq. 3 / Alg. 2 lines 6 and 9, in float32. */
-function slope(sample: Float32Array, x0: Float32Array, sigma: number): Float32Array {
-  const out = new Float32Array(sample.length);
-  for (let j = 0; j < out.length; j++) out[j] = f(sample[j] - x0[j]) / sigma;
-  return out;
-}
-
 export function createHeunScheduler(config: SchedulerConfig, numInferenceSteps: number, _opts?: SchedulerOptions): Scheduler {
   rejectUnsupported(config, NAME, {
     use_exponential_sigmas: (v) => v === true,
@@ -108,7 +65,8 @@ export function createHeunScheduler(config: SchedulerConfig, numInferenceSteps: 
   if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1) {
     throw new HarnessError(`${NAME}: the number of steps must be a positive integer, got ${numInferenceSteps}`, ExitCode.usage);
   }
-  const schedule = heunSchedule(config, numInferenceSteps);
+  // the k-diffusion schedule before Heun's doubling, always ending at sigma 0
+  const schedule = kDiffusionSchedule(config, numInferenceSteps, NAME, { karras: config.useKarrasSigmas, finalSigmasType: "zero" });
   const baseSigmas = schedule.sigmas; // [s0 .. s_{n-1}, 0]
   // sigmas[i] for every model call i, plus the final 0: [s0, s1, s1, ..., s_{n-1}, s_{n-1}, 0]
   const sigmas = new Float32Array(2 * baseSigmas.length - 2);
@@ -128,13 +86,13 @@ export function createHeunScheduler(config: SchedulerConfig, numInferenceSteps: 
   };
 
   return {
-    name: NAME,
+    name: heunDescriptor.id,
     config,
     numInferenceSteps,
     timesteps,
     sigmas,
     order: 2,
-    initNoiseSigma: kInitNoiseSigma(baseSigmas, config.timestepSpacing),
+    initNoiseSigma: schedule.initNoiseSigma,
     initialState: (): SchedulerState => ({ pending: null }),
 
     scaleModelInput(sample: Float32Array, i: number): Float32Array {
@@ -161,7 +119,7 @@ export function createHeunScheduler(config: SchedulerConfig, numInferenceSteps: 
         const sigma = sigmas[i];
         const sigmaNext = sigmas[i + 1];
         const x0 = denoised(modelOutput, sample, sigma);
-        const derivative = slope(sample, x0, sigma);
+        const derivative = toD(sample, x0, sigma);
         const dt = f(sigmaNext - sigma);
         for (let j = 0; j < out.length; j++) out[j] = sample[j] + f(derivative[j] * dt);
         state.pending = { derivative, dt, sample: Float32Array.from(sample) };
@@ -173,7 +131,7 @@ export function createHeunScheduler(config: SchedulerConfig, numInferenceSteps: 
       const pending = state.pending as PendingPredictor;
       const sigmaNext = sigmas[i];
       const x0 = denoised(modelOutput, sample, sigmaNext);
-      const derivative2 = slope(sample, x0, sigmaNext);
+      const derivative2 = toD(sample, x0, sigmaNext);
       for (let j = 0; j < out.length; j++) {
         const mean = f(pending.derivative[j] + derivative2[j]) / 2;
         out[j] = pending.sample[j] + f(mean * pending.dt);
@@ -188,3 +146,15 @@ export function createHeunScheduler(config: SchedulerConfig, numInferenceSteps: 
     },
   };
 }
+
+export const heunDescriptor: SchedulerDescriptor = {
+  id: "heun",
+  className: NAME,
+  a1111Name: "Heun",
+  defaults: {
+    ...COMMON_DEFAULTS, beta_start: 0.00085, beta_end: 0.012, timestep_spacing: "linspace", clip_sample: false,
+    clip_sample_range: 1.0, use_karras_sigmas: false,
+  },
+  sigmaSchedules: ["default", "karras"],
+  create: (c, n, o) => createHeunScheduler(c, n, o),
+};

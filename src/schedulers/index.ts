@@ -1,74 +1,107 @@
 /**
- * The scheduler registry: diffusers class names and the CLI's short names, each mapped to a factory.
+ * The scheduler registry: one descriptor per choice (id, diffusers class, A1111 name, config
+ * defaults, sigma schedules, factory), each written beside its algorithm. The CLI's choices and
+ * help, the PNG metadata, the tests and conformance all iterate SCHEDULERS; adding a scheduler is
+ * its own file plus one line here.
+ *
  * `createScheduler` re-reads the model's scheduler_config.json for the chosen class, so keys the
  * file lacks take that class's diffusers defaults (after the file's own class's), exactly as
  * `ChosenScheduler.from_config(pipe.scheduler.config)` does.
  */
 import { ExitCode, HarnessError } from "../errors";
-import { createDDIMScheduler } from "./ddim";
-import { createDDPMScheduler } from "./ddpm";
-import { createDpmSolverMultistepScheduler } from "./dpm-solver-multistep";
-import { createEulerScheduler } from "./euler";
-import { createEulerAncestralScheduler } from "./euler-ancestral";
-import { createHeunScheduler } from "./heun";
-import { createLMSScheduler } from "./lms";
-import { createPNDMScheduler } from "./pndm";
-import { configForClass } from "./schedules";
-import { Scheduler, SchedulerConfig, SchedulerOptions } from "./types";
-import { createUniPCScheduler } from "./unipc";
+import * as config from "./config";
+import { ddimDescriptor } from "./ddim";
+import { ddpmDescriptor } from "./ddpm";
+import { dpmSolverMultistepDescriptor, dpmSolverMultistepKarrasDescriptor } from "./dpm-solver-multistep";
+import { eulerDescriptor } from "./euler";
+import { eulerAncestralDescriptor } from "./euler-ancestral";
+import { heunDescriptor } from "./heun";
+import { lmsDescriptor } from "./lms";
+import { pndmDescriptor } from "./pndm";
+import { Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerOptions } from "./types";
+import { uniPCDescriptor } from "./unipc";
 
-export type SchedulerFactory = (config: SchedulerConfig, numInferenceSteps: number, opts?: SchedulerOptions) => Scheduler;
+export type { SchedulerDescriptor, SchedulerFactory } from "./types";
 
-interface Entry {
-  readonly className: string;
-  /** raw config keys this short name forces (dpm++2m-karras: use_karras_sigmas) */
-  readonly overrides?: Readonly<Record<string, unknown>>;
-  readonly factory: SchedulerFactory;
-}
-
-const ENTRIES: Readonly<Record<string, Entry>> = {
-  pndm: { className: "PNDMScheduler", factory: (c, n) => createPNDMScheduler(c, n) },
-  ddim: { className: "DDIMScheduler", factory: (c, n, o) => createDDIMScheduler(c, n, o) },
-  ddpm: { className: "DDPMScheduler", factory: (c, n) => createDDPMScheduler(c, n) },
-  lms: { className: "LMSDiscreteScheduler", factory: (c, n) => createLMSScheduler(c, n) },
-  euler: { className: "EulerDiscreteScheduler", factory: (c, n) => createEulerScheduler(c, n) },
-  "euler-a": { className: "EulerAncestralDiscreteScheduler", factory: (c, n) => createEulerAncestralScheduler(c, n) },
-  heun: { className: "HeunDiscreteScheduler", factory: (c, n, o) => createHeunScheduler(c, n, o) },
-  "dpm++2m": { className: "DPMSolverMultistepScheduler", factory: (c, n, o) => createDpmSolverMultistepScheduler(c, n, o) },
-  "dpm++2m-karras": {
-    className: "DPMSolverMultistepScheduler",
-    overrides: { use_karras_sigmas: true },
-    factory: (c, n, o) => createDpmSolverMultistepScheduler(c, n, o),
-  },
-  unipc: { className: "UniPCMultistepScheduler", factory: (c, n, o) => createUniPCScheduler(c, n, o) },
-};
+/** Every scheduler choice, in help order. For a class with several choices the plain one comes first. */
+export const SCHEDULERS: readonly SchedulerDescriptor[] = [
+  pndmDescriptor,
+  ddimDescriptor,
+  ddpmDescriptor,
+  lmsDescriptor,
+  eulerDescriptor,
+  eulerAncestralDescriptor,
+  heunDescriptor,
+  dpmSolverMultistepDescriptor,
+  dpmSolverMultistepKarrasDescriptor,
+  uniPCDescriptor,
+];
 
 /** The CLI's short names, in help order. */
-export const SCHEDULER_NAMES: readonly string[] = Object.keys(ENTRIES);
+export const SCHEDULER_NAMES: readonly string[] = SCHEDULERS.map((d) => d.id);
 
-/** diffusers class name -> short name (the first short name registered for a class). */
+/** diffusers class name -> short name (the first choice registered for a class). */
 export const SCHEDULER_CLASSES: Readonly<Record<string, string>> = Object.fromEntries(
-  Object.entries(ENTRIES)
-    .reverse()
-    .map(([short, e]) => [e.className, short]),
+  [...SCHEDULERS].reverse().map((d) => [d.className, d.id]),
 );
+
+/** The diffusers defaults of a class, or undefined for a class no scheduler here implements. */
+export function classDefaults(className: string): Readonly<Record<string, unknown>> | undefined {
+  return SCHEDULERS.find((d) => d.className === className)?.defaults;
+}
+
+/** The descriptor for a short name or a diffusers class name (case-insensitive), or undefined. */
+export function findScheduler(nameOrClass: string): SchedulerDescriptor | undefined {
+  const lower = nameOrClass.trim().toLowerCase();
+  return SCHEDULERS.find((d) => d.id === lower) ?? SCHEDULERS.find((d) => d.className.toLowerCase() === lower);
+}
 
 /** The short name for a short name or a diffusers class name (case-insensitive), or undefined. */
 export function resolveSchedulerName(nameOrClass: string): string | undefined {
-  const key = nameOrClass.trim();
-  const lower = key.toLowerCase();
-  if (lower in ENTRIES) return lower;
-  for (const [cls, short] of Object.entries(SCHEDULER_CLASSES)) if (cls.toLowerCase() === lower) return short;
-  return undefined;
+  return findScheduler(nameOrClass)?.id;
+}
+
+/**
+ * The choice a resolved config runs as: among the class's descriptors, the last whose overrides the
+ * config satisfies, so a model whose own DPMSolverMultistep config sets use_karras_sigmas runs (and
+ * is named) as dpm++2m-karras.
+ */
+export function schedulerFor(cfg: SchedulerConfig): SchedulerDescriptor | undefined {
+  let found: SchedulerDescriptor | undefined;
+  for (const d of SCHEDULERS) {
+    if (d.className === cfg.className && Object.entries(d.overrides ?? {}).every(([k, v]) => cfg.raw[k] === v)) found = d;
+  }
+  return found;
+}
+
+/** The sampler name A1111 writes for a short name; an unknown name is passed through. */
+export function a1111SamplerName(id: string): string {
+  return SCHEDULERS.find((d) => d.id === id)?.a1111Name ?? id;
+}
+
+/** scheduler_config.json's object as a typed config (defaults from the registry's classes). */
+export function parseSchedulerConfig(input: Record<string, unknown>, file = "scheduler_config.json"): SchedulerConfig {
+  return config.parseSchedulerConfig(classDefaults, input, file);
+}
+
+/** The raw config a `targetClass.from_config(raw)` would see (see config.resolveRawConfig). */
+export function resolveRawConfig(raw: Readonly<Record<string, unknown>>, targetClass?: string): Record<string, unknown> {
+  return config.resolveRawConfig(classDefaults, raw, targetClass);
+}
+
+/** The same config as seen by another scheduler class (its defaults fill keys the file lacks). */
+export function configForClass(cfg: SchedulerConfig, targetClass: string): SchedulerConfig {
+  return config.configForClass(classDefaults, cfg, targetClass);
 }
 
 /**
  * Build a scheduler by short name ("euler-a") or diffusers class name ("EulerAncestralDiscreteScheduler")
  * from the model's scheduler config. Unknown names throw a HarnessError listing the valid choices.
+ * The scheduler's `name` is the registry id of what it runs (see schedulerFor).
  */
-export function createScheduler(nameOrClass: string, config: SchedulerConfig, numInferenceSteps: number, opts: SchedulerOptions = {}): Scheduler {
-  const short = resolveSchedulerName(nameOrClass);
-  if (!short) {
+export function createScheduler(nameOrClass: string, cfg: SchedulerConfig, numInferenceSteps: number, opts: SchedulerOptions = {}): Scheduler {
+  const descriptor = findScheduler(nameOrClass);
+  if (!descriptor) {
     throw new HarnessError(
       `unknown scheduler ${JSON.stringify(nameOrClass)}; choose one of ${SCHEDULER_NAMES.join(", ")} (or a diffusers class name: ${Object.keys(SCHEDULER_CLASSES).join(", ")})`,
       ExitCode.usage,
@@ -77,21 +110,21 @@ export function createScheduler(nameOrClass: string, config: SchedulerConfig, nu
   if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1) {
     throw new HarnessError(`--steps must be a positive integer, got ${numInferenceSteps}`, ExitCode.usage);
   }
-  const entry = ENTRIES[short];
-  let cfg = configForClass(config, entry.className);
-  if (entry.overrides) cfg = configForClass({ ...cfg, raw: { ...cfg.raw, ...entry.overrides } }, entry.className);
-  const scheduler = entry.factory(cfg, numInferenceSteps, opts);
+  let resolved = configForClass(cfg, descriptor.className);
+  if (descriptor.overrides) resolved = configForClass({ ...resolved, raw: { ...resolved.raw, ...descriptor.overrides } }, descriptor.className);
+  const scheduler = descriptor.create(resolved, numInferenceSteps, opts);
   // e.g. 1000 "leading" steps with steps_offset 1 reach timestep 1000, past the end of
-  // alphas_cumprod, which PNDM / DDIM / DDPM index by timestep (diffusers raises an IndexError
-  // there; the sigma-interpolating schedulers clamp, as np.interp does). A sentence, not a
-  // RangeError mid-loop.
+  // alphas_cumprod, which PNDM / DDIM / DDPM (the schedulers without sigmas) index by timestep
+  // (diffusers raises an IndexError there; the sigma-interpolating schedulers clamp, as np.interp
+  // does). A sentence, not a RangeError mid-loop.
   let last = -Infinity;
   for (const t of scheduler.timesteps) last = Math.max(last, t);
-  if ((short === "pndm" || short === "ddim" || short === "ddpm") && last >= cfg.numTrainTimesteps) {
+  if (descriptor.sigmaSchedules.length === 0 && last >= resolved.numTrainTimesteps) {
     throw new HarnessError(
-      `--steps ${numInferenceSteps}: ${short}'s "${cfg.timestepSpacing}" schedule with steps_offset ${cfg.stepsOffset} reaches timestep ${last}, past the ${cfg.numTrainTimesteps} training timesteps; use fewer steps`,
+      `--steps ${numInferenceSteps}: ${descriptor.id}'s "${resolved.timestepSpacing}" schedule with steps_offset ${resolved.stepsOffset} reaches timestep ${last}, past the ${resolved.numTrainTimesteps} training timesteps; use fewer steps`,
       ExitCode.usage,
     );
   }
-  return scheduler;
+  const runsAs = schedulerFor(resolved) ?? descriptor;
+  return runsAs.id === scheduler.name ? scheduler : { ...scheduler, name: runsAs.id };
 }

@@ -15,14 +15,10 @@
  * to about 1e-7 relative, which is enough to move a float32 sample by an ulp; the quad form is
  * used so that results match diffusers bit for bit.
  */
-import {
-  kAddNoise,
-  kPredictX0,
-  kScaleInput,
-  rejectUnsupported,
-} from "./schedules";
-import { kDiffusionSchedule, toD } from "./euler";
-import { Scheduler, SchedulerConfig, SchedulerState, StepResult } from "./types";
+import { COMMON_DEFAULTS, rejectUnsupported } from "./config";
+import { kAddNoise, kPredictX0, kScaleInput, toD } from "./k-diffusion";
+import { kDiffusionSchedule } from "./noise-schedules";
+import { Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerState, StepResult } from "./types";
 
 const f = Math.fround;
 
@@ -136,7 +132,7 @@ export function createLMSScheduler(config: SchedulerConfig, numInferenceSteps: n
   };
 
   return {
-    name: "lms",
+    name: lmsDescriptor.id,
     config,
     numInferenceSteps,
     timesteps,
@@ -149,3 +145,12 @@ export function createLMSScheduler(config: SchedulerConfig, numInferenceSteps: n
     addNoise: (original, noise, i) => kAddNoise(original, noise, sigmas[i]),
   };
 }
+
+export const lmsDescriptor: SchedulerDescriptor = {
+  id: "lms",
+  className: "LMSDiscreteScheduler",
+  a1111Name: "LMS",
+  defaults: { ...COMMON_DEFAULTS, timestep_spacing: "linspace", use_karras_sigmas: false },
+  sigmaSchedules: ["default", "karras"],
+  create: (c, n) => createLMSScheduler(c, n),
+};

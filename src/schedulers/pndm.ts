@@ -11,8 +11,11 @@
  * No random draws.
  */
 import { HarnessError, ExitCode } from "../errors";
-import { at, ddpmAddNoise, discreteTimesteps, trainingSchedule } from "./schedules";
-import { Scheduler, SchedulerConfig, SchedulerState, StepResult } from "./types";
+import { COMMON_DEFAULTS } from "./config";
+import { at } from "./float32";
+import { ddpmAddNoise } from "./k-diffusion";
+import { discreteTimesteps, trainingSchedule } from "./noise-schedules";
+import { Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerState, StepResult } from "./types";
 
 const f = Math.fround;
 
@@ -159,7 +162,7 @@ export function createPNDMScheduler(config: SchedulerConfig, numInferenceSteps: 
   };
 
   return {
-    name: "pndm",
+    name: pndmDescriptor.id,
     config,
     numInferenceSteps,
     timesteps,
@@ -172,3 +175,13 @@ export function createPNDMScheduler(config: SchedulerConfig, numInferenceSteps: 
     addNoise: (original, noise, i) => ddpmAddNoise(original, noise, at(ac, steps[i])),
   };
 }
+
+export const pndmDescriptor: SchedulerDescriptor = {
+  id: "pndm",
+  className: "PNDMScheduler",
+  // A1111 calls the linear multistep part of PNDM (what SD's skip_prk_steps config runs) "PLMS"
+  a1111Name: "PLMS",
+  defaults: { ...COMMON_DEFAULTS, timestep_spacing: "leading", set_alpha_to_one: false, skip_prk_steps: false },
+  sigmaSchedules: [],
+  create: (c, n) => createPNDMScheduler(c, n),
+};

@@ -80,3 +80,38 @@ export interface SchedulerOptions {
   /** DDIM's eta (0: deterministic) */
   readonly eta?: number;
 }
+
+export type SchedulerFactory = (config: SchedulerConfig, numInferenceSteps: number, opts?: SchedulerOptions) => Scheduler;
+
+/**
+ * The sigma schedules a scheduler can run on: "default" (training sigmas interpolated at the
+ * timesteps) and "karras" (Karras et al. 2022 eq. 5, diffusers' use_karras_sigmas).
+ */
+export type SigmaScheduleName = "default" | "karras";
+
+/**
+ * Everything the rest of the project knows about one scheduler choice, kept beside its algorithm.
+ * The registry (index.ts) lists these; the CLI, PNG metadata, tests and conformance iterate it.
+ */
+export interface SchedulerDescriptor {
+  /** the CLI's short name (`--scheduler euler-a`) */
+  readonly id: string;
+  /** diffusers' `_class_name` */
+  readonly className: string;
+  /**
+   * the sampler name AUTOMATIC1111's web UI writes into its `parameters` text (k-diffusion names:
+   * "Euler a", "DPM++ 2M Karras"), so a PNG reads back in that ecosystem; see each descriptor for
+   * the ones A1111 lacks
+   */
+  readonly a1111Name: string;
+  /** diffusers 0.35.2's __init__ defaults of this class for the keys SchedulerConfig holds */
+  readonly defaults: Readonly<Record<string, unknown>>;
+  /** raw config keys this choice forces on top of the model's file (dpm++2m-karras: use_karras_sigmas) */
+  readonly overrides?: Readonly<Record<string, unknown>>;
+  /**
+   * the sigma schedules it accepts through use_karras_sigmas; empty for the schedulers that step
+   * over alphas_cumprod indexed by integer timestep (PNDM, DDIM, DDPM), which have no sigmas
+   */
+  readonly sigmaSchedules: readonly SigmaScheduleName[];
+  readonly create: SchedulerFactory;
+}

@@ -23,20 +23,12 @@
  * MKL sqrt / log and Sleef expm1 replaced by correctly rounded values (each may differ by an ulp).
  */
 import { HarnessError, ExitCode } from "../errors";
-import { lambdaAt, logF32, solverTimesteps, vpAlphaSigma } from "./dpm-solver-multistep";
-import {
-  checkSameLength,
-  karrasSigmas,
-  npInterp,
-  npLogF32,
-  npRound,
-  rejectUnsupported,
-  sigmaToT,
-  trainingSchedule,
-  trainingSigmas,
-  withFinalSigma,
-} from "./schedules";
-import { Scheduler, SchedulerConfig, SchedulerOptions, SchedulerState, StepResult } from "./types";
+import { COMMON_DEFAULTS, rejectUnsupported } from "./config";
+import { solverTimesteps } from "./dpm-solver-multistep";
+import { npInterp, npLogF32, npRound } from "./float32";
+import { checkSameLength, lambdaAt, logF32, vpAlphaSigma, vpPredictNoise, vpPredictX0 } from "./k-diffusion";
+import { finalSigma, karrasSigmas, sigmaToT, trainingSchedule, trainingSigmas, withFinalSigma } from "./noise-schedules";
+import { Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerOptions, SchedulerState, StepResult } from "./types";
 
 const f = Math.fround;
 const NAME = "UniPCMultistepScheduler";
@@ -53,24 +45,13 @@ function unipcSchedule(config: SchedulerConfig, n: number): { timesteps: Float32
     const sigmas = karrasSigmas(n, trainSigmas[0], trainSigmas[N - 1]);
     const logSigmas = trainSigmas.map(npLogF32);
     const timesteps = Array.from(sigmas, (s) => npRound(sigmaToT(s, logSigmas)));
-    const last = finalSigma(config, sigmas[sigmas.length - 1]);
+    const last = finalSigma(config.finalSigmasType, sigmas[sigmas.length - 1], NAME);
     return { timesteps: Float32Array.from(timesteps), sigmas: withFinalSigma(sigmas, last) };
   }
   const timesteps = solverTimesteps(config, n, N);
   const xp = Float64Array.from({ length: N }, (_, k) => k);
   const sigmas = Float64Array.from(timesteps, (t) => npInterp(t, xp, trainSigmas));
-  return { timesteps: Float32Array.from(timesteps), sigmas: withFinalSigma(sigmas, finalSigma(config, trainSigmas[0])) };
-}
-
-function finalSigma(config: SchedulerConfig, sigmaMin: number): number {
-  switch (config.finalSigmasType) {
-    case "zero":
-      return 0;
-    case "sigma_min":
-      return sigmaMin;
-    default:
-      throw new HarnessError(`${NAME}: final_sigmas_type must be "zero" or "sigma_min", got ${JSON.stringify(config.finalSigmasType)}`, ExitCode.usage);
-  }
+  return { timesteps: Float32Array.from(timesteps), sigmas: withFinalSigma(sigmas, finalSigma(config.finalSigmasType, trainSigmas[0], NAME)) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -224,36 +205,11 @@ export function createUniPCScheduler(config: SchedulerConfig, numInferenceSteps:
   /** Step 1: the model output as x0 (predict_x0) or eps, at sigmas[i] (float32 ops). */
   const convert = (modelOutput: Float32Array, sample: Float32Array, i: number): Float32Array => {
     const { alpha, sigma } = vpAlphaSigma(sigmas[i]);
-    const out = new Float32Array(sample.length);
-    const m = modelOutput;
-    const x = sample;
-    if (predictX0) {
-      switch (config.predictionType) {
-        case "epsilon":
-          for (let j = 0; j < out.length; j++) out[j] = f(x[j] - f(sigma * m[j])) / alpha;
-          break;
-        case "v_prediction":
-          for (let j = 0; j < out.length; j++) out[j] = f(alpha * x[j]) - f(sigma * m[j]);
-          break;
-        case "sample":
-          out.set(m);
-          break;
-      }
-    } else {
-      switch (config.predictionType) {
-        case "epsilon":
-          out.set(m);
-          break;
-        case "v_prediction":
-          for (let j = 0; j < out.length; j++) out[j] = f(alpha * m[j]) + f(sigma * x[j]);
-          break;
-        case "sample":
-          for (let j = 0; j < out.length; j++) out[j] = f(x[j] - f(alpha * m[j])) / sigma;
-          break;
-      }
-    }
-    return out;
+    return predictX0
+      ? vpPredictX0(config.predictionType, modelOutput, sample, alpha, sigma)
+      : vpPredictNoise(config.predictionType, modelOutput, sample, alpha, sigma);
   };
+
 
   /**
    * The part UniP and UniC share (eqs. 10 / 11): the first-order exponential-integrator step from
@@ -337,7 +293,7 @@ export function createUniPCScheduler(config: SchedulerConfig, numInferenceSteps:
   };
 
   return {
-    name: NAME,
+    name: uniPCDescriptor.id,
     config,
     numInferenceSteps: calls,
     timesteps,
@@ -396,3 +352,15 @@ export function createUniPCScheduler(config: SchedulerConfig, numInferenceSteps:
   };
 }
 
+export const uniPCDescriptor: SchedulerDescriptor = {
+  id: "unipc",
+  className: NAME,
+  a1111Name: "UniPC",
+  defaults: {
+    ...COMMON_DEFAULTS, timestep_spacing: "linspace", use_karras_sigmas: false, solver_order: 2, solver_type: "bh2",
+    lower_order_final: true, final_sigmas_type: "zero", predict_x0: true, disable_corrector: [],
+    rescale_betas_zero_snr: false, thresholding: false,
+  },
+  sigmaSchedules: ["default", "karras"],
+  create: (c, n, o) => createUniPCScheduler(c, n, o),
+};

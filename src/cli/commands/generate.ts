@@ -7,16 +7,10 @@ import { StableDiffusionPipeline, validateSize, validateMaskSize, NO_HIDDEN_STAT
 import { loadModelFolder } from "../../pipeline/model-folder";
 import { readRgbPng, readMaskPng, writePng, PngHeader } from "../../pipeline/image";
 import { MAX_PROMPT_CHARS } from "../../pipeline/tokenizer";
-import { SCHEDULER_NAMES } from "../../schedulers";
+import { a1111SamplerName, SCHEDULER_NAMES } from "../../schedulers";
 import { CliIO, progress } from "../io";
 import { intFlag, numFlag, seedFlag, threadsFlag, THREADS_HELP } from "../parse";
 import { DEFAULT_MODEL, VERSION } from "../defaults";
-
-/** A1111's names for the samplers, so the PNG reads back in that ecosystem. */
-const A1111_NAMES: Record<string, string> = {
-  pndm: "PNDM", ddim: "DDIM", ddpm: "DDPM", lms: "LMS", euler: "Euler", "euler-a": "Euler a", heun: "Heun",
-  "dpm++2m": "DPM++ 2M", "dpm++2m-karras": "DPM++ 2M Karras", unipc: "UniPC",
-};
 
 export function generateParser(argv: string[]) {
   return yargs(argv)
@@ -56,13 +50,14 @@ export function generateParser(argv: string[]) {
     .exitProcess(false);
 }
 
+/** A1111's `parameters` text; `scheduler` is a registry id, written as A1111's sampler name. */
 export function a1111Parameters(p: {
   prompt: string; negative?: string; steps: number; scheduler: string; guidance: number; seed: bigint;
   width: number; height: number; model: string; strength?: number; clipSkip: number;
 }): string {
   const fields = [
     `Steps: ${p.steps}`,
-    `Sampler: ${A1111_NAMES[p.scheduler] ?? p.scheduler}`,
+    `Sampler: ${a1111SamplerName(p.scheduler)}`,
     `CFG scale: ${p.guidance}`,
     `Seed: ${p.seed}`,
     `Size: ${p.width}x${p.height}`,
@@ -180,7 +175,8 @@ export async function runGenerate(args: Record<string, unknown>, io: CliIO): Pro
       },
     });
     barRef.end();
-    const schedulerName = String(args.scheduler ?? result.scheduler);
+    // the registry id of what ran (the model's own scheduler when no --scheduler was given)
+    const schedulerName = result.scheduler;
     const params = a1111Parameters({
       prompt, negative, steps, scheduler: schedulerName, guidance, seed, width: result.width, height: result.height,
       model: pipe.folder.name, strength: initImage ? strength ?? (mask ? 1 : 0.8) : undefined, clipSkip,

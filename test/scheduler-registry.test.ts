@@ -1,0 +1,80 @@
+/**
+ * The scheduler registry: every descriptor is complete and consistent, the names written into PNGs
+ * are AUTOMATIC1111's, and each descriptor's sigma schedules are what its factory really honours.
+ */
+import { a1111Parameters } from "../src/cli/commands/generate";
+import {
+  a1111SamplerName,
+  classDefaults,
+  createScheduler,
+  findScheduler,
+  parseSchedulerConfig,
+  SCHEDULER_NAMES,
+  SCHEDULERS,
+} from "../src/schedulers";
+
+/**
+ * AUTOMATIC1111's sampler names (modules/sd_samplers_kdiffusion.py and sd_samplers_timesteps.py),
+ * written out here as the specification. A1111 calls PNDM's linear multistep method "PLMS"; it has
+ * no DDPM sampler, so "DDPM" names the algorithm.
+ */
+const A1111: Readonly<Record<string, string>> = {
+  PNDMScheduler: "PLMS",
+  DDIMScheduler: "DDIM",
+  DDPMScheduler: "DDPM",
+  LMSDiscreteScheduler: "LMS",
+  EulerDiscreteScheduler: "Euler",
+  EulerAncestralDiscreteScheduler: "Euler a",
+  HeunDiscreteScheduler: "Heun",
+  DPMSolverMultistepScheduler: "DPM++ 2M",
+  UniPCMultistepScheduler: "UniPC",
+};
+
+/** SD 1.5's scheduler file, as the model folders carry it */
+const SD = { beta_schedule: "scaled_linear", beta_start: 0.00085, beta_end: 0.012, steps_offset: 1 };
+
+test("ids and class names are unique where they must be, and every class has its defaults", () => {
+  expect(new Set(SCHEDULER_NAMES).size).toBe(SCHEDULERS.length);
+  for (const d of SCHEDULERS) {
+    expect(d.id).toMatch(/^[a-z0-9+-]+$/);
+    expect(classDefaults(d.className)).toBe(d.defaults);
+    expect(d.defaults.num_train_timesteps).toBe(1000);
+    expect(findScheduler(d.id)).toBe(d);
+    expect(findScheduler(d.className.toUpperCase())?.className).toBe(d.className);
+  }
+});
+
+describe.each(SCHEDULERS.map((d) => [d.id, d] as const))("%s", (_id, d) => {
+  test("a model whose own scheduler is this one names it by its id and A1111's sampler name", () => {
+    // what the pipeline does without --scheduler: the file's _class_name picks the scheduler
+    const own = parseSchedulerConfig({ ...SD, ...d.overrides, _class_name: d.className });
+    const s = createScheduler(own.className, own, 10);
+    expect(s.name).toBe(d.id);
+    const expected = `${A1111[d.className]}${d.overrides?.use_karras_sigmas ? " Karras" : ""}`;
+    expect(a1111SamplerName(s.name)).toBe(expected);
+    const params = a1111Parameters({ prompt: "p", steps: 10, scheduler: s.name, guidance: 7.5, seed: 1n, width: 64, height: 64, model: "m", clipSkip: 0 });
+    expect(params).toContain(`Sampler: ${expected}, CFG scale`);
+  });
+
+  test("chosen by id from another model's config, it runs as itself", () => {
+    const other = parseSchedulerConfig({ ...SD, _class_name: "PNDMScheduler", skip_prk_steps: true });
+    const s = createScheduler(d.id, other, 10);
+    expect(s.name).toBe(d.id);
+    expect(s.config.className).toBe(d.className);
+  });
+
+  test(`sigma schedules [${d.sigmaSchedules.join(", ")}] are the ones its factory honours`, () => {
+    const sigmasWith = (karras: boolean) =>
+      Array.from(d.create(parseSchedulerConfig({ ...SD, ...d.overrides, use_karras_sigmas: karras, _class_name: d.className }), 10).sigmas);
+    if (d.sigmaSchedules.length === 0) {
+      // the alphas_cumprod schedulers step by timestep and have no sigmas
+      expect(sigmasWith(false)).toEqual([]);
+      return;
+    }
+    const plain = sigmasWith(false);
+    const karras = sigmasWith(true);
+    expect(plain.length).toBeGreaterThan(0);
+    if (d.sigmaSchedules.includes("karras")) expect(karras).not.toEqual(plain);
+    else expect(karras).toEqual(plain);
+  });
+});
