@@ -10,11 +10,11 @@ import { COMMON_DEFAULTS, rejectUnsupported } from "./config";
 import { at } from "./float32";
 import { alphaBarAlphaSigma, clipInPlace, ddpmAddNoise, drawNoise, vpPredictNoise, vpPredictX0 } from "./k-diffusion";
 import { discreteTimesteps, trainingSchedule } from "./noise-schedules";
-import { NoiseSource, Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerOptions, SchedulerState, StepResult } from "./types";
+import { NoiseSource, NoState, Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerOptions, StepResult } from "./types";
 
 const f = Math.fround;
 
-export function createDDIMScheduler(config: SchedulerConfig, numInferenceSteps: number, opts: SchedulerOptions = {}): Scheduler {
+export function createDDIMScheduler(config: SchedulerConfig, numInferenceSteps: number, opts: SchedulerOptions = {}): Scheduler<NoState> {
   rejectUnsupported(config, "DDIMScheduler", { thresholding: (v) => v === true });
   const eta = opts.eta ?? 0;
   if (!(eta >= 0) || !Number.isFinite(eta)) throw new HarnessError(`DDIM eta must be a number >= 0, got ${eta}`, ExitCode.usage);
@@ -26,7 +26,7 @@ export function createDDIMScheduler(config: SchedulerConfig, numInferenceSteps: 
   // DDIM always steps back by the leading ratio, even under linspace / trailing spacing
   const ratio = Math.floor(config.numTrainTimesteps / numInferenceSteps);
 
-  const step = (modelOutput: Float32Array, i: number, sample: Float32Array, _state: SchedulerState, noise?: NoiseSource, dims?: readonly number[]): StepResult => {
+  const step = (modelOutput: Float32Array, i: number, sample: Float32Array, _state: NoState, noise?: NoiseSource, dims?: readonly number[]): StepResult => {
     // 1. previous timestep t - N / n (integer ratio)
     const t = steps[i];
     const prevT = t - ratio;
@@ -63,7 +63,7 @@ export function createDDIMScheduler(config: SchedulerConfig, numInferenceSteps: 
     sigmas: new Float32Array(0),
     order: 1,
     initNoiseSigma: 1,
-    initialState: () => ({}),
+    initialState: (): NoState => ({}),
     scaleModelInput: (sample) => sample,
     step,
     addNoise: (original, noise, i) => ddpmAddNoise(original, noise, at(ac, steps[i])),

@@ -12,11 +12,11 @@ import { COMMON_DEFAULTS, rejectUnsupported } from "./config";
 import { at } from "./float32";
 import { alphaBarAlphaSigma, clipInPlace, ddpmAddNoise, drawNoise, vpPredictX0 } from "./k-diffusion";
 import { discreteTimesteps, trainingSchedule } from "./noise-schedules";
-import { NoiseSource, Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerState, StepResult } from "./types";
+import { NoiseSource, NoState, Scheduler, SchedulerConfig, SchedulerDescriptor, StepResult } from "./types";
 
 const f = Math.fround;
 
-export function createDDPMScheduler(config: SchedulerConfig, numInferenceSteps: number): Scheduler {
+export function createDDPMScheduler(config: SchedulerConfig, numInferenceSteps: number): Scheduler<NoState> {
   rejectUnsupported(config, "DDPMScheduler", {
     thresholding: (v) => v === true,
     variance_type: (v) => v !== "fixed_small" && v !== "fixed_large",
@@ -30,7 +30,7 @@ export function createDDPMScheduler(config: SchedulerConfig, numInferenceSteps: 
     return k === steps.length - 1 ? -1 : steps[k + 1];
   };
 
-  const step = (modelOutput: Float32Array, i: number, sample: Float32Array, _state: SchedulerState, noise?: NoiseSource, dims?: readonly number[]): StepResult => {
+  const step = (modelOutput: Float32Array, i: number, sample: Float32Array, _state: NoState, noise?: NoiseSource, dims?: readonly number[]): StepResult => {
     const t = steps[i];
     const prevT = prevOf(i);
     // 1. alpha_bar_t, alpha_bar_prev, beta_bar, and this step's alpha_t = a_t / a_prev, beta_t = 1 - alpha_t
@@ -72,7 +72,7 @@ export function createDDPMScheduler(config: SchedulerConfig, numInferenceSteps: 
     sigmas: new Float32Array(0),
     order: 1,
     initNoiseSigma: 1,
-    initialState: () => ({}),
+    initialState: (): NoState => ({}),
     scaleModelInput: (sample) => sample,
     step,
     addNoise: (original, noise, i) => ddpmAddNoise(original, noise, at(ac, steps[i])),

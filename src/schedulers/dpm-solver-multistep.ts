@@ -25,7 +25,7 @@ import { COMMON_DEFAULTS, rejectUnsupported } from "./config";
 import { npArange, npInterp, npLinspace, npLogF32, npRound } from "./float32";
 import { checkSameLength, lambdaAt, logF32, vpAlphaSigma, vpPredictX0 } from "./k-diffusion";
 import { finalSigma, karrasSigmas, sigmaToT, trainingSchedule, trainingSigmas, withFinalSigma } from "./noise-schedules";
-import { PredictionType, Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerOptions, SchedulerState, StepResult } from "./types";
+import { PredictionType, Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerOptions, StepResult } from "./types";
 
 const f = Math.fround;
 const NAME = "DPMSolverMultistepScheduler";
@@ -120,7 +120,7 @@ interface DpmState {
   lowerOrderNums: number;
 }
 
-function dpmState(state: SchedulerState, order: number): DpmState {
+function dpmState(state: DpmState, order: number): DpmState {
   const s = state as Partial<DpmState>;
   if (!Array.isArray(s.modelOutputs) || s.modelOutputs.length !== order || typeof s.lowerOrderNums !== "number") {
     throw new HarnessError(`${NAME}: step() was given a state not made by its initialState()`, ExitCode.internal);
@@ -213,7 +213,7 @@ function thirdOrderUpdate(p: StepPoints, lambdaS1: number, lambdaS2: number, sam
   return out;
 }
 
-export function createDpmSolverMultistepScheduler(config: SchedulerConfig, numInferenceSteps: number, _opts?: SchedulerOptions): Scheduler {
+export function createDpmSolverMultistepScheduler(config: SchedulerConfig, numInferenceSteps: number, _opts?: SchedulerOptions): Scheduler<DpmState> {
   rejectUnsupported(config, NAME, {
     algorithm_type: (v) => v !== "dpmsolver++" && v !== "deis",
     thresholding: (v) => v === true,
@@ -247,7 +247,7 @@ export function createDpmSolverMultistepScheduler(config: SchedulerConfig, numIn
     sigmas,
     order: 1,
     initNoiseSigma: 1,
-    initialState: (): SchedulerState => ({ modelOutputs: new Array<Float32Array | null>(solverOrder).fill(null), lowerOrderNums: 0 }),
+    initialState: (): DpmState => ({ modelOutputs: new Array<Float32Array | null>(solverOrder).fill(null), lowerOrderNums: 0 }),
 
     /** DPM-Solver feeds x_t to the model unscaled. */
     scaleModelInput(sample: Float32Array, i: number): Float32Array {
@@ -255,7 +255,7 @@ export function createDpmSolverMultistepScheduler(config: SchedulerConfig, numIn
       return sample;
     },
 
-    step(modelOutput: Float32Array, i: number, sample: Float32Array, rawState: SchedulerState): StepResult {
+    step(modelOutput: Float32Array, i: number, sample: Float32Array, rawState: DpmState): StepResult {
       checkIndex(i);
       checkSameLength(modelOutput, sample, `${NAME}.step`);
       const state = dpmState(rawState, solverOrder);

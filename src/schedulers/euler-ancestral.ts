@@ -14,17 +14,17 @@
 import { COMMON_DEFAULTS } from "./config";
 import { ancestralStep, drawNoise, kAddNoise, kPredictX0, kScaleInput, toD } from "./k-diffusion";
 import { kDiffusionSchedule } from "./noise-schedules";
-import { NoiseSource, Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerState, StepResult } from "./types";
+import { NoiseSource, NoState, Scheduler, SchedulerConfig, SchedulerDescriptor, StepResult } from "./types";
 
 const f = Math.fround;
 
-export function createEulerAncestralScheduler(config: SchedulerConfig, numInferenceSteps: number): Scheduler {
+export function createEulerAncestralScheduler(config: SchedulerConfig, numInferenceSteps: number): Scheduler<NoState> {
   const { timesteps, sigmas, initNoiseSigma } = kDiffusionSchedule(config, numInferenceSteps, "EulerAncestralDiscreteScheduler", {
     karras: false,
     finalSigmasType: "zero",
   });
 
-  const step = (modelOutput: Float32Array, i: number, sample: Float32Array, _state: SchedulerState, noise?: NoiseSource, dims?: readonly number[]): StepResult => {
+  const step = (modelOutput: Float32Array, i: number, sample: Float32Array, _state: NoState, noise?: NoiseSource, dims?: readonly number[]): StepResult => {
     const sigma = sigmas[i];
     // 1. denoised estimate D(x; sigma)
     const x0 = kPredictX0(config.predictionType, modelOutput, sample, sigma);
@@ -49,7 +49,7 @@ export function createEulerAncestralScheduler(config: SchedulerConfig, numInfere
     sigmas,
     order: 1,
     initNoiseSigma,
-    initialState: () => ({}),
+    initialState: (): NoState => ({}),
     scaleModelInput: (sample, i) => kScaleInput(sample, sigmas[i]),
     step,
     addNoise: (original, noise, i) => kAddNoise(original, noise, sigmas[i]),

@@ -13,11 +13,11 @@
 import { COMMON_DEFAULTS, rejectUnsupported } from "./config";
 import { kAddNoise, kPredictX0, kScaleInput, toD } from "./k-diffusion";
 import { kDiffusionSchedule } from "./noise-schedules";
-import { Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerState, StepResult } from "./types";
+import { NoState, Scheduler, SchedulerConfig, SchedulerDescriptor, StepResult } from "./types";
 
 const f = Math.fround;
 
-export function createEulerScheduler(config: SchedulerConfig, numInferenceSteps: number): Scheduler {
+export function createEulerScheduler(config: SchedulerConfig, numInferenceSteps: number): Scheduler<NoState> {
   rejectUnsupported(config, "EulerDiscreteScheduler", {
     interpolation_type: (v) => v !== "linear",
     timestep_type: (v) => v !== "discrete",
@@ -31,7 +31,7 @@ export function createEulerScheduler(config: SchedulerConfig, numInferenceSteps:
     finalSigmasType: config.finalSigmasType,
   });
 
-  const step = (modelOutput: Float32Array, i: number, sample: Float32Array, _state: SchedulerState): StepResult => {
+  const step = (modelOutput: Float32Array, i: number, sample: Float32Array, _state: NoState): StepResult => {
     // 1. sigma_hat = sigma (gamma = 0 without churn)
     const sigma = sigmas[i];
     // 2. denoised estimate D(x; sigma)
@@ -53,7 +53,7 @@ export function createEulerScheduler(config: SchedulerConfig, numInferenceSteps:
     sigmas,
     order: 1,
     initNoiseSigma,
-    initialState: () => ({}),
+    initialState: (): NoState => ({}),
     scaleModelInput: (sample, i) => kScaleInput(sample, sigmas[i]),
     step,
     addNoise: (original, noise, i) => kAddNoise(original, noise, sigmas[i]),

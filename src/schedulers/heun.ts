@@ -21,7 +21,7 @@ import { HarnessError, ExitCode } from "../errors";
 import { COMMON_DEFAULTS, rejectUnsupported } from "./config";
 import { checkSameLength, clipInPlace, kAddNoise, kPredictX0, kScaleInput, toD } from "./k-diffusion";
 import { kDiffusionSchedule } from "./noise-schedules";
-import { Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerOptions, SchedulerState, StepResult } from "./types";
+import { Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerOptions, StepResult } from "./types";
 
 const f = Math.fround;
 const NAME = "HeunDiscreteScheduler";
@@ -40,9 +40,9 @@ interface HeunState {
   pending: PendingPredictor | null;
 }
 
-function heunState(state: SchedulerState): HeunState {
+function heunState(state: HeunState): HeunState {
   if (!("pending" in state)) throw new HarnessError(`${NAME}: step() was given a state not made by its initialState()`, ExitCode.internal);
-  return state as unknown as HeunState;
+  return state;
 }
 
 /** [a0, a1, a2, ...] -> [a0, a1, a1, a2, a2, ...] (torch.cat([a[:1], a[1:].repeat_interleave(2)])) */
@@ -57,7 +57,7 @@ function repeatAfterFirst(values: ArrayLike<number>): Float32Array {
   return out;
 }
 
-export function createHeunScheduler(config: SchedulerConfig, numInferenceSteps: number, _opts?: SchedulerOptions): Scheduler {
+export function createHeunScheduler(config: SchedulerConfig, numInferenceSteps: number, _opts?: SchedulerOptions): Scheduler<HeunState> {
   rejectUnsupported(config, NAME, {
     use_exponential_sigmas: (v) => v === true,
     use_beta_sigmas: (v) => v === true,
@@ -93,14 +93,14 @@ export function createHeunScheduler(config: SchedulerConfig, numInferenceSteps: 
     sigmas,
     order: 2,
     initNoiseSigma: schedule.initNoiseSigma,
-    initialState: (): SchedulerState => ({ pending: null }),
+    initialState: (): HeunState => ({ pending: null }),
 
     scaleModelInput(sample: Float32Array, i: number): Float32Array {
       checkIndex(i);
       return kScaleInput(sample, sigmas[i]);
     },
 
-    step(modelOutput: Float32Array, i: number, sample: Float32Array, rawState: SchedulerState): StepResult {
+    step(modelOutput: Float32Array, i: number, sample: Float32Array, rawState: HeunState): StepResult {
       checkIndex(i);
       checkSameLength(modelOutput, sample, `${NAME}.step`);
       const state = heunState(rawState);

@@ -18,7 +18,7 @@
 import { COMMON_DEFAULTS, rejectUnsupported } from "./config";
 import { kAddNoise, kPredictX0, kScaleInput, toD } from "./k-diffusion";
 import { kDiffusionSchedule } from "./noise-schedules";
-import { Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerState, StepResult } from "./types";
+import { Scheduler, SchedulerConfig, SchedulerDescriptor, StepResult } from "./types";
 
 const f = Math.fround;
 
@@ -95,7 +95,7 @@ interface LmsState {
   derivatives: Float32Array[];
 }
 
-export function createLMSScheduler(config: SchedulerConfig, numInferenceSteps: number): Scheduler {
+export function createLMSScheduler(config: SchedulerConfig, numInferenceSteps: number): Scheduler<LmsState> {
   rejectUnsupported(config, "LMSDiscreteScheduler", {
     use_exponential_sigmas: (v) => v === true,
     use_beta_sigmas: (v) => v === true,
@@ -106,8 +106,7 @@ export function createLMSScheduler(config: SchedulerConfig, numInferenceSteps: n
   });
   const maxOrder = 4;
 
-  const step = (modelOutput: Float32Array, i: number, sample: Float32Array, state: SchedulerState): StepResult => {
-    const st = state as unknown as LmsState;
+  const step = (modelOutput: Float32Array, i: number, sample: Float32Array, st: LmsState): StepResult => {
     const sigma = sigmas[i];
     // 1. denoised estimate D(x; sigma)
     const x0 = kPredictX0(config.predictionType, modelOutput, sample, sigma);
@@ -139,7 +138,7 @@ export function createLMSScheduler(config: SchedulerConfig, numInferenceSteps: n
     sigmas,
     order: 1,
     initNoiseSigma,
-    initialState: () => ({ derivatives: [] } satisfies LmsState) as unknown as SchedulerState,
+    initialState: (): LmsState => ({ derivatives: [] }),
     scaleModelInput: (sample, i) => kScaleInput(sample, sigmas[i]),
     step,
     addNoise: (original, noise, i) => kAddNoise(original, noise, sigmas[i]),

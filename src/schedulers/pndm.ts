@@ -15,7 +15,7 @@ import { COMMON_DEFAULTS } from "./config";
 import { at } from "./float32";
 import { ddpmAddNoise } from "./k-diffusion";
 import { discreteTimesteps, trainingSchedule } from "./noise-schedules";
-import { Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerState, StepResult } from "./types";
+import { Scheduler, SchedulerConfig, SchedulerDescriptor, StepResult } from "./types";
 
 const f = Math.fround;
 
@@ -42,7 +42,7 @@ function combine(terms: ReadonlyArray<readonly [number, Float32Array]>): Float32
   return out;
 }
 
-export function createPNDMScheduler(config: SchedulerConfig, numInferenceSteps: number): Scheduler {
+export function createPNDMScheduler(config: SchedulerConfig, numInferenceSteps: number): Scheduler<PndmState> {
   const { alphasCumprod: ac } = trainingSchedule(config);
   const N = config.numTrainTimesteps;
   const n = numInferenceSteps;
@@ -153,8 +153,7 @@ export function createPNDMScheduler(config: SchedulerConfig, numInferenceSteps: 
     return { prevSample: transfer(x, t, prevT, e) };
   }
 
-  const step = (modelOutput: Float32Array, i: number, sample: Float32Array, state: SchedulerState): StepResult => {
-    const st = state as unknown as PndmState;
+  const step = (modelOutput: Float32Array, i: number, sample: Float32Array, st: PndmState): StepResult => {
     // The counter counts model calls since the run began, not the index into the timesteps: an
     // img2img run starts part-way along the schedule with a fresh history (diffusers' self.counter).
     const counter = st.counter++;
@@ -169,7 +168,7 @@ export function createPNDMScheduler(config: SchedulerConfig, numInferenceSteps: 
     sigmas: new Float32Array(0),
     order: 1,
     initNoiseSigma: 1,
-    initialState: () => ({ counter: 0, ets: [], curSample: null, curModelOutput: null } satisfies PndmState) as unknown as SchedulerState,
+    initialState: (): PndmState => ({ counter: 0, ets: [], curSample: null, curModelOutput: null }),
     scaleModelInput: (sample) => sample,
     step,
     addNoise: (original, noise, i) => ddpmAddNoise(original, noise, at(ac, steps[i])),

@@ -2,8 +2,8 @@
  * The scheduler interface. Unlike diffusers, a scheduler object holds no hidden step counter:
  * every call names the step index `i` into `timesteps`, and history that multistep methods need
  * (PNDM's ets, LMS's derivatives, DPM-Solver's model outputs, UniPC's corrector inputs) lives in an
- * explicit `SchedulerState` created by `initialState()` and passed to every `step`, so any single
- * step can be tested on its own from a recorded state.
+ * explicit state of the scheduler's own type S, created by `initialState()` and passed to every
+ * `step`, so any single step can be tested on its own from a recorded state.
  */
 
 export type BetaSchedule = "linear" | "scaled_linear" | "squaredcos_cap_v2";
@@ -46,8 +46,8 @@ export interface NoiseSource {
   randn(dims: readonly number[]): Float32Array;
 }
 
-/** Opaque per-run history of a multistep scheduler; fresh from `initialState()`. */
-export type SchedulerState = Record<string, unknown>;
+/** The state of a scheduler without history (every step depends on its index alone). */
+export type NoState = Readonly<Record<string, never>>;
 
 export interface StepResult {
   readonly prevSample: Float32Array;
@@ -55,7 +55,12 @@ export interface StepResult {
   readonly predOriginalSample?: Float32Array;
 }
 
-export interface Scheduler {
+/**
+ * A scheduler whose per-run history has type S (LmsState, DpmState...; NoState for the single-step
+ * ones). Callers that hold any scheduler see Scheduler<unknown>: they pass back what initialState()
+ * gave them, and each multistep scheduler still checks the state's shape at run time.
+ */
+export interface Scheduler<S = unknown> {
   readonly name: string;
   readonly config: SchedulerConfig;
   readonly numInferenceSteps: number;
@@ -67,11 +72,11 @@ export interface Scheduler {
   readonly order: number;
   /** the std of the initial noise (sigma_max-based for the k-diffusion family) */
   readonly initNoiseSigma: number;
-  initialState(): SchedulerState;
+  initialState(): S;
   /** input scaling before the U-Net call at index i (1/sqrt(sigma²+1) for k-diffusion schedulers) */
   scaleModelInput(sample: Float32Array, i: number): Float32Array;
   /** one update; draws noise from `noise` only where the algorithm is stochastic, documented per scheduler */
-  step(modelOutput: Float32Array, i: number, sample: Float32Array, state: SchedulerState, noise?: NoiseSource, dims?: readonly number[]): StepResult;
+  step(modelOutput: Float32Array, i: number, sample: Float32Array, state: S, noise?: NoiseSource, dims?: readonly number[]): StepResult;
   /** forward diffusion q(x_t | x_0) at the timestep of call index i (img2img's starting point) */
   addNoise(original: Float32Array, noise: Float32Array, i: number): Float32Array;
 }

@@ -28,7 +28,7 @@ import { solverTimesteps } from "./dpm-solver-multistep";
 import { npInterp, npLogF32, npRound } from "./float32";
 import { checkSameLength, lambdaAt, logF32, vpAlphaSigma, vpPredictNoise, vpPredictX0 } from "./k-diffusion";
 import { finalSigma, karrasSigmas, sigmaToT, trainingSchedule, trainingSigmas, withFinalSigma } from "./noise-schedules";
-import { Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerOptions, SchedulerState, StepResult } from "./types";
+import { Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerOptions, StepResult } from "./types";
 
 const f = Math.fround;
 const NAME = "UniPCMultistepScheduler";
@@ -169,7 +169,7 @@ interface UniPcState {
   lastOrder: number;
 }
 
-function unipcState(state: SchedulerState, order: number): UniPcState {
+function unipcState(state: UniPcState, order: number): UniPcState {
   const s = state as Partial<UniPcState>;
   if (!Array.isArray(s.modelOutputs) || s.modelOutputs.length !== order || typeof s.lowerOrderNums !== "number" || typeof s.lastOrder !== "number") {
     throw new HarnessError(`${NAME}: step() was given a state not made by its initialState()`, ExitCode.internal);
@@ -177,7 +177,7 @@ function unipcState(state: SchedulerState, order: number): UniPcState {
   return s as UniPcState;
 }
 
-export function createUniPCScheduler(config: SchedulerConfig, numInferenceSteps: number, _opts?: SchedulerOptions): Scheduler {
+export function createUniPCScheduler(config: SchedulerConfig, numInferenceSteps: number, _opts?: SchedulerOptions): Scheduler<UniPcState> {
   rejectUnsupported(config, NAME, {
     thresholding: (v) => v === true,
     solver_p: (v) => v !== null,
@@ -300,7 +300,7 @@ export function createUniPCScheduler(config: SchedulerConfig, numInferenceSteps:
     sigmas,
     order: 1,
     initNoiseSigma: 1,
-    initialState: (): SchedulerState => ({
+    initialState: (): UniPcState => ({
       modelOutputs: new Array<Float32Array | null>(solverOrder).fill(null),
       lowerOrderNums: 0,
       lastSample: null,
@@ -313,7 +313,7 @@ export function createUniPCScheduler(config: SchedulerConfig, numInferenceSteps:
       return sample;
     },
 
-    step(modelOutput: Float32Array, i: number, sample: Float32Array, rawState: SchedulerState): StepResult {
+    step(modelOutput: Float32Array, i: number, sample: Float32Array, rawState: UniPcState): StepResult {
       checkIndex(i);
       checkSameLength(modelOutput, sample, `${NAME}.step`);
       const state = unipcState(rawState, solverOrder);
