@@ -46,3 +46,58 @@ export function oneLine(text: string, max = 200): string {
   const s = text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
   return s.length > max ? `${s.slice(0, max)}…` : s;
 }
+
+/** A mention of a library parameter inside an InvalidParameter message. */
+export interface ParameterMention {
+  readonly parameter: string;
+}
+
+/**
+ * A library call's argument is out of range. The message names the library's parameter
+ * (`numImagesPerPrompt: 0 must be an integer from 1 to 64`); `describe` respells every parameter the
+ * message mentions, which is how the CLI speaks of its flags instead (cli/flags.ts) without the
+ * library knowing them. The message is kept as parts, so text from elsewhere (a path) is never
+ * mistaken for a parameter.
+ */
+export class InvalidParameter extends HarnessError {
+  /** the parameter at fault, as the library spells it (GenerateParams' key) */
+  readonly parameter: string;
+  readonly parts: readonly (string | ParameterMention)[];
+  constructor(parameter: string, parts: readonly (string | ParameterMention)[]) {
+    super(InvalidParameter.render(parts, (p) => p), ExitCode.usage);
+    this.name = "InvalidParameter";
+    this.parameter = parameter;
+    this.parts = parts;
+  }
+
+  /** The message with each parameter it mentions spelled by `spell`. */
+  describe(spell: (parameter: string) => string): string {
+    return InvalidParameter.render(this.parts, spell);
+  }
+
+  private static render(parts: readonly (string | ParameterMention)[], spell: (parameter: string) => string): string {
+    return parts.map((x) => (typeof x === "string" ? x : spell(x.parameter))).join("");
+  }
+}
+
+/** `${param("width")}` inside an `invalid` template: a mention of a parameter. */
+export const param = (parameter: string): ParameterMention => ({ parameter });
+
+/**
+ * InvalidParameter from a template: invalid("mask")`${param("mask")} needs ${param("initImage")}`. Values
+ * made by param() are parameter mentions; everything else is text.
+ */
+export function invalid(parameter: string) {
+  return (strings: TemplateStringsArray, ...values: unknown[]): InvalidParameter => {
+    const parts: (string | ParameterMention)[] = [strings[0]];
+    values.forEach((v, k) => {
+      parts.push(typeof v === "object" && v !== null && "parameter" in v ? (v as ParameterMention) : String(v), strings[k + 1]);
+    });
+    return new InvalidParameter(parameter, parts);
+  };
+}
+
+/** The common shape: "parameter: why". */
+export function invalidParameter(parameter: string, why: string): InvalidParameter {
+  return new InvalidParameter(parameter, [{ parameter }, `: ${why}`]);
+}

@@ -6,6 +6,7 @@
 // first: telemetry off before anything can load onnxruntime-node
 import "../util/telemetry-off";
 import { HarnessError, ExitCode, oneLine } from "../errors";
+import { cliMessage } from "./flags";
 import { removePendingTemporaries } from "../util/atomic";
 import { CliIO, processIO } from "./io";
 import { VERSION } from "./defaults";
@@ -86,7 +87,7 @@ export async function main(argv: string[], io?: CliIO): Promise<number> {
       return stopCode();
     }
     if (e instanceof HarnessError) {
-      ownIO.err(`sd-harness: error: ${oneLine(e.message, Infinity)}\n`);
+      ownIO.err(`sd-harness: error: ${oneLine(cliMessage(e), Infinity)}\n`);
       if (verbose && e.stack) ownIO.err(`${e.stack}\n`);
       return e.exitCode;
     }

@@ -15,7 +15,7 @@
  *   image    = vae_decoder(latents / scaling_factor)                  // [B, 3, H, W] in [-1, 1]
  */
 import * as ort from "./ort";
-import { HarnessError, ExitCode } from "../errors";
+import { HarnessError, ExitCode, invalid, invalidParameter, param } from "../errors";
 import { F32, f32, numel, concat0, concatChannels, formatDims } from "../tensor/tensor";
 import { TorchGenerator } from "../rng/torch-generator";
 import { createScheduler, parseSchedulerConfig } from "../schedulers";
@@ -213,12 +213,12 @@ export class StableDiffusionPipeline {
       out = toF32(r.last_hidden_state);
     } else {
       const layers = this.folder.textConfig.numHiddenLayers;
-      if (clipSkip < 0 || clipSkip >= layers) throw new HarnessError(`--clip-skip ${clipSkip}: must be between 0 and ${layers - 1} for this text encoder`, ExitCode.usage);
+      if (clipSkip < 0 || clipSkip >= layers) throw invalid("clipSkip")`${param("clipSkip")} ${clipSkip}: must be between 0 and ${layers - 1} for this text encoder`;
       // hidden_states has layers + 1 entries (the embeddings first); diffusers takes [-(clip_skip + 1)]
       const name = `hidden_states.${layers - clipSkip}`;
-      if (!enc.outputNames.some((n) => n.startsWith("hidden_states."))) throw new HarnessError(`--clip-skip: ${enc.file}: ${NO_HIDDEN_STATES}`, ExitCode.usage);
+      if (!enc.outputNames.some((n) => n.startsWith("hidden_states."))) throw invalidParameter("clipSkip", `${enc.file}: ${NO_HIDDEN_STATES}`);
       if (!enc.outputNames.includes(name)) {
-        throw new HarnessError(`--clip-skip: ${enc.file} has no output ${name}; clip skip needs a text encoder exported with all its hidden states`, ExitCode.usage);
+        throw invalidParameter("clipSkip", `${enc.file} has no output ${name}; clip skip needs a text encoder exported with all its hidden states`);
       }
       const r = await enc.run({ input_ids: feed }, [name]);
       out = this.finalLayerNorm(toF32(r[name]), enc.file);
@@ -260,7 +260,7 @@ export class StableDiffusionPipeline {
     if (!cfg) return this.encodeIds(cond, clipSkip);
     const neg = negative ?? prompts.map(() => "");
     if (neg.length !== prompts.length) {
-      throw new HarnessError(`--negative-prompt: ${neg.length} negative prompts for ${prompts.length} prompts`, ExitCode.usage);
+      throw invalidParameter("negativePrompt", `${neg.length} negative prompts for ${prompts.length} prompts`);
     }
     const uncond = repeatEach(this.tokenize(neg, warn));
     if (clipSkip) {
@@ -301,7 +301,7 @@ export class StableDiffusionPipeline {
       if (e instanceof HarnessError && /Concat|concat/.test(e.message) && /dimension/.test(e.message)) {
         const [, , h, w] = sample.dims;
         const vsf = this.folder.vaeConfig.scaleFactor;
-        throw new HarnessError(`--width/--height: ${w * vsf}x${h * vsf} is not supported by ${unet.file}: this export up-samples by exact doubling, so use sizes divisible by ${this.folder.sizeStep}`, ExitCode.usage);
+        throw invalid("width")`${param("width")}/${param("height")}: ${w * vsf}x${h * vsf} is not supported by ${unet.file}: this export up-samples by exact doubling, so use sizes divisible by ${this.folder.sizeStep}`;
       }
       throw e;
     }
@@ -355,7 +355,7 @@ export class StableDiffusionPipeline {
 
   async generate(params: GenerateParams): Promise<GenerateResult> {
     const prompts = toList(params.prompt);
-    if (prompts.length === 0) throw new HarnessError("--prompt: no prompt given", ExitCode.usage);
+    if (prompts.length === 0) throw invalidParameter("prompt", "no prompt given");
     const negative = params.negativePrompt == null ? null : toList(params.negativePrompt);
     const perPrompt = params.numImagesPerPrompt ?? 1;
     const steps = params.steps ?? 20;
@@ -369,12 +369,12 @@ export class StableDiffusionPipeline {
     const strength = params.strength ?? (init && !mask ? 0.8 : 1.0);
     validate(width, height, steps, guidance, perPrompt, strength, this.folder.sizeStep);
     if (init && (init.width !== width || init.height !== height)) {
-      throw new HarnessError(`--init-image is ${init.width}x${init.height} but the output is ${width}x${height}; resize the image or drop --width/--height`, ExitCode.usage);
+      throw invalid("initImage")`${param("initImage")} is ${init.width}x${init.height} but the output is ${width}x${height}; resize the image or drop ${param("width")}/${param("height")}`;
     }
-    if (mask && !init) throw new HarnessError("--mask needs --init-image", ExitCode.usage);
+    if (mask && !init) throw invalid("mask")`${param("mask")} needs ${param("initImage")}`;
     if (mask) validateMaskSize(mask, width, height);
-    if (this.folder.isInpaint && !mask) throw new HarnessError(`${this.folder.dir}: a 9-channel inpainting U-Net needs --init-image and --mask`, ExitCode.usage);
-    if (mask && !this.folder.isInpaint) throw new HarnessError(`--mask: ${this.folder.dir} has a 4-channel U-Net; inpainting needs a 9-channel inpainting model`, ExitCode.usage);
+    if (this.folder.isInpaint && !mask) throw invalid("mask")`${this.folder.dir}: a 9-channel inpainting U-Net needs ${param("initImage")} and ${param("mask")}`;
+    if (mask && !this.folder.isInpaint) throw invalidParameter("mask", `${this.folder.dir} has a 4-channel U-Net; inpainting needs a 9-channel inpainting model`);
 
     const batch = prompts.length * perPrompt;
     const cfg = guidance > 1;
@@ -394,7 +394,7 @@ export class StableDiffusionPipeline {
     const tStart = Math.max(steps - initSteps, 0);
     const first = tStart * order;
     if (first >= scheduler.timesteps.length) {
-      throw new HarnessError(`--strength ${strength} with --steps ${steps} leaves no denoising steps`, ExitCode.usage);
+      throw invalid("strength")`${param("strength")} ${strength} with ${param("steps")} ${steps} leaves no denoising steps`;
     }
 
     // diffusers multiplies by init_noise_sigma held as a float32 tensor
@@ -500,7 +500,6 @@ export class StableDiffusionPipeline {
   }
 }
 
-const bad = (flag: string, why: string) => new HarnessError(`${flag}: ${why}`, ExitCode.usage);
 
 /**
  * Output sizes an exported model can run: positive multiples of its size step, at most 8192. The
@@ -508,27 +507,27 @@ const bad = (flag: string, why: string) => new HarnessError(`${flag}: ${why}`, E
  * up-samples by exact doubling, so a latent size must halve evenly at every down block.
  */
 export function validateSize(width: number | undefined, height: number | undefined, step: number): void {
-  for (const [flag, v] of [["--width", width], ["--height", height]] as const) {
+  for (const [name, v] of [["width", width], ["height", height]] as const) {
     if (v === undefined) continue;
-    if (!Number.isInteger(v) || v <= 0) throw bad(flag, `${v} is not a positive integer`);
-    if (v % step !== 0) throw bad(flag, `${v} is not a multiple of ${step} (this model's size step: the VAE's factor x the U-Net's down-sampling)`);
-    if (v > 8192) throw bad(flag, `${v} is larger than 8192`);
+    if (!Number.isInteger(v) || v <= 0) throw invalidParameter(name, `${v} is not a positive integer`);
+    if (v % step !== 0) throw invalidParameter(name, `${v} is not a multiple of ${step} (this model's size step: the VAE's factor x the U-Net's down-sampling)`);
+    if (v > 8192) throw invalidParameter(name, `${v} is larger than 8192`);
   }
 }
 
 /** An inpainting mask must cover the init image pixel for pixel. */
 export function validateMaskSize(mask: { width: number; height: number }, width: number, height: number): void {
   if (mask.width !== width || mask.height !== height) {
-    throw new HarnessError(`--mask is ${mask.width}x${mask.height} but --init-image is ${width}x${height}; they must match`, ExitCode.usage);
+    throw invalid("mask")`${param("mask")} is ${mask.width}x${mask.height} but ${param("initImage")} is ${width}x${height}; they must match`;
   }
 }
 
 export function validate(width: number, height: number, steps: number, guidance: number, perPrompt: number, strength: number, step: number): void {
   validateSize(width, height, step);
-  if (!Number.isInteger(steps) || steps < 1 || steps > 1000) throw bad("--steps", `${steps} must be an integer from 1 to 1000`);
-  if (!Number.isFinite(guidance) || guidance < 0) throw bad("--guidance", `${guidance} must be a finite number >= 0`);
-  if (!Number.isInteger(perPrompt) || perPrompt < 1 || perPrompt > 64) throw bad("--batch", `${perPrompt} must be an integer from 1 to 64`);
-  if (!Number.isFinite(strength) || strength <= 0 || strength > 1) throw bad("--strength", `${strength} must be in (0, 1]`);
+  if (!Number.isInteger(steps) || steps < 1 || steps > 1000) throw invalidParameter("steps", `${steps} must be an integer from 1 to 1000`);
+  if (!Number.isFinite(guidance) || guidance < 0) throw invalidParameter("guidanceScale", `${guidance} must be a finite number >= 0`);
+  if (!Number.isInteger(perPrompt) || perPrompt < 1 || perPrompt > 64) throw invalidParameter("numImagesPerPrompt", `${perPrompt} must be an integer from 1 to 64`);
+  if (!Number.isFinite(strength) || strength <= 0 || strength > 1) throw invalidParameter("strength", `${strength} must be in (0, 1]`);
 }
 
 /** F.interpolate(mode="nearest") of a [1, 1, H, W] mask to [batch, 1, h, w]: src = floor(dst * H / h). */

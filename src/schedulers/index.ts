@@ -8,7 +8,7 @@
  * file lacks take that class's diffusers defaults (after the file's own class's), exactly as
  * `ChosenScheduler.from_config(pipe.scheduler.config)` does.
  */
-import { ExitCode, HarnessError } from "../errors";
+import { ExitCode, HarnessError, invalid, param } from "../errors";
 import * as config from "./config";
 import { ddimDescriptor } from "./ddim";
 import { ddpmDescriptor } from "./ddpm";
@@ -108,7 +108,7 @@ export function createScheduler(nameOrClass: string, cfg: SchedulerConfig, numIn
     );
   }
   if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1) {
-    throw new HarnessError(`--steps must be a positive integer, got ${numInferenceSteps}`, ExitCode.usage);
+    throw invalid("numInferenceSteps")`${param("numInferenceSteps")} must be a positive integer, got ${numInferenceSteps}`;
   }
   let resolved = configForClass(cfg, descriptor.className);
   if (descriptor.overrides) resolved = configForClass({ ...resolved, raw: { ...resolved.raw, ...descriptor.overrides } }, descriptor.className);
@@ -120,10 +120,7 @@ export function createScheduler(nameOrClass: string, cfg: SchedulerConfig, numIn
   let last = -Infinity;
   for (const t of scheduler.timesteps) last = Math.max(last, t);
   if (descriptor.sigmaSchedules.length === 0 && last >= resolved.numTrainTimesteps) {
-    throw new HarnessError(
-      `--steps ${numInferenceSteps}: ${descriptor.id}'s "${resolved.timestepSpacing}" schedule with steps_offset ${resolved.stepsOffset} reaches timestep ${last}, past the ${resolved.numTrainTimesteps} training timesteps; use fewer steps`,
-      ExitCode.usage,
-    );
+    throw invalid("numInferenceSteps")`${param("numInferenceSteps")} ${numInferenceSteps}: ${descriptor.id}'s "${resolved.timestepSpacing}" schedule with steps_offset ${resolved.stepsOffset} reaches timestep ${last}, past the ${resolved.numTrainTimesteps} training timesteps; use fewer steps`;
   }
   const runsAs = schedulerFor(resolved) ?? descriptor;
   return runsAs.id === scheduler.name ? scheduler : { ...scheduler, name: runsAs.id };

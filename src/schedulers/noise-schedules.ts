@@ -3,7 +3,7 @@
  * inference timesteps per timestep_spacing, the training sigmas, Karras sigmas and the final sigma.
  * Each reproduces diffusers' arithmetic and precision (see float32.ts).
  */
-import { HarnessError, ExitCode } from "../errors";
+import { HarnessError, ExitCode, invalid, param } from "../errors";
 import { npArange, npInterp, npLinspace, npLogF32, npRound, torchLinspaceF32 } from "./float32";
 import { SchedulerConfig, TimestepSpacing } from "./types";
 
@@ -79,7 +79,7 @@ export function rescaleZeroTerminalSnr(betas: Float32Array): Float32Array {
  */
 export function discreteTimesteps(config: SchedulerConfig, n: number): number[] {
   const N = config.numTrainTimesteps;
-  if (n > N) throw new HarnessError(`--steps ${n} exceeds the scheduler's ${N} training timesteps`, ExitCode.usage);
+  if (n > N) throw invalid("numInferenceSteps")`${param("numInferenceSteps")} ${n} exceeds the scheduler's ${N} training timesteps`;
   switch (config.timestepSpacing) {
     case "linspace":
       return Array.from(npLinspace(0, N - 1, n), npRound).reverse();
