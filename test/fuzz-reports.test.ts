@@ -17,7 +17,6 @@ import { mergeReports } from "../src/conformance/merge";
 import { ReferenceSet } from "../src/conformance/reference-set";
 import { listCases } from "../src/conformance/cases";
 import { renderHtml, renderJunit, renderMarkdown } from "../src/conformance/report";
-import { Report } from "../src/conformance/types";
 import { REFS } from "./helpers/fixtures";
 
 const BUDGET_MS = Number(process.env.FUZZ_BUDGET_MS ?? 2500);

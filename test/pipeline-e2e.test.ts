@@ -41,6 +41,7 @@ const e2e = refs.cases.filter((c) => c.stage === "end_to_end");
 
 describe.each(e2e.map((c) => [c.id, c] as const))("%s", (id, c) => {
   test("initial latents, per-step latents and image match diffusers", async () => {
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- manifest meta is untyped JSON
     const meta = c.meta as Record<string, any>;
     const t = refs.tensors(id);
     const kind = meta.kind as string;

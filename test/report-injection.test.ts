@@ -59,7 +59,7 @@ function htmlProblems(html: string): string[] {
   const problems: string[] = [];
   const styles = html.match(/<style>[^<]*<\/style>/g) ?? [];
   expect(styles).toHaveLength(1); // the writer's own CSS, a constant
-  const body = html.replace(styles[0], "<style></style>");
+  const body = html.replace(styles[0] ?? "", "<style></style>");
   const tag = /<(\/?)([a-zA-Z][a-zA-Z0-9]*)((?:\s+[a-zA-Z][a-zA-Z0-9-]*(?:="[^"<>]*")?)*)\s*\/?>/y;
   const attr = /\s+([a-zA-Z][a-zA-Z0-9-]*)(?:="([^"<>]*)")?/g;
   let i = 0;

@@ -165,7 +165,7 @@ function runCase(entry: CaseEntry): CaseResult {
     const samples = t("samples");
     const modelInputs = t("model_inputs");
     const modelOutputs = t("model_outputs");
-    let sample = noise.map((v) => v * sched.initNoiseSigma);
+    let sample: Float32Array = noise.map((v) => v * sched.initNoiseSigma);
     result.prevSamples = worst(result.prevSamples, diff(sample, slice(samples, 0, size)));
     const state = sched.initialState();
     for (let k = 0; k < refTimesteps.length; k++) {

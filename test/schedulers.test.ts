@@ -185,7 +185,7 @@ test("the scheduler trace set is present", () => {
       const gen = new TorchGenerator(meta.seed);
       const noise = gen.randn(meta.shape);
       expect(compare(noise, get("initial_noise")).maxUlp).toBe(0);
-      let sample = noise.map((x) => x * sched.initNoiseSigma);
+      let sample: Float32Array = noise.map((x) => x * sched.initNoiseSigma);
       const ulp = compare(sample, slice(get("samples"), 0, per));
       let rel = normRel(sample, slice(get("samples"), 0, per));
       const state = sched.initialState();

@@ -1,3 +1,4 @@
+import * as fs from "node:fs";
 import * as path from "node:path";
 
 /** The package root (dist/cli/ or src/cli/ -> ../..). */
@@ -6,5 +7,6 @@ export const PACKAGE_ROOT = path.resolve(__dirname, "..", "..");
 export const DEFAULT_MODEL = path.join(PACKAGE_ROOT, "fixtures", "models", "tiny-sd-onnx");
 export const DEFAULT_INPAINT_MODEL = path.join(PACKAGE_ROOT, "fixtures", "models", "tiny-sd-inpaint-onnx");
 export const DEFAULT_REFERENCES = path.join(PACKAGE_ROOT, "fixtures", "references", "tiny-sd", "cpu");
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-export const VERSION: string = require(path.join(PACKAGE_ROOT, "package.json")).version;
+export const VERSION: string = JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, "package.json"), "utf8")).version;
+/** The onnxruntime-node version in use, for reports. */
+export const ORT_VERSION: string = JSON.parse(fs.readFileSync(require.resolve("onnxruntime-node/package.json"), "utf8")).version;

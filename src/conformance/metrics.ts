@@ -3,6 +3,7 @@
  * PSNR follows coremltools' convention, 20 log10(max|ref| / RMSE), so figures compare with
  * what Apple's converter reports for the same model.
  */
+import pixelmatch from "pixelmatch";
 import { TensorMetrics, ImageMetrics } from "./types";
 
 export function unravel(index: number, dims: readonly number[]): number[] {
@@ -72,8 +73,6 @@ export function tensorMetrics(ours: ArrayLike<number>, ref: ArrayLike<number>, d
 
 /** uint8 picture metrics; pixelmatch counts perceptibly different pixels (YIQ, threshold 0.1). */
 export function imageMetrics(ours: Uint8Array, ref: Uint8Array, width: number, height: number, diffRgba?: Uint8Array): ImageMetrics {
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
-  const pixelmatch = require("pixelmatch") as (a: Uint8Array, b: Uint8Array, out: Uint8Array | null, w: number, h: number, o?: object) => number;
   const toRgba = (rgb: Uint8Array) => {
     const out = new Uint8Array(width * height * 4);
     for (let i = 0; i < width * height; i++) {

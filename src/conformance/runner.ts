@@ -21,7 +21,7 @@ import { checkFingerprint } from "./fingerprint";
 import { loadModelFolder } from "../pipeline/model-folder";
 import { CaseResult, ModelInfo, Report, Status, worstStatus, STATUS_RANK } from "./types";
 import { renderMarkdown, renderJunit, renderHtml } from "./report";
-import { VERSION } from "../cli/defaults";
+import { VERSION, ORT_VERSION } from "../cli/defaults";
 import { runLocalize, checkLocalize, ModuleLimitFile, STAGE_COMPONENTS } from "./localize";
 import type { ComponentKind } from "../pipeline/onnx-model";
 import { runAgainst } from "./against";
@@ -280,7 +280,7 @@ async function runCases(
       argv: opts.argv ?? [],
       host: { platform: os.platform(), arch: os.arch(), cpus: os.cpus()[0]?.model ?? "unknown", cores: os.cpus().length },
       threads: opts.threads ?? 0,
-      versions: { "sd-harness": VERSION, node: process.versions.node, "onnxruntime-node": require("onnxruntime-node/package.json").version },
+      versions: { "sd-harness": VERSION, node: process.versions.node, "onnxruntime-node": ORT_VERSION },
       shard: opts.shard,
     },
     profile: opts.profile,

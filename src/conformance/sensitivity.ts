@@ -30,7 +30,7 @@ import { StableDiffusionPipeline } from "../pipeline/pipeline";
 import { loadModelFolder, ModelFolder } from "../pipeline/model-folder";
 import { trackPendingDirectory, untrackPendingDirectory } from "../util/atomic";
 import { compileGlob } from "../util/glob";
-import { VERSION } from "../cli/defaults";
+import { VERSION, ORT_VERSION } from "../cli/defaults";
 import { describeInitializers, applyEdit, readWeights, WeightEdit } from "../onnx/initializer-edit";
 import { runConformance, PipelineFactory } from "./runner";
 import { ReferenceSet } from "./reference-set";
@@ -517,7 +517,7 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
         const chunks: CaseDef[][] = [head, set.stage.slice(head.length), set.rest].filter((ch) => ch.length > 0);
         let casesRun = 0;
         let casesUnmoved = 0;
-        let caughtBy: string[] = [];
+        const caughtBy: string[] = [];
         let decider: Decider | null = null;
         let closest: Decider | null = null;
         let partial: ProbeResult["partial"];
@@ -690,7 +690,7 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
     run: {
       started: x.started.toISOString(), finished: finished.toISOString(), durationMs: finished.getTime() - x.started.getTime(),
       argv: opts.argv ?? [], budgetSeconds: opts.budgetSeconds, seed: x.seed, threads,
-      versions: { "sd-harness": VERSION, node: process.versions.node, "onnxruntime-node": require("onnxruntime-node/package.json").version },
+      versions: { "sd-harness": VERSION, node: process.versions.node, "onnxruntime-node": ORT_VERSION },
       host: { platform: os.platform(), arch: os.arch(), cpus: os.cpus()[0]?.model ?? "unknown", cores: os.cpus().length },
     },
     model: { dir: opts.model },

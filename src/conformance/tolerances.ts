@@ -1,5 +1,4 @@
 /** Tolerances as data (conformance/tolerances.json): per stage and profile, overridable per case with a reason. */
-import * as fs from "node:fs";
 import * as path from "node:path";
 import * as crypto from "node:crypto";
 import { HarnessError, ExitCode } from "../errors";

@@ -4,7 +4,6 @@
  * every length and offset is bounds-checked before anything is allocated, overlapping or
  * out-of-order ranges are rejected, and every failure is a HarnessError naming the file.
  */
-import * as fs from "node:fs";
 import { HarnessError, ExitCode, oneLine } from "../errors";
 import { readInputFile, INPUT_LIMITS } from "../util/read-input";
 import { DType, Tensor, TypedData, numel, formatDims } from "./tensor";

@@ -161,15 +161,18 @@ export function runCli(c: CliCase, dir: string): Promise<CliResult> {
       try { process.kill(nodePid(child.pid as number), c.signal.name); } catch { /* already gone */ }
     };
     if (c.stdin !== undefined) child.stdin?.end(c.stdin);
-    if (c.closeStdout) child.stdout.destroy();
+    // spawned with pipes for both, so the streams exist
+    const out = child.stdout!;
+    const err = child.stderr!;
+    if (c.closeStdout) out.destroy();
     else {
-      child.stdout.setEncoding("utf8");
-      child.stdout.on("data", (d: string) => { stdout += d; });
+      out.setEncoding("utf8");
+      out.on("data", (d: string) => { stdout += d; });
     }
-    if (c.closeStderr) child.stderr.destroy();
+    if (c.closeStderr) err.destroy();
     else {
-      child.stderr.setEncoding("utf8");
-      child.stderr.on("data", (d: string) => {
+      err.setEncoding("utf8");
+      err.on("data", (d: string) => {
         stderr += d;
         if (c.signal && c.signal.when instanceof RegExp && c.signal.when.test(stderr)) send();
       });
