@@ -2,6 +2,8 @@
  * The scheduler registry: every descriptor is complete and consistent, the names written into PNGs
  * are AUTOMATIC1111's, and each descriptor's sigma schedules are what its factory really honours.
  */
+import * as fs from "node:fs";
+import * as path from "node:path";
 import { a1111Parameters } from "../src/cli/commands/generate";
 import {
   a1111SamplerName,
@@ -11,7 +13,11 @@ import {
   parseSchedulerConfig,
   SCHEDULER_NAMES,
   SCHEDULERS,
+  SCHEDULERS_JSON,
+  schedulersJson,
 } from "../src/schedulers";
+
+const ROOT = path.join(__dirname, "..");
 
 /**
  * AUTOMATIC1111's sampler names (modules/sd_samplers_kdiffusion.py and sd_samplers_timesteps.py),
@@ -77,4 +83,27 @@ describe.each(SCHEDULERS.map((d) => [d.id, d] as const))("%s", (_id, d) => {
     if (d.sigmaSchedules.includes("karras")) expect(karras).not.toEqual(plain);
     else expect(karras).toEqual(plain);
   });
+});
+
+test(`${SCHEDULERS_JSON} is what the registry writes`, () => {
+  // regenerate after changing a descriptor:
+  //   npx tsc -p tsconfig.json && node -e 'process.stdout.write(require("./dist/schedulers").schedulersJson())' > scripts/refgen/schedulers.json
+  expect(fs.readFileSync(path.join(ROOT, SCHEDULERS_JSON), "utf8")).toBe(schedulersJson());
+});
+
+test("the reference set's scheduler cases use the registry's ids, classes and forced keys", () => {
+  // scripts/refgen/scheduler_refs.py still keeps its own name maps: they must agree with the registry
+  const index = JSON.parse(fs.readFileSync(path.join(ROOT, "fixtures/references/tiny-sd/cpu/scheduler/index.json"), "utf8")) as {
+    cases: Record<string, { short: string; class_name: string; config: Record<string, unknown> }>;
+  };
+  const cases = Object.values(index.cases);
+  for (const d of SCHEDULERS) {
+    const mine = cases.filter((c) => c.short === d.id);
+    expect(`${d.id}: ${mine.length > 0}`).toBe(`${d.id}: true`);
+    for (const c of mine) {
+      expect(c.class_name).toBe(d.className);
+      for (const [k, v] of Object.entries(d.overrides ?? {})) expect(c.config[k]).toEqual(v);
+    }
+  }
+  expect(new Set(cases.map((c) => c.short))).toEqual(new Set(SCHEDULER_NAMES));
 });

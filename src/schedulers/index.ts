@@ -74,6 +74,29 @@ export function schedulerFor(cfg: SchedulerConfig): SchedulerDescriptor | undefi
   return found;
 }
 
+/** Where the registry's data is committed for the Python reference generator (see schedulersJson). */
+export const SCHEDULERS_JSON = "scripts/refgen/schedulers.json";
+
+/**
+ * The registry as data, for the Python reference generator (scripts/refgen), which needs each
+ * choice's class, forced config keys and defaults but cannot import TypeScript. Written to
+ * SCHEDULERS_JSON and committed; test/scheduler-registry.test.ts checks the file equals this.
+ */
+export function schedulersJson(): string {
+  const doc = {
+    generatedBy: "src/schedulers/index.ts schedulersJson(); do not edit by hand",
+    schedulers: SCHEDULERS.map((d) => ({
+      id: d.id,
+      className: d.className,
+      a1111Name: d.a1111Name,
+      overrides: d.overrides ?? {},
+      sigmaSchedules: d.sigmaSchedules,
+      defaults: d.defaults,
+    })),
+  };
+  return `${JSON.stringify(doc, null, 2)}\n`;
+}
+
 /** The sampler name A1111 writes for a short name; an unknown name is passed through. */
 export function a1111SamplerName(id: string): string {
   return SCHEDULERS.find((d) => d.id === id)?.a1111Name ?? id;
