@@ -107,3 +107,30 @@ test("the reference set's scheduler cases use the registry's ids, classes and fo
   }
   expect(new Set(cases.map((c) => c.short))).toEqual(new Set(SCHEDULER_NAMES));
 });
+
+test("rescale_betas_zero_snr rescales only the classes that have it in diffusers 0.35.2", () => {
+  // inspect.signature(cls.__init__) in diffusers 0.35.2: PNDM, LMS and Heun lack the parameter, so
+  // from_config drops it and they keep the plain schedule
+  const HAVE_IT = ["DDIMScheduler", "DDPMScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler"];
+  for (const d of SCHEDULERS) {
+    const run = (rescale: boolean) => {
+      const s = createScheduler(d.id, parseSchedulerConfig({ ...SD, _class_name: d.className, rescale_betas_zero_snr: rescale }), 10);
+      // the first step from pure noise shows the schedule: sigmas, or alphas_cumprod through the update
+      const x = new Float32Array(4).fill(1);
+      return [...Array.from(s.sigmas), ...Array.from(s.step(new Float32Array(4).fill(0.5), 0, x, s.initialState(), { randn: (dims) => new Float32Array(dims.reduce((a, b) => a * b, 1)) }, [4]).prevSample)];
+    };
+    if (HAVE_IT.includes(d.className)) expect(`${d.id} ${JSON.stringify(run(true))}`).not.toBe(`${d.id} ${JSON.stringify(run(false))}`);
+    else expect(`${d.id} ${JSON.stringify(run(true))}`).toBe(`${d.id} ${JSON.stringify(run(false))}`);
+  }
+});
+
+test("Heun's Karras schedule has one sigma per step when trailing spacing yields n + 1 timesteps", () => {
+  // diffusers 0.35.2, HeunDiscreteScheduler(beta_schedule="linear", use_karras_sigmas=True,
+  // timestep_spacing="trailing", steps_offset=1).set_timesteps(61): 121 timesteps starting
+  // [999.0, 986.927001953125, 986.927001953125, 974.5889892578125] (np.arange gives 62 trailing
+  // timesteps for n = 61; Karras is spaced over the 61 steps asked for)
+  const cfg = parseSchedulerConfig({ _class_name: "HeunDiscreteScheduler", beta_schedule: "linear", use_karras_sigmas: true, timestep_spacing: "trailing", steps_offset: 1 });
+  const s = createScheduler("heun", cfg, 61);
+  expect(s.timesteps.length).toBe(121);
+  expect(Array.from(s.timesteps.subarray(0, 4))).toEqual([999.0, 986.927001953125, 986.927001953125, 974.5889892578125]);
+});

@@ -22,9 +22,8 @@
  */
 import { HarnessError, ExitCode } from "../errors";
 import { COMMON_DEFAULTS, rejectUnsupported } from "./config";
-import { npArange, npInterp, npLinspace, npLogF32, npRound } from "./float32";
 import { checkSameLength, lambdaAt, logF32, vpAlphaSigma, vpPredictX0 } from "./k-diffusion";
-import { finalSigma, karrasSigmas, sigmaToT, trainingSchedule, trainingSigmas, withFinalSigma } from "./noise-schedules";
+import { solverSchedule } from "./noise-schedules";
 import { PredictionType, Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerOptions, StepResult } from "./types";
 
 const f = Math.fround;
@@ -32,25 +31,6 @@ const NAME = "DPMSolverMultistepScheduler";
 
 /** float32 exp of a scalar, correctly rounded (see the precision note above). */
 export const expF32 = (x: number): number => f(Math.exp(x));
-
-/**
- * The integer timesteps DPM-Solver and UniPC share: n + 1 points per timestep_spacing with the last
- * (t = 0 end) dropped for "linspace" / "leading", round(arange(last, 0, -N/n)) - 1 for "trailing".
- * `last` is the number of usable training timesteps (N unless lambda_min_clipped cuts the tail).
- */
-export function solverTimesteps(config: SchedulerConfig, n: number, last: number): number[] {
-  const N = config.numTrainTimesteps;
-  switch (config.timestepSpacing) {
-    case "linspace":
-      return Array.from(npLinspace(0, last - 1, n + 1), npRound).reverse().slice(0, n);
-    case "leading": {
-      const ratio = Math.floor(last / (n + 1));
-      return Array.from({ length: n }, (_, k) => npRound((n - k) * ratio) + config.stepsOffset);
-    }
-    case "trailing":
-      return Array.from(npArange(last, 0, -N / n), (t) => npRound(t) - 1);
-  }
-}
 
 /** `raw` config value that may be a number, a JSON-unfriendly infinity spelled as a string, or null. */
 function rawNumber(config: SchedulerConfig, key: string, fallback: number): number {
@@ -73,37 +53,6 @@ function lastTimestep(alphasCumprod: Float32Array, lambdaMinClipped: number): nu
     if (lambda < lambdaMinClipped) below++;
   }
   return alphasCumprod.length - below;
-}
-
-interface DpmSchedule {
-  readonly timesteps: Float32Array;
-  readonly sigmas: Float32Array;
-}
-
-/** diffusers' set_timesteps for DPMSolverMultistepScheduler (numpy float64, sigmas cast to float32). */
-function dpmSchedule(config: SchedulerConfig, n: number): DpmSchedule {
-  const { alphasCumprod } = trainingSchedule(config);
-  const trainSigmas = trainingSigmas(alphasCumprod);
-  const N = trainSigmas.length;
-  let timesteps: number[];
-  let sigmas: Float64Array;
-  if (config.useKarrasSigmas) {
-    // Karras et al. 2022 eq. 5 between the training schedule's ends; timesteps by log-sigma
-    // interpolation, rounded except for the cosine schedule (then truncated by the int64 cast)
-    sigmas = karrasSigmas(n, trainSigmas[0], trainSigmas[N - 1]);
-    const logSigmas = trainSigmas.map(npLogF32);
-    const round = config.betaSchedule !== "squaredcos_cap_v2";
-    timesteps = Array.from(sigmas, (s) => {
-      const t = sigmaToT(s, logSigmas);
-      return round ? npRound(t) : Math.trunc(t);
-    });
-  } else {
-    timesteps = solverTimesteps(config, n, lastTimestep(alphasCumprod, rawNumber(config, "lambda_min_clipped", -Infinity)));
-    const xp = Float64Array.from({ length: N }, (_, k) => k);
-    sigmas = Float64Array.from(timesteps, (t) => npInterp(t, xp, trainSigmas));
-  }
-  const sigmaLast = finalSigma(config.finalSigmasType, trainSigmas[0], NAME);
-  return { timesteps: Float32Array.from(timesteps), sigmas: withFinalSigma(sigmas, sigmaLast) };
 }
 
 /**
@@ -232,7 +181,14 @@ export function createDpmSolverMultistepScheduler(config: SchedulerConfig, numIn
   if (solverType === null) throw new HarnessError(`${NAME}: solver_type ${JSON.stringify(config.solverType)} is not implemented`, ExitCode.usage);
   const solverOrder = config.solverOrder;
   const eulerAtFinal = config.raw.euler_at_final === true;
-  const { timesteps, sigmas } = dpmSchedule(config, numInferenceSteps);
+  // diffusers' set_timesteps: under Karras sigmas the cosine schedule's timesteps are truncated by
+  // the int64 cast, the others rounded; lambda_min_clipped drops the tail of the training timesteps
+  const lambdaMinClipped = rawNumber(config, "lambda_min_clipped", -Infinity);
+  const { timesteps, sigmas } = solverSchedule(config, numInferenceSteps, NAME, {
+    usableTimesteps: (alphasCumprod) => lastTimestep(alphasCumprod, lambdaMinClipped),
+    truncateKarrasTimesteps: config.betaSchedule === "squaredcos_cap_v2",
+    karrasSigmaMin: "training",
+  });
   const calls = timesteps.length;
 
   const checkIndex = (i: number) => {

@@ -135,6 +135,9 @@ export function createScheduler(nameOrClass: string, cfg: SchedulerConfig, numIn
   }
   let resolved = configForClass(cfg, descriptor.className);
   if (descriptor.overrides) resolved = configForClass({ ...resolved, raw: { ...resolved.raw, ...descriptor.overrides } }, descriptor.className);
+  // PNDM, LMS and Heun have no rescale_betas_zero_snr in diffusers 0.35.2 (their defaults here lack
+  // it too): from_config ignores the key there, so a config that sets it must not rescale them
+  if (!("rescale_betas_zero_snr" in descriptor.defaults)) resolved = { ...resolved, rescaleBetasZeroSnr: false };
   const scheduler = descriptor.create(resolved, numInferenceSteps, opts);
   // e.g. 1000 "leading" steps with steps_offset 1 reach timestep 1000, past the end of
   // alphas_cumprod, which PNDM / DDIM / DDPM (the schedulers without sigmas) index by timestep

@@ -228,3 +228,62 @@ export function kInitNoiseSigma(sigmas: Float32Array, spacing: TimestepSpacing):
   for (const s of sigmas) m = Math.max(m, s);
   return spacing === "leading" ? f(Math.sqrt(f(f(m * m) + 1))) : m;
 }
+
+/**
+ * The integer timesteps DPM-Solver and UniPC share: n + 1 points per timestep_spacing with the last
+ * (t = 0 end) dropped for "linspace" / "leading", round(arange(last, 0, -N/n)) - 1 for "trailing".
+ * `last` is the number of usable training timesteps (N unless lambda_min_clipped cuts the tail).
+ */
+export function solverTimesteps(config: SchedulerConfig, n: number, last: number): number[] {
+  const N = config.numTrainTimesteps;
+  switch (config.timestepSpacing) {
+    case "linspace":
+      return Array.from(npLinspace(0, last - 1, n + 1), npRound).reverse().slice(0, n);
+    case "leading": {
+      const ratio = Math.floor(last / (n + 1));
+      return Array.from({ length: n }, (_, k) => npRound((n - k) * ratio) + config.stepsOffset);
+    }
+    case "trailing":
+      return Array.from(npArange(last, 0, -N / n), (t) => npRound(t) - 1);
+  }
+}
+
+/**
+ * The schedule of the multistep solvers (DPM-Solver, UniPC), as their set_timesteps build it: integer
+ * timesteps per timestep_spacing (solverTimesteps) with the training sigmas interpolated at them, or
+ * Karras et al.'s eq. 5 between the training schedule's ends with integer timesteps from log-sigma
+ * interpolation; then the final sigma. Where diffusers' two classes differ, `opts` says how:
+ * how many training timesteps are usable, whether Karras timesteps are truncated instead of rounded,
+ * and which sigma_min final_sigmas_type "sigma_min" means under Karras sigmas.
+ */
+export function solverSchedule(
+  config: SchedulerConfig,
+  n: number,
+  className: string,
+  opts: {
+    usableTimesteps: (alphasCumprod: Float32Array) => number;
+    truncateKarrasTimesteps: boolean;
+    karrasSigmaMin: "training" | "schedule";
+  },
+): { timesteps: Float32Array; sigmas: Float32Array } {
+  const { alphasCumprod } = trainingSchedule(config);
+  const trainSigmas = trainingSigmas(alphasCumprod);
+  const N = trainSigmas.length;
+  let timesteps: number[];
+  let sigmas: Float64Array;
+  let sigmaMin = trainSigmas[0];
+  if (config.useKarrasSigmas) {
+    sigmas = karrasSigmas(n, trainSigmas[0], trainSigmas[N - 1]);
+    const logSigmas = trainSigmas.map(npLogF32);
+    timesteps = Array.from(sigmas, (s) => {
+      const t = sigmaToT(s, logSigmas);
+      return opts.truncateKarrasTimesteps ? Math.trunc(t) : npRound(t);
+    });
+    if (opts.karrasSigmaMin === "schedule") sigmaMin = sigmas[sigmas.length - 1];
+  } else {
+    timesteps = solverTimesteps(config, n, opts.usableTimesteps(alphasCumprod));
+    const xp = Float64Array.from({ length: N }, (_, k) => k);
+    sigmas = Float64Array.from(timesteps, (t) => npInterp(t, xp, trainSigmas));
+  }
+  return { timesteps: Float32Array.from(timesteps), sigmas: withFinalSigma(sigmas, finalSigma(config.finalSigmasType, sigmaMin, className)) };
+}

@@ -24,35 +24,14 @@
  */
 import { HarnessError, ExitCode } from "../errors";
 import { COMMON_DEFAULTS, rejectUnsupported } from "./config";
-import { solverTimesteps } from "./dpm-solver-multistep";
-import { npInterp, npLogF32, npRound } from "./float32";
 import { checkSameLength, lambdaAt, logF32, vpAlphaSigma, vpPredictNoise, vpPredictX0 } from "./k-diffusion";
-import { finalSigma, karrasSigmas, sigmaToT, trainingSchedule, trainingSigmas, withFinalSigma } from "./noise-schedules";
+import { solverSchedule } from "./noise-schedules";
 import { Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerOptions, StepResult } from "./types";
 
 const f = Math.fround;
 const NAME = "UniPCMultistepScheduler";
 
 const expm1F32 = (x: number): number => f(Math.expm1(x));
-
-/** diffusers' set_timesteps for UniPCMultistepScheduler. */
-function unipcSchedule(config: SchedulerConfig, n: number): { timesteps: Float32Array; sigmas: Float32Array } {
-  const { alphasCumprod } = trainingSchedule(config);
-  const trainSigmas = trainingSigmas(alphasCumprod);
-  const N = trainSigmas.length;
-  if (config.useKarrasSigmas) {
-    // Karras et al. 2022 eq. 5 between the training schedule's ends, timesteps rounded
-    const sigmas = karrasSigmas(n, trainSigmas[0], trainSigmas[N - 1]);
-    const logSigmas = trainSigmas.map(npLogF32);
-    const timesteps = Array.from(sigmas, (s) => npRound(sigmaToT(s, logSigmas)));
-    const last = finalSigma(config.finalSigmasType, sigmas[sigmas.length - 1], NAME);
-    return { timesteps: Float32Array.from(timesteps), sigmas: withFinalSigma(sigmas, last) };
-  }
-  const timesteps = solverTimesteps(config, n, N);
-  const xp = Float64Array.from({ length: N }, (_, k) => k);
-  const sigmas = Float64Array.from(timesteps, (t) => npInterp(t, xp, trainSigmas));
-  return { timesteps: Float32Array.from(timesteps), sigmas: withFinalSigma(sigmas, finalSigma(config.finalSigmasType, trainSigmas[0], NAME)) };
-}
 
 // ---------------------------------------------------------------------------------------------
 // Small dense solves, in LAPACK's float32 operation order.
@@ -195,7 +174,13 @@ export function createUniPCScheduler(config: SchedulerConfig, numInferenceSteps:
   const solverOrder = config.solverOrder;
   const predictX0 = config.predictX0;
   const disabled = new Set(config.disableCorrector.map(Number));
-  const { timesteps, sigmas } = unipcSchedule(config, numInferenceSteps);
+  // diffusers' set_timesteps: all training timesteps usable, Karras timesteps rounded, and under
+  // Karras sigmas final_sigmas_type "sigma_min" means the Karras schedule's own smallest sigma
+  const { timesteps, sigmas } = solverSchedule(config, numInferenceSteps, NAME, {
+    usableTimesteps: (alphasCumprod) => alphasCumprod.length,
+    truncateKarrasTimesteps: false,
+    karrasSigmaMin: "schedule",
+  });
   const calls = timesteps.length;
 
   const checkIndex = (i: number) => {
