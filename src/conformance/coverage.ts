@@ -7,14 +7,12 @@
 import { ReferenceSet } from "./reference-set";
 import { CaseDef } from "./cases";
 import { CaseResult } from "./types";
+import { SCHEDULERS } from "../schedulers";
 
 export const STAGES = ["tokenizer", "text_encoder", "rng", "scheduler", "unet", "vae_decode", "vae_encode", "vae_roundtrip", "end_to_end"] as const;
 export const TASKS = ["txt2img", "img2img", "inpaint"] as const;
-/** The diffusers classes sd-harness implements (src/schedulers). */
-export const SCHEDULER_CLASSES = [
-  "PNDMScheduler", "DDIMScheduler", "DDPMScheduler", "LMSDiscreteScheduler", "EulerDiscreteScheduler",
-  "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler",
-] as const;
+/** The diffusers classes sd-harness implements, in the scheduler registry's order. */
+export const SCHEDULER_CLASSES: readonly string[] = [...new Set(SCHEDULERS.map((d) => d.className))];
 
 export interface CoverageGap {
   readonly what: string;
