@@ -227,6 +227,8 @@ const cases: CliCase[] = [
   // thread counts: far more threads than cores hung for minutes
   { name: "threads: generate --threads 1024 is refused at once", setup: withModel(), args: gen("--threads", "1024"), exit: 2, stderr: /--threads: 1024 is more than 4 per CPU core \(\d+ cores? here: at most \d+; 0 lets ONNX Runtime choose\)/, timeoutMs: 10_000 },
   { name: "threads: conformance --threads 1024 is refused at once", args: ["conformance", "--threads", "1024", "--out", "{dir}/r"], exit: 2, stderr: /--threads: 1024 is more than 4 per CPU core/, absent: ["r"], timeoutMs: 10_000 },
+  { name: "flags: a bare -- in generate is refused, not read as a missing --prompt", setup: withModel(), args: gen("--", "--seed", "1"), exit: 2, stderr: /generate: a bare "--" is not accepted/, timeoutMs: 10_000 },
+  { name: "flags: a bare -- in conformance is refused", args: ["conformance", "--list", "--"], exit: 2, stderr: /conformance: a bare "--" is not accepted/, timeoutMs: 10_000 },
   { name: "threads: the rule is in generate --help", args: ["generate", "--help"], exit: 0, stderr: /^$/, stdout: /--threads +ONNX Runtime intra-op threads: 0 \(one per core\) up to 4 x\s+the CPU cores \(\d+ here\)/ },
   {
     name: "flag: a repeated flag takes its last value (it made an array: --steps [\"2\",\"3\"] is not an integer)",

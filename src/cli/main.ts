@@ -78,6 +78,11 @@ export async function main(argv: string[], io?: CliIO): Promise<number> {
     }
     const entry = COMMANDS[cmd];
     if (!entry) throw new HarnessError(`unknown command ${JSON.stringify(cmd)}; commands: ${Object.keys(COMMANDS).join(", ")}`, ExitCode.usage);
+    // yargs would take what follows a bare "--" as positional values and then complain about
+    // something else (a "missing" --prompt that was given); these commands take no positionals
+    if (cmd !== "report" && rest.includes("--")) {
+      throw new HarnessError(`${cmd}: a bare "--" is not accepted (everything after it would be ignored); pass the flags without it`, ExitCode.usage);
+    }
     const run = await entry.load();
     return await run(rest, ownIO);
   } catch (e) {
