@@ -12,6 +12,11 @@ model's fingerprint (model_fingerprint: what the ONNX side checks a --model fold
 one safetensors (or JSON) file per case. Runs on CUDA when present unless --device says otherwise.
 --preset small writes a few cases per model stage at sizes valid for the model's geometry, and
 no tokenizer corpus or scheduler traces (those do not depend on the model).
+
+Each model stage also runs in float64 on CPU on the same inputs, and every model-stage case's meta
+records the float32 tensors' own error against it (`float64_floor`: relL2, maxAbs, meanAbs per
+compared tensor): the floor the conformance runner states a port's drift against. A model too big
+for float64 on the machine: --no-float64 (the manifest then says "float64_floor": false).
 """
 from __future__ import annotations
 
@@ -123,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="full: every case (the bundled tiny model, a real SD 1.5); small: a few cases per stage "
                          "at sizes the model's geometry allows, without the tokenizer corpus and the scheduler "
                          "traces (which do not depend on the model), for the further fixture geometries")
+    ap.add_argument("--no-float64", action="store_true",
+                    help="do not run the model stages in float64 (no float64 floor in the set; the runner then says so)")
     args = ap.parse_args(argv)
 
     for flag, folder in (("--model", args.model), ("--inpaint-model", args.inpaint_model)):
@@ -145,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.use_deterministic_algorithms(True, warn_only=True)
     device = torch.device(args.device)
-    ctx = RefContext(out_dir=tmp, model_dir=args.model, device=device, dtype=torch.float32, only=only, preset=args.preset)
+    ctx = RefContext(out_dir=tmp, model_dir=args.model, device=device, dtype=torch.float32, only=only, preset=args.preset,
+                     float64=not args.no_float64)
     ctx.inpaint_model_dir = args.inpaint_model  # type: ignore[attr-defined]
 
     done: set[str] = set()
@@ -172,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "device_name": device_name(device),
         "dtype": "float32",
         "preset": args.preset,
+        "float64_floor": not args.no_float64,
         "fingerprint": model_fingerprint(args.model, inpaint=False),
         **({"inpaint_fingerprint": model_fingerprint(args.inpaint_model, inpaint=True)} if args.inpaint_model else {}),
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),

@@ -6,8 +6,11 @@ float64 from the same initial noise and prompt embeddings, relL2 of the latents 
         --prompt "a lighthouse on a cliff at dusk" --negative-prompt "blurry, low quality" --clip-skip 1
 
 A conformance limit below this floor judges PyTorch's own rounding, not the port. The prompt
-embeddings come from the float32 text encoder for both runs (transformers' CLIP cannot build its
-causal mask in float64), so the figure is the denoising loop's floor.
+embeddings come from the float32 text encoder for both runs, so the figure is the denoising loop's
+floor. (transformers 4.57's CLIP cannot build its causal mask in float64 as it is;
+scripts/refgen/float64.py's clip_float64_mask builds it in the model's dtype.) make_references.py
+now records this floor for every case of every reference set (meta.float64_floor); this script
+remains the quick look at one run's per-step figures.
 """
 from __future__ import annotations
 

@@ -72,6 +72,7 @@ class RefContext:
     cases: list[dict[str, Any]] = field(default_factory=list)
     only: list[str] | None = None
     preset: str = "full"  # "full" | "small" (make_references.py --preset)
+    float64: bool = True  # also run each model stage in float64 and record the floor (--no-float64: not)
 
     @property
     def small(self) -> bool:

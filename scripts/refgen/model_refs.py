@@ -2,7 +2,9 @@
 
 (The U-Net's per-step inputs and outputs are captured from real pipeline runs in pipeline_refs.py,
 so they are exactly what diffusers feeds it.) Every output here comes from transformers' /
-diffusers' own modules, called the way StableDiffusionPipeline calls them.
+diffusers' own modules, called the way StableDiffusionPipeline calls them. Unless --no-float64,
+a float64 copy of each module runs on the same inputs and each case's meta records the float32
+tensors' own error against it (float64.py).
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from diffusers import AutoencoderKL
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from .context import RefContext
+from .float64 import F64, as_float64, clip_float64_mask, floors
 
 PROMPTS = {
     "astronaut": "a photograph of an astronaut riding a horse",
@@ -28,6 +31,7 @@ def _tokenize(tok: CLIPTokenizer, prompts: list[str]) -> torch.Tensor:
 def text_encoder_refs(ctx: RefContext) -> None:
     tok = CLIPTokenizer.from_pretrained(str(ctx.model_dir / "tokenizer"))
     enc = CLIPTextModel.from_pretrained(str(ctx.model_dir / "text_encoder")).to(ctx.device).eval()
+    enc64 = as_float64(enc).cpu() if ctx.float64 else None
     cases = {name: [p] for name, p in PROMPTS.items()}
     cases["batch2"] = [PROMPTS["astronaut"], PROMPTS["unicode"]]
     for name, prompts in cases.items():
@@ -36,11 +40,19 @@ def text_encoder_refs(ctx: RefContext) -> None:
         # clip_skip = 1, as StableDiffusionPipeline.encode_prompt: the penultimate layer's states
         # passed through the final layer norm.
         penultimate = enc.text_model.final_layer_norm(out.hidden_states[-2])
+        meta = {"prompts": prompts, "clip_skip_1": "penultimate_normed"}
+        if enc64 is not None:
+            with clip_float64_mask():
+                out64 = enc64(ids, output_hidden_states=True)
+            meta["float64_floor"] = floors({
+                "last_hidden_state": (out.last_hidden_state, out64.last_hidden_state),
+                "penultimate_normed": (penultimate, enc64.text_model.final_layer_norm(out64.hidden_states[-2])),
+            })
         ctx.save(f"text_encoder:{name}", {
             "input_ids": ids.to(torch.int32),
             "last_hidden_state": out.last_hidden_state,
             "penultimate_normed": penultimate,
-        }, {"prompts": prompts, "clip_skip_1": "penultimate_normed"})
+        }, meta)
 
 
 def _test_image(h: int, w: int, batch: int, seed: int) -> torch.Tensor:
@@ -69,22 +81,32 @@ def vae_refs(ctx: RefContext) -> None:
     vae = AutoencoderKL.from_pretrained(str(ctx.model_dir / "vae")).to(ctx.device).eval()
     sf = vae.config.scaling_factor
     scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    vae64 = as_float64(vae).cpu() if ctx.float64 else None
     for name, (b, h, w, seed) in _vae_sizes(ctx).items():
         # decode: latents as the pipeline holds them (scaled by scaling_factor) -> image in [-1, 1]
         latents = torch.randn((b, vae.config.latent_channels, h // scale, w // scale), generator=torch.Generator().manual_seed(seed))
         image = vae.decode(latents.to(ctx.device) / sf).sample
-        ctx.save(f"vae_decode:{name}", {"latents": latents, "image": image},
-                 {"scaling_factor": sf, "seed": seed, "width": w, "height": h, "batch": b})
+        meta = {"scaling_factor": sf, "seed": seed, "width": w, "height": h, "batch": b}
+        if vae64 is not None:
+            meta["float64_floor"] = floors({"image": (image, vae64.decode(latents.to(F64) / sf).sample)})
+        ctx.save(f"vae_decode:{name}", {"latents": latents, "image": image}, meta)
         # encode: image -> latent distribution (mean, std as DiagonalGaussianDistribution gives them)
         img = _test_image(h, w, b, seed + 100)
         dist = vae.encode(img.to(ctx.device)).latent_dist
-        ctx.save(f"vae_encode:{name}", {"image": img, "mean": dist.mean, "std": dist.std, "logvar": dist.logvar},
-                 {"seed": seed + 100, "width": w, "height": h, "batch": b})
+        meta = {"seed": seed + 100, "width": w, "height": h, "batch": b}
+        if vae64 is not None:
+            dist64 = vae64.encode(img.to(F64)).latent_dist
+            meta["float64_floor"] = floors({"mean": (dist.mean, dist64.mean), "std": (dist.std, dist64.std),
+                                            "logvar": (dist.logvar, dist64.logvar)})
+        ctx.save(f"vae_encode:{name}", {"image": img, "mean": dist.mean, "std": dist.std, "logvar": dist.logvar}, meta)
         # round trip: image -> mean latents * sf -> decode -> image
         lat = dist.mean * sf
         back = vae.decode(lat / sf).sample
-        ctx.save(f"vae_roundtrip:{name}", {"image": img, "latents": lat, "reconstruction": back},
-                 {"scaling_factor": sf, "width": w, "height": h, "batch": b})
+        meta = {"scaling_factor": sf, "width": w, "height": h, "batch": b}
+        if vae64 is not None:
+            lat64 = dist64.mean * sf
+            meta["float64_floor"] = floors({"latents": (lat, lat64), "reconstruction": (back, vae64.decode(lat64 / sf).sample)})
+        ctx.save(f"vae_roundtrip:{name}", {"image": img, "latents": lat, "reconstruction": back}, meta)
 
 
 def generate(ctx: RefContext) -> None:

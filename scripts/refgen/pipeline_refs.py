@@ -10,6 +10,11 @@ The full preset runs RUNS (the tiny model's sizes); the small preset runs small_
 the model's geometry, and keeps only the first and last U-Net call of each run as cases. Either
 way the scheduler of every run is built from the config the pipeline holds after its constructor
 corrected the folder's file (steps_offset, clip_sample), which is what a diffusers user runs.
+
+Unless --no-float64, each run is repeated by the same pipeline class in float64 (float64.py) from
+the float32 run's initial latents and prompt embeddings, with the same random draws: the floor of
+the loop and the decode, which the free-running U-Net case (unet:<run>-free) shares. Each kept
+U-Net call is also run by the float64 U-Net on the call's own inputs (the teacher-forced floor).
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ from diffusers import (
 from PIL import Image
 
 from .context import RefContext
+from .float64 import F64, float32_draws, floors
 
 SCHEDULERS = {
     "pndm": PNDMScheduler,
@@ -200,6 +206,7 @@ def generate(ctx: RefContext) -> None:
         pipe.prepare_latents = prepare_latents
         out = pipe(**args)
         handle.remove()
+        kept = kept_unet_calls(ctx, len(unet_calls))
         image = out.images  # [B, H, W, 3] float in [0, 1]
         tensors.update({
             "latents_init": captured["latents_init"],
@@ -216,7 +223,69 @@ def generate(ctx: RefContext) -> None:
             "strength": run.strength, "clip_skip": run.clip_skip, "unet_calls": len(unet_calls),
             "pipeline_class": type(pipe).__name__,
         }
+        unet_floors: dict[int, dict] = {}
+        if ctx.float64:
+            meta["float64_floor"], meta["float64_shared"], unet_floors = _float64_run(
+                ctx, run, base_sched, args, captured["latents_init"], steps, image, unet_calls, kept)
         ctx.save(f"end_to_end:{run.name}", tensors, meta)
-        for k in kept_unet_calls(ctx, len(unet_calls)):
-            ctx.save(f"unet:{run.name}-step{k:02d}", unet_calls[k], {"run": run.name, "call": k})
+        for k in kept:
+            call_meta: dict[str, Any] = {"run": run.name, "call": k}
+            if k in unet_floors:
+                call_meta["float64_floor"] = unet_floors[k]
+            ctx.save(f"unet:{run.name}-step{k:02d}", unet_calls[k], call_meta)
         print(f"  {run.name}: {len(unet_calls)} U-Net calls")
+
+
+@torch.no_grad()
+def _float64_run(ctx: RefContext, run: Run, sched_config, args: dict[str, Any], latents_init: torch.Tensor,
+                 steps: list[torch.Tensor], image: np.ndarray, unet_calls: list[dict[str, torch.Tensor]],
+                 kept: list[int]) -> tuple[dict, list[str], dict[int, dict]]:
+    """The run again in float64: (end-to-end floors, tensors both runs share, U-Net call -> floor).
+
+    The float32 run's initial latents and prompt embeddings go in unchanged (as in
+    scripts/measure_float64_floor.py), so the floor is the loop's and the decode's; prepare_latents
+    still runs first, so the generator advances as in the float32 run, and every draw is the float32
+    draw cast (float32_draws), the ancestral steps' and the masked image's latent sample included.
+    """
+    pipe = _pipeline(ctx, run.kind).to("cpu", F64)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = SCHEDULERS[run.scheduler].from_config(sched_config)
+    unet_floors = {}
+    for k in kept:
+        call = unet_calls[k]
+        out64 = pipe.unet(call["sample"].to(F64), call["timestep"], encoder_hidden_states=call["encoder_hidden_states"].to(F64)).sample
+        unet_floors[k] = floors({"out_sample": (call["out_sample"], out64)})
+    original_prepare = pipe.prepare_latents
+
+    def prepare_latents(*a, **kw):
+        res = original_prepare(*a, **kw)
+        if isinstance(res, tuple):
+            return (latents_init.to(F64), *res[1:])
+        return latents_init.to(F64)
+
+    pipe.prepare_latents = prepare_latents
+    embeds = unet_calls[0]["encoder_hidden_states"].to(F64)  # [uncond, cond] with guidance, else cond
+    cfg = run.guidance > 1
+    half = embeds.shape[0] // 2
+    steps64: list[torch.Tensor] = []
+
+    def on_step_end(_pipe, i, t, kwargs):
+        steps64.append(kwargs["latents"].detach().clone())
+        return kwargs
+
+    args64 = {k: v for k, v in args.items() if k not in ("prompt", "negative_prompt", "clip_skip", "num_images_per_prompt")}
+    args64.update(
+        prompt_embeds=embeds[half:] if cfg else embeds, negative_prompt_embeds=embeds[:half] if cfg else None,
+        num_images_per_prompt=1, generator=torch.Generator("cpu").manual_seed(run.seed), output_type="pt",
+        callback_on_step_end=on_step_end,
+    )
+    with float32_draws():
+        image64 = pipe(**args64).images.permute(0, 2, 3, 1)  # [B, 3, H, W] -> [B, H, W, 3], as output_type "np"
+    if len(steps64) != len(steps):
+        raise RuntimeError(f"{run.name}: the float64 run made {len(steps64)} steps, the float32 run {len(steps)}")
+    end_to_end = floors({
+        "final_latents": (steps[-1], steps64[-1]),
+        "latents_steps": (torch.stack(steps), torch.stack(steps64)),
+        "image_float": (torch.from_numpy(image), image64),
+    })
+    return end_to_end, ["latents_init", "prompt_embeds"], unet_floors
