@@ -25,6 +25,7 @@ import { VERSION, ORT_VERSION } from "../cli/defaults";
 import { runLocalize, checkLocalize, ModuleLimitFile, STAGE_COMPONENTS } from "./localize";
 import type { ComponentKind } from "../pipeline/onnx-model";
 import { runAgainst } from "./against";
+import { withFloor, worstExcess } from "./float64-floor";
 
 export interface ModelSpec {
   readonly label: string;
@@ -218,7 +219,10 @@ async function runCases(
         const tolerance = resolve(tol, opts.profile, stageKey, c.id, spec.label);
         let result: CaseResult;
         try {
-          const out = against ? await runAgainst(ctx, against, opts.against!.label, c, spec.label) : await runStage(ctx, c, spec.label);
+          const raw = against ? await runAgainst(ctx, against, opts.against!.label, c, spec.label) : await runStage(ctx, c, spec.label);
+          // the float64 floor speaks of drift against PyTorch's float32 reference, not against another port
+          const floored = against || raw.skip ? null : withFloor(refs, c, raw.metrics);
+          const out = floored ? { ...raw, metrics: floored.metrics } : raw;
           const timeMs = Number(process.hrtime.bigint() - t0) / 1e6;
           const checks = out.skip ? [] : evaluate(tolerance.limits, out.metrics, out.images ?? [], out.extra ?? {});
           // limits that name no metric this case produced judge nothing: that is an error, never a pass
@@ -236,6 +240,7 @@ async function runCases(
             id: c.id, stage: c.stage, model: spec.label, status, message, metrics: out.metrics, images: out.images,
             checks, series: out.series, nonFinite: out.nonFinite, ...(out.uncovered ? { uncovered: out.uncovered } : {}),
             tolerance: { profile: opts.profile, source: tolerance.source, reason: tolerance.reason }, timeMs,
+            ...(floored?.float64Floor ? { float64Floor: floored.float64Floor } : {}),
           };
         } catch (e) {
           if (e instanceof HarnessError && e.exitCode === ExitCode.interrupted) throw e;
@@ -262,7 +267,9 @@ async function runCases(
         }
         results.push(result);
         const h = headline(result);
-        log(`${result.status.toUpperCase().padEnd(5)} ${oneLine(spec.label, 60).padEnd(8)} ${c.id}${Number.isFinite(h.value) ? `  ${h.metric} ${h.value.toExponential(2)}` : ""}${result.status !== "pass" && result.message ? `  (${oneLine(result.message, 300)})` : ""}`);
+        const ex = worstExcess(result.metrics);
+        const exText = ex ? `  excess ${ex.value.toPrecision(3)}x float32 floor` : result.float64Floor && result.float64Floor !== "yes" ? "  (float64 floor: no)" : "";
+        log(`${result.status.toUpperCase().padEnd(5)} ${oneLine(spec.label, 60).padEnd(8)} ${c.id}${Number.isFinite(h.value) ? `  ${h.metric} ${h.value.toExponential(2)}` : ""}${exText}${result.status !== "pass" && result.message ? `  (${oneLine(result.message, 300)})` : ""}`);
       }
     } finally {
       await pipe.release();

@@ -27,6 +27,14 @@ export interface TensorMetrics {
   readonly worstRef: number;
   /** largest difference in float32 ULPs of the reference value (scheduler / rng stages) */
   readonly maxUlp?: number;
+  /**
+   * Excess-error ratio: relL2 (ours vs the float32 reference) ÷ the float32 reference's own relL2
+   * against a float64 PyTorch run of the same stage — drift in units of PyTorch's own float32
+   * error. Only where the reference set stores that floor (src/conformance/float64-floor.ts).
+   */
+  readonly excess?: number;
+  /** the float32 reference's relL2 against float64 that `excess` divides by (before the 2^-24 floor) */
+  readonly float64RelL2?: number;
 }
 
 export interface ImageMetrics {
@@ -78,6 +86,8 @@ export interface CaseResult {
   readonly timeMs: number;
   /** baseline comparison (--baseline): the growth factor of the headline metric */
   readonly regression?: { readonly metric: string; readonly before: number; readonly after: number; readonly factor: number; readonly flagged: boolean };
+  /** model stages: whether the reference set had a float64 floor for this case ("yes", or "no (why)") */
+  readonly float64Floor?: string;
   /** part of the case that could not be compared, and why */
   readonly uncovered?: string;
 }

@@ -30,6 +30,7 @@ import {
   worstHeadline,
 } from "./markdown";
 import { localizeHtml } from "./localize-view";
+import { EXCESS_EXPLAINED } from "../float64-floor";
 
 const STATUS_LABEL: Readonly<Record<Status, string>> = {
   pass: "PASS",
@@ -371,12 +372,13 @@ function metricsTable(metrics: Readonly<Record<string, TensorMetrics>>): string 
   const entries = Object.entries(metrics) as [string, TensorMetrics][];
   if (entries.length === 0) return "";
   const ulp = entries.some(([, m]) => m.maxUlp !== undefined);
-  const head = `<tr><th>Tensor</th><th>elements</th><th>max abs</th><th>mean abs</th><th>RMSE</th><th>rel L2</th><th>cosine</th><th>PSNR</th><th>p99 abs</th>${ulp ? "<th>max ULP</th>" : ""}<th>NaN / Inf</th><th>worst element</th></tr>`;
+  const excess = entries.some(([, m]) => m.excess !== undefined);
+  const head = `<tr><th>Tensor</th><th>elements</th><th>max abs</th><th>mean abs</th><th>RMSE</th><th>rel L2</th>${excess ? `<th title="${esc(EXCESS_EXPLAINED)}">excess (× float32 floor)</th>` : ""}<th>cosine</th><th>PSNR</th><th>p99 abs</th>${ulp ? "<th>max ULP</th>" : ""}<th>NaN / Inf</th><th>worst element</th></tr>`;
   const rows = entries
     .map(([name, m]) => {
       const bad = m.nanCount + m.infCount > 0 ? ' class="num bad"' : ' class="num"';
       const n = (x: number) => esc(formatNumber(x));
-      return `<tr><td><code>${esc(name)}</code></td><td class="num">${esc(formatCount(m.count))}</td><td class="num">${n(m.maxAbs)}</td><td class="num">${n(m.meanAbs)}</td><td class="num">${n(m.rmse)}</td><td class="num">${n(m.relL2)}</td><td class="num">${esc(formatCosine(m.cosine))}</td><td class="num">${esc(formatPsnr(m.psnr))}</td><td class="num">${n(m.p99Abs)}</td>${
+      return `<tr><td><code>${esc(name)}</code></td><td class="num">${esc(formatCount(m.count))}</td><td class="num">${n(m.maxAbs)}</td><td class="num">${n(m.meanAbs)}</td><td class="num">${n(m.rmse)}</td><td class="num">${n(m.relL2)}</td>${excess ? `<td class="num">${m.excess === undefined ? "—" : n(m.excess)}</td>` : ""}<td class="num">${esc(formatCosine(m.cosine))}</td><td class="num">${esc(formatPsnr(m.psnr))}</td><td class="num">${n(m.p99Abs)}</td>${
         ulp ? `<td class="num">${m.maxUlp === undefined ? "—" : n(m.maxUlp)}</td>` : ""
       }<td${bad}>${esc(formatCount(m.nanCount))} / ${esc(formatCount(m.infCount))}</td><td><code>[${esc(m.worstIndex.join(", "))}]</code> ${n(m.worstOurs)} vs ${n(m.worstRef)}</td></tr>`;
     })
@@ -443,6 +445,7 @@ function caseDetails(c: CaseResult, ids: IdMaker, plotIds: ReadonlyMap<string, s
   if (plot) body.push(`<p class="plot-link"><a href="#${esc(plot)}">Drift vs step plot ↑</a></p>`);
   const tol = `Tolerance: profile <code>${esc(c.tolerance.profile)}</code>, ${esc(c.tolerance.source)}${c.tolerance.reason && c.status !== "xfail" ? ` — ${esc(c.tolerance.reason)}` : ""}`;
   body.push(`<p class="tolerance">${tol}</p>`);
+  if (c.float64Floor !== undefined) body.push(`<p class="floor">float64 floor: ${esc(c.float64Floor)}</p>`);
   if (c.regression) {
     const g = c.regression;
     body.push(

@@ -5,6 +5,7 @@
 import { CaseResult, Check, Report, STATUS_RANK, Status, TensorMetrics, worstStatus } from "../types";
 import { coverageLines } from "../coverage";
 import { localizeMarkdown } from "./localize-view";
+import { floorSummary, EXCESS_EXPLAINED } from "../float64-floor";
 
 export const STATUSES: readonly Status[] = ["pass", "fail", "xfail", "xpass", "error", "skip"];
 
@@ -295,6 +296,18 @@ export function renderMarkdown(report: Report): string {
   }
   out.push(...table(["Stage", "Model", "Verdict", ...shown, "Worst max abs", "Worst PSNR"], verdictRows, ["l", "l", "l", ...shown.map(() => "r" as const), "r", "r"]), "");
 
+  const floors = floorSummary(report.results);
+  if (floors.length > 0) {
+    out.push("## Drift against the float64 floor", "", md(EXCESS_EXPLAINED), "");
+    const rows = floors.map((f) => [
+      md(f.stage), md(f.model),
+      f.without === 0 ? `yes (${md(f.withFloor)})` : `${f.withFloor ? `yes (${md(f.withFloor)}), ` : ""}no (${md(f.without)}: ${md(f.whyNot.join("; "))})`,
+      f.worst ? `×${md(formatNumber(f.worst.excess))}` : "—",
+      f.worst ? md(`${f.worst.id} ${f.worst.tensor}: relL2 ${formatNumber(f.worst.relL2)}, floor ${formatNumber(f.worst.floor)}`) : "—",
+    ]);
+    out.push(...table(["Stage", "Model", "float64 floor", "Worst excess", "Where (our relL2, PyTorch float32 vs float64)"], rows, ["l", "l", "l", "r", "l"]), "");
+  }
+
   if (report.coverage) {
     out.push("## Coverage", "");
     for (const line of coverageLines(report.coverage)) out.push(`- ${md(line)}`);
@@ -327,6 +340,7 @@ export function renderMarkdown(report: Report): string {
       out.push(`### ${STATUS_MARK[c.status] ?? ""} ${md(c.id)} (${md(c.model)}) — ${md(c.status)}`, "");
       if (c.message) out.push(`- ${md(c.message)}`);
       for (const ch of c.checks.filter((x) => !x.ok)) out.push(`- ✗ ${md(formatCheck(ch))}`);
+      if (c.float64Floor !== undefined) out.push(`- float64 floor: ${md(c.float64Floor)}`);
       if (c.status === "xpass") out.push(`- expected to fail${c.tolerance.reason ? `: ${md(c.tolerance.reason)}` : ""}, but every check passed`);
       if (c.nonFinite) out.push(`- first non-finite: ${md(nonFiniteText(c.nonFinite))}`);
       const worst = worstElementText(c);
