@@ -87,7 +87,7 @@ export interface FloorSummaryRow {
 export function floorSummary(results: readonly import("./types").CaseResult[]): FloorSummaryRow[] {
   const rows = new Map<string, { stage: string; model: string; withFloor: number; without: number; whyNot: Set<string>; worst: FloorSummaryRow["worst"] }>();
   for (const r of results) {
-    if (r.float64Floor === undefined || r.status === "skip") continue;
+    if (typeof r.float64Floor !== "string" || r.status === "skip") continue;
     // the free-running U-Net cases (unet:<run>-free) are judged by their own limits: a row of their own
     const stage = r.stage === "unet" && r.id.endsWith("-free") ? "unet_free" : r.stage;
     const key = `${stage}\u0000${r.model}`;

@@ -169,6 +169,7 @@ function caseResult(v: unknown, field: string): void {
   if (typeof r.status !== "string" || !STATUSES.has(r.status)) fail(`${field}.status`, `is not one of ${[...STATUSES].join(", ")}`);
   optional(r.message, `${field}.message`, str);
   optional(r.uncovered, `${field}.uncovered`, str);
+  optional(r.float64Floor, `${field}.float64Floor`, str);
   for (const [k, m] of Object.entries(obj(r.metrics, `${field}.metrics`))) tensorMetrics(m, `${field}.metrics[${JSON.stringify(oneLine(k, 40))}]`);
   optional(r.images, `${field}.images`, arr)?.forEach((im, i) => imageMetrics(im, `${field}.images[${i}]`));
   arr(r.checks, `${field}.checks`).forEach((c, i) => {
