@@ -47,7 +47,7 @@ const HTML_TAGS = new Set([
 const HTML_ATTRS = new Set([
   "lang", "charset", "name", "content", "id", "class", "style", "href", "src", "alt", "width", "height", "colspan", "rowspan", "scope", "open",
   "role", "aria-label", "xmlns", "viewBox", "x", "y", "x1", "x2", "y1", "y2", "cx", "cy", "r", "d", "fill", "stroke", "stroke-width",
-  "stroke-dasharray", "text-anchor", "transform",
+  "stroke-dasharray", "text-anchor", "transform", "title",
 ]);
 
 /**
