@@ -146,6 +146,9 @@ function tensorMetrics(v: unknown, field: string): void {
   for (const k of ["count", "maxAbs", "meanAbs", "rmse", "relL2", "cosine", "psnr", "p99Abs", "nanCount", "infCount", "worstOurs", "worstRef"]) metric(m, k, field);
   arr(m.worstIndex, `${field}.worstIndex`).forEach((x, i) => num(x, `${field}.worstIndex[${i}]`));
   if (m.maxUlp !== undefined) metric(m, "maxUlp", field);
+  // the float64 floor's figures (present when the reference set records one)
+  if (m.excess !== undefined) metric(m, "excess", field);
+  if (m.float64RelL2 !== undefined) metric(m, "float64RelL2", field);
 }
 
 function imageMetrics(v: unknown, field: string): void {
