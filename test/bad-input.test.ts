@@ -7,25 +7,15 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { main } from "../src/cli/main";
-import { CliIO } from "../src/cli/io";
 import { ExitCode } from "../src/errors";
 import { encodeSafetensors } from "../src/tensor/safetensors";
 import { ROOT, TINY, REFS } from "./helpers/fixtures";
+import { cli } from "./helpers/cli";
 
 const BROKEN = path.join(ROOT, "fixtures", "broken");
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sd-harness-bad-"));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-interface Run { code: number; out: string; err: string }
-
-async function cli(argv: string[]): Promise<Run> {
-  let out = "";
-  let err = "";
-  const io: CliIO = { out: (t) => { out += t; }, err: (t) => { err += t; }, isTTY: false };
-  const code = await main(argv, io);
-  return { code, out, err };
-}
 
 let n = 0;
 const fresh = (name: string) => path.join(tmp, `${name}-${n++}`);

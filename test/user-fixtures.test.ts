@@ -9,23 +9,14 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { main } from "../src/cli/main";
-import { CliIO } from "../src/cli/io";
 import { ExitCode } from "../src/errors";
 import { Report } from "../src/conformance/types";
 import { USER_FIXTURES, REFS } from "./helpers/fixtures";
+import { cli, Run } from "./helpers/cli";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sd-user-fixtures-"));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-interface Run { code: number; out: string; err: string }
-async function cli(argv: string[]): Promise<Run> {
-  let out = "";
-  let err = "";
-  const io: CliIO = { out: (t) => { out += t; }, err: (t) => { err += t; }, isTTY: false };
-  const code = await main(argv, io);
-  return { code, out, err };
-}
 
 describe.each(USER_FIXTURES.map((f) => [f.name, f] as const))("%s", (name, f) => {
   let report: Report;

@@ -8,25 +8,16 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { main } from "../src/cli/main";
-import { CliIO } from "../src/cli/io";
 import { ExitCode } from "../src/errors";
 import { loadModelFolder, pipelineCorrections } from "../src/pipeline/model-folder";
 import { resolveRawConfig } from "../src/schedulers";
 import { StableDiffusionPipeline } from "../src/pipeline/pipeline";
 import { TINY, REFS } from "./helpers/fixtures";
+import { cli } from "./helpers/cli";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sd-users-"));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-interface Run { code: number; out: string; err: string }
-async function cli(argv: string[]): Promise<Run> {
-  let out = "";
-  let err = "";
-  const io: CliIO = { out: (t) => { out += t; }, err: (t) => { err += t; }, isTTY: false };
-  const code = await main(argv, io);
-  return { code, out, err };
-}
 
 let n = 0;
 function copyWith(name: string, edits: Record<string, Record<string, unknown>>): string {
