@@ -20,6 +20,7 @@ import { PNG } from "pngjs";
 import { BIN, CliCase, ensureBuilt, measured, testCliCases } from "./helpers/cli-case";
 import { externalizeInitializers } from "./helpers/onnx-edit";
 import { ROOT, TINY } from "./helpers/fixtures";
+import { chunk } from "./helpers/png-chunks";
 import { readPngText } from "../src/pipeline/image";
 
 const BROKEN = path.join(ROOT, "fixtures", "broken");
@@ -79,23 +80,6 @@ function pngFile(file: string, width: number, height: number, colorType: 0 | 2 |
   fs.writeFileSync(file, PNG.sync.write(png, { colorType, bitDepth } as Parameters<typeof PNG.sync.write>[1]));
 }
 
-function crc32(buf: Buffer): number {
-  let c = 0xffffffff;
-  for (const b of buf) {
-    c ^= b;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-  }
-  return (c ^ 0xffffffff) >>> 0;
-}
-
-function chunk(type: string, data: Buffer): Buffer {
-  const head = Buffer.alloc(8);
-  head.writeUInt32BE(data.length, 0);
-  head.write(type, 4, "latin1");
-  const crc = Buffer.alloc(4);
-  crc.writeUInt32BE(crc32(Buffer.concat([head.subarray(4), data])));
-  return Buffer.concat([head, data, crc]);
-}
 
 /**
  * A decompression bomb: an RGB PNG declaring width x height whose IDAT is a real deflate stream of

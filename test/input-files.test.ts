@@ -14,6 +14,7 @@ import { readRgbPng, readMaskPng } from "../src/pipeline/image";
 import { readFloatInitializers } from "../src/pipeline/onnx-initializers";
 import { externalizeInitializers } from "./helpers/onnx-edit";
 import { TINY } from "./helpers/fixtures";
+import { chunk } from "./helpers/png-chunks";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sdh-input-"));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -54,23 +55,6 @@ describe("readInputFile", () => {
 
 // ---- PNGs as PIL reads them --------------------------------------------------------------------
 
-function crc32(buf: Buffer): number {
-  let c = 0xffffffff;
-  for (const b of buf) {
-    c ^= b;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-  }
-  return (c ^ 0xffffffff) >>> 0;
-}
-
-function chunk(type: string, data: Buffer): Buffer {
-  const head = Buffer.alloc(8);
-  head.writeUInt32BE(data.length, 0);
-  head.write(type, 4, "latin1");
-  const crc = Buffer.alloc(4);
-  crc.writeUInt32BE(crc32(Buffer.concat([head.subarray(4), data])));
-  return Buffer.concat([head, data, crc]);
-}
 
 /** A PNG from rows of raw samples (filter byte 0 added), with optional extra chunks before IDAT. */
 function png(file: string, width: number, height: number, colorType: number, bitDepth: number, rows: Buffer[], extra: Buffer[] = []): string {
