@@ -21,11 +21,11 @@ for m in tiny-sd-onnx tiny-sd-inpaint-onnx tiny-sd-3block-linear-onnx tiny-sd-2b
   compare "models/$m" "$root/fixtures/models/$m" "$new/$m"
 done
 # the PyTorch folders are not committed; compare them with local copies where there are some
-for m in tiny-sd tiny-sd-inpaint tiny-sd-3block-linear tiny-sd-2block-euler tiny-sd-legacy-pndm; do
+for m in tiny-sd tiny-sd-inpaint tiny-sd-wide tiny-sd-3block-linear tiny-sd-2block-euler tiny-sd-legacy-pndm; do
   if [ -d "$root/fixtures/models/$m" ]; then compare "models/$m (local, not committed)" "$root/fixtures/models/$m" "$new/$m"; fi
 done
-"$root/scripts/export_optimum.sh" "$tmp" >/dev/null 2>&1
-compare "models/tiny-sd-optimum-onnx" "$root/fixtures/models/tiny-sd-optimum-onnx" "$new/tiny-sd-optimum-onnx"
+"$root/scripts/export_optimum.sh" "$tmp" tiny-sd-wide >/dev/null 2>&1
+compare "models/tiny-sd-wide-optimum-onnx" "$root/fixtures/models/tiny-sd-wide-optimum-onnx" "$new/tiny-sd-wide-optimum-onnx"
 for v in fp16:fp16 int8:int8-dynamic; do
   name="${v%%:*}"; mode="${v#*:}"
   "$py" "$root/scripts/quantize.py" "$new/tiny-sd-onnx" "$new/tiny-sd-$name-onnx" --mode "$mode" --compact-names >/dev/null 2>&1
@@ -42,6 +42,6 @@ refs() {  # name, make_references.py arguments...
   if diff -q "$tmp/a" "$tmp/b" >/dev/null; then echo "same  references/$name/cpu/manifest.json (but for its command line and --model path)"; else echo "DIFF  references/$name/cpu/manifest.json"; exit 1; fi
 }
 refs tiny-sd --model "$new/tiny-sd" --inpaint-model "$new/tiny-sd-inpaint"
-for m in tiny-sd-3block-linear tiny-sd-2block-euler tiny-sd-legacy-pndm; do
+for m in tiny-sd-wide tiny-sd-3block-linear tiny-sd-2block-euler tiny-sd-legacy-pndm; do
   refs "$m" --model "$new/$m" --preset small
 done

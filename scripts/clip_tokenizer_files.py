@@ -32,14 +32,19 @@ def bpe_source() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "bpe_simple_vocab_16e6.txt.gz"
 
 
-def write_tokenizer(dest: Path) -> None:
+def write_tokenizer(dest: Path, vocab_size: int = 49408) -> None:
+    """vocab_size 49408: SD 1.x's tokenizer. A smaller size keeps CLIP's first vocab_size - 514
+    merges (the 512 byte tokens and the two special tokens stay), as the tiny test tokenizers of
+    transformers and diffusers do: a valid CLIPTokenizer whose words split into more pieces."""
     dest.mkdir(parents=True, exist_ok=True)
     lines = gzip.open(bpe_source()).read().decode("utf-8").split("\n")
     # CLIP keeps the first 49152 - 256 - 2 merges (line 0 is a version header).
-    merges = [tuple(m.split()) for m in lines[1 : 49152 - 256 - 2 + 1]]
+    n_merges = vocab_size - 512 - 2
+    assert 0 <= n_merges <= 49152 - 256 - 2, vocab_size
+    merges = [tuple(m.split()) for m in lines[1 : n_merges + 1]]
     base = list(bytes_to_unicode().values())
     vocab_list = base + [v + "</w>" for v in base] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
-    assert len(vocab_list) == 49408, len(vocab_list)
+    assert len(vocab_list) == vocab_size, len(vocab_list)
     vocab = {tok: i for i, tok in enumerate(vocab_list)}
     (dest / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     (dest / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8")
@@ -61,11 +66,14 @@ def write_tokenizer(dest: Path) -> None:
     }, indent=2) + "\n")
 
 
-def check_tokenizer(dest: Path) -> None:
+def check_tokenizer(dest: Path, vocab_size: int = 49408) -> None:
     from transformers import CLIPTokenizer
 
     tok = CLIPTokenizer.from_pretrained(str(dest))
-    assert len(tok) == 49408, len(tok)
+    assert len(tok) == vocab_size, len(tok)
+    if vocab_size != 49408:
+        assert tok.bos_token_id == vocab_size - 2 and tok.eos_token_id == tok.pad_token_id == vocab_size - 1
+        return
     assert tok.bos_token_id == 49406 and tok.eos_token_id == 49407 and tok.pad_token_id == 49407
     ids = tok("a photograph of an astronaut riding a horse").input_ids
     # The ids SD 1.x's published tokenizer gives for this prompt.

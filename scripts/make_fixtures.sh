@@ -19,11 +19,11 @@ if [ "${1:-}" != "--all" ]; then
   exit 0
 fi
 "$py" scripts/make_tiny_model.py --out "$models" --models all
-scripts/export_optimum.sh
+scripts/export_optimum.sh "$root" tiny-sd-wide
 "$py" scripts/quantize.py "$models/tiny-sd-onnx" "$models/tiny-sd-fp16-onnx" --mode fp16 --compact-names
 "$py" scripts/quantize.py "$models/tiny-sd-onnx" "$models/tiny-sd-int8-onnx" --mode int8-dynamic --compact-names
 "$py" scripts/make_references.py --model "$models/tiny-sd" --inpaint-model "$models/tiny-sd-inpaint" \
   --out fixtures/references/tiny-sd/cpu --force
-for m in tiny-sd-3block-linear tiny-sd-2block-euler tiny-sd-legacy-pndm; do
+for m in tiny-sd-wide tiny-sd-3block-linear tiny-sd-2block-euler tiny-sd-legacy-pndm; do
   "$py" scripts/make_references.py --model "$models/$m" --preset small --out "fixtures/references/$m/cpu" --force
 done

@@ -87,9 +87,9 @@ EULER_SCHEDULER = {
 }
 
 
-def text_encoder_config(hidden: int = TEXT_HIDDEN, layers: int = 4, heads: int = 2) -> CLIPTextConfig:
+def text_encoder_config(hidden: int = TEXT_HIDDEN, layers: int = 4, heads: int = 2, vocab_size: int = 49408) -> CLIPTextConfig:
     return CLIPTextConfig(
-        vocab_size=49408,
+        vocab_size=vocab_size,
         hidden_size=hidden,
         intermediate_size=4 * hidden,
         num_hidden_layers=layers,
@@ -97,9 +97,9 @@ def text_encoder_config(hidden: int = TEXT_HIDDEN, layers: int = 4, heads: int =
         max_position_embeddings=77,
         hidden_act="quick_gelu",
         layer_norm_eps=1e-5,
-        bos_token_id=49406,
-        eos_token_id=49407,
-        pad_token_id=49407,
+        bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1,
         projection_dim=hidden,
     )
 
@@ -149,6 +149,12 @@ class Preset:
     # (base model, parts) for the PyTorch folder and for the ONNX folder
     torch_shares: tuple[str, tuple[str, ...]] | None = None
     onnx_shares: tuple[str, tuple[str, ...]] | None = None
+    # exported by scripts/export_optimum.sh (optimum's exporter) instead of export_onnx.py
+    optimum_export: bool = False
+
+    @property
+    def vocab_size(self) -> int:
+        return self.text.get("vocab_size", 49408)
 
     @property
     def inpaint(self) -> bool:
@@ -197,6 +203,27 @@ PRESETS = {p.name: p for p in [
            scheduler=EULER_SCHEDULER,
            onnx_shares=("tiny-sd", ("text_encoder", "tokenizer"))),
     # The tiny model's weights with a legacy scheduler_config.json that diffusers' pipelines correct.
+    # The detection fixture: no blind spot a weight can hide in. At its default 64 x 64 every U-Net
+    # block sees at least 4 x 4 latent tokens (16 x 16 latents, x4 VAE, two down-samplers: the mid
+    # block attends over 16 tokens, where tiny-sd's attends over one), attention heads are 8 and 16
+    # channels wide, and the cross-attention reads a 32-wide text encoder (tiny-sd's is 8 wide:
+    # its keys span 8 dimensions). A 1000-token vocabulary (CLIP's first 486 merges) keeps the
+    # 32-wide token embedding at 128 kB. Its scheduler is PNDM with the PRK warm-up on
+    # (skip_prk_steps false, the class default, which StableDiffusionPipeline leaves as it is),
+    # so its end-to-end runs go through the Runge-Kutta steps no other fixture runs.
+    Preset("tiny-sd-wide", seed=SEED + 300, text_seed=SEED + 300,
+           text=dict(hidden=32, layers=3, heads=2, vocab_size=1000),
+           unet=dict(
+               sample_size=16, in_channels=4, out_channels=4,
+               down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+               up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+               block_out_channels=(16, 32, 32), layers_per_block=1, attention_head_dim=2,
+               cross_attention_dim=32, norm_num_groups=8),
+           vae=dict(
+               in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
+               up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(16, 16, 32), layers_per_block=1,
+               latent_channels=4, norm_num_groups=8, sample_size=64, scaling_factor=0.18215),
+           scheduler={**SD15_SCHEDULER, "skip_prk_steps": False}, optimum_export=True),
     Preset("tiny-sd-legacy-pndm", unet_config(4), vae_config(), scheduler=LEGACY_SCHEDULER,
            torch_shares=("tiny-sd", ("text_encoder", "vae", "unet", "tokenizer")),
            onnx_shares=("tiny-sd", ("text_encoder", "vae_encoder", "vae_decoder", "unet", "tokenizer"))),
@@ -217,7 +244,7 @@ def perturb_init(model: torch.nn.Module, gen: torch.Generator) -> None:
 
 
 @torch.no_grad()
-def build(preset: Preset):
+def build(preset: Preset, probe_ids: list[int] | None = None):
     # One generator per component, so the text encoder and VAE are identical across the txt2img
     # and inpainting variants (the inpainting folders share them) and only the U-Net differs.
     seed, in_channels = preset.seed, preset.unet["in_channels"]
@@ -233,8 +260,11 @@ def build(preset: Preset):
 
     # Calibrate output scales on a fixed probe so the loop behaves like a trained model's.
     probe_gen = torch.Generator().manual_seed(seed + 13)
-    ids = torch.full((1, 77), 49407, dtype=torch.long)
-    ids[0, :6] = torch.tensor([49406, 320, 8853, 539, 550, 49407])
+    eos = preset.vocab_size - 1
+    ids = torch.full((1, 77), eos, dtype=torch.long)
+    # "a photograph of an" with bos / eos (SD 1.x's ids; a smaller vocabulary's own)
+    head = [49406, 320, 8853, 539, 550, 49407] if probe_ids is None else probe_ids
+    ids[0, : len(head)] = torch.tensor(head)
     emb = text(ids)[0]
     s = preset.unet["sample_size"]
     probe = torch.randn((1, in_channels, s, s), generator=probe_gen)
@@ -249,9 +279,10 @@ def build(preset: Preset):
 
 
 def save_pytorch(dest: Path, preset: Preset, tok_dir: Path) -> None:
-    text, unet, vae = build(preset)
-    shutil.rmtree(dest, ignore_errors=True)
     tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir))
+    probe = None if preset.vocab_size == 49408 else tokenizer("a photograph of an").input_ids
+    text, unet, vae = build(preset, probe)
+    shutil.rmtree(dest, ignore_errors=True)
     scheduler = getattr(diffusers, preset.scheduler["_class_name"]).from_config(preset.scheduler)
     cls = StableDiffusionInpaintPipeline if preset.inpaint else StableDiffusionPipeline
     pipe = cls(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
@@ -281,17 +312,22 @@ def main() -> int:
             if shares and shares[0] not in names:
                 ap.error(f"--models: {name} shares parts with {shares[0]}; build them together")
     torch.use_deterministic_algorithms(True)
-    tok_dir = args.out / ".tokenizer-build"
-    write_tokenizer(tok_dir)
-    check_tokenizer(tok_dir)
+    tok_dirs: dict[int, Path] = {}
+    for size in sorted({PRESETS[n].vocab_size for n in names}):
+        tok_dirs[size] = args.out / f".tokenizer-build-{size}"
+        write_tokenizer(tok_dirs[size], size)
+        check_tokenizer(tok_dirs[size], size)
     for name in names:
-        save_pytorch(args.out / name, PRESETS[name], tok_dir)
+        save_pytorch(args.out / name, PRESETS[name], tok_dirs[PRESETS[name].vocab_size])
         print(f"wrote {args.out / name}")
-    shutil.rmtree(tok_dir)
+    for d in tok_dirs.values():
+        shutil.rmtree(d)
     if not args.no_onnx:
         from export_onnx import export_folder
 
         for name in names:
+            if PRESETS[name].optimum_export:
+                continue  # scripts/export_optimum.sh
             export_folder(args.out / name, args.out / f"{name}-onnx")
             print(f"wrote {args.out / f'{name}-onnx'}")
     for name in names:
