@@ -210,8 +210,10 @@ describe("multistep schedulers vs diffusers 0.35.2 traces", () => {
         expect(r.prevSamples.maxUlp).toBe(0);
         expect(r.addNoise.maxUlp).toBe(0);
       } else {
-        // integer timesteps are identical; Heun's fractional Karras timesteps inherit a sigma's last bit
-        expect(r.timesteps?.maxUlp).toBeLessThanOrEqual(1);
+        // integer timesteps are identical; Heun's fractional timesteps under a re-spaced schedule come
+        // from log-sigma interpolation in the host's training sigmas (measured: 1 ulp Karras, 2 exponential;
+        // schedulers.test.ts allows Euler / LMS 16)
+        expect(r.timesteps?.maxUlp).toBeLessThanOrEqual(r.className === "HeunDiscreteScheduler" ? 4 : 0);
         expect(r.sigmas.maxUlp).toBeLessThanOrEqual(1);
         expect(r.initNoiseSigma.maxUlp).toBeLessThanOrEqual(1);
         expect(r.modelInputs.maxScaleUlp).toBeLessThanOrEqual(hostBudget(r.steps));

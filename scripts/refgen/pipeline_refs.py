@@ -38,13 +38,28 @@ from PIL import Image
 from .context import RefContext
 from .float64 import F64, float32_draws, floors
 
-SCHEDULERS = {
-    "pndm": PNDMScheduler,
-    "ddim": DDIMScheduler,
-    "euler": EulerDiscreteScheduler,
-    "euler-a": EulerAncestralDiscreteScheduler,
-}
-SHORT_NAMES = {cls.__name__: short for short, cls in SCHEDULERS.items()}
+from .scheduler_refs import REGISTRY  # noqa: E402 (the TypeScript scheduler registry, schedulers.json)
+
+
+class SchedulerChoice:
+    """A registry choice as a scheduler factory: its diffusers class with the config keys the choice
+    forces (dpm++2m-karras: use_karras_sigmas), as `Cls.from_config(config, **forced)`."""
+
+    def __init__(self, entry: dict[str, Any]):
+        import diffusers
+
+        self.cls = getattr(diffusers, entry["className"])
+        self.overrides = dict(entry["overrides"])
+
+    def from_config(self, config: Any) -> Any:
+        return self.cls.from_config(config, **self.overrides)
+
+
+# short CLI name -> factory, and diffusers class name -> short name (the first choice of the class)
+SCHEDULERS = {s["id"]: SchedulerChoice(s) for s in REGISTRY["schedulers"]}
+SHORT_NAMES: dict[str, str] = {}
+for _entry in REGISTRY["schedulers"]:
+    SHORT_NAMES.setdefault(_entry["className"], _entry["id"])
 
 
 @dataclass

@@ -4,7 +4,8 @@
  * passes them in, so this module needs no scheduler and no scheduler needs it.
  */
 import { HarnessError, ExitCode } from "../errors";
-import { BetaSchedule, PredictionType, SchedulerConfig, TimestepSpacing } from "./types";
+import { SIGMA_SCHEDULES, SIGMA_SCHEDULE_NAMES, sigmaScheduleOfRaw } from "./sigma-schedules";
+import { BetaSchedule, PredictionType, SchedulerConfig, SigmaScheduleName, TimestepSpacing } from "./types";
 
 /** The defaults of a diffusers class by `_class_name`, or undefined for a class the registry lacks. */
 export type ClassDefaults = (className: string) => Readonly<Record<string, unknown>> | undefined;
@@ -84,8 +85,9 @@ export function parseSchedulerConfig(defaultsOf: ClassDefaults, input: Record<st
       if (typeof v === "number" && !(v > 0 && v < 1)) throw new HarnessError(`${file}: "${key}" ${JSON.stringify(v)} must be in (0, 1) (a per-step noise variance)`, ExitCode.usage);
     }
   }
+  const className = pick(raw, "_class_name", "PNDMScheduler", file, isStr);
   return {
-    className: pick(raw, "_class_name", "PNDMScheduler", file, isStr),
+    className,
     numTrainTimesteps,
     betaStart: pick(raw, "beta_start", 0.0001, file, isNum),
     betaEnd: pick(raw, "beta_end", 0.02, file, isNum),
@@ -98,7 +100,7 @@ export function parseSchedulerConfig(defaultsOf: ClassDefaults, input: Record<st
     clipSampleRange: pick(raw, "clip_sample_range", 1.0, file, isNum),
     setAlphaToOne: pick(raw, "set_alpha_to_one", false, file, isBool),
     skipPrkSteps: pick(raw, "skip_prk_steps", false, file, isBool),
-    useKarrasSigmas: pick(raw, "use_karras_sigmas", false, file, isBool),
+    sigmaSchedule: sigmaSchedule(raw, defaultsOf(className), file),
     varianceType: pick(raw, "variance_type", "fixed_small", file, isStr),
     interpolationType: pick(raw, "interpolation_type", "linear", file, isStr),
     solverOrder: pick(raw, "solver_order", 2, file, (v) => Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 3),
@@ -114,6 +116,26 @@ export function parseSchedulerConfig(defaultsOf: ClassDefaults, input: Record<st
   };
 }
 
+/**
+ * The sigma schedule the config's use_karras_sigmas / use_exponential_sigmas / use_beta_sigmas
+ * select, for a class that has those keys (its defaults list them); "default" for one without,
+ * whose from_config ignores them. Two set at once is refused, as diffusers' __init__ refuses it.
+ */
+function sigmaSchedule(raw: Record<string, unknown>, classDefaults: Readonly<Record<string, unknown>> | undefined, file: string): SigmaScheduleName {
+  for (const n of SIGMA_SCHEDULE_NAMES) {
+    const key = SIGMA_SCHEDULES[n].configKey;
+    if (key !== null) pick(raw, key, false, file, isBool);
+  }
+  const honoured = SIGMA_SCHEDULE_NAMES.filter((n) => {
+    const key = SIGMA_SCHEDULES[n].configKey;
+    return key === null || (classDefaults !== undefined && key in classDefaults);
+  });
+  const chosen = sigmaScheduleOfRaw(Object.fromEntries(Object.entries(raw).filter(([k]) => honoured.some((n) => SIGMA_SCHEDULES[n].configKey === k))));
+  if (typeof chosen !== "string") {
+    throw new HarnessError(`${file}: ${chosen.conflict.join(" and ")} are all true; at most one sigma schedule can be chosen`, ExitCode.usage);
+  }
+  return chosen;
+}
 
 /** Refuse diffusers options this harness does not implement, naming the key. */
 export function rejectUnsupported(config: SchedulerConfig, className: string, keys: Readonly<Record<string, (v: unknown) => boolean>>): void {

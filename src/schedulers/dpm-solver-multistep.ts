@@ -2,7 +2,8 @@
  * Multistep DPM-Solver++ (Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion
  * Probabilistic Models", arXiv:2211.01095), as diffusers 0.35.2's DPMSolverMultistepScheduler with
  * algorithm_type "dpmsolver++": "DPM++ 2M" (solver_order 2) by default, also orders 1 and 3, the
- * "midpoint" and "heun" second-order variants, Karras sigmas, and final sigma 0 or sigma_min.
+ * "midpoint" and "heun" second-order variants, Karras / exponential / beta sigmas, and final sigma 0
+ * or sigma_min.
  *
  * The solver integrates the diffusion ODE in the log-SNR time lambda = log(alpha_t / sigma_t) on the
  * data-prediction model x0(x_t) (eq. 9), so each step needs alpha, sigma and lambda at two or three
@@ -167,8 +168,6 @@ export function createDpmSolverMultistepScheduler(config: SchedulerConfig, numIn
     algorithm_type: (v) => v !== "dpmsolver++" && v !== "deis",
     thresholding: (v) => v === true,
     variance_type: (v) => v === "learned" || v === "learned_range",
-    use_exponential_sigmas: (v) => v === true,
-    use_beta_sigmas: (v) => v === true,
     use_lu_lambdas: (v) => v === true,
     use_flow_sigmas: (v) => v === true,
     use_dynamic_shifting: (v) => v === true,
@@ -182,12 +181,13 @@ export function createDpmSolverMultistepScheduler(config: SchedulerConfig, numIn
   const solverOrder = config.solverOrder;
   const eulerAtFinal = config.raw.euler_at_final === true;
   // diffusers' set_timesteps: under Karras sigmas the cosine schedule's timesteps are truncated by
-  // the int64 cast, the others rounded; lambda_min_clipped drops the tail of the training timesteps
+  // the int64 cast, the others rounded (exponential / beta ones always truncated); lambda_min_clipped
+  // drops the tail of the training timesteps
   const lambdaMinClipped = rawNumber(config, "lambda_min_clipped", -Infinity);
   const { timesteps, sigmas } = solverSchedule(config, numInferenceSteps, NAME, {
     usableTimesteps: (alphasCumprod) => lastTimestep(alphasCumprod, lambdaMinClipped),
     truncateKarrasTimesteps: config.betaSchedule === "squaredcos_cap_v2",
-    karrasSigmaMin: "training",
+    respacedSigmaMin: "training",
   });
   const calls = timesteps.length;
 
@@ -255,7 +255,8 @@ export function createDpmSolverMultistepScheduler(config: SchedulerConfig, numIn
 }
 
 const DPM_DEFAULTS = {
-  ...COMMON_DEFAULTS, timestep_spacing: "linspace", use_karras_sigmas: false, variance_type: null, solver_order: 2,
+  ...COMMON_DEFAULTS, timestep_spacing: "linspace", use_karras_sigmas: false, use_exponential_sigmas: false,
+  use_beta_sigmas: false, variance_type: null, solver_order: 2,
   algorithm_type: "dpmsolver++", solver_type: "midpoint", lower_order_final: true, final_sigmas_type: "zero",
   rescale_betas_zero_snr: false, thresholding: false,
 } as const;
@@ -265,7 +266,7 @@ export const dpmSolverMultistepDescriptor: SchedulerDescriptor = {
   className: NAME,
   a1111Name: "DPM++ 2M",
   defaults: DPM_DEFAULTS,
-  sigmaSchedules: ["default", "karras"],
+  sigmaSchedules: ["default", "karras", "exponential", "beta"],
   create: (c, n, o) => createDpmSolverMultistepScheduler(c, n, o),
 };
 

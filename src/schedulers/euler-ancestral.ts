@@ -20,7 +20,7 @@ const f = Math.fround;
 
 export function createEulerAncestralScheduler(config: SchedulerConfig, numInferenceSteps: number): Scheduler<NoState> {
   const { timesteps, sigmas, initNoiseSigma } = kDiffusionSchedule(config, numInferenceSteps, "EulerAncestralDiscreteScheduler", {
-    karras: false,
+    sigmaSchedule: "default",
     finalSigmasType: "zero",
   });
 

@@ -5,8 +5,9 @@
  * EulerDiscreteScheduler computes it:
  *   d = (x - D(x; sigma)) / sigma          (toD: eq. 1's ODE dx/dsigma)
  *   x_next = x + d (sigma_next - sigma)
- * The sigma schedule is the training sigmas sqrt((1 - a)/a) interpolated at the timesteps (or the
- * Karras rho = 7 schedule, eq. 5, with use_karras_sigmas), then a final 0 (or sigma_min).
+ * The sigma schedule is the training sigmas sqrt((1 - a)/a) interpolated at the timesteps (or
+ * re-spaced between their ends: Karras, exponential or beta, see sigma-schedules.ts), then a final
+ * 0 (or sigma_min).
  *
  * Random draws: none (diffusers only draws when s_churn > 0, which the pipelines never pass).
  */
@@ -21,13 +22,11 @@ export function createEulerScheduler(config: SchedulerConfig, numInferenceSteps:
   rejectUnsupported(config, "EulerDiscreteScheduler", {
     interpolation_type: (v) => v !== "linear",
     timestep_type: (v) => v !== "discrete",
-    use_exponential_sigmas: (v) => v === true,
-    use_beta_sigmas: (v) => v === true,
     sigma_min: () => true,
     sigma_max: () => true,
   });
   const { timesteps, sigmas, initNoiseSigma } = kDiffusionSchedule(config, numInferenceSteps, "EulerDiscreteScheduler", {
-    karras: config.useKarrasSigmas,
+    sigmaSchedule: config.sigmaSchedule,
     finalSigmasType: config.finalSigmasType,
   });
 
@@ -65,9 +64,10 @@ export const eulerDescriptor: SchedulerDescriptor = {
   className: "EulerDiscreteScheduler",
   a1111Name: "Euler",
   defaults: {
-    ...COMMON_DEFAULTS, timestep_spacing: "linspace", use_karras_sigmas: false, interpolation_type: "linear",
+    ...COMMON_DEFAULTS, timestep_spacing: "linspace", use_karras_sigmas: false, use_exponential_sigmas: false, use_beta_sigmas: false,
+    interpolation_type: "linear",
     final_sigmas_type: "zero", timestep_type: "discrete", rescale_betas_zero_snr: false,
   },
-  sigmaSchedules: ["default", "karras"],
+  sigmaSchedules: ["default", "karras", "exponential", "beta"],
   create: (c, n) => createEulerScheduler(c, n),
 };

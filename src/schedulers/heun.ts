@@ -18,7 +18,7 @@
  * step runs in torch float32 (every product and sum below is rounded with Math.fround).
  */
 import { HarnessError, ExitCode } from "../errors";
-import { COMMON_DEFAULTS, rejectUnsupported } from "./config";
+import { COMMON_DEFAULTS } from "./config";
 import { checkSameLength, clipInPlace, kAddNoise, kPredictX0, kScaleInput, toD } from "./k-diffusion";
 import { kDiffusionSchedule } from "./noise-schedules";
 import { Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerOptions, StepResult } from "./types";
@@ -58,15 +58,11 @@ function repeatAfterFirst(values: ArrayLike<number>): Float32Array {
 }
 
 export function createHeunScheduler(config: SchedulerConfig, numInferenceSteps: number, _opts?: SchedulerOptions): Scheduler<HeunState> {
-  rejectUnsupported(config, NAME, {
-    use_exponential_sigmas: (v) => v === true,
-    use_beta_sigmas: (v) => v === true,
-  });
   if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1) {
     throw new HarnessError(`${NAME}: the number of steps must be a positive integer, got ${numInferenceSteps}`, ExitCode.usage);
   }
   // the k-diffusion schedule before Heun's doubling, always ending at sigma 0
-  const schedule = kDiffusionSchedule(config, numInferenceSteps, NAME, { karras: config.useKarrasSigmas, finalSigmasType: "zero" });
+  const schedule = kDiffusionSchedule(config, numInferenceSteps, NAME, { sigmaSchedule: config.sigmaSchedule, finalSigmasType: "zero" });
   const baseSigmas = schedule.sigmas; // [s0 .. s_{n-1}, 0]
   // sigmas[i] for every model call i, plus the final 0: [s0, s1, s1, ..., s_{n-1}, s_{n-1}, 0]
   const sigmas = new Float32Array(2 * baseSigmas.length - 2);
@@ -153,8 +149,8 @@ export const heunDescriptor: SchedulerDescriptor = {
   a1111Name: "Heun",
   defaults: {
     ...COMMON_DEFAULTS, beta_start: 0.00085, beta_end: 0.012, timestep_spacing: "linspace", clip_sample: false,
-    clip_sample_range: 1.0, use_karras_sigmas: false,
+    clip_sample_range: 1.0, use_karras_sigmas: false, use_exponential_sigmas: false, use_beta_sigmas: false,
   },
-  sigmaSchedules: ["default", "karras"],
+  sigmaSchedules: ["default", "karras", "exponential", "beta"],
   create: (c, n, o) => createHeunScheduler(c, n, o),
 };

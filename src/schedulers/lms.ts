@@ -15,7 +15,7 @@
  * to about 1e-7 relative, which is enough to move a float32 sample by an ulp; the quad form is
  * used so that results match diffusers bit for bit.
  */
-import { COMMON_DEFAULTS, rejectUnsupported } from "./config";
+import { COMMON_DEFAULTS } from "./config";
 import { kAddNoise, kPredictX0, kScaleInput, toD } from "./k-diffusion";
 import { kDiffusionSchedule } from "./noise-schedules";
 import { Scheduler, SchedulerConfig, SchedulerDescriptor, StepResult } from "./types";
@@ -96,12 +96,8 @@ interface LmsState {
 }
 
 export function createLMSScheduler(config: SchedulerConfig, numInferenceSteps: number): Scheduler<LmsState> {
-  rejectUnsupported(config, "LMSDiscreteScheduler", {
-    use_exponential_sigmas: (v) => v === true,
-    use_beta_sigmas: (v) => v === true,
-  });
   const { timesteps, sigmas, initNoiseSigma } = kDiffusionSchedule(config, numInferenceSteps, "LMSDiscreteScheduler", {
-    karras: config.useKarrasSigmas,
+    sigmaSchedule: config.sigmaSchedule,
     finalSigmasType: "zero",
   });
   const maxOrder = 4;
@@ -149,7 +145,7 @@ export const lmsDescriptor: SchedulerDescriptor = {
   id: "lms",
   className: "LMSDiscreteScheduler",
   a1111Name: "LMS",
-  defaults: { ...COMMON_DEFAULTS, timestep_spacing: "linspace", use_karras_sigmas: false },
-  sigmaSchedules: ["default", "karras"],
+  defaults: { ...COMMON_DEFAULTS, timestep_spacing: "linspace", use_karras_sigmas: false, use_exponential_sigmas: false, use_beta_sigmas: false },
+  sigmaSchedules: ["default", "karras", "exponential", "beta"],
   create: (c, n) => createLMSScheduler(c, n),
 };

@@ -1,11 +1,13 @@
 /**
  * Beta and sigma schedules as small pure functions: the training betas and alphas_cumprod, the
- * inference timesteps per timestep_spacing, the training sigmas, Karras sigmas and the final sigma.
+ * inference timesteps per timestep_spacing, the training sigmas, their re-spacing (Karras,
+ * exponential, beta: sigma-schedules.ts) with fractional timesteps, and the final sigma.
  * Each reproduces diffusers' arithmetic and precision (see float32.ts).
  */
 import { HarnessError, ExitCode, invalid, param } from "../errors";
 import { npArange, npInterp, npLinspace, npLogF32, npRound, torchLinspaceF32 } from "./float32";
-import { SchedulerConfig, TimestepSpacing } from "./types";
+import { respacedSigmas } from "./sigma-schedules";
+import { SchedulerConfig, SigmaScheduleName, TimestepSpacing } from "./types";
 
 const f = Math.fround;
 
@@ -99,14 +101,6 @@ export function trainingSigmas(alphasCum: Float32Array): Float32Array {
 }
 
 
-/** Karras et al. (2022) eq. 5: sigmas spaced uniformly in sigma^(1/rho), rho = 7. */
-export function karrasSigmas(n: number, sigmaMin: number, sigmaMax: number, rho = 7): Float64Array {
-  const ramp = npLinspace(0, 1, n);
-  const minInv = sigmaMin ** (1 / rho);
-  const maxInv = sigmaMax ** (1 / rho);
-  return ramp.map((r) => (maxInv + r * (minInv - maxInv)) ** rho);
-}
-
 /**
  * The (fractional) training timestep whose log-sigma is `sigma`'s, by linear interpolation in
  * log-sigma between neighbouring training timesteps (diffusers' _sigma_to_t). `logSigmas` are
@@ -162,12 +156,17 @@ export function interpSigmas(timesteps: ArrayLike<number>, trainSigmas: Float32A
 }
 
 /**
- * Karras sigmas and their fractional timesteps, as EulerDiscrete / LMS / Heun / DPM-Solver's
- * set_timesteps do: sigma_max, sigma_min = the interpolated sigmas' ends; rho 7; t from _sigma_to_t
- * on log-sigmas computed by numpy's float32 log (npLogF32).
+ * A re-spaced sigma schedule (Karras, exponential or beta) and its fractional timesteps, as
+ * EulerDiscrete / LMS / Heun's set_timesteps build it: sigma_max, sigma_min = the interpolated
+ * sigmas' ends; t from _sigma_to_t on log-sigmas computed by numpy's float32 log (npLogF32).
  */
-export function karrasSchedule(interpolated: Float64Array, trainSigmas: Float32Array, n: number): { sigmas: Float64Array; timesteps: Float64Array } {
-  const sigmas = karrasSigmas(n, interpolated[interpolated.length - 1], interpolated[0]);
+export function respacedSchedule(
+  name: Exclude<SigmaScheduleName, "default">,
+  interpolated: Float64Array,
+  trainSigmas: Float32Array,
+  n: number,
+): { sigmas: Float64Array; timesteps: Float64Array } {
+  const sigmas = respacedSigmas(name, n, interpolated[interpolated.length - 1], interpolated[0]);
   const logSigmas = trainSigmas.map(npLogF32);
   return { sigmas, timesteps: sigmas.map((s) => sigmaToT(s, logSigmas)) };
 }
@@ -183,7 +182,7 @@ export function withFinalSigma(sigmas: ArrayLike<number>, last: number): Float32
 
 /**
  * The sigma after the last step, per final_sigmas_type: 0 (denoise fully) or sigma_min, the smallest
- * sigma of the schedule the caller names (the training sigma_min, or Karras' for UniPC).
+ * sigma of the schedule the caller names (the training sigma_min, or a re-spaced schedule's own for UniPC).
  */
 export function finalSigma(finalSigmasType: string, sigmaMin: number, className: string): number {
   switch (finalSigmasType) {
@@ -199,22 +198,23 @@ export function finalSigma(finalSigmasType: string, sigmaMin: number, className:
 /**
  * The sigma schedule of the k-diffusion family (Euler, Euler ancestral, LMS, Heun before its
  * doubling): float32 timesteps per timestep_spacing, the training sigmas interpolated at them in
- * float64 (np.interp), optionally re-spaced by Karras et al.'s eq. 5 with fractional timesteps
- * recovered by log-sigma interpolation, then the final sigma; and init_noise_sigma.
+ * float64 (np.interp), optionally re-spaced (config.sigmaSchedule: Karras, exponential or beta)
+ * between those sigmas' ends with fractional timesteps recovered by log-sigma interpolation, then
+ * the final sigma; and init_noise_sigma.
  */
 export function kDiffusionSchedule(
   config: SchedulerConfig,
   numInferenceSteps: number,
   className: string,
-  opts: { karras: boolean; finalSigmasType: string },
+  opts: { sigmaSchedule: SigmaScheduleName; finalSigmasType: string },
 ): { alphasCumprod: Float32Array; timesteps: Float32Array; sigmas: Float32Array; initNoiseSigma: number } {
   const { alphasCumprod } = trainingSchedule(config);
   if (config.rescaleBetasZeroSnr) alphasCumprod[alphasCumprod.length - 1] = 2 ** -24; // first sigma finite
   const train = trainingSigmas(alphasCumprod);
   let ts = sigmaTimesteps(config, numInferenceSteps);
   let sig = interpSigmas(ts, train);
-  if (opts.karras) {
-    const k = karrasSchedule(sig, train, numInferenceSteps);
+  if (opts.sigmaSchedule !== "default") {
+    const k = respacedSchedule(opts.sigmaSchedule, sig, train, numInferenceSteps);
     sig = k.sigmas;
     ts = k.timesteps;
   }
@@ -251,10 +251,11 @@ export function solverTimesteps(config: SchedulerConfig, n: number, last: number
 /**
  * The schedule of the multistep solvers (DPM-Solver, UniPC), as their set_timesteps build it: integer
  * timesteps per timestep_spacing (solverTimesteps) with the training sigmas interpolated at them, or
- * Karras et al.'s eq. 5 between the training schedule's ends with integer timesteps from log-sigma
- * interpolation; then the final sigma. Where diffusers' two classes differ, `opts` says how:
+ * a re-spaced schedule (Karras, exponential, beta) between the training schedule's ends with integer
+ * timesteps from log-sigma interpolation: rounded for Karras, truncated (the int64 cast) for
+ * exponential and beta; then the final sigma. Where diffusers' two classes differ, `opts` says how:
  * how many training timesteps are usable, whether Karras timesteps are truncated instead of rounded,
- * and which sigma_min final_sigmas_type "sigma_min" means under Karras sigmas.
+ * and which sigma_min final_sigmas_type "sigma_min" means under a re-spaced schedule.
  */
 export function solverSchedule(
   config: SchedulerConfig,
@@ -263,7 +264,7 @@ export function solverSchedule(
   opts: {
     usableTimesteps: (alphasCumprod: Float32Array) => number;
     truncateKarrasTimesteps: boolean;
-    karrasSigmaMin: "training" | "schedule";
+    respacedSigmaMin: "training" | "schedule";
   },
 ): { timesteps: Float32Array; sigmas: Float32Array } {
   const { alphasCumprod } = trainingSchedule(config);
@@ -272,14 +273,16 @@ export function solverSchedule(
   let timesteps: number[];
   let sigmas: Float64Array;
   let sigmaMin = trainSigmas[0];
-  if (config.useKarrasSigmas) {
-    sigmas = karrasSigmas(n, trainSigmas[0], trainSigmas[N - 1]);
+  const schedule = config.sigmaSchedule;
+  if (schedule !== "default") {
+    sigmas = respacedSigmas(schedule, n, trainSigmas[0], trainSigmas[N - 1]);
     const logSigmas = trainSigmas.map(npLogF32);
+    const round = schedule === "karras" && !opts.truncateKarrasTimesteps;
     timesteps = Array.from(sigmas, (s) => {
       const t = sigmaToT(s, logSigmas);
-      return opts.truncateKarrasTimesteps ? Math.trunc(t) : npRound(t);
+      return round ? npRound(t) : Math.trunc(t);
     });
-    if (opts.karrasSigmaMin === "schedule") sigmaMin = sigmas[sigmas.length - 1];
+    if (opts.respacedSigmaMin === "schedule") sigmaMin = sigmas[sigmas.length - 1];
   } else {
     timesteps = solverTimesteps(config, n, opts.usableTimesteps(alphasCumprod));
     const xp = Float64Array.from({ length: N }, (_, k) => k);

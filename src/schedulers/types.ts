@@ -25,7 +25,8 @@ export interface SchedulerConfig {
   readonly clipSampleRange: number;
   readonly setAlphaToOne: boolean;
   readonly skipPrkSteps: boolean;
-  readonly useKarrasSigmas: boolean;
+  /** the sigma schedule use_karras_sigmas / use_exponential_sigmas / use_beta_sigmas select (at most one) */
+  readonly sigmaSchedule: SigmaScheduleName;
   readonly varianceType: string;
   readonly interpolationType: string;
   readonly solverOrder: number;
@@ -84,15 +85,29 @@ export interface Scheduler<S = unknown> {
 export interface SchedulerOptions {
   /** DDIM's eta (0: deterministic) */
   readonly eta?: number;
+  /**
+   * the sigma schedule to run on instead of the one the model's config selects (diffusers:
+   * `Cls.from_config(config, use_exponential_sigmas=True)`); must be one the scheduler accepts
+   */
+  readonly sigmas?: SigmaScheduleName;
 }
 
 export type SchedulerFactory = (config: SchedulerConfig, numInferenceSteps: number, opts?: SchedulerOptions) => Scheduler;
 
 /**
- * The sigma schedules a scheduler can run on: "default" (training sigmas interpolated at the
- * timesteps) and "karras" (Karras et al. 2022 eq. 5, diffusers' use_karras_sigmas).
+ * The sigma schedules a scheduler can run on, each selected in diffusers 0.35.2 by one boolean config
+ * key (at most one may be set): "default" (the training sigmas interpolated at the timesteps),
+ * "karras" (Karras et al. 2022 eq. 5, rho 7), "exponential" (uniform in log sigma) and "beta"
+ * (Lee et al. 2024, "Beta Sampling is All You Need": sigma_min + (sigma_max - sigma_min) times the
+ * quantiles of Beta(0.6, 0.6)). See sigma-schedules.ts.
  */
-export type SigmaScheduleName = "default" | "karras";
+export type SigmaScheduleName = "default" | "karras" | "exponential" | "beta";
+
+/** Per sigma schedule: diffusers' config key and AUTOMATIC1111's "Schedule type" label (null: none). */
+export interface SigmaScheduleInfo {
+  readonly configKey: string | null;
+  readonly a1111Label: string | null;
+}
 
 /**
  * Everything the rest of the project knows about one scheduler choice, kept beside its algorithm.
@@ -114,8 +129,9 @@ export interface SchedulerDescriptor {
   /** raw config keys this choice forces on top of the model's file (dpm++2m-karras: use_karras_sigmas) */
   readonly overrides?: Readonly<Record<string, unknown>>;
   /**
-   * the sigma schedules it accepts through use_karras_sigmas; empty for the schedulers that step
-   * over alphas_cumprod indexed by integer timestep (PNDM, DDIM, DDPM), which have no sigmas
+   * the sigma schedules it accepts (diffusers' use_karras_sigmas / use_exponential_sigmas /
+   * use_beta_sigmas); empty for the schedulers that step over alphas_cumprod indexed by integer
+   * timestep (PNDM, DDIM, DDPM), which have no sigmas
    */
   readonly sigmaSchedules: readonly SigmaScheduleName[];
   readonly create: SchedulerFactory;

@@ -160,8 +160,6 @@ export function createUniPCScheduler(config: SchedulerConfig, numInferenceSteps:
   rejectUnsupported(config, NAME, {
     thresholding: (v) => v === true,
     solver_p: (v) => v !== null,
-    use_exponential_sigmas: (v) => v === true,
-    use_beta_sigmas: (v) => v === true,
     use_flow_sigmas: (v) => v === true,
     use_dynamic_shifting: (v) => v === true,
   });
@@ -174,12 +172,13 @@ export function createUniPCScheduler(config: SchedulerConfig, numInferenceSteps:
   const solverOrder = config.solverOrder;
   const predictX0 = config.predictX0;
   const disabled = new Set(config.disableCorrector.map(Number));
-  // diffusers' set_timesteps: all training timesteps usable, Karras timesteps rounded, and under
-  // Karras sigmas final_sigmas_type "sigma_min" means the Karras schedule's own smallest sigma
+  // diffusers' set_timesteps: all training timesteps usable, Karras timesteps rounded (exponential /
+  // beta ones truncated), and under a re-spaced schedule final_sigmas_type "sigma_min" means that
+  // schedule's own smallest sigma
   const { timesteps, sigmas } = solverSchedule(config, numInferenceSteps, NAME, {
     usableTimesteps: (alphasCumprod) => alphasCumprod.length,
     truncateKarrasTimesteps: false,
-    karrasSigmaMin: "schedule",
+    respacedSigmaMin: "schedule",
   });
   const calls = timesteps.length;
 
@@ -342,10 +341,11 @@ export const uniPCDescriptor: SchedulerDescriptor = {
   className: NAME,
   a1111Name: "UniPC",
   defaults: {
-    ...COMMON_DEFAULTS, timestep_spacing: "linspace", use_karras_sigmas: false, solver_order: 2, solver_type: "bh2",
+    ...COMMON_DEFAULTS, timestep_spacing: "linspace", use_karras_sigmas: false, use_exponential_sigmas: false,
+    use_beta_sigmas: false, solver_order: 2, solver_type: "bh2",
     lower_order_final: true, final_sigmas_type: "zero", predict_x0: true, disable_corrector: [],
     rescale_betas_zero_snr: false, thresholding: false,
   },
-  sigmaSchedules: ["default", "karras"],
+  sigmaSchedules: ["default", "karras", "exponential", "beta"],
   create: (c, n, o) => createUniPCScheduler(c, n, o),
 };
