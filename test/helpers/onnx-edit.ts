@@ -7,7 +7,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { halfToFloat, floatToHalf } from "../../src/pipeline/onnx-model";
-import { initializers } from "../../src/pipeline/onnx-initializers";
+import { initializers, readFloatInitializers } from "../../src/pipeline/onnx-initializers";
 
 export interface Edited {
   readonly name: string;
@@ -20,9 +20,9 @@ export interface Edited {
 /**
  * Multiply values of every initializer whose name satisfies `want` by `factor` (float32 or
  * float16, raw_data or packed float_data). `limit` caps the number of values changed per tensor
- * (the first ones). Returns what was edited; throws when nothing matched.
+ * (from index `first` on, 0 by default). Returns what was edited; throws when nothing matched.
  */
-export function scaleInitializers(file: string, want: (name: string) => boolean, factor: number, limit = Infinity): Edited[] {
+export function scaleInitializers(file: string, want: (name: string) => boolean, factor: number, limit = Infinity, first = 0): Edited[] {
   const buf = fs.readFileSync(file);
   const edited: Edited[] = [];
   for (const init of initializers(buf, file)) {
@@ -32,8 +32,9 @@ export function scaleInitializers(file: string, want: (name: string) => boolean,
     if (!want(name) || !data || (dataType !== 1 && dataType !== 10)) continue;
     const width = dataType === 1 ? 4 : 2;
     const total = (data.end - data.start) / width;
-    const n = Math.min(total, limit);
-    for (let k = 0; k < n; k++) {
+    if (first >= total) throw new Error(`${file}: ${name} has ${total} values, no index ${first}`);
+    const n = Math.min(total - first, limit);
+    for (let k = first; k < first + n; k++) {
       const at = data.start + k * width;
       if (dataType === 1) buf.writeFloatLE(Math.fround(buf.readFloatLE(at) * factor), at);
       else buf.writeUInt16LE(floatToHalf(halfToFloat(buf.readUInt16LE(at)) * factor), at);
@@ -124,4 +125,28 @@ export function externalizeInitializers(file: string, location: string, dataFile
   fs.writeFileSync(file, Buffer.concat(top));
   if (dataFile) fs.writeFileSync(dataFile, Buffer.concat(chunks));
   return moved;
+}
+
+/**
+ * A copy of model folder `src` at `dst` in which only `part` (a component folder such as "unet")
+ * is a private copy; every other entry is a symlink to the original's (real) path.
+ */
+export function copyPart(src: string, dst: string, part: string): string {
+  fs.mkdirSync(dst);
+  for (const e of fs.readdirSync(src)) {
+    const from = fs.realpathSync(path.join(src, e));
+    if (e === part) fs.cpSync(from, path.join(dst, e), { recursive: true, dereference: true });
+    else fs.symlinkSync(from, path.join(dst, e));
+  }
+  if (!fs.existsSync(path.join(dst, part))) throw new Error(`${src} has no ${part}`);
+  return dst;
+}
+
+/** Multiply the value at `index` of float32 initializer `name` by `factor`; returns the value before and after. */
+export function scaleValue(file: string, name: string, index: number, factor: number): { before: number; after: number } {
+  const read = () => readFloatInitializers(file, (n) => n === name).get(name)?.[index];
+  const before = read();
+  if (before === undefined) throw new Error(`${file}: no float initializer ${name} with an index ${index}`);
+  scaleInitializers(file, (n) => n === name, factor, 1, index);
+  return { before, after: read() as number };
 }
