@@ -83,11 +83,45 @@ test("a model whose own scheduler is DPMSolverMultistep writes A1111's sampler n
   fs.cpSync(path.resolve(cwd, "fixtures", "models", "tiny-sd-onnx"), model, { recursive: true });
   const configFile = path.join(model, "scheduler", "scheduler_config.json");
   const base = JSON.parse(fs.readFileSync(configFile, "utf8"));
-  for (const [extra, sampler] of [[{}, "DPM++ 2M"], [{ use_karras_sigmas: true }, "DPM++ 2M Karras"]] as const) {
+  const runs = [
+    [{}, "DPM++ 2M"],
+    [{ use_karras_sigmas: true }, "DPM++ 2M Karras"],
+    // A1111's separate field for the schedules its sampler names do not carry
+    [{ use_exponential_sigmas: true }, "DPM++ 2M, Schedule type: Exponential"],
+  ] as const;
+  for (const [extra, sampler] of runs) {
     fs.writeFileSync(configFile, JSON.stringify({ ...base, _class_name: "DPMSolverMultistepScheduler", skip_prk_steps: undefined, ...extra }));
     const io = capture();
     expect(await main(["generate", "--model", model, "--prompt", "x", "--steps", "2", "--seed", "3", "--out", "dpm.png", "--overwrite"], io)).toBe(0);
     expect(readPngText(fs.readFileSync(path.join(tmp, "dpm.png"))).parameters).toContain(`Sampler: ${sampler}, CFG scale`);
+  }
+});
+
+test("--sigmas picks the sigma schedule: written as A1111's Schedule type, said on stderr", async () => {
+  const io = capture();
+  expect(await main(["generate", "--prompt", "x", "--scheduler", "euler", "--sigmas", "exponential", "--steps", "3", "--seed", "4", "--out", "exp.png"], io)).toBe(0);
+  expect(readPngText(fs.readFileSync(path.join(tmp, "exp.png"))).parameters).toContain("Sampler: Euler, Schedule type: Exponential, CFG scale");
+  expect(io.stderr()).toContain("3 steps, euler (exponential sigmas), 64x64");
+  // dpm++2m on Karras sigmas is the dpm++2m-karras choice, named as A1111 names it
+  expect(await main(["generate", "--prompt", "x", "--scheduler", "dpm++2m", "--sigmas", "karras", "--steps", "2", "--seed", "4", "--out", "k.png"], capture())).toBe(0);
+  expect(readPngText(fs.readFileSync(path.join(tmp, "k.png"))).parameters).toContain("Sampler: DPM++ 2M Karras, CFG scale");
+});
+
+test("--sigmas a scheduler does not accept: one line naming --sigmas and what the scheduler accepts", async () => {
+  const cases: [string[], string][] = [
+    [["--scheduler", "ddim", "--sigmas", "karras"], "--sigmas karras: scheduler ddim accepts none (it steps over alphas_cumprod by timestep and has no sigmas)"],
+    [["--scheduler", "dpm++2m-karras", "--sigmas", "exponential"], "--sigmas exponential: scheduler dpm++2m-karras accepts karras"],
+    [["--scheduler", "euler-a", "--sigmas", "beta"], "--sigmas beta: scheduler euler-a accepts default"],
+    // without --scheduler the model's own (PNDM here) is the one asked
+    [["--sigmas", "exponential"], "--sigmas exponential: scheduler pndm accepts none (it steps over alphas_cumprod by timestep and has no sigmas)"],
+    [["--scheduler", "euler", "--sigmas", "cosine"], '--sigmas: unknown sigma schedule "cosine"; choose one of default, karras, exponential, beta'],
+  ];
+  for (const [flags, message] of cases) {
+    const io = capture();
+    expect(await main(["generate", "--prompt", "x", "--steps", "2", "--out", "never.png", ...flags], io)).toBe(2);
+    expect(io.stderr().trim().split("\n")).toHaveLength(1);
+    expect(io.stderr()).toContain(message);
+    expect(fs.existsSync(path.join(tmp, "never.png"))).toBe(false);
   }
 });
 
@@ -101,6 +135,10 @@ test("--help lists every scheduler", async () => {
   }
   const help = lines.join("\n");
   for (const name of SCHEDULER_NAMES) expect(help).toContain(name);
+  // and --sigmas with its schedules, and which schedulers take them
+  expect(help).toContain("--sigmas");
+  expect(help.replace(/\s+/g, " ")).toContain("sigma schedule, one of: default, karras, exponential, beta");
+  expect(help.replace(/\s+/g, " ")).toContain("lms, euler, heun, dpm++2m, unipc: default, karras, exponential, beta");
 });
 
 test("the same seed gives byte-identical PNGs", async () => {

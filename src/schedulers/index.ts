@@ -23,7 +23,7 @@ import { Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerOptions, Sigm
 import { uniPCDescriptor } from "./unipc";
 
 export type { SchedulerDescriptor, SchedulerFactory, SigmaScheduleName } from "./types";
-export { SIGMA_SCHEDULE_NAMES, SIGMA_SCHEDULES } from "./sigma-schedules";
+export { SIGMA_SCHEDULE_NAMES, SIGMA_SCHEDULES, sigmaScheduleKeys } from "./sigma-schedules";
 
 /** Every scheduler choice, in help order. For a class with several choices the plain one comes first. */
 export const SCHEDULERS: readonly SchedulerDescriptor[] = [
@@ -127,11 +127,17 @@ function accepted(d: SchedulerDescriptor): string {
  * CLI's --sigmas) when it is no sigma schedule or one the scheduler does not accept.
  */
 export function checkSigmaSchedule(descriptor: SchedulerDescriptor, sigmas: unknown): SigmaScheduleName {
+  parseSigmaSchedule(sigmas);
+  if (!descriptor.sigmaSchedules.includes(sigmas as SigmaScheduleName)) {
+    throw invalid("sigmas")`${param("sigmas")} ${sigmas}: scheduler ${descriptor.id} accepts ${accepted(descriptor)}`;
+  }
+  return sigmas as SigmaScheduleName;
+}
+
+/** The `sigmas` option as a sigma schedule name, or an InvalidParameter naming `sigmas` listing the names. */
+export function parseSigmaSchedule(sigmas: unknown): SigmaScheduleName {
   if (!isSigmaSchedule(sigmas)) {
     throw invalid("sigmas")`${param("sigmas")}: unknown sigma schedule ${JSON.stringify(sigmas)}; choose one of ${SIGMA_SCHEDULE_NAMES.join(", ")}`;
-  }
-  if (!descriptor.sigmaSchedules.includes(sigmas)) {
-    throw invalid("sigmas")`${param("sigmas")} ${sigmas}: scheduler ${descriptor.id} accepts ${accepted(descriptor)}`;
   }
   return sigmas;
 }

@@ -7,7 +7,10 @@ import { StableDiffusionPipeline, validateSize, validateMaskSize, NO_HIDDEN_STAT
 import { loadModelFolder } from "../../pipeline/model-folder";
 import { readRgbPng, readMaskPng, writePng, PngHeader } from "../../pipeline/image";
 import { MAX_PROMPT_CHARS } from "../../pipeline/tokenizer";
-import { a1111SamplerName, SCHEDULER_NAMES } from "../../schedulers";
+import {
+  a1111SamplerName, a1111ScheduleType, checkSigmaSchedule, findScheduler, parseSchedulerConfig, parseSigmaSchedule, resolveChoice,
+  SCHEDULER_NAMES, SCHEDULERS, SIGMA_SCHEDULE_NAMES, sigmaScheduleKeys, SigmaScheduleName,
+} from "../../schedulers";
 import { CliIO, progress } from "../io";
 import { intFlag, numFlag, seedFlag, threadsFlag, THREADS_HELP } from "../parse";
 import { DEFAULT_MODEL, VERSION } from "../defaults";
@@ -21,7 +24,8 @@ export function generateParser(argv: string[]) {
     .option("negative-prompt", { type: "string", describe: "what to steer away from" })
     .option("steps", { type: "string", default: "20", describe: "denoising steps" })
     .option("guidance", { type: "string", default: "7.5", describe: "classifier-free guidance scale (<= 1 disables CFG)" })
-    .option("scheduler", { type: "string", describe: `one of: ${SCHEDULER_NAMES.join(", ")} (default: the model's)` })
+    .option("scheduler", { type: "string", describe: `the sampler, one of: ${SCHEDULER_NAMES.join(", ")} (default: the model's)` })
+    .option("sigmas", { type: "string", describe: SIGMAS_HELP })
     .option("seed", { type: "string", describe: "torch seed, 0 to 2^64-1 (default: random, printed)" })
     .option("width", { type: "string", describe: "a multiple of the model's size step: the VAE's factor x the U-Net's down-sampling, 64 for SD 1.x (default: the model's sample size, or the init image's)" })
     .option("height", { type: "string", describe: "a multiple of the model's size step (64 for SD 1.x)" })
@@ -50,14 +54,33 @@ export function generateParser(argv: string[]) {
     .exitProcess(false);
 }
 
-/** A1111's `parameters` text; `scheduler` is a registry id, written as A1111's sampler name. */
+/**
+ * --sigmas' help, from the registry: which schedulers accept which sigma schedule (stable-diffusion.cpp
+ * calls this choice --scheduler beside its --sampling-method; here --scheduler stays the sampler).
+ */
+const SIGMAS_HELP = (() => {
+  const groups = new Map<string, string[]>();
+  for (const d of SCHEDULERS) {
+    const key = d.sigmaSchedules.length > 0 ? d.sigmaSchedules.join(", ") : "none (no sigmas)";
+    groups.set(key, [...(groups.get(key) ?? []), d.id]);
+  }
+  return `sigma schedule, one of: ${SIGMA_SCHEDULE_NAMES.join(", ")} (default: the model's config: diffusers' use_karras_sigmas / ` +
+    `use_exponential_sigmas / use_beta_sigmas). Accepted: ${[...groups].map(([accepts, ids]) => `${ids.join(", ")}: ${accepts}`).join("; ")}`;
+})();
+
+/**
+ * A1111's `parameters` text; `scheduler` is a registry id, written as A1111's sampler name, and
+ * `sigmas` the sigma schedule it ran on, written as A1111's "Schedule type" where it has one.
+ */
 export function a1111Parameters(p: {
-  prompt: string; negative?: string; steps: number; scheduler: string; guidance: number; seed: bigint;
+  prompt: string; negative?: string; steps: number; scheduler: string; sigmas?: SigmaScheduleName; guidance: number; seed: bigint;
   width: number; height: number; model: string; strength?: number; clipSkip: number;
 }): string {
+  const scheduleType = a1111ScheduleType(p.scheduler, p.sigmas);
   const fields = [
     `Steps: ${p.steps}`,
     `Sampler: ${a1111SamplerName(p.scheduler)}`,
+    ...(scheduleType ? [`Schedule type: ${scheduleType}`] : []),
     `CFG scale: ${p.guidance}`,
     `Seed: ${p.seed}`,
     `Size: ${p.width}x${p.height}`,
@@ -117,10 +140,22 @@ export async function runGenerate(args: Record<string, unknown>, io: CliIO): Pro
   if (args.scheduler !== undefined && !SCHEDULER_NAMES.includes(String(args.scheduler))) {
     throw new HarnessError(`--scheduler: unknown scheduler ${JSON.stringify(args.scheduler)}; choose one of ${SCHEDULER_NAMES.join(", ")}`, ExitCode.usage);
   }
+  // a schedule that is none is refused here; one the scheduler does not take, once the model says which runs
+  const sigmas = args.sigmas === undefined ? undefined : String(args.sigmas);
+  if (sigmas !== undefined) parseSigmaSchedule(sigmas);
   if (args.mask && !args["init-image"]) throw new HarnessError("--mask needs --init-image", ExitCode.usage);
   // The folder's configs (cheap) before the images and the sessions (seconds): size flags fail
   // before any work, and an image's declared size is checked before its pixels are decoded.
-  const folder = loadModelFolder(String(args.model), { forceSd1: Boolean(args["force-sd1"]) });
+  const modelFolder = loadModelFolder(String(args.model), { forceSd1: Boolean(args["force-sd1"]) });
+  // The sampler that runs (--scheduler, else the model's own class) and the sigma schedule it runs
+  // on: --sigmas, checked against that sampler, replaces the config's use_*_sigmas keys as diffusers'
+  // `Cls.from_config(config, use_exponential_sigmas=True)` does; else the model's config decides.
+  const configFile = `${modelFolder.dir}/scheduler/scheduler_config.json`;
+  const sampler = args.scheduler === undefined ? parseSchedulerConfig({ ...modelFolder.schedulerConfig }, configFile).className : String(args.scheduler);
+  const samplerChoice = findScheduler(sampler);
+  if (sigmas !== undefined && samplerChoice) checkSigmaSchedule(samplerChoice, sigmas);
+  const folder = sigmas === undefined ? modelFolder : { ...modelFolder, schedulerConfig: { ...modelFolder.schedulerConfig, ...sigmaScheduleKeys(sigmas as SigmaScheduleName) } };
+  const sigmaSchedule = samplerChoice ? resolveChoice(sampler, parseSchedulerConfig({ ...folder.schedulerConfig }, configFile)).sigmaSchedule : undefined;
   validateSize(width, height, folder.sizeStep);
   const initFile = String(args["init-image"]);
   const initImage = args["init-image"] ? readRgbPng(initFile, "--init-image", (h) => checkInitImageSize(initFile, h, width, height, folder.sizeStep)) : null;
@@ -178,14 +213,15 @@ export async function runGenerate(args: Record<string, unknown>, io: CliIO): Pro
     // the registry id of what ran (the model's own scheduler when no --scheduler was given)
     const schedulerName = result.scheduler;
     const params = a1111Parameters({
-      prompt, negative, steps, scheduler: schedulerName, guidance, seed, width: result.width, height: result.height,
+      prompt, negative, steps, scheduler: schedulerName, sigmas: sigmaSchedule, guidance, seed, width: result.width, height: result.height,
       model: pipe.folder.name, strength: initImage ? strength ?? (mask ? 1 : 0.8) : undefined, clipSkip,
     });
     result.images.forEach((img, i) => {
       writePng(targets[i], img, { parameters: params }, !args.overwrite);
       io.out(`${targets[i]}\n`);
     });
-    io.err(`seed ${seed}, ${steps} steps, ${schedulerName}, ${result.width}x${result.height}\n`);
+    const schedule = sigmaSchedule && sigmaSchedule !== "default" ? ` (${sigmaSchedule} sigmas)` : "";
+    io.err(`seed ${seed}, ${steps} steps, ${schedulerName}${schedule}, ${result.width}x${result.height}\n`);
     return ExitCode.ok;
   } finally {
     await pipe.release();
