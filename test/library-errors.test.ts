@@ -33,6 +33,8 @@ const CASES: readonly [string, Partial<GenerateParams>, string, RegExp, string][
     /^initImage is 128x64 but the output is 64x64; resize the image or drop width\/height$/, "--init-image is 128x64 but the output is 64x64; resize the image or drop --width/--height"],
   ["a mask without an init image", { mask: gray(64, 64) }, "mask", /^mask needs initImage$/, "--mask needs --init-image"],
   ["no prompt", { prompt: [] }, "prompt", /^prompt: no prompt given$/, "--prompt: no prompt given"],
+  ["a sigma schedule the scheduler does not take", { scheduler: "ddim", sigmas: "karras" }, "sigmas", /^sigmas karras: scheduler ddim accepts none/,
+    "--sigmas karras: scheduler ddim accepts none"],
 ];
 
 describe.each(CASES)("%s", (_what, params, parameter, libraryMessage, cliText) => {
@@ -69,7 +71,7 @@ test("every parameter the CLI maps is one the library takes", () => {
   // a renamed GenerateParams key would leave the table spelling a flag for nothing
   const keys: (keyof GenerateParams | "numInferenceSteps")[] = [
     "prompt", "negativePrompt", "steps", "numInferenceSteps", "guidanceScale", "scheduler", "numImagesPerPrompt", "width", "height",
-    "initImage", "mask", "strength", "clipSkip", "eta",
+    "initImage", "mask", "strength", "clipSkip", "eta", "sigmas",
   ];
   expect(Object.keys(PARAMETER_FLAGS).sort()).toEqual([...keys].sort());
 });

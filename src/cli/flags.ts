@@ -4,7 +4,6 @@
  * flag a CLI user typed (--batch).
  */
 import { InvalidParameter } from "../errors";
-import { SchedulerOptions } from "../schedulers/types";
 
 /** GenerateParams key (and the scheduler factory's numInferenceSteps) -> `generate` flag. */
 export const PARAMETER_FLAGS: Readonly<Record<string, string>> = {
@@ -22,17 +21,10 @@ export const PARAMETER_FLAGS: Readonly<Record<string, string>> = {
   strength: "--strength",
   clipSkip: "--clip-skip",
   eta: "--eta",
-};
-
-/**
- * The scheduler factory's options (createScheduler's SchedulerOptions) that generate() does not take
- * as GenerateParams -> `generate` flag. The CLI applies --sigmas through the model's scheduler config.
- */
-export const SCHEDULER_OPTION_FLAGS: Readonly<Partial<Record<keyof SchedulerOptions, string>>> = {
   sigmas: "--sigmas",
 };
 
 /** An error's message as the CLI prints it: library parameters spelled as flags. */
 export function cliMessage(e: Error): string {
-  return e instanceof InvalidParameter ? e.describe((p) => PARAMETER_FLAGS[p] ?? SCHEDULER_OPTION_FLAGS[p as keyof SchedulerOptions] ?? p) : e.message;
+  return e instanceof InvalidParameter ? e.describe((p) => PARAMETER_FLAGS[p] ?? p) : e.message;
 }

@@ -19,7 +19,7 @@ import { HarnessError, ExitCode, invalid, invalidParameter, param } from "../err
 import { F32, f32, numel, concat0, concatChannels, formatDims } from "../tensor/tensor";
 import { TorchGenerator } from "../rng/torch-generator";
 import { createScheduler, parseSchedulerConfig } from "../schedulers";
-import { Scheduler, SchedulerConfig } from "../schedulers/types";
+import { Scheduler, SchedulerConfig, SigmaScheduleName } from "../schedulers/types";
 import { ClipTokenizer } from "./tokenizer";
 import { ModelFolder, loadModelFolder, describeCorrection } from "./model-folder";
 import { OnnxComponent, SessionSettings, ComponentKind, toF32, fromF32 } from "./onnx-model";
@@ -57,6 +57,12 @@ export interface GenerateParams {
   /** layers to skip from the end of the text encoder (diffusers' clip_skip; 0 or undefined = none) */
   readonly clipSkip?: number;
   readonly eta?: number;
+  /**
+   * the sigma schedule ("default", "karras", "exponential", "beta") to run the scheduler on instead
+   * of the one the model's config selects; must be one the scheduler accepts (its descriptor's
+   * sigmaSchedules), else InvalidParameter("sigmas")
+   */
+  readonly sigmas?: SigmaScheduleName;
   /** start from these latents instead of drawing them (conformance: the reference's initial noise) */
   readonly latents?: F32;
   /** use these prompt embeddings ([uncond, cond] with CFG) instead of encoding the prompt */
@@ -349,8 +355,8 @@ export class StableDiffusionPipeline {
 
   // ---- generation ------------------------------------------------------------------------------
 
-  resolveScheduler(name: string | undefined, steps: number, eta = 0): Scheduler {
-    return createScheduler(name ?? this.schedulerConfig.className, this.schedulerConfig, steps, { eta });
+  resolveScheduler(name: string | undefined, steps: number, eta = 0, sigmas?: SigmaScheduleName): Scheduler {
+    return createScheduler(name ?? this.schedulerConfig.className, this.schedulerConfig, steps, { eta, sigmas });
   }
 
   async generate(params: GenerateParams): Promise<GenerateResult> {
@@ -379,7 +385,7 @@ export class StableDiffusionPipeline {
     const batch = prompts.length * perPrompt;
     const cfg = guidance > 1;
     const generator = params.generator ?? new TorchGenerator(seed);
-    const scheduler = this.resolveScheduler(params.scheduler, steps, params.eta ?? 0);
+    const scheduler = this.resolveScheduler(params.scheduler, steps, params.eta ?? 0, params.sigmas);
     const lc = this.folder.vaeConfig.latentChannels;
     const h = height / vsf;
     const w = width / vsf;
