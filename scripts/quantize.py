@@ -38,6 +38,23 @@ section of a `sd-harness conformance --localize` report of an earlier variant an
 the largest over the recorded calls; leaf modules only, as the report ranks them) in float: every node of SRC whose scope name lies in such a
 module is passed to onnxruntime's nodes_to_exclude. SRC must carry the exporter's scope names
 (`/model/down_blocks.1/...`; our export and optimum's do), the report may come from any variant.
+A Gemm module is excluded under both its names (ORT rewrites a Gemm as `<name>_MatMul` + Add before
+it reads nodes_to_exclude; before this, a Gemm named by the report was quantized all the same).
+
+--exclude-op-types Conv[,MatMul,Gemm,Gather] and --exclude-modules GLOB[,GLOB] (int8-dynamic) keep
+whole op types, and every module whose name matches a glob (`*.ff`, `*.attn2`, `down_blocks.3*`),
+in float; --components leaves whole components in float. Measured on the tiny fixture (README,
+"Closing the quantization loop"): excluding the N worst modules of a report converges slowly
+(N = 150: U-Net relL2 3.6e-2 -> 2.7e-2), because each int8 Conv adds a little (x1.05-1.8 per
+module), not a few a lot. The variant that passes the whole fp16 profile (393 / 393) is
+
+    --components unet --exclude-op-types Conv --exclude-modules '*.ff,*.attn2'
+
+(int8: the self-attention projections and the time-path linears, 12% of the U-Net's weights;
+U-Net relL2 2.8e-3 teacher-forced, 6.6e-3 free-running). The text encoder fails the fp16 limits
+with its MatMuls or its token embedding in int8 (relL2 8.2e-2, 3.3e-2; limit 4e-3); the VAE
+passes with only its mid-block attention MatMuls in int8, which saves 1% of its files, and fails
+with its Convs in int8.
 
 --compact-names renames internal nodes / tensors to short ids: the exporter's long names are ~80%
 of these tiny files, and the fixture budget is 40 MB.
@@ -271,14 +288,33 @@ def to_fp16(src: Path, dst: Path, block_ops: set[str], fp32_time_embedding: bool
     log(f"{dst}: fp16 (kept fp32: {','.join(sorted(block_ops)) or 'nothing beyond ORT defaults'}; {len(nodes)} time-embedding nodes; {dropped} duplicate Casts dropped)")
 
 
-def int8_dynamic(src: Path, dst: Path, kind: str, keep_modules: list[str] | None = None) -> None:
+def int8_dynamic_ops(kind: str, float_ops: set[str] = frozenset()) -> list[str]:
+    """The op types int8-dynamic quantizes in a component, less those --exclude-op-types keeps in float."""
+    ops = ["MatMul", "Gather"] if kind == "text_encoder" else ["MatMul", "Gemm", "Conv"]
+    return [o for o in ops if o not in float_ops]
+
+
+def int8_dynamic(src: Path, dst: Path, kind: str, keep_modules: list[str] | None = None, float_ops: set[str] = frozenset(),
+                 float_globs: dict[str, list[str]] | None = None) -> None:
+    """float_globs: glob -> the nodes of this component it matched (--exclude-modules; filled here)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    ops = ["MatMul", "Gather"] if kind == "text_encoder" else ["MatMul", "Gemm", "Conv"]
-    exclude = nodes_in_modules(onnx.load(str(src), load_external_data=False), keep_modules) if keep_modules else []
+    ops = int8_dynamic_ops(kind, float_ops)
+    model = onnx.load(str(src), load_external_data=False) if keep_modules or float_globs else None
+    exclude = nodes_in_modules(model, keep_modules) if keep_modules else []
+    if float_globs:
+        for g, names in nodes_matching(model, list(float_globs)).items():
+            float_globs[g] += names
+            exclude += [x for x in names if x not in exclude]
+    # quantize_dynamic first rewrites each Gemm as MatMul + Add, naming the MatMul `<gemm>_MatMul`,
+    # and only then reads nodes_to_exclude: a Gemm's own name alone would not keep it in float
+    gemms = {n.name for n in model.graph.node if n.op_type == "Gemm"} if model is not None else set()
+    exclude += [x + "_MatMul" for x in exclude if x in gemms]
     quantize_dynamic(str(src), str(dst), op_types_to_quantize=ops, weight_type=QuantType.QUInt8, per_channel=False,
                      nodes_to_exclude=exclude)
     kept = f"; kept in float: {', '.join(keep_modules)} ({len(exclude)} nodes)" if keep_modules else ""
+    kept += f"; op types kept in float: {', '.join(sorted(float_ops))}" if float_ops else ""
+    kept += f"; {len(exclude)} nodes kept in float in all" if float_globs else ""
     log(f"{dst}: int8 dynamic ({', '.join(ops)}){kept}")
 
 
@@ -322,17 +358,39 @@ def worst_introducers(report: Path, label: str | None, top: int) -> dict[str, li
     return out
 
 
+def scope(name: str) -> str | None:
+    """A node's module scope: `/model/down_blocks.1/resnets.0/conv1/Conv` ->
+    `down_blocks.1.resnets.0.conv1` (the exporter's wrapper `model.` dropped); None without one."""
+    if not name.startswith("/"):
+        return None
+    parts = name.split("/")[1:-1]
+    s = ".".join(parts)
+    return s[len("model."):] if s.startswith("model.") else s
+
+
+def nodes_matching(model: onnx.ModelProto, globs: list[str]) -> dict[str, list[str]]:
+    """glob -> names of the nodes lying in a module whose name matches it (fnmatch over the
+    module and each module enclosing it: `*.ff` takes every node under a `...transformer_blocks.0.ff`)."""
+    from fnmatch import fnmatchcase
+
+    out: dict[str, list[str]] = {g: [] for g in globs}
+    for n in model.graph.node:
+        s = scope(n.name)
+        if not s:
+            continue
+        parts = s.split(".")
+        prefixes = [".".join(parts[:k]) for k in range(1, len(parts) + 1)]
+        for g in globs:
+            if any(fnmatchcase(x, g) for x in prefixes):
+                out[g].append(n.name)
+                break
+    return out
+
+
 def nodes_in_modules(model: onnx.ModelProto, modules: list[str]) -> list[str]:
     """Names of the nodes whose scope (`/model/down_blocks.1/resnets.0/conv1/Conv` ->
     `down_blocks.1.resnets.0.conv1`, the exporter's wrapper `model.` dropped) is one of `modules`
     or lies inside one."""
-    def scope(name: str) -> str | None:
-        if not name.startswith("/"):
-            return None
-        parts = name.split("/")[1:-1]
-        s = ".".join(parts)
-        return s[len("model."):] if s.startswith("model.") else s
-
     found: dict[str, int] = {m: 0 for m in modules}
     out = []
     for n in model.graph.node:
@@ -492,6 +550,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--exclude-from", type=Path, help="int8-dynamic: report.json of `sd-harness conformance --localize`; keep its worst drift introducers in float")
     ap.add_argument("--exclude-model", help="the report's model label to read (default: the first localized model)")
     ap.add_argument("--exclude-top", type=int, default=5, help="how many modules to keep in float, largest drift introduced first (default 5)")
+    ap.add_argument("--exclude-modules", default="", help="int8-dynamic: comma-separated globs over module names (`*.ff`, `down_blocks.3.*`); every node in a matching module is kept in float (SRC needs scope names)")
+    ap.add_argument("--exclude-op-types", default="", help="int8-dynamic: comma-separated op types kept in float in every component (Conv, MatMul, Gemm, Gather); a component left with nothing to quantize is not converted (symlinked, as for --components)")
     args = ap.parse_args(argv)
 
     src, dst = args.src, args.dst
@@ -502,6 +562,16 @@ def main(argv: list[str] | None = None) -> int:
     if src.resolve() == dst.resolve():
         ap.error("SRC and DST are the same folder")
     kinds = tuple(k for k in args.components.split(",") if k and (src / k / "model.onnx").exists())
+    float_ops = {o for o in args.exclude_op_types.split(",") if o}
+    if float_ops and args.mode != "int8-dynamic":
+        ap.error("--exclude-op-types applies to --mode int8-dynamic")
+    unknown = float_ops - {"Conv", "MatMul", "Gemm", "Gather"}
+    if unknown:
+        ap.error(f"--exclude-op-types: {sorted(unknown)} are not op types int8-dynamic quantizes (Conv, MatMul, Gemm, Gather)")
+    for k in kinds:
+        if float_ops and not int8_dynamic_ops(k, float_ops):
+            log(f"{k}: --exclude-op-types {args.exclude_op_types} leaves nothing to quantize; kept as in SRC")
+    kinds = tuple(k for k in kinds if int8_dynamic_ops(k, float_ops) or args.mode != "int8-dynamic")
     # External weights (model.onnx_data, a >2 GB fp32 U-Net): onnx.load reads them, and the fp16 /
     # int8-dynamic outputs (1/2, 1/4 of the size) fit in one file again. int8-static's scratch
     # copies are not written for them.
@@ -514,6 +584,9 @@ def main(argv: list[str] | None = None) -> int:
     keep = worst_introducers(args.exclude_from, args.exclude_model, args.exclude_top) if args.exclude_from else {}
     prepare_folder(src, dst, kinds)
     in_channels = json.loads((src / "unet" / "config.json").read_text())["in_channels"]
+    if args.exclude_modules and args.mode != "int8-dynamic":
+        ap.error("--exclude-modules applies to --mode int8-dynamic")
+    float_globs: dict[str, list[str]] = {g: [] for g in args.exclude_modules.split(",") if g}
     for k in kinds:
         s, d = src / k / "model.onnx", dst / k / "model.onnx"
         if args.mode == "fp16":
@@ -521,8 +594,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.mode == "int8-static" and k == "unet":
             int8_static(s, d, args.references, in_channels, args.per_channel)
         else:
-            int8_dynamic(s, d, k, keep.get(k))
+            int8_dynamic(s, d, k, keep.get(k), float_ops, float_globs)
         finalize(d, compact=args.compact_names)
+    unmatched = [g for g, names in float_globs.items() if not names]
+    if unmatched:
+        raise SystemExit(f"quantize.py: --exclude-modules {unmatched} matched no node of {', '.join(kinds)}: SRC needs scope names (not --compact-names)")
     if not args.no_verify:
         verify(dst, kinds)
     return 0
