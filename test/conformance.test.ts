@@ -30,7 +30,7 @@ test("every stage passes on the bundled fixture and all four reports are written
   const bad = full.results.filter((r) => r.status !== "pass").map((r) => `${r.id}: ${r.status} ${r.message ?? ""}`);
   expect(bad).toEqual([]);
   expect(code).toBe(0);
-  for (const f of ["report.json", "summary.md", "junit.xml", "report.html"]) expect(fs.statSync(path.join(out, f)).size).toBeGreaterThan(100);
+  for (const f of ["report.json", "summary.md", "junit.xml", "report.html", "results.csv"]) expect(fs.statSync(path.join(out, f)).size).toBeGreaterThan(100);
   const stages = new Set(full.results.map((r) => r.stage));
   for (const s of ["tokenizer", "text_encoder", "rng", "scheduler", "unet", "vae_decode", "vae_encode", "vae_roundtrip", "end_to_end"]) expect(stages).toContain(s);
   expect(full.results.some((r) => r.id.endsWith("-free"))).toBe(true);

@@ -120,6 +120,30 @@ function xmlProblems(xml: string): string[] {
   return problems;
 }
 
+/**
+ * results.csv: RFC 4180 records (quoted fields may hold anything, quotes doubled) and no field a
+ * spreadsheet would run as a formula: none starting with = + - @ tab or CR, except numbers.
+ */
+function csvProblems(csv: string): string[] {
+  const problems: string[] = [];
+  const field = /"((?:[^"]|"")*)"|([^",\r\n]*)/y;
+  let i = 0;
+  while (i < csv.length) {
+    field.lastIndex = i;
+    const m = field.exec(csv)!;
+    const value = m[1] !== undefined ? m[1].replace(/""/g, '"') : m[2];
+    if (/^[=+\-@\t\r]/.test(value) && !/^-?(\d|Infinity)/.test(value)) problems.push(`formula-like field ${JSON.stringify(value.slice(0, 40))}`);
+    i = field.lastIndex;
+    if (csv[i] === ",") i++;
+    else if (csv.startsWith("\r\n", i)) i += 2;
+    else {
+      problems.push(`malformed record near ${JSON.stringify(csv.slice(i, i + 40))}`);
+      break;
+    }
+  }
+  return problems;
+}
+
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 /** the payload added to every string (except the few fields with a fixed vocabulary) and every key of free-form maps */
@@ -155,7 +179,7 @@ test("a crafted manifest and a crafted report.json stay inside their folders and
   const written = walk(root).filter((f) => !before.has(f));
   expect(written.filter((f) => !f.startsWith(run + path.sep))).toEqual([]);
   // asset file names come from sanitised labels and ids only
-  for (const f of written) expect(path.relative(run, f)).toMatch(/^(report\.json|summary\.md|junit\.xml|report\.html|assets\/[A-Za-z0-9_-][A-Za-z0-9._-]*\/[A-Za-z0-9_-][A-Za-z0-9._-]*\.png)$/);
+  for (const f of written) expect(path.relative(run, f)).toMatch(/^(report\.json|summary\.md|junit\.xml|report\.html|results\.csv|assets\/[A-Za-z0-9_-][A-Za-z0-9._-]*\/[A-Za-z0-9_-][A-Za-z0-9._-]*\.png)$/);
 
   const html = fs.readFileSync(path.join(run, "report.html"), "utf8");
   expect(htmlProblems(html)).toEqual([]);
@@ -177,7 +201,8 @@ test("a crafted manifest and a crafted report.json stay inside their folders and
   expect(io2.text()).not.toMatch(/[\u0007\u001b]/);
   const mergedFiles = walk(root).filter((f) => !beforeMerge.has(f));
   expect(mergedFiles.filter((f) => !f.startsWith(merged + path.sep))).toEqual([]);
-  expect(fs.readdirSync(merged).sort()).toEqual(["assets", "junit.xml", "report.html", "report.json", "summary.md"]);
+  expect(fs.readdirSync(merged).sort()).toEqual(["assets", "junit.xml", "report.html", "report.json", "results.csv", "summary.md"]);
+  expect(csvProblems(fs.readFileSync(path.join(merged, "results.csv"), "utf8"))).toEqual([]);
 
   const mhtml = fs.readFileSync(path.join(merged, "report.html"), "utf8");
   expect(htmlProblems(mhtml)).toEqual([]);

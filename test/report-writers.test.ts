@@ -4,7 +4,7 @@ import * as path from "node:path";
 import { spawnSync } from "node:child_process";
 import { PNG } from "pngjs";
 import { renderHtml, renderJunit, renderMarkdown } from "../src/conformance/report";
-import { formatCosine, formatNumber, formatPsnr } from "../src/conformance/report/markdown";
+import { formatCosine, formatNumber, formatPsnr } from "../src/conformance/report/format";
 import { CaseResult, Check, ImageMetrics, Report, Series, Status, TensorMetrics, worstStatus } from "../src/conformance/types";
 
 /**
@@ -281,9 +281,12 @@ describe("report writers", () => {
     expect(md).toContain("**Tolerance profile:** `default`");
     expect(md).toContain("**duration** 1 min 33 s");
 
-    expect(md).toMatch(/\| Stage \| Model \| Verdict \| pass \| fail \| xfail \| error \| skip \| Worst max abs \| Worst PSNR \|/);
-    expect(md).toMatch(/\| unet \| int8 \| ❌ fail \| 0 \| 2 \| 0 \| 0 \| 0 \| NaN \| NaN \|/);
-    expect(md).toMatch(/\| tokenizer \| fp32 \| ✅ pass \| 1 \| 0 \| 0 \| 0 \| 1 \| 0 \| ∞ \|/);
+    // the headline metric (src/conformance/headline.ts): the worst relL2 of the group's cases
+    // (int8 U-Net: step-0's 0.0072 over astronaut-free's 5.1e-6; its NaN is in maxAbs, not relL2)
+    expect(md).toMatch(/\| Stage \| Model \| Verdict \| pass \| fail \| xfail \| error \| skip \| Worst headline metric \| Worst PSNR \|/);
+    expect(md).toMatch(/\| unet \| int8 \| ❌ fail \| 0 \| 2 \| 0 \| 0 \| 0 \| relL2 0\.0072 \| NaN \|/);
+    // the skipped tokenizer case measured nothing and does not count
+    expect(md).toMatch(/\| tokenizer \| fp32 \| ✅ pass \| 1 \| 0 \| 0 \| 0 \| 1 \| relL2 0 \| ∞ \|/);
 
     expect(md).toContain("## Drift side by side");
     expect(md).toContain("| Case | fp32 max abs | int8 max abs | fp32 PSNR | int8 PSNR | fp32 cosine | int8 cosine |");

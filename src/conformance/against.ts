@@ -11,60 +11,20 @@
  * free-running cases would need B's whole loop recorded; those are skipped with that reason.
  */
 import { StableDiffusionPipeline } from "../pipeline/pipeline";
-import { f32, F32, Tensor, TypedData } from "../tensor/tensor";
+import { Tensor, TypedData } from "../tensor/tensor";
 import { CaseTensors, ReferenceSet } from "./reference-set";
-import { CaseDef } from "./cases";
-import { runStage, StageContext, StageOutcome } from "./stages";
+import { AgainstOutputs, CaseDef, runStage, stageDef, StageContext, StageOutcome } from "./stages/index";
 
-type Outputs = Map<string, Tensor<TypedData>>;
-
-const t32 = (t: F32): Tensor<TypedData> => t;
-
-/** B's outputs for one case, under the reference's tensor names; null: not comparable port-vs-port (with why). */
-async function outputsOf(b: StableDiffusionPipeline, refs: ReferenceSet, c: CaseDef): Promise<Outputs | string> {
+/** B's outputs for one case, under the reference's tensor names; a string: not comparable port-vs-port (with why). */
+async function outputsOf(b: StableDiffusionPipeline, refs: ReferenceSet, c: CaseDef): Promise<AgainstOutputs | string> {
   const t = refs.tensors(c.refId);
-  const out: Outputs = new Map();
-  switch (c.kind) {
-    case "text_encoder": {
-      const raw = t.raw("input_ids");
-      const [n, len] = raw.dims;
-      const data = raw.data instanceof BigInt64Array ? Int32Array.from(raw.data, Number) : (raw.data as Int32Array);
-      const ids = Array.from({ length: n }, (_, i) => Int32Array.from(data.subarray(i * len, (i + 1) * len)));
-      out.set("last_hidden_state", t32(await b.encodeIds(ids, 0)));
-      if (t.has("penultimate_normed") && (await b.hasHiddenStates())) out.set("penultimate_normed", t32(await b.encodeIds(ids, 1)));
-      return out;
-    }
-    case "unet": {
-      const sample = t.f32("sample");
-      if (sample.dims[1] !== b.folder.unetConfig.inChannels) return `--against: ${b.folder.dir} takes ${b.folder.unetConfig.inChannels} channels, this case ${sample.dims[1]}`;
-      out.set("out_sample", t32(await b.runUnet(sample, t.f32("timestep").data[0], t.f32("encoder_hidden_states"))));
-      return out;
-    }
-    case "vae_decode":
-      out.set("image", t32(await b.decodeLatents(t.f32("latents"))));
-      return out;
-    case "vae_encode":
-    case "vae_roundtrip": {
-      if (!b.folder.vaeEncoder) return `--against: ${b.folder.dir} has no vae_encoder`;
-      const { mean, std } = await b.encodeImage(t.f32("image"));
-      if (c.kind === "vae_encode") {
-        out.set("mean", t32(mean));
-        out.set("std", t32(std));
-        return out;
-      }
-      const sf = Math.fround(b.folder.vaeConfig.scalingFactor);
-      const latents = f32(mean.data.map((v) => Math.fround(v * sf)), mean.dims);
-      out.set("latents", t32(latents));
-      out.set("reconstruction", t32(await b.decodeLatents(latents)));
-      return out;
-    }
-    default:
-      return `--against compares model stages (text_encoder, unet, vae_*) only; ${c.kind === "unet_free" || c.kind === "end_to_end" ? "a loop would need B's every step recorded" : "this stage does not depend on the model"}`;
-  }
+  const against = stageDef(c.kind).against;
+  if (typeof against === "string") return `--against compares model stages (text_encoder, unet, vae_*) only; ${against}`;
+  return against(b, t, c);
 }
 
 /** The reference set with one case's output tensors replaced by B's. */
-function withOutputs(refs: ReferenceSet, id: string, outputs: Outputs, label: string): ReferenceSet {
+function withOutputs(refs: ReferenceSet, id: string, outputs: AgainstOutputs, label: string): ReferenceSet {
   const base = refs.tensors(id);
   const merged = new Map<string, Tensor<TypedData>>(base.names().map((n) => [n, base.raw(n)]));
   for (const [k, v] of outputs) merged.set(k, v);

@@ -6,30 +6,20 @@
 import { HarnessError, ExitCode } from "../errors";
 import { ReferenceSet } from "./reference-set";
 import { globToRegExp } from "./tolerances";
+import { CaseDef, STAGE_DEFS, stageDef } from "./stages/index";
 
-export type CaseKind =
-  | "tokenizer" | "text_encoder" | "rng" | "scheduler" | "unet" | "unet_free"
-  | "vae_decode" | "vae_encode" | "vae_roundtrip" | "end_to_end";
+export type { CaseDef, CaseKind } from "./stages/index";
+export { COST } from "./stages/index";
 
-export interface CaseDef {
-  readonly id: string;
-  readonly stage: string;
-  readonly kind: CaseKind;
-  /** the reference case it reads */
-  readonly refId: string;
-}
-
-const KINDS = new Set<string>(["tokenizer", "text_encoder", "rng", "scheduler", "unet", "vae_decode", "vae_encode", "vae_roundtrip", "end_to_end"]);
-
+/** Every case the stage registry lists from the set's reference cases, by id. */
 export function listCases(refs: ReferenceSet): CaseDef[] {
   const out: CaseDef[] = [];
   for (const c of refs.cases) {
-    if (!KINDS.has(c.stage)) continue;
-    // tensor stages read safetensors cases; other files in a set (an index, notes) are not cases
-    if (c.stage !== "tokenizer" && !c.file.endsWith(".safetensors")) continue;
-    out.push({ id: c.id, stage: c.stage, kind: c.stage as CaseKind, refId: c.id });
-    if (c.stage === "end_to_end") {
-      out.push({ id: `unet:${c.id.slice("end_to_end:".length)}-free`, stage: "unet", kind: "unet_free", refId: c.id });
+    for (const d of STAGE_DEFS) {
+      if (d.source !== c.stage) continue;
+      // tensor stages read safetensors cases; other files in a set (an index, notes) are not cases
+      if (d.readsTensors && !c.file.endsWith(".safetensors")) continue;
+      out.push({ id: d.caseId(c), stage: d.stage, kind: d.kind, refId: c.id });
     }
   }
   return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
@@ -51,28 +41,10 @@ export function parseShard(text: string): { index: number; count: number } {
   return { index, count };
 }
 
-/**
- * Relative cost of one case in U-Net calls, the unit that dominates at real size. The other parts
- * are weighed by their time at SD 1.5 size, 512x512, on this project's 2-core machine (README's
- * benchmark: U-Net step with CFG 12.06 s, VAE decode 16.18 s, VAE encode 7.49 s, text encoder
- * 0.157 s); traces, draws and the tokenizer are milliseconds.
- */
-export const COST = { unetCall: 1, vaeDecode: 16.18 / 12.06, vaeEncode: 7.49 / 12.06, textEncoder: 0.157 / 12.06, small: 1e-4 } as const;
-
+/** Relative cost of one case in U-Net calls (COST), as its stage estimates it from the reference case's meta. */
 export function caseCost(refs: ReferenceSet, c: CaseDef): number {
   const meta = (refs.has(c.refId) ? (refs.get(c.refId).meta as Record<string, unknown> | undefined) : undefined) ?? {};
-  const calls = typeof meta.unet_calls === "number" && meta.unet_calls > 0 ? meta.unet_calls : 1;
-  const encodes = meta.kind === "img2img" ? 1 : meta.kind === "inpaint" ? 2 : 0;
-  switch (c.kind) {
-    case "unet": return COST.unetCall;
-    case "unet_free": return calls * COST.unetCall;
-    case "end_to_end": return calls * COST.unetCall + 2 * COST.textEncoder + COST.vaeDecode + encodes * COST.vaeEncode;
-    case "vae_decode": return COST.vaeDecode;
-    case "vae_encode": return COST.vaeEncode;
-    case "vae_roundtrip": return COST.vaeEncode + COST.vaeDecode;
-    case "text_encoder": return 2 * COST.textEncoder;
-    default: return COST.small;
-  }
+  return stageDef(c.kind).cost(meta);
 }
 
 /**

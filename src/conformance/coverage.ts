@@ -8,8 +8,8 @@ import { ReferenceSet } from "./reference-set";
 import { CaseDef } from "./cases";
 import { CaseResult } from "./types";
 import { SCHEDULERS } from "../schedulers";
+import { CoverageFacts, REPORTED_STAGES, stageDef } from "./stages/index";
 
-export const STAGES = ["tokenizer", "text_encoder", "rng", "scheduler", "unet", "vae_decode", "vae_encode", "vae_roundtrip", "end_to_end"] as const;
 export const TASKS = ["txt2img", "img2img", "inpaint"] as const;
 /** The diffusers classes sd-harness implements, in the scheduler registry's order. */
 export const SCHEDULER_CLASSES: readonly string[] = [...new Set(SCHEDULERS.map((d) => d.className))];
@@ -40,6 +40,11 @@ function metaOf(refs: ReferenceSet, id: string): Meta {
   return (refs.has(id) ? (refs.get(id).meta as Meta | undefined) : undefined) ?? {};
 }
 
+/** What a case adds to coverage when judged, as its stage says (src/conformance/stages). */
+function factsOf(refs: ReferenceSet, c: CaseDef): CoverageFacts {
+  return stageDef(c.kind).coverage?.(metaOf(refs, c.refId)) ?? {};
+}
+
 export function computeCoverage(
   refs: ReferenceSet,
   all: readonly CaseDef[],
@@ -54,7 +59,7 @@ export function computeCoverage(
   const gaps: CoverageGap[] = [];
 
   const stages: Record<string, { inSet: number; selected: number; judged: number }> = {};
-  for (const stage of STAGES) {
+  for (const stage of REPORTED_STAGES) {
     const inSet = all.filter((c) => c.stage === stage).length;
     const sel = selected.filter((c) => c.stage === stage).length;
     const ok = new Set(judged.filter((r) => r.stage === stage).map((r) => r.id)).size;
@@ -72,23 +77,19 @@ export function computeCoverage(
   for (const id of judgedIds) {
     const def = defById.get(id);
     if (!def) continue;
-    const m = metaOf(refs, def.refId);
-    if (def.stage === "scheduler" && typeof m.class_name === "string") schedulers.add(m.class_name);
-    if (def.kind === "end_to_end" && typeof m.scheduler_class === "string") schedulers.add(m.scheduler_class);
+    const cls = factsOf(refs, def).scheduler;
+    if (cls !== undefined) schedulers.add(cls);
   }
   for (const cls of SCHEDULER_CLASSES) {
     if (schedulers.has(cls)) continue;
-    const inSet = all.some((c) => {
-      const m = metaOf(refs, c.refId);
-      return (c.stage === "scheduler" && m.class_name === cls) || (c.kind === "end_to_end" && m.scheduler_class === cls);
-    });
+    const inSet = all.some((c) => factsOf(refs, c).scheduler === cls);
     gaps.push({ what: `scheduler ${cls}`, why: inSet ? "its cases were left out or skipped in this run" : "the reference set has no trace or run for it" });
   }
 
   // tasks: end-to-end runs judged per kind
   const tasks: Record<string, number> = {};
   for (const task of TASKS) {
-    const defs = all.filter((c) => c.kind === "end_to_end" && metaOf(refs, c.refId).kind === task);
+    const defs = all.filter((c) => factsOf(refs, c).task === task);
     const n = defs.filter((c) => judgedIds.has(c.id)).length;
     tasks[task] = n;
     if (n > 0) continue;
@@ -104,9 +105,8 @@ export function computeCoverage(
   const sizes = new Set<string>();
   for (const id of judgedIds) {
     const def = defById.get(id);
-    if (!def || !(def.kind === "end_to_end" || def.stage.startsWith("vae_"))) continue;
-    const m = metaOf(refs, def.refId);
-    if (typeof m.width === "number" && typeof m.height === "number") sizes.add(`${m.width}x${m.height}`);
+    const size = def ? factsOf(refs, def).size : undefined;
+    if (size !== undefined) sizes.add(size);
   }
 
   // parts of cases that could not be compared (a text encoder without hidden states, ...)

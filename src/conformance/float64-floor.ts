@@ -10,8 +10,8 @@
  * against float64 is not computed; by the triangle inequality it is at most (excess + 1) floors.
  */
 import type { ReferenceSet } from "./reference-set";
-import type { CaseDef } from "./cases";
-import type { TensorMetrics } from "./types";
+import type { CaseResult, TensorMetrics } from "./types";
+import { CaseDef, defOfResult, stageDef } from "./stages/index";
 
 /**
  * The smallest floor `excess` divides by: float32's unit roundoff 2^-24. A float32 tensor cannot
@@ -20,9 +20,6 @@ import type { TensorMetrics } from "./types";
  * infinite.
  */
 export const MIN_FLOOR_REL_L2 = 2 ** -24;
-
-/** The stages whose cases run a model and can carry a floor (unet_free: the free-running U-Net loop). */
-export const FLOOR_STAGES: ReadonlySet<string> = new Set(["text_encoder", "unet", "unet_free", "vae_decode", "vae_encode", "vae_roundtrip", "end_to_end"]);
 
 export interface FloorEntry {
   readonly relL2: number;
@@ -51,8 +48,7 @@ export function excessRatio(relL2: number, floorRelL2: number): number {
 export function withFloor(refs: ReferenceSet, c: CaseDef, metrics: Readonly<Record<string, TensorMetrics>>): {
   metrics: Record<string, TensorMetrics>; float64Floor?: string;
 } {
-  const stageKey = c.kind === "unet_free" ? "unet_free" : c.stage;
-  if (!FLOOR_STAGES.has(stageKey)) return { metrics: { ...metrics } };
+  if (!stageDef(c.kind).float64Floor) return { metrics: { ...metrics } };
   const { floor, available } = caseFloor(refs, c);
   const out: Record<string, TensorMetrics> = {};
   for (const [name, m] of Object.entries(metrics)) {
@@ -84,12 +80,12 @@ export interface FloorSummaryRow {
 }
 
 /** Per stage and model: how many cases had a float64 floor, and the worst excess ratio. */
-export function floorSummary(results: readonly import("./types").CaseResult[]): FloorSummaryRow[] {
+export function floorSummary(results: readonly CaseResult[]): FloorSummaryRow[] {
   const rows = new Map<string, { stage: string; model: string; withFloor: number; without: number; whyNot: Set<string>; worst: FloorSummaryRow["worst"] }>();
   for (const r of results) {
     if (typeof r.float64Floor !== "string" || r.status === "skip") continue;
     // the free-running U-Net cases (unet:<run>-free) are judged by their own limits: a row of their own
-    const stage = r.stage === "unet" && r.id.endsWith("-free") ? "unet_free" : r.stage;
+    const stage = defOfResult(r)?.kind ?? r.stage;
     const key = `${stage}\u0000${r.model}`;
     const row = rows.get(key) ?? rows.set(key, { stage, model: r.model, withFloor: 0, without: 0, whyNot: new Set(), worst: null }).get(key)!;
     if (r.float64Floor === "yes") row.withFloor++;

@@ -62,7 +62,9 @@ export interface ModuleManifest {
   readonly components: Readonly<Record<string, { readonly modules: readonly ModuleEntry[]; readonly tree?: readonly unknown[] }>>;
 }
 
-const COMPONENTS: readonly ComponentKind[] = ["text_encoder", "unet", "vae_decoder", "vae_encoder"];
+/** The components a module set can hold calls of, in the order --localize runs them. */
+export const LOCALIZE_COMPONENTS: readonly ComponentKind[] = ["text_encoder", "unet", "vae_decoder", "vae_encoder"];
+const COMPONENTS = LOCALIZE_COMPONENTS;
 const SAFE_FILE = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,200}\.safetensors$/;
 
 export class ModuleReferences {
@@ -228,16 +230,6 @@ export interface LocalizeOptions {
   /** only these components of a model (--localize-failed: those whose stages failed); default all */
   readonly components?: (label: string) => ReadonlySet<ComponentKind>;
 }
-
-/** The components a failed stage ran: where --localize-failed looks. */
-export const STAGE_COMPONENTS: Readonly<Record<string, readonly ComponentKind[]>> = {
-  text_encoder: ["text_encoder"],
-  unet: ["unet"],
-  vae_decode: ["vae_decoder"],
-  vae_encode: ["vae_encoder"],
-  vae_roundtrip: ["vae_encoder", "vae_decoder"],
-  end_to_end: ["text_encoder", "unet", "vae_decoder", "vae_encoder"],
-};
 
 const PART_DIR: Readonly<Record<ComponentKind, string>> = { text_encoder: "text_encoder", unet: "unet", vae_decoder: "vae_decoder", vae_encoder: "vae_encoder" };
 

@@ -1,13 +1,17 @@
 /**
  * Joining sharded conformance reports. Shards are only comparable when they ran the same models
  * (sha256 of every ONNX file, per label), the same reference set (sha256 of its manifest.json and
- * its fingerprint when it has one), the same tolerance profile and the same tolerance file; any
- * difference is refused with one line naming the two shard files and the differing field.
+ * its fingerprint when it has one), the same tolerance profile, the same tolerance file and the
+ * same --against model (label and file hashes), and, where they localized (--localize), the same
+ * module set, module limits and floor; any difference is refused with one line naming the two
+ * shard files and the differing field. The --localize sections join call by call (the union per
+ * model and call: every shard localizes with the same inputs, so a call two shards ran is kept
+ * once, from the first).
  */
 import { HarnessError, ExitCode, oneLine } from "../errors";
-import { CaseResult, Report } from "./types";
-import { summarize } from "./runner";
+import { CaseResult, Report, summarize } from "./types";
 import { mergeCoverage } from "./coverage";
+import { CallLocalization, LocalizeReport, LOCALIZE_COMPONENTS } from "./localize";
 
 export interface Shard {
   readonly report: Report;
@@ -35,7 +39,48 @@ function identity(s: Shard): [string, unknown][] {
   out.push(["references.sha256", r.references.sha256]);
   if (r.references.fingerprint !== undefined) out.push(["references.fingerprint", stable(r.references.fingerprint)]);
   out.push(["tolerances.sha256", r.tolerances?.sha256]);
+  // another port as the reference: the same model by label and file hashes (its folder may differ per machine)
+  out.push(["against", r.against ? stable({ label: r.against.label, hashes: r.against.hashes }) : "none"]);
   return out;
+}
+
+/** What two shards' --localize sections must share to be joined. */
+function localizeIdentity(l: LocalizeReport): [string, unknown][] {
+  return [
+    ["localize.references.sha256", l.references.sha256],
+    ["localize.profile", l.profile],
+    ["localize.limits", stable({ profiles: l.limits.profiles, overrides: l.limits.overrides })],
+    ["localize.floor", l.floor],
+    ["localize.against.label", l.against?.label ?? "none"],
+  ];
+}
+
+/** The shards' --localize sections as one: calls joined per model and call, in model then component order. */
+function mergeLocalize(shards: readonly Shard[], modelOrder: readonly string[]): LocalizeReport | undefined {
+  const parts = shards.filter((s) => s.report.localize !== undefined);
+  if (parts.length === 0) return undefined;
+  const [first] = parts;
+  const want = new Map(localizeIdentity(first.report.localize!));
+  for (const s of parts.slice(1)) {
+    for (const [field, value] of localizeIdentity(s.report.localize!)) {
+      if (want.get(field) !== value) throw new HarnessError(`report merge: ${first.file} and ${s.file} differ in ${field} (${short(want.get(field))} vs ${short(value)})`, ExitCode.usage);
+    }
+  }
+  const byKey = new Map<string, CallLocalization>();
+  for (const s of parts) {
+    for (const c of s.report.localize!.calls) {
+      const key = `${c.model}\u0000${c.call}`;
+      if (!byKey.has(key)) byKey.set(key, c);
+    }
+  }
+  const rank = (c: CallLocalization) => [modelOrder.indexOf(c.model), LOCALIZE_COMPONENTS.indexOf(c.component)];
+  // a stable sort keeps each component's calls in the order the module set lists them
+  const calls = [...byKey.values()].sort((a, b) => {
+    const [ma, ca] = rank(a);
+    const [mb, cb] = rank(b);
+    return ma - mb || ca - cb;
+  });
+  return { ...first.report.localize!, calls, timeMs: parts.reduce((t, s) => t + s.report.localize!.timeMs, 0) };
 }
 
 /** Refuses shards that cannot be joined; see the file comment. */
@@ -103,6 +148,7 @@ export function mergeReports(shards: readonly Shard[]): Report {
   const models = [...new Map(parts.flatMap((p) => p.models).map((m) => [m.label, m])).values()];
   const started = parts.map((p) => p.run.started).sort()[0];
   const finished = parts.map((p) => p.run.finished).sort().slice(-1)[0];
+  const localize = mergeLocalize(shards, models.map((m) => m.label));
   return {
     ...first,
     run: { ...first.run, started, finished, durationMs: parts.reduce((s, p) => s + p.run.durationMs, 0), shard: undefined },
@@ -111,5 +157,6 @@ export function mergeReports(shards: readonly Shard[]): Report {
     summary: summarize(results),
     coverage: mergeCoverage(parts.map((p) => p.coverage)),
     baseline: first.baseline ? { ...first.baseline, regressions: results.filter((r) => r.regression?.flagged).length } : undefined,
+    localize,
   };
 }

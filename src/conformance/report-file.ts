@@ -11,6 +11,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { HarnessError, ExitCode, ExitCodeValue, oneLine } from "../errors";
 import { Report, Status } from "./types";
+import { LOCALIZE_COMPONENTS } from "./localize";
 
 export const REPORT_FORMAT = "sd-harness-report/1";
 
@@ -232,6 +233,94 @@ function coverage(v: unknown, field: string): void {
   });
 }
 
+function bool(v: unknown, field: string): boolean {
+  if (typeof v !== "boolean") fail(field, "is not a boolean");
+  return v;
+}
+
+function oneOf<T extends string>(v: unknown, field: string, values: readonly T[]): T {
+  if (typeof v !== "string" || !(values as readonly string[]).includes(v)) fail(field, `is not one of ${values.join(", ")}`);
+  return v as T;
+}
+
+/** A number or null ("not known": a module whose input drift is unknown). */
+function numOrNull(o: Obj, k: string, field: string): void {
+  if (o[k] !== null) num(o[k], `${field}.${k}`);
+}
+
+/** A model as report.json records it (models[], against). */
+function modelInfo(v: unknown, field: string): void {
+  const o = obj(v, field);
+  str(o.label, `${field}.label`);
+  str(o.dir, `${field}.dir`);
+  strRecord(o.hashes, `${field}.hashes`);
+  optional(o.corrections, `${field}.corrections`, arr)?.forEach((x, j) => str(x, `${field}.corrections[${j}]`));
+}
+
+const NAMINGS = ["scope", "parameter"] as const;
+
+function moduleDrift(v: unknown, field: string): void {
+  const m = obj(v, field);
+  str(m.module, `${field}.module`);
+  str(m.class, `${field}.class`);
+  for (const k of ["position", "count", "stride", "nonFinite", "limit"]) num(m[k], `${field}.${k}`);
+  for (const k of ["relL2", "maxAbs", "cosine"]) metric(m, k, field);
+  bool(m.over, `${field}.over`);
+  if (m.input !== null) str(m.input, `${field}.input`);
+  numOrNull(m, "inputRelL2", field);
+  numOrNull(m, "introduced", field);
+  oneOf(m.how, `${field}.how`, NAMINGS);
+}
+
+/** The --localize section (src/conformance/localize.ts: LocalizeReport). */
+function localizeSection(v: unknown, field: string): void {
+  const l = obj(v, field);
+  const refs = obj(l.references, `${field}.references`);
+  for (const k of ["dir", "model", "sha256", "command"]) str(refs[k], `${field}.references.${k}`);
+  strRecord(refs.versions, `${field}.references.versions`);
+  str(l.profile, `${field}.profile`);
+  const limits = obj(l.limits, `${field}.limits`);
+  str(limits.file, `${field}.limits.file`);
+  for (const [p, x] of Object.entries(obj(limits.profiles, `${field}.limits.profiles`))) {
+    const f = `${field}.limits.profiles[${JSON.stringify(oneLine(p, 40))}]`;
+    const o = obj(x, f);
+    num(o.relL2, `${f}.relL2`);
+    str(o.reason, `${f}.reason`);
+  }
+  arr(limits.overrides, `${field}.limits.overrides`).forEach((x, i) => {
+    const f = `${field}.limits.overrides[${i}]`;
+    const o = obj(x, f);
+    for (const k of ["module", "profile", "reason"]) str(o[k], `${f}.${k}`);
+    num(o.relL2, `${f}.relL2`);
+  });
+  num(l.floor, `${field}.floor`);
+  if (l.against !== undefined) {
+    const a = obj(l.against, `${field}.against`);
+    str(a.label, `${field}.against.label`);
+    str(a.dir, `${field}.against.dir`);
+  }
+  num(l.timeMs, `${field}.timeMs`);
+  arr(l.calls, `${field}.calls`).forEach((x, i) => {
+    const f = `${field}.calls[${i}]`;
+    const c = obj(x, f);
+    str(c.model, `${f}.model`);
+    oneOf(c.component, `${f}.component`, LOCALIZE_COMPONENTS);
+    str(c.call, `${f}.call`);
+    num(c.total, `${f}.total`);
+    num(c.timeMs, `${f}.timeMs`);
+    arr(c.modules, `${f}.modules`).forEach((m, j) => moduleDrift(m, `${f}.modules[${j}]`));
+    arr(c.growth, `${f}.growth`).forEach((m, j) => moduleDrift(m, `${f}.growth[${j}]`));
+    if (c.first !== null) moduleDrift(c.first, `${f}.first`);
+    arr(c.unmapped, `${f}.unmapped`).forEach((u, j) => {
+      const o = obj(u, `${f}.unmapped[${j}]`);
+      str(o.module, `${f}.unmapped[${j}].module`);
+      str(o.why, `${f}.unmapped[${j}].why`);
+    });
+    oneOf(c.naming, `${f}.naming`, NAMINGS);
+    optional(c.error, `${f}.error`, str);
+  });
+}
+
 /** Checks every field the writers, --baseline and merge read; throws Invalid naming the first bad one. */
 function checkReport(v: unknown): Report {
   const r = obj(v, "the top level");
@@ -253,13 +342,8 @@ function checkReport(v: unknown): Report {
     num(s.count, "run.shard.count");
   }
   str(r.profile, "profile");
-  arr(r.models, "models").forEach((m, i) => {
-    const o = obj(m, `models[${i}]`);
-    str(o.label, `models[${i}].label`);
-    str(o.dir, `models[${i}].dir`);
-    strRecord(o.hashes, `models[${i}].hashes`);
-    optional(o.corrections, `models[${i}].corrections`, arr)?.forEach((x, j) => str(x, `models[${i}].corrections[${j}]`));
-  });
+  arr(r.models, "models").forEach((m, i) => modelInfo(m, `models[${i}]`));
+  if (r.against !== undefined) modelInfo(r.against, "against");
   const refs = obj(r.references, "references");
   for (const k of ["dir", "model", "device", "deviceName", "command"]) str(refs[k], `references.${k}`);
   strRecord(refs.versions, "references.versions");
@@ -272,6 +356,7 @@ function checkReport(v: unknown): Report {
   arr(r.results, "results").forEach((c, i) => caseResult(c, `results[${i}]`));
   obj(r.summary, "summary");
   if (r.coverage !== undefined) coverage(r.coverage, "coverage");
+  if (r.localize !== undefined) localizeSection(r.localize, "localize");
   if (r.baseline !== undefined) {
     const b = obj(r.baseline, "baseline");
     str(b.file, "baseline.file");

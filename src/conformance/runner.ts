@@ -1,7 +1,9 @@
 /**
- * The conformance runner: one loop over (model variant × case), each case run through the library
- * code `generate` uses, judged against data tolerances, and written as report.json, summary.md,
- * junit.xml and report.html. Worst status wins; exit codes: 0 all pass, 1 a case failed.
+ * The conformance runner: one loop over (model variant × case) in three steps — run (the case's
+ * stage from the stage registry, src/conformance/stages, through the library code `generate`
+ * uses), judge (against data tolerances, expected failures and a --baseline), write (every format
+ * in the reporter registry, src/conformance/report/reporters.ts). Worst status wins; exit codes:
+ * 0 all pass, 1 a case failed.
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -9,20 +11,20 @@ import * as path from "node:path";
 import * as crypto from "node:crypto";
 import { HarnessError, ExitCode, oneLine } from "../errors";
 import { StableDiffusionPipeline, PipelineOptions } from "../pipeline/pipeline";
-import { writeFileAtomic } from "../util/atomic";
 import { ReferenceSet } from "./reference-set";
 import { CaseDef, listCases, filterCases, shardCases, caseCost } from "./cases";
-import { ToleranceFile, loadTolerances, resolve, evaluate, requireLimits, toleranceSha256 } from "./tolerances";
-import { readReportFile, confinedAssetReader, safeFileName } from "./report-file";
+import { ToleranceFile, Resolved, loadTolerances, resolve, evaluate, requireLimits, toleranceSha256 } from "./tolerances";
+import { readReportFile, safeFileName } from "./report-file";
 import { ReportFolder } from "./out-dir";
-import { runStage, StageContext } from "./stages";
+import { runStage, defOfResult, StageContext, StageOutcome } from "./stages/index";
 import { computeCoverage } from "./coverage";
 import { checkFingerprint } from "./fingerprint";
 import { loadModelFolder } from "../pipeline/model-folder";
-import { CaseResult, ModelInfo, Report, Status, worstStatus, STATUS_RANK } from "./types";
-import { renderMarkdown, renderJunit, renderHtml } from "./report";
+import { CaseResult, ModelInfo, Report, Status, isFailing, summarize } from "./types";
+import { writeReports, ReporterEnv } from "./report/reporters";
+import { headline } from "./headline";
 import { VERSION, ORT_VERSION } from "../cli/defaults";
-import { runLocalize, checkLocalize, ModuleLimitFile, STAGE_COMPONENTS } from "./localize";
+import { runLocalize, checkLocalize, ModuleLimitFile } from "./localize";
 import type { ComponentKind } from "../pipeline/onnx-model";
 import { runAgainst } from "./against";
 import { withFloor, worstExcess } from "./float64-floor";
@@ -59,17 +61,17 @@ export interface RunOptions {
   readonly against?: ModelSpec;
   /** also compare per-module outputs with a module reference set (conformance --localize) */
   readonly localize?: { readonly moduleReferences: string; readonly limits?: ModuleLimitFile; readonly onlyFailed?: boolean };
+  /**
+   * The environment for report formats that write outside the report folder (the GitHub job
+   * summary reads GITHUB_STEP_SUMMARY); none by default, so the library writes only into outDir.
+   */
+  readonly reportEnv?: ReporterEnv;
+  /** report formats (reporter names) not to write */
+  readonly disabledReporters?: readonly string[];
 }
 
-/** The headline drift number of a result, for tables and baselines: the worst relL2 (or the stage's own measure). */
-export function headline(r: CaseResult): { metric: string; value: number } {
-  const ms = Object.values(r.metrics);
-  const extra = r.checks.find((c) => c.tensor === "case");
-  if (extra && ms.length === 0) return { metric: extra.metric, value: extra.value };
-  if (r.stage === "rng") return { metric: "maxUlp", value: Math.max(0, ...ms.map((m) => m.maxUlp ?? 0)) };
-  if (ms.length === 0) return { metric: "relL2", value: NaN };
-  return { metric: "relL2", value: Math.max(...ms.map((m) => m.relL2)) };
-}
+export { headline } from "./headline";
+export { summarize } from "./types";
 
 function sha256File(file: string): string {
   const h = crypto.createHash("sha256");
@@ -106,12 +108,6 @@ function loadBaseline(file: string): Map<string, CaseResult> {
   return new Map(report.results.map((r) => [`${r.model}\u0000${r.id}`, r]));
 }
 
-export function summarize(results: readonly CaseResult[]): Report["summary"] {
-  const counts: Record<Status, number> = { pass: 0, fail: 0, xfail: 0, xpass: 0, error: 0, skip: 0 };
-  for (const r of results) counts[r.status]++;
-  return { ...counts, total: results.length, verdict: worstStatus(results.map((r) => r.status)) };
-}
-
 export async function runConformance(opts: RunOptions): Promise<Report> {
   const started = new Date();
   const refs = ReferenceSet.open(opts.references);
@@ -122,9 +118,9 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
   if (opts.shard) cases = shardCases(cases, opts.shard, (c) => caseCost(refs, c));
   if (cases.length === 0) throw new HarnessError(noCasesMessage(listCases(refs).length, selected.length, opts), ExitCode.usage);
   // no limit must never mean pass: every selected case must have limits before anything runs
+  // a stage's limits are keyed by its kind (unet_free has its own)
   for (const c of cases) {
-    const stageKey = c.kind === "unet_free" ? "unet_free" : c.stage;
-    for (const spec of opts.models) requireLimits(tol, opts.profile, stageKey, c.id, resolve(tol, opts.profile, stageKey, c.id, spec.label));
+    for (const spec of opts.models) requireLimits(tol, opts.profile, c.kind, c.id, resolve(tol, opts.profile, c.kind, c.id, spec.label));
   }
   checkModelsMatchReferences(opts, refs);
   const caseSha = (id: string) => (refs.manifest.cases.find((x) => x.id === id)?.sha256 ?? null);
@@ -152,7 +148,7 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
     }
     if (folder) {
       folder.commit();
-      writeReport(folder.dir, report);
+      writeReport(folder.dir, report, { env: opts.reportEnv, disabled: opts.disabledReporters });
     }
     return report;
   } catch (e) {
@@ -215,33 +211,11 @@ async function runCases(
         await new Promise<void>((r) => setImmediate(r));
         if (opts.signal?.aborted) throw new HarnessError("interrupted", ExitCode.interrupted);
         const t0 = process.hrtime.bigint();
-        const stageKey = c.kind === "unet_free" ? "unet_free" : c.stage;
-        const tolerance = resolve(tol, opts.profile, stageKey, c.id, spec.label);
+        const tolerance = resolve(tol, opts.profile, c.kind, c.id, spec.label);
         let result: CaseResult;
         try {
-          const raw = against ? await runAgainst(ctx, against, opts.against!.label, c, spec.label) : await runStage(ctx, c, spec.label);
-          // the float64 floor speaks of drift against PyTorch's float32 reference, not against another port
-          const floored = against || raw.skip ? null : withFloor(refs, c, raw.metrics);
-          const out = floored ? { ...raw, metrics: floored.metrics } : raw;
-          const timeMs = Number(process.hrtime.bigint() - t0) / 1e6;
-          const checks = out.skip ? [] : evaluate(tolerance.limits, out.metrics, out.images ?? [], out.extra ?? {});
-          // limits that name no metric this case produced judge nothing: that is an error, never a pass
-          const unjudged = !out.skip && !out.nonFinite && checks.length === 0; // a NaN / Inf is itself a verdict
-          let status: Status = out.skip ? "skip" : unjudged ? "error" : checks.every((k) => k.ok) && !out.nonFinite ? "pass" : "fail";
-          let message = unjudged
-            ? `no check applied: the limits of ${tolerance.source} (${Object.keys(tolerance.limits).join(", ")}) in profile ${opts.profile} name no metric this ${stageKey} case produced`
-            : out.skip ?? out.message;
-          if (out.nonFinite) message = `NaN/Inf first at ${out.nonFinite.stage}${out.nonFinite.step === null ? "" : ` step ${out.nonFinite.step}`}: ${out.nonFinite.what}`;
-          if (tolerance.expectedFailure && status !== "skip" && status !== "error") {
-            status = status === "fail" ? "xfail" : "xpass";
-            message = `expected failure: ${tolerance.expectedFailure}${message ? `; ${message}` : ""}`;
-          }
-          result = {
-            id: c.id, stage: c.stage, model: spec.label, status, message, metrics: out.metrics, images: out.images,
-            checks, series: out.series, nonFinite: out.nonFinite, ...(out.uncovered ? { uncovered: out.uncovered } : {}),
-            tolerance: { profile: opts.profile, source: tolerance.source, reason: tolerance.reason }, timeMs,
-            ...(floored?.float64Floor ? { float64Floor: floored.float64Floor } : {}),
-          };
+          const ran = await runCase(ctx, c, spec.label, refs, against ? { pipe: against, label: opts.against!.label } : null);
+          result = judgeCase(c, spec.label, ran, tolerance, opts.profile, Number(process.hrtime.bigint() - t0) / 1e6);
         } catch (e) {
           if (e instanceof HarnessError && e.exitCode === ExitCode.interrupted) throw e;
           const timeMs = Number(process.hrtime.bigint() - t0) / 1e6;
@@ -252,18 +226,7 @@ async function runCases(
         }
         if (baseline && result.status !== "error" && result.status !== "skip") {
           const before = baseline.get(`${spec.label}\u0000${c.id}`);
-          if (before) {
-            const a = headline(before);
-            const b = headline(result);
-            // drift at the float32 rounding floor (1e-7) is noise, not a regression
-            const grown = b.value / Math.max(a.value, 1e-7);
-            const flagged = Number.isFinite(b.value) && grown > factor && b.value > 1e-7;
-            result = {
-              ...result,
-              regression: { metric: b.metric, before: a.value, after: b.value, factor: grown, flagged },
-              ...(flagged && result.status === "pass" ? { status: "fail" as Status, message: `drift grew ${grown.toFixed(1)}x over the baseline (${a.value.toExponential(2)} -> ${b.value.toExponential(2)})` } : {}),
-            };
-          }
+          if (before) result = judgeBaseline(result, before, factor);
         }
         results.push(result);
         const h = headline(result);
@@ -306,26 +269,75 @@ async function runCases(
   return report;
 }
 
-/** --localize-failed: per model, the components that ran in a stage with a failed case. */
+/**
+ * run: one case through its stage (or, with --against, through its stage against model B's
+ * outputs), with the float64 floor added to the metrics where the set records one.
+ */
+async function runCase(
+  ctx: StageContext, c: CaseDef, label: string, refs: ReferenceSet, against: { pipe: StableDiffusionPipeline; label: string } | null,
+): Promise<{ outcome: StageOutcome; float64Floor?: string }> {
+  const raw = against ? await runAgainst(ctx, against.pipe, against.label, c, label) : await runStage(ctx, c, label);
+  // the float64 floor speaks of drift against PyTorch's float32 reference, not against another port
+  const floored = against || raw.skip ? null : withFloor(refs, c, raw.metrics);
+  return { outcome: floored ? { ...raw, metrics: floored.metrics } : raw, float64Floor: floored?.float64Floor };
+}
+
+/** judge: a case's outcome against its limits and expected failure, as a result. */
+function judgeCase(c: CaseDef, label: string, ran: { outcome: StageOutcome; float64Floor?: string }, tolerance: Resolved, profile: string, timeMs: number): CaseResult {
+  const out = ran.outcome;
+  const checks = out.skip ? [] : evaluate(tolerance.limits, out.metrics, out.images ?? [], out.extra ?? {});
+  // limits that name no metric this case produced judge nothing: that is an error, never a pass
+  const unjudged = !out.skip && !out.nonFinite && checks.length === 0; // a NaN / Inf is itself a verdict
+  let status: Status = out.skip ? "skip" : unjudged ? "error" : checks.every((k) => k.ok) && !out.nonFinite ? "pass" : "fail";
+  let message = unjudged
+    ? `no check applied: the limits of ${tolerance.source} (${Object.keys(tolerance.limits).join(", ")}) in profile ${profile} name no metric this ${c.kind} case produced`
+    : out.skip ?? out.message;
+  if (out.nonFinite) message = `NaN/Inf first at ${out.nonFinite.stage}${out.nonFinite.step === null ? "" : ` step ${out.nonFinite.step}`}: ${out.nonFinite.what}`;
+  if (tolerance.expectedFailure && status !== "skip" && status !== "error") {
+    status = status === "fail" ? "xfail" : "xpass";
+    message = `expected failure: ${tolerance.expectedFailure}${message ? `; ${message}` : ""}`;
+  }
+  return {
+    id: c.id, stage: c.stage, model: label, status, message, metrics: out.metrics, images: out.images,
+    checks, series: out.series, nonFinite: out.nonFinite, ...(out.uncovered ? { uncovered: out.uncovered } : {}),
+    tolerance: { profile, source: tolerance.source, reason: tolerance.reason }, timeMs,
+    ...(ran.float64Floor ? { float64Floor: ran.float64Floor } : {}),
+  };
+}
+
+/** judge against --baseline: the headline metric's growth; a passing case whose drift grew past `factor` fails. */
+function judgeBaseline(result: CaseResult, before: CaseResult, factor: number): CaseResult {
+  const a = headline(before);
+  const b = headline(result);
+  // drift at the float32 rounding floor (1e-7) is noise, not a regression
+  const grown = b.value / Math.max(a.value, 1e-7);
+  const flagged = Number.isFinite(b.value) && grown > factor && b.value > 1e-7;
+  return {
+    ...result,
+    regression: { metric: b.metric, before: a.value, after: b.value, factor: grown, flagged },
+    ...(flagged && result.status === "pass" ? { status: "fail" as Status, message: `drift grew ${grown.toFixed(1)}x over the baseline (${a.value.toExponential(2)} -> ${b.value.toExponential(2)})` } : {}),
+  };
+}
+
+/**
+ * --localize-failed: per model, the components that ran in a stage with a failed case (a failed
+ * check or a stale expected failure; an error measured nothing to localize).
+ */
 function failedComponents(results: readonly CaseResult[]): (label: string) => ReadonlySet<ComponentKind> {
   const by = new Map<string, Set<ComponentKind>>();
   for (const r of results) {
-    if (r.status !== "fail" && r.status !== "xpass") continue;
+    if (!isFailing(r.status) || r.status === "error") continue;
     const set = by.get(r.model) ?? by.set(r.model, new Set()).get(r.model)!;
-    for (const c of STAGE_COMPONENTS[r.stage] ?? []) set.add(c);
+    for (const c of defOfResult(r)?.components ?? []) set.add(c);
   }
   return (label) => by.get(label) ?? new Set();
 }
 
-/** report.json, summary.md, junit.xml, report.html — each written atomically. */
-export function writeReport(outDir: string, report: Report): void {
-  writeFileAtomic(path.join(outDir, "report.json"), JSON.stringify(report, (_k, v) => (typeof v === "number" && !Number.isFinite(v) ? String(v) : v), 1) + "\n");
-  writeFileAtomic(path.join(outDir, "summary.md"), renderMarkdown(report));
-  writeFileAtomic(path.join(outDir, "junit.xml"), renderJunit(report));
-  // confined: a path in the report can only ever name a regular file under outDir/assets
-  writeFileAtomic(path.join(outDir, "report.html"), renderHtml(report, confinedAssetReader(outDir)));
+/** Every format of the reporter registry, each written atomically (report/reporters.ts). */
+export function writeReport(outDir: string, report: Report, options: { env?: ReporterEnv; disabled?: readonly string[] } = {}): void {
+  writeReports(outDir, report, options);
 }
 
 export function exitCodeFor(report: Report): number {
-  return STATUS_RANK[report.summary.verdict] >= STATUS_RANK.xpass ? ExitCode.failed : ExitCode.ok;
+  return isFailing(report.summary.verdict) ? ExitCode.failed : ExitCode.ok;
 }

@@ -152,3 +152,22 @@ export function worstStatus(statuses: Iterable<Status>): Status {
   }
   return any ? worst : "skip";
 }
+
+/**
+ * The one definition of failing: a status that makes a run exit 1 and that the reports list as a
+ * failing case — a failed check, a stale expected failure (xpass), or a case that could not run.
+ */
+export function isFailing(s: Status): boolean {
+  return s === "fail" || s === "xpass" || s === "error";
+}
+
+export function countStatuses(cases: readonly { readonly status: Status }[]): Record<Status, number> {
+  const counts: Record<Status, number> = { pass: 0, fail: 0, xfail: 0, xpass: 0, error: 0, skip: 0 };
+  for (const c of cases) counts[c.status]++;
+  return counts;
+}
+
+/** A run's summary: counts per status and the worst status as the verdict. */
+export function summarize(results: readonly CaseResult[]): Report["summary"] {
+  return { ...countStatuses(results), total: results.length, verdict: worstStatus(results.map((r) => r.status)) };
+}

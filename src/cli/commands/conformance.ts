@@ -12,9 +12,10 @@ import { ReferenceSet } from "../../conformance/reference-set";
 import { loadTolerances, profiles } from "../../conformance/tolerances";
 import { ModuleReferences, loadModuleLimits } from "../../conformance/localize";
 import { withCommandLineLimits } from "../../conformance/cli-limits";
+import { REPORTERS, disabledReporters } from "../../conformance/report/reporters";
 
 function parser(argv: string[]) {
-  return yargs(argv)
+  const y = yargs(argv)
     .scriptName("sd-harness conformance")
     .usage("$0 [--model DIR[=LABEL] ...] [--references DIR] [options]\n\nRun every stage against PyTorch reference tensors and report the drift. Exit: 0 all pass, 1 a case failed, 2 usage or input error.")
     .option("model", { type: "string", array: true, describe: "ONNX model folder; repeat for a side-by-side table (DIR=LABEL names a variant)", default: [DEFAULT_MODEL] })
@@ -29,11 +30,11 @@ function parser(argv: string[]) {
     .option("skip", { type: "string", array: true, describe: "skip case ids matching these globs" })
     .option("shard", { type: "string", describe: "run shard i of n (i/n); join with `sd-harness report merge`" })
     .option("baseline", { type: "string", describe: "earlier report.json: flag cases whose drift grew" })
-    .option("baseline-factor", { type: "string", default: "2", describe: "growth factor that counts as a regression" })
+    .option("baseline-factor", { type: "number", default: 2, describe: "growth factor of the headline metric (relL2; rng: maxUlp) that counts as a regression" })
     .option("out", { type: "string", describe: "report folder (default: reports/<timestamp> under the current directory)" })
     .option("overwrite", { type: "boolean", default: false, describe: "replace the reports in an existing --out folder" })
     .option("force-sd1", { type: "boolean", default: false, describe: "run models that look like SD 2.x as SD 1.x anyway" })
-    .option("threads", { type: "string", default: "0", describe: THREADS_HELP })
+    .option("threads", { type: "number", default: 0, describe: THREADS_HELP })
     .option("localize", { type: "boolean", default: false, describe: "also compare every module's output inside each component with PyTorch's and name the first module over its limit (conformance/module-limits.json)" })
     .option("localize-failed", { type: "boolean", default: false, describe: "--localize only the components of a model whose stages failed" })
     .option("module-references", { type: "string", describe: "module reference set for --localize (scripts/make_module_references.py; default: modules/ beside --references)" })
@@ -41,7 +42,10 @@ function parser(argv: string[]) {
     .option("list", { type: "boolean", default: false, describe: "list the case ids (after --only / --skip / --shard) and exit" })
     .option("json", { type: "boolean", default: false, describe: "with --list: a JSON array of {id, stage, cost}, cost in estimated U-Net calls" })
     .option("quiet", { type: "boolean", default: false, describe: "no per-case lines" })
-    .option("verbose", { type: "boolean", default: false })
+    .option("verbose", { type: "boolean", default: false });
+  // report formats that can be turned off (the GitHub job summary), from the reporter registry
+  for (const r of REPORTERS) if (r.optOut) y.option(r.optOut.flag, { type: "boolean", default: true, describe: r.optOut.describe });
+  return y
     .strict()
     .fail((msg, err) => {
       throw new HarnessError(`conformance: ${msg ?? err?.message ?? "bad arguments"}`, ExitCode.usage);
@@ -49,6 +53,19 @@ function parser(argv: string[]) {
     .help()
     .version(VERSION)
     .exitProcess(false);
+}
+
+/**
+ * A number flag's value as typed, for messages that quote it ("-2", "abc"): yargs has already made
+ * it a number (NaN for text). The last occurrence wins, as in yargs; the parsed value otherwise.
+ */
+function asTyped(argv: readonly string[], flag: string, parsed: unknown): unknown {
+  let v = parsed;
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === `--${flag}` && i + 1 < argv.length) v = argv[i + 1];
+    else if (argv[i].startsWith(`--${flag}=`)) v = argv[i].slice(flag.length + 3);
+  }
+  return v;
 }
 
 function modelSpecs(values: string[], inpaint: string | undefined): ModelSpec[] {
@@ -100,8 +117,8 @@ export async function conformanceCommand(argv: string[], io: CliIO): Promise<num
     return ExitCode.ok;
   }
   const shard = args.shard ? parseShard(String(args.shard)) : undefined;
-  const threads = threadsFlag(args.threads);
-  const factor = numFlag("--baseline-factor", args["baseline-factor"], 1, 1e12);
+  const threads = threadsFlag(asTyped(argv, "threads", args.threads));
+  const factor = numFlag("--baseline-factor", asTyped(argv, "baseline-factor", args["baseline-factor"]), 1, 1e12);
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
   const outDir = args.out ? String(args.out) : path.join("reports", `${stamp}${shard ? `-shard${shard.index}of${shard.count}` : ""}`);
   const report = await runConformance({
@@ -128,6 +145,8 @@ export async function conformanceCommand(argv: string[], io: CliIO): Promise<num
     baselineFactor: factor,
     argv: ["conformance", ...argv],
     log: args.quiet ? undefined : (line) => io.err(`${line}\n`),
+    reportEnv: process.env,
+    disabledReporters: disabledReporters(args),
     signal: io.signal,
   });
   const s = report.summary;

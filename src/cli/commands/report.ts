@@ -1,27 +1,50 @@
-/** `sd-harness report merge OUT IN...`: join sharded conformance reports into one. */
+/** `sd-harness report merge --out DIR IN...`: join sharded conformance reports into one. */
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { HarnessError, ExitCode } from "../../errors";
 import { writeFileAtomic } from "../../util/atomic";
 import { CliIO } from "../io";
-import { writeReport } from "../../conformance/runner";
+import yargs from "yargs";
+import { VERSION } from "../defaults";
+import { writeReport, exitCodeFor } from "../../conformance/runner";
+import { REPORTERS, disabledReporters } from "../../conformance/report/reporters";
 import { readReportFile, readAssetConfined } from "../../conformance/report-file";
 import { mergeReports } from "../../conformance/merge";
 import { ReportFolder } from "../../conformance/out-dir";
 
 const USAGE = "usage: sd-harness report merge --out DIR [--overwrite] REPORT_DIR_OR_JSON...";
 
+function mergeParser(argv: string[]) {
+  const y = yargs(argv)
+    .scriptName("sd-harness report merge")
+    .usage("$0 --out DIR [--overwrite] REPORT_DIR_OR_JSON...\n\nJoin the report.json of conformance shards (--shard i/n) into one report folder. Exit: 0 all pass, 1 a case failed, 2 usage or input error.")
+    .option("out", { type: "string", describe: "report folder for the merged report (required)" })
+    .option("overwrite", { type: "boolean", default: false, describe: "replace the reports in an existing --out folder" });
+  // report formats that can be turned off (the GitHub job summary), from the reporter registry
+  for (const r of REPORTERS) if (r.optOut) y.option(r.optOut.flag, { type: "boolean", default: true, describe: r.optOut.describe });
+  return y
+    .parserConfiguration({ "parse-positional-numbers": false })
+    // the inputs are positionals: only options are checked
+    .strictOptions()
+    .fail((msg, err) => {
+      throw new HarnessError(`report merge: ${msg ?? err?.message ?? "bad arguments"}; ${USAGE}`, ExitCode.usage);
+    })
+    .help()
+    .version(VERSION)
+    .exitProcess(false);
+}
+
 export async function reportCommand(argv: string[], io: CliIO): Promise<number> {
   const [sub, ...rest] = argv;
   if (sub !== "merge") throw new HarnessError(`report: unknown subcommand ${JSON.stringify(sub ?? "")}; ${USAGE}`, ExitCode.usage);
-  const outIdx = rest.indexOf("--out");
-  if (outIdx < 0 || !rest[outIdx + 1]) throw new HarnessError(`report merge: --out is required; ${USAGE}`, ExitCode.usage);
-  const out = rest[outIdx + 1];
-  const overwrite = rest.includes("--overwrite");
-  const inputs = rest.filter((a, i) => i !== outIdx && i !== outIdx + 1 && a !== "--overwrite");
+  const args = await mergeParser(rest).parseAsync();
+  if (args.help || args.version) return ExitCode.ok;
+  // a repeated --out takes its last value, as in conformance
+  const out = Array.isArray(args.out) ? args.out[args.out.length - 1] : args.out;
+  if (!out) throw new HarnessError(`report merge: --out is required; ${USAGE}`, ExitCode.usage);
+  const overwrite = Boolean(args.overwrite);
+  const inputs = args._.map(String);
   if (inputs.length === 0) throw new HarnessError(`report merge: no input reports; ${USAGE}`, ExitCode.usage);
-  const unknown = inputs.find((a) => a.startsWith("--"));
-  if (unknown) throw new HarnessError(`report merge: unknown option ${JSON.stringify(unknown)}; ${USAGE}`, ExitCode.usage);
   const loaded = inputs.map((p) => readReportFile(p));
   const merged = mergeReports(loaded.map((l) => ({ report: l.report, file: l.file })));
   const folder = ReportFolder.check(out, { flag: "--out", overwrite, refuse: "report-files" });
@@ -49,7 +72,7 @@ export async function reportCommand(argv: string[], io: CliIO): Promise<number> 
       writeFileAtomic(path.join(dir, ...name), buf);
     }
     folder.commit();
-    writeReport(out, merged);
+    writeReport(out, merged, { env: process.env, disabled: disabledReporters(args) });
   } catch (e) {
     folder.abandon();
     throw e;
@@ -57,5 +80,5 @@ export async function reportCommand(argv: string[], io: CliIO): Promise<number> 
   const s = merged.summary;
   io.err(`merged ${loaded.length} reports: ${s.total} results, verdict ${s.verdict}\n`);
   io.out(`${path.join(out, "report.html")}\n`);
-  return s.verdict === "fail" || s.verdict === "error" || s.verdict === "xpass" ? ExitCode.failed : ExitCode.ok;
+  return exitCodeFor(merged);
 }

@@ -3,8 +3,9 @@
  * xpass counts as a failure (a stale expected-failure entry must be noticed); xfail is reported as
  * skipped with its reason, so it shows but does not break the build.
  */
+import type { Reporter } from "./reporter";
 import { CaseResult, Report } from "../types";
-import { countStatuses, formatCheck, headline, modelOrder, nonFiniteText, stageOrder, stripControl, worstElementText } from "./markdown";
+import { caseFigures, countStatuses, formatCheck, modelOrder, nonFiniteText, stageOrder, stripControl, worstElementText } from "./format";
 
 function escapeText(text: string): string {
   return stripControl(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
@@ -32,7 +33,7 @@ function seconds(ms: number): string {
 
 /** Full precision: properties feed dashboards, not eyes. */
 function properties(c: CaseResult): string[] {
-  const h = headline(c);
+  const h = caseFigures(c);
   const props: [string, number | string][] = [];
   if (h.maxAbs !== undefined) props.push(["maxAbs", h.maxAbs]);
   if (h.psnr !== undefined) props.push(["psnr", h.psnr]);
@@ -123,3 +124,9 @@ export function renderJunit(report: Report): string {
   out.push("</testsuites>", "");
   return out.join("\n");
 }
+
+export const junitReporter: Reporter = {
+  name: "junit",
+  file: "junit.xml",
+  render: (report) => renderJunit(report),
+};

@@ -7,12 +7,10 @@
  */
 import type { Report } from "../types";
 import type { CallLocalization, LocalizeReport, ModuleDrift } from "../localize";
-import { formatCosine, formatNumber, formatDuration } from "./markdown";
+import { formatCosine, formatNumber, formatDuration } from "./format";
+import { PALETTE } from "./svg-chart";
 
 type Escape = (value: unknown) => string;
-
-/** One colour per model, in --model order (the palette of the other plots). */
-const COLOURS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563"];
 
 /** Calls in reference order, each with its results per model. */
 function byCall(loc: LocalizeReport): { call: string; component: string; rows: CallLocalization[] }[] {
@@ -124,7 +122,7 @@ function plot(g: { call: string; rows: CallLocalization[] }, models: readonly st
     parts.push(`<text class="tick" x="${L + PW}" y="${(y(limit) - 4).toFixed(1)}" text-anchor="end">limit ${esc(formatNumber(limit))}</text>`);
   }
   g.rows.forEach((r) => {
-    const colour = COLOURS[Math.max(0, models.indexOf(r.model)) % COLOURS.length];
+    const colour = PALETTE[Math.max(0, models.indexOf(r.model)) % PALETTE.length];
     const pts = r.modules.filter((m) => Number.isFinite(m.relL2)).map((m) => `${x(m.position).toFixed(1)},${y(m.relL2).toFixed(1)}`);
     if (pts.length > 1) parts.push(`<polyline class="line" data-model="${esc(r.model)}" points="${pts.join(" ")}" stroke="${colour}"/>`);
     for (const m of r.modules) {
@@ -134,7 +132,7 @@ function plot(g: { call: string; rows: CallLocalization[] }, models: readonly st
   });
   let lx = L;
   for (const r of g.rows) {
-    const colour = COLOURS[Math.max(0, models.indexOf(r.model)) % COLOURS.length];
+    const colour = PALETTE[Math.max(0, models.indexOf(r.model)) % PALETTE.length];
     parts.push(`<line x1="${lx}" x2="${lx + 20}" y1="${T + PH + B - 10}" y2="${T + PH + B - 10}" stroke="${colour}" stroke-width="3"/><text class="legend" x="${lx + 26}" y="${T + PH + B - 6}">${esc(r.model)}</text>`);
     lx += 40 + r.model.length * 7;
   }

@@ -5,7 +5,7 @@
  * run caught, the stage that caught it, and how the kind fared at the issue's target sizes.
  */
 import { SensitivityReport, KindSummary, LadderSummary, TargetTally, Decider, describeSize } from "../sensitivity";
-import { formatNumber, formatDuration, stripControl } from "./markdown";
+import { formatNumber, formatDuration, stripControl } from "./format";
 
 export interface Row {
   readonly kind: string;
