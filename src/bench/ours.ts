@@ -21,6 +21,7 @@
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
+import yargs from "yargs";
 import { StableDiffusionPipeline, PipelineOptions } from "../pipeline/pipeline";
 import { F32, f32 } from "../tensor/tensor";
 
@@ -46,38 +47,39 @@ interface Args {
   arena: boolean;
 }
 
+const MODES: readonly Mode[] = ["main", "leak", "lowmem", "options", "unet"];
+const GOLS: readonly Args["gol"][] = ["all", "extended", "basic", "disabled"];
+
 function parseArgs(argv: string[]): Args {
-  const a: Args = {
-    mode: "main", model: "", out: null, threads: 2, size: 512, steps: 3, repeats: 3, stageRepeats: 3, textRepeats: 6,
-    leakGens: 10, leakSteps: 1, extra: 2, gol: "all", memPattern: true, arena: true,
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const k = argv[i];
-    const v = argv[i + 1];
-    const num = () => { i++; const n = Number(v); if (!Number.isFinite(n)) throw new Error(`${k}: not a number: ${v}`); return n; };
-    const bool = () => { i++; return v === "1" || v === "true" || v === "on"; };
-    switch (k) {
-      case "--mode": a.mode = v as Mode; i++; break;
-      case "--model": a.model = v; i++; break;
-      case "--out": a.out = v; i++; break;
-      case "--threads": a.threads = num(); break;
-      case "--size": a.size = num(); break;
-      case "--steps": a.steps = num(); break;
-      case "--repeats": a.repeats = num(); break;
-      case "--stage-repeats": a.stageRepeats = num(); break;
-      case "--text-repeats": a.textRepeats = num(); break;
-      case "--leak-gens": a.leakGens = num(); break;
-      case "--leak-steps": a.leakSteps = num(); break;
-      case "--extra": a.extra = num(); break;
-      case "--gol": a.gol = v as Args["gol"]; i++; break;
-      case "--mem-pattern": a.memPattern = bool(); break;
-      case "--arena": a.arena = bool(); break;
-      default: throw new Error(`unknown argument ${k}`);
-    }
+  const a = yargs(argv)
+    .scriptName("ours")
+    .usage("node --expose-gc dist/bench/ours.js --mode MODE --model DIR [options]\n\nThe benchmark's worker for our pipeline (spawned by src/bench/run.ts); writes one JSON object to --out.")
+    .option("mode", { choices: MODES, default: "main" as Mode, describe: "what to measure (see the file comment)" })
+    .option("model", { type: "string", demandOption: true, describe: "ONNX model folder" })
+    .option("out", { type: "string", describe: "the JSON result (default: stdout)" })
+    .option("threads", { type: "number", default: 2, describe: "ONNX Runtime intra-op threads" })
+    .option("size", { type: "number", default: 512, describe: "image width and height" })
+    .option("steps", { type: "number", default: 3, describe: "denoising steps per txt2img" })
+    .option("repeats", { type: "number", default: 3, describe: "txt2img runs (main)" })
+    .option("stage-repeats", { type: "number", default: 3, describe: "calls per stage (main)" })
+    .option("text-repeats", { type: "number", default: 6, describe: "text encoder calls (main)" })
+    .option("leak-gens", { type: "number", default: 10, describe: "generations in one process (leak)" })
+    .option("leak-steps", { type: "number", default: 1, describe: "steps per generation (leak)" })
+    .option("extra", { type: "number", default: 2, describe: "warm U-Net calls after the cold one (unet, options)" })
+    .option("gol", { choices: GOLS, default: "all" as Args["gol"], describe: "ORT graph optimisation level" })
+    .option("mem-pattern", { type: "number", choices: [0, 1], default: 1, describe: "ORT memory-pattern planner: 1 on, 0 off" })
+    .option("arena", { type: "number", choices: [0, 1], default: 1, describe: "ORT CPU arena: 1 on, 0 off" })
+    .strict()
+    .help()
+    .parseSync();
+  for (const k of ["threads", "size", "steps", "repeats", "stage-repeats", "text-repeats", "leak-gens", "leak-steps", "extra"] as const) {
+    if (!Number.isFinite(a[k])) throw new Error(`--${k}: not a number`);
   }
-  if (!a.model) throw new Error("--model DIR is required");
-  if (!["main", "leak", "lowmem", "options", "unet"].includes(a.mode)) throw new Error(`--mode ${a.mode}: main, leak, lowmem, options or unet`);
-  return a;
+  return {
+    mode: a.mode, model: a.model, out: a.out ?? null, threads: a.threads, size: a.size, steps: a.steps, repeats: a.repeats,
+    stageRepeats: a["stage-repeats"], textRepeats: a["text-repeats"], leakGens: a["leak-gens"], leakSteps: a["leak-steps"], extra: a.extra,
+    gol: a.gol, memPattern: a["mem-pattern"] === 1, arena: a.arena === 1,
+  };
 }
 
 const ARGS = parseArgs(process.argv.slice(2));

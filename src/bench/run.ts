@@ -23,6 +23,7 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import yargs from "yargs";
 
 const ROOT = path.resolve(__dirname, "..", "..");
 
@@ -59,42 +60,44 @@ const DEFAULT_PHASES = PHASES.filter((p) => p !== "options" && p !== "variants")
  *  makes them: <cache>/onnx-fp16, onnx-int8), one process each, with ours' session options. */
 const VARIANTS: [string, string][] = [["fp32", "onnx"], ["fp16", "onnx-fp16"], ["int8-dynamic", "onnx-int8"]];
 
+/** A comma-separated list flag as a set of trimmed items. */
+const list = (v: string): Set<string> => new Set(v.split(",").map((x) => x.trim()));
+
 function parseArgs(argv: string[]): Args {
-  const a: Args = {
-    threads: 2, size: 512, steps: 2, repeats: 2, stageRepeats: 3, leakGens: 10, leakSteps: 1, leakSize: 256, settings: null,
-    only: new Set(DEFAULT_PHASES), wait: true, maxWait: 300, reportOnly: false, outDir: path.join(ROOT, "bench"),
+  const whole = { type: "number", coerce: (n: number) => { if (!Number.isInteger(n) || n < 0) throw new Error(`expected a whole number, got ${n}`); return n; } } as const;
+  const a = yargs(argv)
+    .scriptName("npm run bench --")
+    .usage("$0 [options]\n\nSD 1.5 at real size (random weights): our pipeline against diffusers' PyTorch and ONNX pipelines, same machine and threads; phases and defaults in src/bench/run.ts's file comment.")
+    .option("threads", { ...whole, default: 2, describe: "ONNX Runtime and PyTorch threads" })
+    .option("size", { ...whole, default: 512, describe: "image size (a multiple of 64)" })
+    .option("steps", { ...whole, default: 2, describe: "denoising steps per txt2img" })
+    .option("repeats", { ...whole, default: 2, describe: "txt2img runs per phase" })
+    .option("stage-repeats", { ...whole, default: 3, describe: "calls per stage" })
+    .option("leak-gens", { ...whole, default: 10, describe: "generations of the leak check" })
+    .option("leak-steps", { ...whole, default: 1, describe: "steps per leak-check generation" })
+    .option("leak-size", { ...whole, default: 256, describe: "image size of the leak check (a multiple of 64)" })
+    .option("with-options", { type: "boolean", default: false, describe: "also run the ORT session-option sweep (the options phase)" })
+    .option("settings", { type: "string", describe: "session-option settings to sweep, by letter (a,b,c,d,e,f; default all)" })
+    .option("max-wait", { ...whole, default: 300, describe: "seconds to wait for idle CPUs before each phase" })
+    .option("only", { type: "string", default: DEFAULT_PHASES.join(","), describe: `phases to run: ${PHASES.join(", ")}` })
+    .option("wait", { type: "boolean", default: true, describe: "wait for idle CPUs before each phase (--no-wait: do not)" })
+    .option("report-only", { type: "boolean", default: false, describe: "re-render bench/RESULTS.md from the raw phase outputs" })
+    .option("out-dir", { type: "string", default: path.join(ROOT, "bench"), describe: "where results.json and RESULTS.md go" })
+    .strict()
+    .help()
+    .alias("h", "help")
+    .parseSync();
+  const only = list(a.only);
+  if (a["with-options"]) only.add("options");
+  for (const p of only) if (!PHASES.includes(p)) throw new Error(`--only: unknown phase ${p} (${PHASES.join(", ")})`);
+  const out: Args = {
+    threads: a.threads, size: a.size, steps: a.steps, repeats: a.repeats, stageRepeats: a["stage-repeats"], leakGens: a["leak-gens"],
+    leakSteps: a["leak-steps"], leakSize: a["leak-size"], settings: a.settings === undefined ? null : list(a.settings), only,
+    wait: a.wait, maxWait: a["max-wait"], reportOnly: a["report-only"], outDir: path.resolve(a["out-dir"]),
   };
-  for (let i = 0; i < argv.length; i++) {
-    const k = argv[i];
-    const v = argv[i + 1];
-    const num = () => { i++; const n = Number(v); if (!Number.isInteger(n) || n < 0) throw new Error(`${k}: expected a whole number, got ${v}`); return n; };
-    switch (k) {
-      case "--threads": a.threads = num(); break;
-      case "--size": a.size = num(); break;
-      case "--steps": a.steps = num(); break;
-      case "--repeats": a.repeats = num(); break;
-      case "--stage-repeats": a.stageRepeats = num(); break;
-      case "--leak-gens": a.leakGens = num(); break;
-      case "--leak-steps": a.leakSteps = num(); break;
-      case "--leak-size": a.leakSize = num(); break;
-      case "--with-options": a.only.add("options"); break;
-      case "--settings": a.settings = new Set(v.split(",").map((x) => x.trim())); i++; break;
-      case "--max-wait": a.maxWait = num(); break;
-      case "--only": a.only = new Set(v.split(",").map((s) => s.trim())); i++; break;
-      case "--no-wait": a.wait = false; break;
-      case "--report-only": a.reportOnly = true; break;
-      case "--out-dir": a.outDir = path.resolve(v); i++; break;
-      case "-h": case "--help":
-        process.stdout.write(fs.readFileSync(__filename, "utf8").split("*/")[0] + "*/\n");
-        process.exit(0);
-        break;
-      default: throw new Error(`unknown argument ${k} (see --help)`);
-    }
-  }
-  for (const p of a.only) if (!PHASES.includes(p)) throw new Error(`--only: unknown phase ${p} (${PHASES.join(", ")})`);
-  for (const [k, x] of [["--size", a.size], ["--leak-size", a.leakSize]] as const) if (x % 64 !== 0 || x === 0) throw new Error(`${k} ${x}: must be a multiple of 64`);
-  if (a.steps < 1 || a.repeats < 1 || a.stageRepeats < 1) throw new Error("--steps, --repeats and --stage-repeats must be at least 1");
-  return a;
+  for (const [k, x] of [["--size", out.size], ["--leak-size", out.leakSize]] as const) if (x % 64 !== 0 || x === 0) throw new Error(`${k} ${x}: must be a multiple of 64`);
+  if (out.steps < 1 || out.repeats < 1 || out.stageRepeats < 1) throw new Error("--steps, --repeats and --stage-repeats must be at least 1");
+  return out;
 }
 
 function log(msg: string): void {
