@@ -366,6 +366,27 @@ figure.image-triplet img.pixelated{image-rendering:pixelated}
 footer{color:var(--muted);font-size:12px;text-align:center;margin-top:24px}
 `;
 
+/** What the sections read: orders, the page's ids, and the plots and case details made before them (ids are given in that order). */
+interface View {
+  readonly models: readonly string[];
+  readonly stages: readonly string[];
+  readonly ids: IdMaker;
+  readonly plots: readonly string[];
+  readonly stageSections: string;
+}
+
+/** report.html's sections under the verdict banner, in order; one line each, empty when it has nothing to show. */
+const SECTIONS: readonly ((report: Report, view: View) => string)[] = [
+  (report) => provenance(report),
+  (report, v) => verdictTable(report, v.stages, v.models, v.ids),
+  (report, v) => (v.models.length > 1 ? driftTable(report, v.models, v.ids) : ""),
+  (report) => baselineSection(report),
+  (report) => coverageSection(report),
+  (report) => localizeHtml(report, esc),
+  (_report, v) => (v.plots.length ? `<section class="card" id="plots"><h2>Drift vs step</h2><div class="plots">${v.plots.join("\n")}</div></section>` : ""),
+  (_report, v) => v.stageSections,
+];
+
 export function renderHtml(report: Report, readAsset: (relPath: string) => Buffer | null): string {
   const ids = new IdMaker();
   const models = modelOrder(report);
@@ -417,14 +438,7 @@ export function renderHtml(report: Report, readAsset: (relPath: string) => Buffe
 <div class="sub">${esc(s.total)} case result${s.total === 1 ? "" : "s"} · ${countChips(s)} · profile <b>${esc(report.profile)}</b> · ${esc(models.join(" vs "))} · ${esc(formatDuration(report.run.durationMs))}</div></div>
 </header>
 <main>
-${provenance(report)}
-${verdictTable(report, stages, models, ids)}
-${models.length > 1 ? driftTable(report, models, ids) : ""}
-${baselineSection(report)}
-${coverageSection(report)}
-${localizeHtml(report, esc)}
-${plots.length ? `<section class="card" id="plots"><h2>Drift vs step</h2><div class="plots">${plots.join("\n")}</div></section>` : ""}
-${stageSections}
+${SECTIONS.map((section) => section(report, { models, stages, ids, plots, stageSections })).join("\n")}
 <footer>${esc(report.format)} · started ${esc(report.run.started)} · written by sd-harness</footer>
 </main>
 </body>

@@ -48,16 +48,22 @@ function headlinesText(hs: readonly Headline[]): string {
   return hs.map((h) => `${h.metric} ${formatMetric(h.metric, h.value)}`).join("; ") || "—";
 }
 
-export function renderMarkdown(report: Report): string {
-  const out: string[] = [];
-  const models = modelOrder(report);
-  const stages = stageOrder(report);
-  const s = report.summary;
+/** What every section reads: the model and stage orders. */
+interface View {
+  readonly models: readonly string[];
+  readonly stages: readonly string[];
+}
 
+/** The title and the verdict line. */
+function title(report: Report, out: string[]): void {
+  const s = report.summary;
   const verdict = md(String(s.verdict).toUpperCase());
   out.push(`# sd-harness conformance: ${verdict}`, "");
   out.push(`**Verdict: ${STATUS_MARK[s.verdict] ?? ""} ${verdict}** — ${md(s.total)} case results: ${countsText(s) || "none"}`, "");
+}
 
+/** Models, reference set, profile, host, versions, command. */
+function runSection(report: Report, out: string[]): void {
   out.push("## Run", "");
   out.push("- **Models:**");
   for (const m of report.models) {
@@ -78,7 +84,12 @@ export function renderMarkdown(report: Report): string {
   if (report.run.shard) out.push(`- **Shard:** ${md(report.run.shard.index)}/${md(report.run.shard.count)}`);
   if (report.run.argv.length > 0) out.push(`- **Command:** ${mdCode(report.run.argv.join(" "))}`);
   out.push("");
+}
 
+/** Verdict by stage and model, with the worst headline metric and PSNR. */
+function verdicts(report: Report, out: string[], view: View): void {
+  const models = view.models;
+  const stages = view.stages;
   out.push("## Verdict by stage", "");
   const shown = STATUSES.filter((st) => st === "pass" || st === "fail" || report.results.some((c) => c.status === st));
   const verdictRows: string[][] = [];
@@ -92,7 +103,10 @@ export function renderMarkdown(report: Report): string {
     }
   }
   out.push(...table(["Stage", "Model", "Verdict", ...shown, "Worst headline metric", "Worst PSNR"], verdictRows, ["l", "l", "l", ...shown.map(() => "r" as const), "r", "r"]), "");
+}
 
+/** Drift against the float64 floor, per stage and model. */
+function floors(report: Report, out: string[]): void {
   const floors = floorSummary(report.results);
   if (floors.length > 0) {
     out.push("## Drift against the float64 floor", "", md(EXCESS_EXPLAINED), "");
@@ -104,7 +118,10 @@ export function renderMarkdown(report: Report): string {
     ]);
     out.push(...table(["Stage", "Model", "float64 floor", "Worst excess", "Where (our relL2, PyTorch float32 vs float64)"], rows, ["l", "l", "l", "r", "l"]), "");
   }
+}
 
+/** What the run exercised and what it did not. */
+function coverage(report: Report, out: string[]): void {
   if (report.coverage) {
     out.push("## Coverage", "");
     for (const line of coverageLines(report.coverage)) out.push(`- ${md(line)}`);
@@ -112,7 +129,11 @@ export function renderMarkdown(report: Report): string {
     for (const g of report.coverage.gaps) out.push(`- ${md(g.what)}: ${md(g.why)}`);
     if (report.coverage.gaps.length) out.push("");
   }
+}
 
+/** Figures per case and model, when there are several models. */
+function sideBySide(report: Report, out: string[], view: View): void {
+  const models = view.models;
   if (models.length > 1) {
     out.push("## Drift side by side", "");
     const head = ["Case", ...models.map((m) => `${md(m)} max abs`), ...models.map((m) => `${md(m)} PSNR`), ...models.map((m) => `${md(m)} cosine`)];
@@ -129,7 +150,11 @@ export function renderMarkdown(report: Report): string {
     }
     out.push(...table(head, rows, head.map((_, i) => (i === 0 ? "l" : "r"))), "");
   }
+}
 
+/** Each failing case: its failed checks, non-finite values, worst element, tolerance. */
+function failing(report: Report, out: string[], view: View): void {
+  const models = view.models;
   const failing = sortCases(report.results.filter((c) => isFailing(c.status)), models);
   if (failing.length > 0) {
     out.push(`## Failing cases (${failing.length})`, "");
@@ -146,14 +171,20 @@ export function renderMarkdown(report: Report): string {
       out.push("");
     }
   }
+}
 
+/** Expected failures with their reasons. */
+function expectedFailures(report: Report, out: string[]): void {
   const xfails = report.results.filter((c) => c.status === "xfail");
   if (xfails.length > 0) {
     out.push(`## Expected failures (${xfails.length})`, "");
     for (const c of xfails) out.push(`- ${md(c.id)} (${md(c.model)}): ${md(c.tolerance.reason ?? c.message ?? "no reason recorded")}`);
     out.push("");
   }
+}
 
+/** Baseline regressions (--baseline). */
+function baselineSection(report: Report, out: string[]): void {
   if (report.baseline) {
     const b = report.baseline;
     out.push("## Baseline regressions", "");
@@ -167,8 +198,20 @@ export function renderMarkdown(report: Report): string {
       out.push(...table(["Case", "Model", "Metric", "Before", "After", "Growth"], rows, ["l", "l", "l", "r", "r", "r"]), "");
     }
   }
+}
 
+/** Where drift starts (--localize): localize-view.ts. */
+function localize(report: Report, out: string[]): void {
   out.push(...localizeMarkdown(report, md));
+}
+
+/** summary.md's sections, in order; each adds its lines (none when it has nothing to say). */
+const SECTIONS: readonly ((report: Report, out: string[], view: View) => void)[] = [title, runSection, verdicts, floors, coverage, sideBySide, failing, expectedFailures, baselineSection, localize];
+
+export function renderMarkdown(report: Report): string {
+  const out: string[] = [];
+  const view: View = { models: modelOrder(report), stages: stageOrder(report) };
+  for (const section of SECTIONS) section(report, out, view);
   return out.join("\n");
 }
 
