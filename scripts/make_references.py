@@ -46,8 +46,9 @@ MODULES = {
     "end_to_end": "pipeline_refs",
 }
 
-# stages the small preset leaves out: they test the tokenizer and the schedulers, not the model
-SMALL_PRESET_SKIPS = {"tokenizer", "scheduler"}
+# stages a preset leaves out: the small one the tokenizer and the schedulers (they do not test the
+# model); the SD 1.5 one the tokenizer corpus (the bundled set's, with the same vocabulary)
+PRESET_SKIPS = {"full": set(), "small": {"tokenizer", "scheduler"}, "sd15-ci": {"tokenizer"}}
 
 
 def library_versions() -> dict[str, str]:
@@ -124,10 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--only", default=None, help=f"comma list of stages out of {','.join(STAGES)}")
     ap.add_argument("--force", action="store_true", help="replace an existing reference set")
-    ap.add_argument("--preset", choices=["full", "small"], default="full",
-                    help="full: every case (the bundled tiny model, a real SD 1.5); small: a few cases per stage "
+    ap.add_argument("--preset", choices=["full", "small", "sd15-ci"], default="full",
+                    help="full: every case (the bundled tiny model); small: a few cases per stage "
                          "at sizes the model's geometry allows, without the tokenizer corpus and the scheduler "
-                         "traces (which do not depend on the model), for the further fixture geometries")
+                         "traces (which do not depend on the model), for the further fixture geometries; "
+                         "sd15-ci: a real-size SD 1.5 set that fits a CI budget (text encoder with clip skip, "
+                         "rng, every scheduler trace, one 20-step 512x512 txt2img with its U-Net calls 0 / middle / "
+                         "last kept teacher-forced, one img2img, the VAE at 512x512; run it with --no-float64 "
+                         "unless the machine holds a float64 SD 1.5 U-Net)")
     ap.add_argument("--no-float64", action="store_true",
                     help="do not run the model stages in float64 (no float64 floor in the set; the runner then says so)")
     args = ap.parse_args(argv)
@@ -160,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     for stage in STAGES:
         if only and stage not in only:
             continue
-        if args.preset == "small" and stage in SMALL_PRESET_SKIPS:
+        if stage in PRESET_SKIPS[args.preset]:
             continue
         mod_name = MODULES[stage]
         mod = importlib.import_module(f"refgen.{mod_name}")
@@ -171,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         mod.generate(ctx)
 
     here = Path(__file__).resolve().parent
-    scripts = sorted([here / "make_references.py", *here.glob("refgen/*.py")])
+    # refgen/schedulers.json (the TypeScript registry) decides which scheduler traces are written
+    scripts = sorted([here / "make_references.py", *here.glob("refgen/*.py"), *here.glob("refgen/*.json")])
     manifest = {
         "format": "sd-harness-references/1",
         "model": args.model.name,

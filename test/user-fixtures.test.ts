@@ -1,7 +1,7 @@
 /**
- * Models as users have them, each judged against references diffusers made for it: an export of
- * the bundled model written by optimum's own exporter (a text encoder without hidden_states
- * outputs, int64 ids, a rank-0 timestep, opset 18), a 3-block geometry (per-block heads, linear
+ * Models as users have them, each judged against references diffusers made for it: the detection
+ * fixture tiny-sd-wide written by optimum's own exporter (a text encoder without hidden_states
+ * outputs, int64 ids, a rank-0 timestep, opset 18; PNDM with its Runge-Kutta warm-up), a 3-block geometry (per-block heads, linear
  * projections, a 3-block VAE, scaling factor 0.13025), a 2-block geometry with 8 latent channels and
  * Euler by default, and a scheduler config diffusers' pipeline must correct (steps_offset 0,
  * clip_sample true). Each must PASS the fp32 profile, and its pictures match diffusers' within 1/255.
@@ -11,7 +11,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { ExitCode } from "../src/errors";
 import { Report } from "../src/conformance/types";
-import { USER_FIXTURES, REFS } from "./helpers/fixtures";
+import { USER_FIXTURES } from "./helpers/fixtures";
 import { cli, Run } from "./helpers/cli";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sd-user-fixtures-"));
@@ -50,11 +50,12 @@ describe.each(USER_FIXTURES.map((f) => [f.name, f] as const))("%s", (name, f) =>
 });
 
 describe("the optimum export", () => {
-  const optimum = USER_FIXTURES.find((f) => f.name === "tiny-sd-optimum-onnx")!;
+  const optimum = USER_FIXTURES.find((f) => f.name === "tiny-sd-wide-optimum-onnx")!;
+  const clipSkipRun = "end_to_end:txt2img-ddim-80x64-negative-clipskip1";
 
   test("judges the last hidden state and skips clip skip with the reason, never an error", async () => {
     const out = path.join(tmp, "optimum-te");
-    const r = await cli(["conformance", "--model", optimum.model, "--references", REFS, "--only", "text_encoder:*", "--only", "end_to_end:txt2img-pndm-clipskip1", "--quiet", "--out", out]);
+    const r = await cli(["conformance", "--model", optimum.model, "--references", optimum.refs, "--only", "text_encoder:*", "--only", clipSkipRun, "--quiet", "--out", out]);
     expect(r.code).toBe(ExitCode.ok);
     const report: Report = JSON.parse(fs.readFileSync(path.join(out, "report.json"), "utf8"));
     const te = report.results.filter((x) => x.stage === "text_encoder");
@@ -63,7 +64,7 @@ describe("the optimum export", () => {
       expect(x.status).toBe("pass");
       expect(Object.keys(x.metrics)).toContain("last_hidden_state");
     }
-    const e2e = report.results.find((x) => x.id === "end_to_end:txt2img-pndm-clipskip1")!;
+    const e2e = report.results.find((x) => x.id === clipSkipRun)!;
     expect(e2e.status).toBe("skip");
     expect(e2e.message).toMatch(/no hidden_states outputs.*re-export it with output_hidden_states/);
     expect(r.err).toMatch(/not covered: .*penultimate_normed \(clip skip\) not compared/);

@@ -71,12 +71,16 @@ class RefContext:
     dtype: torch.dtype
     cases: list[dict[str, Any]] = field(default_factory=list)
     only: list[str] | None = None
-    preset: str = "full"  # "full" | "small" (make_references.py --preset)
+    preset: str = "full"  # "full" | "small" | "sd15-ci" (make_references.py --preset)
     float64: bool = True  # also run each model stage in float64 and record the floor (--no-float64: not)
 
     @property
     def small(self) -> bool:
         return self.preset == "small"
+
+    @property
+    def sd15(self) -> bool:
+        return self.preset == "sd15-ci"
 
     def geometry(self) -> "Geometry":
         if self.model_dir is None:

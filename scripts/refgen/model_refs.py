@@ -66,6 +66,8 @@ def _test_image(h: int, w: int, batch: int, seed: int) -> torch.Tensor:
 
 def _vae_sizes(ctx: RefContext) -> dict[str, tuple[int, int, int, int]]:
     """case name (WxH) -> (batch, height, width, seed)."""
+    if ctx.sd15:
+        return {"512x512": (1, 512, 512, 1)}
     if not ctx.small:
         return {"64x64": (1, 64, 64, 1), "128x64": (1, 64, 128, 2), "batch2-64x64": (2, 64, 64, 3)}
     # half the model's default size (the VAE needs only multiples of its own factor), square and

@@ -24,21 +24,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import (
-    DDIMScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    PNDMScheduler,
-    StableDiffusionImg2ImgPipeline,
-    StableDiffusionInpaintPipeline,
-    StableDiffusionPipeline,
-)
+from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline, StableDiffusionPipeline
 from PIL import Image
 
 from .context import RefContext
 from .float64 import F64, float32_draws, floors
-
-from .scheduler_refs import REGISTRY  # noqa: E402 (the TypeScript scheduler registry, schedulers.json)
+from .scheduler_refs import REGISTRY  # the TypeScript scheduler registry, schedulers.json
 
 
 class SchedulerChoice:
@@ -78,6 +69,9 @@ class Run:
     strength: float = 1.0
     clip_skip: int | None = None
     extra: dict = field(default_factory=dict)
+    # only the U-Net calls become cases (no end_to_end case): sizes whose decoded image would cost
+    # the fixture budget, run for what the U-Net's deepest blocks see there
+    unet_only: bool = False
 
 
 RUNS = [
@@ -94,6 +88,19 @@ RUNS = [
     Run("img2img-euler-strength0.75-128x64", "img2img", "a mountain lake", "euler", steps=8, seed=8, strength=0.75,
         width=128, height=64),
     Run("inpaint-pndm-64x64", "inpaint", "a vase of flowers", "pndm", steps=8, seed=13),
+    # steps x strength fractional (7 x 0.55 = 3.85): diffusers' int() of it decides the start step
+    Run("img2img-ddim-strength0.55-7steps", "img2img", "a harbour at sunrise", "ddim", steps=7, seed=31, strength=0.55),
+    # a batch of two prompts over one init image (its latents repeated), ancestral steps drawing noise
+    # for both, 6 x 0.7 = 4.2
+    Run("img2img-euler-a-batch2-strength0.7", "img2img", ["a desert at noon", "a forest at night"], "euler-a", steps=6,
+        seed=17, strength=0.7, negative=["", "fog"]),
+    # inpainting at a second size and below full strength (6 x 0.75 = 4.5): image latents, then noise
+    Run("inpaint-ddim-strength0.75-128x64", "inpaint", "a red door", "ddim", steps=6, seed=19, strength=0.75,
+        width=128, height=64),
+    # 256 x 256: 32 x 32 latents, so the mid block (three down-samplers) attends over 4 x 4 tokens;
+    # at 64 x 64 it sees one, where self-attention is a softmax over a single key
+    Run("txt2img-ddim-256x256", "txt2img", "a map of an island", "ddim", steps=2, seed=23, width=256, height=256,
+        unet_only=True),
 ]
 
 
@@ -117,13 +124,26 @@ def small_runs(ctx: RefContext) -> list[Run]:
             seed=7, width=wide, height=s, negative="blurry, low quality", clip_skip=1),
         Run(f"img2img-{own}-strength0.6-{s}x{s}", "img2img", "a city street in the rain", own, steps=10, seed=5,
             strength=0.6, width=s, height=s),
-        Run(f"img2img-{other}-strength0.75-{s}x{s}", "img2img", "a mountain lake", other, steps=8, seed=8,
+        # 7 x 0.75 = 5.25: a fractional start step
+        Run(f"img2img-{other}-strength0.75-7steps-{s}x{s}", "img2img", "a mountain lake", other, steps=7, seed=8,
             strength=0.75, width=s, height=s),
     ]
 
 
+# make_references.py --preset sd15-ci: SD 1.5's own size and step count, one run per task
+SD15_RUNS = [
+    Run("txt2img-pndm-512x512", "txt2img", "a photograph of an astronaut riding a horse", "pndm", steps=20, seed=42,
+        width=512, height=512),
+    Run("img2img-pndm-strength0.5-512x512", "img2img", "a city street in the rain", "pndm", steps=10, seed=5,
+        strength=0.5, width=512, height=512),
+]
+
+
 def kept_unet_calls(ctx: RefContext, n: int) -> list[int]:
-    """Which U-Net calls of a run become teacher-forced cases: all, or the first and the last."""
+    """Which U-Net calls of a run become teacher-forced cases: all; the first and the last (small);
+    the first, the middle and the last (sd15-ci)."""
+    if ctx.sd15:
+        return sorted({0, n // 2, n - 1})
     return list(range(n)) if not ctx.small else sorted({0, n - 1})
 
 
@@ -160,7 +180,7 @@ def _pipeline(ctx: RefContext, kind: str):
 @torch.no_grad()
 def generate(ctx: RefContext) -> None:
     base_sched = None
-    for run in small_runs(ctx) if ctx.small else RUNS:
+    for run in small_runs(ctx) if ctx.small else SD15_RUNS if ctx.sd15 else RUNS:
         pipe = _pipeline(ctx, run.kind)
         if pipe is None:
             print(f"  skip {run.name}: no --inpaint-model")
@@ -239,16 +259,31 @@ def generate(ctx: RefContext) -> None:
             "pipeline_class": type(pipe).__name__,
         }
         unet_floors: dict[int, dict] = {}
-        if ctx.float64:
+        if ctx.float64 and run.unet_only:
+            unet_floors = _float64_unet_calls(ctx, run, unet_calls, kept)
+        elif ctx.float64:
             meta["float64_floor"], meta["float64_shared"], unet_floors = _float64_run(
                 ctx, run, base_sched, args, captured["latents_init"], steps, image, unet_calls, kept)
-        ctx.save(f"end_to_end:{run.name}", tensors, meta)
+        if not run.unet_only:
+            ctx.save(f"end_to_end:{run.name}", tensors, meta)
         for k in kept:
             call_meta: dict[str, Any] = {"run": run.name, "call": k}
             if k in unet_floors:
                 call_meta["float64_floor"] = unet_floors[k]
             ctx.save(f"unet:{run.name}-step{k:02d}", unet_calls[k], call_meta)
         print(f"  {run.name}: {len(unet_calls)} U-Net calls")
+
+
+@torch.no_grad()
+def _float64_unet_calls(ctx: RefContext, run: Run, unet_calls: list[dict[str, torch.Tensor]], kept: list[int]) -> dict[int, dict]:
+    """The float64 U-Net on each kept call's own inputs (the teacher-forced floor)."""
+    unet = _pipeline(ctx, run.kind).unet.to("cpu", F64)
+    out = {}
+    for k in kept:
+        call = unet_calls[k]
+        out64 = unet(call["sample"].to(F64), call["timestep"], encoder_hidden_states=call["encoder_hidden_states"].to(F64)).sample
+        out[k] = floors({"out_sample": (call["out_sample"], out64)})
+    return out
 
 
 @torch.no_grad()

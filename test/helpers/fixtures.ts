@@ -7,10 +7,13 @@ export const REFS = path.join(ROOT, "fixtures", "references", "tiny-sd", "cpu");
 
 /**
  * Models as users bring them (not shipped), each with the reference set diffusers made for it
- * (scripts/make_fixtures.sh). The optimum export is of the tiny model itself, so its set is REFS.
+ * (scripts/make_fixtures.sh): the detection fixture tiny-sd-wide as optimum's exporter writes it,
+ * and three further geometries / configs exported by scripts/export_onnx.py.
  */
+export const WIDE = path.join(ROOT, "fixtures", "models", "tiny-sd-wide-optimum-onnx");
+export const WIDE_REFS = path.join(ROOT, "fixtures", "references", "tiny-sd-wide", "cpu");
 export const USER_FIXTURES: readonly { readonly name: string; readonly model: string; readonly refs: string }[] = [
-  { name: "tiny-sd-optimum-onnx", model: path.join(ROOT, "fixtures", "models", "tiny-sd-optimum-onnx"), refs: REFS },
+  { name: "tiny-sd-wide-optimum-onnx", model: WIDE, refs: WIDE_REFS },
   ...["tiny-sd-3block-linear", "tiny-sd-2block-euler", "tiny-sd-legacy-pndm"].map((name) => ({
     name: `${name}-onnx`,
     model: path.join(ROOT, "fixtures", "models", `${name}-onnx`),
