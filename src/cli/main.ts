@@ -19,7 +19,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<(argv: str
       return async (argv, io) => {
         const args = await m.generateParser(argv).parseAsync();
         if (args.help || args.version) return ExitCode.ok;
-        return m.runGenerate(args as Record<string, unknown>, io);
+        return m.runGenerate(args as Record<string, unknown>, io, argv);
       };
     },
   },

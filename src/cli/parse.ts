@@ -39,3 +39,16 @@ export function threadsFlag(v: unknown): number {
   if (tooMany) throw new HarnessError(`--threads: ${tooMany}`, ExitCode.usage);
   return n;
 }
+
+/**
+ * A number flag's value as typed, for messages that quote it ("-2", "abc"): yargs has already made
+ * it a number (NaN for text). The last occurrence wins, as in yargs; the parsed value otherwise.
+ */
+export function asTyped(argv: readonly string[], flag: string, parsed: unknown): unknown {
+  let v = parsed;
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === `--${flag}` && i + 1 < argv.length) v = argv[i + 1];
+    else if (argv[i].startsWith(`--${flag}=`)) v = argv[i].slice(flag.length + 3);
+  }
+  return v;
+}

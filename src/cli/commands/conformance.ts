@@ -4,7 +4,7 @@ import * as path from "node:path";
 import yargs from "yargs";
 import { HarnessError, ExitCode, oneLine } from "../../errors";
 import { CliIO } from "../io";
-import { numFlag, threadsFlag, THREADS_HELP } from "../parse";
+import { asTyped, numFlag, threadsFlag, THREADS_HELP } from "../parse";
 import { DEFAULT_MODEL, DEFAULT_INPAINT_MODEL, DEFAULT_REFERENCES, VERSION } from "../defaults";
 import { runConformance, exitCodeFor, ModelSpec } from "../../conformance/runner";
 import { listCases, filterCases, parseShard, shardCases, caseCost } from "../../conformance/cases";
@@ -53,19 +53,6 @@ function parser(argv: string[]) {
     .help()
     .version(VERSION)
     .exitProcess(false);
-}
-
-/**
- * A number flag's value as typed, for messages that quote it ("-2", "abc"): yargs has already made
- * it a number (NaN for text). The last occurrence wins, as in yargs; the parsed value otherwise.
- */
-function asTyped(argv: readonly string[], flag: string, parsed: unknown): unknown {
-  let v = parsed;
-  for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === `--${flag}` && i + 1 < argv.length) v = argv[i + 1];
-    else if (argv[i].startsWith(`--${flag}=`)) v = argv[i].slice(flag.length + 3);
-  }
-  return v;
 }
 
 function modelSpecs(values: string[], inpaint: string | undefined): ModelSpec[] {

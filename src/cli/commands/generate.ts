@@ -12,7 +12,7 @@ import {
   SCHEDULER_NAMES, SCHEDULERS, SIGMA_SCHEDULE_NAMES, sigmaScheduleKeys, SigmaScheduleName,
 } from "../../schedulers";
 import { CliIO, progress } from "../io";
-import { intFlag, numFlag, seedFlag, threadsFlag, THREADS_HELP } from "../parse";
+import { asTyped, intFlag, numFlag, seedFlag, threadsFlag, THREADS_HELP } from "../parse";
 import { DEFAULT_MODEL, VERSION } from "../defaults";
 
 export function generateParser(argv: string[]) {
@@ -22,21 +22,21 @@ export function generateParser(argv: string[]) {
     .option("model", { type: "string", default: DEFAULT_MODEL, describe: "SD 1.x ONNX model folder (optimum layout)" })
     .option("prompt", { type: "string", demandOption: true, describe: "what to draw" })
     .option("negative-prompt", { type: "string", describe: "what to steer away from" })
-    .option("steps", { type: "string", default: "20", describe: "denoising steps" })
-    .option("guidance", { type: "string", default: "7.5", describe: "classifier-free guidance scale (<= 1 disables CFG)" })
+    .option("steps", { type: "number", default: 20, describe: "denoising steps" })
+    .option("guidance", { type: "number", default: 7.5, describe: "classifier-free guidance scale (<= 1 disables CFG)" })
     .option("scheduler", { type: "string", describe: `the sampler, one of: ${SCHEDULER_NAMES.join(", ")} (default: the model's)` })
     .option("sigmas", { type: "string", describe: SIGMAS_HELP })
     .option("seed", { type: "string", describe: "torch seed, 0 to 2^64-1 (default: random, printed)" })
-    .option("width", { type: "string", describe: "a multiple of the model's size step: the VAE's factor x the U-Net's down-sampling, 64 for SD 1.x (default: the model's sample size, or the init image's)" })
-    .option("height", { type: "string", describe: "a multiple of the model's size step (64 for SD 1.x)" })
+    .option("width", { type: "number", describe: "a multiple of the model's size step: the VAE's factor x the U-Net's down-sampling, 64 for SD 1.x (default: the model's sample size, or the init image's)" })
+    .option("height", { type: "number", describe: "a multiple of the model's size step (64 for SD 1.x)" })
     .option("force-sd1", { type: "boolean", default: false, describe: "run a folder that looks like SD 2.x (1024-wide text, 768-v, OpenCLIP tokenizer) as SD 1.x anyway" })
-    .option("batch", { type: "string", default: "1", describe: "images per prompt (one noise draw for the batch, as diffusers)" })
+    .option("batch", { type: "number", default: 1, describe: "images per prompt (one noise draw for the batch, as diffusers)" })
     .option("init-image", { type: "string", describe: "RGB PNG for img2img / inpainting" })
-    .option("strength", { type: "string", describe: "img2img strength in (0, 1] (default 0.8; inpainting 1.0)" })
+    .option("strength", { type: "number", describe: "img2img strength in (0, 1] (default 0.8; inpainting 1.0)" })
     .option("mask", { type: "string", describe: "PNG mask for inpainting, white = repaint (needs a 9-channel model)" })
-    .option("clip-skip", { type: "string", default: "0", describe: "text-encoder layers to skip (diffusers' clip_skip; A1111's value minus 1)" })
-    .option("eta", { type: "string", default: "0", describe: "DDIM eta" })
-    .option("threads", { type: "string", default: "0", describe: THREADS_HELP })
+    .option("clip-skip", { type: "number", default: 0, describe: "text-encoder layers to skip (diffusers' clip_skip; A1111's value minus 1)" })
+    .option("eta", { type: "number", default: 0, describe: "DDIM eta" })
+    .option("threads", { type: "number", default: 0, describe: THREADS_HELP })
     .option("low-memory", { type: "boolean", default: false, describe: "load each model component only while it runs" })
     .option("out", { type: "string", default: "out.png", describe: "output PNG (batch: name-0.png, name-1.png, …)" })
     .option("overwrite", { type: "boolean", default: false, describe: "replace existing output files" })
@@ -118,17 +118,22 @@ export function outputPaths(out: string, count: number): string[] {
   return Array.from({ length: count }, (_, i) => `${base}-${i}${ext}`);
 }
 
-export async function runGenerate(args: Record<string, unknown>, io: CliIO): Promise<number> {
-  const steps = intFlag("--steps", args.steps, 1, 1000);
-  const guidance = numFlag("--guidance", args.guidance, 0, 100);
-  const batch = intFlag("--batch", args.batch, 1, 64);
-  const clipSkip = intFlag("--clip-skip", args["clip-skip"], 0, 48);
-  const threads = threadsFlag(args.threads);
-  const eta = numFlag("--eta", args.eta, 0, 1);
+/**
+ * `argv`: the command line as given, so that a bad number is quoted as typed ("-2", "abc"; yargs has
+ * made it a number or NaN by then).
+ */
+export async function runGenerate(args: Record<string, unknown>, io: CliIO, argv: readonly string[] = []): Promise<number> {
+  const typed = (flag: string) => asTyped(argv, flag, args[flag]);
+  const steps = intFlag("--steps", typed("steps"), 1, 1000);
+  const guidance = numFlag("--guidance", typed("guidance"), 0, 100);
+  const batch = intFlag("--batch", typed("batch"), 1, 64);
+  const clipSkip = intFlag("--clip-skip", typed("clip-skip"), 0, 48);
+  const threads = threadsFlag(typed("threads"));
+  const eta = numFlag("--eta", typed("eta"), 0, 1);
   const seed = args.seed === undefined ? BigInt.asUintN(53, BigInt(Math.floor(Math.random() * 2 ** 53))) : seedFlag(args.seed);
-  const width = args.width === undefined ? undefined : intFlag("--width", args.width, 8, 8192);
-  const height = args.height === undefined ? undefined : intFlag("--height", args.height, 8, 8192);
-  const strength = args.strength === undefined ? undefined : numFlag("--strength", args.strength, Number.MIN_VALUE, 1);
+  const width = args.width === undefined ? undefined : intFlag("--width", typed("width"), 8, 8192);
+  const height = args.height === undefined ? undefined : intFlag("--height", typed("height"), 8, 8192);
+  const strength = args.strength === undefined ? undefined : numFlag("--strength", typed("strength"), Number.MIN_VALUE, 1);
   const prompt = String(args.prompt);
   const negative = args["negative-prompt"] === undefined ? undefined : String(args["negative-prompt"]);
   // bounded before anything else: CLIP reads 77 tokens, and a huge argument is refused in milliseconds

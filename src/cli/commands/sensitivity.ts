@@ -3,7 +3,7 @@ import * as path from "node:path";
 import yargs from "yargs";
 import { HarnessError, ExitCode } from "../../errors";
 import { CliIO } from "../io";
-import { intFlag, numFlag, threadsFlag, THREADS_HELP } from "../parse";
+import { asTyped, intFlag, numFlag, threadsFlag, THREADS_HELP } from "../parse";
 import { DEFAULT_MODEL, DEFAULT_REFERENCES, VERSION } from "../defaults";
 import { runSensitivity, DEFAULT_RELATIVES, DEFAULT_SCALES, SensitivityReport } from "../../conformance/sensitivity";
 import { renderSensitivityText, renderSensitivityMarkdown, renderSensitivityHtml } from "../../conformance/report/sensitivity";
@@ -20,20 +20,20 @@ function parser(argv: string[]) {
     .usage(`$0 [--model DIR] [--references DIR] [--budget SECONDS] [options]\n\nPerturb single weights (and scale attention projections) of each layer kind in a temporary copy of the model, run the cases that part reaches, and report the smallest change the default run catches. The model folder is never written. Exit: 0 done, 2 usage or input error.\n\nLayer kinds: ${LAYER_KINDS.map((k) => k.id).join(", ")}`)
     .option("model", { type: "string", default: DEFAULT_MODEL, describe: "ONNX model folder (copied; never changed)" })
     .option("references", { type: "string", default: DEFAULT_REFERENCES, describe: "reference set folder made for this model" })
-    .option("budget", { type: "string", default: "600", describe: "seconds; no new perturbation starts after that (the report lists what was not measured)" })
-    .option("seed", { type: "string", default: "0", describe: "picks the weights (the same seed, the same weights)" })
+    .option("budget", { type: "number", default: 600, describe: "seconds; no new perturbation starts after that (the report lists what was not measured)" })
+    .option("seed", { type: "number", default: 0, describe: "picks the weights (the same seed, the same weights)" })
     .option("only", { type: "string", array: true, describe: "layer-kind globs, e.g. 'unet.attn*' or 'vae_*'" })
     .option("tensors", { type: "string", array: true, describe: "module-path globs that limit the perturbed tensors, e.g. '*mid_block*'" })
     .option("cases", { type: "string", array: true, describe: "case-id globs that further limit the cases run (default: every case the perturbed part reaches)" })
     .option("profile", { type: "string", default: "fp32", describe: "tolerance profile the catches are judged by" })
     .option("tolerances", { type: "string", describe: "tolerance file (default: conformance/tolerances.json)" })
-    .option("samples", { type: "string", default: "1", describe: "tensors per kind searched for their smallest caught size" })
+    .option("samples", { type: "number", default: 1, describe: "tensors per kind searched for their smallest caught size" })
     .option("sweep", { type: "boolean", default: true, describe: "also probe every other tensor of the target kinds at +1e-2 and x1.01 (--no-sweep: off)" })
     .option("relatives", { type: "string", describe: `single-weight sizes, comma-separated (default ${DEFAULT_RELATIVES.join(",")})` })
     .option("scales", { type: "string", describe: `attention-projection scales, comma-separated (default ${DEFAULT_SCALES.join(",")})` })
     .option("out", { type: "string", describe: "folder for sensitivity.json / .md / .html (default: reports/sensitivity-<timestamp>)" })
     .option("overwrite", { type: "boolean", default: false, describe: "replace the files in an existing --out folder" })
-    .option("threads", { type: "string", default: "0", describe: THREADS_HELP })
+    .option("threads", { type: "number", default: 0, describe: THREADS_HELP })
     .option("force-sd1", { type: "boolean", default: false, describe: "run a model that looks like SD 2.x as SD 1.x anyway" })
     .option("quiet", { type: "boolean", default: false, describe: "no per-probe lines" })
     .option("verbose", { type: "boolean", default: false })
@@ -61,10 +61,10 @@ export function writeSensitivity(dir: string, report: SensitivityReport): void {
 export async function sensitivityCommand(argv: string[], io: CliIO): Promise<number> {
   const args = await parser(argv).parseAsync();
   if (args.help || args.version) return ExitCode.ok;
-  const budget = numFlag("--budget", args.budget, 1, 7 * 24 * 3600);
-  const seed = intFlag("--seed", args.seed, 0, 0xffffffff);
-  const samples = intFlag("--samples", args.samples, 1, 1000);
-  const threads = threadsFlag(args.threads);
+  const budget = numFlag("--budget", asTyped(argv, "budget", args.budget), 1, 7 * 24 * 3600);
+  const seed = intFlag("--seed", asTyped(argv, "seed", args.seed), 0, 0xffffffff);
+  const samples = intFlag("--samples", asTyped(argv, "samples", args.samples), 1, 1000);
+  const threads = threadsFlag(asTyped(argv, "threads", args.threads));
   const relatives = args.relatives !== undefined ? sizeList("--relatives", args.relatives, 1e-12, 9.99) : undefined;
   const scales = args.scales !== undefined ? sizeList("--scales", args.scales, 1e-3, 100) : undefined;
   if (scales?.includes(1)) throw new HarnessError("--scales: a scale of 1 changes nothing", ExitCode.usage);
