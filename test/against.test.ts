@@ -2,7 +2,9 @@
  * conformance --model A --against B: model stages judged against B's outputs on the reference
  * set's inputs. A model against itself is identical to the last bit (against PyTorch the fp32
  * export drifts by ~1e-6, so a zero proves B's outputs were used); int8 against fp32 fails the fp16
- * profile as it does against PyTorch; stages that do not run the model are skipped with a reason.
+ * profile as it does against PyTorch; the loops (free-running, end to end) run B's loop from the
+ * same inputs; stages that do not run the model, and inpainting (B has no inpainting model), are
+ * skipped with a reason.
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -30,17 +32,25 @@ beforeAll(async () => {
   const out = path.join(tmp, "r");
   code = await main(["conformance", "--model", `${TINY}=self`, "--model", `${INT8}=int8`, "--against", `${TINY}=fp32`, "--profile", "fp16",
     "--only", "unet:txt2img-pndm-64x64-step00", "--only", "unet:txt2img-pndm-64x64-free", "--only", "vae_decode:64x64", "--only", "text_encoder:astronaut",
+    "--only", "end_to_end:img2img-euler-a-batch2-strength0.7", "--only", "end_to_end:inpaint-pndm-64x64", "--only", "rng:seed42-3",
+    "--inpaint-model", path.join(ROOT, "fixtures", "models", "tiny-sd-inpaint-onnx"),
     "--threads", "1", "--quiet", "--out", out], io);
   report = parseReportJson(fs.readFileSync(path.join(out, "report.json"), "utf8"));
 });
 
 test("a model against itself is identical in every compared tensor", () => {
   const self = report.results.filter((r) => r.model === "self" && r.status !== "skip");
-  expect(self.map((r) => r.id).sort()).toEqual(["text_encoder:astronaut", "unet:txt2img-pndm-64x64-step00", "vae_decode:64x64"]);
+  expect(self.map((r) => r.id).sort()).toEqual([
+    "end_to_end:img2img-euler-a-batch2-strength0.7", "text_encoder:astronaut", "unet:txt2img-pndm-64x64-free", "unet:txt2img-pndm-64x64-step00", "vae_decode:64x64",
+  ]);
   for (const r of self) {
     expect(r.status).toBe("pass");
     for (const m of Object.values(r.metrics)) expect([m.maxAbs, m.relL2]).toEqual([0, 0]);
   }
+  // the end-to-end run compared every step, the decoded image and the pictures
+  const e2e = self.find((r) => r.id.startsWith("end_to_end:"))!;
+  expect(Object.keys(e2e.metrics)).toEqual(expect.arrayContaining(["prompt_embeds", "latents_init", "latents_steps", "image_float"]));
+  expect(e2e.images?.map((im) => im.maxAbsU8)).toEqual([0, 0]);
 });
 
 test("int8 against fp32 fails the fp16 profile in the U-Net, as against PyTorch", () => {
@@ -50,12 +60,22 @@ test("int8 against fp32 fails the fp16 profile in the U-Net, as against PyTorch"
   expect(code).toBe(1);
 });
 
-test("the report names the model judged against, and the loop cases say why they were skipped", () => {
+test("int8 against fp32 fails the fp16 profile in its loops too", () => {
+  for (const id of ["unet:txt2img-pndm-64x64-free", "end_to_end:img2img-euler-a-batch2-strength0.7"]) {
+    const r = report.results.find((x) => x.model === "int8" && x.id === id)!;
+    expect(`${id} ${r.status}`).toBe(`${id} fail`);
+  }
+});
+
+test("the report names the model judged against; model-free stages and inpainting say why they were skipped", () => {
   expect(report.against?.label).toBe("fp32");
   expect(Object.keys(report.against?.hashes ?? {})).toContain("unet/model.onnx");
-  const free = report.results.filter((r) => r.id === "unet:txt2img-pndm-64x64-free");
-  expect(free.map((r) => r.status)).toEqual(["skip", "skip"]);
-  expect(free[0].message).toMatch(/--against compares model stages/);
+  const rng = report.results.filter((r) => r.id === "rng:seed42-3");
+  expect(rng.map((r) => r.status)).toEqual(["skip", "skip"]);
+  expect(rng[0].message).toMatch(/--against compares model stages/);
+  const inpaint = report.results.filter((r) => r.id === "end_to_end:inpaint-pndm-64x64");
+  expect(inpaint.map((r) => r.status)).toEqual(["skip", "skip"]);
+  expect(inpaint[0].message).toMatch(/B has no inpainting model/);
   const md = fs.readFileSync(path.join(tmp, "r", "summary.md"), "utf8");
   expect(md).toContain("**Against:**");
 });

@@ -6,9 +6,11 @@
  * them first, its outputs take the place of the reference's output tensors, and A's stage is then
  * judged against them by the same stage code and limits as usual.
  *
- * Model stages only (text_encoder, unet teacher-forced, vae_decode, vae_encode, vae_roundtrip):
- * the tokenizer, rng and scheduler stages do not depend on the model, and the end-to-end and
- * free-running cases would need B's whole loop recorded; those are skipped with that reason.
+ * Model stages only (text_encoder, unet teacher-forced and free-running, vae_decode, vae_encode,
+ * vae_roundtrip, end_to_end): the tokenizer, rng and scheduler stages do not depend on the model
+ * and are skipped with that reason. For the loops (free-running, end to end) B runs the same loop
+ * from the same inputs and its every step, its decoded image and its pictures take the
+ * reference's place; B has no inpainting model, so inpainting runs are skipped.
  */
 import { StableDiffusionPipeline } from "../pipeline/pipeline";
 import { Tensor, TypedData } from "../tensor/tensor";
@@ -19,8 +21,8 @@ import { AgainstOutputs, CaseDef, runStage, stageDef, StageContext, StageOutcome
 async function outputsOf(b: StableDiffusionPipeline, refs: ReferenceSet, c: CaseDef): Promise<AgainstOutputs | string> {
   const t = refs.tensors(c.refId);
   const against = stageDef(c.kind).against;
-  if (typeof against === "string") return `--against compares model stages (text_encoder, unet, vae_*) only; ${against}`;
-  return against(b, t, c);
+  if (typeof against === "string") return `--against compares model stages (text_encoder, unet, vae_*, end_to_end) only; ${against}`;
+  return against(b, t, c, refs.get(c.refId).meta ?? {});
 }
 
 /** The reference set with one case's output tensors replaced by B's. */

@@ -74,6 +74,8 @@ export function pipeFor(ctx: StageContext, meta: RunMeta): StableDiffusionPipeli
 }
 
 export const NEEDS_INPAINT_MODEL = "needs an inpainting model (--inpaint-model)";
+/** --against: model B is given without an inpainting model, so inpainting runs are not compared. */
+export const ON_INPAINT = "B has no inpainting model (--against takes one folder), so its inpainting runs are not compared";
 
 /** Run generate, collecting per-step latents; a NaN / Inf is reported with the stage and step. */
 export async function runLoop(pipe: StableDiffusionPipeline, params: GenerateParams) {

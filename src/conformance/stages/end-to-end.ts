@@ -3,13 +3,13 @@
  * prompt embeddings, the initial latents, the latents of every step, the decoded image as floats
  * and as uint8 pictures.
  */
-import { F32 } from "../../tensor/tensor";
+import { F32, f32 } from "../../tensor/tensor";
 import { NO_HIDDEN_STATES } from "../../pipeline/pipeline";
 import { RgbImage } from "../../pipeline/image";
 import { tensorMetrics } from "../metrics";
 import { ImageMetrics, TensorMetrics } from "../types";
-import { COST } from "./types";
-import { caseMeta, compareImages, concatSteps, NEEDS_INPAINT_MODEL, ownStage, paramsFromMeta, pipeFor, positive, runLoop, RunMeta, sizeOf, stepSeries } from "./common";
+import { AgainstOutputs, COST } from "./types";
+import { caseMeta, compareImages, concatSteps, NEEDS_INPAINT_MODEL, ON_INPAINT, ownStage, paramsFromMeta, pipeFor, positive, runLoop, RunMeta, sizeOf, stepSeries } from "./common";
 
 /** diffusers' VaeImageProcessor.postprocess(output_type="np"): (x / 2 + 0.5).clamp(0, 1), [B, 3, H, W] -> [B, H, W, 3]. */
 function postprocessNp(x: F32): Float32Array {
@@ -88,7 +88,29 @@ export const endToEnd = ownStage({
     }
     return { metrics, images, series, nonFinite, message, extra: result && t.has("timesteps") ? { timestepMismatches } : undefined };
   },
-  against: "a loop would need B's every step recorded",
+  async against(b, t, _c, m) {
+    // B's whole run from the same prompt, seed and images: its schedule, embeddings, initial latents,
+    // every step, decoded image and pictures stand in for the reference's
+    const meta = m as unknown as RunMeta;
+    if (meta.kind === "inpaint") return `--against: ${ON_INPAINT}`;
+    if (meta.clip_skip && !(await b.hasHiddenStates())) return `--against: ${b.folder.dir}: clip skip ${meta.clip_skip}: ${NO_HIDDEN_STATES}`;
+    const { result, steps, nonFinite } = await runLoop(b, paramsFromMeta(meta, t));
+    const ref = t.f32("latents_steps");
+    if (!result || nonFinite || steps.length !== ref.dims[0]) {
+      return `--against: ${b.folder.dir}'s run ${nonFinite ? `is not finite (${nonFinite.what})` : `made ${steps.length} steps, the reference ${ref.dims[0]}`}`;
+    }
+    const out: AgainstOutputs = new Map();
+    out.set("prompt_embeds", result.promptEmbeds);
+    out.set("latents_init", result.initialLatents);
+    out.set("latents_steps", f32(concatSteps(steps), ref.dims));
+    if (t.has("timesteps")) out.set("timesteps", f32(Float32Array.from(result.timesteps, Math.fround), [result.timesteps.length]));
+    if (t.has("image_float")) out.set("image_float", f32(postprocessNp(result.decoded), t.f32("image_float").dims));
+    const u8 = t.raw("image_uint8");
+    const pixels = new Uint8Array(u8.data.length);
+    result.images.forEach((im, i) => pixels.set(im.data, i * im.data.length));
+    out.set("image_uint8", { dtype: "uint8", dims: u8.dims, data: pixels });
+    return out;
+  },
   components: ["text_encoder", "unet", "vae_decoder", "vae_encoder"],
   float64Floor: true,
   coverage: (meta) => ({

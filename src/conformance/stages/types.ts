@@ -82,7 +82,7 @@ export interface StageDef {
   cost(meta: Readonly<Record<string, unknown>>): number;
   run(ctx: StageContext, c: CaseDef, model: string): Promise<StageOutcome>;
   /** --against: model B's outputs for the case (or why not comparable); a string: why the stage is never compared port vs port */
-  readonly against: ((b: StableDiffusionPipeline, t: CaseTensors, c: CaseDef) => Promise<AgainstOutputs | string>) | string;
+  readonly against: ((b: StableDiffusionPipeline, t: CaseTensors, c: CaseDef, meta: Readonly<Record<string, unknown>>) => Promise<AgainstOutputs | string>) | string;
   /** the ONNX components a case runs: what --localize-failed localizes when it fails */
   readonly components: readonly ComponentKind[];
   /** whether its cases can carry the float64 floor (model stages: src/conformance/float64-floor.ts) */
