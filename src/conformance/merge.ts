@@ -151,7 +151,15 @@ export function mergeReports(shards: readonly Shard[]): Report {
   const localize = mergeLocalize(shards, models.map((m) => m.label));
   return {
     ...first,
-    run: { ...first.run, started, finished, durationMs: parts.reduce((s, p) => s + p.run.durationMs, 0), shard: undefined },
+    run: {
+      ...first.run, started, finished, durationMs: parts.reduce((s, p) => s + p.run.durationMs, 0), shard: undefined,
+      // summed like the duration; absent when a shard did not record it
+      ort: parts.every((p) => p.run.ort) ? {
+        createMs: parts.reduce((s, p) => s + p.run.ort!.createMs, 0),
+        runMs: parts.reduce((s, p) => s + p.run.ort!.runMs, 0),
+        runs: parts.reduce((s, p) => s + p.run.ort!.runs, 0),
+      } : undefined,
+    },
     models,
     results,
     summary: summarize(results),

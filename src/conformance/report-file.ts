@@ -335,6 +335,10 @@ function checkReport(v: unknown): Report {
   for (const k of ["platform", "arch", "cpus"]) str(host[k], `run.host.${k}`);
   num(host.cores, "run.host.cores");
   num(run.threads, "run.threads");
+  if (run.ort !== undefined) {
+    const o = obj(run.ort, "run.ort");
+    for (const k of ["createMs", "runMs", "runs"]) num(o[k], `run.ort.${k}`);
+  }
   strRecord(run.versions, "run.versions");
   if (run.shard !== undefined) {
     const s = obj(run.shard, "run.shard");

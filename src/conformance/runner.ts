@@ -5,6 +5,7 @@
  * in the reporter registry, src/conformance/report/reporters.ts). Worst status wins; exit codes:
  * 0 all pass, 1 a case failed.
  */
+import { ORT_CLOCK } from "../pipeline/onnx-model";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -110,6 +111,7 @@ function loadBaseline(file: string): Map<string, CaseResult> {
 
 export async function runConformance(opts: RunOptions): Promise<Report> {
   const started = new Date();
+  const clock0 = { ...ORT_CLOCK };
   const refs = ReferenceSet.open(opts.references);
   const tol = opts.tolerances ?? loadTolerances();
   resolve(tol, opts.profile, "tokenizer", "", ""); // validates the profile name up front
@@ -134,7 +136,7 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
     const b = opts.against ? await factory(opts.against.dir, { threads: opts.threads ?? 0, forceSd1: opts.forceSd1 }) : null;
     let report: Report;
     try {
-      report = await runCases(opts, refs, tol, cases, baseline, factor, folder, started, b);
+      report = await runCases(opts, refs, tol, cases, baseline, factor, folder, { started, ort: clock0 }, b);
     } finally {
       await b?.release();
     }
@@ -185,9 +187,10 @@ function checkModelsMatchReferences(opts: RunOptions, refs: ReferenceSet): void 
 
 async function runCases(
   opts: RunOptions, refs: ReferenceSet, tol: ToleranceFile, cases: readonly CaseDef[],
-  baseline: Map<string, CaseResult> | null, factor: number, folder: ReportFolder | null, started: Date,
-  against: StableDiffusionPipeline | null = null,
+  baseline: Map<string, CaseResult> | null, factor: number, folder: ReportFolder | null,
+  start: { started: Date; ort: typeof ORT_CLOCK }, against: StableDiffusionPipeline | null = null,
 ): Promise<Report> {
+  const { started, ort: clock0 } = start;
   const log = opts.log ?? (() => {});
   const factory: PipelineFactory = opts.pipelineFactory ?? ((dir, o) => StableDiffusionPipeline.load(dir, o));
   const results: CaseResult[] = [];
@@ -252,6 +255,7 @@ async function runCases(
       threads: opts.threads ?? 0,
       versions: { "sd-harness": VERSION, node: process.versions.node, "onnxruntime-node": ORT_VERSION },
       shard: opts.shard,
+      ort: { createMs: ORT_CLOCK.createMs - clock0.createMs, runMs: ORT_CLOCK.runMs - clock0.runMs, runs: ORT_CLOCK.runs - clock0.runs },
     },
     profile: opts.profile,
     models,

@@ -112,6 +112,8 @@ export interface Report {
     readonly threads: number;
     readonly versions: Readonly<Record<string, string>>;
     readonly shard?: { readonly index: number; readonly count: number };
+    /** wall time inside onnxruntime during the run: session creation, inference calls (the rest is the harness's own) */
+    readonly ort?: { readonly createMs: number; readonly runMs: number; readonly runs: number };
   };
   readonly profile: string;
   readonly models: readonly ModelInfo[];
@@ -170,4 +172,10 @@ export function countStatuses(cases: readonly { readonly status: Status }[]): Re
 /** A run's summary: counts per status and the worst status as the verdict. */
 export function summarize(results: readonly CaseResult[]): Report["summary"] {
   return { ...countStatuses(results), total: results.length, verdict: worstStatus(results.map((r) => r.status)) };
+}
+
+/** The share of a run's wall time spent outside onnxruntime (null when the run did not record it). */
+export function harnessOverhead(run: Report["run"]): number | null {
+  if (!run.ort || !(run.durationMs > 0)) return null;
+  return Math.max(0, run.durationMs - run.ort.createMs - run.ort.runMs) / run.durationMs;
 }

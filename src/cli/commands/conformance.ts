@@ -9,6 +9,7 @@ import { DEFAULT_MODEL, DEFAULT_INPAINT_MODEL, DEFAULT_REFERENCES, VERSION } fro
 import { runConformance, exitCodeFor, ModelSpec } from "../../conformance/runner";
 import { listCases, filterCases, parseShard, shardCases, caseCost } from "../../conformance/cases";
 import { ReferenceSet } from "../../conformance/reference-set";
+import { harnessOverhead } from "../../conformance/types";
 import { loadTolerances, profiles } from "../../conformance/tolerances";
 import { ModuleReferences, loadModuleLimits } from "../../conformance/localize";
 import { withCommandLineLimits } from "../../conformance/cli-limits";
@@ -138,7 +139,9 @@ export async function conformanceCommand(argv: string[], io: CliIO): Promise<num
   });
   const s = report.summary;
   for (const g of report.coverage?.gaps ?? []) io.err(`not covered: ${oneLine(g.what, 100)}: ${oneLine(g.why, 300)}\n`);
-  io.err(`\n${s.verdict.toUpperCase()}: ${s.pass} pass, ${s.fail} fail, ${s.xfail} xfail, ${s.xpass} xpass, ${s.error} error, ${s.skip} skip (${(report.run.durationMs / 1000).toFixed(1)} s)\n`);
+  const overhead = harnessOverhead(report.run);
+  const ortPart = overhead === null ? "" : `; ${(100 * overhead).toFixed(1)} % outside onnxruntime`;
+  io.err(`\n${s.verdict.toUpperCase()}: ${s.pass} pass, ${s.fail} fail, ${s.xfail} xfail, ${s.xpass} xpass, ${s.error} error, ${s.skip} skip (${(report.run.durationMs / 1000).toFixed(1)} s${ortPart})\n`);
   io.out(`${path.join(outDir, "report.html")}\n`);
   return exitCodeFor(report);
 }

@@ -1,6 +1,6 @@
 /** summary.md: the report as Markdown, for a CI job summary or a pull-request comment. */
 import type { Reporter } from "./reporter";
-import { Report, Status, isFailing } from "../types";
+import { Report, Status, harnessOverhead, isFailing } from "../types";
 import { coverageLines } from "../coverage";
 import { localizeMarkdown } from "./localize-view";
 import { floorSummary, EXCESS_EXPLAINED } from "../float64-floor";
@@ -76,7 +76,11 @@ function runSection(report: Report, out: string[]): void {
   if (refVersions) out.push(`- **Reference versions:** ${refVersions}`);
   if (r.command) out.push(`- **Reference command:** ${mdCode(r.command)}`);
   out.push(`- **Tolerance profile:** ${mdCode(report.profile)}`);
-  out.push(`- **Started:** ${md(report.run.started)} · **duration** ${formatDuration(report.run.durationMs)}`);
+  const overhead = harnessOverhead(report.run);
+  const ort = report.run.ort && overhead !== null
+    ? ` (onnxruntime: ${formatDuration(report.run.ort.runMs)} in ${report.run.ort.runs} calls, ${formatDuration(report.run.ort.createMs)} creating sessions; ${(100 * overhead).toFixed(1)} % outside it)`
+    : "";
+  out.push(`- **Started:** ${md(report.run.started)} · **duration** ${formatDuration(report.run.durationMs)}${ort}`);
   const h = report.run.host;
   out.push(`- **Host:** ${md(h.platform)}/${md(h.arch)}, ${md(h.cpus)} (${md(h.cores)} cores), ${md(report.run.threads || "ORT default")} threads`);
   const versions = Object.entries(report.run.versions).map(([k, v]) => `${md(k)} ${md(v)}`).join(", ");
