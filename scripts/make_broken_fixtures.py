@@ -18,18 +18,12 @@ what cannot be made in TypeScript without an ONNX writer is made here:
                                   the conv weight and a 4 KB table are external, small constants inline)
   truncated/model.onnx            the first 60% of the same decoder saved inline
   zero-byte/model.onnx            an empty file
-  npy/ok-*.npy + npy/index.json   valid .npy files written by numpy (v1/v2/v3, each supported dtype)
-                                  and the values they hold, for the reader's round-trip checks
-  npy/bad-*.npy                   .npy files the reader must refuse: Fortran order, big-endian,
-                                  object (pickle) dtype, a header claiming 2^40 elements
 """
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import shutil
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -106,49 +100,6 @@ def write_json(path: Path, value: dict) -> None:
     path.write_text(json.dumps(value, indent=2) + "\n")
 
 
-def npy_bytes(arr: np.ndarray, version: tuple[int, int] | None = None) -> bytes:
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, arr, version=version, allow_pickle=True)
-    return buf.getvalue()
-
-
-def make_npy(out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    ok = {
-        "ok-f4-v1.npy": (np.arange(6, dtype=np.float32).reshape(2, 3) / 4 - 0.5, (1, 0)),
-        "ok-f8-v2.npy": (np.arange(4, dtype=np.float64) * 1.5 - 1, (2, 0)),
-        "ok-i4-v3.npy": (np.arange(-3, 3, dtype=np.int32).reshape(3, 2), (3, 0)),
-        "ok-i8.npy": (np.array([-(2**40), -1, 0, 2**40], dtype=np.int64), None),
-        "ok-u1.npy": (np.arange(250, 256, dtype=np.uint8).reshape(1, 2, 3), None),
-        "ok-f2.npy": (np.array([0.5, -2.0, 65504.0, 1e-4], dtype=np.float16), None),
-        "ok-bool.npy": (np.array([True, False, True], dtype=np.bool_), None),
-        "ok-scalar-f4.npy": (np.array(3.25, dtype=np.float32), None),
-        "ok-empty-f4.npy": (np.zeros((0, 3), dtype=np.float32), None),
-    }
-    index = {}
-    for name, (arr, version) in ok.items():
-        (out / name).write_bytes(npy_bytes(arr, version))
-        vals = arr.reshape(-1)
-        if arr.dtype == np.float16:
-            values = [int(v) for v in vals.view(np.uint16)]  # raw half bits, as the reader returns them
-        elif arr.dtype == np.bool_:
-            values = [int(v) for v in vals]
-        elif arr.dtype.kind == "f":
-            values = [float(v) for v in vals]
-        else:
-            values = [int(v) for v in vals]
-        index[name] = {"descr": arr.dtype.str, "shape": list(arr.shape), "version": list(version or (1, 0)), "values": values}
-    write_json(out / "index.json", index)
-
-    (out / "bad-fortran.npy").write_bytes(npy_bytes(np.asfortranarray(np.arange(6, dtype=np.float32).reshape(2, 3))))
-    (out / "bad-big-endian.npy").write_bytes(npy_bytes(np.arange(3, dtype=">f4")))
-    (out / "bad-object.npy").write_bytes(npy_bytes(np.array([{"a": 1}, None], dtype=object)))
-    # a well-formed header that claims 2^40 float32 elements over 16 bytes of data
-    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776,), }"
-    header += " " * (64 - (10 + len(header) + 1) % 64) + "\n"
-    (out / "bad-huge-shape.npy").write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + bytes(16))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="fixtures/broken")
@@ -217,7 +168,6 @@ def main() -> None:
     (out / "zero-byte").mkdir(parents=True, exist_ok=True)
     (out / "zero-byte" / "model.onnx").write_bytes(b"")
 
-    make_npy(out / "npy")
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"wrote {out} ({total} bytes)")
 

@@ -24,7 +24,7 @@ export const INPUT_LIMITS = {
   manifest: 64 * MiB,
   /** a conformance report.json (the bundled run: 0.6 MB) */
   report: 256 * MiB,
-  /** a tensor file (.safetensors, .npy): Node's own limit for reading a file whole */
+  /** a tensor file (.safetensors): Node's own limit for reading a file whole */
   tensor: 2048 * MiB - 1,
 } as const;
 
