@@ -103,6 +103,45 @@ export interface GenerateResult {
   readonly height: number;
 }
 
+/** generate()'s inputs after check_inputs, with the defaults filled in. */
+interface RunInputs {
+  readonly prompts: readonly string[];
+  readonly negative: readonly string[] | null;
+  readonly perPrompt: number;
+  readonly steps: number;
+  readonly guidance: number;
+  readonly cfg: boolean;
+  readonly seed: bigint;
+  readonly init: RgbImage | null;
+  readonly mask: GrayImage | null;
+  readonly width: number;
+  readonly height: number;
+  readonly strength: number;
+  /** the latents' shape, [B, C, H / f, W / f] */
+  readonly shape: readonly number[];
+}
+
+interface PreparedLatents {
+  readonly latents: F32;
+  /** inpainting: the mask at latent size and the masked image's latents, doubled for CFG */
+  readonly maskLatent: F32 | null;
+  readonly maskedImageLatents: F32 | null;
+}
+
+/**
+ * diffusers' get_timesteps: img2img / inpainting start part-way along the schedule, at
+ * int(steps * strength) steps from its end (times the scheduler's order).
+ */
+function startIndex(scheduler: Scheduler, steps: number, strength: number): number {
+  const initSteps = Math.min(Math.floor(steps * strength), steps);
+  const tStart = Math.max(steps - initSteps, 0);
+  const first = tStart * scheduler.order;
+  if (first >= scheduler.timesteps.length) {
+    throw invalid("strength")`${param("strength")} ${strength} with ${param("steps")} ${steps} leaves no denoising steps`;
+  }
+  return first;
+}
+
 export class NumericError extends HarnessError {
   constructor(readonly stage: string, readonly step: number | null, what: string) {
     super(`${what} in ${stage}${step === null ? "" : ` at step ${step}`}`, ExitCode.numeric);
@@ -359,17 +398,53 @@ export class StableDiffusionPipeline {
     return createScheduler(name ?? this.schedulerConfig.className, this.schedulerConfig, steps, { eta, sigmas });
   }
 
+  /**
+   * One generation, in diffusers' StableDiffusionPipeline.__call__ order: check the inputs, encode
+   * the prompt, set the timesteps (and where img2img / inpainting starts on them), prepare the
+   * latents for the task, denoise, decode.
+   */
   async generate(params: GenerateParams): Promise<GenerateResult> {
+    const run = this.checkInputs(params);
+    const generator = params.generator ?? new TorchGenerator(run.seed);
+    const scheduler = this.resolveScheduler(params.scheduler, run.steps, params.eta ?? 0, params.sigmas);
+
+    const embeds = params.promptEmbeds ?? (await this.encodePrompt(run.prompts, run.negative, run.cfg, run.perPrompt, params.clipSkip ?? 0));
+    checkFinite(embeds, "text_encoder", null);
+
+    const first = startIndex(scheduler, run.steps, run.strength);
+    const prepared = await this.prepareLatents(run, scheduler, first, generator, params.latents ?? null);
+    const initialLatents = prepared.latents;
+    checkFinite(initialLatents, "initial latents", null);
+
+    const latents = await this.denoise(run, scheduler, first, embeds, prepared, generator, params);
+    await this.done("unet");
+    if (params.signal?.aborted) throw new HarnessError("interrupted", ExitCode.interrupted);
+    const decoded = await this.decodeLatents(latents);
+    checkFinite(decoded, "vae_decoder", null);
+    return {
+      images: tensorToImages(decoded),
+      decoded,
+      latents,
+      initialLatents,
+      promptEmbeds: embeds,
+      timesteps: scheduler.timesteps.slice(first),
+      scheduler: scheduler.name,
+      seed: run.seed,
+      width: run.width,
+      height: run.height,
+    };
+  }
+
+  /** check_inputs, with the defaults filled in: every bad value is an InvalidParameter naming it. */
+  private checkInputs(params: GenerateParams): RunInputs {
     const prompts = toList(params.prompt);
     if (prompts.length === 0) throw invalidParameter("prompt", "no prompt given");
     const negative = params.negativePrompt == null ? null : toList(params.negativePrompt);
     const perPrompt = params.numImagesPerPrompt ?? 1;
     const steps = params.steps ?? 20;
     const guidance = params.guidanceScale ?? 7.5;
-    const seed = BigInt(params.seed ?? 0);
     const init = params.initImage ?? null;
     const mask = params.mask ?? null;
-    const vsf = this.folder.vaeConfig.scaleFactor;
     const width = params.width ?? init?.width ?? this.defaultSize;
     const height = params.height ?? init?.height ?? this.defaultSize;
     const strength = params.strength ?? (init && !mask ? 0.8 : 1.0);
@@ -381,33 +456,27 @@ export class StableDiffusionPipeline {
     if (mask) validateMaskSize(mask, width, height);
     if (this.folder.isInpaint && !mask) throw invalid("mask")`${this.folder.dir}: a 9-channel inpainting U-Net needs ${param("initImage")} and ${param("mask")}`;
     if (mask && !this.folder.isInpaint) throw invalidParameter("mask", `${this.folder.dir} has a 4-channel U-Net; inpainting needs a 9-channel inpainting model`);
-
+    const vsf = this.folder.vaeConfig.scaleFactor;
     const batch = prompts.length * perPrompt;
-    const cfg = guidance > 1;
-    const generator = params.generator ?? new TorchGenerator(seed);
-    const scheduler = this.resolveScheduler(params.scheduler, steps, params.eta ?? 0, params.sigmas);
-    const lc = this.folder.vaeConfig.latentChannels;
-    const h = height / vsf;
-    const w = width / vsf;
-    const shape = [batch, lc, h, w]; // [B, 4, H/8, W/8]
+    return {
+      prompts, negative, perPrompt, steps, guidance, cfg: guidance > 1, seed: BigInt(params.seed ?? 0), init, mask, width, height, strength,
+      // [B, 4, H/8, W/8]
+      shape: [batch, this.folder.vaeConfig.latentChannels, height / vsf, width / vsf],
+    };
+  }
 
-    const embeds = params.promptEmbeds ?? (await this.encodePrompt(prompts, negative, cfg, perPrompt, params.clipSkip ?? 0));
-    checkFinite(embeds, "text_encoder", null);
-
-    // img2img / inpainting start part-way along the schedule (diffusers' get_timesteps)
-    const order = scheduler.order;
-    const initSteps = Math.min(Math.floor(steps * strength), steps);
-    const tStart = Math.max(steps - initSteps, 0);
-    const first = tStart * order;
-    if (first >= scheduler.timesteps.length) {
-      throw invalid("strength")`${param("strength")} ${strength} with ${param("steps")} ${steps} leaves no denoising steps`;
-    }
-
+  /**
+   * prepare_latents per task (and the inpainting pipeline's prepare_mask_latents): txt2img and
+   * full-strength inpainting draw noise scaled by the scheduler's initial sigma; img2img and
+   * inpainting below full strength sample the init image's latents, then noise them to the first
+   * timestep. `given`: start from these latents instead (conformance: the reference's).
+   */
+  private async prepareLatents(run: RunInputs, scheduler: Scheduler, first: number, generator: TorchGenerator, given: F32 | null): Promise<PreparedLatents> {
+    const { init, mask, shape, strength } = run;
+    const batch = shape[0];
     // diffusers multiplies by init_noise_sigma held as a float32 tensor
     const sigma0 = f(scheduler.initNoiseSigma);
-    let latents: F32 | null = params.latents ?? null;
-    let maskLatent: F32 | null = null;
-    let maskedImageLatents: F32 | null = null;
+    let latents: F32 | null = given;
     if (!latents && !init) {
       // one draw for the whole batch, scaled by the scheduler's initial sigma
       const noise = generator.randn(shape);
@@ -427,40 +496,51 @@ export class StableDiffusionPipeline {
         latents = f32(scheduler.addNoise(imageLatents.data, generator.randn(shape), first), shape);
       }
     }
-    if (mask && init) {
-      // prepare_mask_latents: the masked image's latents (a further draw) and the mask at latent size
-      const m = maskToTensor(mask);
-      const image = imageToTensor(init);
-      const plane = m.data.length;
-      const masked = f32(image.data.map((v, i) => f(v * (m.data[i % plane] < 0.5 ? 1 : 0))), image.dims);
-      maskedImageLatents = await this.sampleImageLatents(masked, generator, batch);
-      maskLatent = resizeNearest(m, h, w, batch);
-      if (cfg) {
-        maskLatent = concat0([maskLatent, maskLatent]);
-        maskedImageLatents = concat0([maskedImageLatents, maskedImageLatents]);
-      }
-    }
     if (!latents) throw new HarnessError("no initial latents", ExitCode.internal);
     if (latents.data.length !== numel(shape)) {
       throw new HarnessError(`initial latents ${formatDims(latents.dims)} do not match ${formatDims(shape)}`, ExitCode.usage);
     }
-    const initialLatents = latents;
-    checkFinite(latents, "initial latents", null);
+    if (!(mask && init)) return { latents, maskLatent: null, maskedImageLatents: null };
+    // prepare_mask_latents: the masked image's latents (a further draw) and the mask at latent size
+    const m = maskToTensor(mask);
+    const image = imageToTensor(init);
+    const plane = m.data.length;
+    const masked = f32(image.data.map((v, i) => f(v * (m.data[i % plane] < 0.5 ? 1 : 0))), image.dims);
+    let maskedImageLatents = await this.sampleImageLatents(masked, generator, batch);
+    let maskLatent = resizeNearest(m, shape[2], shape[3], batch);
+    if (run.cfg) {
+      maskLatent = concat0([maskLatent, maskLatent]);
+      maskedImageLatents = concat0([maskedImageLatents, maskedImageLatents]);
+    }
+    return { latents, maskLatent, maskedImageLatents };
+  }
 
+  /**
+   * The denoising loop from timestep index `first`: per step one batched U-Net call ([uncond, cond]
+   * with CFG; the mask and masked-image latents appended as channels for inpainting), guidance,
+   * then the scheduler's step.
+   */
+  private async denoise(
+    run: RunInputs, scheduler: Scheduler, first: number, embeds: F32, prepared: PreparedLatents, generator: TorchGenerator,
+    params: Pick<GenerateParams, "onStep" | "signal">,
+  ): Promise<F32> {
+    const { shape } = run;
+    const { maskLatent, maskedImageLatents } = prepared;
+    let latents = prepared.latents;
     const state = scheduler.initialState();
     const total = scheduler.timesteps.length;
-    const g = f(guidance);
+    const g = f(run.guidance);
     for (let i = first; i < total; i++) {
       if (params.signal?.aborted) throw new HarnessError("interrupted", ExitCode.interrupted);
       const t = scheduler.timesteps[i];
       // [2B, 4, h, w] with CFG: one batched U-Net call for uncond and cond
-      const doubled = cfg ? concat0([latents, latents]) : latents;
+      const doubled = run.cfg ? concat0([latents, latents]) : latents;
       let modelInput = f32(scheduler.scaleModelInput(doubled.data, i), doubled.dims);
       if (maskLatent && maskedImageLatents) modelInput = concatChannels([modelInput, maskLatent, maskedImageLatents]); // [2B, 9, h, w]
       const raw = await this.runUnet(modelInput, t, embeds);
       checkFinite(raw, "unet", i);
       let eps: F32 = raw;
-      if (cfg) {
+      if (run.cfg) {
         const half = raw.data.length / 2;
         const out = new Float32Array(half);
         for (let k = 0; k < half; k++) {
@@ -476,22 +556,7 @@ export class StableDiffusionPipeline {
         await params.onStep({ index: i - first, total: total - first, timestep: t, modelInput, noisePredRaw: raw, noisePred: eps, latents });
       }
     }
-    await this.done("unet");
-    if (params.signal?.aborted) throw new HarnessError("interrupted", ExitCode.interrupted);
-    const decoded = await this.decodeLatents(latents);
-    checkFinite(decoded, "vae_decoder", null);
-    return {
-      images: tensorToImages(decoded),
-      decoded,
-      latents,
-      initialLatents,
-      promptEmbeds: embeds,
-      timesteps: scheduler.timesteps.slice(first),
-      scheduler: scheduler.name,
-      seed,
-      width,
-      height,
-    };
+    return latents;
   }
 
   /** retrieve_latents(vae.encode(x), generator) * scaling_factor, repeated to the batch. */
