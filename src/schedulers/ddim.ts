@@ -8,9 +8,10 @@
 import { HarnessError, ExitCode } from "../errors";
 import { COMMON_DEFAULTS, rejectUnsupported } from "./config";
 import { at } from "./float32";
-import { alphaBarAlphaSigma, clipInPlace, ddpmAddNoise, drawNoise, vpPredictNoise, vpPredictX0 } from "./k-diffusion";
+import { alphaBarAlphaSigma, clipInPlace, drawNoise, vpPredictNoise, vpPredictX0 } from "./k-diffusion";
 import { discreteTimesteps, trainingSchedule } from "./noise-schedules";
 import { NoiseSource, NoState, Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerOptions, StepResult } from "./types";
+import { vpScheduler } from "./families";
 
 const f = Math.fround;
 
@@ -55,19 +56,15 @@ export function createDDIMScheduler(config: SchedulerConfig, numInferenceSteps: 
     return { prevSample: prev, predOriginalSample: x0 };
   };
 
-  return {
+  return vpScheduler({
     name: ddimDescriptor.id,
     config,
     numInferenceSteps,
     timesteps,
-    sigmas: new Float32Array(0),
-    order: 1,
-    initNoiseSigma: 1,
     initialState: (): NoState => ({}),
-    scaleModelInput: (sample) => sample,
     step,
-    addNoise: (original, noise, i) => ddpmAddNoise(original, noise, at(ac, steps[i])),
-  };
+    alphaBarAt: (i) => at(ac, steps[i]),
+  });
 }
 
 export const ddimDescriptor: SchedulerDescriptor = {

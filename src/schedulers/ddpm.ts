@@ -10,9 +10,10 @@
  */
 import { COMMON_DEFAULTS, rejectUnsupported } from "./config";
 import { at } from "./float32";
-import { alphaBarAlphaSigma, clipInPlace, ddpmAddNoise, drawNoise, vpPredictX0 } from "./k-diffusion";
+import { alphaBarAlphaSigma, clipInPlace, drawNoise, vpPredictX0 } from "./k-diffusion";
 import { discreteTimesteps, trainingSchedule } from "./noise-schedules";
 import { NoiseSource, NoState, Scheduler, SchedulerConfig, SchedulerDescriptor, StepResult } from "./types";
+import { vpScheduler } from "./families";
 
 const f = Math.fround;
 
@@ -64,19 +65,15 @@ export function createDDPMScheduler(config: SchedulerConfig, numInferenceSteps: 
     return { prevSample: prev, predOriginalSample: x0 };
   };
 
-  return {
+  return vpScheduler({
     name: ddpmDescriptor.id,
     config,
     numInferenceSteps,
     timesteps,
-    sigmas: new Float32Array(0),
-    order: 1,
-    initNoiseSigma: 1,
     initialState: (): NoState => ({}),
-    scaleModelInput: (sample) => sample,
     step,
-    addNoise: (original, noise, i) => ddpmAddNoise(original, noise, at(ac, steps[i])),
-  };
+    alphaBarAt: (i) => at(ac, steps[i]),
+  });
 }
 
 export const ddpmDescriptor: SchedulerDescriptor = {

@@ -26,6 +26,7 @@ import { COMMON_DEFAULTS, rejectUnsupported } from "./config";
 import { checkSameLength, lambdaAt, logF32, vpAlphaSigma, vpPredictX0 } from "./k-diffusion";
 import { solverSchedule } from "./noise-schedules";
 import { PredictionType, Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerOptions, StepResult } from "./types";
+import { callIndexCheck, checkStepCount } from "./families";
 
 const f = Math.fround;
 const NAME = "DPMSolverMultistepScheduler";
@@ -172,9 +173,7 @@ export function createDpmSolverMultistepScheduler(config: SchedulerConfig, numIn
     use_flow_sigmas: (v) => v === true,
     use_dynamic_shifting: (v) => v === true,
   });
-  if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1) {
-    throw new HarnessError(`${NAME}: the number of steps must be a positive integer, got ${numInferenceSteps}`, ExitCode.usage);
-  }
+  checkStepCount(NAME, numInferenceSteps);
   // diffusers maps the UniPC / DEIS solver names onto its own midpoint solver
   const solverType = config.solverType === "heun" ? "heun" : ["midpoint", "bh1", "bh2", "logrho"].includes(config.solverType) ? "midpoint" : null;
   if (solverType === null) throw new HarnessError(`${NAME}: solver_type ${JSON.stringify(config.solverType)} is not implemented`, ExitCode.usage);
@@ -191,9 +190,7 @@ export function createDpmSolverMultistepScheduler(config: SchedulerConfig, numIn
   });
   const calls = timesteps.length;
 
-  const checkIndex = (i: number) => {
-    if (!Number.isInteger(i) || i < 0 || i >= calls) throw new HarnessError(`${NAME}: step index ${i} outside 0..${calls - 1}`, ExitCode.internal);
-  };
+  const checkIndex = callIndexCheck(NAME, calls);
 
   return {
     name: dpmSolverMultistepDescriptor.id,

@@ -12,9 +12,10 @@
  * Timesteps / sigmas as EulerDiscrete without Karras sigmas.
  */
 import { COMMON_DEFAULTS } from "./config";
-import { ancestralStep, drawNoise, kAddNoise, kPredictX0, kScaleInput, toD } from "./k-diffusion";
+import { ancestralStep, drawNoise, kPredictX0, toD } from "./k-diffusion";
 import { kDiffusionSchedule } from "./noise-schedules";
 import { NoiseSource, NoState, Scheduler, SchedulerConfig, SchedulerDescriptor, StepResult } from "./types";
+import { kScheduler } from "./families";
 
 const f = Math.fround;
 
@@ -41,19 +42,16 @@ export function createEulerAncestralScheduler(config: SchedulerConfig, numInfere
     return { prevSample: prev, predOriginalSample: x0 };
   };
 
-  return {
+  return kScheduler({
     name: eulerAncestralDescriptor.id,
     config,
     numInferenceSteps,
     timesteps,
     sigmas,
-    order: 1,
     initNoiseSigma,
     initialState: (): NoState => ({}),
-    scaleModelInput: (sample, i) => kScaleInput(sample, sigmas[i]),
     step,
-    addNoise: (original, noise, i) => kAddNoise(original, noise, sigmas[i]),
-  };
+  });
 }
 
 export const eulerAncestralDescriptor: SchedulerDescriptor = {

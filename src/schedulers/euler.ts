@@ -12,9 +12,10 @@
  * Random draws: none (diffusers only draws when s_churn > 0, which the pipelines never pass).
  */
 import { COMMON_DEFAULTS, rejectUnsupported } from "./config";
-import { kAddNoise, kPredictX0, kScaleInput, toD } from "./k-diffusion";
+import { kPredictX0, toD } from "./k-diffusion";
 import { kDiffusionSchedule } from "./noise-schedules";
 import { NoState, Scheduler, SchedulerConfig, SchedulerDescriptor, StepResult } from "./types";
+import { kScheduler } from "./families";
 
 const f = Math.fround;
 
@@ -44,19 +45,16 @@ export function createEulerScheduler(config: SchedulerConfig, numInferenceSteps:
     return { prevSample: prev, predOriginalSample: x0 };
   };
 
-  return {
+  return kScheduler({
     name: eulerDescriptor.id,
     config,
     numInferenceSteps,
     timesteps,
     sigmas,
-    order: 1,
     initNoiseSigma,
     initialState: (): NoState => ({}),
-    scaleModelInput: (sample, i) => kScaleInput(sample, sigmas[i]),
     step,
-    addNoise: (original, noise, i) => kAddNoise(original, noise, sigmas[i]),
-  };
+  });
 }
 
 export const eulerDescriptor: SchedulerDescriptor = {

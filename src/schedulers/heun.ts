@@ -22,6 +22,7 @@ import { COMMON_DEFAULTS } from "./config";
 import { checkSameLength, clipInPlace, kAddNoise, kPredictX0, kScaleInput, toD } from "./k-diffusion";
 import { kDiffusionSchedule } from "./noise-schedules";
 import { Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerOptions, StepResult } from "./types";
+import { callIndexCheck, checkStepCount } from "./families";
 
 const f = Math.fround;
 const NAME = "HeunDiscreteScheduler";
@@ -58,9 +59,7 @@ function repeatAfterFirst(values: ArrayLike<number>): Float32Array {
 }
 
 export function createHeunScheduler(config: SchedulerConfig, numInferenceSteps: number, _opts?: SchedulerOptions): Scheduler<HeunState> {
-  if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1) {
-    throw new HarnessError(`${NAME}: the number of steps must be a positive integer, got ${numInferenceSteps}`, ExitCode.usage);
-  }
+  checkStepCount(NAME, numInferenceSteps);
   // the k-diffusion schedule before Heun's doubling, always ending at sigma 0
   const schedule = kDiffusionSchedule(config, numInferenceSteps, NAME, { sigmaSchedule: config.sigmaSchedule, finalSigmasType: "zero" });
   const baseSigmas = schedule.sigmas; // [s0 .. s_{n-1}, 0]
@@ -71,9 +70,7 @@ export function createHeunScheduler(config: SchedulerConfig, numInferenceSteps: 
   const timesteps = repeatAfterFirst(schedule.timesteps);
   const calls = timesteps.length;
 
-  const checkIndex = (i: number) => {
-    if (!Number.isInteger(i) || i < 0 || i >= calls) throw new HarnessError(`${NAME}: call index ${i} outside 0..${calls - 1}`, ExitCode.internal);
-  };
+  const checkIndex = callIndexCheck(NAME, calls);
 
   const denoised = (modelOutput: Float32Array, sample: Float32Array, sigma: number): Float32Array => {
     const x0 = kPredictX0(config.predictionType, modelOutput, sample, sigma);

@@ -16,9 +16,10 @@
  * used so that results match diffusers bit for bit.
  */
 import { COMMON_DEFAULTS } from "./config";
-import { kAddNoise, kPredictX0, kScaleInput, toD } from "./k-diffusion";
+import { kPredictX0, toD } from "./k-diffusion";
 import { kDiffusionSchedule } from "./noise-schedules";
 import { Scheduler, SchedulerConfig, SchedulerDescriptor, StepResult } from "./types";
+import { kScheduler } from "./families";
 
 const f = Math.fround;
 
@@ -126,19 +127,16 @@ export function createLMSScheduler(config: SchedulerConfig, numInferenceSteps: n
     return { prevSample: prev, predOriginalSample: x0 };
   };
 
-  return {
+  return kScheduler({
     name: lmsDescriptor.id,
     config,
     numInferenceSteps,
     timesteps,
     sigmas,
-    order: 1,
     initNoiseSigma,
     initialState: (): LmsState => ({ derivatives: [] }),
-    scaleModelInput: (sample, i) => kScaleInput(sample, sigmas[i]),
     step,
-    addNoise: (original, noise, i) => kAddNoise(original, noise, sigmas[i]),
-  };
+  });
 }
 
 export const lmsDescriptor: SchedulerDescriptor = {

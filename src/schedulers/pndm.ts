@@ -13,9 +13,9 @@
 import { HarnessError, ExitCode } from "../errors";
 import { COMMON_DEFAULTS } from "./config";
 import { at } from "./float32";
-import { ddpmAddNoise } from "./k-diffusion";
 import { discreteTimesteps, trainingSchedule } from "./noise-schedules";
 import { Scheduler, SchedulerConfig, SchedulerDescriptor, StepResult } from "./types";
+import { vpScheduler } from "./families";
 
 const f = Math.fround;
 
@@ -160,19 +160,15 @@ export function createPNDMScheduler(config: SchedulerConfig, numInferenceSteps: 
     return counter < prk.length ? stepPrk(modelOutput, counter, steps[i], sample, st) : stepPlms(modelOutput, counter, steps[i], sample, st);
   };
 
-  return {
+  return vpScheduler({
     name: pndmDescriptor.id,
     config,
     numInferenceSteps,
     timesteps,
-    sigmas: new Float32Array(0),
-    order: 1,
-    initNoiseSigma: 1,
     initialState: (): PndmState => ({ counter: 0, ets: [], curSample: null, curModelOutput: null }),
-    scaleModelInput: (sample) => sample,
     step,
-    addNoise: (original, noise, i) => ddpmAddNoise(original, noise, at(ac, steps[i])),
-  };
+    alphaBarAt: (i) => at(ac, steps[i]),
+  });
 }
 
 export const pndmDescriptor: SchedulerDescriptor = {

@@ -27,6 +27,7 @@ import { COMMON_DEFAULTS, rejectUnsupported } from "./config";
 import { checkSameLength, lambdaAt, logF32, vpAlphaSigma, vpPredictNoise, vpPredictX0 } from "./k-diffusion";
 import { solverSchedule } from "./noise-schedules";
 import { Scheduler, SchedulerConfig, SchedulerDescriptor, SchedulerOptions, StepResult } from "./types";
+import { callIndexCheck, checkStepCount } from "./families";
 
 const f = Math.fround;
 const NAME = "UniPCMultistepScheduler";
@@ -163,9 +164,7 @@ export function createUniPCScheduler(config: SchedulerConfig, numInferenceSteps:
     use_flow_sigmas: (v) => v === true,
     use_dynamic_shifting: (v) => v === true,
   });
-  if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1) {
-    throw new HarnessError(`${NAME}: the number of steps must be a positive integer, got ${numInferenceSteps}`, ExitCode.usage);
-  }
+  checkStepCount(NAME, numInferenceSteps);
   // diffusers maps DPM-Solver's solver names onto bh2
   const variant = config.solverType === "bh1" ? "bh1" : ["bh2", "midpoint", "heun", "logrho"].includes(config.solverType) ? "bh2" : null;
   if (variant === null) throw new HarnessError(`${NAME}: solver_type ${JSON.stringify(config.solverType)} is not implemented`, ExitCode.usage);
@@ -182,9 +181,7 @@ export function createUniPCScheduler(config: SchedulerConfig, numInferenceSteps:
   });
   const calls = timesteps.length;
 
-  const checkIndex = (i: number) => {
-    if (!Number.isInteger(i) || i < 0 || i >= calls) throw new HarnessError(`${NAME}: step index ${i} outside 0..${calls - 1}`, ExitCode.internal);
-  };
+  const checkIndex = callIndexCheck(NAME, calls);
 
   /** Step 1: the model output as x0 (predict_x0) or eps, at sigmas[i] (float32 ops). */
   const convert = (modelOutput: Float32Array, sample: Float32Array, i: number): Float32Array => {
