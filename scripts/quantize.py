@@ -310,8 +310,10 @@ def int8_dynamic(src: Path, dst: Path, kind: str, keep_modules: list[str] | None
     # and only then reads nodes_to_exclude: a Gemm's own name alone would not keep it in float
     gemms = {n.name for n in model.graph.node if n.op_type == "Gemm"} if model is not None else set()
     exclude += [x + "_MatMul" for x in exclude if x in gemms]
+    # a model whose weights live in model.onnx_data (over protobuf's 2 GB: SD 1.5's U-Net) keeps them
+    # outside: a mix that leaves most weights float would not serialize into one file
     quantize_dynamic(str(src), str(dst), op_types_to_quantize=ops, weight_type=QuantType.QUInt8, per_channel=False,
-                     nodes_to_exclude=exclude)
+                     nodes_to_exclude=exclude, use_external_data_format=(src.parent / "model.onnx_data").exists())
     kept = f"; kept in float: {', '.join(keep_modules)} ({len(exclude)} nodes)" if keep_modules else ""
     kept += f"; op types kept in float: {', '.join(sorted(float_ops))}" if float_ops else ""
     kept += f"; {len(exclude)} nodes kept in float in all" if float_globs else ""
@@ -455,13 +457,42 @@ def int8_static(src: Path, dst: Path, references: Path, in_channels: int, per_ch
 
 def finalize(file: Path, compact: bool) -> None:
     """Drop shape inference's value_info (ORT re-infers it; ~10% of the file) and optionally
-    compact the names; saved again so every mode ends in the same canonical serialization."""
+    compact the names; saved again so every mode ends in the same canonical serialization. A model
+    whose weights are external (over protobuf's 2 GB: SD 1.5's U-Net) is handled as its graph only,
+    its weights left in one side file named model.onnx_data (the layout optimum writes)."""
+    if external_locations(file):
+        model = onnx.load(str(file), load_external_data=False)
+        del model.graph.value_info[:]
+        move_external_data(model, file)
+        onnx.save(model, str(file))
+        return
     if compact:
         compact_names(file)
         return
     model = onnx.load(str(file))
     del model.graph.value_info[:]
     onnx.save(model, str(file))
+
+
+def external_locations(file: Path) -> set[str]:
+    """The side files a model's initializers are stored in (none for a self-contained model)."""
+    model = onnx.load(str(file), load_external_data=False)
+    return {e.value for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+            for e in t.external_data if e.key == "location"}
+
+
+def move_external_data(model: onnx.ModelProto, file: Path) -> None:
+    """Point every external initializer at model.onnx_data, renaming the one side file the quantizer wrote."""
+    locations = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+    if locations == {"model.onnx_data"}:
+        return
+    if len(locations) != 1:
+        raise SystemExit(f"quantize.py: {file}: weights in several side files {sorted(locations)}; expected one")
+    (file.parent / locations.pop()).replace(file.parent / "model.onnx_data")
+    for t in model.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = "model.onnx_data"
 
 
 def compact_names(file: Path) -> None:
