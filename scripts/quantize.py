@@ -460,25 +460,17 @@ def finalize(file: Path, compact: bool) -> None:
     compact the names; saved again so every mode ends in the same canonical serialization. A model
     whose weights are external (over protobuf's 2 GB: SD 1.5's U-Net) is handled as its graph only,
     its weights left in one side file named model.onnx_data (the layout optimum writes)."""
-    if external_locations(file):
-        model = onnx.load(str(file), load_external_data=False)
+    # read once without external data: a self-contained model is then already whole
+    model = onnx.load(str(file), load_external_data=False)
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    if external:
         del model.graph.value_info[:]
         move_external_data(model, file)
-        onnx.save(model, str(file))
-        return
-    if compact:
-        compact_names(file)
-        return
-    model = onnx.load(str(file))
-    del model.graph.value_info[:]
+    elif compact:
+        compact_names(model)
+    else:
+        del model.graph.value_info[:]
     onnx.save(model, str(file))
-
-
-def external_locations(file: Path) -> set[str]:
-    """The side files a model's initializers are stored in (none for a self-contained model)."""
-    model = onnx.load(str(file), load_external_data=False)
-    return {e.value for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
-            for e in t.external_data if e.key == "location"}
 
 
 def move_external_data(model: onnx.ModelProto, file: Path) -> None:
@@ -495,17 +487,16 @@ def move_external_data(model: onnx.ModelProto, file: Path) -> None:
                 e.value = "model.onnx_data"
 
 
-def compact_names(file: Path) -> None:
+def compact_names(model: onnx.ModelProto) -> None:
     """Rename every node, and every tensor that is not a graph input / output or an initializer, to
     a short id (n12 / t34), in graph order. The TorchScript exporter's names
     ("/model/down_blocks.0/attentions.0/transformer_blocks.0/attn1/Cast_3_output_0") are ~80% of a
     small model's file; the committed fixtures use this to fit the fixture budget. Initializer
     names are kept (the pipeline reads final_layer_norm.* by name for clip skip), as are the I/O
     names the pipeline feeds and reads."""
-    model = onnx.load(str(file))
     g = model.graph
     if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in g.node for a in n.attribute):
-        log(f"{file}: has subgraphs; names left as they are")
+        log("a model with subgraphs: names left as they are")
         return
     keep = {i.name for i in g.input} | {o.name for o in g.output} | {i.name for i in g.initializer} | {""}
     rename: dict[str, str] = {}
@@ -520,7 +511,6 @@ def compact_names(file: Path) -> None:
             if x in rename:
                 n.input[j] = rename[x]
     del g.value_info[:]
-    onnx.save(model, str(file))
 
 
 # ---- verification ------------------------------------------------------------------------------

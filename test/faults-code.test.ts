@@ -8,7 +8,6 @@
  * faults-schedulers.test.ts; the margins printed here are recorded in conformance/README.md.
  */
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { runConformance, PipelineFactory, ModelSpec } from "../src/conformance/runner";
 import { Report } from "../src/conformance/types";
@@ -16,6 +15,7 @@ import { StableDiffusionPipeline, GenerateParams } from "../src/pipeline/pipelin
 import { F32, f32 } from "../src/tensor/tensor";
 import { TINY, TINY_INPAINT, REFS } from "./helpers/fixtures";
 import { EVERY_STAGE, describeModel, expectCaughtByMargin, expectedStatuses, statusesOf } from "./helpers/fault-matrix";
+import { tempDir } from "./helpers/tmp";
 
 // The generator's one-line fault: its default Box-Muller kernel for >= 16 values becomes torch's
 // "generic" one (a few ULP off the AVX2 kernel the references were drawn with). Off unless the
@@ -33,13 +33,7 @@ jest.mock("../src/rng/torch-generator", () => {
 
 const GOOD = "good";
 
-let tmp: string;
-beforeAll(() => {
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sd-faults-code-"));
-});
-afterAll(() => {
-  fs.rmSync(tmp, { recursive: true, force: true });
-});
+const tmp = tempDir("sd-faults-code-");
 
 type Patch = (pipe: StableDiffusionPipeline) => void;
 
@@ -165,12 +159,12 @@ describe("code-level faults: one line of the pipeline changed, injected through 
     models = [{ label: GOOD, dir: TINY, inpaintDir: TINY_INPAINT }];
     FAULTS.forEach((f, k) => {
       // the factory tells the broken pipelines apart by their folders: links to the unbroken ones
-      const dir = path.join(tmp, `code-${k}`);
+      const dir = path.join(tmp(), `code-${k}`);
       fs.symlinkSync(TINY, dir);
       if (f.fix) fixes.set(dir, f.fix);
       let inpaintDir: string | undefined;
       if (f.inpaintFix) {
-        inpaintDir = path.join(tmp, `code-${k}-inpaint`);
+        inpaintDir = path.join(tmp(), `code-${k}-inpaint`);
         fs.symlinkSync(TINY_INPAINT, inpaintDir);
         fixes.set(inpaintDir, f.inpaintFix);
       }

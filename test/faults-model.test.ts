@@ -11,28 +11,21 @@
  * scheduler stage (it replays the reference's own scheduler config); a changed scheduler config in
  * the model folder is covered in faults-schedulers.test.ts.
  */
-import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { runConformance, ModelSpec } from "../src/conformance/runner";
 import { Report } from "../src/conformance/types";
 import { TINY, TINY_INPAINT, REFS } from "./helpers/fixtures";
 import { copyPart, editJson, scaleValue } from "./helpers/onnx-edit";
 import { EVERY_STAGE, describeModel, expectCaughtByMargin, expectedStatuses, statusesOf } from "./helpers/fault-matrix";
+import { tempDir } from "./helpers/tmp";
 
 const GOOD = "good";
 
-let tmp: string;
-beforeAll(() => {
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sd-faults-model-"));
-});
-afterAll(() => {
-  fs.rmSync(tmp, { recursive: true, force: true });
-});
+const tmp = tempDir("sd-faults-model-");
 
 /** A copy of `part` of `src` with one value of `name` × `factor` (a non-zero value, checked). */
 function oneWeight(src: string, name: string, part: string, tensor: string, index: number, factor: number): string {
-  const dir = copyPart(src, path.join(tmp, name), part);
+  const dir = copyPart(src, path.join(tmp(), name), part);
   const { before, after } = scaleValue(path.join(dir, part, "model.onnx"), tensor, index, factor);
   expect(before).not.toBe(0);
   expect(after / before).toBeCloseTo(factor, 6);
@@ -50,7 +43,7 @@ const FAULTS: readonly Fault[] = [
   {
     label: "tokenizer vocab.json: ids of astronaut</w> and horse</w> swapped",
     make: () => {
-      const dir = copyPart(TINY, path.join(tmp, "vocab-swap"), "tokenizer");
+      const dir = copyPart(TINY, path.join(tmp(), "vocab-swap"), "tokenizer");
       editJson(path.join(dir, "tokenizer", "vocab.json"), (v) => {
         expect([typeof v["astronaut</w>"], typeof v["horse</w>"]]).toEqual(["number", "number"]);
         [v["astronaut</w>"], v["horse</w>"]] = [v["horse</w>"], v["astronaut</w>"]];

@@ -13,7 +13,6 @@
  * fingerprint is the one guard against a changed model config.
  */
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { runConformance, PipelineFactory } from "../src/conformance/runner";
 import { Report } from "../src/conformance/types";
@@ -25,6 +24,7 @@ import type { Scheduler } from "../src/schedulers/types";
 import { TINY, REFS } from "./helpers/fixtures";
 import { copyPart, editJson } from "./helpers/onnx-edit";
 import { describeModel, expectCaughtByMargin, resultOf, statusesOf } from "./helpers/fault-matrix";
+import { tempDir } from "./helpers/tmp";
 
 // The code-level fault: while `on`, every scheduler the registry builds returns step `at(n)`'s
 // prevSample × (1 + 1e-4), where n is the number of model calls in its schedule. `made` records
@@ -54,13 +54,7 @@ jest.mock("../src/schedulers", () => {
 const GOOD = "good";
 const BAD = "broken";
 
-let tmp: string;
-beforeAll(() => {
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sd-faults-schedulers-"));
-});
-afterAll(() => {
-  fs.rmSync(tmp, { recursive: true, force: true });
-});
+const tmp = tempDir("sd-faults-schedulers-");
 
 /** One trace per registry id: its 10-step "leading" epsilon trace (every scheduler has one). */
 function traceOf(id: string): string {
@@ -117,7 +111,7 @@ describe("a code-level fault in each scheduler of the registry", () => {
 describe("a model-level fault: beta_end x (1 + 1e-4) in the model's scheduler_config.json", () => {
   let dir: string;
   beforeAll(() => {
-    dir = copyPart(TINY, path.join(tmp, "beta-end"), "scheduler");
+    dir = copyPart(TINY, path.join(tmp(), "beta-end"), "scheduler");
     editJson(path.join(dir, "scheduler", "scheduler_config.json"), (j) => {
       expect(j.beta_end).toBe(0.012);
       j.beta_end = 0.012 * (1 + 1e-4);
@@ -133,7 +127,7 @@ describe("a model-level fault: beta_end x (1 + 1e-4) in the model's scheduler_co
   test("past the fingerprint, end_to_end and the free-running U-Net fail for every scheduler they run; the scheduler stage cannot see it", async () => {
     // the runner checks the folder it is given; the factory then loads the changed copy behind it,
     // as if the fingerprint had not recorded beta_end
-    const behind = path.join(tmp, "beta-end-behind");
+    const behind = path.join(tmp(), "beta-end-behind");
     fs.symlinkSync(TINY, behind);
     const factory: PipelineFactory = (d, options) => StableDiffusionPipeline.load(d === behind ? dir : d, options);
     const loops = ["end_to_end:txt2img-pndm-64x64", "end_to_end:txt2img-ddim-batch2", "end_to_end:txt2img-euler-128x64-negative", "end_to_end:txt2img-euler-a-64x64", "unet:txt2img-pndm-64x64-free"];

@@ -5,7 +5,6 @@
  * must fail exactly the stages the fault reaches and pass the ones it does not.
  */
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { runConformance, PipelineFactory } from "../src/conformance/runner";
 import { CaseResult, Report, Status } from "../src/conformance/types";
@@ -13,20 +12,15 @@ import { StableDiffusionPipeline, GenerateParams } from "../src/pipeline/pipelin
 import { F32, f32 } from "../src/tensor/tensor";
 import { TINY, REFS } from "./helpers/fixtures";
 import { copyModel, editJson, scaleInitializers } from "./helpers/onnx-edit";
+import { tempDir } from "./helpers/tmp";
 
-let tmp: string;
-beforeAll(() => {
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sd-faults-"));
-});
-afterAll(() => {
-  fs.rmSync(tmp, { recursive: true, force: true });
-});
+const tmp = tempDir("sd-faults-");
 
 const GOOD = "good";
 const BAD = "broken";
 
 async function sideBySide(only: string[], broken: { dir?: string; factory?: PipelineFactory; forceSd1?: boolean }): Promise<Report> {
-  const brokenDir = broken.dir ?? path.join(tmp, "__factory__", path.basename(TINY));
+  const brokenDir = broken.dir ?? path.join(tmp(), "__factory__", path.basename(TINY));
   if (!broken.dir) {
     // the factory decides what is broken; the label still needs its own folder path
     fs.mkdirSync(path.dirname(brokenDir), { recursive: true });
@@ -77,7 +71,7 @@ function patched(patch: (pipe: StableDiffusionPipeline) => void): PipelineFactor
 
 describe("the suite catches faults and passes the unbroken model", () => {
   test("(a) a perturbed U-Net weight fails the U-Net cases only", async () => {
-    const dir = copyModel(TINY, tmp, "perturbed-unet");
+    const dir = copyModel(TINY, tmp(), "perturbed-unet");
     // 64 of the 2304 values of the first down block's first convolution, times 1.05
     const weight = "model.down_blocks.0.resnets.0.conv1.weight";
     const edited = scaleInitializers(path.join(dir, "unet", "model.onnx"), (n) => n === weight, 1.05, 64);
@@ -98,7 +92,7 @@ describe("the suite catches faults and passes the unbroken model", () => {
   });
 
   test("(b) a wrong VAE scaling factor in the configs is refused up front: it differs from the references' fingerprint", async () => {
-    const dir = copyModel(TINY, tmp, "wrong-vae-scale");
+    const dir = copyModel(TINY, tmp(), "wrong-vae-scale");
     for (const part of ["vae_decoder", "vae_encoder"]) {
       editJson(path.join(dir, part, "config.json"), (j) => { j.scaling_factor = 0.13025; }); // SDXL's
     }
@@ -197,7 +191,7 @@ describe("the suite catches faults and passes the unbroken model", () => {
   });
 
   test("(f) a wrong pad token fails the tokenizer and the prompt embeddings, not the text encoder", async () => {
-    const dir = copyModel(TINY, tmp, "wrong-pad");
+    const dir = copyModel(TINY, tmp(), "wrong-pad");
     // ClipTokenizer.fromDir reads pad_token from special_tokens_map.json (which wins) and
     // tokenizer_config.json, as transformers' from_pretrained does: change both.
     for (const f of ["special_tokens_map.json", "tokenizer_config.json"]) {

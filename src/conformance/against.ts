@@ -17,27 +17,24 @@ import { Tensor, TypedData } from "../tensor/tensor";
 import { CaseTensors, ReferenceSet } from "./reference-set";
 import { AgainstOutputs, CaseDef, runStage, stageDef, StageContext, StageOutcome } from "./stages/index";
 
-/** B's outputs for one case, under the reference's tensor names; a string: not comparable port-vs-port (with why). */
-async function outputsOf(b: StableDiffusionPipeline, refs: ReferenceSet, c: CaseDef): Promise<AgainstOutputs | string> {
-  const t = refs.tensors(c.refId);
-  const against = stageDef(c.kind).against;
-  if (typeof against === "string") return `--against compares model stages (text_encoder, unet, vae_*, end_to_end) only; ${against}`;
-  return against(b, t, c, refs.get(c.refId).meta ?? {});
-}
-
-/** The reference set with one case's output tensors replaced by B's. */
-function withOutputs(refs: ReferenceSet, id: string, outputs: AgainstOutputs, label: string): ReferenceSet {
-  const base = refs.tensors(id);
+/** The reference set with one case's tensors (`base`, read once) overlaid by B's outputs. */
+function withOutputs(refs: ReferenceSet, base: CaseTensors, outputs: AgainstOutputs, label: string): ReferenceSet {
   const merged = new Map<string, Tensor<TypedData>>(base.names().map((n) => [n, base.raw(n)]));
   for (const [k, v] of outputs) merged.set(k, v);
-  const tensors = new CaseTensors(id, `${base.file} (outputs of ${label})`, merged);
+  const tensors = new CaseTensors(base.id, `${base.file} (outputs of ${label})`, merged);
   // every other member (manifest, meta, JSON cases) is the set's own
-  return Object.assign(Object.create(refs) as ReferenceSet, { tensors: (x: string) => (x === id ? tensors : refs.tensors(x)) });
+  return Object.assign(Object.create(refs) as ReferenceSet, { tensors: (x: string) => (x === base.id ? tensors : refs.tensors(x)) });
 }
 
-/** Run case `c` for model A (ctx) against model B's outputs on the same inputs. */
+/**
+ * Run case `c` for model A (ctx) against model B's outputs on the same inputs: B's outputs under the
+ * reference's tensor names, or the reason the stage is not compared port vs port.
+ */
 export async function runAgainst(ctx: StageContext, b: StableDiffusionPipeline, bLabel: string, c: CaseDef, label: string): Promise<StageOutcome> {
-  const outputs = await outputsOf(b, ctx.refs, c);
+  const against = stageDef(c.kind).against;
+  if (typeof against === "string") return { metrics: {}, skip: `--against compares model stages (text_encoder, unet, vae_*, end_to_end) only; ${against}` };
+  const base = ctx.refs.tensors(c.refId);
+  const outputs = await against(b, base, c, ctx.refs.get(c.refId).meta ?? {});
   if (typeof outputs === "string") return { metrics: {}, skip: outputs };
-  return runStage({ ...ctx, refs: withOutputs(ctx.refs, c.refId, outputs, bLabel) }, c, label);
+  return runStage({ ...ctx, refs: withOutputs(ctx.refs, base, outputs, bLabel) }, c, label);
 }

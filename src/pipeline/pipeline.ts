@@ -98,6 +98,8 @@ export interface GenerateResult {
   readonly timesteps: Float32Array;
   /** the scheduler registry's id of what ran ("dpm++2m-karras"), as `--scheduler` spells it */
   readonly scheduler: string;
+  /** the sigma schedule it ran on (the params' sigmas, else the model's config; undefined without sigmas) */
+  readonly sigmaSchedule: SigmaScheduleName | undefined;
   readonly seed: bigint;
   readonly width: number;
   readonly height: number;
@@ -429,6 +431,7 @@ export class StableDiffusionPipeline {
       promptEmbeds: embeds,
       timesteps: scheduler.timesteps.slice(first),
       scheduler: scheduler.name,
+      sigmaSchedule: scheduler.sigmaSchedule,
       seed: run.seed,
       width: run.width,
       height: run.height,

@@ -204,7 +204,7 @@ export function createScheduler(nameOrClass: string, cfg: SchedulerConfig, numIn
   if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1) {
     throw invalid("numInferenceSteps")`${param("numInferenceSteps")} must be a positive integer, got ${numInferenceSteps}`;
   }
-  const { config: resolved, runsAs } = resolveChoice(descriptor.id, cfg, opts.sigmas);
+  const { config: resolved, runsAs, sigmaSchedule } = resolveChoice(descriptor.id, cfg, opts.sigmas);
   const scheduler = descriptor.create(resolved, numInferenceSteps, opts);
   // e.g. 1000 "leading" steps with steps_offset 1 reach timestep 1000, past the end of
   // alphas_cumprod, which PNDM / DDIM / DDPM (the schedulers without sigmas) index by timestep
@@ -215,5 +215,5 @@ export function createScheduler(nameOrClass: string, cfg: SchedulerConfig, numIn
   if (descriptor.sigmaSchedules.length === 0 && last >= resolved.numTrainTimesteps) {
     throw invalid("numInferenceSteps")`${param("numInferenceSteps")} ${numInferenceSteps}: ${descriptor.id}'s "${resolved.timestepSpacing}" schedule with steps_offset ${resolved.stepsOffset} reaches timestep ${last}, past the ${resolved.numTrainTimesteps} training timesteps; use fewer steps`;
   }
-  return runsAs.id === scheduler.name ? scheduler : { ...scheduler, name: runsAs.id };
+  return { ...scheduler, name: runsAs.id, sigmaSchedule };
 }

@@ -71,6 +71,8 @@ export interface Scheduler<S = unknown> {
   readonly sigmas: Float32Array;
   /** diffusers' scheduler.order: model calls per "step" (2 for Heun), used for img2img's t_start */
   readonly order: number;
+  /** the sigma schedule it runs on, as createScheduler resolved it (undefined: a scheduler without sigmas) */
+  readonly sigmaSchedule?: SigmaScheduleName;
   /** the std of the initial noise (sigma_max-based for the k-diffusion family) */
   readonly initNoiseSigma: number;
   initialState(): S;

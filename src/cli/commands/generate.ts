@@ -8,8 +8,8 @@ import { loadModelFolder } from "../../pipeline/model-folder";
 import { readRgbPng, readMaskPng, writePng, PngHeader } from "../../pipeline/image";
 import { MAX_PROMPT_CHARS } from "../../pipeline/tokenizer";
 import {
-  a1111SamplerName, a1111ScheduleType, checkSigmaSchedule, findScheduler, parseSchedulerConfig, parseSigmaSchedule, resolveChoice,
-  SCHEDULER_NAMES, SCHEDULERS, SIGMA_SCHEDULE_NAMES, sigmaScheduleKeys, SigmaScheduleName,
+  a1111SamplerName, a1111ScheduleType, checkSigmaSchedule, findScheduler, parseSchedulerConfig, parseSigmaSchedule,
+  SCHEDULER_NAMES, SCHEDULERS, SIGMA_SCHEDULE_NAMES, SigmaScheduleName,
 } from "../../schedulers";
 import { CliIO, progress } from "../io";
 import { asTyped, intFlag, numFlag, seedFlag, threadsFlag, THREADS_HELP } from "../parse";
@@ -152,18 +152,16 @@ export async function runGenerate(args: Record<string, unknown>, io: CliIO, argv
   // The folder's configs (cheap) before the images and the sessions (seconds): size flags fail
   // before any work, and an image's declared size is checked before its pixels are decoded.
   const modelFolder = loadModelFolder(String(args.model), { forceSd1: Boolean(args["force-sd1"]) });
-  // The sampler that runs (--scheduler, else the model's own class) and the sigma schedule it runs
-  // on: --sigmas, checked against that sampler, replaces the config's use_*_sigmas keys as diffusers'
-  // `Cls.from_config(config, use_exponential_sigmas=True)` does; else the model's config decides.
+  // --sigmas is checked against the sampler that will run (--scheduler, else the model's own class)
+  // before any work; generate() runs it and reports the schedule it ran on
   const configFile = `${modelFolder.dir}/scheduler/scheduler_config.json`;
   const sampler = args.scheduler === undefined ? parseSchedulerConfig({ ...modelFolder.schedulerConfig }, configFile).className : String(args.scheduler);
   const samplerChoice = findScheduler(sampler);
   if (sigmas !== undefined && samplerChoice) checkSigmaSchedule(samplerChoice, sigmas);
-  const folder = sigmas === undefined ? modelFolder : { ...modelFolder, schedulerConfig: { ...modelFolder.schedulerConfig, ...sigmaScheduleKeys(sigmas as SigmaScheduleName) } };
-  const sigmaSchedule = samplerChoice ? resolveChoice(sampler, parseSchedulerConfig({ ...folder.schedulerConfig }, configFile)).sigmaSchedule : undefined;
-  validateSize(width, height, folder.sizeStep);
+
+  validateSize(width, height, modelFolder.sizeStep);
   const initFile = String(args["init-image"]);
-  const initImage = args["init-image"] ? readRgbPng(initFile, "--init-image", (h) => checkInitImageSize(initFile, h, width, height, folder.sizeStep)) : null;
+  const initImage = args["init-image"] ? readRgbPng(initFile, "--init-image", (h) => checkInitImageSize(initFile, h, width, height, modelFolder.sizeStep)) : null;
   const mask = initImage && args.mask ? readMaskPng(String(args.mask), "--mask", (h) => validateMaskSize(h, initImage.width, initImage.height)) : null;
   const out = String(args.out);
   const targets = outputPaths(out, batch);
@@ -185,11 +183,11 @@ export async function runGenerate(args: Record<string, unknown>, io: CliIO, argv
     }
   }
 
-  const pipe = await StableDiffusionPipeline.fromFolder(folder, {
+  const pipe = await StableDiffusionPipeline.fromFolder(modelFolder, {
     threads, lowMemory: Boolean(args["low-memory"]), warn: (m) => io.err(`sd-harness: warning: ${m}\n`),
   });
   try {
-    if (clipSkip > 0 && !(await pipe.hasHiddenStates())) throw new HarnessError(`--clip-skip: ${folder.textEncoder}: ${NO_HIDDEN_STATES}`, ExitCode.usage);
+    if (clipSkip > 0 && !(await pipe.hasHiddenStates())) throw new HarnessError(`--clip-skip: ${modelFolder.textEncoder}: ${NO_HIDDEN_STATES}`, ExitCode.usage);
     // CLIP reads 77 tokens. A longer prompt is refused unless --truncate says to keep the first 77
     // as diffusers does (with a warning): silently dropping the end of a prompt surprises people.
     for (const [flag, text] of [["--prompt", prompt], ["--negative-prompt", negative]] as const) {
@@ -205,6 +203,7 @@ export async function runGenerate(args: Record<string, unknown>, io: CliIO, argv
     let barRef = { tick: (_done: number) => {}, end: () => {} };
     const result = await pipe.generate({
       prompt, negativePrompt: negative ?? null, steps, guidanceScale: guidance, scheduler: args.scheduler as string | undefined,
+      sigmas: sigmas as SigmaScheduleName | undefined,
       seed, width, height, numImagesPerPrompt: batch, initImage, mask, strength, clipSkip, eta, signal: io.signal,
       onStep: (s) => {
         if (total === 0) {
@@ -217,6 +216,7 @@ export async function runGenerate(args: Record<string, unknown>, io: CliIO, argv
     barRef.end();
     // the registry id of what ran (the model's own scheduler when no --scheduler was given)
     const schedulerName = result.scheduler;
+    const sigmaSchedule = result.sigmaSchedule;
     const params = a1111Parameters({
       prompt, negative, steps, scheduler: schedulerName, sigmas: sigmaSchedule, guidance, seed, width: result.width, height: result.height,
       model: pipe.folder.name, strength: initImage ? strength ?? (mask ? 1 : 0.8) : undefined, clipSkip,
