@@ -31,6 +31,8 @@ model is loaded and run once in onnxruntime (CPU) on a small input and must give
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -50,6 +52,13 @@ GPU_ONLY_FUSIONS = ("enable_group_norm", "enable_skip_group_norm", "enable_nhwc_
 
 def log(msg: str) -> None:
     print(f"optimize.py: {msg}", file=sys.stderr)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments: one line naming the flag or folder, exit 2 (no usage block; --help has it)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"optimize.py: {message}\n")
 
 
 def default_opset(model: onnx.ModelProto) -> int:
@@ -168,8 +177,24 @@ def save(model: onnx.ModelProto, dst: Path, external: bool) -> None:
         onnx.save(model, str(dst))
 
 
+def write(src: Path, dst: Path, plans: dict[str, onnx.ModelProto], passes: list[str]) -> None:
+    prepare_folder(src, dst, tuple(plans))
+    for k, model in plans.items():
+        external = (src / k / "model.onnx_data").exists()
+        out = dst / k / "model.onnx"
+        if external:
+            # the rewritten graph still points at SRC's weights: load them in, then write DST's own side file
+            onnx.load_external_data_for_model(model, str(src / k))
+        save(model, out, external)
+        if "attention" in passes:
+            fused = fuse_attention(out, out, k)
+            log(f"{k}: attention: {fused}")
+        finalize(out, compact=False)
+    verify(dst, tuple(plans))
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("src", type=Path, help="SD 1.x ONNX folder (float32)")
     ap.add_argument("dst", type=Path, help="output folder (created; must not exist yet)")
     ap.add_argument("--passes", default=",".join(DEFAULT_PASSES), help=f"comma-separated, from {', '.join(PASSES)} (default: {','.join(DEFAULT_PASSES)})")
@@ -200,19 +225,14 @@ def main(argv: list[str] | None = None) -> int:
             if not count and "attention" not in passes:
                 continue
         plans[k] = model
-    prepare_folder(src, dst, tuple(plans))
-    for k, model in plans.items():
-        external = (src / k / "model.onnx_data").exists()
-        out = dst / k / "model.onnx"
-        if external:
-            # the rewritten graph still points at SRC's weights: load them in, then write DST's own side file
-            onnx.load_external_data_for_model(model, str(src / k))
-        save(model, out, external)
-        if "attention" in passes:
-            fused = fuse_attention(out, out, k)
-            log(f"{k}: attention: {fused}")
-        finalize(out, compact=False)
-    verify(dst, tuple(plans))
+    # written into a sibling folder and renamed at the end: an interrupted run leaves no half DST
+    work = dst.parent / f".{dst.name}.partial-{os.getpid()}"
+    try:
+        write(src, work, plans, passes)
+        os.replace(work, dst)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     return 0
 
 

@@ -56,9 +56,14 @@ const OURS_SESSION = ["--gol", "all", "--mem-pattern", "1", "--arena", "0"];
 
 const PHASES = ["flops", "ours", "torch", "ort", "leak", "lowmem", "options", "variants"];
 const DEFAULT_PHASES = PHASES.filter((p) => p !== "options" && p !== "variants");
-/** --only variants: the U-Net alone of each precision variant folder present (scripts/quantize.py
- *  makes them: <cache>/onnx-fp16, onnx-int8), one process each, with ours' session options. */
-const VARIANTS: [string, string][] = [["fp32", "onnx"], ["fp16", "onnx-fp16"], ["int8-dynamic", "onnx-int8"]];
+/** --only variants: the U-Net alone of each variant folder present, one process each, with ours'
+ *  session options. scripts/quantize.py makes the precision variants (<cache>/onnx-fp16, onnx-int8),
+ *  scripts/optimize.py the float32 rewrites (onnx-gn: its default passes; onnx-opt: --passes
+ *  groupnorm,attention --components unet). */
+const VARIANTS: [string, string][] = [
+  ["fp32", "onnx"], ["fp16", "onnx-fp16"], ["int8-dynamic", "onnx-int8"],
+  ["fp32-groupnorm", "onnx-gn"], ["fp32-groupnorm-attention", "onnx-opt"],
+];
 
 /** A comma-separated list flag as a set of trimmed items. */
 const list = (v: string): Set<string> => new Set(v.split(",").map((x) => x.trim()));

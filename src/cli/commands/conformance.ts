@@ -7,6 +7,7 @@ import { CliIO } from "../io";
 import { asTyped, numFlag, threadsFlag, THREADS_HELP } from "../parse";
 import { DEFAULT_MODEL, DEFAULT_INPAINT_MODEL, DEFAULT_REFERENCES, VERSION } from "../defaults";
 import { runConformance, exitCodeFor, ModelSpec } from "../../conformance/runner";
+import { adviceFor } from "../../conformance/advice";
 import { listCases, filterCases, parseShard, shardCases, caseCost } from "../../conformance/cases";
 import { ReferenceSet } from "../../conformance/reference-set";
 import { harnessOverhead } from "../../conformance/types";
@@ -139,6 +140,7 @@ export async function conformanceCommand(argv: string[], io: CliIO): Promise<num
   });
   const s = report.summary;
   for (const g of report.coverage?.gaps ?? []) io.err(`not covered: ${oneLine(g.what, 100)}: ${oneLine(g.why, 300)}\n`);
+  for (const line of adviceFor(report)) io.err(`advice: ${oneLine(line, 500)}\n`);
   const overhead = harnessOverhead(report.run);
   const ortPart = overhead === null ? "" : `; ${(100 * overhead).toFixed(1)} % outside onnxruntime`;
   io.err(`\n${s.verdict.toUpperCase()}: ${s.pass} pass, ${s.fail} fail, ${s.xfail} xfail, ${s.xpass} xpass, ${s.error} error, ${s.skip} skip (${(report.run.durationMs / 1000).toFixed(1)} s${ortPart})\n`);
