@@ -525,7 +525,8 @@ def smoke_feed(session: ort.InferenceSession, kind: str, hidden: int) -> dict[st
             ids[0, :4] = [49406, 320, 1929, 49407]
             feeds[i.name] = ids.astype(np.int32 if i.type == "tensor(int32)" else np.int64)
         elif i.name == "timestep":
-            feeds[i.name] = np.array([500.5], dtype=np.float32)
+            # optimum's exports declare a scalar timestep, ours a [1]
+            feeds[i.name] = np.array(500.5 if len(i.shape) == 0 else [500.5], dtype=np.float32)
         elif i.name == "encoder_hidden_states":
             feeds[i.name] = rng.standard_normal((2, 77, hidden)).astype(np.float32)
         elif kind == "unet":
