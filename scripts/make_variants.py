@@ -9,7 +9,8 @@ same reference set under the fp32 profile:
               opt_level 0 (the Python fusions only; onnxruntime's own graph optimizations are the
               other variation, made by the tests with onnxruntime-node). Fusions whose contrib ops
               have no CPU kernel (GroupNorm, SkipGroupNorm, NhwcConv, BiasSplitGelu, BiasAdd,
-              packed QKV / KV attention) are switched off.
+              packed QKV / KV attention) are switched off. This is scripts/optimize.py's
+              `attention` pass (fuse_attention), called here per component.
   opset<N>    the PyTorch model re-exported with opset N: by scripts/export_onnx.py (its default
               17; it has no opset option, so its OPSET constant is set here), or with
               --exporter optimum by `optimum-cli export onnx --opset N` (for folders optimum made;
@@ -27,7 +28,6 @@ each folder's path and the op types each fusion produced.
 from __future__ import annotations
 
 import argparse
-import collections
 import os
 import shutil
 import sys
@@ -37,7 +37,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-PARTS = {"text_encoder": "clip", "unet": "unet", "vae_encoder": "vae", "vae_decoder": "vae"}
+from optimize import ATTENTION_MODEL_TYPES, fuse_attention
+
+# the components and the transformer optimizer's model type for each: optimize.py's
+PARTS = ATTENTION_MODEL_TYPES
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
@@ -81,21 +84,15 @@ def smoke_run(path: Path) -> None:
         raise SystemExit(f"{path}: non-finite output in the smoke run")
 
 
-def op_types(path: Path) -> collections.Counter:
-    return collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
-
-
-def make_ortopt(src: Path, dst: Path) -> dict[str, list[str]]:
-    from onnxruntime.transformers.fusion_options import FusionOptions
-    from onnxruntime.transformers.optimizer import optimize_model
-
+def make_ortopt(src: Path, dst: Path) -> dict[str, str]:
+    """optimize.py's attention pass on every component, nothing else (its fusions, its CPU-only checks)."""
     shutil.rmtree(dst, ignore_errors=True)
     dst.mkdir(parents=True)
-    fused: dict[str, list[str]] = {}
+    fused: dict[str, str] = {}
     for entry in sorted(src.iterdir()):
         if entry.name not in PARTS:
             link_or_copy(entry, dst / entry.name)
-    for part, model_type in PARTS.items():
+    for part in PARTS:
         model = src / part / "model.onnx"
         if not model.exists():
             continue
@@ -103,20 +100,8 @@ def make_ortopt(src: Path, dst: Path) -> dict[str, list[str]]:
         for f in sorted((src / part).iterdir()):
             if f.name not in ("model.onnx", "model.onnx_data"):
                 link_or_copy(f, dst / part / f.name)
-        options = FusionOptions(model_type)
-        # contrib ops without a CPU kernel in onnxruntime 1.30: leave those patterns unfused
-        for attr in ("enable_group_norm", "enable_skip_group_norm", "enable_nhwc_conv", "enable_bias_splitgelu",
-                     "enable_bias_add", "enable_packed_qkv", "enable_packed_kv"):
-            if hasattr(options, attr):
-                setattr(options, attr, False)
-        m = optimize_model(str(model), model_type=model_type, num_heads=0, hidden_size=0, opt_level=0,
-                           use_gpu=False, only_onnxruntime=False, optimization_options=options)
-        if m.model.graph.node and any(n.domain == "com.microsoft" and n.op_type in ("GroupNorm", "NhwcConv") for n in m.model.graph.node):
-            raise SystemExit(f"{model}: the optimizer left GPU-only ops")
         out = dst / part / "model.onnx"
-        m.save_model_to_file(str(out), use_external_data_format=False)
-        before, after = op_types(model), op_types(out)
-        fused[part] = sorted(f"{k} {after[k]}" for k in after if k not in before)
+        fused[part] = fuse_attention(model, out, part)
         smoke_run(out)
     return fused
 
@@ -162,7 +147,7 @@ def main() -> int:
         fused = make_ortopt(args.onnx, dst)
         print(dst)
         for part, ops in fused.items():
-            print(f"  {part}: new op types {', '.join(ops) or 'none'}")
+            print(f"  {part}: new op types: {ops}")
     for opset in [int(x) for x in args.opsets.split(",") if x.strip()]:
         if not args.pytorch:
             ap.error("--pytorch is needed for the opset variations")

@@ -27,7 +27,8 @@ import { ROOT, TINY, REFS } from "./helpers/fixtures";
 import { expectConforms } from "./helpers/variations";
 
 const PYTHON = path.join(ROOT, ".venv", "bin", "python");
-const SCRIPTS = ["make_variants.py", "export_onnx.py"].map((f) => path.join(ROOT, "scripts", f));
+// what the variants are made by (make_variants.py calls optimize.py, which uses quantize.py): the cache key
+const SCRIPTS = ["make_variants.py", "export_onnx.py", "optimize.py", "quantize.py"].map((f) => path.join(ROOT, "scripts", f));
 const OPSETS = [14, 18];
 
 interface Source {
