@@ -24,16 +24,15 @@
  * initializer = 5, input = 11, output = 12; NodeProto: input = 1, output = 2, name = 3,
  * op_type = 4; ValueInfoProto.name = 1. Extra outputs are appended to GraphProto as output (12)
  * entries carrying only a name (onnxruntime infers their type); the model's own outputs keep their
- * order. The copy is written into a fresh temporary folder; external-data files named by the model
- * are hard-linked beside it (the same bytes, not a copy; onnxruntime 1.30 refuses a symlink whose
- * target lies outside the model's folder: "External data path escapes model directory"), and only
- * copied where a hard link is impossible (another file system). The user's files are never opened
- * for writing.
+ * order. Where the copy is written so that its external data is found without copying it:
+ * writeTempModel. The user's files are never opened for writing.
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import * as crypto from "node:crypto";
 import { HarnessError, ExitCode } from "../errors";
+import { trackPendingFile, untrackPendingFile, trackPendingDirectory, untrackPendingDirectory } from "../util/atomic";
 import { fields } from "../pipeline/onnx-initializers";
 
 export interface GraphNode {
@@ -273,34 +272,119 @@ export function withExtraOutputs(buf: Buffer, file: string, extra: readonly stri
   return Buffer.concat([buf.subarray(0, graph.start - header), lengthDelimited(7, newGraph), buf.subarray(graph.end)]);
 }
 
-/** A temporary model folder: model.onnx with extra outputs, external data symlinked. `dispose` removes it. */
+/**
+ * The temporary model: the graph with extra outputs, written where onnxruntime finds the model's
+ * external data without a copy. `dispose` removes it.
+ */
 export interface TempModel {
   readonly file: string;
+  /** the folder the temporary file lies in (the model's own, or a temporary folder) */
   readonly dir: string;
   dispose(): void;
 }
 
-export function writeTempModel(modelFile: string, bytes: Buffer, externalFiles: ReadonlySet<string>): TempModel {
-  // (a hard link to the data is made, never written through: the copy's model.onnx is a new file)
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sd-harness-localize-"));
-  const dispose = () => fs.rmSync(dir, { recursive: true, force: true });
-  try {
-    const src = path.dirname(path.resolve(modelFile));
-    for (const loc of externalFiles) {
-      // the same confinement the initializer reader applies: a location stays inside the model's folder
-      const target = path.resolve(src, loc);
-      const rel = path.relative(src, target);
-      if (path.isAbsolute(loc) || rel.startsWith("..") || rel.includes(path.sep)) {
-        throw new HarnessError(`${modelFile}: external data ${JSON.stringify(loc)} is not a file beside the model`, ExitCode.usage);
+export interface TempModelOptions {
+  /** try the model's own folder first (default true); false: the temporary folder only (tests) */
+  readonly beside?: boolean;
+}
+
+/**
+ * Temporary paths alive in this process, removed synchronously at exit. The CLI's signal handler
+ * removes them through src/util/atomic.ts on every SIGINT / SIGTERM, the second one included,
+ * which ends the process before a `finally` could run.
+ */
+const live = new Set<string>();
+let exitHook = false;
+
+function track(p: string): void {
+  if (!exitHook) {
+    exitHook = true;
+    process.on("exit", () => {
+      for (const q of live) {
+        try { fs.rmSync(q, { recursive: true, force: true }); } catch { /* gone */ }
       }
+    });
+  }
+  live.add(p);
+}
+
+function untrack(p: string): void {
+  live.delete(p);
+}
+
+/** Writes `bytes` to a new file (O_EXCL: never through an existing name or a symlink); removes it on failure. */
+function writeNew(file: string, bytes: Buffer): void {
+  const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+  try {
+    for (let at = 0; at < bytes.length;) at += fs.writeSync(fd, bytes, at, bytes.length - at);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * onnxruntime 1.30 resolves an external-data `location` against the model file's folder and
+ * refuses an absolute location, a `../` one and a symlink leading out of that folder ("External
+ * data path escapes model directory"; measured, test/localize.test.ts). So the copy goes:
+ *  1. beside the model, as `.sd-harness-localize-<pid>-<random>.onnx` in the component's own folder:
+ *     its locations resolve to the model's own weights, nothing is linked or copied;
+ *  2. where that folder cannot be written: into a fresh folder under the OS temporary folder, the
+ *     data hard-linked beside it (the same bytes). Where a hard link is impossible (another file
+ *     system) the data is not copied (gigabytes at SD 1.5 size, into a /tmp that may be memory):
+ *     the component is refused in one line that says what to change.
+ * Either way the temporary path is removed by `dispose`, at exit, and by the CLI on a signal.
+ * The user's files are never opened for writing.
+ */
+export function writeTempModel(modelFile: string, bytes: Buffer, externalFiles: ReadonlySet<string>, options: TempModelOptions = {}): TempModel {
+  const src = path.dirname(path.resolve(modelFile));
+  const data: string[] = [];
+  for (const loc of externalFiles) {
+    // the same confinement the initializer reader applies: a location stays inside the model's folder
+    const target = path.resolve(src, loc);
+    const rel = path.relative(src, target);
+    if (path.isAbsolute(loc) || rel.startsWith("..") || rel.includes(path.sep) || rel === "") {
+      throw new HarnessError(`${modelFile}: external data ${JSON.stringify(loc)} is not a file beside the model`, ExitCode.usage);
+    }
+    data.push(rel);
+  }
+  let besideError = "";
+  if (options.beside ?? true) {
+    const file = path.join(src, `.sd-harness-localize-${process.pid}-${crypto.randomBytes(6).toString("hex")}.onnx`);
+    track(file);
+    trackPendingFile(file);
+    const dispose = () => {
+      try { fs.rmSync(file, { force: true }); } catch { /* gone */ }
+      untrack(file);
+      untrackPendingFile(file);
+    };
+    try {
+      writeNew(file, bytes);
+      return { file, dir: src, dispose };
+    } catch (e) {
+      dispose();
+      besideError = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+    }
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sd-harness-localize-"));
+  track(dir);
+  trackPendingDirectory(dir, "tree");
+  const dispose = () => {
+    try { fs.rmSync(dir, { recursive: true, force: true }); } catch { /* gone */ }
+    untrack(dir);
+    untrackPendingDirectory(dir);
+  };
+  try {
+    for (const rel of data) {
       try {
-        fs.linkSync(target, path.join(dir, rel));
-      } catch {
-        fs.copyFileSync(target, path.join(dir, rel), fs.constants.COPYFILE_FICLONE);
+        fs.linkSync(path.join(src, rel), path.join(dir, rel));
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code ?? "error";
+        const size = fs.statSync(path.join(src, rel)).size;
+        throw new HarnessError(`${modelFile}: --localize needs a temporary model beside its external data (${rel}, ${(size / 2 ** 20).toFixed(1)} MiB), which is not copied: ${besideError ? `the model's folder cannot be written (${besideError}) and ` : ""}${os.tmpdir()} cannot hold a hard link to it (${code}); set TMPDIR to a folder on the model's file system`, ExitCode.usage);
       }
     }
     const file = path.join(dir, "model.onnx");
-    fs.writeFileSync(file, bytes);
+    writeNew(file, bytes);
     return { file, dir, dispose };
   } catch (e) {
     dispose();

@@ -20,6 +20,15 @@ export function pendingTemporaries(): readonly string[] {
  */
 const pendingDirs = new Map<string, "tree" | "ifEmpty">();
 
+/** A temporary file made outside writeFileAtomic (a model copy beside its weights) that an interrupt must remove. */
+export function trackPendingFile(file: string): void {
+  pending.add(file);
+}
+
+export function untrackPendingFile(file: string): void {
+  pending.delete(file);
+}
+
 export function trackPendingDirectory(dir: string, mode: "tree" | "ifEmpty"): void {
   pendingDirs.set(dir, mode);
 }
