@@ -33,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from refgen.context import RefContext, sha256_file  # noqa: E402
+from refgen.spread import cpu_description  # noqa: E402
 
 STAGES = ["tokenizer", "text_encoder", "rng", "scheduler", "unet", "vae", "end_to_end"]
 # stage name -> module under refgen/ (the vae module writes vae_decode, vae_encode, vae_roundtrip)
@@ -184,9 +185,14 @@ def main(argv: list[str] | None = None) -> int:
         "model_dir": str(args.model),
         "device": args.device,
         "device_name": device_name(device),
+        # the CPU, its kernel-relevant ISA features, OS and thread count: floors move with them
+        "machine": cpu_description(),
         "dtype": "float32",
         "preset": args.preset,
         "float64_floor": not args.no_float64,
+        # each model-stage case's meta also holds float32_spread (the floor as a spread of correct
+        # float32 computations) and, for the loops, amplification (refgen/spread.py)
+        "float32_spread": not args.no_float64,
         "fingerprint": model_fingerprint(args.model, inpaint=False),
         **({"inpaint_fingerprint": model_fingerprint(args.inpaint_model, inpaint=True)} if args.inpaint_model else {}),
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),

@@ -14,6 +14,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from .context import RefContext
 from .float64 import F64, as_float64, clip_float64_mask, floors
+from .spread import spread_entry, ulp_perturb, variants
 
 PROMPTS = {
     "astronaut": "a photograph of an astronaut riding a horse",
@@ -44,10 +45,24 @@ def text_encoder_refs(ctx: RefContext) -> None:
         if enc64 is not None:
             with clip_float64_mask():
                 out64 = enc64(ids, output_hidden_states=True)
+            pen64 = enc64.text_model.final_layer_norm(out64.hidden_states[-2])
             meta["float64_floor"] = floors({
                 "last_hidden_state": (out.last_hidden_state, out64.last_hidden_state),
-                "penultimate_normed": (penultimate, enc64.text_model.final_layer_norm(out64.hidden_states[-2])),
+                "penultimate_normed": (penultimate, pen64),
             })
+            ref32 = {"last_hidden_state": out.last_hidden_state, "penultimate_normed": penultimate}
+            ref64 = {"last_hidden_state": out64.last_hidden_state, "penultimate_normed": pen64}
+            spread = {}
+            # token ids are integers: no one-ulp variant here
+            for vname, (vctx, nudged) in variants(ctx.device).items():
+                if nudged:
+                    continue
+                with vctx():
+                    o = enc(ids.to(ctx.device), output_hidden_states=True)
+                    spread[vname] = spread_entry({"last_hidden_state": o.last_hidden_state,
+                                                  "penultimate_normed": enc.text_model.final_layer_norm(o.hidden_states[-2])},
+                                                 ref32, ref64)
+            meta["float32_spread"] = spread
         ctx.save(f"text_encoder:{name}", {
             "input_ids": ids.to(torch.int32),
             "last_hidden_state": out.last_hidden_state,
@@ -90,7 +105,14 @@ def vae_refs(ctx: RefContext) -> None:
         image = vae.decode(latents.to(ctx.device) / sf).sample
         meta = {"scaling_factor": sf, "seed": seed, "width": w, "height": h, "batch": b}
         if vae64 is not None:
-            meta["float64_floor"] = floors({"image": (image, vae64.decode(latents.to(F64) / sf).sample)})
+            image64 = vae64.decode(latents.to(F64) / sf).sample
+            meta["float64_floor"] = floors({"image": (image, image64)})
+            meta["float32_spread"] = {
+                vname: spread_entry({"image": _in(vctx, lambda: vae.decode(
+                    (ulp_perturb(latents, 1) if nudged else latents).to(ctx.device) / sf).sample)},
+                    {"image": image}, {"image": image64})
+                for vname, (vctx, nudged) in variants(ctx.device).items()
+            }
         ctx.save(f"vae_decode:{name}", {"latents": latents, "image": image}, meta)
         # encode: image -> latent distribution (mean, std as DiagonalGaussianDistribution gives them)
         img = _test_image(h, w, b, seed + 100)
@@ -100,6 +122,15 @@ def vae_refs(ctx: RefContext) -> None:
             dist64 = vae64.encode(img.to(F64)).latent_dist
             meta["float64_floor"] = floors({"mean": (dist.mean, dist64.mean), "std": (dist.std, dist64.std),
                                             "logvar": (dist.logvar, dist64.logvar)})
+            ref32 = {"mean": dist.mean, "std": dist.std, "logvar": dist.logvar}
+            ref64 = {"mean": dist64.mean, "std": dist64.std, "logvar": dist64.logvar}
+
+            def encode(nudged: bool) -> dict:
+                d = vae.encode((ulp_perturb(img, 2) if nudged else img).to(ctx.device)).latent_dist
+                return {"mean": d.mean, "std": d.std, "logvar": d.logvar}
+
+            meta["float32_spread"] = {vname: spread_entry(_in(vctx, lambda: encode(nudged)), ref32, ref64)
+                                      for vname, (vctx, nudged) in variants(ctx.device).items()}
         ctx.save(f"vae_encode:{name}", {"image": img, "mean": dist.mean, "std": dist.std, "logvar": dist.logvar}, meta)
         # round trip: image -> mean latents * sf -> decode -> image
         lat = dist.mean * sf
@@ -107,8 +138,25 @@ def vae_refs(ctx: RefContext) -> None:
         meta = {"scaling_factor": sf, "width": w, "height": h, "batch": b}
         if vae64 is not None:
             lat64 = dist64.mean * sf
-            meta["float64_floor"] = floors({"latents": (lat, lat64), "reconstruction": (back, vae64.decode(lat64 / sf).sample)})
+            back64 = vae64.decode(lat64 / sf).sample
+            meta["float64_floor"] = floors({"latents": (lat, lat64), "reconstruction": (back, back64)})
+
+            def roundtrip(nudged: bool) -> dict:
+                la = vae.encode((ulp_perturb(img, 3) if nudged else img).to(ctx.device)).latent_dist.mean * sf
+                return {"latents": la, "reconstruction": vae.decode(la / sf).sample}
+
+            meta["float32_spread"] = {
+                vname: spread_entry(_in(vctx, lambda: roundtrip(nudged)), {"latents": lat, "reconstruction": back},
+                                    {"latents": lat64, "reconstruction": back64})
+                for vname, (vctx, nudged) in variants(ctx.device).items()
+            }
         ctx.save(f"vae_roundtrip:{name}", {"image": img, "latents": lat, "reconstruction": back}, meta)
+
+
+def _in(context, compute):
+    """compute() inside a variant's context (spread.variants)."""
+    with context():
+        return compute()
 
 
 def generate(ctx: RefContext) -> None:

@@ -29,6 +29,7 @@ from PIL import Image
 
 from .context import RefContext
 from .float64 import F64, float32_draws, floors
+from .spread import amplification, spread_entry, ulp_perturb, variants
 from .scheduler_refs import REGISTRY  # the TypeScript scheduler registry, schedulers.json
 
 
@@ -258,84 +259,114 @@ def generate(ctx: RefContext) -> None:
             "strength": run.strength, "clip_skip": run.clip_skip, "unet_calls": len(unet_calls),
             "pipeline_class": type(pipe).__name__,
         }
+        pipe.prepare_latents = original_prepare
         unet_floors: dict[int, dict] = {}
         if ctx.float64 and run.unet_only:
-            unet_floors = _float64_unet_calls(ctx, run, unet_calls, kept)
+            unet_floors = _float64_unet_calls(ctx, run, pipe.unet, unet_calls, kept)
         elif ctx.float64:
-            meta["float64_floor"], meta["float64_shared"], unet_floors = _float64_run(
-                ctx, run, base_sched, args, captured["latents_init"], steps, image, unet_calls, kept)
+            meta["float64_floor"], meta["float64_shared"], unet_floors, meta["float32_spread"], meta["amplification"] = _float64_run(
+                ctx, run, pipe, base_sched, args, captured["latents_init"], steps, image, unet_calls, kept)
         if not run.unet_only:
             ctx.save(f"end_to_end:{run.name}", tensors, meta)
         for k in kept:
             call_meta: dict[str, Any] = {"run": run.name, "call": k}
             if k in unet_floors:
-                call_meta["float64_floor"] = unet_floors[k]
+                call_meta["float64_floor"], call_meta["float32_spread"] = unet_floors[k]
             ctx.save(f"unet:{run.name}-step{k:02d}", unet_calls[k], call_meta)
         print(f"  {run.name}: {len(unet_calls)} U-Net calls")
 
 
+def _call_floor(ctx: RefContext, unet32, unet64, call: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+    """One kept U-Net call: (its float64 floor, its float32 spread), each on the call's own inputs."""
+    out64 = unet64(call["sample"].to(F64), call["timestep"], encoder_hidden_states=call["encoder_hidden_states"].to(F64)).sample
+    spread = {}
+    for vname, (vctx, nudged) in variants(ctx.device).items():
+        sample, ehs = call["sample"], call["encoder_hidden_states"]
+        if nudged:  # the timestep is a schedule value both sides take exactly; it stays
+            sample, ehs = ulp_perturb(sample, 4), ulp_perturb(ehs, 5)
+        with vctx():
+            o = unet32(sample.to(ctx.device), call["timestep"].to(ctx.device), encoder_hidden_states=ehs.to(ctx.device)).sample
+        spread[vname] = spread_entry({"out_sample": o}, {"out_sample": call["out_sample"]}, {"out_sample": out64})
+    return floors({"out_sample": (call["out_sample"], out64)}), spread
+
+
 @torch.no_grad()
-def _float64_unet_calls(ctx: RefContext, run: Run, unet_calls: list[dict[str, torch.Tensor]], kept: list[int]) -> dict[int, dict]:
-    """The float64 U-Net on each kept call's own inputs (the teacher-forced floor)."""
+def _float64_unet_calls(ctx: RefContext, run: Run, unet32, unet_calls: list[dict[str, torch.Tensor]],
+                        kept: list[int]) -> dict[int, tuple[dict, dict]]:
+    """The float64 U-Net on each kept call's own inputs (the teacher-forced floor) and the float32 spread."""
     unet = _pipeline(ctx, run.kind).unet.to("cpu", F64)
-    out = {}
-    for k in kept:
-        call = unet_calls[k]
-        out64 = unet(call["sample"].to(F64), call["timestep"], encoder_hidden_states=call["encoder_hidden_states"].to(F64)).sample
-        out[k] = floors({"out_sample": (call["out_sample"], out64)})
-    return out
+    return {k: _call_floor(ctx, unet32, unet, unet_calls[k]) for k in kept}
 
 
 @torch.no_grad()
-def _float64_run(ctx: RefContext, run: Run, sched_config, args: dict[str, Any], latents_init: torch.Tensor,
+def _float64_run(ctx: RefContext, run: Run, pipe32, sched_config, args: dict[str, Any], latents_init: torch.Tensor,
                  steps: list[torch.Tensor], image: np.ndarray, unet_calls: list[dict[str, torch.Tensor]],
-                 kept: list[int]) -> tuple[dict, list[str], dict[int, dict]]:
-    """The run again in float64: (end-to-end floors, tensors both runs share, U-Net call -> floor).
+                 kept: list[int]) -> tuple[dict, list[str], dict[int, tuple[dict, dict]], dict, dict]:
+    """The run again in float64: (end-to-end floors, tensors both runs share, U-Net call -> (floor,
+    spread), the run's float32 spread, its amplification).
 
     The float32 run's initial latents and prompt embeddings go in unchanged (as in
     scripts/measure_float64_floor.py), so the floor is the loop's and the decode's; prepare_latents
     still runs first, so the generator advances as in the float32 run, and every draw is the float32
     draw cast (float32_draws), the ancestral steps' and the masked image's latent sample included.
+    The float32 variants (spread.py) run the same way in float32: the same prompt embeddings, the
+    initial latents as captured (one ulp off for the ulp variant), the same generator seed.
     """
     pipe = _pipeline(ctx, run.kind).to("cpu", F64)
     pipe.set_progress_bar_config(disable=True)
     pipe.scheduler = SCHEDULERS[run.scheduler].from_config(sched_config)
-    unet_floors = {}
-    for k in kept:
-        call = unet_calls[k]
-        out64 = pipe.unet(call["sample"].to(F64), call["timestep"], encoder_hidden_states=call["encoder_hidden_states"].to(F64)).sample
-        unet_floors[k] = floors({"out_sample": (call["out_sample"], out64)})
-    original_prepare = pipe.prepare_latents
-
-    def prepare_latents(*a, **kw):
-        res = original_prepare(*a, **kw)
-        if isinstance(res, tuple):
-            return (latents_init.to(F64), *res[1:])
-        return latents_init.to(F64)
-
-    pipe.prepare_latents = prepare_latents
-    embeds = unet_calls[0]["encoder_hidden_states"].to(F64)  # [uncond, cond] with guidance, else cond
+    unet_floors = {k: _call_floor(ctx, pipe32.unet, pipe.unet, unet_calls[k]) for k in kept}
+    embeds = unet_calls[0]["encoder_hidden_states"]  # [uncond, cond] with guidance, else cond
     cfg = run.guidance > 1
     half = embeds.shape[0] // 2
-    steps64: list[torch.Tensor] = []
 
-    def on_step_end(_pipe, i, t, kwargs):
-        steps64.append(kwargs["latents"].detach().clone())
-        return kwargs
+    def rerun(p, dtype, init: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The run's loop and decode by pipeline p in dtype, from the given initial latents."""
+        original_prepare = p.prepare_latents
 
-    args64 = {k: v for k, v in args.items() if k not in ("prompt", "negative_prompt", "clip_skip", "num_images_per_prompt")}
-    args64.update(
-        prompt_embeds=embeds[half:] if cfg else embeds, negative_prompt_embeds=embeds[:half] if cfg else None,
-        num_images_per_prompt=1, generator=torch.Generator("cpu").manual_seed(run.seed), output_type="pt",
-        callback_on_step_end=on_step_end,
-    )
-    with float32_draws():
-        image64 = pipe(**args64).images.permute(0, 2, 3, 1)  # [B, 3, H, W] -> [B, H, W, 3], as output_type "np"
-    if len(steps64) != len(steps):
-        raise RuntimeError(f"{run.name}: the float64 run made {len(steps64)} steps, the float32 run {len(steps)}")
+        def prepare_latents(*a, **kw):
+            res = original_prepare(*a, **kw)
+            if isinstance(res, tuple):
+                return (init.to(res[0].device, dtype), *res[1:])
+            return init.to(res.device, dtype)
+
+        out_steps: list[torch.Tensor] = []
+
+        def on_step_end(_pipe, i, t, kwargs):
+            out_steps.append(kwargs["latents"].detach().cpu().clone())
+            return kwargs
+
+        e = embeds.to(p.device, dtype)
+        a = {k: v for k, v in args.items() if k not in ("prompt", "negative_prompt", "clip_skip", "num_images_per_prompt")}
+        a.update(
+            prompt_embeds=e[half:] if cfg else e, negative_prompt_embeds=e[:half] if cfg else None,
+            num_images_per_prompt=1, generator=torch.Generator("cpu").manual_seed(run.seed), output_type="pt",
+            callback_on_step_end=on_step_end,
+        )
+        p.prepare_latents = prepare_latents
+        try:
+            with float32_draws():
+                img = p(**a).images.permute(0, 2, 3, 1).cpu()  # [B, 3, H, W] -> [B, H, W, 3], as output_type "np"
+        finally:
+            p.prepare_latents = original_prepare
+        if len(out_steps) != len(steps):
+            raise RuntimeError(f"{run.name}: a rerun made {len(out_steps)} steps, the float32 run {len(steps)}")
+        return out_steps, img
+
+    steps64, image64 = rerun(pipe, F64, latents_init)
     end_to_end = floors({
         "final_latents": (steps[-1], steps64[-1]),
         "latents_steps": (torch.stack(steps), torch.stack(steps64)),
         "image_float": (torch.from_numpy(image), image64),
     })
-    return end_to_end, ["latents_init", "prompt_embeds"], unet_floors
+    ref32 = {"final_latents": steps[-1], "latents_steps": torch.stack(steps), "image_float": torch.from_numpy(image)}
+    ref64 = {"final_latents": steps64[-1], "latents_steps": torch.stack(steps64), "image_float": image64}
+    spread = {}
+    for vname, (vctx, nudged) in variants(ctx.device).items():
+        with vctx():
+            s32, img32 = rerun(pipe32, torch.float32, ulp_perturb(latents_init, 6) if nudged else latents_init)
+        spread[vname] = spread_entry({"final_latents": s32[-1], "latents_steps": torch.stack(s32), "image_float": img32}, ref32, ref64)
+    nudged_init = ulp_perturb(latents_init, 6)
+    steps64b, _ = rerun(pipe, F64, nudged_init)
+    amp = amplification(steps64, steps64b, latents_init.to(F64), nudged_init.to(F64))
+    return end_to_end, ["latents_init", "prompt_embeds"], unet_floors, spread, amp
