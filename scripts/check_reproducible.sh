@@ -28,7 +28,7 @@ done
 compare "models/tiny-sd-wide-optimum-onnx" "$root/fixtures/models/tiny-sd-wide-optimum-onnx" "$new/tiny-sd-wide-optimum-onnx"
 for v in fp16:fp16 int8:int8-dynamic; do
   name="${v%%:*}"; mode="${v#*:}"
-  "$py" "$root/scripts/quantize.py" "$new/tiny-sd-onnx" "$new/tiny-sd-$name-onnx" --mode "$mode" --compact-names >/dev/null 2>&1
+  "$py" "$root/scripts/quantize.py" "$new/tiny-sd-onnx" "$new/tiny-sd-$name-onnx" --mode "$mode" --compact-names --overwrite >/dev/null 2>&1
   compare "models/tiny-sd-$name-onnx" "$root/fixtures/models/tiny-sd-$name-onnx" "$new/tiny-sd-$name-onnx"
 done
 # manifest.json: equal but for the command line and the --model paths

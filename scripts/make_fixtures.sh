@@ -20,8 +20,8 @@ if [ "${1:-}" != "--all" ]; then
 fi
 "$py" scripts/make_tiny_model.py --out "$models" --models all
 scripts/export_optimum.sh "$root" tiny-sd-wide
-"$py" scripts/quantize.py "$models/tiny-sd-onnx" "$models/tiny-sd-fp16-onnx" --mode fp16 --compact-names
-"$py" scripts/quantize.py "$models/tiny-sd-onnx" "$models/tiny-sd-int8-onnx" --mode int8-dynamic --compact-names
+"$py" scripts/quantize.py "$models/tiny-sd-onnx" "$models/tiny-sd-fp16-onnx" --mode fp16 --compact-names --overwrite
+"$py" scripts/quantize.py "$models/tiny-sd-onnx" "$models/tiny-sd-int8-onnx" --mode int8-dynamic --compact-names --overwrite
 "$py" scripts/make_references.py --model "$models/tiny-sd" --inpaint-model "$models/tiny-sd-inpaint" \
   --out fixtures/references/tiny-sd/cpu --force
 for m in tiny-sd-wide tiny-sd-3block-linear tiny-sd-2block-euler tiny-sd-legacy-pndm; do

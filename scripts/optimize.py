@@ -29,12 +29,13 @@ Passes:
 
 Weights over protobuf's 2 GB (SD 1.5's U-Net) stay in one side file, model.onnx_data. Each written
 model is loaded and run once in onnxruntime (CPU) on a small input and must give finite outputs.
+
+DST is written as a new folder beside it and renamed at the end: SIGINT, SIGTERM or an error leave
+nothing (one line; exit 130 / 143 / 2). DST must not exist, nor lie inside SRC or contain it.
 """
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -42,7 +43,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from quantize import COMPONENTS, finalize, prepare_folder, verify
+from quantize import COMPONENTS, check_model_file, check_output, finalize, prepare_folder, run_cli, staged_output, verify
 
 PASSES = ("groupnorm", "attention")
 DEFAULT_PASSES = ("groupnorm",)
@@ -210,17 +211,17 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--passes: {unknown or 'none given'}; choose from {', '.join(PASSES)}")
     if not (src / "unet" / "model.onnx").exists():
         ap.error(f"{src}: not an SD 1.x ONNX folder (no unet/model.onnx)")
-    if dst.exists() or dst.is_symlink():
-        ap.error(f"{dst}: exists; optimize.py writes a new folder and does not replace one")
+    check_output(src, dst, None)  # not inside SRC, nor containing it; must not exist
     bad = [k for k in args.components.split(",") if k and k not in COMPONENTS]
     if bad:
         ap.error(f"--components: {bad} are not components ({', '.join(COMPONENTS)})")
     kinds = tuple(k for k in args.components.split(",") if k and (src / k / "model.onnx").exists())
 
     # decide what changes before writing anything: a component no pass touches stays a symlink
+    graphs = {k: check_model_file(src / k / "model.onnx") for k in kinds}  # every input checked before any log line
     plans: dict[str, onnx.ModelProto] = {}
     for k in kinds:
-        model = onnx.load(str(src / k / "model.onnx"), load_external_data=False)
+        model = graphs[k]
         if "groupnorm" in passes:
             count = precise_groupnorm(model)
             left = sum(1 for n in model.graph.node if n.op_type == "GroupNormalization")
@@ -228,16 +229,12 @@ def main(argv: list[str] | None = None) -> int:
             if not count and "attention" not in passes:
                 continue
         plans[k] = model
-    # written into a sibling folder and renamed at the end: an interrupted run leaves no half DST
-    work = dst.parent / f".{dst.name}.partial-{os.getpid()}"
-    try:
+    # written into a fresh sibling folder and renamed at the end (quantize.staged_output): an
+    # interrupted or failed run leaves no half DST and no partial folder
+    with staged_output(dst, None) as work:
         write(src, work, plans, passes)
-        os.replace(work, dst)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli("optimize.py", main))

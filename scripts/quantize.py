@@ -6,10 +6,12 @@
 
 The committed fixtures are made with (conformance/README.md has their measurements):
 
-    .venv/bin/python scripts/quantize.py fixtures/models/tiny-sd-onnx fixtures/models/tiny-sd-fp16-onnx --mode fp16 --compact-names
-    .venv/bin/python scripts/quantize.py fixtures/models/tiny-sd-onnx fixtures/models/tiny-sd-int8-onnx --mode int8-dynamic --compact-names
+    .venv/bin/python scripts/quantize.py fixtures/models/tiny-sd-onnx fixtures/models/tiny-sd-fp16-onnx --mode fp16 --compact-names --overwrite
+    .venv/bin/python scripts/quantize.py fixtures/models/tiny-sd-onnx fixtures/models/tiny-sd-int8-onnx --mode int8-dynamic --compact-names --overwrite
 
-Modes (per component; every other file of SRC is symlinked, relative, into DST):
+Modes (per component; every other file of SRC is symlinked, relative, into DST). DST is written as
+a new folder beside it and renamed at the end (an interrupted or failed run leaves nothing);
+an existing DST is replaced only with --overwrite, and DST may not lie inside SRC or contain it.
 
   fp16          onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True) on
                 all four components, with FP16_OP_BLOCK_LIST (ops kept in float32; the reasons
@@ -69,7 +71,9 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import shutil
+import signal
 import struct
 import sys
 import tempfile
@@ -118,6 +122,126 @@ FP16_OP_BLOCK_LIST = {
 
 def log(msg: str) -> None:
     print(f"quantize.py: {msg}", file=sys.stderr)
+
+
+# ---- one-line errors, signals and the output folder ---------------------------------------------
+#
+# Both scripts (quantize.py, optimize.py) write DST as a fresh sibling folder
+# (`.DST.partial-<pid>-<hex>`) that is renamed to DST once every model in it was written and
+# verified; SIGINT, SIGTERM and any error remove it. So DST is never half a model, nothing is ever
+# written through a symlink that an existing DST holds (its model.onnx linking into SRC, say), and
+# an existing DST is replaced only with --overwrite (quantize.py; optimize.py refuses it).
+# Errors are one line: 2 for a bad input or output path, 130 / 143 for SIGINT / SIGTERM, 70 for
+# anything unforeseen (a bug: the line names the exception).
+
+
+class InputError(Exception):
+    """A bad input or output path: one line, exit 2."""
+
+
+class Interrupted(BaseException):
+    """SIGINT / SIGTERM, raised where Python next runs, so the partial output is removed as for an error."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    # a second signal must not cut the first one's cleanup short
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def run_cli(tool: str, main, argv: list[str] | None = None) -> int:
+    """main(argv) with SIGINT / SIGTERM turned into Interrupted and every error into one line."""
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        return main(argv)
+    except Interrupted as e:
+        how = "interrupted (SIGINT)" if e.signum == signal.SIGINT else "terminated (SIGTERM)"
+        print(f"{tool}: {how}; the partial output folder was removed", file=sys.stderr)
+        return 128 + e.signum
+    except KeyboardInterrupt:
+        print(f"{tool}: interrupted (SIGINT); the partial output folder was removed", file=sys.stderr)
+        return 130
+    except InputError as e:
+        print(f"{tool}: {one_line(str(e))}", file=sys.stderr)
+        return 2
+    except SystemExit as e:
+        if isinstance(e.code, str):  # raise SystemExit("quantize.py: ..."): a refusal
+            print(one_line(e.code), file=sys.stderr)
+            return 2
+        raise
+    except Exception as e:  # noqa: BLE001 - the one place every other error becomes one line
+        print(f"{tool}: internal error: {type(e).__name__}: {one_line(str(e))}", file=sys.stderr)
+        return 70
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "\u2026"
+
+
+def check_output(src: Path, dst: Path, overwrite: bool) -> None:
+    """Refuse DST inside SRC, SRC inside DST, DST = SRC, a missing parent, and an existing DST without overwrite."""
+    if dst.name in ("", ".", ".."):
+        raise InputError(f"{dst}: name a new output folder")
+    if not dst.parent.is_dir():
+        raise InputError(f"{dst}: its parent folder {dst.parent} does not exist")
+    s = src.resolve()
+    d = dst.parent.resolve() / dst.name  # DST itself is not followed: a symlink there is replaced, not written through
+    if d == s or (dst.exists() and dst.resolve() == s):
+        raise InputError(f"{dst}: is SRC itself")
+    if d.is_relative_to(s):
+        raise InputError(f"{dst}: lies inside SRC ({src}); write the output folder outside it")
+    if s.is_relative_to(d) or (dst.is_dir() and s.is_relative_to(dst.resolve())):
+        raise InputError(f"{dst}: contains SRC ({src}); write the output folder outside it")
+    if dst.exists() or dst.is_symlink():
+        if overwrite is None:
+            raise InputError(f"{dst}: exists; this script writes a new folder and does not replace one")
+        if not overwrite:
+            raise InputError(f"{dst}: exists; pass --overwrite to replace it")
+        if not dst.is_symlink() and not dst.is_dir():
+            raise InputError(f"{dst}: exists and is not a folder; not replaced")
+
+
+def check_model_file(file: Path) -> onnx.ModelProto:
+    """The graph of FILE (weights not loaded), or one line saying why it is not an ONNX model."""
+    if not file.is_file():
+        raise InputError(f"{file}: not a regular file (an ONNX model is expected)")
+    try:
+        model = onnx.load(str(file), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends
+        raise InputError(f"{file}: not an ONNX model ({type(e).__name__}: {one_line(str(e), 120)})") from None
+    if not model.graph.node or not model.opset_import:
+        raise InputError(f"{file}: not an ONNX model (no graph nodes or opset)")
+    return model
+
+
+@contextlib.contextmanager
+def staged_output(dst: Path, overwrite: bool | None):
+    """Yields a fresh sibling folder of DST, renamed to DST when the block ends without error."""
+    work = dst.parent / f".{dst.name}.partial-{os.getpid()}-{secrets.token_hex(3)}"
+    work.mkdir()
+    try:
+        yield work
+        # no signal between moving an old DST aside and the new one in: they wait until exit
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        old = None
+        if dst.is_symlink() or dst.is_file():
+            dst.unlink()
+        elif dst.exists():
+            old = dst.parent / f".{dst.name}.old-{os.getpid()}-{secrets.token_hex(3)}"
+            os.rename(dst, old)
+        os.rename(work, dst)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
 
 
 # ---- folder plumbing ----------------------------------------------------------------------------
@@ -557,10 +681,18 @@ def verify(dst: Path, kinds: tuple[str, ...]) -> None:
         log(f"{f}: loads and runs in onnxruntime {ort.__version__} ({f.stat().st_size} bytes)")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments: one line naming the flag or folder, exit 2 (no usage block; --help has it)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"quantize.py: {message}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("src", type=Path, help="SD 1.x ONNX folder (float32)")
-    ap.add_argument("dst", type=Path, help="output folder (created; its converted models are replaced)")
+    ap.add_argument("dst", type=Path, help="output folder (written as a new folder beside it, then renamed; must not exist unless --overwrite)")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing DST (the whole folder, once the new one is complete)")
     ap.add_argument("--mode", required=True, choices=["fp16", "int8-dynamic", "int8-static"])
     ap.add_argument("--references", type=Path, help="reference set (int8-static: calibration inputs)")
     ap.add_argument("--components", default=",".join(COMPONENTS), help="comma-separated components to convert (the rest are symlinked)")
@@ -581,8 +713,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"{src}: not an SD 1.x ONNX folder (no unet/model.onnx)")
     if args.mode == "int8-static" and not args.references:
         ap.error("--mode int8-static needs --references (the calibration inputs)")
-    if src.resolve() == dst.resolve():
-        ap.error("SRC and DST are the same folder")
+    check_output(src, dst, args.overwrite)
     kinds = tuple(k for k in args.components.split(",") if k and (src / k / "model.onnx").exists())
     float_ops = {o for o in args.exclude_op_types.split(",") if o}
     if float_ops and args.mode != "int8-dynamic":
@@ -604,27 +735,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.exclude_from and args.mode != "int8-dynamic":
         ap.error("--exclude-from applies to --mode int8-dynamic")
     keep = worst_introducers(args.exclude_from, args.exclude_model, args.exclude_top) if args.exclude_from else {}
-    prepare_folder(src, dst, kinds)
-    in_channels = json.loads((src / "unet" / "config.json").read_text())["in_channels"]
     if args.exclude_modules and args.mode != "int8-dynamic":
         ap.error("--exclude-modules applies to --mode int8-dynamic")
-    float_globs: dict[str, list[str]] = {g: [] for g in args.exclude_modules.split(",") if g}
     for k in kinds:
-        s, d = src / k / "model.onnx", dst / k / "model.onnx"
-        if args.mode == "fp16":
-            to_fp16(s, d, block_ops, args.fp32_time_embedding)
-        elif args.mode == "int8-static" and k == "unet":
-            int8_static(s, d, args.references, in_channels, args.per_channel)
-        else:
-            int8_dynamic(s, d, k, keep.get(k), float_ops, float_globs)
-        finalize(d, compact=args.compact_names)
-    unmatched = [g for g, names in float_globs.items() if not names]
-    if unmatched:
-        raise SystemExit(f"quantize.py: --exclude-modules {unmatched} matched no node of {', '.join(kinds)}: SRC needs scope names (not --compact-names)")
-    if not args.no_verify:
-        verify(dst, kinds)
+        check_model_file(src / k / "model.onnx")
+    in_channels = json.loads((src / "unet" / "config.json").read_text())["in_channels"]
+    float_globs: dict[str, list[str]] = {g: [] for g in args.exclude_modules.split(",") if g}
+    # written into a fresh sibling folder, renamed to DST at the end (staged_output)
+    with staged_output(dst, args.overwrite) as work:
+        prepare_folder(src, work, kinds)
+        for k in kinds:
+            s, d = src / k / "model.onnx", work / k / "model.onnx"
+            if args.mode == "fp16":
+                to_fp16(s, d, block_ops, args.fp32_time_embedding)
+            elif args.mode == "int8-static" and k == "unet":
+                int8_static(s, d, args.references, in_channels, args.per_channel)
+            else:
+                int8_dynamic(s, d, k, keep.get(k), float_ops, float_globs)
+            finalize(d, compact=args.compact_names)
+        unmatched = [g for g, names in float_globs.items() if not names]
+        if unmatched:
+            raise SystemExit(f"quantize.py: --exclude-modules {unmatched} matched no node of {', '.join(kinds)}: SRC needs scope names (not --compact-names)")
+        if not args.no_verify:
+            verify(work, kinds)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli("quantize.py", main))
