@@ -15,7 +15,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import * as ort from "../src/pipeline/ort";
+import * as ort from "../src/runtime/ort";
 import { PipelineFactory } from "../src/conformance/runner";
 import { StableDiffusionPipeline } from "../src/pipeline/pipeline";
 import { TINY, REFS } from "./helpers/fixtures";

@@ -1,5 +1,6 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { packageVersion } from "../runtime/package-version";
 
 /** The package root (dist/cli/ or src/cli/ -> ../..). */
 export const PACKAGE_ROOT = path.resolve(__dirname, "..", "..");
@@ -9,4 +10,4 @@ export const DEFAULT_INPAINT_MODEL = path.join(PACKAGE_ROOT, "fixtures", "models
 export const DEFAULT_REFERENCES = path.join(PACKAGE_ROOT, "fixtures", "references", "tiny-sd", "cpu");
 export const VERSION: string = JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, "package.json"), "utf8")).version;
 /** The onnxruntime-node version in use, for reports. */
-export const ORT_VERSION: string = JSON.parse(fs.readFileSync(require.resolve("onnxruntime-node/package.json"), "utf8")).version;
+export const ORT_VERSION: string = packageVersion("onnxruntime-node");

@@ -13,9 +13,9 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as crypto from "node:crypto";
-import * as ort from "../pipeline/ort";
 import { HarnessError, ExitCode } from "../errors";
 import { OnnxComponent, ComponentKind, toF32, fromF32 } from "../pipeline/onnx-model";
+import type { Runtime, RuntimeTensor } from "../runtime/types";
 import { parseSafetensors } from "../tensor/safetensors";
 import { f32, TypedData, Tensor } from "../tensor/tensor";
 import { readInputFile, INPUT_LIMITS } from "../util/read-input";
@@ -221,6 +221,8 @@ export interface LocalizeOptions {
   readonly profile: string;
   readonly limits?: ModuleLimitFile;
   readonly threads?: number;
+  /** the runtime that runs the components (default: ort-node) */
+  readonly runtime?: Runtime;
   readonly log?: (line: string) => void;
   /** how many drift introducers to keep per call */
   readonly top?: number;
@@ -240,23 +242,23 @@ function asF32(t: Tensor<TypedData>): Float32Array {
 }
 
 /** The feeds for one call, typed as the session declares its inputs. */
-function feeds(comp: OnnxComponent, call: ModuleCall, tensors: ReadonlyMap<string, Tensor<TypedData>>): Record<string, ort.Tensor> {
-  const out: Record<string, ort.Tensor> = {};
+function feeds(comp: OnnxComponent, call: ModuleCall, tensors: ReadonlyMap<string, Tensor<TypedData>>): Record<string, RuntimeTensor> {
+  const out: Record<string, RuntimeTensor> = {};
   for (const [name, key] of Object.entries(call.onnx_inputs)) {
     const t = tensors.get(key);
     if (!t) throw new HarnessError(`module references: call ${call.id} has no tensor ${key}`, ExitCode.usage);
     const type = comp.inputType(name);
     if (name === "input_ids") {
       const ids = Array.from(t.data as ArrayLike<number | bigint>, Number);
-      out[name] = type === "int64" ? new ort.Tensor("int64", BigInt64Array.from(ids, BigInt), t.dims) : new ort.Tensor("int32", Int32Array.from(ids), t.dims);
+      out[name] = type === "int64" ? { dtype: "int64", dims: t.dims, data: BigInt64Array.from(ids, BigInt) } : { dtype: "int32", dims: t.dims, data: Int32Array.from(ids) };
     } else if (name === "timestep") {
       // as StableDiffusionPipeline.runUnet feeds it: rank 0 or [1], float or int64 (truncated)
       const spec = comp.inputs.get("timestep");
       const v = asF32(t)[0];
       const shape = spec && spec.shape.length === 0 ? [] : [1];
-      out[name] = type === "int64" ? new ort.Tensor("int64", BigInt64Array.of(BigInt(Math.trunc(v))), shape)
+      out[name] = type === "int64" ? { dtype: "int64", dims: shape, data: BigInt64Array.of(BigInt(Math.trunc(v))) }
         : type === "float16" ? fromF32(f32(Float32Array.of(v), shape), "float16")
-          : new ort.Tensor("float32", Float32Array.of(v), shape);
+          : { dtype: "float32", dims: shape, data: Float32Array.of(v) };
     } else {
       out[name] = fromF32(f32(asF32(t), t.dims), type);
     }
@@ -280,7 +282,7 @@ interface Sampled {
 }
 
 /** Run `model`'s component on every call in a copy that returns the modules' tensors; sample them as the references are sampled. */
-async function sampleModules(model: LocalizeModel, component: ComponentKind, calls: readonly ModuleCall[], refs: ModuleReferences, threads: number): Promise<Sampled> {
+async function sampleModules(model: LocalizeModel, component: ComponentKind, calls: readonly ModuleCall[], refs: ModuleReferences, threads: number, runtime?: Runtime): Promise<Sampled> {
   const file = path.join(model.dir, PART_DIR[component], "model.onnx");
   const t0 = process.hrtime.bigint();
   const buf = readInputFile(file, `the ${component}`, 2 ** 31 - 1);
@@ -294,7 +296,7 @@ async function sampleModules(model: LocalizeModel, component: ComponentKind, cal
   const out: Sampled["calls"][number][] = [];
   let comp: OnnxComponent | null = null;
   try {
-    comp = await OnnxComponent.load(component, tmp.file, { threads });
+    comp = await OnnxComponent.load(component, tmp.file, { threads, runtime });
     const wanted = [...new Set([...extra, ...matches.flatMap((m) => (m.how === "none" ? [] : m.candidates.filter((c) => own.has(c))))])];
     for (const call of calls) {
       const c0 = process.hrtime.bigint();
@@ -310,10 +312,10 @@ async function sampleModules(model: LocalizeModel, component: ComponentKind, cal
         }
         // the last float candidate (graph order) whose shape is the module's; a quantized export's
         // scopes also hand uint8 tensors and their scales to the next module
-        const isFloat = (n: string) => result[n]?.type === "float32" || result[n]?.type === "float16";
+        const isFloat = (n: string) => result[n]?.dtype === "float32" || result[n]?.dtype === "float16";
         const pick = [...match.candidates].reverse().find((n) => isFloat(n) && sameDims(result[n].dims as number[], e.shape));
         if (!pick) {
-          const seen = match.candidates.map((n) => (result[n] ? `${result[n].type} [${(result[n].dims as number[]).join(", ")}]` : "?")).join(", ");
+          const seen = match.candidates.map((n) => (result[n] ? `${result[n].dtype} [${(result[n].dims as number[]).join(", ")}]` : "?")).join(", ");
           unmapped.set(e.name, `its ${match.how === "scope" ? "scope's outputs have" : "tensor has"} shape ${seen}, the module's output [${e.shape.join(", ")}]`);
           continue;
         }
@@ -336,7 +338,7 @@ async function localizeComponent(
   model: LocalizeModel, component: ComponentKind, calls: readonly ModuleCall[], refs: ModuleReferences,
   opts: LocalizeOptions, limits: ModuleLimitFile, against: Sampled | null,
 ): Promise<CallLocalization[]> {
-  const ours = await sampleModules(model, component, calls, refs, opts.threads ?? 0);
+  const ours = await sampleModules(model, component, calls, refs, opts.threads ?? 0, opts.runtime);
   return calls.map((call, k) => {
     const mine = ours.calls[k];
     const theirs = against?.calls[k] ?? null;
@@ -432,7 +434,7 @@ export async function runLocalize(opts: LocalizeOptions): Promise<LocalizeReport
       let results: CallLocalization[];
       try {
         // B's tensors once per component, reused for every --model
-        if (opts.against && !againstCache.has(component)) againstCache.set(component, await sampleModules(opts.against, component, these, refs, opts.threads ?? 0));
+        if (opts.against && !againstCache.has(component)) againstCache.set(component, await sampleModules(opts.against, component, these, refs, opts.threads ?? 0, opts.runtime));
         results = await localizeComponent(model, component, these, refs, opts, limits, againstCache.get(component) ?? null);
       } catch (e) {
         if (e instanceof HarnessError && e.exitCode === ExitCode.interrupted) throw e;

@@ -27,6 +27,7 @@ import { headline } from "./headline";
 import { VERSION, ORT_VERSION } from "../cli/defaults";
 import { runLocalize, checkLocalize, ModuleLimitFile } from "./localize";
 import type { ComponentKind } from "../pipeline/onnx-model";
+import type { Runtime } from "../runtime/types";
 import { runAgainst } from "./against";
 import { withFloor, worstExcess } from "./float64-floor";
 
@@ -54,6 +55,8 @@ export interface RunOptions {
   readonly baselineFactor?: number;
   readonly argv?: readonly string[];
   readonly pipelineFactory?: PipelineFactory;
+  /** the runtime that runs every model's components (default: ort-node) */
+  readonly runtime?: Runtime;
   readonly log?: (line: string) => void;
   readonly signal?: AbortSignal;
   /** run models that look like SD 2.x as SD 1.x anyway */
@@ -133,7 +136,7 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
   const folder = opts.outDir ? ReportFolder.check(opts.outDir, { flag: "--out", overwrite: !!opts.overwrite, refuse: "non-empty" }) : null;
   try {
     const factory: PipelineFactory = opts.pipelineFactory ?? ((dir, o) => StableDiffusionPipeline.load(dir, o));
-    const b = opts.against ? await factory(opts.against.dir, { threads: opts.threads ?? 0, forceSd1: opts.forceSd1 }) : null;
+    const b = opts.against ? await factory(opts.against.dir, { threads: opts.threads ?? 0, forceSd1: opts.forceSd1, runtime: opts.runtime }) : null;
     let report: Report;
     try {
       report = await runCases(opts, refs, tol, cases, baseline, factor, folder, { started, ort: clock0 }, b);
@@ -143,7 +146,7 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
     if (opts.localize) {
       const localize = await runLocalize({
         models: opts.models, moduleReferences: opts.localize.moduleReferences, limits: localizeLimits,
-        profile: opts.profile, threads: opts.threads, log: opts.log, signal: opts.signal, against: opts.against,
+        profile: opts.profile, threads: opts.threads, runtime: opts.runtime, log: opts.log, signal: opts.signal, against: opts.against,
         components: opts.localize.onlyFailed ? failedComponents(report.results) : undefined,
       });
       report = { ...report, localize };
@@ -198,7 +201,7 @@ async function runCases(
   const precisions: Record<string, string> = {};
   for (const spec of opts.models) {
     const corrections: string[] = [];
-    const options = { threads: opts.threads ?? 0, forceSd1: opts.forceSd1, warn: (w: string) => corrections.push(w) };
+    const options = { threads: opts.threads ?? 0, forceSd1: opts.forceSd1, runtime: opts.runtime, warn: (w: string) => corrections.push(w) };
     const pipe = await factory(spec.dir, options);
     const inpaintPipe = spec.inpaintDir ? await factory(spec.inpaintDir, options) : null;
     for (const w of new Set(corrections)) log(`warning: ${w}`);

@@ -38,6 +38,7 @@ import { CaseDef, listCases } from "./cases";
 import { ToleranceFile, loadTolerances, toleranceSha256, resolve } from "./tolerances";
 import { CaseResult, Check } from "./types";
 import { LAYER_KINDS, LayerKind, Component, COMPONENTS, mapInitializers, unmapped, MappedInitializer } from "./layer-kinds";
+import type { Runtime } from "../runtime/types";
 
 export const DEFAULT_RELATIVES: readonly number[] = [1e-1, 1e-2, 1e-3, 1e-4];
 export const DEFAULT_SCALES: readonly number[] = [1.1, 1.01, 1.001];
@@ -68,6 +69,8 @@ export interface SensitivityOptions {
   /** also probe every other tensor of the target kinds at the target sizes */
   readonly sweep?: boolean;
   readonly threads?: number;
+  /** the runtime that runs the perturbed copies (default: ort-node) */
+  readonly runtime?: Runtime;
   readonly forceSd1?: boolean;
   /** where the temporary copy goes (default the OS temporary folder) */
   readonly tmpRoot?: string;
@@ -431,7 +434,7 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
     return runConformance({
       models: [{ label: "perturbed", dir: x.copy, inpaintDir: null }],
       references: opts.references, profile: x.profile, only: ids, outDir: null, threads, tolerances: x.tol,
-      pipelineFactory: factory, signal: opts.signal, forceSd1: opts.forceSd1,
+      pipelineFactory: factory, runtime: opts.runtime, signal: opts.signal, forceSd1: opts.forceSd1,
     });
   };
 

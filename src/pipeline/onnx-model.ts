@@ -1,27 +1,20 @@
 /**
- * One onnxruntime-node session per component, created with deliberate options, and checked
- * against the input names and ranks SD 1.x's components have, so that a wrong folder fails at
- * load time with a sentence rather than mid-run with an ORT stack.
+ * One session per component, created by the chosen runtime (src/runtime/; onnxruntime-node unless
+ * told otherwise), and checked against the input names and ranks SD 1.x's components have, so
+ * that a wrong folder fails at load time with a sentence rather than mid-run with a runtime's stack.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import * as ort from "./ort";
 import { HarnessError, ExitCode } from "../errors";
 import { tooManyThreads } from "../util/threads";
-import { F32, f32 } from "../tensor/tensor";
+import { defaultRuntime } from "../runtime/index";
+import type { Runtime, RuntimeSession, RuntimeTensor, SessionSettings as RuntimeSettings } from "../runtime/types";
 
-export interface SessionSettings {
-  /** intra-op threads; 0 lets ORT choose (one per physical core) */
-  readonly threads?: number;
-  readonly graphOptimizationLevel?: "disabled" | "basic" | "extended" | "all";
-  /** ORT's memory-pattern planner: fastest for fixed shapes, which a generation has */
-  readonly enableMemPattern?: boolean;
-  /**
-   * ORT's CPU arena keeps the largest activations it ever held. Off by default: at SD 1.5 size
-   * (512x512, 2 threads) it took peak RSS from 11.2 GB to 6.8-7.3 GB with the same steady-state
-   * step time; the cost is a slower first U-Net call per session (~18 s vs ~13 s). bench/RESULTS.md.
-   */
-  readonly enableCpuMemArena?: boolean;
+export { toF32, fromF32, halfToFloat, floatToHalf } from "../runtime/float16";
+
+export interface SessionSettings extends RuntimeSettings {
+  /** the runtime that loads and runs the components (default: ort-node) */
+  readonly runtime?: Runtime;
 }
 
 export interface InputSpec {
@@ -40,7 +33,7 @@ const EXPECTED: Record<ComponentKind, { inputs: Record<string, number>; hint: st
 };
 
 /**
- * Wall time spent inside onnxruntime in this process: creating sessions and running them. What a
+ * Wall time spent inside the runtime (onnxruntime) in this process: creating sessions and running them. What a
  * conformance run spends outside it (reading references, metrics, the schedulers, writing reports)
  * is the harness's own overhead, which the report states.
  */
@@ -50,7 +43,7 @@ export class OnnxComponent {
   private constructor(
     readonly kind: ComponentKind,
     readonly file: string,
-    private session: ort.InferenceSession | null,
+    private session: RuntimeSession | null,
     readonly inputs: ReadonlyMap<string, InputSpec>,
     readonly outputNames: readonly string[],
   ) {}
@@ -68,24 +61,14 @@ export class OnnxComponent {
     // a FIFO, /dev/zero or a folder would block or feed ORT's parser without end
     if (!stat.isFile()) throw new HarnessError(`${file}: not a regular file (the ${kind.replace("_", " ")} must be an ONNX file)`, ExitCode.usage);
     if (stat.size === 0) throw new HarnessError(`${file}: empty file (0 bytes), not an ONNX model`, ExitCode.usage);
-    const options: ort.InferenceSession.SessionOptions = {
-      executionProviders: ["cpu"],
-      graphOptimizationLevel: settings.graphOptimizationLevel ?? "all",
-      intraOpNumThreads: threads,
-      interOpNumThreads: 1,
-      executionMode: "sequential",
-      enableMemPattern: settings.enableMemPattern ?? true,
-      enableCpuMemArena: settings.enableCpuMemArena ?? false,
-      // ORT's own error lines would bypass the CLI's one-line errors; its failures reach us as exceptions
-      logSeverityLevel: 4,
-    };
-    let session: ort.InferenceSession;
+    const runtime = settings.runtime ?? defaultRuntime();
+    let session: RuntimeSession;
     const t0 = process.hrtime.bigint();
     try {
-      // Loading by path lets ORT find external weights (model.onnx_data) beside the model.
-      session = await ort.InferenceSession.create(file, options);
+      session = await runtime.load(file, settings);
       ORT_CLOCK.createMs += Number(process.hrtime.bigint() - t0) / 1e6;
     } catch (e) {
+      if (e instanceof HarnessError) throw e;
       const msg = String((e as Error).message ?? e).split("\n")[0];
       const data = path.join(path.dirname(file), "model.onnx_data");
       if (/onnx_data|external/i.test(msg) || (/ failed|not exist|out of bounds|No such file/i.test(msg) && fs.existsSync(data) === false && /data/i.test(msg))) {
@@ -94,10 +77,7 @@ export class OnnxComponent {
       throw new HarnessError(`${file}: not a loadable ONNX model (${msg.slice(0, 200)})`, ExitCode.usage);
     }
     const inputs = new Map<string, InputSpec>();
-    for (const m of session.inputMetadata) {
-      const shape = m.isTensor ? (m.shape as (number | string)[]) : [];
-      inputs.set(m.name, { name: m.name, type: m.isTensor ? String(m.type) : "non-tensor", shape });
-    }
+    for (const m of session.inputs) inputs.set(m.name, m);
     const expected = EXPECTED[kind];
     for (const [name, rank] of Object.entries(expected.inputs)) {
       const spec = inputs.get(name);
@@ -114,7 +94,7 @@ export class OnnxComponent {
       await session.release();
       throw new HarnessError(`${file}: takes text_embeds / time_ids, an SDXL U-Net; sd-harness runs SD 1.x`, ExitCode.usage);
     }
-    return new OnnxComponent(kind, file, session, inputs, session.outputNames);
+    return new OnnxComponent(kind, file, session, inputs, session.outputs.map((o) => o.name));
   }
 
   inputType(name: string): string {
@@ -125,14 +105,14 @@ export class OnnxComponent {
     return this.session === null;
   }
 
-  async run(feeds: Record<string, ort.Tensor>, outputs?: readonly string[]): Promise<Record<string, ort.Tensor>> {
+  async run(feeds: Record<string, RuntimeTensor>, outputs?: readonly string[]): Promise<Record<string, RuntimeTensor>> {
     if (!this.session) throw new Error(`${this.kind} session used after release`);
     const t0 = process.hrtime.bigint();
     try {
-      const result = outputs ? await this.session.run(feeds, [...outputs]) : await this.session.run(feeds);
+      const result = await this.session.run(feeds, outputs);
       ORT_CLOCK.runMs += Number(process.hrtime.bigint() - t0) / 1e6;
       ORT_CLOCK.runs++;
-      return result as Record<string, ort.Tensor>;
+      return result;
     } catch (e) {
       const msg = String((e as Error).message ?? e).split("\n")[0];
       throw new HarnessError(`${this.file}: inference failed (${msg.slice(0, 240)})`, ExitCode.usage);
@@ -146,71 +126,4 @@ export class OnnxComponent {
       await s.release();
     }
   }
-}
-
-/** Float32 view of an ORT output (float16 outputs are widened). */
-export function toF32(t: ort.Tensor): F32 {
-  if (t.type === "float32") return f32(t.data as Float32Array, t.dims);
-  if (t.type === "float16") {
-    const src = t.data as Uint16Array;
-    const out = new Float32Array(src.length);
-    for (let i = 0; i < src.length; i++) out[i] = halfToFloat(src[i]);
-    return f32(out, t.dims);
-  }
-  throw new HarnessError(`unexpected output type ${t.type}`, ExitCode.usage);
-}
-
-/** A float32 tensor as the input type the session declares (float16 inputs are narrowed). */
-export function fromF32(t: F32, type: string): ort.Tensor {
-  if (type === "float16") {
-    const out = new Uint16Array(t.data.length);
-    for (let i = 0; i < out.length; i++) out[i] = floatToHalf(t.data[i]);
-    return new ort.Tensor("float16", out, t.dims);
-  }
-  return new ort.Tensor("float32", t.data, t.dims);
-}
-
-export function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
-
-const f32buf = new Float32Array(1);
-const u32buf = new Uint32Array(f32buf.buffer);
-
-/** float32 -> IEEE half, round to nearest even (numpy's astype(float16)). */
-export function floatToHalf(v: number): number {
-  f32buf[0] = v;
-  const x = u32buf[0];
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  let e = exp - 127 + 15;
-  if (e >= 31) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    const half = 1 << (shift - 1);
-    let r = mant >> shift;
-    const rem = mant & ((1 << shift) - 1);
-    if (rem > half || (rem === half && (r & 1))) r++;
-    return sign | r;
-  }
-  let r = mant >> 13;
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (r & 1))) {
-    r++;
-    if (r === 0x400) {
-      r = 0;
-      e++;
-      if (e >= 31) return sign | 0x7c00;
-    }
-  }
-  return sign | (e << 10) | r;
 }

@@ -1,5 +1,5 @@
 /**
- * Stable Diffusion 1.x on onnxruntime-node: txt2img, img2img and inpainting, step for step the
+ * Stable Diffusion 1.x on ONNX Runtime (onnxruntime-node by default; src/runtime/): txt2img, img2img and inpainting, step for step the
  * arithmetic of diffusers' StableDiffusion{,Img2Img,Inpaint}Pipeline, so that the same seed gives
  * the same noise and (up to the runtime's own float drift) the same image.
  *
@@ -14,7 +14,6 @@
  *     latents = scheduler.step(eps, i, latents)
  *   image    = vae_decoder(latents / scaling_factor)                  // [B, 3, H, W] in [-1, 1]
  */
-import * as ort from "./ort";
 import { HarnessError, ExitCode, invalid, invalidParameter, param } from "../errors";
 import { F32, f32, numel, concat0, concatChannels, formatDims } from "../tensor/tensor";
 import { TorchGenerator } from "../rng/torch-generator";
@@ -23,6 +22,7 @@ import { Scheduler, SchedulerConfig, SigmaScheduleName } from "../schedulers/typ
 import { ClipTokenizer } from "./tokenizer";
 import { ModelFolder, loadModelFolder, describeCorrection } from "./model-folder";
 import { OnnxComponent, SessionSettings, ComponentKind, toF32, fromF32 } from "./onnx-model";
+import type { RuntimeTensor } from "../runtime/types";
 import { readFloatInitializers } from "./onnx-initializers";
 import { RgbImage, GrayImage, imageToTensor, maskToTensor, tensorToImages } from "./image";
 
@@ -253,7 +253,7 @@ export class StableDiffusionPipeline {
     const seq = ids[0].length;
     const type = enc.inputType("input_ids");
     const flat = type === "int64" ? BigInt64Array.from(ids.flatMap((a) => Array.from(a, BigInt))) : Int32Array.from(ids.flatMap((a) => Array.from(a)));
-    const feed = new ort.Tensor(type === "int64" ? "int64" : "int32", flat, [ids.length, seq]);
+    const feed: RuntimeTensor = { dtype: type === "int64" ? "int64" : "int32", dims: [ids.length, seq], data: flat };
     let out: F32;
     if (!clipSkip) {
       const r = await enc.run({ input_ids: feed }, ["last_hidden_state"]);
@@ -330,12 +330,12 @@ export class StableDiffusionPipeline {
     const shape = spec.shape.length === 0 ? [] : [fixed];
     const n = Math.max(1, fixed);
     // An int64 timestep input truncates fractional timesteps, as such exports' own pipelines do.
-    const tTensor = tType === "int64"
-      ? new ort.Tensor("int64", BigInt64Array.from({ length: n }, () => BigInt(Math.trunc(timestep))), shape)
+    const tTensor: RuntimeTensor = tType === "int64"
+      ? { dtype: "int64", dims: shape, data: BigInt64Array.from({ length: n }, () => BigInt(Math.trunc(timestep))) }
       : tType === "float16"
         ? fromF32(f32(new Float32Array(n).fill(timestep), shape), "float16")
-        : new ort.Tensor(tType === "float64" ? "float64" : "float32", tType === "float64" ? new Float64Array(n).fill(timestep) : new Float32Array(n).fill(timestep), shape);
-    let r: Record<string, ort.Tensor>;
+        : tType === "float64" ? { dtype: "float64", dims: shape, data: new Float64Array(n).fill(timestep) } : { dtype: "float32", dims: shape, data: new Float32Array(n).fill(timestep) };
+    let r: Record<string, RuntimeTensor>;
     try {
       r = await unet.run({
         sample: fromF32(sample, unet.inputType("sample")),
