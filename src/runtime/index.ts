@@ -5,6 +5,7 @@
 import { HarnessError, ExitCode } from "../errors";
 import type { Runtime } from "./types";
 import { OrtNodeRuntime } from "./ort-node";
+import { OrtWasmRuntime } from "./ort-wasm";
 
 export type { Runtime, RuntimeSession, RuntimeTensor, RuntimeDescription, IOSpec, SessionSettings } from "./types";
 
@@ -19,6 +20,11 @@ export const RUNTIMES: readonly RuntimeEntry[] = [
     name: "ort-node",
     describe: "onnxruntime-node, CPU execution provider (the default)",
     create: () => new OrtNodeRuntime(),
+  },
+  {
+    name: "ort-wasm",
+    describe: "onnxruntime-web, WebAssembly backend, in a Node worker thread",
+    create: () => new OrtWasmRuntime(),
   },
 ];
 
