@@ -154,3 +154,93 @@ describe("conformance --localize: its temporary model", () => {
     expect(listTree(same)).toEqual([]);
   }, 60_000);
 });
+
+describe("sensitivity: the model copy holds what the components read, nothing else", () => {
+  const FAST = ["--only", "unet.resnet.conv", "--cases", "unet:txt2img-pndm-64x64-step00", "--no-sweep", "--budget", "30", "--relatives", "0.1", "--threads", "1"];
+  const sensitivity = (name: string, dir: string, args: string[], during?: Parameters<typeof runChild>[0]["during"]) => runChild({
+    cmd: process.execPath, args: [BIN, "sensitivity", "--references", REFS, ...args, "--out", path.join(dir, `out-${rows.length}`)],
+    cwd: dir, env: { TMPDIR: path.join(dir, "tmp") }, timeoutMs: 90_000, memoryLimitMb: 2048, during,
+  }).then((r) => {
+    record(name, r);
+    return r;
+  });
+  const caseDir = (name: string) => {
+    const dir = fs.mkdtempSync(path.join(tmp, `${name}-`));
+    fs.mkdirSync(path.join(dir, "tmp"));
+    return dir;
+  };
+
+  test("a 300 MB pytorch_model.bin, a FIFO and symlink loops beside the models are neither copied nor followed: exit 0", async () => {
+    const dir = caseDir("sens-extras");
+    const model = copyModel(TINY, dir, "model");
+    const fd = fs.openSync(path.join(model, "unet", "pytorch_model.bin"), "w");
+    fs.ftruncateSync(fd, 300 * 2 ** 20); // sparse: 300 MB to read, none on disk
+    fs.closeSync(fd);
+    execFileSync("mkfifo", [path.join(model, "extra.fifo")]);
+    fs.symlinkSync(".", path.join(model, "cycle"));
+    fs.symlinkSync("self", path.join(model, "self"));
+    fs.symlinkSync("..", path.join(model, "tokenizer", "up"));
+    let copied: string[] = [];
+    const r = await sensitivity("sensitivity: pytorch_model.bin, a FIFO and symlink loops in the folder", dir, ["--model", model, ...FAST], async (child) => {
+      while (!child.exited()) {
+        const seen = listTree(path.join(dir, "tmp"));
+        if (seen.length > copied.length) copied = seen;
+        await new Promise((res) => setTimeout(res, 5));
+      }
+    });
+    expect(r.timedOut).toBe(false);
+    expect(r.code).toBe(0);
+    noStack(r.stderr);
+    const names = copied.map((p) => path.basename(p));
+    expect(names).toContain("model.onnx"); // the copy was seen
+    for (const n of ["pytorch_model.bin", "extra.fifo", "cycle", "self", "up"]) expect(names).not.toContain(n);
+    expect(listTree(path.join(dir, "tmp"))).toEqual([]);
+  }, 120_000);
+
+  for (const [what, make, says] of [
+    ["a FIFO", (f: string) => execFileSync("mkfifo", [f]), /not a regular file \(a FIFO\)/],
+    ["/dev/zero", (f: string) => fs.symlinkSync("/dev/zero", f), /not a regular file \(a device or socket\)/],
+  ] as const) {
+    test(`${what} where the tokenizer's special_tokens_map.json is expected is refused in one line, exit 2`, async () => {
+      const dir = caseDir("sens-special");
+      const model = copyModel(TINY, dir, "model");
+      const file = path.join(model, "tokenizer", "special_tokens_map.json");
+      fs.rmSync(file);
+      make(file);
+      const r = await sensitivity(`sensitivity: tokenizer/special_tokens_map.json is ${what}`, dir, ["--model", model, ...FAST]);
+      expect(r.timedOut).toBe(false);
+      expect(r.code).toBe(2);
+      noStack(r.stderr);
+      expect(r.stderr.trim().split("\n")).toHaveLength(1);
+      expect(r.stderr.trim()).toMatch(new RegExp(`^sd-harness: error: .*special_tokens_map\\.json: ${says.source}; it is the tokenizer's configuration$`));
+      expect(r.peakRssMb).toBeLessThan(300);
+      expect(listTree(path.join(dir, "tmp"))).toEqual([]);
+    }, 120_000);
+  }
+
+  test("inpainting cases are said to be left out for lack of an inpainting model; with --inpaint-model they run and its U-Net is probed", async () => {
+    const dir = caseDir("sens-inpaint");
+    const model = copyModel(TINY, dir, "model");
+    const cases = ["--cases", "unet:inpaint-pndm-64x64-step00"];
+    const without = await sensitivity("sensitivity: an inpainting case without --inpaint-model", dir, ["--model", model, ...FAST, ...cases]);
+    expect(without.code).toBe(0);
+    expect(without.stderr).toMatch(/^control: .*; 1 case left out: 1 skipped: needs an inpainting model \(--inpaint-model\)$/m);
+    expect(without.stderr).not.toMatch(/not passing unperturbed/);
+    const out = path.join(dir, "with");
+    const r = await runChild({
+      cmd: process.execPath,
+      args: [BIN, "sensitivity", "--references", REFS, "--model", model, "--inpaint-model", path.join(ROOT, "fixtures", "models", "tiny-sd-inpaint-onnx"), ...FAST, ...cases, "--tensors", "inpaint:*", "--out", out],
+      cwd: dir, env: { TMPDIR: path.join(dir, "tmp") }, timeoutMs: 90_000, memoryLimitMb: 2048,
+    });
+    record("sensitivity: --inpaint-model probes the inpainting U-Net", r);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/^control: .*; no case left out$/m);
+    const report = JSON.parse(fs.readFileSync(path.join(out, "sensitivity.json"), "utf8")) as { model: { inpaintDir?: string }; probes: { tensor: string; casesRun: number; casesUnmoved: number }[] };
+    expect(report.model.inpaintDir).toBeDefined();
+    const probes = report.probes.filter((p) => p.tensor.startsWith("inpaint:"));
+    expect(probes.length).toBeGreaterThan(0);
+    // the inpainting case moved (the txt2img case, on the other U-Net, did not)
+    expect(probes.every((p) => p.casesRun - p.casesUnmoved >= 1)).toBe(true);
+    expect(listTree(path.join(dir, "tmp"))).toEqual([]);
+  }, 180_000);
+});

@@ -6,8 +6,11 @@
  * caught it.
  *
  * How a run goes:
- * 1. The model folder is copied once into a temporary folder (symlinks materialized); the user's
- *    files are only ever read. Every probe edits a weight of the copy in place (same byte length:
+ * 1. The files the model-folder loader and the components read (modelFolderFiles: model_index.json,
+ *    the configs, the tokenizer's files, each component's model.onnx and the external data it
+ *    names) are copied once into a temporary folder, symlinks materialized; nothing else of the
+ *    folder is read (a pytorch_model.bin, a FIFO, a symlink loop), and a FIFO or device where one
+ *    of those files is expected is refused in one line. The user's files are only ever read. Every probe edits a weight of the copy in place (same byte length:
  *    src/onnx/initializer-edit.ts), runs, and writes the saved bytes back before the next probe.
  * 2. A control run of the unperturbed copy over every case a selected component affects: cases
  *    that do not pass unperturbed cannot show a fault and are left out (listed); their times size
@@ -27,7 +30,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { HarnessError, ExitCode } from "../errors";
 import { StableDiffusionPipeline } from "../pipeline/pipeline";
-import { loadModelFolder, ModelFolder } from "../pipeline/model-folder";
+import { loadModelFolder, modelFolderFiles, ModelFolder } from "../pipeline/model-folder";
+import { initializers } from "../pipeline/onnx-initializers";
 import { trackPendingDirectory, untrackPendingDirectory } from "../util/atomic";
 import { compileGlob } from "../util/glob";
 import { VERSION, ORT_VERSION } from "../cli/defaults";
@@ -72,6 +76,12 @@ export interface SensitivityOptions {
   /** the runtime that runs the perturbed copies (default: ort-node) */
   readonly runtime?: Runtime;
   readonly forceSd1?: boolean;
+  /**
+   * a 9-channel inpainting model (the CLI's --inpaint-model, as in conformance): copied too, its
+   * U-Net's tensors are probed with the U-Net kinds (named `inpaint:<tensor>`), and the inpainting
+   * cases run instead of being left out
+   */
+  readonly inpaintModel?: string;
   /** where the temporary copy goes (default the OS temporary folder) */
   readonly tmpRoot?: string;
   readonly argv?: readonly string[];
@@ -179,7 +189,7 @@ export interface SensitivityReport {
     readonly versions: Readonly<Record<string, string>>;
     readonly host: { readonly platform: string; readonly arch: string; readonly cpus: string; readonly cores: number };
   };
-  readonly model: { readonly dir: string };
+  readonly model: { readonly dir: string; readonly inpaintDir?: string };
   readonly references: { readonly dir: string; readonly model: string; readonly device: string };
   readonly profile: string;
   readonly tolerances: { readonly file: string; readonly sha256: string };
@@ -354,17 +364,79 @@ export async function runSensitivity(opts: SensitivityOptions): Promise<Sensitiv
   const caseGlobs = (opts.cases ?? []).map(compileGlob);
   const allCases = listCases(refs).filter((c) => caseGlobs.length === 0 || caseGlobs.some((g) => g.test(c.id)));
   const components = COMPONENTS.filter((c) => kinds.some((k) => k.component === c) && (c !== "vae_encoder" || original.vaeEncoder));
+  const inpaint = opts.inpaintModel ? loadModelFolder(opts.inpaintModel, { forceSd1: opts.forceSd1 }) : null;
+  if (inpaint && !inpaint.isInpaint) {
+    throw new HarnessError(`--inpaint-model: ${opts.inpaintModel} has a ${inpaint.unetConfig.inChannels}-channel U-Net; an inpainting model takes ${2 * inpaint.vaeConfig.latentChannels + 1}`, ExitCode.usage);
+  }
 
   const tmp = fs.mkdtempSync(path.join(opts.tmpRoot ?? os.tmpdir(), "sd-harness-sensitivity-"));
   trackPendingDirectory(tmp, "tree");
   try {
     const copy = path.join(tmp, "model");
-    fs.cpSync(opts.model, copy, { recursive: true, dereference: true });
+    copyModelFolder(original, copy);
     const folder = loadModelFolder(copy, { forceSd1: opts.forceSd1 });
-    return await measure({ opts, started, t0, deadline, log, profile, tol, relatives, scales, samples, sweep, seed, only, kinds, refs, allCases, components, copy, folder });
+    const inpaintCopy = inpaint ? path.join(tmp, "inpaint") : null;
+    if (inpaint) copyModelFolder(inpaint, inpaintCopy!);
+    const inpaintFolder = inpaintCopy ? loadModelFolder(inpaintCopy, { forceSd1: opts.forceSd1 }) : null;
+    return await measure({ opts, started, t0, deadline, log, profile, tol, relatives, scales, samples, sweep, seed, only, kinds, refs, allCases, components, copy, folder, inpaintCopy, inpaintFolder });
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
     untrackPendingDirectory(tmp);
+  }
+}
+
+/** Why the control run's non-passing cases are left out, each distinct reason counted on its own. */
+export function leftOut(excluded: readonly { readonly status: string; readonly message?: string }[]): string {
+  if (excluded.length === 0) return "no case left out";
+  const reasons = new Map<string, number>();
+  for (const e of excluded) {
+    const why = e.status === "skip" ? `skipped: ${e.message ?? "no reason given"}` : `not passing unperturbed (${e.status})`;
+    reasons.set(why, (reasons.get(why) ?? 0) + 1);
+  }
+  const parts = [...reasons].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).map(([why, n]) => `${n} ${why}`);
+  return `${excluded.length} case${excluded.length === 1 ? "" : "s"} left out: ${parts.join("; ")}`;
+}
+
+/** A regular file's size, or one line saying why `file` cannot be copied as `what`. */
+function regularFile(file: string, what: string): number {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? "error";
+    throw new HarnessError(`${file}: cannot be read (${code === "ELOOP" ? "a symlink loop" : code}); it is ${what}`, ExitCode.usage);
+  }
+  if (!st.isFile()) throw new HarnessError(`${file}: not a regular file (${st.isFIFO() ? "a FIFO" : st.isDirectory() ? "a folder" : "a device or socket"}); it is ${what}`, ExitCode.usage);
+  return st.size;
+}
+
+/**
+ * Copies what the loader and the components read of `folder` into `dst` (a new folder): the files
+ * modelFolderFiles lists and the external data each model.onnx names (a plain file name beside it,
+ * as the initializer reader requires). Symlinks are materialized; nothing else is visited, so no
+ * symlink is followed anywhere else in the folder.
+ */
+export function copyModelFolder(folder: ModelFolder, dst: string): void {
+  const files = modelFolderFiles(folder);
+  for (const f of [...files]) {
+    if (!f.rel.endsWith("model.onnx")) continue;
+    const file = path.join(folder.dir, f.rel);
+    regularFile(file, f.what);
+    const locations = new Set<string>();
+    for (const init of initializers(fs.readFileSync(file), file)) if (init.external) locations.add(init.external.location);
+    for (const loc of locations) {
+      if (path.isAbsolute(loc) || path.basename(loc) !== loc || loc === "." || loc === "..") {
+        throw new HarnessError(`${file}: external data ${JSON.stringify(loc)} is not a file beside the model`, ExitCode.usage);
+      }
+      files.push({ rel: path.join(path.dirname(f.rel), loc), what: `${f.what}'s external weights` });
+    }
+  }
+  for (const f of files) {
+    const from = path.join(folder.dir, f.rel);
+    regularFile(from, f.what);
+    const to = path.join(dst, f.rel);
+    fs.mkdirSync(path.dirname(to), { recursive: true });
+    fs.copyFileSync(from, to, fs.constants.COPYFILE_FICLONE | fs.constants.COPYFILE_EXCL);
   }
 }
 
@@ -388,6 +460,8 @@ interface Ctx {
   readonly components: readonly Component[];
   readonly copy: string;
   readonly folder: ModelFolder;
+  readonly inpaintCopy: string | null;
+  readonly inpaintFolder: ModelFolder | null;
 }
 
 function kindComponent(id: string): Component {
@@ -408,31 +482,35 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
   // call, so release is held back until the probe is done). Stage cases run on a lazy pipeline
   // (lowMemory: only the part a case uses is loaded, so a VAE probe never loads the U-Net); the
   // end-to-end cases on an eager one (lowMemory would reload the U-Net for every generate()).
-  let live: { pipe: StableDiffusionPipeline; lazy: boolean; release: () => Promise<void> } | null = null;
+  // (one per model folder: the runner asks for the inpainting model's too)
+  let live: { pipes: Map<string, { pipe: StableDiffusionPipeline; release: () => Promise<void> }>; lazy: boolean } | null = null;
   let loadMs = 0;
   let lazyNext = false;
   const factory: PipelineFactory = async (dir, options) => {
-    if (!live) {
+    live ??= { pipes: new Map(), lazy: lazyNext };
+    let entry = live.pipes.get(dir);
+    if (!entry) {
       const l0 = Date.now();
       const pipe = await StableDiffusionPipeline.load(dir, { ...options, lowMemory: lazyNext });
       loadMs = Date.now() - l0;
       const release = pipe.release.bind(pipe);
       pipe.release = async () => {};
-      live = { pipe, lazy: lazyNext, release };
+      entry = { pipe, release };
+      live.pipes.set(dir, entry);
     }
-    return live.pipe;
+    return entry.pipe;
   };
   const dropPipeline = async () => {
     const l = live;
     live = null;
-    await l?.release();
+    for (const e of l?.pipes.values() ?? []) await e.release();
   };
   const run = async (ids: readonly string[], lazy: boolean) => {
     if (opts.signal?.aborted) throw new HarnessError("interrupted", ExitCode.interrupted);
     if (live && live.lazy !== lazy) await dropPipeline();
     lazyNext = lazy;
     return runConformance({
-      models: [{ label: "perturbed", dir: x.copy, inpaintDir: null }],
+      models: [{ label: "perturbed", dir: x.copy, inpaintDir: x.inpaintCopy }],
       references: opts.references, profile: x.profile, only: ids, outDir: null, threads, tolerances: x.tol,
       pipelineFactory: factory, runtime: opts.runtime, signal: opts.signal, forceSd1: opts.forceSd1,
     });
@@ -445,6 +523,11 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
     const file = componentFile(x.folder, c);
     if (!file) continue;
     const m = mapInitializers(c, describeInitializers(file));
+    // the inpainting U-Net's tensors join the U-Net kinds under `inpaint:` names
+    if (c === "unet" && x.inpaintFolder) {
+      const own = mapInitializers(c, describeInitializers(x.inpaintFolder.unet));
+      m.push(...own.map((t) => ({ ...t, name: `inpaint:${t.name}`, ...(t.module ? { module: `inpaint:${t.module}` } : {}) })));
+    }
     mapped.set(c, m);
     for (const u of unmapped(m)) unmappedList.push({ component: c, name: u.name, count: u.count, readers: u.info.consumers.map((k) => `${k.opType} ${k.node}`) });
   }
@@ -497,7 +580,7 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
     caseSets[c] = { stage: stage.map((k) => k.id), rest: s.rest.map((k) => k.id) };
   }
   const costOf = (ids: readonly CaseDef[]) => callMs + ids.reduce((n, k) => n + (timeOf.get(k.id) ?? 0), 0);
-  log(`control: ${(controlMs / 1000).toFixed(1)} s (pipeline load ${(loadMs / 1000).toFixed(1)} s, runner overhead ${(callMs / 1000).toFixed(1)} s); ${excluded.length} cases left out as not passing unperturbed`);
+  log(`control: ${(controlMs / 1000).toFixed(1)} s (pipeline load ${(loadMs / 1000).toFixed(1)} s, runner overhead ${(callMs / 1000).toFixed(1)} s); ${leftOut(excluded)}`);
 
   // ---- one probe
   const probes: ProbeResult[] = [];
@@ -696,7 +779,7 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
       versions: { "sd-harness": VERSION, node: process.versions.node, "onnxruntime-node": ORT_VERSION },
       host: { platform: os.platform(), arch: os.arch(), cpus: os.cpus()[0]?.model ?? "unknown", cores: os.cpus().length },
     },
-    model: { dir: opts.model },
+    model: { dir: opts.model, ...(opts.inpaintModel ? { inpaintDir: opts.inpaintModel } : {}) },
     references: { dir: opts.references, model: refs.manifest.model, device: refs.manifest.device },
     profile: x.profile,
     tolerances: { file: x.tol.file ?? "(in memory)", sha256: toleranceSha256(x.tol) },

@@ -321,3 +321,35 @@ export const FINGERPRINT_SCHEDULER_KEYS = [
   "_class_name", "num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type",
   "steps_offset", "timestep_spacing", "clip_sample", "set_alpha_to_one", "skip_prk_steps",
 ] as const;
+
+/** One file a loaded model folder is read from, relative to the folder, and what it is. */
+export interface ModelFolderFile {
+  readonly rel: string;
+  readonly what: string;
+}
+
+/**
+ * The files loadModelFolder and the pipeline's components read, relative to `folder.dir`:
+ * model_index.json, the configs loadModelFolder parsed, the tokenizer's files, and each component's
+ * model.onnx. External weights are named inside each model.onnx (its initializers' `location`); a
+ * copy of the folder adds them from there. Nothing else in the folder is ever read (a
+ * pytorch_model.bin, a FIFO or a symlink loop beside the models are not the model's).
+ */
+export function modelFolderFiles(folder: ModelFolder): ModelFolderFile[] {
+  const has = (rel: string) => fs.existsSync(path.join(folder.dir, rel));
+  const out: ModelFolderFile[] = [
+    { rel: "model_index.json", what: "model_index.json" },
+    { rel: path.join("unet", "config.json"), what: "the U-Net's config" },
+    { rel: has(path.join("vae_decoder", "config.json")) ? path.join("vae_decoder", "config.json") : path.join("vae", "config.json"), what: "the VAE's config" },
+    { rel: path.join("text_encoder", "config.json"), what: "the text encoder's config" },
+    { rel: path.join("scheduler", "scheduler_config.json"), what: "the scheduler's config" },
+    { rel: path.join("tokenizer", "vocab.json"), what: "the CLIP tokenizer's vocabulary" },
+    { rel: path.join("tokenizer", "merges.txt"), what: "the CLIP tokenizer's merges" },
+  ];
+  for (const name of ["special_tokens_map.json", "tokenizer_config.json"]) {
+    if (has(path.join("tokenizer", name))) out.push({ rel: path.join("tokenizer", name), what: "the tokenizer's configuration" });
+  }
+  const models: [string | null, string][] = [[folder.textEncoder, "the text encoder"], [folder.unet, "the U-Net"], [folder.vaeDecoder, "the VAE decoder"], [folder.vaeEncoder, "the VAE encoder"]];
+  for (const [file, what] of models) if (file) out.push({ rel: path.relative(folder.dir, file), what });
+  return out;
+}

@@ -4,7 +4,8 @@ import yargs from "yargs";
 import { HarnessError, ExitCode } from "../../errors";
 import { CliIO } from "../io";
 import { asTyped, intFlag, numFlag, threadsFlag, THREADS_HELP } from "../parse";
-import { DEFAULT_MODEL, DEFAULT_REFERENCES, VERSION } from "../defaults";
+import * as fs from "node:fs";
+import { DEFAULT_MODEL, DEFAULT_INPAINT_MODEL, DEFAULT_REFERENCES, VERSION } from "../defaults";
 import { runSensitivity, DEFAULT_RELATIVES, DEFAULT_SCALES, SensitivityReport } from "../../conformance/sensitivity";
 import { renderSensitivityText, renderSensitivityMarkdown, renderSensitivityHtml } from "../../conformance/report/sensitivity";
 import { loadTolerances, profiles } from "../../conformance/tolerances";
@@ -19,6 +20,7 @@ function parser(argv: string[]) {
     .scriptName("sd-harness sensitivity")
     .usage(`$0 [--model DIR] [--references DIR] [--budget SECONDS] [options]\n\nPerturb single weights (and scale attention projections) of each layer kind in a temporary copy of the model, run the cases that part reaches, and report the smallest change the default run catches. The model folder is never written. Exit: 0 done, 2 usage or input error.\n\nLayer kinds: ${LAYER_KINDS.map((k) => k.id).join(", ")}`)
     .option("model", { type: "string", default: DEFAULT_MODEL, describe: "ONNX model folder (copied; never changed)" })
+    .option("inpaint-model", { type: "string", describe: "9-channel inpainting model (copied; never changed): the inpainting cases run, and its U-Net is probed with the U-Net kinds (default: the bundled one with the bundled model; without one those cases are left out)" })
     .option("references", { type: "string", default: DEFAULT_REFERENCES, describe: "reference set folder made for this model" })
     .option("budget", { type: "number", default: 600, describe: "seconds; no new perturbation starts after that (the report lists what was not measured)" })
     .option("seed", { type: "number", default: 0, describe: "picks the weights (the same seed, the same weights)" })
@@ -72,12 +74,16 @@ export async function sensitivityCommand(argv: string[], io: CliIO): Promise<num
   if (!profiles(tol).includes(String(args.profile))) {
     throw new HarnessError(`--profile: unknown profile ${JSON.stringify(args.profile)}; known: ${profiles(tol).join(", ")}`, ExitCode.usage);
   }
+  // as conformance takes it: --inpaint-model, else the bundled inpainting model beside the bundled model
+  const bundled = path.resolve(String(args.model)) === path.resolve(DEFAULT_MODEL) && fs.existsSync(DEFAULT_INPAINT_MODEL);
+  const inpaintModel = args["inpaint-model"] !== undefined ? String(args["inpaint-model"]) : bundled ? DEFAULT_INPAINT_MODEL : undefined;
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
   const outDir = args.out ? String(args.out) : path.join("reports", `sensitivity-${stamp}`);
   // checked before the long run; created only when the report is written
   const folder = ReportFolder.check(outDir, { flag: "--out", overwrite: Boolean(args.overwrite), refuse: "non-empty" });
   const report = await runSensitivity({
     model: String(args.model),
+    inpaintModel,
     references: String(args.references),
     profile: String(args.profile),
     tolerances: tol,
