@@ -150,7 +150,7 @@ test("an export without scope names (--compact-names) matches only modules with 
   expect(block.how === "none" && block.why).toMatch(/no scope names in this export/);
 });
 
-test("a U-Net with external weights (model.onnx_data) is localized through a link to its data, and left as it was", async () => {
+test("a U-Net with external weights (model.onnx_data) is localized with its data read in place (no link, no copy), and left as it was", async () => {
   const ext = copyModel(TINY, tmp, "external");
   const moved = externalizeInitializers(path.join(ext, "unet", "model.onnx"), "model.onnx_data");
   expect(moved.length).toBeGreaterThan(100);
