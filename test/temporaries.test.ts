@@ -155,6 +155,23 @@ describe("conformance --localize: its temporary model", () => {
   }, 60_000);
 });
 
+test("localize's temporary model is removed by the exit hook when the process exits without disposing of it", () => {
+  const dir = fs.mkdtempSync(path.join(tmp, "localize-exit-"));
+  const model = copyModel(TINY, dir, "model");
+  const script = `
+    const { readGraph, withExtraOutputs, writeTempModel } = require(${JSON.stringify(path.join(ROOT, "dist", "onnx", "graph-outputs.js"))});
+    const fs = require("node:fs");
+    const file = process.argv[1];
+    const buf = fs.readFileSync(file);
+    const t = writeTempModel(file, withExtraOutputs(buf, file, []), readGraph(buf, file).externalFiles);
+    console.log(t.file);
+    process.exit(0);`;
+  const out = execFileSync(process.execPath, ["-e", script, path.join(model, "vae_decoder", "model.onnx")], { env: { ...process.env, TMPDIR: dir }, timeout: 30_000, encoding: "utf8" }).trim();
+  expect(path.dirname(out)).toBe(path.join(model, "vae_decoder"));
+  expect(fs.existsSync(out)).toBe(false);
+  expect(besideCopies(model)).toEqual([]);
+}, 60_000);
+
 describe("sensitivity: the model copy holds what the components read, nothing else", () => {
   const FAST = ["--only", "unet.resnet.conv", "--cases", "unet:txt2img-pndm-64x64-step00", "--no-sweep", "--budget", "30", "--relatives", "0.1", "--threads", "1"];
   const sensitivity = (name: string, dir: string, args: string[], during?: Parameters<typeof runChild>[0]["during"]) => runChild({

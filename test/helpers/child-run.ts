@@ -145,12 +145,19 @@ export async function waitFor(test: () => boolean, exited: () => boolean, limitM
   return false;
 }
 
-/** Every path under `dir` (folders included), relative; [] when absent. */
+/** Every path under `dir` (folders included), relative; [] when absent. A folder removed while it is read counts as empty. */
 export function listTree(dir: string): string[] {
   if (!fs.existsSync(dir)) return [];
   const out: string[] = [];
+  const entries = (d: string): fs.Dirent[] => {
+    try {
+      return fs.readdirSync(d, { withFileTypes: true });
+    } catch {
+      return [];
+    }
+  };
   const walk = (d: string) => {
-    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+    for (const e of entries(d)) {
       const p = path.join(d, e.name);
       out.push(path.relative(dir, p));
       if (e.isDirectory()) walk(p);
