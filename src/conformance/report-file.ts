@@ -150,6 +150,8 @@ function tensorMetrics(v: unknown, field: string): void {
   // the float64 floor's figures (present when the reference set records one)
   if (m.excess !== undefined) metric(m, "excess", field);
   if (m.float64RelL2 !== undefined) metric(m, "float64RelL2", field);
+  if (m.floorRelL2 !== undefined) metric(m, "floorRelL2", field);
+  if (m.floorSamples !== undefined) metric(m, "floorSamples", field);
 }
 
 function imageMetrics(v: unknown, field: string): void {
@@ -174,6 +176,7 @@ function caseResult(v: unknown, field: string): void {
   optional(r.message, `${field}.message`, str);
   optional(r.uncovered, `${field}.uncovered`, str);
   optional(r.float64Floor, `${field}.float64Floor`, str);
+  if (r.amplification !== undefined) metric(r, "amplification", field);
   for (const [k, m] of Object.entries(obj(r.metrics, `${field}.metrics`))) tensorMetrics(m, `${field}.metrics[${JSON.stringify(oneLine(k, 40))}]`);
   optional(r.images, `${field}.images`, arr)?.forEach((im, i) => imageMetrics(im, `${field}.images[${i}]`));
   arr(r.checks, `${field}.checks`).forEach((c, i) => {

@@ -1,7 +1,7 @@
 /** Tolerances as data (conformance/tolerances.json): per stage and profile, overridable per case with a reason. */
 import * as path from "node:path";
 import * as crypto from "node:crypto";
-import { HarnessError, ExitCode } from "../errors";
+import { HarnessError, ExitCode, oneLine } from "../errors";
 import { PACKAGE_ROOT } from "../cli/defaults";
 import { Check, TensorMetrics, ImageMetrics } from "./types";
 import { compileGlob, GlobMatcher } from "../util/glob";
@@ -15,6 +15,18 @@ export interface ToleranceFile {
   readonly profiles: Readonly<Record<string, Readonly<Record<string, Limits>>>>;
   readonly overrides: readonly { readonly case: string; readonly profile?: string; readonly limits: Limits; readonly reason: string }[];
   readonly expected_failures: readonly { readonly case: string; readonly profile?: string; readonly model?: string; readonly reason: string }[];
+  /**
+   * profile -> stage -> the limits that stand in for `excess` where a case has no float64 floor (a
+   * set made with --no-float64, an older set, --against): the only hand-set limits of a profile
+   * whose model stages are judged in units of the measured floor
+   */
+  readonly without_floor?: Readonly<Record<string, Readonly<Record<string, Limits>>>>;
+  /**
+   * the versions the limits were measured with (top-level "measured_with", e.g. {"onnxruntime-node":
+   * "1.30.0"}): a run on another version is warned about, since drift near a limit may then be the
+   * runtime's (versionWarnings)
+   */
+  readonly measured_with?: Readonly<Record<string, string>>;
   /** where it was read from and the sha256 of its bytes (recorded in reports; merge compares it) */
   readonly file?: string;
   readonly sha256?: string;
@@ -42,14 +54,32 @@ export function loadTolerances(file = DEFAULT_TOLERANCES): ToleranceFile {
   for (const o of t.overrides ?? []) {
     if (!o.reason) throw new HarnessError(`${file}: override for ${o.case} has no reason; every override must say why`, ExitCode.usage);
   }
-  return { profiles: t.profiles, overrides: t.overrides ?? [], expected_failures: t.expected_failures ?? [], file, sha256 };
+  const mw = (t as { measured_with?: unknown }).measured_with;
+  if (mw !== undefined && (typeof mw !== "object" || mw === null || Array.isArray(mw) || Object.values(mw).some((v) => typeof v !== "string"))) {
+    throw new HarnessError(`${file}: "measured_with" must map package names to versions, e.g. {"onnxruntime-node": "1.30.0"}`, ExitCode.usage);
+  }
+  return { profiles: t.profiles, overrides: t.overrides ?? [], expected_failures: t.expected_failures ?? [], ...(t.without_floor ? { without_floor: t.without_floor } : {}), ...(mw ? { measured_with: mw as Record<string, string> } : {}), file, sha256 };
+}
+
+/**
+ * One line for each package whose version in this run differs from the one the limits were
+ * measured with (none when the file does not say, or the versions match).
+ */
+export function versionWarnings(t: ToleranceFile, running: Readonly<Record<string, string>>): string[] {
+  const out: string[] = [];
+  for (const [pkg, measured] of Object.entries(t.measured_with ?? {})) {
+    const now = running[pkg];
+    if (now === undefined || now === measured) continue;
+    out.push(`the limits in ${t.file ?? "the tolerance file"} were measured with ${pkg} ${oneLine(measured, 40)}; this run uses ${pkg} ${now}, so drift near a limit may come from the runtime rather than the port`);
+  }
+  return out;
 }
 
 /** The sha256 a report records for tolerances: of the file's bytes, or of the object when built in code. */
 export function toleranceSha256(t: ToleranceFile): string {
   if (t.sha256) return t.sha256;
-  const { profiles: p, overrides, expected_failures } = t;
-  return crypto.createHash("sha256").update(JSON.stringify({ profiles: p, overrides, expected_failures })).digest("hex");
+  const { profiles: p, overrides, expected_failures, without_floor } = t;
+  return crypto.createHash("sha256").update(JSON.stringify({ profiles: p, overrides, expected_failures, ...(without_floor ? { without_floor } : {}) })).digest("hex");
 }
 
 /**
@@ -82,11 +112,18 @@ export interface Resolved {
 }
 
 /** The limits for one case: the stage's profile defaults, then matching overrides in order. */
-export function resolve(t: ToleranceFile, profile: string, stageKey: string, caseId: string, model: string): Resolved {
+export function resolve(t: ToleranceFile, profile: string, stageKey: string, caseId: string, model: string, floor = true): Resolved {
   const p = t.profiles[profile];
   if (!p) throw new HarnessError(`--profile: unknown profile ${JSON.stringify(profile)}; known: ${profiles(t).join(", ")}`, ExitCode.usage);
   let limits: Record<string, number> = { ...(p[stageKey] ?? {}) };
   let source = `${profile}.${stageKey}`;
+  const fallback = floor ? undefined : t.without_floor?.[profile]?.[stageKey];
+  if (fallback) {
+    // no floor to divide by: the profile's excess cannot be judged, its stand-in limits are
+    delete limits.excess;
+    limits = { ...limits, ...fallback };
+    source = `without_floor.${profile}.${stageKey}`;
+  }
   let reason: string | undefined;
   for (const o of t.overrides) {
     if ((o.profile === undefined || o.profile === profile) && globToRegExp(o.case).test(caseId)) {

@@ -33,8 +33,15 @@ export interface TensorMetrics {
    * error. Only where the reference set stores that floor (src/conformance/float64-floor.ts).
    */
   readonly excess?: number;
-  /** the float32 reference's relL2 against float64 that `excess` divides by (before the 2^-24 floor) */
+  /** the float32 reference's own relL2 against float64 (one sample of PyTorch's float32 error) */
   readonly float64RelL2?: number;
+  /**
+   * the floor `excess` divides by (before the 2^-24 minimum): the largest relL2 against float64 over
+   * the reference and the set's other correct float32 computations (float64-floor.ts floorEnvelope)
+   */
+  readonly floorRelL2?: number;
+  /** how many correct float32 computations that envelope spans (1: the reference alone, an older set) */
+  readonly floorSamples?: number;
 }
 
 export interface ImageMetrics {
@@ -88,6 +95,11 @@ export interface CaseResult {
   readonly regression?: { readonly metric: string; readonly before: number; readonly after: number; readonly factor: number; readonly flagged: boolean };
   /** model stages: whether the reference set had a float64 floor for this case ("yes", or "no (why)") */
   readonly float64Floor?: string;
+  /**
+   * loops (end-to-end, free-running U-Net): how much the loop amplifies a one-ulp change of its
+   * initial latents, the peak over steps of two float64 runs' relL2 ÷ their initial relL2
+   */
+  readonly amplification?: number;
   /** part of the case that could not be compared, and why */
   readonly uncovered?: string;
 }

@@ -33,7 +33,7 @@ import { PALETTE, DASHES, PlotLine, renderPlot } from "./svg-chart";
 import { isFailing } from "../types";
 import { plotRank } from "../stages/index";
 import { localizeHtml } from "./localize-view";
-import { EXCESS_EXPLAINED } from "../float64-floor";
+import { EXCESS_EXPLAINED, floorText } from "../float64-floor";
 
 const STATUS_LABEL: Readonly<Record<Status, string>> = {
   pass: "PASS",
@@ -280,7 +280,7 @@ function caseDetails(c: CaseResult, ids: IdMaker, plotIds: ReadonlyMap<string, s
   if (plot) body.push(`<p class="plot-link"><a href="#${esc(plot)}">Drift vs step plot ↑</a></p>`);
   const tol = `Tolerance: profile <code>${esc(c.tolerance.profile)}</code>, ${esc(c.tolerance.source)}${c.tolerance.reason && c.status !== "xfail" ? ` — ${esc(c.tolerance.reason)}` : ""}`;
   body.push(`<p class="tolerance">${tol}</p>`);
-  if (c.float64Floor !== undefined) body.push(`<p class="floor">float64 floor: ${esc(c.float64Floor)}</p>`);
+  if (c.float64Floor !== undefined) body.push(`<p class="floor">float64 floor: ${esc(floorText(c))}</p>`);
   if (c.regression) {
     const g = c.regression;
     body.push(

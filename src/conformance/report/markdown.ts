@@ -3,7 +3,7 @@ import type { Reporter } from "./reporter";
 import { Report, Status, harnessOverhead, isFailing } from "../types";
 import { coverageLines } from "../coverage";
 import { localizeMarkdown } from "./localize-view";
-import { floorSummary, EXCESS_EXPLAINED } from "../float64-floor";
+import { floorSummary, floorText, EXCESS_EXPLAINED } from "../float64-floor";
 import { Headline, worstHeadlines } from "../headline";
 import {
   STATUSES, Figures, caseFigures, caseIds, countStatuses, formatCheck, formatCosine, formatDuration, formatMetric, formatNumber,
@@ -120,7 +120,7 @@ function floors(report: Report, out: string[]): void {
       f.worst ? `×${md(formatNumber(f.worst.excess))}` : "—",
       f.worst ? md(`${f.worst.id} ${f.worst.tensor}: relL2 ${formatNumber(f.worst.relL2)}, floor ${formatNumber(f.worst.floor)}`) : "—",
     ]);
-    out.push(...table(["Stage", "Model", "float64 floor", "Worst excess", "Where (our relL2, PyTorch float32 vs float64)"], rows, ["l", "l", "l", "r", "l"]), "");
+    out.push(...table(["Stage", "Model", "float64 floor", "Worst excess", "Where (our relL2, the float32 floor: PyTorch's float32 runs vs float64)"], rows, ["l", "l", "l", "r", "l"]), "");
   }
 }
 
@@ -166,7 +166,7 @@ function failing(report: Report, out: string[], view: View): void {
       out.push(`### ${STATUS_MARK[c.status] ?? ""} ${md(c.id)} (${md(c.model)}) — ${md(c.status)}`, "");
       if (c.message) out.push(`- ${md(c.message)}`);
       for (const ch of c.checks.filter((x) => !x.ok)) out.push(`- ✗ ${md(formatCheck(ch))}`);
-      if (c.float64Floor !== undefined) out.push(`- float64 floor: ${md(c.float64Floor)}`);
+      if (c.float64Floor !== undefined) out.push(`- float64 floor: ${md(floorText(c))}`);
       if (c.status === "xpass") out.push(`- expected to fail${c.tolerance.reason ? `: ${md(c.tolerance.reason)}` : ""}, but every check passed`);
       if (c.nonFinite) out.push(`- first non-finite: ${md(nonFiniteText(c.nonFinite))}`);
       const worst = worstElementText(c);
