@@ -1,12 +1,34 @@
 #!/usr/bin/env node
 "use strict";
 // Thin shim: all behaviour lives in main(argv) so it can be tested in-process.
+const path = require("node:path");
+
+/**
+ * What a failed require() was missing, as one line: the compiled CLI itself (a checkout that was
+ * never built), or a dependency (node_modules incomplete: named, with how to install it). Whatever
+ * this cannot read is left to the caller.
+ */
+function missingModuleLine(e) {
+  if (!e || e.code !== "MODULE_NOT_FOUND") return null;
+  const m = /Cannot find module '([^']+)'/.exec(String(e.message));
+  if (!m) return null;
+  const spec = m[1];
+  if (spec.startsWith(".") || path.isAbsolute(spec)) {
+    if (/dist[\\/]/.test(spec) || spec.startsWith("../dist")) return "not built yet; run `npm run build` in the sd-harness checkout first";
+    return null;
+  }
+  const parts = spec.split("/");
+  const pkg = spec.startsWith("@") ? parts.slice(0, 2).join("/") : parts[0];
+  return `the dependency ${pkg} is not installed (node_modules/${pkg} is missing); run \`npm ci\` in the sd-harness checkout, or reinstall sd-harness`;
+}
+
 let cli;
 try {
   cli = require("../dist/cli/main.js");
 } catch (e) {
-  if (e && e.code === "MODULE_NOT_FOUND" && /dist[\\/]cli[\\/]main/.test(String(e.message))) {
-    process.stderr.write("sd-harness: error: not built yet; run `npm run build` in the sd-harness checkout first\n");
+  const line = missingModuleLine(e);
+  if (line) {
+    process.stderr.write(`sd-harness: error: ${line}\n`);
     process.exit(2);
   }
   throw e;

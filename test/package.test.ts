@@ -96,3 +96,55 @@ describe("the packed tarball", () => {
     expect(conf.stderr).toMatch(/not covered: task inpaint: needs an inpainting model/);
   }, 300_000);
 });
+
+/**
+ * A fresh clone packs dist/: `.npmrc`'s ignore-scripts=true also switched off our own `prepack`, so
+ * `git clone … && npm ci && npm pack` gave a package without dist/. The clone gets the checkout's
+ * node_modules as a link (npm ci takes minutes here; what is measured is pack's lifecycle, not the
+ * install), and `npm pack --dry-run` lists what the tarball would hold after prepack has built it.
+ */
+describe("a fresh clone", () => {
+  let clone: string;
+  beforeAll(() => {
+    clone = fs.mkdtempSync(path.join(os.tmpdir(), "sd-clone-"));
+    const r = run("git", ["clone", "--quiet", "--no-hardlinks", ROOT, clone], os.tmpdir());
+    expect(`${r.status} ${r.stderr}`).toMatch(/^0 /);
+    fs.symlinkSync(path.join(ROOT, "node_modules"), path.join(clone, "node_modules"));
+  }, 120_000);
+  afterAll(() => fs.rmSync(clone, { recursive: true, force: true }));
+
+  it("packs a tarball with dist/ (prepack builds it), and npm warns about no config", () => {
+    expect(fs.existsSync(path.join(clone, "dist"))).toBe(false);
+    const r = run("npm", ["pack", "--dry-run", "--json"], clone);
+    expect(`${r.status} ${r.stderr.slice(-1500)}`).toMatch(/^0 /);
+    const files = (JSON.parse(r.stdout)[0] as { files: { path: string }[] }).files.map((f) => f.path);
+    for (const f of ["dist/cli/main.js", "dist/index.js", "dist/index.d.ts", "bin/sd-harness.js"]) expect(files).toContain(f);
+    // no "Unknown project config" line (the warning an onnxruntime-node-install=skip line in .npmrc gives)
+    expect(r.stderr).not.toMatch(/npm warn/i);
+  }, 300_000);
+
+  it("keeps the dependencies' install scripts off without switching off its own: no ignore-scripts, each one refused in allowScripts", () => {
+    const npmrc = fs.readFileSync(path.join(clone, ".npmrc"), "utf8");
+    expect(npmrc).not.toMatch(/^\s*ignore-scripts\s*=\s*true/m);
+    const pkg = JSON.parse(fs.readFileSync(path.join(clone, "package.json"), "utf8"));
+    const lock = JSON.parse(fs.readFileSync(path.join(clone, "package-lock.json"), "utf8"));
+    // every dependency with an install script (onnxruntime-node's downloads CUDA libraries) is named and refused
+    const withScripts = Object.entries(lock.packages as Record<string, { hasInstallScript?: boolean }>)
+      .filter(([k, v]) => k.startsWith("node_modules/") && v.hasInstallScript).map(([k]) => k.slice(k.lastIndexOf("node_modules/") + 13));
+    expect(withScripts).toContain("onnxruntime-node");
+    for (const name of withScripts) expect({ name, allowed: pkg.allowScripts?.[name] }).toEqual({ name, allowed: false });
+  });
+});
+
+describe("the runtime version", () => {
+  it("is pinned exactly, the lock resolves that version, and the tolerance file says the limits were measured with it", () => {
+    const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, "package.json"), "utf8"));
+    const lock = JSON.parse(fs.readFileSync(path.join(ROOT, "package-lock.json"), "utf8"));
+    const pinned = pkg.dependencies["onnxruntime-node"];
+    expect(pinned).toMatch(/^\d+\.\d+\.\d+$/);
+    expect(lock.packages[""].dependencies["onnxruntime-node"]).toBe(pinned);
+    expect(lock.packages["node_modules/onnxruntime-node"].version).toBe(pinned);
+    const tolerances = JSON.parse(fs.readFileSync(path.join(ROOT, "conformance", "tolerances.json"), "utf8"));
+    expect(tolerances.measured_with["onnxruntime-node"]).toBe(pinned);
+  });
+});

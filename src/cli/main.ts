@@ -5,7 +5,7 @@
  */
 // first: telemetry off before anything can load onnxruntime-node
 import "../util/telemetry-off";
-import { HarnessError, ExitCode, oneLine } from "../errors";
+import { HarnessError, ExitCode, oneLine, systemErrorToHarness, missingPackageToHarness } from "../errors";
 import { cliMessage } from "./flags";
 import { removePendingTemporaries } from "../util/atomic";
 import { CliIO, processIO } from "./io";
@@ -85,7 +85,10 @@ export async function main(argv: string[], io?: CliIO): Promise<number> {
     }
     const run = await entry.load();
     return await run(rest, ownIO);
-  } catch (e) {
+  } catch (caught) {
+    // the user's environment, not a bug: a system error (a full disk, a link loop, a FIFO where a
+    // file was expected) that escaped where it happened, or a dependency missing from node_modules
+    const e = systemErrorToHarness(caught) ?? missingPackageToHarness(caught) ?? caught;
     if (controller.signal.aborted || (e instanceof HarnessError && (e.exitCode === ExitCode.interrupted || e.exitCode === ExitCode.terminated))) {
       removePendingTemporaries();
       ownIO.err(`sd-harness: ${stoppedBy === "SIGTERM" ? "terminated (SIGTERM)" : "interrupted"}; no partial output was written\n`);

@@ -3,7 +3,7 @@
  * case with the same id, and each end-to-end run also yields a free-running U-Net case
  * (`unet:<run>-free`). Filtering (--only / --skip globs) and sharding (--shard i/n) act on ids.
  */
-import { HarnessError, ExitCode } from "../errors";
+import { HarnessError, ExitCode, oneLine } from "../errors";
 import { ReferenceSet } from "./reference-set";
 import { globToRegExp } from "./tolerances";
 import { CaseDef, STAGE_DEFS, stageDef } from "./stages/index";
@@ -33,10 +33,15 @@ export function filterCases(cases: readonly CaseDef[], only: readonly string[], 
 
 export function parseShard(text: string): { index: number; count: number } {
   const m = /^(\d+)\/(\d+)$/.exec(text.trim());
+  // compared as whole numbers: 9007199254740993 would round to a neighbour as a double
+  const big = m ? [BigInt(m[1]), BigInt(m[2])] : null;
+  if (big && big[1] > BigInt(Number.MAX_SAFE_INTEGER)) {
+    throw new HarnessError(`--shard: ${JSON.stringify(oneLine(text, 60))}: n is larger than any number of shards can be (at most ${Number.MAX_SAFE_INTEGER}, and at most one shard per case is useful)`, ExitCode.usage);
+  }
   const index = m ? Number(m[1]) : NaN;
   const count = m ? Number(m[2]) : NaN;
   if (!m || count < 1 || index < 1 || index > count) {
-    throw new HarnessError(`--shard: ${JSON.stringify(text)} must be i/n with 1 <= i <= n (for example 2/4)`, ExitCode.usage);
+    throw new HarnessError(`--shard: ${JSON.stringify(oneLine(text, 60))} must be i/n with 1 <= i <= n (for example 2/4)`, ExitCode.usage);
   }
   return { index, count };
 }
@@ -54,11 +59,14 @@ export function caseCost(refs: ReferenceSet, c: CaseDef): number {
  */
 export function shardCases(cases: readonly CaseDef[], shard: { index: number; count: number }, cost: (c: CaseDef) => number = () => 1): CaseDef[] {
   const order = cases.map((c, k) => ({ c, k, w: cost(c) })).sort((a, b) => b.w - a.w || (a.c.id < b.c.id ? -1 : a.c.id > b.c.id ? 1 : 0));
-  const load = new Array<number>(shard.count).fill(0);
+  // only the first min(n, cases) shards can ever receive a case (an empty shard with the lowest
+  // number is always the least loaded), so more shards than cases need no more room than that
+  const load = new Array<number>(Math.min(shard.count, cases.length)).fill(0);
+  if (shard.index > load.length) return [];
   const mine = new Set<number>();
   for (const { k, w } of order) {
     let best = 0;
-    for (let s = 1; s < shard.count; s++) if (load[s] < load[best]) best = s;
+    for (let s = 1; s < load.length; s++) if (load[s] < load[best]) best = s;
     load[best] += w;
     if (best === shard.index - 1) mine.add(k);
   }

@@ -166,5 +166,7 @@ export function mergeReports(shards: readonly Shard[]): Report {
     coverage: mergeCoverage(parts.map((p) => p.coverage)),
     baseline: first.baseline ? { ...first.baseline, regressions: results.filter((r) => r.regression?.flagged).length } : undefined,
     localize,
+    // every shard's, once each (shards on one machine say the same thing)
+    warnings: parts.some((p) => p.warnings) ? [...new Set(parts.flatMap((p) => p.warnings ?? []))] : undefined,
   };
 }

@@ -6,12 +6,75 @@
  * folders it created (when they are empty), so no empty reports/<time>/ is left behind.
  */
 import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
-import { HarnessError, ExitCode } from "../errors";
+import { HarnessError, ExitCode, oneLine } from "../errors";
 import { trackPendingDirectory, untrackPendingDirectory } from "../util/atomic";
+import { REPORTERS } from "./report/reporters";
 
-/** The files a report folder holds; `report merge` refuses to replace them without --overwrite. */
-export const REPORT_FILES = ["report.json", "summary.md", "junit.xml", "report.html"] as const;
+/**
+ * The files a report folder holds; `report merge` refuses to replace them without --overwrite.
+ * Taken from the reporter registry (every format with a file inside the folder), so a new format
+ * is protected the day it is added (results.csv was not).
+ */
+export const REPORT_FILES: readonly string[] = REPORTERS.flatMap((r) => (typeof r.file === "string" ? [r.file] : []));
+
+/**
+ * The lock file a run holds in its report folder from the check to its last file, so that a second
+ * run into the same folder is refused instead of mixing its files with the first one's. It is
+ * created with O_EXCL and holds {pid, start, host, started, command}; a lock whose process is gone
+ * (or whose pid now belongs to a process started at another time) is stale and taken over.
+ */
+export const LOCK_FILE = ".sd-harness.lock";
+
+interface LockInfo { readonly pid: number; readonly start: string | null; readonly host: string; readonly started: string; readonly command: string }
+
+/** A process's start time in clock ticks since boot (/proc/PID/stat field 22): with the pid, it names one process. */
+function processStart(pid: number): string | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    // the command name (field 2) may hold spaces and parentheses: count fields after its closing one
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** Whether the process that wrote `info` still runs; a lock from another host counts as live. */
+function lockHolderAlive(info: LockInfo): boolean {
+  if (info.host !== os.hostname()) return true;
+  if (!Number.isInteger(info.pid) || info.pid <= 0) return false;
+  try {
+    process.kill(info.pid, 0);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EPERM") return false;
+  }
+  const now = processStart(info.pid);
+  return info.start === null || now === null || now === info.start;
+}
+
+function readLock(file: string): LockInfo | null {
+  try {
+    const st = fs.lstatSync(file);
+    if (!st.isFile() || st.size > 4096) return { pid: 0, start: null, host: os.hostname(), started: "?", command: "?" };
+    const v = JSON.parse(fs.readFileSync(file, "utf8")) as Partial<LockInfo>;
+    return { pid: Number(v.pid), start: typeof v.start === "string" ? v.start : null, host: String(v.host ?? os.hostname()), started: String(v.started ?? "?"), command: String(v.command ?? "?") };
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
+    // half-written by a run killed between create and write, or not ours: nobody holds it
+    return { pid: 0, start: null, host: os.hostname(), started: "?", command: "?" };
+  }
+}
+
+/** Locks still held by this process, removed when it exits however it exits (a second signal calls process.exit). */
+const heldLocks = new Set<string>();
+let exitHookInstalled = false;
+function releaseAllAtExit(): void {
+  for (const f of heldLocks) {
+    try { fs.unlinkSync(f); } catch { /* gone */ }
+  }
+  heldLocks.clear();
+}
 
 export interface OutDirPolicy {
   /** the flag named in messages */
@@ -19,6 +82,11 @@ export interface OutDirPolicy {
   readonly overwrite: boolean;
   /** refuse an existing folder that holds anything (conformance) or only one that holds report files (merge) */
   readonly refuse: "non-empty" | "report-files";
+  /**
+   * take the folder's lock now (creating the folder): another run into it is refused with exit 75
+   * until unlock(), commit or abandon; what the command line was, for the refusal's message
+   */
+  readonly lock?: { readonly command: string };
 }
 
 export class ReportFolder {
@@ -27,6 +95,8 @@ export class ReportFolder {
   private staging: string | null = null;
   /** the folders begin() created, outermost first */
   private made: string[] = [];
+  /** the lock file this run holds (null: none) */
+  private lockFile: string | null = null;
 
   private constructor(readonly dir: string) {}
 
@@ -41,10 +111,13 @@ export class ReportFolder {
       if (code !== "ENOENT") throw new HarnessError(`${policy.flag} ${dir}: cannot use (${code})`, ExitCode.output);
     }
     if (st && !st.isDirectory()) throw new HarnessError(`${policy.flag} ${dir}: exists and is not a folder`, ExitCode.output);
+    // another run writing here is the first thing to say: its files would look like "not empty"
+    if (st) ReportFolder.refuseIfLocked(dir, policy.flag);
     if (st && !policy.overwrite) {
       let entries: string[];
       try {
-        entries = fs.readdirSync(dir);
+        // the lock file of a run that is gone is no content
+        entries = fs.readdirSync(dir).filter((f) => f !== LOCK_FILE);
       } catch (e) {
         throw new HarnessError(`${policy.flag} ${dir}: cannot read (${(e as NodeJS.ErrnoException).code})`, ExitCode.output);
       }
@@ -56,26 +129,102 @@ export class ReportFolder {
         throw new HarnessError(`${policy.flag} ${dir}: already holds ${kept.join(", ")} (pass --overwrite to replace them)`, ExitCode.output);
       }
     }
-    return new ReportFolder(dir);
+    const folder = new ReportFolder(dir);
+    if (policy.lock) folder.takeLock(policy.flag, policy.lock.command);
+    return folder;
+  }
+
+  private static refuseIfLocked(dir: string, flag: string): void {
+    const info = readLock(path.join(dir, LOCK_FILE));
+    if (info && lockHolderAlive(info)) {
+      throw new HarnessError(`${flag} ${dir}: in use by another sd-harness run (pid ${info.pid}${info.host !== os.hostname() ? ` on ${oneLine(info.host, 60)}` : ""}, started ${oneLine(info.started, 40)}: ${oneLine(info.command, 120)}); wait for it to end or choose another folder`, ExitCode.busy);
+    }
+  }
+
+  /** Creates the folder (removed again if the run leaves it empty) and the lock file in it, with O_EXCL; a stale lock is taken over. */
+  private takeLock(flag: string, command: string): void {
+    this.makeFolder();
+    const file = path.join(this.dir, LOCK_FILE);
+    const info: LockInfo = { pid: process.pid, start: processStart(process.pid), host: os.hostname(), started: new Date().toISOString(), command };
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o644);
+        try {
+          fs.writeSync(fd, `${JSON.stringify(info)}\n`);
+        } finally {
+          fs.closeSync(fd);
+        }
+        break;
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (e instanceof HarnessError) throw e;
+        if (code !== "EEXIST" || attempt >= 3) {
+          this.abandon();
+          throw new HarnessError(`${flag} ${this.dir}: cannot create the lock file ${LOCK_FILE} (${code})`, ExitCode.output);
+        }
+        const held = readLock(file);
+        if (held && lockHolderAlive(held)) {
+          this.abandon();
+          ReportFolder.refuseIfLocked(this.dir, flag);
+        }
+        // stale: moved aside under a name of our own, then checked to be the stale one we read (two
+        // runs taking over at once: the later one must not remove the lock the earlier just made)
+        const aside = `${file}.stale-${process.pid}`;
+        try {
+          fs.renameSync(file, aside);
+        } catch {
+          continue; // already moved by someone else: try again
+        }
+        const moved = readLock(aside);
+        if (moved && held && moved.pid === held.pid && moved.start === held.start && moved.started === held.started) {
+          fs.rmSync(aside, { force: true });
+        } else {
+          // a live lock made in between: put it back (link fails if yet another one exists) and look again
+          try { fs.linkSync(aside, file); } catch { /* another lock is in place */ }
+          fs.rmSync(aside, { force: true });
+        }
+      }
+    }
+    this.lockFile = file;
+    heldLocks.add(file);
+    if (!exitHookInstalled) {
+      exitHookInstalled = true;
+      process.on("exit", releaseAllAtExit);
+    }
+  }
+
+  /** Gives up the lock (when the run's files are written, or it failed); the folder stays, as commit leaves it. */
+  unlock(): void {
+    if (!this.lockFile) return;
+    try { fs.unlinkSync(this.lockFile); } catch { /* gone */ }
+    heldLocks.delete(this.lockFile);
+    this.lockFile = null;
+  }
+
+  /** Creates the folder if it is not there, remembering the folders it made so a failed run can remove them when empty. */
+  private makeFolder(): void {
+    let created: string | undefined;
+    try {
+      created = fs.mkdirSync(this.dir, { recursive: true });
+    } catch (e) {
+      throw new HarnessError(`${this.dir}: cannot create the report folder (${(e as NodeJS.ErrnoException).code})`, ExitCode.output);
+    }
+    if (created) {
+      this.created = created;
+      // every folder mkdir made, outermost first, so an interrupt removes them deepest first when empty
+      for (let d = path.resolve(this.dir); ; d = path.dirname(d)) {
+        this.made.unshift(d);
+        if (d === path.resolve(created) || path.dirname(d) === d) break;
+      }
+      for (const d of this.made) trackPendingDirectory(d, "ifEmpty");
+    }
   }
 
   /** Creates the folder (and a staging folder for assets) when the first file is ready. */
   begin(): void {
     if (this.begun) return;
-    try {
-      this.created = fs.mkdirSync(this.dir, { recursive: true });
-    } catch (e) {
-      throw new HarnessError(`${this.dir}: cannot create the report folder (${(e as NodeJS.ErrnoException).code})`, ExitCode.output);
-    }
+    this.makeFolder();
     this.begun = true;
-    if (this.created) {
-      // every folder mkdir made, outermost first, so an interrupt removes them deepest first when empty
-      for (let d = path.resolve(this.dir); ; d = path.dirname(d)) {
-        this.made.unshift(d);
-        if (d === path.resolve(this.created) || path.dirname(d) === d) break;
-      }
-      for (const d of this.made) trackPendingDirectory(d, "ifEmpty");
-    }
     this.staging = path.join(this.dir, `.assets-partial-${process.pid}`);
     try {
       fs.mkdirSync(this.staging);
@@ -119,12 +268,13 @@ export class ReportFolder {
     this.made = [];
   }
 
-  /** After a failure or an interrupt: remove what was staged and the folders this run created, if empty. */
+  /** After a failure or an interrupt: remove what was staged, the lock, and the folders this run created, if empty. */
   abandon(): void {
-    if (!this.begun) return;
+    this.unlock();
     if (this.staging) {
       fs.rmSync(this.staging, { recursive: true, force: true });
       untrackPendingDirectory(this.staging);
+      this.staging = null;
     }
     const made = this.made;
     this.forget();

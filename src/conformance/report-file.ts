@@ -364,6 +364,7 @@ function checkReport(v: unknown): Report {
   obj(r.summary, "summary");
   if (r.coverage !== undefined) coverage(r.coverage, "coverage");
   if (r.localize !== undefined) localizeSection(r.localize, "localize");
+  if (r.warnings !== undefined) arr(r.warnings, "warnings").forEach((w, i) => str(w, `warnings[${i}]`));
   if (r.baseline !== undefined) {
     const b = obj(r.baseline, "baseline");
     str(b.file, "baseline.file");

@@ -14,7 +14,7 @@ import { HarnessError, ExitCode, oneLine } from "../errors";
 import { StableDiffusionPipeline, PipelineOptions } from "../pipeline/pipeline";
 import { ReferenceSet } from "./reference-set";
 import { CaseDef, listCases, filterCases, shardCases, caseCost } from "./cases";
-import { ToleranceFile, Resolved, loadTolerances, resolve, evaluate, requireLimits, toleranceSha256 } from "./tolerances";
+import { ToleranceFile, Resolved, loadTolerances, resolve, evaluate, requireLimits, toleranceSha256, versionWarnings } from "./tolerances";
 import { readReportFile, safeFileName } from "./report-file";
 import { ReportFolder } from "./out-dir";
 import { runStage, defOfResult, StageContext, StageOutcome } from "./stages/index";
@@ -59,6 +59,8 @@ export interface RunOptions {
   /** the runtime that runs every model's components (default: ort-node) */
   readonly runtime?: Runtime;
   readonly log?: (line: string) => void;
+  /** warnings that must reach the user even with --quiet (a job summary that could not be written) */
+  readonly warn?: (line: string) => void;
   readonly signal?: AbortSignal;
   /** run models that look like SD 2.x as SD 1.x anyway */
   readonly forceSd1?: boolean;
@@ -134,7 +136,8 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
   const baseline = opts.baseline ? loadBaseline(opts.baseline) : null;
   const factor = opts.baselineFactor ?? 2;
   // checked now, created when the first model has loaded; removed again if the run fails or is interrupted
-  const folder = opts.outDir ? ReportFolder.check(opts.outDir, { flag: "--out", overwrite: !!opts.overwrite, refuse: "non-empty" }) : null;
+  // and locked at once: a second run into the same folder is refused (exit 75) until this one ends
+  const folder = opts.outDir ? ReportFolder.check(opts.outDir, { flag: "--out", overwrite: !!opts.overwrite, refuse: "non-empty", lock: { command: (opts.argv ?? ["conformance"]).join(" ") } }) : null;
   try {
     const factory: PipelineFactory = opts.pipelineFactory ?? ((dir, o) => StableDiffusionPipeline.load(dir, o));
     const b = opts.against ? await factory(opts.against.dir, { threads: opts.threads ?? 0, forceSd1: opts.forceSd1, runtime: opts.runtime }) : null;
@@ -154,7 +157,8 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
     }
     if (folder) {
       folder.commit();
-      writeReport(folder.dir, report, { env: opts.reportEnv, disabled: opts.disabledReporters });
+      writeReport(folder.dir, report, { env: opts.reportEnv, disabled: opts.disabledReporters, warn: opts.warn });
+      folder.unlock();
     }
     return report;
   } catch (e) {
@@ -275,7 +279,8 @@ async function runCases(
     coverage: computeCoverage(refs, listCases(refs), cases, results, precisions, opts.profile),
     baseline: baseline ? { file: opts.baseline!, factor, regressions: results.filter((r) => r.regression?.flagged).length } : undefined,
   };
-  return report;
+  const versionDrift = versionWarnings(tol, report.run.versions);
+  return versionDrift.length > 0 ? { ...report, warnings: versionDrift } : report;
 }
 
 /**
@@ -365,7 +370,7 @@ function failedComponents(results: readonly CaseResult[]): (label: string) => Re
 }
 
 /** Every format of the reporter registry, each written atomically (report/reporters.ts). */
-export function writeReport(outDir: string, report: Report, options: { env?: ReporterEnv; disabled?: readonly string[] } = {}): void {
+export function writeReport(outDir: string, report: Report, options: { env?: ReporterEnv; disabled?: readonly string[]; warn?: (line: string) => void } = {}): void {
   writeReports(outDir, report, options);
 }
 

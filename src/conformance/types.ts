@@ -152,6 +152,11 @@ export interface Report {
   readonly coverage?: Coverage;
   /** conformance --localize: per-module drift inside each component (src/conformance/localize.ts) */
   readonly localize?: LocalizeReport;
+  /**
+   * what the reader must know before trusting the verdict, one sentence each: the runtime differs
+   * from the version the limits were measured with (absent in reports of older versions)
+   */
+  readonly warnings?: readonly string[];
 }
 
 /** Worst status wins: error > fail > xpass > xfail > pass > skip. */

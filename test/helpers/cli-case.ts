@@ -25,6 +25,13 @@ export interface CliCase {
   readonly name: string;
   /** argv after `sd-harness`; every "{dir}" is replaced by the case's temporary folder */
   readonly args: readonly string[] | ((dir: string) => string[]);
+  /** the bin script to run instead of the checkout's (a copy of the package laid out in the case folder) */
+  readonly bin?: (dir: string) => string;
+  /**
+   * a command the node process is started through, inside the memory bound and the RSS measurement
+   * (e.g. `unshare -m sh -c 'mount … && exec "$@"' sh` for a small full TMPDIR); it must exec its arguments
+   */
+  readonly wrap?: (dir: string) => string[];
   /** added to (undefined: removed from) the test process's environment; "{dir}" is replaced */
   readonly env?: Readonly<Record<string, string | undefined>>;
   /** written to the child's stdin, which is then closed (default: no stdin) */
@@ -137,7 +144,12 @@ export function runCli(c: CliCase, dir: string): Promise<CliResult> {
   }
   const timeFile = path.join(os.tmpdir(), `sd-harness-time-${process.pid}-${crypto.randomBytes(4).toString("hex")}`);
   let cmd = process.execPath;
-  let argv = [BIN, ...args];
+  let argv = [c.bin?.(dir) ?? BIN, ...args];
+  if (c.wrap) {
+    const [w, ...wargs] = c.wrap(dir);
+    argv = [...wargs, cmd, ...argv];
+    cmd = w;
+  }
   if (GNU_TIME) {
     argv = ["-f", "%M", "-o", timeFile, cmd, ...argv];
     cmd = GNU_TIME;

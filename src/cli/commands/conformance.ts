@@ -15,6 +15,7 @@ import { loadTolerances, profiles } from "../../conformance/tolerances";
 import { ModuleReferences, loadModuleLimits } from "../../conformance/localize";
 import { withCommandLineLimits } from "../../conformance/cli-limits";
 import { REPORTERS, disabledReporters } from "../../conformance/report/reporters";
+import type { Report } from "../../conformance/types";
 
 function parser(argv: string[]) {
   const y = yargs(argv)
@@ -134,16 +135,45 @@ export async function conformanceCommand(argv: string[], io: CliIO): Promise<num
     baselineFactor: factor,
     argv: ["conformance", ...argv],
     log: args.quiet ? undefined : (line) => io.err(`${line}\n`),
+    warn: (line) => io.err(`warning: ${oneLine(line, 500)}\n`),
     reportEnv: process.env,
     disabledReporters: disabledReporters(args),
     signal: io.signal,
   });
   const s = report.summary;
+  for (const w of report.warnings ?? []) io.err(`warning: ${oneLine(w, 500)}\n`);
+  const notLocalized = localizeNotRun(report);
+  for (const line of notLocalized.lines) io.err(`warning: ${line}\n`);
   for (const g of report.coverage?.gaps ?? []) io.err(`not covered: ${oneLine(g.what, 100)}: ${oneLine(g.why, 300)}\n`);
   for (const line of adviceFor(report)) io.err(`advice: ${oneLine(line, 500)}\n`);
   const overhead = harnessOverhead(report.run);
   const ortPart = overhead === null ? "" : `; ${(100 * overhead).toFixed(1)} % outside onnxruntime`;
   io.err(`\n${s.verdict.toUpperCase()}: ${s.pass} pass, ${s.fail} fail, ${s.xfail} xfail, ${s.xpass} xpass, ${s.error} error, ${s.skip} skip (${(report.run.durationMs / 1000).toFixed(1)} s${ortPart})\n`);
   io.out(`${path.join(outDir, "report.html")}\n`);
-  return exitCodeFor(report);
+  const code = exitCodeFor(report);
+  // --localize asked for by name and nothing could be localized: not a pass (a failed case's 1 stays 1)
+  if (code === ExitCode.ok && args.localize && notLocalized.none) {
+    io.err(`sd-harness: --localize could not run for any module call (see the warnings above); exit ${ExitCode.localizeNotRun}\n`);
+    return ExitCode.localizeNotRun;
+  }
+  return code;
+}
+
+/**
+ * Localization that could not run, for the terminal: one warning line per model and component
+ * (its calls share the reason), and whether nothing at all was localized.
+ */
+export function localizeNotRun(report: Report): { lines: string[]; none: boolean } {
+  const loc = report.localize;
+  if (!loc) return { lines: [], none: false };
+  const groups = new Map<string, { model: string; component: string; calls: number; error: string }>();
+  for (const c of loc.calls) {
+    if (!c.error) continue;
+    const key = `${c.model}\u0000${c.component}\u0000${c.error}`;
+    const g = groups.get(key) ?? { model: c.model, component: c.component, calls: 0, error: c.error };
+    g.calls++;
+    groups.set(key, g);
+  }
+  const lines = [...groups.values()].map((g) => `--localize: ${oneLine(g.model, 60)} ${g.component}: ${g.calls} module call${g.calls === 1 ? "" : "s"} not run: ${oneLine(g.error, 300)}`);
+  return { lines, none: loc.calls.every((c) => c.error) };
 }

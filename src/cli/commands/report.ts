@@ -47,7 +47,6 @@ export async function reportCommand(argv: string[], io: CliIO): Promise<number> 
   if (inputs.length === 0) throw new HarnessError(`report merge: no input reports; ${USAGE}`, ExitCode.usage);
   const loaded = inputs.map((p) => readReportFile(p));
   const merged = mergeReports(loaded.map((l) => ({ report: l.report, file: l.file })));
-  const folder = ReportFolder.check(out, { flag: "--out", overwrite, refuse: "report-files" });
   // Only the pictures the results name are brought along, each read through the confined reader
   // (a plain relative path under the shard's assets/, its real path inside the shard folder, a
   // regular file): a shard report can never make the merged page embed a file from elsewhere.
@@ -64,6 +63,8 @@ export async function reportCommand(argv: string[], io: CliIO): Promise<number> 
       }
     }
   }
+  // locked from here to the last file: a second merge (or a conformance run) into it is refused
+  const folder = ReportFolder.check(out, { flag: "--out", overwrite, refuse: "report-files", lock: { command: ["report", ...argv].join(" ") } });
   try {
     for (const [rel, buf] of assets) {
       const [, label, ...name] = rel.split("/");
@@ -72,7 +73,8 @@ export async function reportCommand(argv: string[], io: CliIO): Promise<number> 
       writeFileAtomic(path.join(dir, ...name), buf);
     }
     folder.commit();
-    writeReport(out, merged, { env: process.env, disabled: disabledReporters(args) });
+    writeReport(out, merged, { env: process.env, disabled: disabledReporters(args), warn: (line) => io.err(`warning: ${line}\n`) });
+    folder.unlock();
   } catch (e) {
     folder.abandon();
     throw e;

@@ -79,33 +79,36 @@ export async function sensitivityCommand(argv: string[], io: CliIO): Promise<num
   const inpaintModel = args["inpaint-model"] !== undefined ? String(args["inpaint-model"]) : bundled ? DEFAULT_INPAINT_MODEL : undefined;
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
   const outDir = args.out ? String(args.out) : path.join("reports", `sensitivity-${stamp}`);
-  // checked before the long run; created only when the report is written
-  const folder = ReportFolder.check(outDir, { flag: "--out", overwrite: Boolean(args.overwrite), refuse: "non-empty" });
-  const report = await runSensitivity({
-    model: String(args.model),
-    inpaintModel,
-    references: String(args.references),
-    profile: String(args.profile),
-    tolerances: tol,
-    budgetSeconds: budget,
-    seed,
-    only: args.only ?? [],
-    tensors: args.tensors ?? [],
-    cases: args.cases ?? [],
-    samples,
-    sweep: Boolean(args.sweep),
-    relatives,
-    scales,
-    threads,
-    forceSd1: Boolean(args["force-sd1"]),
-    argv: ["sensitivity", ...argv],
-    log: args.quiet ? undefined : (line) => io.err(`${line}\n`),
-    signal: io.signal,
-  });
-  folder.begin();
+  // checked and locked before the long run (a second run into it is refused, exit 75); the report
+  // files are written at the end, and the folder is removed again if the run leaves it empty
+  const folder = ReportFolder.check(outDir, { flag: "--out", overwrite: Boolean(args.overwrite), refuse: "non-empty", lock: { command: ["sensitivity", ...argv].join(" ") } });
+  let report: SensitivityReport;
   try {
+    report = await runSensitivity({
+      model: String(args.model),
+      inpaintModel,
+      references: String(args.references),
+      profile: String(args.profile),
+      tolerances: tol,
+      budgetSeconds: budget,
+      seed,
+      only: args.only ?? [],
+      tensors: args.tensors ?? [],
+      cases: args.cases ?? [],
+      samples,
+      sweep: Boolean(args.sweep),
+      relatives,
+      scales,
+      threads,
+      forceSd1: Boolean(args["force-sd1"]),
+      argv: ["sensitivity", ...argv],
+      log: args.quiet ? undefined : (line) => io.err(`${line}\n`),
+      signal: io.signal,
+    });
+    folder.begin();
     writeSensitivity(outDir, report);
     folder.commit();
+    folder.unlock();
   } catch (e) {
     folder.abandon();
     throw e;

@@ -210,7 +210,15 @@ function localize(report: Report, out: string[]): void {
 }
 
 /** summary.md's sections, in order; each adds its lines (none when it has nothing to say). */
-const SECTIONS: readonly ((report: Report, out: string[], view: View) => void)[] = [title, runSection, verdicts, floors, coverage, sideBySide, failing, expectedFailures, baselineSection, localize];
+/** Warnings under the verdict, before anything that depends on them (the runtime's version). */
+function warnings(report: Report, out: string[]): void {
+  if (!report.warnings || report.warnings.length === 0) return;
+  for (const w of report.warnings) out.push(`> **Warning:** ${md(w)}`, ">");
+  out.pop();
+  out.push("");
+}
+
+const SECTIONS: readonly ((report: Report, out: string[], view: View) => void)[] = [title, warnings, runSection, verdicts, floors, coverage, sideBySide, failing, expectedFailures, baselineSection, localize];
 
 export function renderMarkdown(report: Report): string {
   const out: string[] = [];
