@@ -139,10 +139,11 @@ describe("results.csv", () => {
     const rows = parseCsv(String(csv.render(report, { readAsset: () => null })));
     expect(rows[0]).toEqual([...CSV_COLUMNS]);
     expect(rows).toHaveLength(1 + results.length);
-    expect(rows[1]).toEqual(["unet:a", "unet", "'=cmd|' /C calc'!A0", "fail", "relL2", String(2e-3), String(1e-3), String(40)]);
-    expect(rows[2]).toEqual(["rng:s", "rng", "m", "pass", "maxUlp", "0", "0", ""]);
-    expect(rows[3]).toEqual(["tokenizer:c,\"q\"", "tokenizer", "m", "error", "relL2", "NaN", "", ""]);
-    expect(csvRow(results[2])).toBe('"tokenizer:c,""q""",tokenizer,m,error,relL2,NaN,,');
+    expect(rows[1]).toEqual(["unet:a", "unet", "'=cmd|' /C calc'!A0", "fail", "relL2", String(2e-3), String(1e-3), String(40), ""]);
+    expect(rows[2]).toEqual(["rng:s", "rng", "m", "pass", "maxUlp", "0", "0", "", ""]);
+    expect(rows[3]).toEqual(["tokenizer:c,\"q\"", "tokenizer", "m", "error", "relL2", "NaN", "", "", ""]);
+    expect(csvRow(results[2])).toBe('"tokenizer:c,""q""",tokenizer,m,error,relL2,NaN,,,');
+    expect(csvRow(results[2], "ort-wasm (onnxruntime-web 1.30.0, wasm)")).toBe('"tokenizer:c,""q""",tokenizer,m,error,relL2,NaN,,,"ort-wasm (onnxruntime-web 1.30.0, wasm)"');
   });
 });
 

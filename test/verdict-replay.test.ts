@@ -19,6 +19,8 @@ import { TensorMetrics } from "../src/conformance/types";
 import { ROOT } from "./helpers/fixtures";
 import { copyPart, scaleValue } from "./helpers/onnx-edit";
 import { tempDir } from "./helpers/tmp";
+import { renderMarkdown } from "../src/conformance/report";
+import { describeMachine, machinesDiffer } from "../src/util/machine";
 
 const MODEL = path.join(ROOT, "fixtures", "models", "tiny-sd-2block-euler-onnx");
 const REFS = path.join(ROOT, "fixtures", "references", "tiny-sd-2block-euler", "cpu");
@@ -104,4 +106,18 @@ describe("the fp32 verdict on both machines' figures", () => {
     const onIntel = judge(cases.get(free.id)!, "final_latents", free.metrics.final_latents.relL2 - 1.34e-3);
     expect(onIntel.ok).toBe(false);
   }, 120_000);
+
+  test("every report names the machine of the run and of the reference set, and says when they differ", async () => {
+    const report = await runConformance({ models: [{ label: "ours", dir: MODEL }], references: REFS, profile: "fp32", only: ["vae_decode:16x16"], outDir: null, threads: 1 });
+    const manifest = refs.manifest as unknown as { machine: { model: string; isa: string[] } };
+    expect(report.references.machine).toMatchObject({ model: manifest.machine.model, isa: manifest.machine.isa });
+    expect(report.run.host.isa).toEqual(describeMachine().isa);
+    const here = renderMarkdown(report);
+    expect(here).toContain(`- **Reference machine:** ${manifest.machine.model}`);
+    // the same report as if the set had been made on the Intel machine
+    const intel = { model: "Intel(R) Xeon(R) Platinum 8488C", isa: ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16"] };
+    expect(machinesDiffer({ model: report.run.host.cpus, isa: report.run.host.isa }, intel)).toBe(true);
+    const there = renderMarkdown({ ...report, references: { ...report.references, machine: intel } });
+    expect(there).toMatch(/Reference machine:.*Xeon.*amx\\?_tile.*another CPU than this run's/);
+  }, 60_000);
 });

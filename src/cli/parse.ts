@@ -1,6 +1,7 @@
 /** Flag parsing helpers that turn bad values into one-line HarnessErrors naming the flag. */
 import { HarnessError, ExitCode } from "../errors";
 import { THREADS_PER_CORE, maxThreads, tooManyThreads } from "../util/threads";
+import { RUNTIMES, DEFAULT_RUNTIME, createRuntime, Runtime } from "../runtime/index";
 
 export function intFlag(flag: string, v: unknown, min: number, max: number): number {
   const n = typeof v === "number" ? v : typeof v === "string" && v.trim() !== "" ? Number(v) : NaN;
@@ -28,6 +29,14 @@ export function seedFlag(v: unknown): bigint {
 }
 
 export { THREADS_PER_CORE, maxThreads } from "../util/threads";
+
+export const RUNTIME_HELP = `what runs the ONNX components: ${RUNTIMES.map((r) => `${r.name} (${r.describe})`).join("; ")}`;
+
+/** --runtime: a fresh runtime by name (a repeated flag takes its last value); the caller closes it. */
+export function runtimeFlag(v: unknown): Runtime {
+  const name = Array.isArray(v) ? v[v.length - 1] : v;
+  return createRuntime(name === undefined ? DEFAULT_RUNTIME : String(name), "--runtime");
+}
 
 export const THREADS_HELP = `ONNX Runtime intra-op threads: 0 (one per core) up to ${THREADS_PER_CORE} x the CPU cores (${maxThreads()} here)`;
 

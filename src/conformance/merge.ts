@@ -9,7 +9,7 @@
  * once, from the first).
  */
 import { HarnessError, ExitCode, oneLine } from "../errors";
-import { CaseResult, Report, summarize } from "./types";
+import { CaseResult, ModelInfo, Report, summarize } from "./types";
 import { mergeCoverage } from "./coverage";
 import { CallLocalization, LocalizeReport, LOCALIZE_COMPONENTS } from "./localize";
 
@@ -41,7 +41,18 @@ function identity(s: Shard): [string, unknown][] {
   out.push(["tolerances.sha256", r.tolerances?.sha256]);
   // another port as the reference: the same model by label and file hashes (its folder may differ per machine)
   out.push(["against", r.against ? stable({ label: r.against.label, hashes: r.against.hashes }) : "none"]);
+  // drift measured on one runtime says nothing of another's: shards must share the runtime (the device may differ)
+  out.push(["runtime", runtimeIdentity(r)]);
   return out;
+}
+
+/** The runtime of a report's models: name, package, version, execution provider (older reports: onnxruntime-node's CPU provider). */
+function runtimeIdentity(r: Report): string {
+  const of = (m: ModelInfo) => {
+    const d = m.runtime ?? { runtime: "ort-node", package: "onnxruntime-node", version: r.run.versions["onnxruntime-node"] ?? "?", executionProvider: "cpu" };
+    return `${d.runtime} ${d.package} ${d.version} ${d.executionProvider}`;
+  };
+  return [...new Set([...r.models, ...(r.against ? [r.against] : [])].map(of))].join("; ");
 }
 
 /** What two shards' --localize sections must share to be joined. */

@@ -337,6 +337,8 @@ function checkReport(v: unknown): Report {
   const host = obj(run.host, "run.host");
   for (const k of ["platform", "arch", "cpus"]) str(host[k], `run.host.${k}`);
   num(host.cores, "run.host.cores");
+  optional(host.os, "run.host.os", str);
+  optional(host.isa, "run.host.isa", arr)?.forEach((x, i) => str(x, `run.host.isa[${i}]`));
   num(run.threads, "run.threads");
   if (run.ort !== undefined) {
     const o = obj(run.ort, "run.ort");
@@ -355,6 +357,13 @@ function checkReport(v: unknown): Report {
   for (const k of ["dir", "model", "device", "deviceName", "command"]) str(refs[k], `references.${k}`);
   strRecord(refs.versions, "references.versions");
   optional(refs.sha256, "references.sha256", str);
+  if (refs.machine !== undefined) {
+    const m = obj(refs.machine, "references.machine");
+    str(m.model, "references.machine.model");
+    optional(m.os, "references.machine.os", str);
+    optional(m.isa, "references.machine.isa", arr)?.forEach((x, i) => str(x, `references.machine.isa[${i}]`));
+    if (m.threads !== undefined) num(m.threads, "references.machine.threads");
+  }
   if (r.tolerances !== undefined) {
     const t = obj(r.tolerances, "tolerances");
     str(t.file, "tolerances.file");

@@ -31,6 +31,7 @@ import type { Runtime } from "../runtime/types";
 import { defaultRuntime } from "../runtime/index";
 import { runAgainst } from "./against";
 import { hasFloor, peakAmplification, withFloor, worstExcess } from "./float64-floor";
+import { describeMachine } from "../util/machine";
 
 export interface ModelSpec {
   readonly label: string;
@@ -140,7 +141,7 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
   const folder = opts.outDir ? ReportFolder.check(opts.outDir, { flag: "--out", overwrite: !!opts.overwrite, refuse: "non-empty", lock: { command: (opts.argv ?? ["conformance"]).join(" ") } }) : null;
   try {
     const factory: PipelineFactory = opts.pipelineFactory ?? ((dir, o) => StableDiffusionPipeline.load(dir, o));
-    const b = opts.against ? await factory(opts.against.dir, { threads: opts.threads ?? 0, forceSd1: opts.forceSd1, runtime: opts.runtime }) : null;
+    const b = opts.against ? await factory(opts.against.dir, { threads: opts.threads ?? 0, forceSd1: opts.forceSd1, runtime: runtimeOf(opts) }) : null;
     let report: Report;
     try {
       report = await runCases(opts, refs, tol, cases, baseline, factor, folder, { started, ort: clock0 }, b);
@@ -150,7 +151,7 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
     if (opts.localize) {
       const localize = await runLocalize({
         models: opts.models, moduleReferences: opts.localize.moduleReferences, limits: localizeLimits,
-        profile: opts.profile, threads: opts.threads, runtime: opts.runtime, log: opts.log, signal: opts.signal, against: opts.against,
+        profile: opts.profile, threads: opts.threads, runtime: runtimeOf(opts), log: opts.log, signal: opts.signal, against: opts.against,
         components: opts.localize.onlyFailed ? failedComponents(report.results) : undefined,
       });
       report = { ...report, localize };
@@ -165,6 +166,17 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
     folder?.abandon();
     throw e;
   }
+}
+
+/** The runtime the run's components go through: the caller's, else the default (ort-node). */
+function runtimeOf(opts: RunOptions): Runtime {
+  return opts.runtime ?? defaultRuntime();
+}
+
+/** The runtime's package beside onnxruntime-node's in run.versions, when it is another one. */
+export function runtimeVersion(runtime: Runtime): Record<string, string> {
+  const d = runtime.describe();
+  return d.package === "onnxruntime-node" ? {} : { [d.package]: d.version };
 }
 
 /** Why no case is left: an empty shard, or --only / --skip that matched nothing (with a hint on globs). */
@@ -206,12 +218,12 @@ async function runCases(
   const precisions: Record<string, string> = {};
   for (const spec of opts.models) {
     const corrections: string[] = [];
-    const options = { threads: opts.threads ?? 0, forceSd1: opts.forceSd1, runtime: opts.runtime, warn: (w: string) => corrections.push(w) };
+    const options = { threads: opts.threads ?? 0, forceSd1: opts.forceSd1, runtime: runtimeOf(opts), warn: (w: string) => corrections.push(w) };
     const pipe = await factory(spec.dir, options);
     const inpaintPipe = spec.inpaintDir ? await factory(spec.inpaintDir, options) : null;
     for (const w of new Set(corrections)) log(`warning: ${w}`);
     precisions[spec.label] = (await pipe.component("unet")).inputType("sample");
-    models.push({ label: spec.label, dir: spec.dir, hashes: modelHashes(spec.dir), ...(corrections.length ? { corrections: [...new Set(corrections)] } : {}) });
+    models.push({ label: spec.label, dir: spec.dir, hashes: modelHashes(spec.dir), ...(corrections.length ? { corrections: [...new Set(corrections)] } : {}), runtime: runtimeOf(opts).describe() });
     const assetsRel = `assets/${safeFileName(spec.label)}`;
     // assets are staged under a hidden name and only moved to assetsRel when the run completes
     const ctx: StageContext = { pipe, inpaintPipe, refs, assets: folder ? { dir: folder.stage(assetsRel), rel: assetsRel } : null };
@@ -260,18 +272,19 @@ async function runCases(
       finished: finished.toISOString(),
       durationMs: finished.getTime() - started.getTime(),
       argv: opts.argv ?? [],
-      host: { platform: os.platform(), arch: os.arch(), cpus: os.cpus()[0]?.model ?? "unknown", cores: os.cpus().length },
+      host: { platform: os.platform(), arch: os.arch(), cpus: os.cpus()[0]?.model ?? "unknown", cores: os.cpus().length, isa: describeMachine().isa, os: describeMachine().os },
       threads: opts.threads ?? 0,
-      versions: { "sd-harness": VERSION, node: process.versions.node, "onnxruntime-node": ORT_VERSION },
+      versions: { "sd-harness": VERSION, node: process.versions.node, "onnxruntime-node": ORT_VERSION, ...runtimeVersion(runtimeOf(opts)) },
       shard: opts.shard,
       ort: { createMs: ORT_CLOCK.createMs - clock0.createMs, runMs: ORT_CLOCK.runMs - clock0.runMs, runs: ORT_CLOCK.runs - clock0.runs },
     },
     profile: opts.profile,
     models,
-    ...(opts.against ? { against: { label: opts.against.label, dir: opts.against.dir, hashes: modelHashes(opts.against.dir) } } : {}),
+    ...(opts.against ? { against: { label: opts.against.label, dir: opts.against.dir, hashes: modelHashes(opts.against.dir), runtime: runtimeOf(opts).describe() } } : {}),
     references: {
       dir: opts.references, model: m.model, device: m.device, deviceName: m.device_name, versions: m.versions, command: m.command,
       sha256: refs.sha256, ...(refs.fingerprint !== undefined ? { fingerprint: refs.fingerprint } : {}),
+      ...(referenceMachine(m) ? { machine: referenceMachine(m) } : {}),
     },
     tolerances: { file: tol.file ?? "(in memory)", sha256: toleranceSha256(tol) },
     results,
@@ -281,6 +294,17 @@ async function runCases(
   };
   const versionDrift = versionWarnings(tol, report.run.versions);
   return versionDrift.length > 0 ? { ...report, warnings: versionDrift } : report;
+}
+
+/** The manifest's "machine" (scripts/refgen/spread.py cpu_description), where it has a usable one. */
+function referenceMachine(manifest: unknown): { model: string; isa?: string[]; os?: string; threads?: number } | undefined {
+  const m = (manifest as { machine?: unknown }).machine as Record<string, unknown> | undefined;
+  if (!m || typeof m !== "object" || typeof m.model !== "string") return undefined;
+  const isa = Array.isArray(m.isa) && m.isa.every((x) => typeof x === "string") ? (m.isa as string[]) : undefined;
+  return {
+    model: m.model, ...(isa ? { isa } : {}),
+    ...(typeof m.os === "string" ? { os: m.os } : {}), ...(typeof m.threads === "number" ? { threads: m.threads } : {}),
+  };
 }
 
 /**

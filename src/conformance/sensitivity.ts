@@ -36,13 +36,14 @@ import { trackPendingDirectory, untrackPendingDirectory } from "../util/atomic";
 import { compileGlob } from "../util/glob";
 import { VERSION, ORT_VERSION } from "../cli/defaults";
 import { describeInitializers, applyEdit, readWeights, WeightEdit } from "../onnx/initializer-edit";
-import { runConformance, PipelineFactory } from "./runner";
+import { runConformance, runtimeVersion, PipelineFactory } from "./runner";
 import { ReferenceSet } from "./reference-set";
 import { CaseDef, listCases } from "./cases";
 import { ToleranceFile, loadTolerances, toleranceSha256, resolve } from "./tolerances";
 import { CaseResult, Check } from "./types";
 import { LAYER_KINDS, LayerKind, Component, COMPONENTS, mapInitializers, unmapped, MappedInitializer } from "./layer-kinds";
-import type { Runtime } from "../runtime/types";
+import type { Runtime, RuntimeDescription } from "../runtime/types";
+import { defaultRuntime } from "../runtime/index";
 
 export const DEFAULT_RELATIVES: readonly number[] = [1e-1, 1e-2, 1e-3, 1e-4];
 export const DEFAULT_SCALES: readonly number[] = [1.1, 1.01, 1.001];
@@ -188,6 +189,8 @@ export interface SensitivityReport {
     readonly threads: number;
     readonly versions: Readonly<Record<string, string>>;
     readonly host: { readonly platform: string; readonly arch: string; readonly cpus: string; readonly cores: number };
+    /** the runtime the perturbed copies ran on (absent in reports of older versions: ort-node) */
+    readonly runtime?: RuntimeDescription;
   };
   readonly model: { readonly dir: string; readonly inpaintDir?: string };
   readonly references: { readonly dir: string; readonly model: string; readonly device: string };
@@ -776,8 +779,9 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
     run: {
       started: x.started.toISOString(), finished: finished.toISOString(), durationMs: finished.getTime() - x.started.getTime(),
       argv: opts.argv ?? [], budgetSeconds: opts.budgetSeconds, seed: x.seed, threads,
-      versions: { "sd-harness": VERSION, node: process.versions.node, "onnxruntime-node": ORT_VERSION },
+      versions: { "sd-harness": VERSION, node: process.versions.node, "onnxruntime-node": ORT_VERSION, ...runtimeVersion(opts.runtime ?? defaultRuntime()) },
       host: { platform: os.platform(), arch: os.arch(), cpus: os.cpus()[0]?.model ?? "unknown", cores: os.cpus().length },
+      runtime: (opts.runtime ?? defaultRuntime()).describe(),
     },
     model: { dir: opts.model, ...(opts.inpaintModel ? { inpaintDir: opts.inpaintModel } : {}) },
     references: { dir: opts.references, model: refs.manifest.model, device: refs.manifest.device },

@@ -2,6 +2,7 @@
  * The conformance report's data model: what report.json holds and every writer (Markdown, HTML,
  * JUnit) reads. Cases have stable ids `stage:case`; the worst status of a run wins.
  */
+import type { RuntimeDescription } from "../runtime/types";
 import type { Coverage } from "./coverage";
 import type { LocalizeReport } from "./localize";
 
@@ -111,6 +112,8 @@ export interface ModelInfo {
   readonly hashes: Readonly<Record<string, string>>;
   /** config values corrected as diffusers' pipeline corrects them, one sentence each */
   readonly corrections?: readonly string[];
+  /** the runtime that ran its components (absent in reports of older versions: onnxruntime-node's CPU provider) */
+  readonly runtime?: RuntimeDescription;
 }
 
 export interface Report {
@@ -120,7 +123,8 @@ export interface Report {
     readonly finished: string;
     readonly durationMs: number;
     readonly argv: readonly string[];
-    readonly host: { readonly platform: string; readonly arch: string; readonly cpus: string; readonly cores: number };
+    /** isa and os: the kernel-relevant CPU features and the OS (src/util/machine.ts; absent in older reports) */
+    readonly host: { readonly platform: string; readonly arch: string; readonly cpus: string; readonly cores: number; readonly isa?: readonly string[]; readonly os?: string };
     readonly threads: number;
     readonly versions: Readonly<Record<string, string>>;
     readonly shard?: { readonly index: number; readonly count: number };
@@ -142,6 +146,8 @@ export interface Report {
     readonly sha256?: string;
     /** the manifest's own fingerprint object, copied through when it has one */
     readonly fingerprint?: unknown;
+    /** the machine that made the set (manifest "machine": CPU model, ISA, OS, threads), where it says */
+    readonly machine?: { readonly model: string; readonly isa?: readonly string[]; readonly os?: string; readonly threads?: number };
   };
   /** the tolerance file used (sha256 of its bytes), so merged shards are known to share it */
   readonly tolerances?: { readonly file: string; readonly sha256: string };

@@ -4,7 +4,8 @@ import * as path from "node:path";
 import yargs from "yargs";
 import { HarnessError, ExitCode, oneLine } from "../../errors";
 import { CliIO } from "../io";
-import { asTyped, numFlag, threadsFlag, THREADS_HELP } from "../parse";
+import { asTyped, numFlag, threadsFlag, THREADS_HELP, runtimeFlag, RUNTIME_HELP } from "../parse";
+import { DEFAULT_RUNTIME, runtimeText } from "../../runtime/index";
 import { DEFAULT_MODEL, DEFAULT_INPAINT_MODEL, DEFAULT_REFERENCES, VERSION } from "../defaults";
 import { runConformance, exitCodeFor, ModelSpec } from "../../conformance/runner";
 import { adviceFor } from "../../conformance/advice";
@@ -38,6 +39,7 @@ function parser(argv: string[]) {
     .option("overwrite", { type: "boolean", default: false, describe: "replace the reports in an existing --out folder" })
     .option("force-sd1", { type: "boolean", default: false, describe: "run models that look like SD 2.x as SD 1.x anyway" })
     .option("threads", { type: "number", default: 0, describe: THREADS_HELP })
+    .option("runtime", { type: "string", default: DEFAULT_RUNTIME, describe: RUNTIME_HELP })
     .option("localize", { type: "boolean", default: false, describe: "also compare every module's output inside each component with PyTorch's and name the first module over its limit (conformance/module-limits.json)" })
     .option("localize-failed", { type: "boolean", default: false, describe: "--localize only the components of a model whose stages failed" })
     .option("module-references", { type: "string", describe: "module reference set for --localize (scripts/make_module_references.py; default: modules/ beside --references)" })
@@ -111,6 +113,7 @@ export async function conformanceCommand(argv: string[], io: CliIO): Promise<num
   const factor = numFlag("--baseline-factor", asTyped(argv, "baseline-factor", args["baseline-factor"]), 1, 1e12);
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
   const outDir = args.out ? String(args.out) : path.join("reports", `${stamp}${shard ? `-shard${shard.index}of${shard.count}` : ""}`);
+  const runtime = runtimeFlag(args.runtime);
   const report = await runConformance({
     models: modelSpecs((args.model as string[]) ?? [DEFAULT_MODEL], args["inpaint-model"]),
     forceSd1: Boolean(args["force-sd1"]),
@@ -139,7 +142,8 @@ export async function conformanceCommand(argv: string[], io: CliIO): Promise<num
     reportEnv: process.env,
     disabledReporters: disabledReporters(args),
     signal: io.signal,
-  });
+    runtime,
+  }).finally(() => runtime.close());
   const s = report.summary;
   for (const w of report.warnings ?? []) io.err(`warning: ${oneLine(w, 500)}\n`);
   const notLocalized = localizeNotRun(report);
@@ -148,7 +152,7 @@ export async function conformanceCommand(argv: string[], io: CliIO): Promise<num
   for (const line of adviceFor(report)) io.err(`advice: ${oneLine(line, 500)}\n`);
   const overhead = harnessOverhead(report.run);
   const ortPart = overhead === null ? "" : `; ${(100 * overhead).toFixed(1)} % outside onnxruntime`;
-  io.err(`\n${s.verdict.toUpperCase()}: ${s.pass} pass, ${s.fail} fail, ${s.xfail} xfail, ${s.xpass} xpass, ${s.error} error, ${s.skip} skip (${(report.run.durationMs / 1000).toFixed(1)} s${ortPart})\n`);
+  io.err(`\n${s.verdict.toUpperCase()}: ${s.pass} pass, ${s.fail} fail, ${s.xfail} xfail, ${s.xpass} xpass, ${s.error} error, ${s.skip} skip (${(report.run.durationMs / 1000).toFixed(1)} s${ortPart}) on ${report.models[0]?.runtime ? runtimeText(report.models[0].runtime) : runtime.name}\n`);
   io.out(`${path.join(outDir, "report.html")}\n`);
   const code = exitCodeFor(report);
   // --localize asked for by name and nothing could be localized: not a pass (a failed case's 1 stays 1)

@@ -12,7 +12,8 @@ import {
   SCHEDULER_NAMES, SCHEDULERS, SIGMA_SCHEDULE_NAMES, SigmaScheduleName,
 } from "../../schedulers";
 import { CliIO, progress } from "../io";
-import { asTyped, intFlag, numFlag, seedFlag, threadsFlag, THREADS_HELP } from "../parse";
+import { asTyped, intFlag, numFlag, seedFlag, threadsFlag, THREADS_HELP, runtimeFlag, RUNTIME_HELP } from "../parse";
+import { DEFAULT_RUNTIME } from "../../runtime/index";
 import { DEFAULT_MODEL, VERSION } from "../defaults";
 
 export function generateParser(argv: string[]) {
@@ -37,6 +38,7 @@ export function generateParser(argv: string[]) {
     .option("clip-skip", { type: "number", default: 0, describe: "text-encoder layers to skip (diffusers' clip_skip; A1111's value minus 1)" })
     .option("eta", { type: "number", default: 0, describe: "DDIM eta" })
     .option("threads", { type: "number", default: 0, describe: THREADS_HELP })
+    .option("runtime", { type: "string", default: DEFAULT_RUNTIME, describe: RUNTIME_HELP })
     .option("low-memory", { type: "boolean", default: false, describe: "load each model component only while it runs" })
     .option("out", { type: "string", default: "out.png", describe: "output PNG (batch: name-0.png, name-1.png, …)" })
     .option("overwrite", { type: "boolean", default: false, describe: "replace existing output files" })
@@ -183,8 +185,12 @@ export async function runGenerate(args: Record<string, unknown>, io: CliIO, argv
     }
   }
 
+  const runtime = runtimeFlag(args.runtime);
   const pipe = await StableDiffusionPipeline.fromFolder(modelFolder, {
-    threads, lowMemory: Boolean(args["low-memory"]), warn: (m) => io.err(`sd-harness: warning: ${m}\n`),
+    threads, runtime, lowMemory: Boolean(args["low-memory"]), warn: (m) => io.err(`sd-harness: warning: ${m}\n`),
+  }).catch(async (e: unknown) => {
+    await runtime.close();
+    throw e;
   });
   try {
     if (clipSkip > 0 && !(await pipe.hasHiddenStates())) throw new HarnessError(`--clip-skip: ${modelFolder.textEncoder}: ${NO_HIDDEN_STATES}`, ExitCode.usage);
@@ -230,5 +236,6 @@ export async function runGenerate(args: Record<string, unknown>, io: CliIO, argv
     return ExitCode.ok;
   } finally {
     await pipe.release();
+    await runtime.close();
   }
 }

@@ -3,7 +3,8 @@ import * as path from "node:path";
 import yargs from "yargs";
 import { HarnessError, ExitCode } from "../../errors";
 import { CliIO } from "../io";
-import { asTyped, intFlag, numFlag, threadsFlag, THREADS_HELP } from "../parse";
+import { asTyped, intFlag, numFlag, threadsFlag, THREADS_HELP, runtimeFlag, RUNTIME_HELP } from "../parse";
+import { DEFAULT_RUNTIME } from "../../runtime/index";
 import * as fs from "node:fs";
 import { DEFAULT_MODEL, DEFAULT_INPAINT_MODEL, DEFAULT_REFERENCES, VERSION } from "../defaults";
 import { runSensitivity, DEFAULT_RELATIVES, DEFAULT_SCALES, SensitivityReport } from "../../conformance/sensitivity";
@@ -36,6 +37,7 @@ function parser(argv: string[]) {
     .option("out", { type: "string", describe: "folder for sensitivity.json / .md / .html (default: reports/sensitivity-<timestamp>)" })
     .option("overwrite", { type: "boolean", default: false, describe: "replace the files in an existing --out folder" })
     .option("threads", { type: "number", default: 0, describe: THREADS_HELP })
+    .option("runtime", { type: "string", default: DEFAULT_RUNTIME, describe: RUNTIME_HELP })
     .option("force-sd1", { type: "boolean", default: false, describe: "run a model that looks like SD 2.x as SD 1.x anyway" })
     .option("quiet", { type: "boolean", default: false, describe: "no per-probe lines" })
     .option("verbose", { type: "boolean", default: false })
@@ -67,6 +69,7 @@ export async function sensitivityCommand(argv: string[], io: CliIO): Promise<num
   const seed = intFlag("--seed", asTyped(argv, "seed", args.seed), 0, 0xffffffff);
   const samples = intFlag("--samples", asTyped(argv, "samples", args.samples), 1, 1000);
   const threads = threadsFlag(asTyped(argv, "threads", args.threads));
+  const runtime = runtimeFlag(args.runtime);
   const relatives = args.relatives !== undefined ? sizeList("--relatives", args.relatives, 1e-12, 9.99) : undefined;
   const scales = args.scales !== undefined ? sizeList("--scales", args.scales, 1e-3, 100) : undefined;
   if (scales?.includes(1)) throw new HarnessError("--scales: a scale of 1 changes nothing", ExitCode.usage);
@@ -100,6 +103,7 @@ export async function sensitivityCommand(argv: string[], io: CliIO): Promise<num
       relatives,
       scales,
       threads,
+      runtime,
       forceSd1: Boolean(args["force-sd1"]),
       argv: ["sensitivity", ...argv],
       log: args.quiet ? undefined : (line) => io.err(`${line}\n`),
@@ -112,6 +116,8 @@ export async function sensitivityCommand(argv: string[], io: CliIO): Promise<num
   } catch (e) {
     folder.abandon();
     throw e;
+  } finally {
+    await runtime.close();
   }
   io.out(renderSensitivityText(report));
   io.out(`${path.join(outDir, "sensitivity.html")}\n`);

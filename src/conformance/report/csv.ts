@@ -13,8 +13,9 @@ import type { CaseResult } from "../types";
 import { headline } from "../headline";
 import { worstExcess } from "../float64-floor";
 import type { Reporter } from "./reporter";
+import { modelRuntimeText } from "./format";
 
-export const CSV_COLUMNS = ["id", "stage", "model", "status", "metric", "value", "limit", "excess"] as const;
+export const CSV_COLUMNS = ["id", "stage", "model", "status", "metric", "value", "limit", "excess", "runtime"] as const;
 
 /** A text cell: formula-injection safe and quoted where RFC 4180 needs it. */
 export function csvText(text: string): string {
@@ -26,16 +27,19 @@ function csvNumber(x: number | undefined): string {
   return x === undefined ? "" : String(x);
 }
 
-/** The row of one result: its headline metric, the limit checked on that metric and tensor, the worst excess. */
-export function csvRow(r: CaseResult): string {
+/** The row of one result: its headline metric, the limit checked on that metric and tensor, the worst excess, the runtime that ran it. */
+export function csvRow(r: CaseResult, runtime = ""): string {
   const h = headline(r);
   const limit = h.tensor === undefined ? undefined : r.checks.find((c) => c.metric === h.metric && c.tensor === h.tensor)?.limit;
   const excess = worstExcess(r.metrics)?.value;
-  return [csvText(r.id), csvText(r.stage), csvText(r.model), csvText(r.status), csvText(h.metric), csvNumber(h.value), csvNumber(limit), csvNumber(excess)].join(",");
+  return [csvText(r.id), csvText(r.stage), csvText(r.model), csvText(r.status), csvText(h.metric), csvNumber(h.value), csvNumber(limit), csvNumber(excess), csvText(runtime)].join(",");
 }
 
 export const csvReporter: Reporter = {
   name: "csv",
   file: "results.csv",
-  render: (report) => [CSV_COLUMNS.join(","), ...report.results.map(csvRow)].map((line) => `${line}\r\n`).join(""),
+  render: (report) => {
+    const runtimes = new Map((report.models ?? []).map((m) => [m.label, modelRuntimeText(m)]));
+    return [CSV_COLUMNS.join(","), ...report.results.map((r) => csvRow(r, runtimes.get(r.model)))].map((line) => `${line}\r\n`).join("");
+  },
 };

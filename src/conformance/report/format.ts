@@ -3,10 +3,11 @@
  * metric formatting, control-character stripping and HTML escaping, a case's worst figures, the
  * order of stages, models and cases, and the short texts for non-finite values and worst elements.
  */
-import { CaseResult, Check, Report, STATUS_RANK, Status, TensorMetrics, worstStatus } from "../types";
+import { CaseResult, Check, ModelInfo, Report, STATUS_RANK, Status, TensorMetrics, worstStatus } from "../types";
 
 export { countStatuses } from "../types";
 import { displayRank } from "../stages/index";
+import { runtimeText } from "../../runtime/index";
 
 /** Ranks past every stage the registry knows: a stage from another version's report sorts after them. */
 const UNKNOWN_STAGE_RANK = 1000;
@@ -215,4 +216,9 @@ export function escapeHtml(value: unknown): string {
     .replace(/>/g, "&gt;")
     .replace(/"/g, "&quot;")
     .replace(/'/g, "&#39;");
+}
+
+/** The runtime a model ran on, in one line (reports before runtimes were recorded ran on onnxruntime-node). */
+export function modelRuntimeText(m: ModelInfo): string {
+  return m.runtime ? runtimeText(m.runtime) : "ort-node (not recorded in this report)";
 }

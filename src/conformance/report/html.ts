@@ -23,6 +23,7 @@ import {
   formatPsnr,
   groupVerdict,
   modelOrder,
+  modelRuntimeText,
   nonFiniteText,
   sortCases,
   stageOrder,
@@ -34,6 +35,7 @@ import { isFailing } from "../types";
 import { plotRank } from "../stages/index";
 import { localizeHtml } from "./localize-view";
 import { EXCESS_EXPLAINED, floorText } from "../float64-floor";
+import { machineText, machinesDiffer } from "../../util/machine";
 
 const STATUS_LABEL: Readonly<Record<Status, string>> = {
   pass: "PASS",
@@ -116,7 +118,7 @@ function provenance(report: Report): string {
             .map(([f, sha]) => `<li><code>${esc(f)}</code> <code class="sha">${esc(sha.slice(0, 16))}…</code></li>`)
             .join("")}</ul></details>`
         : "—";
-      return `<tr><td><span class="swatch" style="background:${PALETTE[i % PALETTE.length]}"></span><b>${esc(m.label)}</b></td><td><code>${esc(m.dir)}</code></td><td>${hashes}</td></tr>`;
+      return `<tr><td><span class="swatch" style="background:${PALETTE[i % PALETTE.length]}"></span><b>${esc(m.label)}</b></td><td><code>${esc(m.dir)}</code></td><td>${hashes}</td><td>${esc(modelRuntimeText(m))}</td></tr>`;
     })
     .join("");
   const rows: [string, string][] = [
@@ -125,13 +127,16 @@ function provenance(report: Report): string {
     ["Reference command", r.command ? `<code>${esc(r.command)}</code>` : "—"],
     ["Tolerance profile", `<code>${esc(report.profile)}</code>`],
     ["Started", `${esc(report.run.started)} · finished ${esc(report.run.finished)} · <b>${esc(formatDuration(report.run.durationMs))}</b>`],
-    ["Host", `${esc(h.platform)}/${esc(h.arch)}, ${esc(h.cpus)} (${esc(h.cores)} cores), ${esc(report.run.threads || "ORT default")} threads`],
+    ["Host", `${esc(h.platform)}/${esc(h.arch)}, ${esc(machineText({ model: h.cpus, isa: h.isa }))} (${esc(h.cores)} cores), ${esc(report.run.threads || "ORT default")} threads`],
+    ...(r.machine
+      ? [["Reference machine", `${esc(machineText(r.machine))}${machinesDiffer({ model: h.cpus, isa: h.isa }, r.machine) ? " — <b>another CPU than this run's</b>: float32 rounding differs between them, which the set's floor envelope allows for" : ""}`] as [string, string]]
+      : []),
     ["Versions", versions(report.run.versions) || "—"],
   ];
   if (report.run.shard) rows.push(["Shard", `${esc(report.run.shard.index)} / ${esc(report.run.shard.count)}`]);
   if (report.run.argv.length) rows.push(["Command", `<code>${esc(report.run.argv.join(" "))}</code>`]);
   return `<section class="card provenance" id="provenance"><h2>Run</h2>
-<table class="models"><thead><tr><th>Model</th><th>Folder</th><th>Files</th></tr></thead><tbody>${modelRows}</tbody></table>
+<table class="models"><thead><tr><th>Model</th><th>Folder</th><th>Files</th><th>Runtime</th></tr></thead><tbody>${modelRows}</tbody></table>
 <dl>${rows.map(([k, v]) => `<dt>${k}</dt><dd>${v}</dd>`).join("")}</dl></section>`;
 }
 

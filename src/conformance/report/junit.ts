@@ -5,7 +5,7 @@
  */
 import type { Reporter } from "./reporter";
 import { CaseResult, Report } from "../types";
-import { caseFigures, countStatuses, formatCheck, modelOrder, nonFiniteText, stageOrder, stripControl, worstElementText } from "./format";
+import { caseFigures, countStatuses, formatCheck, modelOrder, modelRuntimeText, nonFiniteText, stageOrder, stripControl, worstElementText } from "./format";
 
 function escapeText(text: string): string {
   return stripControl(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
@@ -117,6 +117,8 @@ export function renderJunit(report: Report): string {
           timestamp: report.run.started,
         })}>`,
       );
+      const m = report.models.find((x) => x.label === model);
+      out.push("    <properties>", `      <property${attrs({ name: "runtime", value: m ? modelRuntimeText(m) : "unknown" })}/>`, "    </properties>");
       for (const c of cases) out.push(...testcase(c));
       out.push("  </testsuite>");
     }

@@ -3,11 +3,12 @@ import type { Reporter } from "./reporter";
 import { Report, Status, harnessOverhead, isFailing } from "../types";
 import { coverageLines } from "../coverage";
 import { localizeMarkdown } from "./localize-view";
+import { machineText, machinesDiffer } from "../../util/machine";
 import { floorSummary, floorText, EXCESS_EXPLAINED } from "../float64-floor";
 import { Headline, worstHeadlines } from "../headline";
 import {
   STATUSES, Figures, caseFigures, caseIds, countStatuses, formatCheck, formatCosine, formatDuration, formatMetric, formatNumber,
-  formatPsnr, groupVerdict, modelOrder, nonFiniteText, sortCases, stageOrder, stripControl, worstElementText, worstFigures,
+  formatPsnr, groupVerdict, modelOrder, modelRuntimeText, nonFiniteText, sortCases, stageOrder, stripControl, worstElementText, worstFigures,
 } from "./format";
 
 const STATUS_MARK: Readonly<Record<Status, string>> = { pass: "✅", fail: "❌", xfail: "⚠️", xpass: "❗", error: "💥", skip: "⏭️" };
@@ -67,7 +68,7 @@ function runSection(report: Report, out: string[]): void {
   out.push("## Run", "");
   out.push("- **Models:**");
   for (const m of report.models) {
-    out.push(`  - ${mdCode(m.label)} — ${mdCode(m.dir)} (${md(Object.keys(m.hashes).length)} ONNX files hashed)`);
+    out.push(`  - ${mdCode(m.label)} — ${mdCode(m.dir)} (${md(Object.keys(m.hashes).length)} ONNX files hashed) on runtime ${md(modelRuntimeText(m))}`);
   }
   if (report.against) out.push(`- **Against:** ${mdCode(report.against.label)} — ${mdCode(report.against.dir)}: model stages judged against its outputs on the reference set's inputs, not against PyTorch's`);
   const r = report.references;
@@ -82,7 +83,11 @@ function runSection(report: Report, out: string[]): void {
     : "";
   out.push(`- **Started:** ${md(report.run.started)} · **duration** ${formatDuration(report.run.durationMs)}${ort}`);
   const h = report.run.host;
-  out.push(`- **Host:** ${md(h.platform)}/${md(h.arch)}, ${md(h.cpus)} (${md(h.cores)} cores), ${md(report.run.threads || "ORT default")} threads`);
+  out.push(`- **Host:** ${md(h.platform)}/${md(h.arch)}, ${md(machineText({ model: h.cpus, isa: h.isa }))} (${md(h.cores)} cores), ${md(report.run.threads || "ORT default")} threads`);
+  if (r.machine) {
+    const differs = machinesDiffer({ model: h.cpus, isa: h.isa }, r.machine);
+    out.push(`- **Reference machine:** ${md(machineText(r.machine))}${differs ? " — another CPU than this run's: float32 rounding differs between them, which the set's floor envelope allows for" : ""}`);
+  }
   const versions = Object.entries(report.run.versions).map(([k, v]) => `${md(k)} ${md(v)}`).join(", ");
   if (versions) out.push(`- **Versions:** ${versions}`);
   if (report.run.shard) out.push(`- **Shard:** ${md(report.run.shard.index)}/${md(report.run.shard.count)}`);
