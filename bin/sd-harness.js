@@ -14,7 +14,10 @@ function missingModuleLine(e) {
   if (!m) return null;
   const spec = m[1];
   if (spec.startsWith(".") || path.isAbsolute(spec)) {
-    if (/dist[\\/]/.test(spec) || spec.startsWith("../dist")) return "not built yet; run `npm run build` in the sd-harness checkout first";
+    if (/dist[\\/]cli[\\/]main/.test(spec)) return "not built yet; run `npm run build` in the sd-harness checkout first";
+    // a module of the build itself missing: a build interrupted or from another version
+    const from = (e.requireStack || [])[0];
+    if (from && /[\\/]dist[\\/]/.test(from)) return `the build is incomplete (${spec} is missing, required by ${path.basename(from)}); run \`npm run build\` in the sd-harness checkout`;
     return null;
   }
   const parts = spec.split("/");

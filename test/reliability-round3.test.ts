@@ -192,6 +192,13 @@ const cases: CliCase[] = [
     args: ["conformance", "--list"],
     exit: 2, stderr: /^sd-harness: error: not built yet; run `npm run build` in the sd-harness checkout first$/,
   },
+  {
+    name: "install: a build with a module missing says the build is incomplete (it was a stack trace)",
+    setup: (d) => { fs.rmSync(path.join(path.dirname(path.dirname(packageWithout(d, null))), "dist", "errors.js")); },
+    bin: (d) => path.join(d, "pkg", "bin", "sd-harness.js"),
+    args: ["--version"],
+    exit: 2, stderr: /^sd-harness: error: the build is incomplete \(\.\.\/errors is missing, required by main\.js\); run `npm run build` in the sd-harness checkout$/,
+  },
   // --- 7: one run per --out folder ---------------------------------------------------------------------
   {
     name: "lock: a second conformance into a folder a running one holds is refused, exit 75; the first finishes alone",
