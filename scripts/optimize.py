@@ -17,7 +17,8 @@ Passes:
               single sum). The pass replaces each such InstanceNormalization with the same
               arithmetic in two levels: the group is viewed as [N, G, rows, W] (W = the input's
               last axis), each row is averaged, then the row means; the variance likewise from the
-              centred values. Same example: 1.8e-7. Default on, all components that have it.
+              centred values. Same example: 1.8e-7. Default on, for the VAE (the U-Net only
+              when --components names it: see GROUPNORM_DEFAULT).
               Not rewritten: the GroupNormalization op of opset 18+ graphs (onnxruntime's kernel
               measured 1.06e-5 on the same example); the pass says how many it left.
   attention   onnxruntime's transformer optimizer (onnxruntime.transformers.optimizer, the Python
@@ -47,6 +48,12 @@ from quantize import COMPONENTS, check_model_file, check_output, finalize, prepa
 
 PASSES = ("groupnorm", "attention")
 DEFAULT_PASSES = ("groupnorm",)
+# Where the groupnorm pass is needed: the VAE, whose groups hold up to 1M values at 512 x 512 (the
+# export as written fails vae_roundtrip at SD 1.5 size). The U-Net's hold at most 41k at 64 x 64
+# latents and pass as exported; rewriting them cost its step 20 % on an Intel Xeon with AVX-512
+# (9.13 s vs 7.63 s with CFG) though it saved 9 % on AMD EPYC (bench/RESULTS.md), so it is opt-in
+# there (--components unet,...).
+GROUPNORM_DEFAULT = ("vae_decoder", "vae_encoder")
 ATTENTION_MODEL_TYPES = {"text_encoder": "clip", "unet": "unet", "vae_decoder": "vae", "vae_encoder": "vae"}
 # Fusions whose contrib ops have no CPU kernel in onnxruntime 1.30: left unfused.
 GPU_ONLY_FUSIONS = ("enable_group_norm", "enable_skip_group_norm", "enable_nhwc_conv", "enable_bias_splitgelu",
@@ -201,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("src", type=Path, help="SD 1.x ONNX folder (float32)")
     ap.add_argument("dst", type=Path, help="output folder (created; must not exist yet)")
     ap.add_argument("--passes", default=",".join(DEFAULT_PASSES), help=f"comma-separated, from {', '.join(PASSES)} (default: {','.join(DEFAULT_PASSES)})")
-    ap.add_argument("--components", default=",".join(COMPONENTS), help="comma-separated components to rewrite (the rest are symlinked)")
+    ap.add_argument("--components", default=None,
+                    help="comma-separated components to rewrite (the rest are symlinked); default: groupnorm on the VAE "
+                         f"({','.join(GROUPNORM_DEFAULT)}), attention on every component")
     args = ap.parse_args(argv)
 
     src, dst = args.src, args.dst
@@ -212,22 +221,27 @@ def main(argv: list[str] | None = None) -> int:
     if not (src / "unet" / "model.onnx").exists():
         ap.error(f"{src}: not an SD 1.x ONNX folder (no unet/model.onnx)")
     check_output(src, dst, None)  # not inside SRC, nor containing it; must not exist
-    bad = [k for k in args.components.split(",") if k and k not in COMPONENTS]
+    named = args.components.split(",") if args.components is not None else list(COMPONENTS)
+    bad = [k for k in named if k and k not in COMPONENTS]
     if bad:
         ap.error(f"--components: {bad} are not components ({', '.join(COMPONENTS)})")
-    kinds = tuple(k for k in args.components.split(",") if k and (src / k / "model.onnx").exists())
+    kinds = tuple(k for k in named if k and (src / k / "model.onnx").exists())
+    # without --components the groupnorm pass rewrites only where precision needs it (GROUPNORM_DEFAULT)
+    groupnorm_on = set(kinds) if args.components is not None else set(GROUPNORM_DEFAULT)
 
     # decide what changes before writing anything: a component no pass touches stays a symlink
     graphs = {k: check_model_file(src / k / "model.onnx") for k in kinds}  # every input checked before any log line
     plans: dict[str, onnx.ModelProto] = {}
     for k in kinds:
         model = graphs[k]
-        if "groupnorm" in passes:
+        if "groupnorm" in passes and k in groupnorm_on:
             count = precise_groupnorm(model)
             left = sum(1 for n in model.graph.node if n.op_type == "GroupNormalization")
             log(f"{k}: groupnorm: {count} InstanceNormalization rewritten" + (f"; {left} GroupNormalization left as they are" if left else ""))
             if not count and "attention" not in passes:
                 continue
+        elif "attention" not in passes:
+            continue
         plans[k] = model
     # written into a fresh sibling folder and renamed at the end (quantize.staged_output): an
     # interrupted or failed run leaves no half DST and no partial folder

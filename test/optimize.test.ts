@@ -76,15 +76,23 @@ describe("scripts/optimize.py", () => {
   ] as const)("%s: the default passes keep the fp32 profile", async (name, src, refs, only) => {
     const dst = path.join(fs.mkdtempSync(path.join(tmp(), "case-")), "optimized");
     execFileSync(PYTHON, [SCRIPT, src, dst], { stdio: "pipe", timeout: 300_000 });
-    // the pass ran: no exported GroupNorm is left in the U-Net or the VAE
-    for (const k of ["unet", "vae_decoder", "vae_encoder"]) {
+    // the pass ran where precision needs it: no exported GroupNorm is left in the VAE
+    for (const k of ["vae_decoder", "vae_encoder"]) {
       expect(exportedGroupNorms(path.join(src, k, "model.onnx"))).toBeGreaterThan(0);
       expect(exportedGroupNorms(path.join(dst, k, "model.onnx"))).toBe(0);
     }
-    // a component it had nothing to do for stays a link to the source
-    expect(fs.lstatSync(path.join(dst, "text_encoder")).isSymbolicLink()).toBe(true);
+    // the U-Net (opt-in: --components unet) and a component it had nothing to do for stay links to the source
+    expect(exportedGroupNorms(path.join(src, "unet", "model.onnx"))).toBeGreaterThan(0);
+    for (const k of ["text_encoder", "unet"]) expect(fs.lstatSync(path.join(dst, k)).isSymbolicLink()).toBe(true);
     await expectConforms({ label: `${name} optimized`, dir: dst, references: refs, only });
   }, 600_000);
+
+  test("--components unet rewrites the U-Net's GroupNorms too (opt-in) and leaves the VAE linked", () => {
+    const dst = path.join(fs.mkdtempSync(path.join(tmp(), "unet-")), "optimized");
+    execFileSync(PYTHON, [SCRIPT, TINY, dst, "--components", "unet"], { stdio: "pipe", timeout: 300_000 });
+    expect(exportedGroupNorms(path.join(dst, "unet", "model.onnx"))).toBe(0);
+    for (const k of ["vae_decoder", "vae_encoder", "text_encoder"]) expect(fs.lstatSync(path.join(dst, k)).isSymbolicLink()).toBe(true);
+  }, 300_000);
 
   test("refuses an existing output folder and an unknown pass in one line, exit 2, writing nothing", () => {
     const dir = fs.mkdtempSync(path.join(tmp(), "refuse-"));
