@@ -257,6 +257,27 @@ const cases: CliCase[] = [
     check: (d) => expect(fs.existsSync(path.join(d, "merged", LOCK))).toBe(false),
   },
   {
+    name: "lock: an empty lock file made just now is a run between its create and its write: refused, exit 75",
+    setup: (d) => {
+      fs.mkdirSync(path.join(d, "merged"));
+      fs.writeFileSync(path.join(d, "merged", LOCK), "");
+    },
+    args: merge(),
+    exit: 75, stderr: /^sd-harness: error: --out \S+merged: in use by another sd-harness run \(its \.sd-harness\.lock was created just now\)/, unchanged: ["merged"],
+  },
+  {
+    name: "lock: an empty lock file a minute old (a run killed before writing it) is stale, exit 0",
+    setup: (d) => {
+      fs.mkdirSync(path.join(d, "merged"));
+      fs.writeFileSync(path.join(d, "merged", LOCK), "");
+      const old = new Date(Date.now() - 60_000);
+      fs.utimesSync(path.join(d, "merged", LOCK), old, old);
+    },
+    args: merge(),
+    exit: 0, stderr: /^merged 1 reports/,
+    check: (d) => expect(fs.existsSync(path.join(d, "merged", LOCK))).toBe(false),
+  },
+  {
     name: "lock: SIGTERM mid-run releases the lock and removes the folder it made, exit 143",
     args: ["conformance", "--only", "scheduler:*", "--out", "{dir}/r", "--threads", "1"],
     signal: { name: "SIGTERM", when: /^PASS /m },

@@ -27,7 +27,14 @@ export const REPORT_FILES: readonly string[] = REPORTERS.flatMap((r) => (typeof 
  */
 export const LOCK_FILE = ".sd-harness.lock";
 
-interface LockInfo { readonly pid: number; readonly start: string | null; readonly host: string; readonly started: string; readonly command: string }
+interface LockInfo {
+  readonly pid: number; readonly start: string | null; readonly host: string; readonly started: string; readonly command: string;
+  /** unreadable but made in the last few seconds: a run between its O_EXCL create and its write */
+  readonly fresh?: boolean;
+}
+
+/** How long an empty or unreadable lock file counts as a run still writing it. */
+const LOCK_WRITE_GRACE_MS = 5_000;
 
 /** A process's start time in clock ticks since boot (/proc/PID/stat field 22): with the pid, it names one process. */
 function processStart(pid: number): string | null {
@@ -42,6 +49,7 @@ function processStart(pid: number): string | null {
 
 /** Whether the process that wrote `info` still runs; a lock from another host counts as live. */
 function lockHolderAlive(info: LockInfo): boolean {
+  if (info.fresh) return true;
   if (info.host !== os.hostname()) return true;
   if (!Number.isInteger(info.pid) || info.pid <= 0) return false;
   try {
@@ -54,15 +62,21 @@ function lockHolderAlive(info: LockInfo): boolean {
 }
 
 function readLock(file: string): LockInfo | null {
+  let st: fs.Stats;
   try {
-    const st = fs.lstatSync(file);
-    if (!st.isFile() || st.size > 4096) return { pid: 0, start: null, host: os.hostname(), started: "?", command: "?" };
+    st = fs.lstatSync(file);
+  } catch {
+    return null;
+  }
+  // not a lock file we could have written (or half-written): nobody holds it, unless it is brand new
+  const unreadable: LockInfo = { pid: 0, start: null, host: os.hostname(), started: "?", command: "?", fresh: st.isFile() && Date.now() - st.mtimeMs < LOCK_WRITE_GRACE_MS };
+  if (!st.isFile() || st.size > 4096) return unreadable;
+  try {
     const v = JSON.parse(fs.readFileSync(file, "utf8")) as Partial<LockInfo>;
+    if (!Number.isInteger(v.pid)) return unreadable;
     return { pid: Number(v.pid), start: typeof v.start === "string" ? v.start : null, host: String(v.host ?? os.hostname()), started: String(v.started ?? "?"), command: String(v.command ?? "?") };
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
-    // half-written by a run killed between create and write, or not ours: nobody holds it
-    return { pid: 0, start: null, host: os.hostname(), started: "?", command: "?" };
+    return (e as NodeJS.ErrnoException).code === "ENOENT" ? null : unreadable;
   }
 }
 
@@ -137,6 +151,7 @@ export class ReportFolder {
   private static refuseIfLocked(dir: string, flag: string): void {
     const info = readLock(path.join(dir, LOCK_FILE));
     if (info && lockHolderAlive(info)) {
+      if (info.pid === 0) throw new HarnessError(`${flag} ${dir}: in use by another sd-harness run (its ${LOCK_FILE} was created just now); wait for it to end or choose another folder`, ExitCode.busy);
       throw new HarnessError(`${flag} ${dir}: in use by another sd-harness run (pid ${info.pid}${info.host !== os.hostname() ? ` on ${oneLine(info.host, 60)}` : ""}, started ${oneLine(info.started, 40)}: ${oneLine(info.command, 120)}); wait for it to end or choose another folder`, ExitCode.busy);
     }
   }
