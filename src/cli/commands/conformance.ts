@@ -21,7 +21,7 @@ import type { Report } from "../../conformance/types";
 function parser(argv: string[]) {
   const y = yargs(argv)
     .scriptName("sd-harness conformance")
-    .usage("$0 [--model DIR[=LABEL] ...] [--references DIR] [options]\n\nRun every stage against PyTorch reference tensors and report the drift. Exit: 0 all pass, 1 a case failed, 2 usage or input error.")
+    .usage("$0 [--model DIR[=LABEL] ...] [--references DIR] [options]\n\nRun every stage against PyTorch reference tensors and report the drift. Exit: 0 all pass, 1 a case failed, 2 usage or input error, 3 output cannot be written, 5 --localize could not run at all, 75 --out in use by another run.")
     .option("model", { type: "string", array: true, describe: "ONNX model folder; repeat for a side-by-side table (DIR=LABEL names a variant)", default: [DEFAULT_MODEL] })
     .option("against", { type: "string", describe: "DIR[=LABEL]: judge each --model's model stages against this ONNX model's outputs on the reference set's inputs (port vs port, no PyTorch outputs)" })
     .option("inpaint-model", { type: "string", describe: "9-channel inpainting model for the inpaint cases (default: the bundled one with the bundled model)" })

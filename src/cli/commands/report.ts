@@ -17,7 +17,7 @@ const USAGE = "usage: sd-harness report merge --out DIR [--overwrite] REPORT_DIR
 function mergeParser(argv: string[]) {
   const y = yargs(argv)
     .scriptName("sd-harness report merge")
-    .usage("$0 --out DIR [--overwrite] REPORT_DIR_OR_JSON...\n\nJoin the report.json of conformance shards (--shard i/n) into one report folder. Exit: 0 all pass, 1 a case failed, 2 usage or input error.")
+    .usage("$0 --out DIR [--overwrite] REPORT_DIR_OR_JSON...\n\nJoin the report.json of conformance shards (--shard i/n) into one report folder. Exit: 0 all pass, 1 a case failed, 2 usage or input error, 3 output cannot be written, 75 --out in use by another run.")
     .option("out", { type: "string", describe: "report folder for the merged report (required)" })
     .option("overwrite", { type: "boolean", default: false, describe: "replace the reports in an existing --out folder" });
   // report formats that can be turned off (the GitHub job summary), from the reporter registry

@@ -19,7 +19,7 @@ export const SENSITIVITY_FILES = ["sensitivity.json", "sensitivity.md", "sensiti
 function parser(argv: string[]) {
   return yargs(argv)
     .scriptName("sd-harness sensitivity")
-    .usage(`$0 [--model DIR] [--references DIR] [--budget SECONDS] [options]\n\nPerturb single weights (and scale attention projections) of each layer kind in a temporary copy of the model, run the cases that part reaches, and report the smallest change the default run catches. The model folder is never written. Exit: 0 done, 2 usage or input error.\n\nLayer kinds: ${LAYER_KINDS.map((k) => k.id).join(", ")}`)
+    .usage(`$0 [--model DIR] [--references DIR] [--budget SECONDS] [options]\n\nPerturb single weights (and scale attention projections) of each layer kind in a temporary copy of the model, run the cases that part reaches, and report the smallest change the default run catches. The model folder is never written. Exit: 0 done, 2 usage or input error, 3 output cannot be written, 75 --out in use by another run.\n\nLayer kinds: ${LAYER_KINDS.map((k) => k.id).join(", ")}`)
     .option("model", { type: "string", default: DEFAULT_MODEL, describe: "ONNX model folder (copied; never changed)" })
     .option("inpaint-model", { type: "string", describe: "9-channel inpainting model (copied; never changed): the inpainting cases run, and its U-Net is probed with the U-Net kinds (default: the bundled one with the bundled model; without one those cases are left out)" })
     .option("references", { type: "string", default: DEFAULT_REFERENCES, describe: "reference set folder made for this model" })
