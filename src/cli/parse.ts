@@ -2,6 +2,7 @@
 import { HarnessError, ExitCode } from "../errors";
 import { THREADS_PER_CORE, maxThreads, tooManyThreads } from "../util/threads";
 import { RUNTIMES, DEFAULT_RUNTIME, createRuntime, Runtime } from "../runtime/index";
+import { PortRuntime, DEFAULT_PORT_TIMEOUT_S } from "../runtime/port";
 
 export function intFlag(flag: string, v: unknown, min: number, max: number): number {
   const n = typeof v === "number" ? v : typeof v === "string" && v.trim() !== "" ? Number(v) : NaN;
@@ -36,6 +37,25 @@ export const RUNTIME_HELP = `what runs the ONNX components: ${RUNTIMES.map((r) =
 export function runtimeFlag(v: unknown): Runtime {
   const name = Array.isArray(v) ? v[v.length - 1] : v;
   return createRuntime(name === undefined ? DEFAULT_RUNTIME : String(name), "--runtime");
+}
+
+export const PORT_HELP = "COMMAND ARGS: run the components in this program, which speaks the port protocol (docs/port-protocol.md; ports/ has adapters for onnxruntime, OpenVINO and PyTorch); stages and components it does not run are reported as not covered";
+export const PORT_TIMEOUT_HELP = `seconds each call to the --port program may take (handshake, load, run) before its process group is ended (default ${DEFAULT_PORT_TIMEOUT_S})`;
+
+/**
+ * The runtime of a command: --port COMMAND (a port process) or --runtime NAME; both at once name
+ * two runtimes and are refused. `log` receives the port's stderr lines (with --verbose).
+ */
+export function runtimeFromFlags(argv: readonly string[], v: { runtime?: unknown; port?: unknown; portTimeout?: unknown }, signal?: AbortSignal, log?: (line: string) => void): Runtime {
+  const last = (x: unknown) => (Array.isArray(x) ? x[x.length - 1] : x);
+  const port = last(v.port);
+  if (port === undefined) return runtimeFlag(v.runtime);
+  if (argv.some((a) => a === "--runtime" || a.startsWith("--runtime="))) {
+    throw new HarnessError("--port: --runtime names another runtime; a port runs its components itself, so give one of the two", ExitCode.usage);
+  }
+  const t = last(v.portTimeout);
+  const timeout = t === undefined ? DEFAULT_PORT_TIMEOUT_S : numFlag("--port-timeout", t, 0.001, 7 * 24 * 3600);
+  return new PortRuntime({ command: String(port), timeoutMs: timeout * 1000, signal, log });
 }
 
 export const THREADS_HELP = `ONNX Runtime intra-op threads: 0 (one per core) up to ${THREADS_PER_CORE} x the CPU cores (${maxThreads()} here)`;

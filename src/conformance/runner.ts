@@ -17,7 +17,7 @@ import { CaseDef, listCases, filterCases, shardCases, caseCost } from "./cases";
 import { ToleranceFile, Resolved, loadTolerances, resolve, evaluate, requireLimits, toleranceSha256, versionWarnings } from "./tolerances";
 import { readReportFile, safeFileName } from "./report-file";
 import { ReportFolder } from "./out-dir";
-import { runStage, defOfResult, StageContext, StageOutcome } from "./stages/index";
+import { runStage, defOfResult, stageDef, StageContext, StageOutcome } from "./stages/index";
 import { computeCoverage } from "./coverage";
 import { checkFingerprint } from "./fingerprint";
 import { loadModelFolder } from "../pipeline/model-folder";
@@ -27,6 +27,7 @@ import { headline } from "./headline";
 import { VERSION, ORT_VERSION } from "../cli/defaults";
 import { runLocalize, checkLocalize, ModuleLimitFile } from "./localize";
 import type { ComponentKind } from "../pipeline/onnx-model";
+import { NotCoveredError } from "../runtime/types";
 import type { Runtime } from "../runtime/types";
 import { defaultRuntime } from "../runtime/index";
 import { runAgainst } from "./against";
@@ -236,14 +237,17 @@ async function runCases(
         const t0 = process.hrtime.bigint();
         const tolerance = resolve(tol, opts.profile, c.kind, c.id, spec.label, !against && hasFloor(refs, c));
         let result: CaseResult;
+        // a runtime that runs only some components (a port) says which stages it leaves uncovered
+        const notCovered = runtimeOf(opts).notCovered?.(stageDef(c.kind).components) ?? null;
         try {
+          if (notCovered) throw new NotCoveredError(notCovered);
           const ran = await runCase(ctx, c, spec.label, refs, against ? { pipe: against, label: opts.against!.label } : null);
           result = judgeCase(c, spec.label, ran, tolerance, opts.profile, Number(process.hrtime.bigint() - t0) / 1e6);
         } catch (e) {
           if (e instanceof HarnessError && e.exitCode === ExitCode.interrupted) throw e;
           const timeMs = Number(process.hrtime.bigint() - t0) / 1e6;
           result = {
-            id: c.id, stage: c.stage, model: spec.label, status: "error", message: (e as Error).message.split("\n")[0],
+            id: c.id, stage: c.stage, model: spec.label, status: e instanceof NotCoveredError ? "skip" : "error", message: (e as Error).message.split("\n")[0],
             metrics: {}, checks: [], tolerance: { profile: opts.profile, source: tolerance.source, reason: tolerance.reason }, timeMs,
           };
         }

@@ -64,6 +64,22 @@ export interface Runtime {
   /** Load `file` (an ONNX model, its external data beside it). A refusal the runtime can name is a HarnessError; anything else an Error. */
   load(file: string, settings: SessionSettings): Promise<RuntimeSession>;
   describe(): RuntimeDescription;
+  /**
+   * Why a stage running these components (none: a stage of sd-harness's own code) says nothing of
+   * this runtime, or null when it does. Optional: runtimes that run every component leave it out.
+   */
+  notCovered?(components: readonly string[]): string | null;
   /** Release what the runtime holds beyond its sessions (a worker); loading after close starts afresh. */
   close(): Promise<void>;
+}
+
+/**
+ * A component the runtime does not run (a port that lists it as unsupported, with its reason):
+ * the cases that need it are reported as skipped, "not covered", never as errors.
+ */
+export class NotCoveredError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "NotCoveredError";
+  }
 }

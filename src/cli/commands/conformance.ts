@@ -4,7 +4,7 @@ import * as path from "node:path";
 import yargs from "yargs";
 import { HarnessError, ExitCode, oneLine } from "../../errors";
 import { CliIO } from "../io";
-import { asTyped, numFlag, threadsFlag, THREADS_HELP, runtimeFlag, RUNTIME_HELP } from "../parse";
+import { asTyped, numFlag, threadsFlag, THREADS_HELP, runtimeFromFlags, RUNTIME_HELP, PORT_HELP, PORT_TIMEOUT_HELP } from "../parse";
 import { DEFAULT_RUNTIME, runtimeText } from "../../runtime/index";
 import { DEFAULT_MODEL, DEFAULT_INPAINT_MODEL, DEFAULT_REFERENCES, VERSION } from "../defaults";
 import { runConformance, exitCodeFor, ModelSpec } from "../../conformance/runner";
@@ -40,6 +40,8 @@ function parser(argv: string[]) {
     .option("force-sd1", { type: "boolean", default: false, describe: "run models that look like SD 2.x as SD 1.x anyway" })
     .option("threads", { type: "number", default: 0, describe: THREADS_HELP })
     .option("runtime", { type: "string", default: DEFAULT_RUNTIME, describe: RUNTIME_HELP })
+    .option("port", { type: "string", describe: PORT_HELP })
+    .option("port-timeout", { type: "string", describe: PORT_TIMEOUT_HELP })
     .option("localize", { type: "boolean", default: false, describe: "also compare every module's output inside each component with PyTorch's and name the first module over its limit (conformance/module-limits.json)" })
     .option("localize-failed", { type: "boolean", default: false, describe: "--localize only the components of a model whose stages failed" })
     .option("module-references", { type: "string", describe: "module reference set for --localize (scripts/make_module_references.py; default: modules/ beside --references)" })
@@ -113,7 +115,7 @@ export async function conformanceCommand(argv: string[], io: CliIO): Promise<num
   const factor = numFlag("--baseline-factor", asTyped(argv, "baseline-factor", args["baseline-factor"]), 1, 1e12);
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
   const outDir = args.out ? String(args.out) : path.join("reports", `${stamp}${shard ? `-shard${shard.index}of${shard.count}` : ""}`);
-  const runtime = runtimeFlag(args.runtime);
+  const runtime = runtimeFromFlags(argv, { runtime: args.runtime, port: args.port, portTimeout: asTyped(argv, "port-timeout", args["port-timeout"]) }, io.signal, args.verbose ? (line) => io.err(`${line}\n`) : undefined);
   const report = await runConformance({
     models: modelSpecs((args.model as string[]) ?? [DEFAULT_MODEL], args["inpaint-model"]),
     forceSd1: Boolean(args["force-sd1"]),
