@@ -6,6 +6,7 @@ import { HarnessError, ExitCode } from "../errors";
 import type { Runtime } from "./types";
 import { OrtNodeRuntime } from "./ort-node";
 import { OrtWasmRuntime } from "./ort-wasm";
+import { ChromiumRuntime } from "./chromium";
 
 export type { Runtime, RuntimeSession, RuntimeTensor, RuntimeDescription, IOSpec, SessionSettings } from "./types";
 
@@ -25,6 +26,16 @@ export const RUNTIMES: readonly RuntimeEntry[] = [
     name: "ort-wasm",
     describe: "onnxruntime-web, WebAssembly backend, in a Node worker thread",
     create: () => new OrtWasmRuntime(),
+  },
+  {
+    name: "chromium-wasm",
+    describe: "onnxruntime-web, WebAssembly backend, in the system's headless Chromium",
+    create: () => new ChromiumRuntime("wasm"),
+  },
+  {
+    name: "chromium-webgpu",
+    describe: "onnxruntime-web, WebGPU backend, in the system's headless Chromium",
+    create: () => new ChromiumRuntime("webgpu"),
   },
 ];
 
