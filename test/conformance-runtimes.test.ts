@@ -124,7 +124,7 @@ test("an unknown --runtime is one line, exit 2, on every command that takes it",
     const io = capture();
     expect(await main([...cmd, "--runtime", "onnxruntime-gpu"], io)).toBe(2);
     expect(io.stderr().trim().split("\n")).toHaveLength(1);
-    expect(io.stderr()).toContain('--runtime: unknown runtime "onnxruntime-gpu"; known: ort-node, ort-wasm');
+    expect(io.stderr()).toContain('--runtime: unknown runtime "onnxruntime-gpu"; known: ort-node, ort-wasm, chromium-wasm, chromium-webgpu');
   }
   expect(fs.existsSync(path.join(tmp, "sens"))).toBe(false);
 });
