@@ -143,6 +143,11 @@ export function splitCommand(line: string): string[] {
   return words;
 }
 
+/** `python port.py`, `node node-port.js`, `sd-port`: what names a port before its handshake does. */
+function programLabel(argv: readonly string[]): string {
+  return argv.slice(0, 2).filter((a, i) => i === 0 || !a.startsWith("-")).map((a) => path.basename(a)).join(" ");
+}
+
 interface Reply {
   readonly id: number;
   readonly ok: boolean;
@@ -294,6 +299,11 @@ class PortProcess {
     });
   }
 
+  /** Throws the first failure's error when the port can no longer be used. */
+  check(op: string): void {
+    if (this.dead) throw this.error(op, `not running: ${this.dead}`);
+  }
+
   error(op: string, why: string): HarnessError {
     return new HarnessError(oneLine(`port ${this.label}: ${op}: ${why}`, 600), ExitCode.usage);
   }
@@ -304,7 +314,9 @@ class PortProcess {
    */
   fail(why: string, as?: HarnessError): void {
     if (this.dead) return;
-    this.dead = why;
+    // what later calls quote: the failure with the operation it broke
+    const first = [...this.pending.values()][0];
+    this.dead = first && !why.startsWith(`${first.op}: `) ? `${first.op}: ${why}` : why;
     for (const p of this.pending.values()) {
       clearTimeout(p.timer);
       const already = why.startsWith(`${p.op}: `);
@@ -456,6 +468,7 @@ class PortSession implements RuntimeSession {
   async run(feeds: Readonly<Record<string, RuntimeTensor>>, outputs?: readonly string[]): Promise<Record<string, RuntimeTensor>> {
     const opName = `${this.op} run`;
     if (this.released) throw this.proc.error(opName, "session used after release");
+    this.proc.check(opName);
     const wanted = outputs ? [...outputs] : this.outputs.map((o) => o.name);
     for (const name of wanted) if (!this.outputs.some((o) => o.name === name)) throw this.proc.error(opName, `output ${name} asked for, but the port declared only ${this.outputs.map((o) => o.name).join(", ")} at load`);
     const n = this.runtime.nextFile();
@@ -558,9 +571,9 @@ export class PortRuntime implements Runtime {
     this.log = opts.log;
   }
 
-  /** The port's name once it said it, else the program's file name. */
+  /** The port's name once it said it, else its program's file name (and its script's, for an interpreter). */
   get label(): string {
-    return this.hello?.name ?? path.basename(this.argv[0]);
+    return this.hello?.name ?? programLabel(this.argv);
   }
 
   nextFile(): number {
@@ -575,7 +588,7 @@ export class PortRuntime implements Runtime {
       return Promise.reject(this.proc.error("call", "not running (it failed earlier in this run; see the first error)"));
     }
     this.starting ??= (async () => {
-      const proc = new PortProcess(this.argv, path.basename(this.argv[0]), this.opts);
+      const proc = new PortProcess(this.argv, programLabel(this.argv), this.opts);
       this.proc = proc;
       const r = await proc.call({ op: "hello", protocol: PORT_PROTOCOL, harness: { name: "sd-harness" }, tmp: proc.tmp }, "handshake", this.timeoutMs);
       if (!r.ok) {
@@ -651,7 +664,7 @@ export class PortRuntime implements Runtime {
       : precisions.length === 1 ? precisions[0] : [...this.precisions].map(([k, v]) => `${k} ${v}`).join(", ");
     return {
       runtime: this.name,
-      package: h?.name ?? path.basename(this.argv[0]),
+      package: h?.name ?? programLabel(this.argv),
       version: h?.version ?? "unknown",
       executionProvider: `${h?.backend ?? "port"}, precision ${precision}`,
       device: h?.device ?? "unknown",
