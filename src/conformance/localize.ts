@@ -22,6 +22,7 @@ import { readInputFile, INPUT_LIMITS } from "../util/read-input";
 import { compileGlob } from "../util/glob";
 import { PACKAGE_ROOT } from "../cli/defaults";
 import { tensorMetrics } from "./metrics";
+import { LOCALIZE_COMPONENTS } from "./localize-components";
 import { readGraph, matchModules, withExtraOutputs, writeTempModel, ModuleMatch } from "../onnx/graph-outputs";
 
 /** relL2 of float32 rounding in one operation: an input drift below it counts as this much. */
@@ -58,16 +59,26 @@ export interface ModuleManifest {
   readonly command: string;
   readonly versions: Readonly<Record<string, string>>;
   readonly calls: readonly ModuleCall[];
-  /** per component: `modules` (stored, in output order) and `tree` ([path, class, why not stored], in start order) */
-  readonly components: Readonly<Record<string, { readonly modules: readonly ModuleEntry[]; readonly tree?: readonly unknown[] }>>;
+  /** per component: `modules` (stored, in output order) and the modules not stored with the reason */
+  readonly components: Readonly<Record<string, { readonly modules: readonly ModuleEntry[] }>>;
+  /** format 2: the byte budget per call, the seed and the positions file of sampled tensors */
+  readonly sampling?: { readonly budget_bytes?: number; readonly seed?: number; readonly rule?: string; readonly file?: string; readonly sha256?: string };
 }
 
-/** The components a module set can hold calls of, in the order --localize runs them. */
-export const LOCALIZE_COMPONENTS: readonly ComponentKind[] = ["text_encoder", "unet", "vae_decoder", "vae_encoder"];
+export { LOCALIZE_COMPONENTS };
 const COMPONENTS = LOCALIZE_COMPONENTS;
 const SAFE_FILE = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,200}\.safetensors$/;
+const FORMATS = ["sd-harness-module-references/1", "sd-harness-module-references/2"];
+/** format 2: the call file's tensor holding every module's values */
+const VALUES = "modules";
+
+function numel(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
 
 export class ModuleReferences {
+  private positionCache: ReadonlyMap<string, Int32Array> | null = null;
+
   private constructor(readonly dir: string, readonly manifest: ModuleManifest, readonly sha256: string) {}
 
   /** The module set beside a reference set: `<set>/../modules` (fixtures/references/tiny-sd/modules). */

@@ -11,7 +11,8 @@
 import { HarnessError, ExitCode, oneLine } from "../errors";
 import { CaseResult, ModelInfo, Report, summarize } from "./types";
 import { mergeCoverage } from "./coverage";
-import { CallLocalization, LocalizeReport, LOCALIZE_COMPONENTS } from "./localize";
+import type { CallLocalization, LocalizeReport } from "./localize";
+import { LOCALIZE_COMPONENTS } from "./localize-components";
 
 export interface Shard {
   readonly report: Report;

@@ -11,7 +11,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { HarnessError, ExitCode, ExitCodeValue, oneLine } from "../errors";
 import { Report, Status } from "./types";
-import { LOCALIZE_COMPONENTS } from "./localize";
+import { LOCALIZE_COMPONENTS } from "./localize-components";
 
 export const REPORT_FORMAT = "sd-harness-report/1";
 

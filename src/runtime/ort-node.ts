@@ -3,24 +3,35 @@
  * Session options are chosen here, deliberately: see SessionSettings for the defaults' reasons.
  */
 import * as os from "node:os";
-import * as ort from "./ort";
+import type * as Ort from "./ort";
 import type { DType, TypedData } from "../tensor/tensor";
 import { packageVersion } from "./package-version";
 import type { IOSpec, Runtime, RuntimeDescription, RuntimeSession, RuntimeTensor, SessionSettings } from "./types";
 
+/**
+ * onnxruntime-node's native binding, loaded when the first component loads: a command that only
+ * reads JSON (report merge) and a run on another runtime never load it.
+ */
+let binding: typeof Ort | null = null;
+function ort(): typeof Ort {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- a deferred load, see above
+  binding ??= require("./ort") as typeof Ort;
+  return binding;
+}
+
 /** The onnxruntime-node version in use, for reports. */
 export const ORT_NODE_VERSION = packageVersion("onnxruntime-node");
 
-function specs(meta: readonly ort.InferenceSession.ValueMetadata[]): IOSpec[] {
+function specs(meta: readonly Ort.InferenceSession.ValueMetadata[]): IOSpec[] {
   return meta.map((m) => ({ name: m.name, type: m.isTensor ? String(m.type) : "non-tensor", shape: m.isTensor ? (m.shape as (number | string)[]) : [] }));
 }
 
 class OrtNodeSession implements RuntimeSession {
-  private session: ort.InferenceSession | null;
+  private session: Ort.InferenceSession | null;
   readonly inputs: readonly IOSpec[];
   readonly outputs: readonly IOSpec[];
 
-  constructor(session: ort.InferenceSession) {
+  constructor(session: Ort.InferenceSession) {
     this.session = session;
     this.inputs = specs(session.inputMetadata);
     this.outputs = specs(session.outputMetadata);
@@ -28,8 +39,8 @@ class OrtNodeSession implements RuntimeSession {
 
   async run(feeds: Readonly<Record<string, RuntimeTensor>>, outputs?: readonly string[]): Promise<Record<string, RuntimeTensor>> {
     if (!this.session) throw new Error("session used after release");
-    const f: Record<string, ort.Tensor> = {};
-    for (const [name, t] of Object.entries(feeds)) f[name] = new ort.Tensor(t.dtype as ort.Tensor.Type, t.data as ort.Tensor.DataType, t.dims);
+    const f: Record<string, Ort.Tensor> = {};
+    for (const [name, t] of Object.entries(feeds)) f[name] = new (ort().Tensor)(t.dtype as Ort.Tensor.Type, t.data as Ort.Tensor.DataType, t.dims);
     const r = outputs ? await this.session.run(f, [...outputs]) : await this.session.run(f);
     const out: Record<string, RuntimeTensor> = {};
     for (const [name, t] of Object.entries(r)) out[name] = { dtype: t.type as DType, dims: t.dims, data: t.data as TypedData };
@@ -49,7 +60,7 @@ export class OrtNodeRuntime implements Runtime {
 
   async load(file: string, settings: SessionSettings): Promise<RuntimeSession> {
     this.threads = settings.threads ?? 0;
-    const options: ort.InferenceSession.SessionOptions = {
+    const options: Ort.InferenceSession.SessionOptions = {
       executionProviders: ["cpu"],
       graphOptimizationLevel: settings.graphOptimizationLevel ?? "all",
       intraOpNumThreads: settings.threads ?? 0,
@@ -61,7 +72,7 @@ export class OrtNodeRuntime implements Runtime {
       logSeverityLevel: 4,
     };
     // Loading by path lets ORT find external weights (model.onnx_data) beside the model.
-    return new OrtNodeSession(await ort.InferenceSession.create(file, options));
+    return new OrtNodeSession(await ort().InferenceSession.create(file, options));
   }
 
   describe(): RuntimeDescription {

@@ -6,8 +6,9 @@ import { writeFileAtomic } from "../../util/atomic";
 import { CliIO } from "../io";
 import yargs from "yargs";
 import { VERSION } from "../defaults";
-import { writeReport, exitCodeFor } from "../../conformance/runner";
-import { REPORTERS, disabledReporters } from "../../conformance/report/reporters";
+// JSON and the writers only: `report merge` must not load a runtime (no runner, no pipeline)
+import { REPORTERS, disabledReporters, writeReports } from "../../conformance/report/reporters";
+import { isFailing } from "../../conformance/types";
 import { readReportFile, readAssetConfined } from "../../conformance/report-file";
 import { mergeReports } from "../../conformance/merge";
 import { ReportFolder } from "../../conformance/out-dir";
@@ -73,7 +74,7 @@ export async function reportCommand(argv: string[], io: CliIO): Promise<number> 
       writeFileAtomic(path.join(dir, ...name), buf);
     }
     folder.commit();
-    writeReport(out, merged, { env: process.env, disabled: disabledReporters(args), warn: (line) => io.err(`warning: ${line}\n`) });
+    writeReports(out, merged, { env: process.env, disabled: disabledReporters(args), warn: (line) => io.err(`warning: ${line}\n`) });
     folder.unlock();
   } catch (e) {
     folder.abandon();
@@ -82,5 +83,5 @@ export async function reportCommand(argv: string[], io: CliIO): Promise<number> 
   const s = merged.summary;
   io.err(`merged ${loaded.length} reports: ${s.total} results, verdict ${s.verdict}\n`);
   io.out(`${path.join(out, "report.html")}\n`);
-  return exitCodeFor(merged);
+  return isFailing(merged.summary.verdict) ? ExitCode.failed : ExitCode.ok;
 }
