@@ -12,6 +12,7 @@ import { OnnxComponent, ComponentKind } from "../src/pipeline/onnx-model";
 import { tensorMetrics } from "../src/conformance/metrics";
 import { HarnessError, ExitCode } from "../src/errors";
 import { copyModel, externalizeInitializers } from "./helpers/onnx-edit";
+import { runtimeFlag } from "../src/cli/parse";
 
 const ROOT = path.resolve(__dirname, "..");
 const TINY = path.join(ROOT, "fixtures", "models", "tiny-sd-onnx");
@@ -107,4 +108,17 @@ test("a model of 4 GiB or more with its external data is refused in one line bef
 test("a second thread count for one ort-wasm runtime is refused (env.wasm.numThreads is set once)", async () => {
   const err = await OnnxComponent.load("vae_decoder", path.join(TINY, "vae_decoder", "model.onnx"), { threads: 1, runtime: wasm }).then(() => null, (e: unknown) => e);
   expect((err as Error).message).toMatch(/threads: runtime ort-wasm already runs with 2 threads/);
+});
+
+test("an interrupt (the CLI's abort signal) closes the runtime at once: a call in flight ends, its worker with it", async () => {
+  const controller = new AbortController();
+  const runtime = runtimeFlag("ort-wasm", controller.signal);
+  const c = await OnnxComponent.load("unet", path.join(TINY, "unet", "model.onnx"), { threads: 2, runtime });
+  const call = c.run(FEEDS.unet);
+  controller.abort();
+  await expect(call).rejects.toThrow(/inference failed \(onnxruntime-web worker (exited|failed)|runtime ort-wasm closed/);
+  // closed, not broken: the next load starts a fresh worker
+  const again = await OnnxComponent.load("vae_decoder", path.join(TINY, "vae_decoder", "model.onnx"), { threads: 2, runtime });
+  await again.release();
+  await runtime.close();
 });

@@ -33,10 +33,16 @@ export { THREADS_PER_CORE, maxThreads } from "../util/threads";
 
 export const RUNTIME_HELP = `what runs the ONNX components: ${RUNTIMES.map((r) => `${r.name} (${r.describe})`).join("; ")}`;
 
-/** --runtime: a fresh runtime by name (a repeated flag takes its last value); the caller closes it. */
-export function runtimeFlag(v: unknown): Runtime {
+/**
+ * --runtime: a fresh runtime by name (a repeated flag takes its last value); the caller closes it.
+ * An interrupt (`signal`) closes it at once, so a call in flight (minutes on a software WebGPU
+ * adapter) ends with its browser or worker instead of holding the exit until it returns.
+ */
+export function runtimeFlag(v: unknown, signal?: AbortSignal): Runtime {
   const name = Array.isArray(v) ? v[v.length - 1] : v;
-  return createRuntime(name === undefined ? DEFAULT_RUNTIME : String(name), "--runtime");
+  const runtime = createRuntime(name === undefined ? DEFAULT_RUNTIME : String(name), "--runtime");
+  signal?.addEventListener("abort", () => void runtime.close().catch(() => undefined), { once: true });
+  return runtime;
 }
 
 export const PORT_HELP = "COMMAND ARGS: run the components in this program, which speaks the port protocol (docs/port-protocol.md; ports/ has adapters for onnxruntime, OpenVINO and PyTorch); stages and components it does not run are reported as not covered";
@@ -49,7 +55,7 @@ export const PORT_TIMEOUT_HELP = `seconds each call to the --port program may ta
 export function runtimeFromFlags(argv: readonly string[], v: { runtime?: unknown; port?: unknown; portTimeout?: unknown }, signal?: AbortSignal, log?: (line: string) => void): Runtime {
   const last = (x: unknown) => (Array.isArray(x) ? x[x.length - 1] : x);
   const port = last(v.port);
-  if (port === undefined) return runtimeFlag(v.runtime);
+  if (port === undefined) return runtimeFlag(v.runtime, signal);
   if (argv.some((a) => a === "--runtime" || a.startsWith("--runtime="))) {
     throw new HarnessError("--port: --runtime names another runtime; a port runs its components itself, so give one of the two", ExitCode.usage);
   }

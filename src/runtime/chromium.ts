@@ -234,6 +234,8 @@ interface Started {
   readonly adapter: { vendor: string; architecture: string; device: string; description: string } | null;
   readonly browserVersion: string;
   readonly killAtExit: () => void;
+  /** the temporary folder holding the profile and Chromium's config / cache */
+  readonly home: string;
 }
 
 class ChromiumSession implements RuntimeSession {
@@ -339,17 +341,28 @@ export class ChromiumRuntime implements Runtime {
     const puppeteer = await import("puppeteer-core");
     const args = ["--headless", "--no-sandbox", "--no-first-run", "--disable-background-networking", "--no-default-browser-check", "--mute-audio"];
     if (this.backend === "webgpu" && this.options.webgpuFlags !== false) args.push("--enable-unsafe-webgpu", "--enable-unsafe-swiftshader");
+    // the profile and what Chromium writes under $XDG_CONFIG_HOME / $XDG_CACHE_HOME (its crash
+    // database: ~/.config/chromium/Crash Reports otherwise) go to one temporary folder, removed at close
+    const home = fs.mkdtempSync(path.join(os.tmpdir(), "sdh-chromium-"));
+    args.push(`--user-data-dir=${path.join(home, "profile")}`, "--disable-breakpad");
+    const env = { ...process.env, XDG_CONFIG_HOME: path.join(home, "config"), XDG_CACHE_HOME: path.join(home, "cache") };
     let browser: Browser;
     try {
-      // our own flags only (no --disable-gpu among puppeteer's defaults); a temporary profile, removed at close
-      browser = await puppeteer.launch({ executablePath, headless: false, ignoreDefaultArgs: true, args, pipe: true, handleSIGINT: false, handleSIGTERM: false, handleSIGHUP: false });
+      // our own flags only (no --disable-gpu among puppeteer's defaults)
+      // no protocol timeout: one U-Net call on a software WebGPU adapter takes minutes; an interrupt closes the browser instead
+      browser = await puppeteer.launch({
+        executablePath, headless: false, ignoreDefaultArgs: true, args, env, pipe: true, protocolTimeout: 2 ** 31 - 1,
+        handleSIGINT: false, handleSIGTERM: false, handleSIGHUP: false,
+      });
     } catch (e) {
       await server.close();
+      fs.rmSync(home, { recursive: true, force: true });
       throw new HarnessError(`--runtime ${this.name}: ${executablePath} did not start (${String((e as Error).message ?? e).split("\n")[0].slice(0, 200)})`, ExitCode.usage);
     }
     const proc = browser.process();
     const killAtExit = () => {
       proc?.kill("SIGKILL");
+      fs.rmSync(home, { recursive: true, force: true });
     };
     process.once("exit", killAtExit);
     try {
@@ -358,10 +371,11 @@ export class ChromiumRuntime implements Runtime {
       await page.waitForFunction(() => "sdh" in globalThis, { timeout: 60_000 });
       const ready = await page.evaluate(() => (globalThis as unknown as { sdh: { ready: Promise<{ error?: string; adapter: Started["adapter"]; crossOriginIsolated: boolean }> } }).sdh.ready);
       if (ready.error) throw new HarnessError(`--runtime ${this.name}: ${ready.error} in ${path.basename(executablePath)} ${await browser.version()}; run WebGPU where Chromium has an adapter (a GPU, or --enable-unsafe-swiftshader's Vulkan), or use --runtime chromium-wasm`, ExitCode.usage);
-      return { browser, page, server, threads, adapter: ready.adapter, browserVersion: await browser.version(), killAtExit };
+      return { browser, page, server, threads, adapter: ready.adapter, browserVersion: await browser.version(), killAtExit, home };
     } catch (e) {
       await browser.close().catch(() => proc?.kill("SIGKILL"));
       process.removeListener("exit", killAtExit);
+      fs.rmSync(home, { recursive: true, force: true });
       await server.close();
       if (e instanceof HarnessError) throw e;
       throw new HarnessError(`--runtime ${this.name}: the page did not start (${pageError(e)})`, ExitCode.usage);
@@ -390,6 +404,7 @@ export class ChromiumRuntime implements Runtime {
       s.killAtExit();
     }
     process.removeListener("exit", s.killAtExit);
+    fs.rmSync(s.home, { recursive: true, force: true });
     await s.server.close();
   }
 }

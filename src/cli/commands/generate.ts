@@ -185,7 +185,7 @@ export async function runGenerate(args: Record<string, unknown>, io: CliIO, argv
     }
   }
 
-  const runtime = runtimeFlag(args.runtime);
+  const runtime = runtimeFlag(args.runtime, io.signal);
   const pipe = await StableDiffusionPipeline.fromFolder(modelFolder, {
     threads, runtime, lowMemory: Boolean(args["low-memory"]), warn: (m) => io.err(`sd-harness: warning: ${m}\n`),
   }).catch(async (e: unknown) => {

@@ -69,7 +69,7 @@ export async function sensitivityCommand(argv: string[], io: CliIO): Promise<num
   const seed = intFlag("--seed", asTyped(argv, "seed", args.seed), 0, 0xffffffff);
   const samples = intFlag("--samples", asTyped(argv, "samples", args.samples), 1, 1000);
   const threads = threadsFlag(asTyped(argv, "threads", args.threads));
-  const runtime = runtimeFlag(args.runtime);
+  const runtime = runtimeFlag(args.runtime, io.signal);
   const relatives = args.relatives !== undefined ? sizeList("--relatives", args.relatives, 1e-12, 9.99) : undefined;
   const scales = args.scales !== undefined ? sizeList("--scales", args.scales, 1e-3, 100) : undefined;
   if (scales?.includes(1)) throw new HarnessError("--scales: a scale of 1 changes nothing", ExitCode.usage);
