@@ -361,7 +361,13 @@ export class ChromiumRuntime implements Runtime {
     }
     const proc = browser.process();
     const killAtExit = () => {
-      proc?.kill("SIGKILL");
+      // the browser leads its own process group (puppeteer starts it detached): its helpers and
+      // crash handler go with it, so none writes into the folder after it is removed
+      try {
+        if (proc?.pid) process.kill(-proc.pid, "SIGKILL");
+      } catch {
+        proc?.kill("SIGKILL");
+      }
       fs.rmSync(home, { recursive: true, force: true });
     };
     process.once("exit", killAtExit);
