@@ -24,6 +24,7 @@ import * as os from "node:os";
 import yargs from "yargs";
 import { StableDiffusionPipeline, PipelineOptions } from "../pipeline/pipeline";
 import { F32, f32 } from "../tensor/tensor";
+import { packageVersion } from "../runtime/package-version";
 
 const PROMPT = "a photograph of an astronaut riding a horse";
 
@@ -320,12 +321,8 @@ async function main(): Promise<void> {
 }
 
 function readOrtVersion(): string | null {
-  try {
-    const p = require.resolve("onnxruntime-node/package.json");
-    return JSON.parse(fs.readFileSync(p, "utf8")).version as string;
-  } catch {
-    return null;
-  }
+  const v = packageVersion("onnxruntime-node");
+  return v === "unknown" ? null : v;
 }
 
 function finish(out: Record<string, unknown>): void {
