@@ -6,6 +6,7 @@
 #                                    export_optimum.sh read them
 #   scripts/make_fixtures.sh --all   everything under fixtures/: the tiny models (PyTorch and ONNX),
 #                                    the optimum export, the fp16 / int8 variants, the reference sets
+#                                    and the module reference sets
 # Every step is deterministic on a given toolchain; scripts/check_reproducible.sh rebuilds into a
 # temporary folder and compares with the committed files.
 set -euo pipefail
@@ -26,4 +27,10 @@ scripts/export_optimum.sh "$root" tiny-sd-wide
   --out fixtures/references/tiny-sd/cpu --force
 for m in tiny-sd-wide tiny-sd-3block-linear tiny-sd-2block-euler tiny-sd-legacy-pndm; do
   "$py" scripts/make_references.py --model "$models/$m" --preset small --out "fixtures/references/$m/cpu" --force
+done
+# module reference sets (--localize); not for tiny-sd-legacy-pndm, whose components are tiny-sd's
+# (conformance/README.md, "Where drift starts")
+for m in tiny-sd tiny-sd-wide tiny-sd-3block-linear tiny-sd-2block-euler; do
+  "$py" scripts/make_module_references.py --model "$models/$m" --references "fixtures/references/$m/cpu" \
+    --out "fixtures/references/$m/modules" --force
 done

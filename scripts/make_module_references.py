@@ -6,37 +6,50 @@
 `sd-harness conformance --localize` compares these with the same tensors taken out of an ONNX port
 (the exporter names nodes after the module scope, `/down_blocks.1/attentions.0/...`), to name the
 module where drift starts. Calls recorded (inputs copied from the main reference set's cases, so
-both sets describe the same calls; the source case's sha256 is recorded):
+both sets describe the same calls; the source case's sha256 is recorded). Which cases, is read from
+the reference set's manifest (pick_calls), so every fixture's set is made by the same command:
 
-  text_encoder  one call: input_ids of `text_encoder:astronaut`
-  unet          two calls of one end-to-end run: `unet:txt2img-pndm-64x64-step00` and `-step09`
-                (sample, timestep, encoder_hidden_states as diffusers fed them)
-  vae_decoder   one decode: `vae_decode:64x64`'s latents divided by scaling_factor, as
-                vae.decode receives them (what the ONNX decoder's latent_sample is)
-  vae_encoder   one encode: `vae_encode:64x64`'s image; the ONNX encoder is encoder + quant_conv
+  text_encoder  one call: input_ids of the first batch-1 `text_encoder:*` case
+  unet          two calls of one denoising run: its first and last stored step (sample, timestep,
+                encoder_hidden_states as diffusers fed them). The run: a txt2img run (else any run
+                but inpainting) with the most stored steps, then the smallest sample, then the first
+                in the manifest (`unet:txt2img-pndm-64x64-step00` / `-step10` on tiny-sd);
+                --unet-run names another
+  vae_decoder   one decode: the smallest batch-1 `vae_decode:*` case's latents divided by
+                scaling_factor, as vae.decode receives them (what the ONNX decoder's latent_sample is)
+  vae_encoder   one encode: the smallest batch-1 `vae_encode:*` case's image; the ONNX encoder is
+                encoder + quant_conv
 
 Forward hooks record every module's output (a tuple's first tensor: the hidden states); a module
 called twice in one call keeps its last output (the ONNX side takes a scope's last output too).
 What is stored, to keep the fixtures small (the budget is 40 MB for all of fixtures/):
 
-  * modules down to a depth per component (MAX_DEPTH; depth = number of dots in the path), except
-    those that compute nothing at inference or only repeat a neighbour (SKIP_CLASSES: dropout,
-    identity, parameter-free activations); the manifest's `tree` lists every module with the
-    reason it is not stored;
-  * of a tensor with more than MAX_VALUES values, every `stride`-th value of its flattened form
-    (stride = ceil(n / MAX_VALUES), from index 0), recorded per tensor: the ONNX side reads the
-    same elements. Drift figures of a sampled tensor are those of the sample (relL2 and cosine
-    estimate the whole tensor's; max abs can only be lower).
+  * every module down to the leaves (to_q, conv1, fc1, norm2, ...), except those that compute
+    nothing at inference or only repeat a neighbour (SKIP_CLASSES: dropout, identity,
+    parameter-free activations); the manifest's `not_stored` lists those with the reason;
+  * whole tensors as long as one call's module values fit --budget bytes (float32). Over it, the
+    budget is shared by water-filling: the largest cap c with sum(min(n_i, c)) values within the
+    budget; a tensor of n_i <= c values is stored whole, a larger one at up to c positions of a
+    Latin hypercube sample of its index space (positions_for: every index of every axis no longer
+    than c is sampled, so every channel / feature / row / column is seen), seeded by --seed, the
+    component and the shape, shared by the component's tensors of that shape and by all its calls.
+    The positions are stored with the set (positions.safetensors, int32, one tensor per
+    `<component>/<shape>`, which the module's entry names), so the ONNX side reads the same elements. A random sample has no blind spot a fixed stride has (every 8th value of an
+    8-wide map is column 0 only, where a 3x3 conv's left tap reads zero padding). Drift figures of a
+    sampled tensor are those of the sample (relL2 and cosine estimate the whole tensor's; max abs
+    can only be lower).
 
 Each module also records where its input came from (`input`): the stored module whose output
 object it received, following unstored modules (an activation) back to a stored one, or `input:<name>`
 for a call input; null when its input was made by tensor ops outside any module (a residual add,
 a concat). The ONNX side uses it for "drift introduced" (drift at the output / drift at the input).
 
-Output: one safetensors file per call (tensor names = module paths; call inputs as `input:<name>`),
-manifest.json with provenance (versions, device, command, sha256 of every file and of this script)
-and per component the stored modules in the order their outputs come to exist (`modules`) and the
-module tree in network order, the order modules start (`tree`: [path, class, why not stored]).
+Output: one safetensors file per call (the call inputs as `input:<name>`; every module's values in
+one float32 tensor `modules`, each module's at its entry's `offset`), positions.safetensors when a
+tensor was sampled, manifest.json with provenance (versions, device, command, sha256 of every file
+and of this script) and per component the stored modules in the order their outputs come to exist
+(`modules`: name, class, shape, `values` = "whole" or the positions tensor's name, offset, count,
+calls, input) and the modules not stored, in the order they start (`not_stored`: [path, class, why]).
 """
 from __future__ import annotations
 
@@ -54,9 +67,11 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
-FORMAT = "sd-harness-module-references/1"
-MAX_VALUES = 256
-MAX_DEPTH = {"text_encoder": 99, "unet": 5, "vae_decoder": 4, "vae_encoder": 4}
+FORMAT = "sd-harness-module-references/2"
+DEFAULT_BUDGET = 96 * 1024
+DEFAULT_SEED = 0
+POSITIONS_FILE = "positions.safetensors"
+VALUES = "modules"  # a call file's tensor of every module's values, each at its entry's offset
 SKIP_CLASSES = {
     "Dropout": "no computation at inference",
     "Identity": "no computation",
@@ -65,10 +80,70 @@ SKIP_CLASSES = {
     "QuickGELUActivation": "parameter-free activation (checked through the module it feeds)",
     "GELUActivation": "parameter-free activation (checked through the module it feeds)",
 }
-UNET_CALLS = ["unet:txt2img-pndm-64x64-step00", "unet:txt2img-pndm-64x64-step09"]
-TEXT_CALL = "text_encoder:astronaut"
-DECODE_CALL = "vae_decode:64x64"
-ENCODE_CALL = "vae_encode:64x64"
+
+
+def pick_calls(cases: list[dict], unet_run: str | None = None) -> dict[str, list[str]]:
+    """The reference cases whose inputs the module set records, read from the set's manifest (see
+    the module docstring). Raises SystemExit naming what is missing."""
+    def numel(case: dict, tensor: str) -> int:
+        return math.prod(case["tensors"][tensor][1])
+
+    def batch1(stage: str, tensor: str) -> list[dict]:
+        return [c for c in cases if c["stage"] == stage and c["tensors"].get(tensor, ["", [0]])[1][0] == 1]
+
+    text = batch1("text_encoder", "input_ids")
+    decode = sorted(batch1("vae_decode", "latents"), key=lambda c: numel(c, "latents"))  # stable: manifest order on ties
+    encode = sorted(batch1("vae_encode", "image"), key=lambda c: numel(c, "image"))
+    runs: dict[str, list[dict]] = {}
+    for c in cases:
+        if c["stage"] == "unet" and c.get("meta", {}).get("run"):
+            runs.setdefault(c["meta"]["run"], []).append(c)
+    if unet_run is not None:
+        if unet_run not in runs:
+            raise SystemExit(f"--unet-run {unet_run}: no such run in the reference set; runs: {', '.join(runs)}")
+        run = unet_run
+    else:
+        txt = [r for r in runs if r.startswith("txt2img-")] or [r for r in runs if not r.startswith("inpaint-")]
+        order = list(runs)
+        run = min(txt, key=lambda r: (-len(runs[r]), numel(runs[r][0], "sample"), order.index(r))) if txt else None
+    missing = [what for what, got in [("a batch-1 text_encoder case", text), ("a U-Net run", run), ("a batch-1 vae_decode case", decode),
+                                      ("a batch-1 vae_encode case", encode)] if not got]
+    if missing:
+        raise SystemExit(f"the reference set has no {', no '.join(missing)}")
+    steps = sorted(runs[run], key=lambda c: c["meta"].get("call", 0))
+    unet = [steps[0]["id"]] + ([steps[-1]["id"]] if len(steps) > 1 else [])
+    return {"text_encoder": [text[0]["id"]], "unet": unet, "vae_decoder": [decode[0]["id"]], "vae_encoder": [encode[0]["id"]]}
+
+
+def water_fill(sizes: list[int], budget_values: int) -> int | None:
+    """The largest cap c with sum(min(n, c)) <= budget_values; None when everything fits whole."""
+    if sum(sizes) <= budget_values:
+        return None
+    ordered = sorted(sizes)
+    used = 0
+    for k, n in enumerate(ordered):
+        rest = len(ordered) - k  # tensors of n values or more, each capped at c >= n
+        if used + n * rest > budget_values:
+            return max(1, (budget_values - used) // rest)
+        used += n
+    return ordered[-1]
+
+
+def positions_for(seed: int, component: str, shape: list[int], count: int) -> np.ndarray:
+    """Up to `count` distinct flat positions of a tensor of `shape`, increasing: a Latin hypercube
+    sample of its index space, seeded by (seed, component, shape). Along every axis of length S the
+    k-th draw's index is floor((perm[k] + u_k) * S / count) for a random permutation perm of
+    0..count-1 and u_k uniform in [0, 1): each axis is cut into `count` equal strata and each
+    stratum is drawn once, so every index of an axis no longer than `count` is sampled (every
+    channel, every feature, every row and column), whatever the layout. Repeated positions are
+    dropped, so a few tensors keep fewer than `count` values."""
+    key = int.from_bytes(hashlib.sha256(f"{seed}:{component}:{'x'.join(map(str, shape))}".encode()).digest()[:8], "little")
+    rng = np.random.Generator(np.random.PCG64(key))
+    flat = np.zeros(count, dtype=np.int64)
+    for size in shape:
+        axis = ((rng.permutation(count) + rng.random(count)) * size / count).astype(np.int64)
+        flat = flat * size + np.minimum(axis, size - 1)
+    return np.unique(flat).astype(np.int32)
 
 
 def sha256_file(path: Path) -> str:
@@ -133,8 +208,6 @@ class Recorder:
         cls = type(module).__name__
         if cls in SKIP_CLASSES:
             return SKIP_CLASSES[cls]
-        if name.count(".") > MAX_DEPTH[self.component]:
-            return f"deeper than depth {MAX_DEPTH[self.component]} (fixture size)"
         return None
 
     def __enter__(self):
@@ -190,15 +263,11 @@ class Recorder:
         return src if src is None or src.startswith("input:") or src in stored else None
 
 
-def sample(t: torch.Tensor) -> tuple[np.ndarray, int]:
-    flat = t.contiguous().reshape(-1).numpy()
-    stride = max(1, math.ceil(flat.size / MAX_VALUES))
-    return np.ascontiguousarray(flat[::stride]), stride
-
-
-def record(component: str, root: torch.nn.Module, inputs: dict[str, torch.Tensor], call) -> tuple[dict, list, dict]:
+def record(component: str, root: torch.nn.Module, inputs: dict[str, torch.Tensor], call, budget: int, seed: int,
+           positions: dict[str, np.ndarray]) -> tuple[dict, list, dict]:
     """Run one call under hooks. Returns the arrays to save, the stored modules' entries in the order
-    their outputs were produced, and the full tree in start order."""
+    their outputs were produced, and the modules not stored. `positions` (`<component>/<size>` ->
+    flat positions) is shared by every call: a component's second call reuses its first's."""
     with Recorder(root, component) as rec, torch.no_grad():
         rec.mark_inputs(inputs)
         call()
@@ -209,24 +278,39 @@ def record(component: str, root: torch.nn.Module, inputs: dict[str, torch.Tensor
         stored = {n for n in produced if skipped[n] is None}
         arrays: dict[str, np.ndarray] = {f"input:{k}": np.ascontiguousarray(v.detach().cpu().numpy()) for k, v in inputs.items()}
         entries = []
-        for n in produced:
-            if n not in stored:
-                continue
-            values, stride = sample(rec.outputs[n])
-            arrays[n] = values
+        chunks = []
+        offset = 0
+        kept = [n for n in produced if n in stored]
+        cap = water_fill([rec.outputs[n].numel() for n in kept], budget // 4)
+        for n in kept:
+            flat = rec.outputs[n].contiguous().reshape(-1).numpy()
+            whole = cap is None or flat.size <= cap
+            if whole:
+                values = np.ascontiguousarray(flat)
+            else:
+                shape = list(rec.outputs[n].shape)
+                key = f"{component}/{'x'.join(map(str, shape))}"
+                if key not in positions:
+                    positions[key] = positions_for(seed, component, shape, cap)
+                values = np.ascontiguousarray(flat[positions[key]])
+            chunks.append(values)
             entries.append({
                 "name": n, "class": classes[n], "shape": list(rec.outputs[n].shape),
-                "stride": stride, "count": int(values.size), "calls": rec.calls[n],
-                "input": rec.resolve_input(n, stored),
+                "values": "whole" if whole else key, "offset": offset, "count": int(values.size),
+                "calls": rec.calls[n], "input": rec.resolve_input(n, stored),
             })
-        # [path, class, why not stored or null], in the order the modules start
+            offset += int(values.size)
+        # one tensor for all modules (a header entry per module would cost about 100 bytes each)
+        arrays[VALUES] = np.ascontiguousarray(np.concatenate(chunks).astype(np.float32))
+        # [path, class, why not stored], in the order the modules start (the stored ones are `modules`)
         tree = []
         for n in rec.start_order:
             why = skipped[n] if skipped[n] else (None if n in stored else "output is not a tensor")
-            tree.append([n, classes[n], why])
+            if why:
+                tree.append([n, classes[n], why])
         # the VAE's decode does not call its encoder and vice versa: only the called modules are listed
         never = sum(1 for n, _ in rec.modules if n not in rec.start_order)
-    return arrays, entries, {"tree": tree, "not_called": never}
+    return arrays, entries, {"not_stored": tree, "not_called": never}
 
 
 def dump_manifest(manifest: dict) -> str:
@@ -258,7 +342,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--references", type=Path, required=True, help="the main reference set whose cases give the inputs")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--force", action="store_true", help="replace an existing folder")
+    ap.add_argument("--budget", type=int, default=DEFAULT_BUDGET,
+                    help=f"bytes of float32 module values per call; over it tensors are sampled (default {DEFAULT_BUDGET})")
+    ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the sampled positions")
+    ap.add_argument("--unet-run", help="the U-Net run whose first and last step are recorded (default: see pick_calls)")
     args = ap.parse_args(argv)
+    if args.budget < 4:
+        ap.error("--budget must hold at least one value")
     if args.out.exists() and not args.force:
         ap.error(f"--out {args.out} exists; pass --force to replace it")
 
@@ -268,6 +358,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.use_deterministic_algorithms(True, warn_only=True)
     ref_manifest = json.loads((args.references / "manifest.json").read_text(encoding="utf-8"))
     by_id = {c["id"]: c for c in ref_manifest["cases"]}
+    picked = pick_calls(ref_manifest["cases"], args.unet_run)
+    positions: dict[str, np.ndarray] = {}
+
+    def rec(component, root, inputs, call):
+        return record(component, root, inputs, call, args.budget, args.seed, positions)
 
     def source(case_id: str) -> tuple[dict[str, np.ndarray], dict]:
         c = by_id[case_id]
@@ -297,28 +392,43 @@ def main(argv: list[str] | None = None) -> int:
         })
 
     text = CLIPTextModel.from_pretrained(str(args.model / "text_encoder")).eval()
-    t, src = source(TEXT_CALL)
+    text_call = picked["text_encoder"][0]
+    t, src = source(text_call)
     ids = torch.from_numpy(t["input_ids"].astype(np.int64))
-    save(f"text_encoder:{TEXT_CALL.split(':')[1]}", "text_encoder", {"input_ids": "input:input_ids"}, src,
-         record("text_encoder", text, {"input_ids": ids}, lambda: text(ids)))
+    save(f"text_encoder:{text_call.split(':', 1)[1]}", "text_encoder", {"input_ids": "input:input_ids"}, src,
+         rec("text_encoder", text, {"input_ids": ids}, lambda: text(ids)))
 
     unet = UNet2DConditionModel.from_pretrained(str(args.model / "unet")).eval()
-    for cid in UNET_CALLS:
+    for cid in picked["unet"]:
         t, src = source(cid)
         x = {k: torch.from_numpy(t[k].copy()) for k in ("sample", "timestep", "encoder_hidden_states")}
         save(cid, "unet", {k: f"input:{k}" for k in x}, src,
-             record("unet", unet, x, lambda: unet(x["sample"], x["timestep"], x["encoder_hidden_states"])))
+             rec("unet", unet, x, lambda: unet(x["sample"], x["timestep"], x["encoder_hidden_states"])))
 
     vae = AutoencoderKL.from_pretrained(str(args.model / "vae")).eval()
     sf = vae.config.scaling_factor
-    t, src = source(DECODE_CALL)
+    decode_call = picked["vae_decoder"][0]
+    t, src = source(decode_call)
     latent = torch.from_numpy(t["latents"].copy()) / sf  # what vae.decode and the ONNX decoder receive
-    save(f"vae_decoder:{DECODE_CALL.split(':')[1]}", "vae_decoder", {"latent_sample": "input:latent_sample"}, src,
-         record("vae_decoder", vae, {"latent_sample": latent}, lambda: vae.decode(latent)))
-    t, src = source(ENCODE_CALL)
+    save(f"vae_decoder:{decode_call.split(':', 1)[1]}", "vae_decoder", {"latent_sample": "input:latent_sample"}, src,
+         rec("vae_decoder", vae, {"latent_sample": latent}, lambda: vae.decode(latent)))
+    encode_call = picked["vae_encoder"][0]
+    t, src = source(encode_call)
     image = torch.from_numpy(t["image"].copy())
-    save(f"vae_encoder:{ENCODE_CALL.split(':')[1]}", "vae_encoder", {"sample": "input:sample"}, src,
-         record("vae_encoder", vae, {"sample": image}, lambda: vae.encode(image)))
+    save(f"vae_encoder:{encode_call.split(':', 1)[1]}", "vae_encoder", {"sample": "input:sample"}, src,
+         rec("vae_encoder", vae, {"sample": image}, lambda: vae.encode(image)))
+
+    sampling = {
+        "budget_bytes": args.budget, "seed": args.seed,
+        "rule": "per call: whole tensors while their float32 values fit budget_bytes; else the largest cap c with "
+                "sum(min(n, c)) values within it, tensors over c values sampled at c positions (positions_for: "
+                "a Latin hypercube sample of the index space, c draws, each axis cut into c strata drawn once, repeats dropped, "
+                "PCG64 seeded by sha256('<seed>:<component>:<shape joined by x>'); shared by a component's tensors of one shape "
+                "and all its calls; an entry's `values` names them)",
+    }
+    if positions:
+        save_file({k: positions[k] for k in sorted(positions)}, str(tmp / POSITIONS_FILE))
+        sampling.update({"file": POSITIONS_FILE, "sha256": sha256_file(tmp / POSITIONS_FILE)})
 
     script = Path(__file__).resolve()
     manifest = {
@@ -330,8 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": versions(),
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "script": {"file": "scripts/make_module_references.py", "sha256": sha256_file(script)},
-        "sampling": {"max_values": MAX_VALUES, "rule": "flattened values [0::stride], stride = ceil(n / max_values)"},
-        "max_depth": MAX_DEPTH,
+        "sampling": sampling,
         "skipped_classes": SKIP_CLASSES,
         "calls": calls,
         "components": components,
@@ -340,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.exists():
         shutil.rmtree(args.out)
     tmp.rename(args.out)
-    total = sum((args.out / c["file"]).stat().st_size for c in calls) + (args.out / "manifest.json").stat().st_size
+    total = sum(f.stat().st_size for f in args.out.iterdir())
     print(f"make_module_references: {len(calls)} calls, {sum(len(components[c['component']]['modules']) for c in calls)} module outputs, {total} bytes in {args.out}")
     return 0
 

@@ -15,7 +15,10 @@ import { parseReportJson } from "../src/conformance/runner";
 import { Report } from "../src/conformance/types";
 import { readGraph, withExtraOutputs, matchModules, scopeOf } from "../src/onnx/graph-outputs";
 import { ModuleReferences, runLocalize } from "../src/conformance/localize";
-import { scaleInitializers, copyModel, externalizeInitializers } from "./helpers/onnx-edit";
+import { scaleInitializers, copyModel, externalizeInitializers, scaleValue } from "./helpers/onnx-edit";
+import { readFloatInitializers } from "../src/pipeline/onnx-initializers";
+import { describeInitializers } from "../src/onnx/initializer-edit";
+import { mapInitializers } from "../src/conformance/layer-kinds";
 
 const ROOT = path.resolve(__dirname, "..");
 const TINY = path.join(ROOT, "fixtures", "models", "tiny-sd-onnx");
@@ -192,6 +195,191 @@ test("--localize-failed localizes only the components whose stages failed, per m
   expect(code).toBe(1);
   const r = parseReportJson(fs.readFileSync(path.join(out, "report.json"), "utf8"));
   expect(r.results.filter((x) => x.status === "fail").map((x) => `${x.model} ${x.id}`)).toEqual(["broken unet:txt2img-pndm-64x64-step00"]);
-  expect(r.localize!.calls.map((c) => `${c.model} ${c.call}`)).toEqual(["broken unet:txt2img-pndm-64x64-step00", "broken unet:txt2img-pndm-64x64-step09"]);
+  expect(r.localize!.calls.map((c) => `${c.model} ${c.call}`)).toEqual(["broken unet:txt2img-pndm-64x64-step00", "broken unet:txt2img-pndm-64x64-step10"]);
   expect(r.localize!.calls[0].first?.module).toBe(PERTURBED);
 });
+
+// ---- leaf faults: one weight changed, the first module named is that leaf ------------------------
+
+/**
+ * One fault per leaf kind of each component: a single weight of the leaf (its largest, at a 3x3
+ * conv's centre tap, which no zero padding hides) multiplied by 1.5 in a private copy of that
+ * component, localized with the component's recorded calls. The first module over its limit must
+ * be the leaf itself at every call, not the block around it.
+ */
+const T0 = "down_blocks.0.attentions.0.transformer_blocks.0";
+const R = "down_blocks.1.resnets.0"; // has a conv_shortcut (32 -> 64 channels)
+interface LeafFault {
+  readonly component: "text_encoder" | "unet" | "vae_decoder" | "vae_encoder";
+  readonly module: string;
+  /** kernel taps of a conv weight (9 for 3x3): the change goes to the centre tap */
+  readonly taps?: number;
+}
+const L1 = "text_model.encoder.layers.1";
+const DEC_ATT = "decoder.mid_block.attentions.0";
+const ENC_ATT = "encoder.mid_block.attentions.0";
+const leafFaults = (): LeafFault[] => {
+  const refs = ModuleReferences.open(MODULES);
+  const names = new Set(Object.values(refs.manifest.components).flatMap((c) => c.modules.map((m) => m.name)));
+  // the first VAE decoder resnet that changes its width (and so has a conv_shortcut)
+  const decRes = [...names].find((n) => /^decoder\.up_blocks\.\d+\.resnets\.\d+\.conv_shortcut$/.test(n))!.replace(/\.conv_shortcut$/, "");
+  const encRes = [...names].find((n) => /^encoder\.down_blocks\.\d+\.resnets\.\d+\.conv_shortcut$/.test(n))!.replace(/\.conv_shortcut$/, "");
+  const faults: LeafFault[] = [
+    ...["norm1", "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "norm2", "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0", "norm3", "ff.net.0.proj", "ff.net.2"]
+      .map((m) => ({ component: "unet" as const, module: `${T0}.${m}` })),
+    ...["norm1", "conv1", "time_emb_proj", "norm2", "conv2", "conv_shortcut"].map((m) => ({ component: "unet" as const, module: `${R}.${m}`, taps: /^conv[12]$/.test(m) ? 9 : 1 })),
+    ...["layer_norm1", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "layer_norm2", "mlp.fc1", "mlp.fc2"]
+      .map((m) => ({ component: "text_encoder" as const, module: `${L1}.${m}` })),
+    { component: "text_encoder", module: "text_model.final_layer_norm" },
+    ...(["vae_decoder", "vae_encoder"] as const).flatMap((component) => {
+      const res = component === "vae_decoder" ? decRes : encRes;
+      const att = component === "vae_decoder" ? DEC_ATT : ENC_ATT;
+      return [
+        ...["norm1", "conv1", "norm2", "conv2", "conv_shortcut"].map((m) => ({ component, module: `${res}.${m}`, taps: /^conv[12]$/.test(m) ? 9 : 1 })),
+        ...["group_norm", "to_q", "to_k", "to_v", "to_out.0"].map((m) => ({ component, module: `${att}.${m}` })),
+      ];
+    }),
+  ];
+  for (const f of faults) if (!names.has(f.module)) throw new Error(`the module set has no ${f.module}`);
+  return faults;
+};
+
+/** The weight initializer of `module` in a component file, named directly or through the node reading it. */
+function weightOf(file: string, component: LeafFault["component"], module: string): string {
+  const hits = mapInitializers(component, describeInitializers(file)).filter((m) => m.module === module && m.role === "weight");
+  if (hits.length !== 1) throw new Error(`${file}: ${hits.length} weight initializers for ${module}`);
+  return hits[0].name;
+}
+
+/**
+ * The output channels of `module` that its stored values see: all, when stored whole; else the
+ * indices of the channel axis (1 for an NCHW map or a GroupNorm, the last for a Linear / LayerNorm)
+ * that the stored positions hit. A sample of c values sees every index of an axis no longer than c
+ * (a Latin hypercube); a longer axis (the 128 GEGLU features beside 44 stored values) is seen in part.
+ */
+function seenChannels(f: LeafFault, axis: "channel" | "last"): (ch: number) => boolean {
+  const refs = ModuleReferences.open(MODULES);
+  const e = refs.manifest.components[f.component].modules.find((m) => m.name === f.module)!;
+  const pos = refs.positions(e);
+  if (!pos) return () => true;
+  const d = axis === "channel" ? 1 : e.shape.length - 1;
+  const inner = e.shape.slice(d + 1).reduce((a, b) => a * b, 1);
+  const seen = new Set(Array.from(pos, (p) => Math.floor(p / inner) % e.shape[d]));
+  return (ch) => seen.has(ch);
+}
+
+/**
+ * A folder holding only a copy of `component` with one weight of `module` x `factor`: the one at
+ * `index`, or the largest (at a 3x3 conv's centre tap) among those whose output channel the stored
+ * values see. Returns the index changed.
+ */
+function leafCopy(f: LeafFault, name: string, factor = 1.5, index?: number): { dir: string; weight: string; index: number } {
+  const dir = path.join(tmp, name);
+  fs.mkdirSync(path.join(dir, f.component), { recursive: true });
+  const file = path.join(dir, f.component, "model.onnx");
+  fs.copyFileSync(path.join(TINY, f.component, "model.onnx"), file);
+  const weight = weightOf(file, f.component, f.module);
+  const w = readFloatInitializers(file, (n) => n === weight).get(weight)!;
+  let at = index ?? -1;
+  if (at < 0) {
+    const op = describeInitializers(file).find((i) => i.name === weight)!.consumers[0].opType;
+    const refs = ModuleReferences.open(MODULES);
+    const shape = refs.manifest.components[f.component].modules.find((m) => m.name === f.module)!.shape;
+    const last = shape[shape.length - 1];
+    // the output channel a weight index feeds: Conv [out, in, kh, kw]; MatMul [in, out] (a Linear
+    // the exporter transposed); Gemm [out, in]; LayerNorm / GroupNorm gamma (Mul) one per channel
+    const channelOf: Record<string, (k: number) => number> = {
+      Conv: (k) => Math.floor(k / (w.length / shape[1])),
+      MatMul: (k) => k % last,
+      Gemm: (k) => Math.floor(k / (w.length / last)),
+      LayerNormalization: (k) => k,
+      Mul: (k) => k,
+    };
+    const seen = seenChannels(f, op === "Conv" || op === "Mul" ? "channel" : "last");
+    const taps = f.taps ?? 1;
+    for (let k = (taps - 1) / 2; k < w.length; k += taps) {
+      if (seen(channelOf[op](k)) && (at < 0 || Math.abs(w[k]) > Math.abs(w[at]))) at = k;
+    }
+  }
+  scaleValue(file, weight, at, factor);
+  return { dir, weight, index: at };
+}
+
+test("a single weight of every leaf kind, changed in a copy, is localized to that leaf first, in every component", async () => {
+  const faults = leafFaults();
+  expect(faults.length).toBeGreaterThanOrEqual(38);
+  const wrong: string[] = [];
+  for (const [k, f] of faults.entries()) {
+    const { dir } = leafCopy(f, `leaf-${k}`);
+    const r = await runLocalize({ models: [{ label: "leaf", dir }], moduleReferences: MODULES, profile: "fp32", threads: 1, components: () => new Set([f.component]) });
+    expect(r.calls.length).toBeGreaterThan(0);
+    for (const c of r.calls) {
+      expect(c.error).toBeUndefined();
+      if (c.first?.module !== f.module) wrong.push(`${f.component} ${f.module} (${c.call}): first ${c.first?.module ?? "none"}`);
+      // the leaf is named because its own output drifts, not because it was handed a drifted input
+      else if (c.first.input !== null && !c.first.input.startsWith("input:")) expect(c.modules.find((m) => m.module === c.first!.input)!.over).toBe(false);
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  expect(wrong).toEqual([]);
+}, 600_000);
+
+test("no sampling blind spot: +50 % of up_blocks.3.resnets.2.conv1's weight (14, 2, 0, 0), a corner tap, is found there", async () => {
+  const f: LeafFault = { component: "unet", module: "up_blocks.3.resnets.2.conv1" };
+  const refs = ModuleReferences.open(MODULES);
+  const entry = refs.manifest.components.unet.modules.find((m) => m.name === f.module)!;
+  const file = path.join(TINY, "unet", "model.onnx");
+  const w = readFloatInitializers(file, (n) => n === `model.${f.module}.weight`).get(`model.${f.module}.weight`)!;
+  const out = entry.shape[1];
+  const inCh = w.length / (out * 9);
+  const { dir, index } = leafCopy(f, "blind-spot", 1.5, ((14 * inCh + 2) * 3 + 0) * 3 + 0);
+  expect(index).toBe(14 * inCh * 9 + 2 * 9);
+  const r = await runLocalize({ models: [{ label: "blind", dir }], moduleReferences: MODULES, profile: "fp32", threads: 1, components: () => new Set(["unet" as const]) });
+  expect(r.calls.map((c) => c.first?.module)).toEqual([f.module, f.module]);
+}, 120_000);
+
+test("the module set stores leaves, whole tensors within its byte budget and seeded positions beyond it, recorded in the manifest", () => {
+  const refs = ModuleReferences.open(MODULES);
+  const m = refs.manifest;
+  expect(m.format).toBe("sd-harness-module-references/2");
+  expect(m.sampling?.budget_bytes).toBeGreaterThan(0);
+  const unet = m.components.unet.modules;
+  for (const leaf of [`${T0}.attn1.to_q`, `${T0}.ff.net.2`, `${R}.conv1`, `${R}.time_emb_proj`]) expect(unet.some((e) => e.name === leaf)).toBe(true);
+  for (const call of m.calls) {
+    // each call's stored module values stay within the budget
+    expect(call.modules.reduce((a, e) => a + 4 * e.count, 0)).toBeLessThanOrEqual(m.sampling!.budget_bytes!);
+    for (const e of call.modules) {
+      const n = e.shape.reduce((a, b) => a * b, 1);
+      const p = refs.positions(e);
+      if (p === null) expect(e.count).toBe(n);
+      else {
+        expect(p.length).toBe(e.count);
+        // increasing and inside the tensor
+        for (let k = 1; k < p.length; k++) expect(p[k]).toBeGreaterThan(p[k - 1]);
+        expect(p[p.length - 1]).toBeLessThan(n);
+      }
+    }
+  }
+  // a Latin hypercube sample: every channel of a sampled NCHW map with no more channels than values is seen
+  const conv = unet.find((e) => e.name === "up_blocks.3.resnets.2.conv1")!;
+  const pos = refs.positions(conv)!;
+  const [, c, h, w] = conv.shape;
+  expect(new Set(Array.from(pos, (p) => Math.floor(p / (h * w)) % c)).size).toBe(c);
+});
+
+test("every shipped module set (calls read from its reference set's manifest) localizes its fixture's export: every module found, none over the fp32 limit", async () => {
+  const sets: [string, string, string][] = [
+    ["tiny-sd-wide", "tiny-sd-wide-optimum-onnx", "unet:txt2img-pndm-64x64-step18"],
+    ["tiny-sd-3block-linear", "tiny-sd-3block-linear-onnx", "unet:txt2img-pndm-32x32-step10"],
+    ["tiny-sd-2block-euler", "tiny-sd-2block-euler-onnx", "unet:txt2img-euler-32x32-step09"],
+  ];
+  for (const [refs, model, lastUnet] of sets) {
+    const dir = path.join(ROOT, "fixtures", "references", refs, "modules");
+    const ids = ModuleReferences.open(dir).manifest.calls.map((c) => c.id);
+    expect(ids).toContain(lastUnet);
+    expect(ids.map((i) => i.split(":")[0])).toEqual(["text_encoder", "unet", "unet", "vae_decoder", "vae_encoder"]);
+    const r = await runLocalize({ models: [{ label: refs, dir: path.join(ROOT, "fixtures", "models", model) }], moduleReferences: dir, profile: "fp32", threads: 1 });
+    expect(r.calls.map((c) => [c.call, c.error, c.unmapped.length, c.modules.length === c.total, c.first?.module ?? null]))
+      .toEqual(ids.map((id) => [id, undefined, 0, true, null]));
+  }
+}, 180_000);

@@ -36,7 +36,15 @@ export interface ModuleEntry {
   readonly name: string;
   readonly class: string;
   readonly shape: readonly number[];
-  readonly stride: number;
+  /**
+   * Format 2: "whole" (every value, in flattened order), or the name of the positions tensor
+   * (`<component>/<shape>` in the set's positions file) whose flat positions were stored.
+   */
+  readonly values?: string;
+  /** format 2: where the module's values start in its call file's `modules` tensor */
+  readonly offset?: number;
+  /** format 1: every stride-th flattened value from 0 */
+  readonly stride?: number;
   readonly count: number;
   readonly calls: number;
   readonly input: string | null;
@@ -95,14 +103,20 @@ export class ModuleReferences {
     } catch (e) {
       throw new HarnessError(`${file}: not JSON (${(e as Error).message.split("\n")[0]})`, ExitCode.usage);
     }
-    if (m?.format !== "sd-harness-module-references/1" || !Array.isArray(m.calls) || typeof m.components !== "object" || m.components === null) {
-      throw new HarnessError(`${file}: not a module reference manifest (format sd-harness-module-references/1, from scripts/make_module_references.py)`, ExitCode.usage);
+    if (!FORMATS.includes(m?.format) || !Array.isArray(m.calls) || typeof m.components !== "object" || m.components === null) {
+      throw new HarnessError(`${file}: not a module reference manifest (format ${FORMATS.join(" or ")}, from scripts/make_module_references.py)`, ExitCode.usage);
     }
+    const v2 = m.format === FORMATS[1];
+    const entryOk = (e: ModuleEntry) => {
+      if (typeof e?.name !== "string" || !Array.isArray(e.shape) || !Number.isSafeInteger(e.count) || e.count < 0) return false;
+      const n = numel(e.shape);
+      if (!v2) return Number.isSafeInteger(e.stride) && e.stride! >= 1 && (e.count - 1) * e.stride! < n;
+      if (!Number.isSafeInteger(e.offset) || e.offset! < 0 || typeof e.values !== "string") return false;
+      return e.values === "whole" ? e.count === n : e.count <= n;
+    };
     const calls = m.calls.map((c) => {
       const modules = COMPONENTS.includes(c?.component) ? m.components[c.component]?.modules : undefined;
-      const entriesOk = Array.isArray(modules) && modules.every((e) =>
-        typeof e?.name === "string" && Array.isArray(e.shape) && Number.isSafeInteger(e.stride) && e.stride >= 1 && Number.isSafeInteger(e.count) && e.count >= 0 &&
-        (e.count - 1) * e.stride < e.shape.reduce((a: number, b: number) => a * b, 1));
+      const entriesOk = Array.isArray(modules) && modules.every(entryOk);
       if (typeof c.file !== "string" || !SAFE_FILE.test(c.file) || !entriesOk) {
         throw new HarnessError(`${file}: call ${JSON.stringify(String(c?.id)).slice(0, 80)} is malformed (component, file or its component's modules)`, ExitCode.usage);
       }
@@ -113,11 +127,60 @@ export class ModuleReferences {
 
   /** The call's tensors, checked against the manifest's sha256. */
   tensors(call: ModuleCall): ReadonlyMap<string, Tensor<TypedData>> {
-    const file = path.join(this.dir, call.file);
+    return this.readChecked(call.file, call.sha256);
+  }
+
+  private readChecked(name: string, sha256: string | undefined): ReadonlyMap<string, Tensor<TypedData>> {
+    const file = path.join(this.dir, name);
     const buf = readInputFile(file, "a module reference file", 1 << 30);
     const digest = crypto.createHash("sha256").update(buf).digest("hex");
-    if (digest !== call.sha256) throw new HarnessError(`${file}: sha256 ${digest.slice(0, 12)}… differs from the manifest's`, ExitCode.usage);
+    if (digest !== sha256) throw new HarnessError(`${file}: sha256 ${digest.slice(0, 12)}… differs from the manifest's`, ExitCode.usage);
     return parseSafetensors(buf, file).tensors;
+  }
+
+  /**
+   * The reference values of each module of a call, by module name: format 2 slices the call file's
+   * `modules` tensor at each entry's offset, format 1 holds one tensor per module. A module whose
+   * values are missing or of another length is absent, with the reason in `problems`.
+   */
+  moduleValues(call: ModuleCall, tensors = this.tensors(call)): { values: ReadonlyMap<string, Float32Array>; problems: ReadonlyMap<string, string> } {
+    const values = new Map<string, Float32Array>();
+    const problems = new Map<string, string>();
+    const all = tensors.get(VALUES);
+    for (const e of call.modules) {
+      if (e.offset !== undefined) {
+        if (!all || !(all.data instanceof Float32Array)) problems.set(e.name, `the reference file has no float32 tensor ${VALUES}`);
+        else if (e.offset + e.count > all.data.length) problems.set(e.name, `the reference file's ${VALUES} tensor holds ${all.data.length} values, the manifest places this module at ${e.offset}..${e.offset + e.count}`);
+        else values.set(e.name, all.data.subarray(e.offset, e.offset + e.count));
+        continue;
+      }
+      const r = tensors.get(e.name);
+      if (!r || r.data.length !== e.count) problems.set(e.name, r ? `the reference file holds ${r.data.length} values for it, the manifest ${e.count}` : "the reference file has no tensor for it");
+      else values.set(e.name, asF32(r));
+    }
+    return { values, problems };
+  }
+
+  /** The flat positions of the module's output that were stored, or null when it was stored whole. */
+  positions(e: ModuleEntry): Int32Array | null {
+    if (e.stride !== undefined && e.values === undefined) {
+      if (e.stride === 1 && e.count === numel(e.shape)) return null;
+      return Int32Array.from({ length: e.count }, (_, k) => k * e.stride!);
+    }
+    if (e.values === "whole") return null;
+    if (!this.positionCache) {
+      const s = this.manifest.sampling;
+      if (typeof s?.file !== "string" || !SAFE_FILE.test(s.file)) throw new HarnessError(`${path.join(this.dir, "manifest.json")}: ${e.name} is sampled (${e.values}) but the manifest names no positions file`, ExitCode.usage);
+      const map = new Map<string, Int32Array>();
+      for (const [k, t] of this.readChecked(s.file, s.sha256)) if (t.data instanceof Int32Array) map.set(k, t.data);
+      this.positionCache = map;
+    }
+    const p = this.positionCache.get(e.values!);
+    const n = numel(e.shape);
+    if (!p || p.length !== e.count || p.some((x) => x < 0 || x >= n)) {
+      throw new HarnessError(`${path.join(this.dir, this.manifest.sampling!.file!)}: no int32 positions ${JSON.stringify(e.values)} of ${e.count} values below ${n} (module ${e.name})`, ExitCode.usage);
+    }
+    return p;
   }
 }
 
@@ -176,8 +239,9 @@ export interface ModuleDrift {
   readonly maxAbs: number;
   readonly cosine: number;
   readonly nonFinite: number;
-  /** values compared (a sampled tensor compares every stride-th value) */
+  /** values compared (a sampled tensor compares the stored positions only) */
   readonly count: number;
+  /** the module output's size / values compared (1: the whole tensor) */
   readonly stride: number;
   readonly limit: number;
   readonly over: boolean;
@@ -331,9 +395,8 @@ async function sampleModules(model: LocalizeModel, component: ComponentKind, cal
           continue;
         }
         const full = toF32(result[pick]).data;
-        const sampled = new Float32Array(e.count);
-        for (let k = 0; k < e.count; k++) sampled[k] = full[k * e.stride];
-        values.set(e.name, sampled);
+        const at = refs.positions(e);
+        values.set(e.name, at ? Float32Array.from(at, (p) => full[p]) : Float32Array.from(full));
         how.set(e.name, match.how);
       }
       out.push({ values, how, unmapped, timeMs: Number(process.hrtime.bigint() - c0) / 1e6 + (out.length === 0 ? Number(c0 - t0) / 1e6 : 0) });
@@ -353,7 +416,7 @@ async function localizeComponent(
   return calls.map((call, k) => {
     const mine = ours.calls[k];
     const theirs = against?.calls[k] ?? null;
-    const tensors = theirs ? null : refs.tensors(call);
+    const reference = theirs ? null : refs.moduleValues(call);
     const drifts: ModuleDrift[] = [];
     const unmapped: Unmapped[] = [];
     const relByModule = new Map<string, number>();
@@ -372,12 +435,12 @@ async function localizeComponent(
         }
         ref = b;
       } else {
-        const r = tensors!.get(e.name);
-        if (!r || r.data.length !== e.count) {
-          unmapped.push({ module: e.name, why: r ? `the reference file holds ${r.data.length} values for it, the manifest ${e.count}` : "the reference file has no tensor for it" });
+        const r = reference!.values.get(e.name);
+        if (!r) {
+          unmapped.push({ module: e.name, why: reference!.problems.get(e.name) ?? "the reference file has no values for it" });
           return;
         }
-        ref = asF32(r);
+        ref = r;
       }
       const m = tensorMetrics(a, ref, [e.count]);
       relByModule.set(e.name, m.relL2);
@@ -385,7 +448,7 @@ async function localizeComponent(
       const nonFinite = m.nanCount + m.infCount;
       drifts.push({
         module: e.name, class: e.class, position, relL2: m.relL2, maxAbs: m.maxAbs, cosine: m.cosine, nonFinite,
-        count: e.count, stride: e.stride, limit, over: nonFinite > 0 || !(m.relL2 <= limit), input: e.input, inputRelL2: null, introduced: null,
+        count: e.count, stride: numel(e.shape) / Math.max(1, e.count), limit, over: nonFinite > 0 || !(m.relL2 <= limit), input: e.input, inputRelL2: null, introduced: null,
         how: mine.how.get(e.name)!,
       });
     });
