@@ -27,6 +27,11 @@ export interface ToleranceFile {
    * runtime's (versionWarnings)
    */
   readonly measured_with?: Readonly<Record<string, string>>;
+  /**
+   * profile -> stage (or "*" for all) -> why its limits are what they are (top-level "reasons"):
+   * shown with every case the profile judges, unless an override gives its own reason
+   */
+  readonly reasons?: Readonly<Record<string, Readonly<Record<string, string>>>>;
   /** where it was read from and the sha256 of its bytes (recorded in reports; merge compares it) */
   readonly file?: string;
   readonly sha256?: string;
@@ -58,7 +63,12 @@ export function loadTolerances(file = DEFAULT_TOLERANCES): ToleranceFile {
   if (mw !== undefined && (typeof mw !== "object" || mw === null || Array.isArray(mw) || Object.values(mw).some((v) => typeof v !== "string"))) {
     throw new HarnessError(`${file}: "measured_with" must map package names to versions, e.g. {"onnxruntime-node": "1.30.0"}`, ExitCode.usage);
   }
-  return { profiles: t.profiles, overrides: t.overrides ?? [], expected_failures: t.expected_failures ?? [], ...(t.without_floor ? { without_floor: t.without_floor } : {}), ...(mw ? { measured_with: mw as Record<string, string> } : {}), file, sha256 };
+  const reasons = (t as { reasons?: unknown }).reasons;
+  if (reasons !== undefined && (typeof reasons !== "object" || reasons === null || Array.isArray(reasons)
+    || Object.values(reasons).some((r) => typeof r !== "object" || r === null || Array.isArray(r) || Object.values(r).some((v) => typeof v !== "string")))) {
+    throw new HarnessError(`${file}: "reasons" must map profiles to {stage or "*": reason}`, ExitCode.usage);
+  }
+  return { profiles: t.profiles, overrides: t.overrides ?? [], expected_failures: t.expected_failures ?? [], ...(t.without_floor ? { without_floor: t.without_floor } : {}), ...(mw ? { measured_with: mw as Record<string, string> } : {}), ...(reasons ? { reasons: reasons as Record<string, Record<string, string>> } : {}), file, sha256 };
 }
 
 /**
@@ -124,7 +134,7 @@ export function resolve(t: ToleranceFile, profile: string, stageKey: string, cas
     limits = { ...limits, ...fallback };
     source = `without_floor.${profile}.${stageKey}`;
   }
-  let reason: string | undefined;
+  let reason: string | undefined = t.reasons?.[profile]?.[stageKey] ?? t.reasons?.[profile]?.["*"];
   for (const o of t.overrides) {
     if ((o.profile === undefined || o.profile === profile) && globToRegExp(o.case).test(caseId)) {
       limits = { ...limits, ...o.limits };

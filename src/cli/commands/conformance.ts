@@ -26,7 +26,7 @@ function parser(argv: string[]) {
     .option("against", { type: "string", describe: "DIR[=LABEL]: judge each --model's model stages against this ONNX model's outputs on the reference set's inputs (port vs port, no PyTorch outputs)" })
     .option("inpaint-model", { type: "string", describe: "9-channel inpainting model for the inpaint cases (default: the bundled one with the bundled model)" })
     .option("references", { type: "string", default: DEFAULT_REFERENCES, describe: "reference set folder (scripts/make_references.py)" })
-    .option("profile", { type: "string", default: "fp32", describe: "tolerance profile: fp32, fp16, int8 (conformance/tolerances.json)" })
+    .option("profile", { type: "string", default: "fp32", describe: "tolerance profile: fp32, fp16, int8, bf16 (conformance/tolerances.json)" })
     .option("tolerances", { type: "string", describe: "tolerance file (default: conformance/tolerances.json)" })
     .option("atol", { type: "string", array: true, describe: "CASE_GLOB=VALUE: maxAbs limit for the cases matching the glob, over the tolerance file's (recorded in the report)" })
     .option("max-rel-l2", { type: "string", array: true, describe: "CASE_GLOB=VALUE: relL2 limit for the cases matching the glob, over the tolerance file's (recorded in the report)" })
@@ -153,7 +153,7 @@ export async function conformanceCommand(argv: string[], io: CliIO): Promise<num
   for (const g of report.coverage?.gaps ?? []) io.err(`not covered: ${oneLine(g.what, 100)}: ${oneLine(g.why, 300)}\n`);
   for (const line of adviceFor(report)) io.err(`advice: ${oneLine(line, 500)}\n`);
   const overhead = harnessOverhead(report.run);
-  const ortPart = overhead === null ? "" : `; ${(100 * overhead).toFixed(1)} % outside onnxruntime`;
+  const ortPart = overhead === null ? "" : `; ${(100 * overhead).toFixed(1)} % outside ${runtime.name === "port" ? "the port" : "onnxruntime"}`;
   io.err(`\n${s.verdict.toUpperCase()}: ${s.pass} pass, ${s.fail} fail, ${s.xfail} xfail, ${s.xpass} xpass, ${s.error} error, ${s.skip} skip (${(report.run.durationMs / 1000).toFixed(1)} s${ortPart}) on ${report.models[0]?.runtime ? runtimeText(report.models[0].runtime) : runtime.name}\n`);
   io.out(`${path.join(outDir, "report.html")}\n`);
   const code = exitCodeFor(report);
