@@ -119,6 +119,14 @@ test("summary.md and report.html show the localization; the HTML has one chart p
   const unetChart = charts.find((s) => s.includes('data-call="unet:txt2img-pndm-64x64-step00"'))!;
   for (const block of ["down_blocks.0", "down_blocks.1", "mid_block", "up_blocks.3"]) expect(unetChart).toContain(`>${block}</text>`);
   expect(unetChart).toContain('class="first-over"');
+  // beside each: the drift each leaf adds itself; the broken copy's widest stem is the perturbed conv
+  const added = html.match(/<svg class="localize-added"[\s\S]*?<\/svg>/g) ?? [];
+  expect(added.length).toBe(5);
+  const unetAdded = added.find((s) => s.includes('data-call="unet:txt2img-pndm-64x64-step00"'))!;
+  const stems = [...unetAdded.matchAll(/<line class="added" data-model="broken"[^>]*stroke-width="3"><title>([^<]*)<\/title>/g)].map((m) => m[1]);
+  expect(stems.length).toBe(1);
+  expect(stems[0].startsWith(`broken ${PERTURBED}: x`)).toBe(true);
+  expect(unetAdded).toContain('data-model="fp32"');
 });
 
 test("no temporary model copy is left behind", () => {

@@ -140,6 +140,53 @@ function plot(g: { call: string; rows: CallLocalization[] }, models: readonly st
   return parts.join("");
 }
 
+/**
+ * The drift each leaf adds itself: its "introduced" ratio (relL2 at its output ÷ relL2 at its
+ * input, the input's floored) as a stem from 1 (adds nothing) at the leaf's place in network order,
+ * log scale, one colour per model. Blocks are left out: a block's ratio is the sum of the leaves
+ * inside it. Where the first chart shows drift growing, this one shows which leaf grew it.
+ */
+function addedPlot(g: { call: string; rows: CallLocalization[] }, models: readonly string[], esc: Escape): string {
+  const total = Math.max(...g.rows.map((r) => r.total), 1);
+  const leaves = g.rows.map((r) => {
+    const names = r.modules.map((m) => m.module);
+    return r.modules.filter((m) => m.introduced !== null && Number.isFinite(m.introduced) && m.introduced > 0 && !names.some((n) => n.startsWith(`${m.module}.`)));
+  });
+  const values = leaves.flat().map((m) => m.introduced!);
+  if (values.length === 0) return "";
+  const W = 900, L = 64, R = 16, T = 28, PH = 180, B = 40;
+  const PW = W - L - R;
+  const e0 = Math.min(0, Math.floor(Math.log10(Math.min(...values))));
+  let e1 = Math.ceil(Math.log10(Math.max(...values, 10)));
+  if (e1 <= e0) e1 = e0 + 1;
+  const y = (v: number) => T + PH - ((Math.log10(Math.max(v, 10 ** e0)) - e0) / (e1 - e0)) * PH;
+  const x = (pos: number) => L + (total <= 1 ? 0 : (pos / (total - 1)) * PW);
+  const parts: string[] = [];
+  parts.push(`<svg class="localize-added" data-call="${esc(g.call)}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${W} ${T + PH + B}" width="${W}" height="${T + PH + B}" style="width:100%;height:auto;display:block" role="img" aria-label="${esc(`drift each leaf module adds itself for ${g.call}`)}">`);
+  parts.push(`<rect class="plot-bg" x="${L}" y="${T}" width="${PW}" height="${PH}"/>`);
+  parts.push(`<text class="plot-title" x="${L}" y="18">${esc(g.call)}: drift each leaf adds itself (relL2 out ÷ in; 1 = none)</text>`);
+  for (let e = e0; e <= e1; e++) {
+    parts.push(`<line class="grid" x1="${L}" x2="${L + PW}" y1="${y(10 ** e).toFixed(1)}" y2="${y(10 ** e).toFixed(1)}"/>`);
+    parts.push(`<text class="tick" x="${L - 6}" y="${(y(10 ** e) + 4).toFixed(1)}" text-anchor="end">×${esc(formatNumber(10 ** e))}</text>`);
+  }
+  g.rows.forEach((r, k) => {
+    const colour = PALETTE[Math.max(0, models.indexOf(r.model)) % PALETTE.length];
+    const dx = (k - (g.rows.length - 1) / 2) * 1.5; // models side by side at one place
+    for (const m of leaves[k]) {
+      const px = (x(m.position) + dx).toFixed(1);
+      parts.push(`<line class="added" data-model="${esc(r.model)}" x1="${px}" x2="${px}" y1="${y(1).toFixed(1)}" y2="${y(m.introduced!).toFixed(1)}" stroke="${colour}" stroke-width="${m === r.first ? 3 : 1.2}"><title>${esc(`${r.model} ${m.module}: x${formatNumber(m.introduced!)} (relL2 ${formatNumber(m.relL2)} from ${formatNumber(m.inputRelL2 ?? 0)} at ${m.input})`)}</title></line>`);
+    }
+  });
+  let lx = L;
+  for (const r of g.rows) {
+    const colour = PALETTE[Math.max(0, models.indexOf(r.model)) % PALETTE.length];
+    parts.push(`<line x1="${lx}" x2="${lx + 20}" y1="${T + PH + B - 10}" y2="${T + PH + B - 10}" stroke="${colour}" stroke-width="3"/><text class="legend" x="${lx + 26}" y="${T + PH + B - 6}">${esc(r.model)}</text>`);
+    lx += 40 + r.model.length * 7;
+  }
+  parts.push("</svg>");
+  return parts.join("");
+}
+
 function moduleRows(r: CallLocalization, esc: Escape): string {
   const row = (m: ModuleDrift) =>
     `<tr class="${m.over ? "st-fail" : ""}"><td>${esc(m.position)}</td><td><code>${esc(m.module)}</code></td><td>${esc(m.class)}</td><td class="num">${esc(formatNumber(m.relL2))}</td><td class="num">${esc(formatNumber(m.maxAbs))}</td><td class="num">${esc(formatCosine(m.cosine))}</td><td class="num">${esc(formatNumber(m.limit))}</td><td class="num">${esc(ratio(m.introduced))}</td><td>${esc(m.input ?? "—")}</td></tr>`;
@@ -164,7 +211,7 @@ export function localizeHtml(report: Report, esc: Escape): string {
   return `<section class="card" id="localize"><h2>Where drift starts (--localize)</h2>
 <p>Each module's output against ${loc.against ? `${esc(loc.against.label)}'s (${esc(loc.against.dir)}; inputs from ${esc(loc.references.dir)})` : `PyTorch's (${esc(loc.references.dir)})`}, in network order; the dashed line is the profile's module limit (overrides in the table below). Drift introduced = relL2 at the output ÷ relL2 at the module's input (floored at ${esc(formatNumber(loc.floor))}). ${esc(formatDuration(loc.timeMs))}.</p>
 <table class="localize-summary"><thead><tr><th>Call</th><th>Model</th><th>Compared</th><th>First module over its limit</th><th>Most drift introduced</th><th>Matched by</th></tr></thead><tbody>${summary}</tbody></table>
-<div class="plots">${groups.map((g) => plot(g, models, esc, profileLimit)).join("\n")}</div>
+<div class="plots">${groups.map((g) => plot(g, models, esc, profileLimit) + addedPlot(g, models, esc)).join("\n")}</div>
 <ul class="limits">${limitNotes}</ul>
 ${details}</section>`;
 }
