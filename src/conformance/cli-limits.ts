@@ -14,7 +14,7 @@
 import { HarnessError, ExitCode } from "../errors";
 import { ToleranceFile } from "./tolerances";
 
-export const CLI_LIMIT_FLAGS: Readonly<Record<string, string>> = { "atol": "maxAbs", "max-rel-l2": "relL2" };
+const CLI_LIMIT_FLAGS: Readonly<Record<string, string>> = { "atol": "maxAbs", "max-rel-l2": "relL2" };
 
 /** `GLOB=VALUE` -> [glob, value]; the value a positive finite number. */
 export function parseLimitFlag(flag: string, text: string): [string, number] {

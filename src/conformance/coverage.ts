@@ -10,7 +10,7 @@ import { CaseResult } from "./types";
 import { SCHEDULERS } from "../schedulers";
 import { CoverageFacts, REPORTED_STAGES, stageDef } from "./stages/index";
 
-export const TASKS = ["txt2img", "img2img", "inpaint"] as const;
+const TASKS = ["txt2img", "img2img", "inpaint"] as const;
 /** The diffusers classes sd-harness implements, in the scheduler registry's order. */
 export const SCHEDULER_CLASSES: readonly string[] = [...new Set(SCHEDULERS.map((d) => d.className))];
 

@@ -18,7 +18,7 @@ function same(a: unknown, b: unknown): boolean {
 }
 
 /** The first field where the two differ, or null; fields either side lacks (null / absent) are not compared. */
-export function firstDifference(reference: Readonly<Record<string, unknown>>, model: ModelFingerprint): { field: string; reference: unknown; model: unknown } | null {
+function firstDifference(reference: Readonly<Record<string, unknown>>, model: ModelFingerprint): { field: string; reference: unknown; model: unknown } | null {
   for (const f of FIELDS) {
     const r = reference[f];
     const m = model[f];

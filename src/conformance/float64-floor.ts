@@ -48,7 +48,7 @@ export interface Amplification {
  * a tensor is reported with its envelope and not judged by `excess`; the case rests on its other
  * tensors and on its teacher-forced U-Net calls.
  */
-export const UNFIXABLE_REL_L2 = 0.05;
+const UNFIXABLE_REL_L2 = 0.05;
 
 function isNum(v: unknown): v is number {
   return typeof v === "number";

@@ -67,10 +67,6 @@ export const LAYER_KINDS: readonly LayerKind[] = [
   { id: "text_encoder.layernorm", component: "text_encoder", description: "text encoder LayerNorm weights (layer_norm1/2, final_layer_norm)", attention: false, target: true, match: W(/(?:layer_norm[12]|final_layer_norm)$/) },
 ];
 
-export function kindById(id: string): LayerKind | undefined {
-  return LAYER_KINDS.find((k) => k.id === id);
-}
-
 /** A weight of a model part, named: its module path (dotted, without `model.`) and role, or why not. */
 export interface MappedInitializer {
   readonly name: string;
@@ -105,7 +101,7 @@ function stripModel(p: string): string {
 }
 
 /** `/model/down_blocks.0/attentions.0/.../to_q/MatMul` -> `down_blocks.0.attentions.0....to_q` (the scope, without the op). */
-export function moduleOfNode(node: string): string | null {
+function moduleOfNode(node: string): string | null {
   const parts = node.split("/").filter((s) => s !== "");
   if (parts.length < 2) return null;
   return stripModel(parts.slice(0, -1).join("."));

@@ -96,7 +96,7 @@ function mergeLocalize(shards: readonly Shard[], modelOrder: readonly string[]):
 }
 
 /** Refuses shards that cannot be joined; see the file comment. */
-export function checkShardsMatch(shards: readonly Shard[]): void {
+function checkShardsMatch(shards: readonly Shard[]): void {
   for (const s of shards) {
     if (typeof s.report.references.sha256 !== "string") {
       throw new HarnessError(`report merge: ${s.file} has no references.sha256 (written before shards carried the reference set's identity; run the shard again)`, ExitCode.usage);

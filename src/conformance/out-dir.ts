@@ -17,7 +17,7 @@ import { REPORTERS } from "./report/reporters";
  * Taken from the reporter registry (every format with a file inside the folder), so a new format
  * is protected the day it is added (results.csv was not).
  */
-export const REPORT_FILES: readonly string[] = REPORTERS.flatMap((r) => (typeof r.file === "string" ? [r.file] : []));
+const REPORT_FILES: readonly string[] = REPORTERS.flatMap((r) => (typeof r.file === "string" ? [r.file] : []));
 
 /**
  * The lock file a run holds in its report folder from the check to its last file, so that a second
@@ -25,7 +25,7 @@ export const REPORT_FILES: readonly string[] = REPORTERS.flatMap((r) => (typeof 
  * created with O_EXCL and holds {pid, start, host, started, command}; a lock whose process is gone
  * (or whose pid now belongs to a process started at another time) is stale and taken over.
  */
-export const LOCK_FILE = ".sd-harness.lock";
+const LOCK_FILE = ".sd-harness.lock";
 
 interface LockInfo {
   readonly pid: number; readonly start: string | null; readonly host: string; readonly started: string; readonly command: string;

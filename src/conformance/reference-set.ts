@@ -35,7 +35,7 @@ export interface ReferenceManifest {
  * word. Ids reach the terminal, asset file names and every report, so anything else (path
  * separators, "..", control characters, markup) is refused when the manifest is opened.
  */
-export const CASE_ID_PATTERN = /^[a-z][a-z0-9_]{0,31}:[A-Za-z0-9][A-Za-z0-9._+-]{0,159}$/;
+const CASE_ID_PATTERN = /^[a-z][a-z0-9_]{0,31}:[A-Za-z0-9][A-Za-z0-9._+-]{0,159}$/;
 /** a case file: relative, "/"-separated plain names (no "..", no leading dot, no backslash) */
 const CASE_FILE_PATTERN = /^(?:[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,199}\/){0,8}[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,199}$/;
 /** manifest.json of SD 1.5 with every trace is well under a megabyte */

@@ -13,12 +13,12 @@ import { HarnessError, ExitCode, ExitCodeValue, oneLine } from "../errors";
 import { Report, Status } from "./types";
 import { LOCALIZE_COMPONENTS } from "./localize-components";
 
-export const REPORT_FORMAT = "sd-harness-report/1";
+const REPORT_FORMAT = "sd-harness-report/1";
 
 /** report.json is a few MB even for SD 1.5 with series; a larger file is not one we wrote. */
-export const MAX_REPORT_BYTES = 256 << 20;
+const MAX_REPORT_BYTES = 256 << 20;
 /** one PNG of a triplet; SD 1.5's 512x512 RGB is under 1 MB */
-export const MAX_ASSET_BYTES = 64 << 20;
+const MAX_ASSET_BYTES = 64 << 20;
 
 const STATUSES: ReadonlySet<string> = new Set<Status>(["pass", "fail", "xfail", "xpass", "error", "skip"]);
 
@@ -42,7 +42,7 @@ export function safeFileName(text: string): string {
  * Why `rel` is not an acceptable asset path (relative, POSIX separators, under assets/, every
  * segment a plain name), or null when it is.
  */
-export function assetPathProblem(rel: string): string | null {
+function assetPathProblem(rel: string): string | null {
   if (rel.length === 0 || rel.length > 512) return "is empty or too long";
   if (path.isAbsolute(rel) || path.win32.isAbsolute(rel) || rel.startsWith("/")) return "is an absolute path";
   const parts = rel.split("/");

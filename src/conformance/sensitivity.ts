@@ -48,8 +48,8 @@ import { defaultRuntime } from "../runtime/index";
 export const DEFAULT_RELATIVES: readonly number[] = [1e-1, 1e-2, 1e-3, 1e-4];
 export const DEFAULT_SCALES: readonly number[] = [1.1, 1.01, 1.001];
 /** the targets: +1 % of any single weight, x1.01 of any attention projection */
-export const TARGET_RELATIVE = 1e-2;
-export const TARGET_SCALE = 1.01;
+const TARGET_RELATIVE = 1e-2;
+const TARGET_SCALE = 1.01;
 
 export interface SensitivityOptions {
   readonly model: string;
@@ -389,7 +389,7 @@ export async function runSensitivity(opts: SensitivityOptions): Promise<Sensitiv
 }
 
 /** Why the control run's non-passing cases are left out, each distinct reason counted on its own. */
-export function leftOut(excluded: readonly { readonly status: string; readonly message?: string }[]): string {
+function leftOut(excluded: readonly { readonly status: string; readonly message?: string }[]): string {
   if (excluded.length === 0) return "no case left out";
   const reasons = new Map<string, number>();
   for (const e of excluded) {
@@ -419,7 +419,7 @@ function regularFile(file: string, what: string): number {
  * as the initializer reader requires). Symlinks are materialized; nothing else is visited, so no
  * symlink is followed anywhere else in the folder.
  */
-export function copyModelFolder(folder: ModelFolder, dst: string): void {
+function copyModelFolder(folder: ModelFolder, dst: string): void {
   const files = modelFolderFiles(folder);
   for (const f of [...files]) {
     if (!f.rel.endsWith("model.onnx")) continue;

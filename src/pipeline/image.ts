@@ -24,8 +24,8 @@ export interface GrayImage {
 }
 
 /** The largest side and pixel count a PNG may declare: the largest output size (8192 x 8192). */
-export const MAX_IMAGE_SIDE = 8192;
-export const MAX_IMAGE_PIXELS = 8192 * 8192;
+const MAX_IMAGE_SIDE = 8192;
+const MAX_IMAGE_PIXELS = 8192 * 8192;
 
 const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 
@@ -197,7 +197,7 @@ export function tensorToImages(t: F32): RgbImage[] {
   return images;
 }
 
-export function denormalize(x: number): number {
+function denormalize(x: number): number {
   const y = Math.fround(Math.fround(x * 0.5) + 0.5);
   return y < 0 ? 0 : y > 1 ? 1 : y;
 }
@@ -240,7 +240,7 @@ function chunk(type: string, data: Buffer): Buffer {
  * A text chunk as PIL's PngInfo.add_text writes it: tEXt when the value is Latin-1, else iTXt
  * (UTF-8). A1111 and stable-diffusion.cpp read the `parameters` key from either.
  */
-export function textChunk(key: string, value: string): Buffer {
+function textChunk(key: string, value: string): Buffer {
   const latin1 = /^[\u0000-\u00ff]*$/.test(value);
   if (latin1) return chunk("tEXt", Buffer.concat([Buffer.from(key, "latin1"), Buffer.from([0]), Buffer.from(value, "latin1")]));
   // iTXt: keyword \0 compression-flag compression-method language-tag \0 translated-keyword \0 text

@@ -317,7 +317,7 @@ export function loadModelFolder(dir: string, options: LoadFolderOptions = {}): M
 }
 
 /** The scheduler keys a reference set's fingerprint records (scripts/make_references.py). */
-export const FINGERPRINT_SCHEDULER_KEYS = [
+const FINGERPRINT_SCHEDULER_KEYS = [
   "_class_name", "num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type",
   "steps_offset", "timestep_spacing", "clip_sample", "set_alpha_to_one", "skip_prk_steps",
 ] as const;

@@ -596,7 +596,7 @@ export function validateMaskSize(mask: { width: number; height: number }, width:
   }
 }
 
-export function validate(width: number, height: number, steps: number, guidance: number, perPrompt: number, strength: number, step: number): void {
+function validate(width: number, height: number, steps: number, guidance: number, perPrompt: number, strength: number, step: number): void {
   validateSize(width, height, step);
   if (!Number.isInteger(steps) || steps < 1 || steps > 1000) throw invalidParameter("steps", `${steps} must be an integer from 1 to 1000`);
   if (!Number.isFinite(guidance) || guidance < 0) throw invalidParameter("guidanceScale", `${guidance} must be a finite number >= 0`);
@@ -605,7 +605,7 @@ export function validate(width: number, height: number, steps: number, guidance:
 }
 
 /** F.interpolate(mode="nearest") of a [1, 1, H, W] mask to [batch, 1, h, w]: src = floor(dst * H / h). */
-export function resizeNearest(mask: F32, h: number, w: number, batch: number): F32 {
+function resizeNearest(mask: F32, h: number, w: number, batch: number): F32 {
   const [, , H, W] = mask.dims;
   const out = new Float32Array(batch * h * w);
   const sy = f(H / h);

@@ -20,7 +20,7 @@ function ort(): typeof Ort {
 }
 
 /** The onnxruntime-node version in use, for reports. */
-export const ORT_NODE_VERSION = packageVersion("onnxruntime-node");
+const ORT_NODE_VERSION = packageVersion("onnxruntime-node");
 
 function specs(meta: readonly Ort.InferenceSession.ValueMetadata[]): IOSpec[] {
   return meta.map((m) => ({ name: m.name, type: m.isTensor ? String(m.type) : "non-tensor", shape: m.isTensor ? (m.shape as (number | string)[]) : [] }));

@@ -23,7 +23,7 @@ import type { IOSpec, Runtime, RuntimeDescription, RuntimeSession, RuntimeTensor
 /** WebAssembly's 32-bit address space: the whole heap, weights and activations, fits in 4 GiB. */
 export const WASM_ADDRESS_SPACE = 4 * 1024 ** 3;
 
-export const ORT_WEB_VERSION = packageVersion("onnxruntime-web");
+const ORT_WEB_VERSION = packageVersion("onnxruntime-web");
 
 /**
  * The worker, as source: it needs nothing of the harness, so it is evaluated as is, from dist/

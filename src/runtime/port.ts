@@ -24,7 +24,7 @@ import { NotCoveredError } from "./types";
 import type { IOSpec, Runtime, RuntimeDescription, RuntimeSession, RuntimeTensor, SessionSettings } from "./types";
 
 /** The protocol version this harness speaks. */
-export const PORT_PROTOCOL = 1;
+const PORT_PROTOCOL = 1;
 export const DEFAULT_PORT_TIMEOUT_S = 600;
 /** A protocol line longer than this is not a protocol message (replies are a few hundred bytes). */
 const MAX_LINE = 1024 * 1024;
@@ -34,7 +34,7 @@ const STDERR_TAIL = 20;
 const SHUTDOWN_GRACE_MS = 3000;
 
 /** The protocol's operations, one per component; the model folder's subfolder names them. */
-export const PORT_OPERATIONS = ["text_encoder", "unet", "vae_decode", "vae_encode"] as const;
+const PORT_OPERATIONS = ["text_encoder", "unet", "vae_decode", "vae_encode"] as const;
 export type PortOperation = (typeof PORT_OPERATIONS)[number];
 const FOLDER_TO_OPERATION: Readonly<Record<string, PortOperation>> = {
   text_encoder: "text_encoder", unet: "unet", vae_decoder: "vae_decode", vae_encoder: "vae_encode",
@@ -55,7 +55,7 @@ const REQUIRED: Readonly<Record<PortOperation, { inputs: readonly string[]; outp
  * The inputs and outputs of an operation as protocol 1 defines them, where the port declares
  * none: what a stand-in for an uncovered component shows the pipeline.
  */
-export const CANONICAL_IO: Readonly<Record<PortOperation, { inputs: IOSpec[]; outputs: IOSpec[] }>> = {
+const CANONICAL_IO: Readonly<Record<PortOperation, { inputs: IOSpec[]; outputs: IOSpec[] }>> = {
   text_encoder: {
     inputs: [{ name: "input_ids", type: "int32", shape: ["batch", "sequence"] }],
     outputs: [{ name: "last_hidden_state", type: "float32", shape: ["batch", "sequence", "hidden"] }],
@@ -367,7 +367,7 @@ function str(v: unknown, max = 200): string | null {
 }
 
 /** The handshake reply, checked field by field; a breach is `why` for the caller's error. */
-export function checkHello(r: Record<string, unknown>): PortHello | string {
+function checkHello(r: Record<string, unknown>): PortHello | string {
   if (r.protocol !== PORT_PROTOCOL) return `speaks protocol ${JSON.stringify(r.protocol)}, sd-harness speaks ${PORT_PROTOCOL}`;
   const port = r.port;
   if (!isObject(port)) return "its handshake has no \"port\" object";

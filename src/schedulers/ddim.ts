@@ -15,7 +15,7 @@ import { vpScheduler } from "./families";
 
 const f = Math.fround;
 
-export function createDDIMScheduler(config: SchedulerConfig, numInferenceSteps: number, opts: SchedulerOptions = {}): Scheduler<NoState> {
+function createDDIMScheduler(config: SchedulerConfig, numInferenceSteps: number, opts: SchedulerOptions = {}): Scheduler<NoState> {
   rejectUnsupported(config, "DDIMScheduler", { thresholding: (v) => v === true });
   const eta = opts.eta ?? 0;
   if (!(eta >= 0) || !Number.isFinite(eta)) throw new HarnessError(`DDIM eta must be a number >= 0, got ${eta}`, ExitCode.usage);

@@ -17,7 +17,7 @@ import { vpScheduler } from "./families";
 
 const f = Math.fround;
 
-export function createDDPMScheduler(config: SchedulerConfig, numInferenceSteps: number): Scheduler<NoState> {
+function createDDPMScheduler(config: SchedulerConfig, numInferenceSteps: number): Scheduler<NoState> {
   rejectUnsupported(config, "DDPMScheduler", {
     thresholding: (v) => v === true,
     variance_type: (v) => v !== "fixed_small" && v !== "fixed_large",

@@ -32,7 +32,7 @@ const f = Math.fround;
 const NAME = "DPMSolverMultistepScheduler";
 
 /** float32 exp of a scalar, correctly rounded (see the precision note above). */
-export const expF32 = (x: number): number => f(Math.exp(x));
+const expF32 = (x: number): number => f(Math.exp(x));
 
 /** `raw` config value that may be a number, a JSON-unfriendly infinity spelled as a string, or null. */
 function rawNumber(config: SchedulerConfig, key: string, fallback: number): number {
@@ -61,7 +61,7 @@ function lastTimestep(alphasCumprod: Float32Array, lambdaMinClipped: number): nu
  * The data prediction x0 = D(x_t) that DPM-Solver++ integrates (Lu et al. 2022b, eq. 9), from the
  * model's epsilon / v / x0 output, in float32 ops.
  */
-export function dataPrediction(prediction: PredictionType, modelOutput: Float32Array, sample: Float32Array, sigma: number): Float32Array {
+function dataPrediction(prediction: PredictionType, modelOutput: Float32Array, sample: Float32Array, sigma: number): Float32Array {
   const vp = vpAlphaSigma(sigma);
   return vpPredictX0(prediction, modelOutput, sample, vp.alpha, vp.sigma);
 }
@@ -164,7 +164,7 @@ function thirdOrderUpdate(p: StepPoints, lambdaS1: number, lambdaS2: number, sam
   return out;
 }
 
-export function createDpmSolverMultistepScheduler(config: SchedulerConfig, numInferenceSteps: number, _opts?: SchedulerOptions): Scheduler<DpmState> {
+function createDpmSolverMultistepScheduler(config: SchedulerConfig, numInferenceSteps: number, _opts?: SchedulerOptions): Scheduler<DpmState> {
   rejectUnsupported(config, NAME, {
     algorithm_type: (v) => v !== "dpmsolver++" && v !== "deis",
     thresholding: (v) => v === true,

@@ -19,7 +19,7 @@ import { kScheduler } from "./families";
 
 const f = Math.fround;
 
-export function createEulerAncestralScheduler(config: SchedulerConfig, numInferenceSteps: number): Scheduler<NoState> {
+function createEulerAncestralScheduler(config: SchedulerConfig, numInferenceSteps: number): Scheduler<NoState> {
   const { timesteps, sigmas, initNoiseSigma } = kDiffusionSchedule(config, numInferenceSteps, "EulerAncestralDiscreteScheduler", {
     sigmaSchedule: "default",
     finalSigmasType: "zero",

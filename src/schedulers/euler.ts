@@ -19,7 +19,7 @@ import { kScheduler } from "./families";
 
 const f = Math.fround;
 
-export function createEulerScheduler(config: SchedulerConfig, numInferenceSteps: number): Scheduler<NoState> {
+function createEulerScheduler(config: SchedulerConfig, numInferenceSteps: number): Scheduler<NoState> {
   rejectUnsupported(config, "EulerDiscreteScheduler", {
     interpolation_type: (v) => v !== "linear",
     timestep_type: (v) => v !== "discrete",

@@ -58,7 +58,7 @@ function repeatAfterFirst(values: ArrayLike<number>): Float32Array {
   return out;
 }
 
-export function createHeunScheduler(config: SchedulerConfig, numInferenceSteps: number, _opts?: SchedulerOptions): Scheduler<HeunState> {
+function createHeunScheduler(config: SchedulerConfig, numInferenceSteps: number, _opts?: SchedulerOptions): Scheduler<HeunState> {
   checkStepCount(NAME, numInferenceSteps);
   // the k-diffusion schedule before Heun's doubling, always ending at sigma 0
   const schedule = kDiffusionSchedule(config, numInferenceSteps, NAME, { sigmaSchedule: config.sigmaSchedule, finalSigmasType: "zero" });

@@ -58,17 +58,12 @@ export function findScheduler(nameOrClass: string): SchedulerDescriptor | undefi
   return SCHEDULERS.find((d) => d.id === lower) ?? SCHEDULERS.find((d) => d.className.toLowerCase() === lower);
 }
 
-/** The short name for a short name or a diffusers class name (case-insensitive), or undefined. */
-export function resolveSchedulerName(nameOrClass: string): string | undefined {
-  return findScheduler(nameOrClass)?.id;
-}
-
 /**
  * The choice a resolved config runs as: among the class's descriptors, the last whose overrides the
  * config satisfies, so a model whose own DPMSolverMultistep config sets use_karras_sigmas runs (and
  * is named) as dpm++2m-karras.
  */
-export function schedulerFor(cfg: SchedulerConfig): SchedulerDescriptor | undefined {
+function schedulerFor(cfg: SchedulerConfig): SchedulerDescriptor | undefined {
   let found: SchedulerDescriptor | undefined;
   for (const d of SCHEDULERS) {
     if (d.className === cfg.className && Object.entries(d.overrides ?? {}).every(([k, v]) => cfg.raw[k] === v)) found = d;
@@ -159,7 +154,7 @@ function choice(nameOrClass: string): SchedulerDescriptor {
  * chosen class sees (the model's file, the choice's forced keys, then the sigma schedule's keys), the
  * registry choice it runs as, and its sigma schedule (undefined for the schedulers without sigmas).
  */
-export function resolveChoice(
+function resolveChoice(
   nameOrClass: string,
   cfg: SchedulerConfig,
   sigmas?: SigmaScheduleName,

@@ -38,7 +38,7 @@ const WGK = [
 ];
 
 /** QUADPACK's 21-point Gauss-Kronrod rule on [a, b] (dqk21's result; same summation order). */
-export function gaussKronrod21(fn: (x: number) => number, a: number, b: number): number {
+function gaussKronrod21(fn: (x: number) => number, a: number, b: number): number {
   const centr = 0.5 * (a + b);
   const hlgth = 0.5 * (b - a);
   let resk = WGK[10] * fn(centr);

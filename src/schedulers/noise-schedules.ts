@@ -15,7 +15,7 @@ const f = Math.fround;
  * betas_for_alpha_bar with the cosine alpha_bar of Nichol & Dhariwal (2021), eq. 17,
  * clipped at max_beta 0.999 (computed in float64 as diffusers does, then cast to float32).
  */
-export function cosineBetas(n: number, maxBeta = 0.999): Float32Array {
+function cosineBetas(n: number, maxBeta = 0.999): Float32Array {
   const alphaBar = (t: number) => {
     const c = Math.cos(((t + 0.008) / 1.008) * Math.PI / 2);
     return c * c; // Python's `** 2` on a float is exactly c * c
@@ -28,7 +28,7 @@ export function cosineBetas(n: number, maxBeta = 0.999): Float32Array {
 }
 
 /** The training betas (float32) from the config. */
-export function makeBetas(config: SchedulerConfig): Float32Array {
+function makeBetas(config: SchedulerConfig): Float32Array {
   const n = config.numTrainTimesteps;
   if (config.trainedBetas) return Float32Array.from(config.trainedBetas);
   switch (config.betaSchedule) {
@@ -61,7 +61,7 @@ export function alphasCumprod(betas: Float32Array): Float32Array {
 /**
  * Zero-terminal-SNR rescaling (Lin et al. 2023, Algorithm 1), as diffusers' rescale_zero_terminal_snr.
  */
-export function rescaleZeroTerminalSnr(betas: Float32Array): Float32Array {
+function rescaleZeroTerminalSnr(betas: Float32Array): Float32Array {
   const ac = alphasCumprod(betas);
   const sqrt = ac.map((a) => f(Math.sqrt(a)));
   const first = sqrt[0];
@@ -96,7 +96,7 @@ export function discreteTimesteps(config: SchedulerConfig, n: number): number[] 
 }
 
 /** sigma_t = sqrt((1 - ᾱ_t) / ᾱ_t) for every training timestep (float32, as torch computes it). */
-export function trainingSigmas(alphasCum: Float32Array): Float32Array {
+function trainingSigmas(alphasCum: Float32Array): Float32Array {
   return alphasCum.map((a) => f(Math.sqrt(f(f(1 - a) / a))));
 }
 
@@ -106,7 +106,7 @@ export function trainingSigmas(alphasCum: Float32Array): Float32Array {
  * log-sigma between neighbouring training timesteps (diffusers' _sigma_to_t). `logSigmas` are
  * np.log of the float32 training sigmas, i.e. float32 values from npLogF32; sigma is float64.
  */
-export function sigmaToT(sigma: number, logSigmas: ArrayLike<number>): number {
+function sigmaToT(sigma: number, logSigmas: ArrayLike<number>): number {
   const logSigma = Math.log(Math.max(sigma, 1e-10));
   const n = logSigmas.length;
   // index of the last training log-sigma not above logSigma (log-sigmas increase with t)
@@ -135,7 +135,7 @@ export function trainingSchedule(config: SchedulerConfig): { betas: Float32Array
  * "linspace"; integers (+ steps_offset) for "leading"; round(arange(N, 0, -N/n)) - 1 for "trailing".
  * Descending, float32 values held in float64.
  */
-export function sigmaTimesteps(config: SchedulerConfig, n: number): Float64Array {
+function sigmaTimesteps(config: SchedulerConfig, n: number): Float64Array {
   const N = config.numTrainTimesteps;
   switch (config.timestepSpacing) {
     case "linspace":
@@ -150,7 +150,7 @@ export function sigmaTimesteps(config: SchedulerConfig, n: number): Float64Array
 }
 
 /** Training sigmas at (fractional) timesteps: np.interp(t, arange(N), sigmas) in float64. */
-export function interpSigmas(timesteps: ArrayLike<number>, trainSigmas: Float32Array): Float64Array {
+function interpSigmas(timesteps: ArrayLike<number>, trainSigmas: Float32Array): Float64Array {
   const xp = Float64Array.from({ length: trainSigmas.length }, (_, i) => i);
   return Float64Array.from(timesteps, (t) => npInterp(t, xp, trainSigmas));
 }
@@ -160,7 +160,7 @@ export function interpSigmas(timesteps: ArrayLike<number>, trainSigmas: Float32A
  * EulerDiscrete / LMS / Heun's set_timesteps build it: sigma_max, sigma_min = the interpolated
  * sigmas' ends; t from _sigma_to_t on log-sigmas computed by numpy's float32 log (npLogF32).
  */
-export function respacedSchedule(
+function respacedSchedule(
   name: Exclude<SigmaScheduleName, "default">,
   interpolated: Float64Array,
   trainSigmas: Float32Array,
@@ -172,7 +172,7 @@ export function respacedSchedule(
 }
 
 /** A float64 schedule cast to float32 with a final sigma appended (np.concatenate(...).astype(float32)). */
-export function withFinalSigma(sigmas: ArrayLike<number>, last: number): Float32Array {
+function withFinalSigma(sigmas: ArrayLike<number>, last: number): Float32Array {
   const out = new Float32Array(sigmas.length + 1);
   out.set(Float32Array.from(sigmas));
   out[sigmas.length] = last;
@@ -184,7 +184,7 @@ export function withFinalSigma(sigmas: ArrayLike<number>, last: number): Float32
  * The sigma after the last step, per final_sigmas_type: 0 (denoise fully) or sigma_min, the smallest
  * sigma of the schedule the caller names (the training sigma_min, or a re-spaced schedule's own for UniPC).
  */
-export function finalSigma(finalSigmasType: string, sigmaMin: number, className: string): number {
+function finalSigma(finalSigmasType: string, sigmaMin: number, className: string): number {
   switch (finalSigmasType) {
     case "zero":
       return 0;
@@ -223,7 +223,7 @@ export function kDiffusionSchedule(
 }
 
 /** init_noise_sigma of the k-diffusion family: max sigma, or sqrt(max^2 + 1) for "leading" spacing. */
-export function kInitNoiseSigma(sigmas: Float32Array, spacing: TimestepSpacing): number {
+function kInitNoiseSigma(sigmas: Float32Array, spacing: TimestepSpacing): number {
   let m = -Infinity;
   for (const s of sigmas) m = Math.max(m, s);
   return spacing === "leading" ? f(Math.sqrt(f(f(m * m) + 1))) : m;
@@ -234,7 +234,7 @@ export function kInitNoiseSigma(sigmas: Float32Array, spacing: TimestepSpacing):
  * (t = 0 end) dropped for "linspace" / "leading", round(arange(last, 0, -N/n)) - 1 for "trailing".
  * `last` is the number of usable training timesteps (N unless lambda_min_clipped cuts the tail).
  */
-export function solverTimesteps(config: SchedulerConfig, n: number, last: number): number[] {
+function solverTimesteps(config: SchedulerConfig, n: number, last: number): number[] {
   const N = config.numTrainTimesteps;
   switch (config.timestepSpacing) {
     case "linspace":

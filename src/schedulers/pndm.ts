@@ -42,7 +42,7 @@ function combine(terms: ReadonlyArray<readonly [number, Float32Array]>): Float32
   return out;
 }
 
-export function createPNDMScheduler(config: SchedulerConfig, numInferenceSteps: number): Scheduler<PndmState> {
+function createPNDMScheduler(config: SchedulerConfig, numInferenceSteps: number): Scheduler<PndmState> {
   const { alphasCumprod: ac } = trainingSchedule(config);
   const N = config.numTrainTimesteps;
   const n = numInferenceSteps;

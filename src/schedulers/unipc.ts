@@ -157,7 +157,7 @@ function unipcState(state: UniPcState, order: number): UniPcState {
   return s as UniPcState;
 }
 
-export function createUniPCScheduler(config: SchedulerConfig, numInferenceSteps: number, _opts?: SchedulerOptions): Scheduler<UniPcState> {
+function createUniPCScheduler(config: SchedulerConfig, numInferenceSteps: number, _opts?: SchedulerOptions): Scheduler<UniPcState> {
   rejectUnsupported(config, NAME, {
     thresholding: (v) => v === true,
     solver_p: (v) => v !== null,

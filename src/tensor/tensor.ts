@@ -29,7 +29,7 @@ export function zeros(dims: readonly number[]): F32 {
   return f32(new Float32Array(numel(dims)), dims);
 }
 
-export function shapeEquals(a: readonly number[], b: readonly number[]): boolean {
+function shapeEquals(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
@@ -55,12 +55,6 @@ export function concat0(parts: readonly F32[]): F32 {
   return f32(out, [batch, ...inner]);
 }
 
-/** Rows [start, end) along axis 0, as a view (no copy). */
-export function slice0(t: F32, start: number, end: number): F32 {
-  const inner = numel(t.dims.slice(1));
-  return f32(t.data.subarray(start * inner, end * inner), [end - start, ...t.dims.slice(1)]);
-}
-
 /** Concatenate along axis 1 (channels) for [B, C, H, W] tensors. */
 export function concatChannels(parts: readonly F32[]): F32 {
   const [b, , h, w] = parts[0].dims;
@@ -79,11 +73,4 @@ export function concatChannels(parts: readonly F32[]): F32 {
     }
   }
   return f32(out, [b, channels, h, w]);
-}
-
-/** Repeat a [1, ...] or [n, ...] tensor so that axis 0 has `times` × the rows (torch.repeat on dim 0). */
-export function repeat0(t: F32, times: number): F32 {
-  const out = new Float32Array(t.data.length * times);
-  for (let i = 0; i < times; i++) out.set(t.data, i * t.data.length);
-  return f32(out, [t.dims[0] * times, ...t.dims.slice(1)]);
 }

@@ -9,11 +9,6 @@ import { HarnessError, ExitCode } from "../errors";
 
 const pending = new Set<string>();
 
-/** Temporary files not yet renamed into place (the CLI removes them on SIGINT). */
-export function pendingTemporaries(): readonly string[] {
-  return [...pending];
-}
-
 /**
  * Folders a run is filling that must not outlive an interrupt: "tree" folders (staged assets) are
  * removed with their contents, "ifEmpty" folders (a report folder the run created) only when empty.

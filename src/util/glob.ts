@@ -19,10 +19,6 @@ export function compileGlob(glob: string): GlobMatcher {
   return { glob, test: (text: string) => literals <= text.length && wildcardMatch(pattern, text) };
 }
 
-export function globMatches(glob: string, text: string): boolean {
-  return compileGlob(glob).test(text);
-}
-
 /** Greedy wildcard matching: on a mismatch, let the last `*` swallow one more character. */
 function wildcardMatch(p: string, t: string): boolean {
   let i = 0; // in t

@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 
 /** The ISA features that change which kernels onnxruntime and PyTorch run, in /proc/cpuinfo's names. */
-export const KERNEL_ISA = ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16"] as const;
+const KERNEL_ISA = ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16"] as const;
 
 export interface MachineInfo {
   readonly model: string;

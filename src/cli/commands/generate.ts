@@ -113,7 +113,7 @@ function checkInitImageSize(file: string, h: PngHeader, width: number | undefine
   }
 }
 
-export function outputPaths(out: string, count: number): string[] {
+function outputPaths(out: string, count: number): string[] {
   if (count === 1) return [out];
   const ext = path.extname(out) || ".png";
   const base = out.slice(0, out.length - path.extname(out).length);

@@ -14,8 +14,6 @@ import { ReportFolder } from "../../conformance/out-dir";
 import { writeFileAtomic } from "../../util/atomic";
 import { LAYER_KINDS } from "../../conformance/layer-kinds";
 
-export const SENSITIVITY_FILES = ["sensitivity.json", "sensitivity.md", "sensitivity.html"] as const;
-
 function parser(argv: string[]) {
   return yargs(argv)
     .scriptName("sd-harness sensitivity")
@@ -56,7 +54,7 @@ function sizeList(flag: string, v: unknown, min: number, max: number): number[] 
   return parts.map((p) => numFlag(flag, p, min, max));
 }
 
-export function writeSensitivity(dir: string, report: SensitivityReport): void {
+function writeSensitivity(dir: string, report: SensitivityReport): void {
   writeFileAtomic(path.join(dir, "sensitivity.json"), JSON.stringify(report, (_k, v) => (typeof v === "number" && !Number.isFinite(v) ? String(v) : v), 1) + "\n");
   writeFileAtomic(path.join(dir, "sensitivity.md"), renderSensitivityMarkdown(report));
   writeFileAtomic(path.join(dir, "sensitivity.html"), renderSensitivityHtml(report));

@@ -8,7 +8,7 @@ import { renderMarkdown } from "./markdown";
 import type { Reporter } from "./reporter";
 
 /** GitHub's limit for one step's summary, in bytes. */
-export const STEP_SUMMARY_LIMIT = 1024 * 1024;
+const STEP_SUMMARY_LIMIT = 1024 * 1024;
 
 const CUT_NOTE = "\n\n_(cut here: GitHub shows at most 1 MiB of a step's summary; the whole report is summary.md and report.html in the report folder)_\n";
 

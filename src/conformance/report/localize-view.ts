@@ -77,7 +77,7 @@ export function localizeMarkdown(report: Report, md: Escape): string[] {
 // ---- HTML -------------------------------------------------------------------------------------
 
 /** The block a module belongs to, for the chart's axis: `down_blocks.1`, `text_model.encoder.layers.2`, `decoder.mid_block`. */
-export function blockOf(module: string): string {
+function blockOf(module: string): string {
   const p = module.split(".");
   // the component's wrappers (CLIPTextModel.text_model.encoder, AutoencoderKL.decoder / .encoder)
   let w = 0;

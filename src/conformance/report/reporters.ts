@@ -27,7 +27,7 @@ export const REPORTERS: readonly Reporter[] = [jsonReporter, markdownReporter, j
  * and a write that fails (a full disk), come back as one warning line, and the run's exit code
  * stays what its cases made it. Returns the warning, or null when the content was appended.
  */
-export function appendOutside(target: string, content: string | Uint8Array, what: string): string | null {
+function appendOutside(target: string, content: string | Uint8Array, what: string): string | null {
   const refuse = (why: string) => `${target}: the ${what} was not written: ${why}`;
   let st: fs.Stats | null = null;
   try {

@@ -19,7 +19,7 @@ export interface Row {
 }
 
 /** The kind's figure over its sampled tensors: the weakest sample decides ("any weight"). */
-export function ladderFigure(ls: readonly LadderSummary[], mode: "single" | "scale"): { text: string; by: string } {
+function ladderFigure(ls: readonly LadderSummary[], mode: "single" | "scale"): { text: string; by: string } {
   if (ls.length === 0) return { text: "—", by: "" };
   const missedAll = ls.filter((l) => l.smallestCaught === null);
   if (missedAll.length) {
@@ -52,14 +52,14 @@ export function rows(report: SensitivityReport): Row[] {
   });
 }
 
-export function deciderText(d: Decider | null): string {
+function deciderText(d: Decider | null): string {
   if (!d) return "";
   if (Number.isNaN(d.value)) return `${d.caseId}: ${d.metric}`;
   return `${d.caseId} ${d.tensor} ${d.metric} ${formatNumber(d.value)} vs limit ${formatNumber(d.limit)} (${formatNumber(d.ratio)}× the limit)`;
 }
 
 /** Misses at the target sizes, one line each, with how close the nearest check came. */
-export function missLines(report: SensitivityReport): string[] {
+function missLines(report: SensitivityReport): string[] {
   const out: string[] = [];
   for (const k of report.kinds) {
     for (const [mode, t] of [["single", k.atTarget.single], ["scale", k.atTarget.scale]] as const) {

@@ -36,7 +36,7 @@ function linearTicks(lo: number, hi: number, target: number, integer: boolean): 
   return { lo: start, hi: end, ticks };
 }
 
-export function isLogMetric(metric: string): boolean {
+function isLogMetric(metric: string): boolean {
   return /abs|rmse|rel|ulp|err|diff/i.test(metric);
 }
 
