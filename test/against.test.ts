@@ -98,3 +98,29 @@ test("--localize --against: module by module between two ports, the perturbed co
   // against a port, everything before the perturbed conv is identical, not merely within its limit
   for (const c of unet) expect(c.modules.filter((m) => m.position < c.first!.position).every((m) => m.relL2 === 0)).toBe(true);
 });
+
+test("--against on a set with a float64 floor: the fp32 profile judges excess over two envelopes (A and B are both float32), not without_floor's limits", async () => {
+  const broken = copyModel(TINY, tmp, "broken-floor");
+  scaleInitializers(path.join(broken, "unet", "model.onnx"), (n) => n === "model.down_blocks.1.resnets.0.conv1.weight", 1.05, 64);
+  const out = path.join(tmp, "floor");
+  const c = await main(["conformance", "--model", `${TINY}=self`, "--model", `${broken}=broken`, "--against", `${TINY}=fp32`, "--profile", "fp32",
+    "--only", "unet:txt2img-pndm-64x64-step00", "--only", "text_encoder:astronaut", "--threads", "1", "--quiet", "--out", out], io);
+  expect(c).toBe(1);
+  const r = parseReportJson(fs.readFileSync(path.join(out, "report.json"), "utf8"));
+  for (const x of r.results) {
+    expect(x.tolerance.source).not.toMatch(/without_floor/);
+    expect(x.float64Floor).toBe("yes, doubled: fp32's outputs are a float32 computation too");
+    for (const m of Object.values(x.metrics)) {
+      expect(m.excess).toBeDefined();
+      // the floor doubled: every tensor's divisor is twice its envelope
+      expect(m.excess).toBeCloseTo(m.relL2 / m.floorRelL2!, 12);
+    }
+  }
+  const status = (model: string, id: string) => r.results.find((x) => x.model === model && x.id === id)!;
+  expect(status("self", "unet:txt2img-pndm-64x64-step00").status).toBe("pass");
+  expect(status("self", "unet:txt2img-pndm-64x64-step00").metrics.out_sample.excess).toBe(0);
+  expect(status("broken", "text_encoder:astronaut").status).toBe("pass");
+  const u = status("broken", "unet:txt2img-pndm-64x64-step00");
+  expect(u.status).toBe("fail");
+  expect(u.metrics.out_sample.excess).toBeGreaterThan(8);
+}, 300_000);

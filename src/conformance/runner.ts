@@ -21,7 +21,7 @@ import { runStage, defOfResult, stageDef, StageContext, StageOutcome } from "./s
 import { computeCoverage } from "./coverage";
 import { checkFingerprint } from "./fingerprint";
 import { loadModelFolder } from "../pipeline/model-folder";
-import { CaseResult, ModelInfo, Report, Status, isFailing, summarize } from "./types";
+import { CaseResult, ModelInfo, Report, Status, TensorMetrics, isFailing, summarize } from "./types";
 import { writeReports, ReporterEnv } from "./report/reporters";
 import { headline } from "./headline";
 import { VERSION, ORT_VERSION } from "../cli/defaults";
@@ -31,7 +31,7 @@ import { NotCoveredError } from "../runtime/types";
 import type { Runtime } from "../runtime/types";
 import { defaultRuntime } from "../runtime/index";
 import { runAgainst } from "./against";
-import { hasFloor, peakAmplification, withFloor, worstExcess } from "./float64-floor";
+import { excessRatio, hasFloor, peakAmplification, withFloor, worstExcess } from "./float64-floor";
 import { describeMachine } from "../util/machine";
 
 export interface ModelSpec {
@@ -235,7 +235,7 @@ async function runCases(
         await new Promise<void>((r) => setImmediate(r));
         if (opts.signal?.aborted) throw new HarnessError("interrupted", ExitCode.interrupted);
         const t0 = process.hrtime.bigint();
-        const tolerance = resolve(tol, opts.profile, c.kind, c.id, spec.label, !against && hasFloor(refs, c));
+        const tolerance = resolve(tol, opts.profile, c.kind, c.id, spec.label, hasFloor(refs, c));
         let result: CaseResult;
         // a runtime that runs only some components (a port) says which stages it leaves uncovered
         const notCovered = runtimeOf(opts).notCovered?.(stageDef(c.kind).components) ?? null;
@@ -319,9 +319,9 @@ async function runCase(
   ctx: StageContext, c: CaseDef, label: string, refs: ReferenceSet, against: { pipe: StableDiffusionPipeline; label: string } | null,
 ): Promise<Ran> {
   const raw = against ? await runAgainst(ctx, against.pipe, against.label, c, label) : await runStage(ctx, c, label);
-  // the float64 floor speaks of drift against PyTorch's float32 reference, not against another port
-  const floored = against || raw.skip ? null : withFloor(refs, c, raw.metrics);
+  const floored = raw.skip ? null : withFloor(refs, c, raw.metrics);
   if (!floored) return { outcome: raw };
+  if (against) return againstFloor(raw, floored, against.label);
   const amp = floored.amplification;
   // the loop's own sensitivity beside our per-step drift: two float64 runs one float32 ulp apart
   const series = amp && raw.series ? [...raw.series, { name: "float64 runs one ulp apart", metric: "relL2", values: [...amp.stepsRelL2] }] : raw.series;
@@ -331,6 +331,21 @@ async function runCase(
     ...(amp ? { amplification: peakAmplification(amp) } : {}),
     ...(floored.unfixable ? { unfixable: floored.unfixable } : {}),
   };
+}
+
+/**
+ * --against on a set with a float64 floor: A and B are both float32 computations, and two correct
+ * ones differ by up to the sum of their distances from float64 (triangle inequality), so the floor
+ * of A against B is twice the envelope; excess divides by that, and the limits are the profile's
+ * (not without_floor's). The loop's amplification speaks of the reference loop, not B's: left out.
+ */
+function againstFloor(raw: StageOutcome, floored: ReturnType<typeof withFloor>, label: string): Ran {
+  const metrics: Record<string, TensorMetrics> = {};
+  for (const [name, m] of Object.entries(floored.metrics)) {
+    metrics[name] = m.excess === undefined || m.floorRelL2 === undefined ? m : { ...m, floorRelL2: 2 * m.floorRelL2, excess: excessRatio(m.relL2, 2 * m.floorRelL2) };
+  }
+  const float64Floor = floored.float64Floor?.startsWith("yes") ? `yes, doubled: ${label}'s outputs are a float32 computation too` : floored.float64Floor;
+  return { outcome: { ...raw, metrics }, ...(float64Floor !== undefined ? { float64Floor } : {}), ...(floored.unfixable ? { unfixable: floored.unfixable } : {}) };
 }
 
 interface Ran {
