@@ -32,7 +32,18 @@ function capture(): CliIO & { stderr: () => string } {
 }
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sdh-port-"));
-afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+/** the ports' temporary folders are made here (os.tmpdir() reads TMPDIR): leftovers are this file's own */
+const portTmp = path.join(tmp, "tmpdir");
+const savedTmpdir = process.env.TMPDIR;
+beforeAll(() => {
+  fs.mkdirSync(portTmp);
+  process.env.TMPDIR = portTmp;
+});
+afterAll(() => {
+  if (savedTmpdir === undefined) delete process.env.TMPDIR;
+  else process.env.TMPDIR = savedTmpdir;
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
 
 async function run(name: string, extra: string[]): Promise<{ code: number; err: string; report: Report }> {
   const io = capture();
@@ -80,7 +91,7 @@ test("a port in Node gives ort-node's figures bit for bit; the stages of sd-harn
   expect(report.run.versions["node-port"]).toBe("1.0.0");
   expect(err).toMatch(/^not covered: stage tokenizer: no case judged: not covered: this stage runs sd-harness's own code/m);
   expect(err).toMatch(/^PASS: .* on port \(node-port 1\.0\.0/m);
-  expect(fs.readdirSync(os.tmpdir()).filter((f) => f.startsWith("sd-harness-port-"))).toEqual([]);
+  expect(fs.readdirSync(portTmp)).toEqual([]);
 });
 
 test("components a port does not run are reported as not covered, with its reason, never as errors", async () => {
