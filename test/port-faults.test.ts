@@ -73,6 +73,7 @@ describe.each([
   ["crash@run:unet", /port node-port: unet run: the port exited \(code 3\)/],
   ["hang@run:unet", /port node-port: unet run: no reply within 8 s \(--port-timeout\); its process group was ended/],
   ["garbage@run:unet", /port node-port: unet run: wrote a line on stdout that is not a protocol reply: "loading weights\.\.\. 100%" \(a port logs to stderr\)/],
+  ["wrongid@run:unet", /port node-port: unet run: replied to request \d+, which is not pending/],
   ["nofile@run:unet", /port node-port: unet run: replied ok but wrote no output file \d+-out\.safetensors/],
   ["shape@run:unet", /port node-port: unet run: output out_sample has shape \[512\], expected \[2, 4, 8, 8\] for inputs sample \[2, 4, 8, 8\]/],
   ["dtype@run:unet", /port node-port: unet run: output out_sample is float64, but the port declared float32 at load/],

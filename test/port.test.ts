@@ -11,7 +11,7 @@ import * as path from "node:path";
 import { main } from "../src/cli/main";
 import { CliIO } from "../src/cli/io";
 import { parseReportJson } from "../src/conformance/runner";
-import { splitCommand } from "../src/runtime/port";
+import { splitCommand, checkHello } from "../src/runtime/port";
 import type { Report } from "../src/conformance/types";
 
 const ROOT = path.resolve(__dirname, "..");
@@ -74,6 +74,17 @@ test("splitCommand splits as a shell would, without expanding anything", () => {
   expect(splitCommand(`python3 'my port.py' --a "b \\"c\\"" d\\ e $HOME`)).toEqual(["python3", "my port.py", "--a", 'b "c"', "d e", "$HOME"]);
   expect(() => splitCommand("  ")).toThrow(/--port: empty command/);
   expect(() => splitCommand("python 'x")).toThrow(/--port: unterminated single quote/);
+});
+
+test("a handshake is checked field by field; what it leaves out is not covered, with a reason", () => {
+  const port = { name: "p", version: "1", device: "cpu", precision: "f32" };
+  const ok = checkHello({ protocol: 1, port, components: { unet: { supported: true }, vae_decode: { supported: false } } });
+  expect(ok).toMatchObject({ name: "p", backend: "port", components: { unet: null, vae_decode: "the port gave no reason", text_encoder: "the port's handshake does not list it" } });
+  expect(checkHello({ protocol: 2, port, components: {} })).toBe("speaks protocol 2, sd-harness speaks 1");
+  expect(checkHello({ protocol: 1, port: { ...port, device: "" }, components: {} })).toBe("its handshake's port.device is not a non-empty string");
+  expect(checkHello({ protocol: 1, port, components: { vae: { supported: true } } })).toMatch(/^its handshake names an unknown component "vae" \(protocol 1 has text_encoder, unet, vae_decode, vae_encode\)$/);
+  expect(checkHello({ protocol: 1, port, components: { unet: true } })).toBe('its handshake\'s components.unet is not {"supported": true|false, ...}');
+  expect(checkHello({ protocol: 1, port })).toBe('its handshake has no "components" object');
 });
 
 test("a port in Node gives ort-node's figures bit for bit; the stages of sd-harness's own code are not covered", async () => {

@@ -367,7 +367,7 @@ function str(v: unknown, max = 200): string | null {
 }
 
 /** The handshake reply, checked field by field; a breach is `why` for the caller's error. */
-function checkHello(r: Record<string, unknown>): PortHello | string {
+export function checkHello(r: Record<string, unknown>): PortHello | string {
   if (r.protocol !== PORT_PROTOCOL) return `speaks protocol ${JSON.stringify(r.protocol)}, sd-harness speaks ${PORT_PROTOCOL}`;
   const port = r.port;
   if (!isObject(port)) return "its handshake has no \"port\" object";
