@@ -132,6 +132,24 @@ test("--port and --runtime together are refused in one line; a bad --port-timeou
   expect(io2.stderr()).toMatch(/^sd-harness: error: --port-timeout: "soon" is not a number/);
 });
 
+test("generate --port: the same PNG as ort-node for the same seed; a component the port leaves out is one line, exit 2", async () => {
+  const gen = async (name: string, extra: string[]) => {
+    const io = capture();
+    const out = path.join(tmp, name);
+    const code = await main(["generate", "--prompt", "a red cube", "--steps", "2", "--seed", "7", "--out", out, ...extra], io);
+    return { code, err: io.stderr(), png: code === 0 ? fs.readFileSync(out) : null };
+  };
+  const ours = await gen("port.png", ["--port", nodePort()]);
+  const ref = await gen("ort.png", []);
+  expect(ours.code).toBe(0);
+  expect(ours.png!.equals(ref.png!)).toBe(true);
+  const none = await gen("none.png", ["--port", nodePort("--fault", "unsupported:vae_decode")]);
+  expect(none.code).toBe(2);
+  expect(none.err).toMatch(/^sd-harness: error: not covered: port node-port does not run vae_decode: node-port leaves vae_decode out\n$/m);
+  expect(fs.existsSync(path.join(tmp, "none.png"))).toBe(false);
+  expect(fs.readdirSync(portTmp)).toEqual([]);
+});
+
 describe("the Python reference adapter (ports/onnxruntime)", () => {
   if (!fs.existsSync(PYTHON)) {
     beforeAll(() => console.log(`port: ${PYTHON} not found (scripts/setup.sh makes it); ports/onnxruntime is not judged`));

@@ -6,6 +6,7 @@
  * the project's (src/tensor/), so judging never knows which runtime produced a tensor.
  */
 import type { Tensor, TypedData } from "../tensor/tensor";
+import { HarnessError, ExitCode } from "../errors";
 
 /** A tensor as it crosses the runtime boundary: float16 travels as its raw bits in a Uint16Array. */
 export type RuntimeTensor = Tensor<TypedData>;
@@ -77,9 +78,10 @@ export interface Runtime {
  * A component the runtime does not run (a port that lists it as unsupported, with its reason):
  * the cases that need it are reported as skipped, "not covered", never as errors.
  */
-export class NotCoveredError extends Error {
+export class NotCoveredError extends HarnessError {
   constructor(message: string) {
-    super(message);
+    // outside the conformance runner (generate) it is a usage error: this runtime cannot run that
+    super(message, ExitCode.usage);
     this.name = "NotCoveredError";
   }
 }

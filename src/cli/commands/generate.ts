@@ -12,7 +12,7 @@ import {
   SCHEDULER_NAMES, SCHEDULERS, SIGMA_SCHEDULE_NAMES, SigmaScheduleName,
 } from "../../schedulers";
 import { CliIO, progress } from "../io";
-import { asTyped, intFlag, numFlag, seedFlag, threadsFlag, THREADS_HELP, runtimeFlag, RUNTIME_HELP } from "../parse";
+import { asTyped, intFlag, numFlag, seedFlag, threadsFlag, THREADS_HELP, runtimeFromFlags, RUNTIME_HELP, PORT_HELP, PORT_TIMEOUT_HELP } from "../parse";
 import { DEFAULT_RUNTIME } from "../../runtime/index";
 import { DEFAULT_MODEL, VERSION } from "../defaults";
 
@@ -39,6 +39,8 @@ export function generateParser(argv: string[]) {
     .option("eta", { type: "number", default: 0, describe: "DDIM eta" })
     .option("threads", { type: "number", default: 0, describe: THREADS_HELP })
     .option("runtime", { type: "string", default: DEFAULT_RUNTIME, describe: RUNTIME_HELP })
+    .option("port", { type: "string", describe: PORT_HELP })
+    .option("port-timeout", { type: "string", describe: PORT_TIMEOUT_HELP })
     .option("low-memory", { type: "boolean", default: false, describe: "load each model component only while it runs" })
     .option("out", { type: "string", default: "out.png", describe: "output PNG (batch: name-0.png, name-1.png, …)" })
     .option("overwrite", { type: "boolean", default: false, describe: "replace existing output files" })
@@ -185,7 +187,7 @@ export async function runGenerate(args: Record<string, unknown>, io: CliIO, argv
     }
   }
 
-  const runtime = runtimeFlag(args.runtime, io.signal);
+  const runtime = runtimeFromFlags(argv, { runtime: args.runtime, port: args.port, portTimeout: asTyped(argv, "port-timeout", args["port-timeout"]) }, io.signal, args.verbose ? (line) => io.err(`${line}\n`) : undefined);
   const pipe = await StableDiffusionPipeline.fromFolder(modelFolder, {
     threads, runtime, lowMemory: Boolean(args["low-memory"]), warn: (m) => io.err(`sd-harness: warning: ${m}\n`),
   }).catch(async (e: unknown) => {
