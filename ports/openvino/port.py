@@ -74,7 +74,7 @@ class OvPort(Port):
         actual = precision_name(self.core.get_property(device, "INFERENCE_PRECISION_HINT"))
         # the handshake says what was asked for; each load reply says what the compiled model uses
         # (a CPU without bf16 support compiles a bf16 request in f32)
-        self.precision = f"default ({actual})" if precision == "default" else f"{precision} requested"
+        self.precision = f"default ({actual})" if precision == "default" else precision
 
     def load(self, component, model_dir, file, threads):
         config = dict(self.config)

@@ -660,8 +660,9 @@ export class PortRuntime implements Runtime {
   describe(): RuntimeDescription {
     const h = this.hello;
     const precisions = [...new Set(this.precisions.values())];
-    const precision = precisions.length === 0 ? h?.precision ?? "unknown"
-      : precisions.length === 1 ? precisions[0] : [...this.precisions].map(([k, v]) => `${k} ${v}`).join(", ");
+    const loaded = precisions.length === 1 ? precisions[0] : [...this.precisions].map(([k, v]) => `${k} ${v}`).join(", ");
+    // what the components run in, and what the handshake said where that differs (a request the device could not honour)
+    const precision = precisions.length === 0 ? h?.precision ?? "unknown" : h && h.precision !== loaded ? `${loaded} (handshake: ${h.precision})` : loaded;
     return {
       runtime: this.name,
       package: h?.name ?? programLabel(this.argv),
