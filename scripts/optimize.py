@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/optimize.py SRC DST [--passes groupnorm,attention] [--components unet,vae_decoder,...]
 
-Every pass keeps float32 and is judged by the suite's fp32 profile (README, "Conformance at SD 1.5
+Every pass keeps float32 and is judged by the suite's fp32 profile (bench/RESULTS.md, "Conformance at SD 1.5
 size", has the measurements); every file of SRC it does not rewrite is symlinked (relative) into DST.
 
 Passes:
@@ -25,7 +25,7 @@ Passes:
               fusions only, model_type unet / vae / clip, use_gpu False) with the fusions that
               have CPU kernels: Attention / MultiHeadAttention, LayerNormalization, Gelu, BiasGelu.
               GroupNorm, NhwcConv, BiasSplitGelu, BiasAdd and packed QKV are contrib ops with
-              GPU kernels only and stay unfused. Off by default: see the README for its step time
+              GPU kernels only and stay unfused. Off by default: see bench/RESULTS.md for its step time
               and drift at SD 1.5 size.
 
 Weights over protobuf's 2 GB (SD 1.5's U-Net) stay in one side file, model.onnx_data. Each written

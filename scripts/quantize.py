@@ -45,8 +45,8 @@ it reads nodes_to_exclude; before this, a Gemm named by the report was quantized
 
 --exclude-op-types Conv[,MatMul,Gemm,Gather] and --exclude-modules GLOB[,GLOB] (int8-dynamic) keep
 whole op types, and every module whose name matches a glob (`*.ff`, `*.attn2`, `down_blocks.3*`),
-in float; --components leaves whole components in float. Measured on the tiny fixture (README,
-"Closing the quantization loop"): excluding the N worst modules of a report converges slowly
+in float; --components leaves whole components in float. Measured on the tiny fixture (conformance/README.md,
+"Closing the loop by kind"): excluding the N worst modules of a report converges slowly
 (N = 150: U-Net relL2 3.6e-2 -> 2.7e-2), because each int8 Conv adds a little (x1.05-1.8 per
 module), not a few a lot. The variant that passes the whole fp16 profile (393 / 393) is
 

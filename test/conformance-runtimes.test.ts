@@ -44,7 +44,7 @@ test("conformance --runtime ort-wasm passes the bundled set, and every report na
   const csv = fs.readFileSync(path.join(out, "results.csv"), "utf8").trim().split("\r\n");
   expect(csv[0].split(",").pop()).toBe("runtime");
   expect(csv.slice(1).every((line) => line.endsWith('"ort-wasm (onnxruntime-web ' + rt.version + ", wasm, " + rt.device + ', 2 threads)"'))).toBe(true);
-  // worst excess per stage, for the README's table
+  // worst excess per stage, for conformance/README.md's table
   const worst: Record<string, number> = {};
   for (const r of report.results) {
     for (const m of Object.values(r.metrics)) {

@@ -1,5 +1,5 @@
 /**
- * The quantization loop (scripts/quantize.py, README "Closing the quantization loop"):
+ * The quantization loop (scripts/quantize.py, conformance/README.md "Closing the loop by kind"):
  *
  * 1. --exclude-from reads a `conformance --localize` report and keeps exactly the --exclude-top N
  *    modules it ranks as the largest drift introducers in float: their nodes stay float ops (a

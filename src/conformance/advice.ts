@@ -1,6 +1,6 @@
 /**
  * Known causes of drift the suite can name from a model's graph, said after a run in which a case of
- * the affected component failed. One cause so far, measured at SD 1.5 size (README, "Conformance at
+ * the affected component failed. One cause so far, measured at SD 1.5 size (bench/RESULTS.md, "Conformance at
  * SD 1.5 size"):
  *
  * GroupNorm exported as Reshape -> InstanceNormalization -> Reshape (torch.onnx up to opset 17, and

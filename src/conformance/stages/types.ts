@@ -59,7 +59,7 @@ export interface CoverageFacts {
 
 /**
  * Relative cost of one case in U-Net calls, the unit that dominates at real size. The other parts
- * are weighed by their time at SD 1.5 size, 512x512, on this project's 2-core machine (README's
+ * are weighed by their time at SD 1.5 size, 512x512, on this project's 2-core machine (bench/RESULTS.md's
  * benchmark: U-Net step with CFG 12.06 s, VAE decode 16.18 s, VAE encode 7.49 s, text encoder
  * 0.157 s); traces, draws and the tokenizer are milliseconds.
  */
