@@ -6,6 +6,7 @@ import * as os from "node:os";
 import type * as Ort from "./ort";
 import type { DType, TypedData } from "../tensor/tensor";
 import { packageVersion } from "./package-version";
+import { missingPackageToHarness } from "../errors";
 import type { IOSpec, Runtime, RuntimeDescription, RuntimeSession, RuntimeTensor, SessionSettings } from "./types";
 
 /**
@@ -14,8 +15,13 @@ import type { IOSpec, Runtime, RuntimeDescription, RuntimeSession, RuntimeTensor
  */
 let binding: typeof Ort | null = null;
 function ort(): typeof Ort {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports -- a deferred load, see above
-  binding ??= require("./ort") as typeof Ort;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- a deferred load, see above
+    binding ??= require("./ort") as typeof Ort;
+  } catch (e) {
+    // an incomplete install names the package, not the model that happened to load first
+    throw missingPackageToHarness(e) ?? e;
+  }
   return binding;
 }
 
