@@ -244,7 +244,7 @@ async function runCases(
           const ran = await runCase(ctx, c, spec.label, refs, against ? { pipe: against, label: opts.against!.label } : null);
           // tensors of a floored case that have no floor of their own (end_to_end's prompt_embeds)
           // keep the profile's stand-in limits
-          const unfloored = !against && hasFloor(refs, c) ? tol.without_floor?.[opts.profile]?.[c.kind] : undefined;
+          const unfloored = hasFloor(refs, c) ? tol.without_floor?.[opts.profile]?.[c.kind] : undefined;
           result = judgeCase(c, spec.label, ran, tolerance, opts.profile, Number(process.hrtime.bigint() - t0) / 1e6, unfloored);
         } catch (e) {
           if (e instanceof HarnessError && e.exitCode === ExitCode.interrupted) throw e;
