@@ -14,7 +14,7 @@ import { CliIO } from "../src/cli/io";
 import { parseReportJson } from "../src/conformance/runner";
 import { Report } from "../src/conformance/types";
 import { runLocalize } from "../src/conformance/localize";
-import { scaleInitializers, copyModel } from "./helpers/onnx-edit";
+import { scaleInitializers, copyModel, copyPart, scaleValue } from "./helpers/onnx-edit";
 
 const ROOT = path.resolve(__dirname, "..");
 const TINY = path.join(ROOT, "fixtures", "models", "tiny-sd-onnx");
@@ -109,10 +109,10 @@ test("--against on a set with a float64 floor: the fp32 profile judges excess ov
   const r = parseReportJson(fs.readFileSync(path.join(out, "report.json"), "utf8"));
   for (const x of r.results) {
     expect(x.tolerance.source).not.toMatch(/without_floor/);
-    expect(x.float64Floor).toBe("yes, doubled: fp32's outputs are a float32 computation too");
+    expect(x.float64Floor).toBe("yes: fp32's outputs judged in units of the set's float32 envelope, as PyTorch's are");
     for (const m of Object.values(x.metrics)) {
       expect(m.excess).toBeDefined();
-      // the floor doubled: every tensor's divisor is twice its envelope
+      // the same units as against PyTorch: every tensor's divisor is its envelope
       expect(m.excess).toBeCloseTo(m.relL2 / m.floorRelL2!, 12);
     }
   }
@@ -123,4 +123,21 @@ test("--against on a set with a float64 floor: the fp32 profile judges excess ov
   const u = status("broken", "unet:txt2img-pndm-64x64-step00");
   expect(u.status).toBe("fail");
   expect(u.metrics.out_sample.excess).toBeGreaterThan(8);
+}, 300_000);
+
+test("with a floor, --against fails what the run against PyTorch fails: the VAE decoder weight of the fault tests, through the round trip too", async () => {
+  // test/faults-model.test.ts's decoder fault, one value x 1.01: against PyTorch it fails vae_decode
+  // and vae_roundtrip (the smallest margin of the suite); a divisor of twice the envelope for B let
+  // the round trip pass
+  const broken = copyPart(TINY, path.join(tmp, "vdec"), "vae_decoder");
+  scaleValue(path.join(broken, "vae_decoder", "model.onnx"), "model.decoder.up_blocks.0.resnets.0.conv1.weight", 0, 1.01);
+  const only = ["--only", "vae_decode:64x64", "--only", "vae_roundtrip:64x64", "--only", "vae_encode:64x64"];
+  const verdicts = async (extra: string[], out: string) => {
+    await main(["conformance", "--model", `${broken}=broken`, ...extra, "--profile", "fp32", ...only, "--threads", "1", "--quiet", "--out", path.join(tmp, out)], io);
+    const r = parseReportJson(fs.readFileSync(path.join(tmp, out, "report.json"), "utf8"));
+    return Object.fromEntries(r.results.map((x) => [x.id, x.status]));
+  };
+  const vsPyTorch = await verdicts([], "vdec-pt");
+  expect(vsPyTorch).toEqual({ "vae_decode:64x64": "fail", "vae_encode:64x64": "pass", "vae_roundtrip:64x64": "fail" });
+  expect(await verdicts(["--against", `${TINY}=fp32`], "vdec-against")).toEqual(vsPyTorch);
 }, 300_000);
