@@ -37,7 +37,8 @@ export function adviceFor(report: Report): string[] {
   for (const model of report.models) {
     const components = new Set<string>();
     for (const r of report.results) {
-      if (r.model === model.label && isFailing(r.status)) for (const c of COMPONENTS_OF[r.stage] ?? []) components.add(c);
+      // an error measured no drift (a port that could not write, a missing file): no precision advice for it
+      if (r.model === model.label && isFailing(r.status) && r.status !== "error") for (const c of COMPONENTS_OF[r.stage] ?? []) components.add(c);
     }
     for (const c of [...components].sort()) {
       const file = path.join(model.dir, c, "model.onnx");
