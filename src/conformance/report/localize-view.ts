@@ -130,14 +130,21 @@ function plot(g: { call: string; rows: CallLocalization[] }, models: readonly st
       parts.push(`<circle cx="${x(m.position).toFixed(1)}" cy="${y(m.relL2).toFixed(1)}" r="${m === r.first ? 5 : 1.6}" fill="${colour}"${m === r.first ? ' class="first-over"' : ""}><title>${esc(`${r.model} ${m.module}: relL2 ${formatNumber(m.relL2)}`)}</title></circle>`);
     }
   });
-  let lx = L;
-  for (const r of g.rows) {
-    const colour = PALETTE[Math.max(0, models.indexOf(r.model)) % PALETTE.length];
-    parts.push(`<line x1="${lx}" x2="${lx + 20}" y1="${T + PH + B - 10}" y2="${T + PH + B - 10}" stroke="${colour}" stroke-width="3"/><text class="legend" x="${lx + 26}" y="${T + PH + B - 6}">${esc(r.model)}</text>`);
-    lx += 40 + r.model.length * 7;
-  }
+  parts.push(legendRow(g.rows, models, L, T + PH + B, esc));
   parts.push("</svg>");
   return parts.join("");
+}
+
+/** One coloured swatch and label per model along the bottom of a localize plot of height `bottom`. */
+function legendRow(rows: readonly CallLocalization[], models: readonly string[], left: number, bottom: number, esc: Escape): string {
+  let lx = left;
+  const out: string[] = [];
+  for (const r of rows) {
+    const colour = PALETTE[Math.max(0, models.indexOf(r.model)) % PALETTE.length];
+    out.push(`<line x1="${lx}" x2="${lx + 20}" y1="${bottom - 10}" y2="${bottom - 10}" stroke="${colour}" stroke-width="3"/><text class="legend" x="${lx + 26}" y="${bottom - 6}">${esc(r.model)}</text>`);
+    lx += 40 + r.model.length * 7;
+  }
+  return out.join("");
 }
 
 /**
@@ -177,12 +184,7 @@ function addedPlot(g: { call: string; rows: CallLocalization[] }, models: readon
       parts.push(`<line class="added" data-model="${esc(r.model)}" x1="${px}" x2="${px}" y1="${y(1).toFixed(1)}" y2="${y(m.introduced!).toFixed(1)}" stroke="${colour}" stroke-width="${m === r.first ? 3 : 1.2}"><title>${esc(`${r.model} ${m.module}: x${formatNumber(m.introduced!)} (relL2 ${formatNumber(m.relL2)} from ${formatNumber(m.inputRelL2 ?? 0)} at ${m.input})`)}</title></line>`);
     }
   });
-  let lx = L;
-  for (const r of g.rows) {
-    const colour = PALETTE[Math.max(0, models.indexOf(r.model)) % PALETTE.length];
-    parts.push(`<line x1="${lx}" x2="${lx + 20}" y1="${T + PH + B - 10}" y2="${T + PH + B - 10}" stroke="${colour}" stroke-width="3"/><text class="legend" x="${lx + 26}" y="${T + PH + B - 6}">${esc(r.model)}</text>`);
-    lx += 40 + r.model.length * 7;
-  }
+  parts.push(legendRow(g.rows, models, L, T + PH + B, esc));
   parts.push("</svg>");
   return parts.join("");
 }
