@@ -10,9 +10,9 @@ import * as path from "node:path";
 import * as crypto from "node:crypto";
 import { spawn } from "node:child_process";
 
-const GNU_TIME = fs.existsSync("/usr/bin/time") ? "/usr/bin/time" : null;
-const PRLIMIT = ["/usr/bin/prlimit", "/bin/prlimit"].find((p) => fs.existsSync(p)) ?? null;
-const SIGNALS = os.constants.signals as Record<string, number>;
+export const GNU_TIME = fs.existsSync("/usr/bin/time") ? "/usr/bin/time" : null;
+export const PRLIMIT = ["/usr/bin/prlimit", "/bin/prlimit"].find((p) => fs.existsSync(p)) ?? null;
+export const SIGNALS = os.constants.signals as Record<string, number>;
 
 export interface ChildRun {
   readonly cmd: string;
@@ -39,7 +39,7 @@ export interface ChildResult {
 }
 
 /** The program under prlimit (which execs) and time (which forks): time's only child. */
-function programPid(outer: number): number {
+export function programPid(outer: number): number {
   if (!GNU_TIME) return outer;
   try {
     const kids = fs.readFileSync(`/proc/${outer}/task/${outer}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
@@ -49,7 +49,7 @@ function programPid(outer: number): number {
   }
 }
 
-function hwmMb(pid: number): number {
+export function hwmMb(pid: number): number {
   try {
     const m = /^VmHWM:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
     return m ? Number(m[1]) / 1024 : NaN;

@@ -17,6 +17,8 @@ import * as path from "node:path";
 import * as crypto from "node:crypto";
 import { spawn, execFileSync } from "node:child_process";
 import { ROOT } from "./fixtures";
+// the program under prlimit and GNU time, its peak RSS, the signal numbers: child-run.ts
+import { GNU_TIME, PRLIMIT, SIGNALS, hwmMb, programPid as nodePid } from "./child-run";
 
 export const BIN = path.join(ROOT, "bin", "sd-harness.js");
 
@@ -107,33 +109,8 @@ export function ensureBuilt(): void {
   built = true;
 }
 
-const GNU_TIME = fs.existsSync("/usr/bin/time") ? "/usr/bin/time" : null;
-const PRLIMIT = ["/usr/bin/prlimit", "/bin/prlimit"].find((p) => fs.existsSync(p)) ?? null;
-const SIGNALS = os.constants.signals as Record<string, number>;
-
 const subst = (s: string, dir: string) => s.split("{dir}").join(dir);
 
-/** The node process under prlimit/time: time forks it, so it is time's only child. */
-function nodePid(outer: number): number {
-  if (!GNU_TIME) return outer;
-  try {
-    const kids = fs.readFileSync(`/proc/${outer}/task/${outer}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
-    return kids[0] ?? outer;
-  } catch {
-    return outer;
-  }
-}
-
-function hwmMb(pid: number): number {
-  try {
-    const m = /^VmHWM:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
-    return m ? Number(m[1]) / 1024 : NaN;
-  } catch {
-    return NaN;
-  }
-}
-
-/** Runs one case's command in `dir` (already set up). */
 export function runCli(c: CliCase, dir: string): Promise<CliResult> {
   const args = (typeof c.args === "function" ? c.args(dir) : c.args.map((a) => subst(a, dir)));
   const env: Record<string, string> = {};
