@@ -7,13 +7,13 @@
  * SIGTERM to the CLI while a port call hangs ends the port and its folder too. Node only (CI).
  */
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { execFileSync } from "node:child_process";
 import { main } from "../src/cli/main";
 import { CliIO } from "../src/cli/io";
 import { parseReportJson } from "../src/conformance/runner";
 import { runChild, waitFor } from "./helpers/child-run";
+import { withOwnTmpdir } from "./helpers/tmp";
 
 const ROOT = path.resolve(__dirname, "..");
 const NODE_PORT = path.join(ROOT, "test", "fixtures", "ports", "node-port.js");
@@ -21,19 +21,8 @@ const BIN = path.join(ROOT, "bin", "sd-harness.js");
 const quote = (s: string) => `'${s.replace(/'/g, "'\\''")}'`;
 const CASES = ["--only", "unet:txt2img-euler-a-64x64-step00", "vae_decode:64x64"];
 
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sdh-port-faults-"));
 /** the ports' temporary folders are made here (os.tmpdir() reads TMPDIR), so leftovers can be seen */
-const portTmp = path.join(tmp, "tmpdir");
-const savedTmpdir = process.env.TMPDIR;
-beforeAll(() => {
-  fs.mkdirSync(portTmp);
-  process.env.TMPDIR = portTmp;
-});
-afterAll(() => {
-  if (savedTmpdir === undefined) delete process.env.TMPDIR;
-  else process.env.TMPDIR = savedTmpdir;
-  fs.rmSync(tmp, { recursive: true, force: true });
-});
+const { tmp, portTmp } = withOwnTmpdir("sdh-port-faults-");
 
 /** alive and not a zombie (a killed grandchild waits for init to reap it) */
 function alive(pid: number): boolean {

@@ -6,13 +6,13 @@
  * where .venv exists (CI has no Python: skipped there with a notice).
  */
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { main } from "../src/cli/main";
 import { CliIO } from "../src/cli/io";
 import { parseReportJson } from "../src/conformance/runner";
 import { splitCommand, checkHello } from "../src/runtime/port";
 import type { Report } from "../src/conformance/types";
+import { withOwnTmpdir } from "./helpers/tmp";
 
 const ROOT = path.resolve(__dirname, "..");
 const NODE_PORT = path.join(ROOT, "test", "fixtures", "ports", "node-port.js");
@@ -31,19 +31,8 @@ function capture(): CliIO & { stderr: () => string } {
   return { out: () => {}, err: (t) => { err += t; }, isTTY: false, stderr: () => err };
 }
 
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sdh-port-"));
 /** the ports' temporary folders are made here (os.tmpdir() reads TMPDIR): leftovers are this file's own */
-const portTmp = path.join(tmp, "tmpdir");
-const savedTmpdir = process.env.TMPDIR;
-beforeAll(() => {
-  fs.mkdirSync(portTmp);
-  process.env.TMPDIR = portTmp;
-});
-afterAll(() => {
-  if (savedTmpdir === undefined) delete process.env.TMPDIR;
-  else process.env.TMPDIR = savedTmpdir;
-  fs.rmSync(tmp, { recursive: true, force: true });
-});
+const { tmp, portTmp } = withOwnTmpdir("sdh-port-");
 
 async function run(name: string, extra: string[]): Promise<{ code: number; err: string; report: Report }> {
   const io = capture();
