@@ -1,7 +1,7 @@
 """The Python side of the benchmark: diffusers' own pipelines, timed the same way as ours.
 
-    .venv/bin/python bench/py_bench.py --backend torch --model DIR/pytorch [options]
-    .venv/bin/python bench/py_bench.py --backend ort   --model DIR/onnx    [options]
+    .venv/bin/python scripts/bench_python.py --backend torch --model DIR/pytorch [options]
+    .venv/bin/python scripts/bench_python.py --backend ort   --model DIR/onnx    [options]
 
 torch: diffusers.StableDiffusionPipeline, float32 on the CPU, torch.set_num_threads(THREADS),
        torch.set_num_interop_threads(1), its default attention processor (SDPA).

@@ -1,6 +1,6 @@
 """FLOPs per U-Net step counted from the ONNX graph, and the machine's measured fp32 GEMM peak.
 
-    .venv/bin/python bench/flops.py ONNX_DIR [--threads 2] [--batch 2] [--height 512] [--width 512]
+    .venv/bin/python scripts/bench_flops.py ONNX_DIR [--threads 2] [--batch 2] [--height 512] [--width 512]
 
 Writes one JSON object (to --out, or stdout). FLOPs: the graph (weights not loaded) gets concrete input shapes
 (batch 2 = one classifier-free-guidance step, 64x64 latents at 512x512), onnx.shape_inference
