@@ -17,13 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-
-# onnxruntime (Python too) has telemetry on by default: it reads /etc/machine-id and writes under
-# ~/.cache/Microsoft and $TMPDIR, from the first import on. Off unless the user chose otherwise.
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import sys
 import time
 from pathlib import Path
+
+import common.telemetry_off  # noqa: F401  (before onnxruntime)
 
 
 def _dims(vi) -> list[int] | None:

@@ -24,14 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-
-# onnxruntime (Python too) has telemetry on by default: it reads /etc/machine-id and writes under
-# ~/.cache/Microsoft and $TMPDIR, from the first import on. Off unless the user chose otherwise.
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import resource
 import statistics
 import sys
 import time
+
+import common.telemetry_off  # noqa: F401  (before onnxruntime)
+from common.provenance import library_versions
 
 PROMPT = "a photograph of an astronaut riding a horse"
 
@@ -224,7 +223,7 @@ def main() -> int:
         log(f"txt2img {r + 1}/{ARGS.repeats}: {run['wall_s']:.1f} s, {len(stamps)} U-Net calls")
     out["e2e"] = e2e
     out["peak_rss"] = peak_rss()
-    out["versions"] = versions()
+    out["versions"] = library_versions(("torch", "diffusers", "transformers", "onnxruntime", "onnx", "numpy"))
     if ARGS.out:
         with open(ARGS.out, "w") as f:
             json.dump(out, f)
@@ -232,19 +231,6 @@ def main() -> int:
         json.dump(out, sys.stdout)
         print()
     return 0
-
-
-def versions() -> dict:
-    import importlib.metadata as md
-    import platform
-
-    v = {"python": platform.python_version()}
-    for p in ("torch", "diffusers", "transformers", "onnxruntime", "onnx", "numpy"):
-        try:
-            v[p] = md.version(p)
-        except md.PackageNotFoundError:
-            pass
-    return v
 
 
 if __name__ == "__main__":

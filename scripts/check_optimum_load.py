@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import argparse
 import os
-
-# onnxruntime (Python too) has telemetry on by default: it reads /etc/machine-id and writes under
-# ~/.cache/Microsoft and $TMPDIR, from the first import on. Off unless the user chose otherwise.
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+import common.telemetry_off  # noqa: F401  (before onnxruntime)
 
 COMPONENTS = ["text_encoder", "unet", "vae_encoder", "vae_decoder"]
 # folder -> pipelines to run it in (the inpainting one only for 9-channel U-Nets)

@@ -31,9 +31,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 # SD 1.5's published scheduler config and the non-trivial norm/bias initialisation are shared with the tiny model
-from make_tiny_model import SD15_SCHEDULER, perturb_init  # noqa: E402
+from make_tiny_model import SD15_SCHEDULER, perturb_init
 
 SEED = 20261215
 

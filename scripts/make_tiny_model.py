@@ -33,8 +33,7 @@ import torch
 from diffusers import AutoencoderKL, StableDiffusionInpaintPipeline, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from clip_tokenizer_files import check_tokenizer, write_tokenizer  # noqa: E402
+from clip_tokenizer_files import check_tokenizer, write_tokenizer
 
 SEED = 20261125
 TEXT_HIDDEN = 8  # the 49408 x hidden token embedding dominates the fixture's size

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+
+import common.telemetry_off  # noqa: F401  (before onnxruntime)
 import onnxruntime as ort
 
 from optimize import ATTENTION_MODEL_TYPES, fuse_attention
@@ -115,7 +117,6 @@ def make_opset(pytorch: Path, dst: Path, opset: int, exporter: str) -> None:
         subprocess.run([str(cli), "export", "onnx", "--model", str(pytorch), "--task", "text-to-image", "--opset", str(opset), str(dst)],
                        check=True, stdout=subprocess.DEVNULL)
     else:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
         import export_onnx
 
         export_onnx.OPSET = opset

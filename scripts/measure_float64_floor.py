@@ -15,12 +15,10 @@ remains the quick look at one run's per-step figures.
 from __future__ import annotations
 
 import argparse
-import os
 
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-
-import torch  # noqa: E402
-from diffusers import (  # noqa: E402
+import common.telemetry_off  # noqa: F401  (diffusers may import onnxruntime)
+import torch
+from diffusers import (
     DDIMScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,

@@ -44,6 +44,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+import common.telemetry_off  # noqa: F401  (before onnxruntime.transformers)
 from quantize import COMPONENTS, check_model_file, check_output, finalize, prepare_folder, run_cli, staged_output, verify
 
 PASSES = ("groupnorm", "attention")

@@ -82,10 +82,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-# onnxruntime (Python too) has telemetry on by default: it reads /etc/machine-id and writes under
-# ~/.cache/Microsoft and $TMPDIR; off unless the user chose otherwise, as in sd-harness itself.
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-import onnxruntime as ort  # noqa: E402
+import common.telemetry_off  # noqa: F401  (before onnxruntime)
+import onnxruntime as ort
 
 COMPONENTS = ("text_encoder", "unet", "vae_decoder", "vae_encoder")
 

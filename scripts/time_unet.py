@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-import onnxruntime as ort  # noqa: E402
+import common.telemetry_off  # noqa: F401  (before onnxruntime)
+import onnxruntime as ort
 
 
 def cpu_model() -> str:
