@@ -116,8 +116,7 @@ def count_flops(model_path: Path, inputs: dict[str, list[int]]) -> dict:
             continue
         counted += 1
         if op == "Conv":
-            group = next((at.i for at in node.attribute if at.name == "group"), 1)
-            # y [N, Cout, *spatial]; w [Cout, Cin/group, *k]
+            # y [N, Cout, *spatial]; w [Cout, Cin/group, *k]: w's shape already divides by group
             macs = _prod(y) * _prod(b[1:])
         elif op == "ConvTranspose":
             macs = _prod(a) * _prod(b[1:])
@@ -176,8 +175,6 @@ def peak_sgemm(threads: int, sizes=(2048, 4096)) -> dict:
 
     # ORT MatMul (MLAS)
     try:
-        import onnx
-
         import onnxruntime as ort
         from onnx import TensorProto, helper
 

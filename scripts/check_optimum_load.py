@@ -9,7 +9,6 @@ shows how an export differs from optimum's own (fixtures/models/tiny-sd-optimum-
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
