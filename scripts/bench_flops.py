@@ -12,6 +12,7 @@ and their count reported, as the multiply-add ops are > 99% of the arithmetic.
 Peak: the best of several large square sgemms (float32) on THREADS threads through ORT's MatMul
 (MLAS, the kernel family the U-Net runs on), numpy (its BLAS) and torch.mm.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -181,10 +182,14 @@ def peak_sgemm(threads: int, sizes=(2048, 4096)) -> dict:
         res = {}
         for n in sizes:
             g = helper.make_graph(
-                [helper.make_node("MatMul", ["a", "b"], ["y"])], "mm",
-                [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n]),
-                 helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, n])],
-                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])])
+                [helper.make_node("MatMul", ["a", "b"], ["y"])],
+                "mm",
+                [
+                    helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n]),
+                    helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, n]),
+                ],
+                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])],
+            )
             model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
             model.ir_version = 8
             so = ort.SessionOptions()
@@ -193,7 +198,7 @@ def peak_sgemm(threads: int, sizes=(2048, 4096)) -> dict:
             sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
             a = rng.standard_normal((n, n), dtype=np.float32)
             b = rng.standard_normal((n, n), dtype=np.float32)
-            res[str(n)] = _best(lambda: sess.run(None, {"a": a, "b": b}), 2.0 * n ** 3)
+            res[str(n)] = _best(lambda: sess.run(None, {"a": a, "b": b}), 2.0 * n**3)
         results["onnxruntime"] = res
     except Exception as e:  # pragma: no cover
         results["onnxruntime"] = {"error": str(e)}
@@ -203,7 +208,7 @@ def peak_sgemm(threads: int, sizes=(2048, 4096)) -> dict:
     for n in sizes:
         a = rng.standard_normal((n, n), dtype=np.float32)
         b = rng.standard_normal((n, n), dtype=np.float32)
-        res[str(n)] = _best(lambda: a @ b, 2.0 * n ** 3)
+        res[str(n)] = _best(lambda: a @ b, 2.0 * n**3)
     results["numpy"] = res
 
     try:
@@ -214,7 +219,7 @@ def peak_sgemm(threads: int, sizes=(2048, 4096)) -> dict:
         for n in sizes:
             a = torch.randn(n, n)
             b = torch.randn(n, n)
-            res[str(n)] = _best(lambda: torch.mm(a, b), 2.0 * n ** 3)
+            res[str(n)] = _best(lambda: torch.mm(a, b), 2.0 * n**3)
         results["torch"] = res
     except Exception as e:  # pragma: no cover
         results["torch"] = {"error": str(e)}
@@ -239,10 +244,14 @@ def main() -> int:
     args = ap.parse_args()
     h, w = args.height // 8, args.width // 8
     out = {
-        "unet": count_flops(args.onnx_dir / "unet" / "model.onnx",
-                            {"sample": [args.batch, 4, h, w], "timestep": [1], "encoder_hidden_states": [args.batch, 77, 768]}),
+        "unet": count_flops(
+            args.onnx_dir / "unet" / "model.onnx",
+            {"sample": [args.batch, 4, h, w], "timestep": [1], "encoder_hidden_states": [args.batch, 77, 768]},
+        ),
         "vae_decoder": count_flops(args.onnx_dir / "vae_decoder" / "model.onnx", {"latent_sample": [1, 4, h, w]}),
-        "vae_encoder": count_flops(args.onnx_dir / "vae_encoder" / "model.onnx", {"sample": [1, 3, args.height, args.width]}),
+        "vae_encoder": count_flops(
+            args.onnx_dir / "vae_encoder" / "model.onnx", {"sample": [1, 3, args.height, args.width]}
+        ),
         "text_encoder": count_flops(args.onnx_dir / "text_encoder" / "model.onnx", {"input_ids": [args.batch, 77]}),
     }
     if not args.no_peak:
