@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import platform
+import sys
 from pathlib import Path
 
 
@@ -18,10 +19,16 @@ def sha256_file(path: Path) -> str:
 
 
 def library_versions(packages: list[str] | tuple[str, ...]) -> dict[str, str]:
-    """Python's version and each installed distribution's ("absent" when not installed), read from
-    the installed metadata, so no package is imported (importing torch takes seconds)."""
+    """Python's version and each package's ("absent" when not installed). A module already imported
+    gives its own __version__, which names the running build (torch's "2.8.0+cu128"; the installed
+    metadata says "2.8.0"); any other is read from the metadata, so nothing is imported for it
+    (importing torch takes seconds)."""
     out = {"python": platform.python_version()}
     for name in packages:
+        module = sys.modules.get(name)
+        if module is not None and isinstance(getattr(module, "__version__", None), str):
+            out[name] = module.__version__
+            continue
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
