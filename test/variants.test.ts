@@ -10,7 +10,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { runConformance, ModelSpec } from "../src/conformance/runner";
 import { CaseResult, Report } from "../src/conformance/types";
-import { loadTolerances, resolve, evaluate } from "../src/conformance/tolerances";
+import { loadTolerances, resolve, evaluate } from "../src/conformance/judge/tolerances";
 import { ROOT, TINY, REFS } from "./helpers/fixtures";
 import { copyModel, scaleInitializers } from "./helpers/onnx-edit";
 import { readFloatInitializers } from "../src/pipeline/onnx-initializers";

@@ -12,26 +12,26 @@ import * as path from "node:path";
 import * as crypto from "node:crypto";
 import { HarnessError, ExitCode, oneLine } from "../errors";
 import { StableDiffusionPipeline, PipelineOptions } from "../pipeline/pipeline";
-import { ReferenceSet } from "./reference-set";
-import { CaseDef, listCases, filterCases, shardCases, caseCost } from "./cases";
-import { ToleranceFile, Resolved, Limits, loadTolerances, resolve, evaluate, requireLimits, toleranceSha256, versionWarnings } from "./tolerances";
-import { readReportFile, safeFileName } from "./report-file";
-import { ReportFolder } from "./out-dir";
+import { ReferenceSet } from "./cases/reference-set";
+import { CaseDef, listCases, filterCases, shardCases, caseCost } from "./cases/cases";
+import { ToleranceFile, Resolved, Limits, loadTolerances, resolve, evaluate, requireLimits, toleranceSha256, versionWarnings } from "./judge/tolerances";
+import { readReportFile, safeFileName } from "./report/report-file";
+import { ReportFolder } from "./report/out-dir";
 import { runStage, defOfResult, stageDef, StageContext, StageOutcome } from "./stages/index";
-import { computeCoverage } from "./coverage";
-import { checkFingerprint } from "./fingerprint";
+import { computeCoverage } from "./cases/coverage";
+import { checkFingerprint } from "./cases/fingerprint";
 import { loadModelFolder } from "../pipeline/model-folder";
 import { CaseResult, ModelInfo, Report, Status, TensorMetrics, isFailing, summarize } from "./types";
 import { writeReports, ReporterEnv } from "./report/reporters";
-import { headline } from "./headline";
+import { headline } from "./judge/headline";
 import { VERSION, ORT_VERSION } from "../cli/defaults";
-import { runLocalize, checkLocalize, ModuleLimitFile } from "./localize";
+import { runLocalize, checkLocalize, ModuleLimitFile } from "./localize/localize";
 import type { ComponentKind } from "../pipeline/onnx-model";
 import { NotCoveredError } from "../runtime/types";
 import type { Runtime } from "../runtime/types";
 import { defaultRuntime } from "../runtime/index";
-import { runAgainst } from "./against";
-import { hasFloor, peakAmplification, withFloor, worstExcess } from "./float64-floor";
+import { runAgainst } from "./judge/against";
+import { hasFloor, peakAmplification, withFloor, worstExcess } from "./judge/float64-floor";
 import { describeMachine } from "../util/machine";
 
 export interface ModelSpec {
@@ -79,7 +79,7 @@ export interface RunOptions {
   readonly disabledReporters?: readonly string[];
 }
 
-export { headline } from "./headline";
+export { headline } from "./judge/headline";
 export { summarize } from "./types";
 
 function sha256File(file: string): string {

@@ -3,8 +3,8 @@
  * JUnit) reads. Cases have stable ids `stage:case`; the worst status of a run wins.
  */
 import type { RuntimeDescription } from "../runtime/types";
-import type { Coverage } from "./coverage";
-import type { LocalizeReport } from "./localize";
+import type { Coverage } from "./cases/coverage";
+import type { LocalizeReport } from "./localize/localize";
 
 export type Status = "pass" | "fail" | "xfail" | "xpass" | "error" | "skip";
 
@@ -31,7 +31,7 @@ export interface TensorMetrics {
   /**
    * Excess-error ratio: relL2 (ours vs the float32 reference) ÷ the float32 reference's own relL2
    * against a float64 PyTorch run of the same stage — drift in units of PyTorch's own float32
-   * error. Only where the reference set stores that floor (src/conformance/float64-floor.ts).
+   * error. Only where the reference set stores that floor (src/conformance/judge/float64-floor.ts).
    */
   readonly excess?: number;
   /** the float32 reference's own relL2 against float64 (one sample of PyTorch's float32 error) */
@@ -156,7 +156,7 @@ export interface Report {
   readonly baseline?: { readonly file: string; readonly factor: number; readonly regressions: number };
   /** what the run exercised and what it did not, with reasons (absent in reports of older versions) */
   readonly coverage?: Coverage;
-  /** conformance --localize: per-module drift inside each component (src/conformance/localize.ts) */
+  /** conformance --localize: per-module drift inside each component (src/conformance/localize/localize.ts) */
   readonly localize?: LocalizeReport;
   /**
    * what the reader must know before trusting the verdict, one sentence each: the runtime differs

@@ -10,8 +10,8 @@
  * them (NaN, Infinity); they never start with anything but a digit, "-", "N" or "I".
  */
 import type { CaseResult } from "../types";
-import { headline } from "../headline";
-import { worstExcess } from "../float64-floor";
+import { headline } from "../judge/headline";
+import { worstExcess } from "../judge/float64-floor";
 import type { Reporter } from "./reporter";
 import { modelRuntimeText } from "./format";
 

@@ -6,7 +6,7 @@
 import { F32, f32 } from "../../tensor/tensor";
 import { NO_HIDDEN_STATES } from "../../pipeline/pipeline";
 import { RgbImage } from "../../pipeline/image";
-import { tensorMetrics } from "../metrics";
+import { tensorMetrics } from "../judge/metrics";
 import { ImageMetrics, TensorMetrics } from "../types";
 import { AgainstOutputs, COST } from "./types";
 import { caseMeta, compareImages, concatSteps, NEEDS_INPAINT_MODEL, ON_INPAINT, ownStage, paramsFromMeta, pipeFor, positive, runLoop, RunMeta, sizeOf, stepSeries } from "./common";

@@ -8,7 +8,7 @@
 import type { StableDiffusionPipeline } from "../../pipeline/pipeline";
 import type { ComponentKind } from "../../pipeline/onnx-model";
 import type { Tensor, TypedData } from "../../tensor/tensor";
-import type { CaseTensors, ReferenceCase, ReferenceSet } from "../reference-set";
+import type { CaseTensors, ReferenceCase, ReferenceSet } from "../cases/reference-set";
 import type { ImageMetrics, Series, TensorMetrics } from "../types";
 
 export type CaseKind =
@@ -47,7 +47,7 @@ export interface StageOutcome {
 /** Model B's outputs for one case under the reference's tensor names (conformance --against). */
 export type AgainstOutputs = Map<string, Tensor<TypedData>>;
 
-/** What a judged case adds to the report's coverage section (src/conformance/coverage.ts). */
+/** What a judged case adds to the report's coverage section (src/conformance/cases/coverage.ts). */
 export interface CoverageFacts {
   /** a diffusers scheduler class the case exercised */
   readonly scheduler?: string;
@@ -85,7 +85,7 @@ export interface StageDef {
   readonly against: ((b: StableDiffusionPipeline, t: CaseTensors, c: CaseDef, meta: Readonly<Record<string, unknown>>) => Promise<AgainstOutputs | string>) | string;
   /** the ONNX components a case runs: what --localize-failed localizes when it fails */
   readonly components: readonly ComponentKind[];
-  /** whether its cases can carry the float64 floor (model stages: src/conformance/float64-floor.ts) */
+  /** whether its cases can carry the float64 floor (model stages: src/conformance/judge/float64-floor.ts) */
   readonly float64Floor: boolean;
   /** the tensor metric its cases are summed up by (../headline.ts) when not relL2; an optional one, absent counting as 0 */
   readonly headlineMetric?: "maxUlp";

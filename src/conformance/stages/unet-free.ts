@@ -6,8 +6,8 @@
 import { TorchGenerator } from "../../rng/torch-generator";
 import { StableDiffusionPipeline } from "../../pipeline/pipeline";
 import { f32 } from "../../tensor/tensor";
-import { CaseTensors } from "../reference-set";
-import { tensorMetrics } from "../metrics";
+import { CaseTensors } from "../cases/reference-set";
+import { tensorMetrics } from "../judge/metrics";
 import { TensorMetrics } from "../types";
 import { COST, StageDef } from "./types";
 import { caseMeta, concatSteps, NEEDS_INPAINT_MODEL, ON_INPAINT, paramsFromMeta, pipeFor, positive, runLoop, RunMeta, stepSeries } from "./common";

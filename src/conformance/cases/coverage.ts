@@ -6,9 +6,9 @@
  */
 import { ReferenceSet } from "./reference-set";
 import { CaseDef } from "./cases";
-import { CaseResult } from "./types";
-import { SCHEDULERS } from "../schedulers";
-import { CoverageFacts, REPORTED_STAGES, stageDef } from "./stages/index";
+import { CaseResult } from "../types";
+import { SCHEDULERS } from "../../schedulers";
+import { CoverageFacts, REPORTED_STAGES, stageDef } from "../stages/index";
 
 const TASKS = ["txt2img", "img2img", "inpaint"] as const;
 /** The diffusers classes sd-harness implements, in the scheduler registry's order. */

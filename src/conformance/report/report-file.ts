@@ -9,9 +9,9 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { HarnessError, ExitCode, ExitCodeValue, oneLine } from "../errors";
-import { Report, Status } from "./types";
-import { LOCALIZE_COMPONENTS } from "./localize-components";
+import { HarnessError, ExitCode, ExitCodeValue, oneLine } from "../../errors";
+import { Report, Status } from "../types";
+import { LOCALIZE_COMPONENTS } from "../localize/localize-components";
 
 const REPORT_FORMAT = "sd-harness-report/1";
 
@@ -275,7 +275,7 @@ function moduleDrift(v: unknown, field: string): void {
   oneOf(m.how, `${field}.how`, NAMINGS);
 }
 
-/** The --localize section (src/conformance/localize.ts: LocalizeReport). */
+/** The --localize section (src/conformance/localize/localize.ts: LocalizeReport). */
 function localizeSection(v: unknown, field: string): void {
   const l = obj(v, field);
   const refs = obj(l.references, `${field}.references`);

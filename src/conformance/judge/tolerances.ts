@@ -1,11 +1,11 @@
 /** Tolerances as data (conformance/tolerances.json): per stage and profile, overridable per case with a reason. */
 import * as path from "node:path";
 import * as crypto from "node:crypto";
-import { HarnessError, ExitCode, oneLine } from "../errors";
-import { PACKAGE_ROOT } from "../cli/defaults";
-import { Check, TensorMetrics, ImageMetrics } from "./types";
-import { compileGlob, GlobMatcher } from "../util/glob";
-import { readInputFile, INPUT_LIMITS } from "../util/read-input";
+import { HarnessError, ExitCode, oneLine } from "../../errors";
+import { PACKAGE_ROOT } from "../../cli/defaults";
+import { Check, TensorMetrics, ImageMetrics } from "../types";
+import { compileGlob, GlobMatcher } from "../../util/glob";
+import { readInputFile, INPUT_LIMITS } from "../../util/read-input";
 
 export type Limits = Readonly<Record<string, number>>;
 

@@ -8,7 +8,7 @@
  * (`/model/down_blocks.0/attentions.0/transformer_blocks.0/attn1/to_q/MatMul`). An anonymous
  * tensor whose readers do not name one module is reported as unmapped, never guessed.
  */
-import type { InitializerInfo } from "../onnx/initializer-edit";
+import type { InitializerInfo } from "../../onnx/initializer-edit";
 
 export type Component = "unet" | "text_encoder" | "vae_decoder" | "vae_encoder";
 

@@ -3,6 +3,6 @@
  * only, apart from localize.ts (which loads the runtime), so that reading or merging a report —
  * JSON alone — never loads a native binding.
  */
-import type { ComponentKind } from "../pipeline/onnx-model";
+import type { ComponentKind } from "../../pipeline/onnx-model";
 
 export const LOCALIZE_COMPONENTS: readonly ComponentKind[] = ["text_encoder", "unet", "vae_decoder", "vae_encoder"];

@@ -13,17 +13,17 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as crypto from "node:crypto";
-import { HarnessError, ExitCode } from "../errors";
-import { OnnxComponent, ComponentKind, toF32, fromF32 } from "../pipeline/onnx-model";
-import type { Runtime, RuntimeTensor } from "../runtime/types";
-import { parseSafetensors } from "../tensor/safetensors";
-import { f32, TypedData, Tensor } from "../tensor/tensor";
-import { readInputFile, INPUT_LIMITS } from "../util/read-input";
-import { compileGlob } from "../util/glob";
-import { PACKAGE_ROOT } from "../cli/defaults";
-import { tensorMetrics } from "./metrics";
+import { HarnessError, ExitCode } from "../../errors";
+import { OnnxComponent, ComponentKind, toF32, fromF32 } from "../../pipeline/onnx-model";
+import type { Runtime, RuntimeTensor } from "../../runtime/types";
+import { parseSafetensors } from "../../tensor/safetensors";
+import { f32, TypedData, Tensor } from "../../tensor/tensor";
+import { readInputFile, INPUT_LIMITS } from "../../util/read-input";
+import { compileGlob } from "../../util/glob";
+import { PACKAGE_ROOT } from "../../cli/defaults";
+import { tensorMetrics } from "../judge/metrics";
 import { LOCALIZE_COMPONENTS } from "./localize-components";
-import { readGraph, matchModules, withExtraOutputs, writeTempModel, ModuleMatch } from "../onnx/graph-outputs";
+import { readGraph, matchModules, withExtraOutputs, writeTempModel, ModuleMatch } from "../../onnx/graph-outputs";
 
 /** relL2 of float32 rounding in one operation: an input drift below it counts as this much. */
 export const FLOOR = 1e-7;
