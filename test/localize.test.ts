@@ -16,7 +16,7 @@ import { Report } from "../src/conformance/types";
 import { readGraph, withExtraOutputs, matchModules, scopeOf } from "../src/onnx/graph-outputs";
 import { ModuleReferences, runLocalize } from "../src/conformance/localize/localize";
 import { scaleInitializers, copyModel, externalizeInitializers, scaleValue } from "./helpers/onnx-edit";
-import { readFloatInitializers } from "../src/pipeline/onnx-initializers";
+import { readFloatInitializers } from "../src/onnx/initializers";
 import { describeInitializers } from "../src/onnx/initializer-edit";
 import { mapInitializers } from "../src/conformance/sensitivity/layer-kinds";
 

@@ -13,8 +13,8 @@ import { CaseResult, Report } from "../src/conformance/types";
 import { loadTolerances, resolve, evaluate } from "../src/conformance/judge/tolerances";
 import { ROOT, TINY, REFS } from "./helpers/fixtures";
 import { copyModel, scaleInitializers } from "./helpers/onnx-edit";
-import { readFloatInitializers } from "../src/pipeline/onnx-initializers";
-import { floatToHalf } from "../src/pipeline/onnx-model";
+import { readFloatInitializers } from "../src/onnx/initializers";
+import { floatToHalf } from "../src/tensor/float16";
 
 const FP16 = path.join(ROOT, "fixtures", "models", "tiny-sd-fp16-onnx");
 const INT8 = path.join(ROOT, "fixtures", "models", "tiny-sd-int8-onnx");

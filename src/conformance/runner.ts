@@ -24,7 +24,8 @@ import { loadModelFolder } from "../pipeline/model-folder";
 import { CaseResult, ModelInfo, Report, Status, TensorMetrics, isFailing, summarize } from "./types";
 import { writeReports, ReporterEnv } from "./report/reporters";
 import { headline } from "./judge/headline";
-import { VERSION, ORT_VERSION } from "../cli/defaults";
+import { VERSION } from "../util/package";
+import { ORT_NODE_VERSION } from "../runtime/ort-node";
 import { runLocalize, checkLocalize, ModuleLimitFile } from "./localize/localize";
 import type { ComponentKind } from "../pipeline/onnx-model";
 import { NotCoveredError } from "../runtime/types";
@@ -281,7 +282,7 @@ async function runCases(
       argv: opts.argv ?? [],
       host: { platform: os.platform(), arch: os.arch(), cpus: os.cpus()[0]?.model ?? "unknown", cores: os.cpus().length, isa: describeMachine().isa, os: describeMachine().os },
       threads: opts.threads ?? 0,
-      versions: { "sd-harness": VERSION, node: process.versions.node, "onnxruntime-node": ORT_VERSION, ...runtimeVersion(runtimeOf(opts)) },
+      versions: { "sd-harness": VERSION, node: process.versions.node, "onnxruntime-node": ORT_NODE_VERSION, ...runtimeVersion(runtimeOf(opts)) },
       shard: opts.shard,
       ort: { createMs: ORT_CLOCK.createMs - clock0.createMs, runMs: ORT_CLOCK.runMs - clock0.runMs, runs: ORT_CLOCK.runs - clock0.runs },
     },

@@ -18,8 +18,8 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { HarnessError, ExitCode } from "../errors";
-import { fields, initializers } from "../pipeline/onnx-initializers";
-import { halfToFloat, floatToHalf } from "../runtime/float16";
+import { fields, initializers } from "./initializers";
+import { halfToFloat, floatToHalf } from "../tensor/float16";
 
 /** Where a tensor's values lie: `count` little-endian values of `width` bytes from `offset` in `file`. */
 export interface WeightBytes {

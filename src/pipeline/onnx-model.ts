@@ -11,8 +11,6 @@ import { defaultRuntime } from "../runtime/index";
 import { NotCoveredError } from "../runtime/types";
 import type { Runtime, RuntimeSession, RuntimeTensor, SessionSettings as RuntimeSettings } from "../runtime/types";
 
-export { toF32, fromF32, halfToFloat, floatToHalf } from "../runtime/float16";
-
 export interface SessionSettings extends RuntimeSettings {
   /** the runtime that loads and runs the components (default: ort-node) */
   readonly runtime?: Runtime;

@@ -6,8 +6,8 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { halfToFloat, floatToHalf } from "../../src/pipeline/onnx-model";
-import { initializers, readFloatInitializers } from "../../src/pipeline/onnx-initializers";
+import { halfToFloat, floatToHalf } from "../../src/tensor/float16";
+import { initializers, readFloatInitializers } from "../../src/onnx/initializers";
 
 export interface Edited {
   readonly name: string;
@@ -85,7 +85,7 @@ function lengthDelimited(no: number, body: Buffer): Buffer {
  * names moved.
  */
 export function externalizeInitializers(file: string, location: string, dataFile: string | null = path.join(path.dirname(file), location)): string[] {
-  const { fields } = require("../../src/pipeline/onnx-initializers") as typeof import("../../src/pipeline/onnx-initializers");
+  const { fields } = require("../../src/onnx/initializers") as typeof import("../../src/onnx/initializers");
   const buf = fs.readFileSync(file);
   const chunks: Buffer[] = [];
   let offset = 0;

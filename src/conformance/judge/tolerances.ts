@@ -2,7 +2,7 @@
 import * as path from "node:path";
 import * as crypto from "node:crypto";
 import { HarnessError, ExitCode, oneLine } from "../../errors";
-import { PACKAGE_ROOT } from "../../cli/defaults";
+import { PACKAGE_ROOT } from "../../util/package";
 import { Check, TensorMetrics, ImageMetrics } from "../types";
 import { compileGlob, GlobMatcher } from "../../util/glob";
 import { readInputFile, INPUT_LIMITS } from "../../util/read-input";

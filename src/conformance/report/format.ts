@@ -7,7 +7,7 @@ import { CaseResult, Check, ModelInfo, Report, STATUS_RANK, Status, TensorMetric
 
 export { countStatuses } from "../types";
 import { displayRank } from "../stages/index";
-import { runtimeText } from "../../runtime/index";
+import { runtimeText } from "../../runtime/types";
 
 /** Ranks past every stage the registry knows: a stage from another version's report sorts after them. */
 const UNKNOWN_STAGE_RANK = 1000;

@@ -31,10 +31,11 @@ import * as path from "node:path";
 import { HarnessError, ExitCode } from "../../errors";
 import { StableDiffusionPipeline } from "../../pipeline/pipeline";
 import { loadModelFolder, modelFolderFiles, ModelFolder } from "../../pipeline/model-folder";
-import { initializers } from "../../pipeline/onnx-initializers";
+import { initializers } from "../../onnx/initializers";
 import { trackPendingDirectory, untrackPendingDirectory } from "../../util/atomic";
 import { compileGlob } from "../../util/glob";
-import { VERSION, ORT_VERSION } from "../../cli/defaults";
+import { VERSION } from "../../util/package";
+import { ORT_NODE_VERSION } from "../../runtime/ort-node";
 import { describeInitializers, applyEdit, readWeights, WeightEdit } from "../../onnx/initializer-edit";
 import { runConformance, runtimeVersion, PipelineFactory } from "../runner";
 import { ReferenceSet } from "../cases/reference-set";
@@ -779,7 +780,7 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
     run: {
       started: x.started.toISOString(), finished: finished.toISOString(), durationMs: finished.getTime() - x.started.getTime(),
       argv: opts.argv ?? [], budgetSeconds: opts.budgetSeconds, seed: x.seed, threads,
-      versions: { "sd-harness": VERSION, node: process.versions.node, "onnxruntime-node": ORT_VERSION, ...runtimeVersion(opts.runtime ?? defaultRuntime()) },
+      versions: { "sd-harness": VERSION, node: process.versions.node, "onnxruntime-node": ORT_NODE_VERSION, ...runtimeVersion(opts.runtime ?? defaultRuntime()) },
       host: { platform: os.platform(), arch: os.arch(), cpus: os.cpus()[0]?.model ?? "unknown", cores: os.cpus().length },
       runtime: (opts.runtime ?? defaultRuntime()).describe(),
     },
