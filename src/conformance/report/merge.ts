@@ -11,7 +11,7 @@
 import { HarnessError, ExitCode, oneLine } from "../../errors";
 import { CaseResult, ModelInfo, Report, summarize } from "../types";
 import { mergeCoverage } from "../cases/coverage";
-import type { CallLocalization, LocalizeReport } from "../localize/localize";
+import type { CallLocalization, LocalizeReport } from "../types";
 import { LOCALIZE_COMPONENTS } from "../localize/localize-components";
 
 export interface Shard {

@@ -40,9 +40,11 @@ import { describeInitializers, applyEdit, readWeights, WeightEdit } from "../../
 import { runConformance, runtimeVersion, PipelineFactory } from "../runner";
 import { ReferenceSet } from "../cases/reference-set";
 import { CaseDef, listCases } from "../cases/cases";
+import { STAGE_DEFS, stageDef } from "../stages/index";
 import { ToleranceFile, loadTolerances, toleranceSha256, resolve } from "../judge/tolerances";
 import { CaseResult, Check } from "../types";
-import { LAYER_KINDS, LayerKind, Component, COMPONENTS, mapInitializers, unmapped, MappedInitializer } from "./layer-kinds";
+import { LAYER_KINDS, LayerKind, mapInitializers, unmapped, MappedInitializer } from "./layer-kinds";
+import type { ComponentKind } from "../../pipeline/components";
 import type { Runtime, RuntimeDescription } from "../../runtime/types";
 import { defaultRuntime } from "../../runtime/index";
 
@@ -153,7 +155,7 @@ export interface LadderSummary {
 
 export interface KindSummary {
   readonly id: string;
-  readonly component: Component;
+  readonly component: ComponentKind;
   readonly description: string;
   readonly attention: boolean;
   readonly target: boolean;
@@ -241,18 +243,19 @@ function stageOf(c: CaseDef): string {
   return c.kind === "unet_free" ? "unet_free" : c.stage;
 }
 
-/** The cases a component's weights reach: its own stage (cheap, strict) and the rest of the loop. */
-function casesFor(component: Component, all: readonly CaseDef[], refs: ReferenceSet): { stage: CaseDef[]; rest: CaseDef[] } {
-  const e2e = all.filter((c) => c.kind === "end_to_end");
-  switch (component) {
-    case "unet": return { stage: all.filter((c) => c.kind === "unet"), rest: [...all.filter((c) => c.kind === "unet_free"), ...e2e] };
-    case "text_encoder": return { stage: all.filter((c) => c.kind === "text_encoder"), rest: e2e };
-    case "vae_decoder": return { stage: all.filter((c) => c.kind === "vae_decode" || c.kind === "vae_roundtrip"), rest: e2e };
-    case "vae_encoder": {
-      const encodes = (c: CaseDef) => ["img2img", "inpaint"].includes(String((refs.get(c.refId).meta as Record<string, unknown> | undefined)?.kind ?? ""));
-      return { stage: all.filter((c) => c.kind === "vae_encode" || c.kind === "vae_roundtrip"), rest: e2e.filter(encodes) };
-    }
-  }
+/**
+ * The cases a component's weights reach, as the stage registry says which components a case runs:
+ * its own stages (cheap, strict) and the denoising loops (the rest), the loops in registry order.
+ */
+function casesFor(component: ComponentKind, all: readonly CaseDef[], refs: ReferenceSet): { stage: CaseDef[]; rest: CaseDef[] } {
+  const reaches = (c: CaseDef): boolean => {
+    const d = stageDef(c.kind);
+    return (d.componentsOf?.(refs.get(c.refId).meta ?? {}) ?? d.components).includes(component);
+  };
+  return {
+    stage: all.filter((c) => !stageDef(c.kind).loop && reaches(c)),
+    rest: STAGE_DEFS.filter((d) => d.loop).flatMap((d) => all.filter((c) => c.kind === d.kind && reaches(c))),
+  };
 }
 
 /** Round-robin over runs (`unet:<run>-stepNN` grouped by run), so any prefix covers every run first. */
@@ -367,7 +370,8 @@ export async function runSensitivity(opts: SensitivityOptions): Promise<Sensitiv
   const original = loadModelFolder(opts.model, { forceSd1: opts.forceSd1 });
   const caseGlobs = (opts.cases ?? []).map(compileGlob);
   const allCases = listCases(refs).filter((c) => caseGlobs.length === 0 || caseGlobs.some((g) => g.test(c.id)));
-  const components = COMPONENTS.filter((c) => kinds.some((k) => k.component === c) && (c !== "vae_encoder" || original.vaeEncoder));
+  // in the order the layer-kind table lists them: the U-Net first, where the budget goes
+  const components = [...new Set(kinds.map((k) => k.component))].filter((c) => c !== "vae_encoder" || original.vaeEncoder);
   const inpaint = opts.inpaintModel ? loadModelFolder(opts.inpaintModel, { forceSd1: opts.forceSd1 }) : null;
   if (inpaint && !inpaint.isInpaint) {
     throw new HarnessError(`--inpaint-model: ${opts.inpaintModel} has a ${inpaint.unetConfig.inChannels}-channel U-Net; an inpainting model takes ${2 * inpaint.vaeConfig.latentChannels + 1}`, ExitCode.usage);
@@ -461,18 +465,18 @@ interface Ctx {
   readonly kinds: readonly LayerKind[];
   readonly refs: ReferenceSet;
   readonly allCases: readonly CaseDef[];
-  readonly components: readonly Component[];
+  readonly components: readonly ComponentKind[];
   readonly copy: string;
   readonly folder: ModelFolder;
   readonly inpaintCopy: string | null;
   readonly inpaintFolder: ModelFolder | null;
 }
 
-function kindComponent(id: string): Component {
+function kindComponent(id: string): ComponentKind {
   return LAYER_KINDS.find((k) => k.id === id)!.component;
 }
 
-function componentFile(folder: ModelFolder, c: Component): string | null {
+function componentFile(folder: ModelFolder, c: ComponentKind): string | null {
   return { unet: folder.unet, text_encoder: folder.textEncoder, vae_decoder: folder.vaeDecoder, vae_encoder: folder.vaeEncoder }[c];
 }
 
@@ -521,7 +525,7 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
   };
 
   // ---- weights of each component, mapped to kinds
-  const mapped = new Map<Component, MappedInitializer[]>();
+  const mapped = new Map<ComponentKind, MappedInitializer[]>();
   const unmappedList: SensitivityReport["unmapped"][number][] = [];
   for (const c of x.components) {
     const file = componentFile(x.folder, c);
@@ -537,7 +541,7 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
   }
 
   // ---- control run: every affected case, unperturbed
-  const sets = new Map<Component, { stage: CaseDef[]; rest: CaseDef[] }>();
+  const sets = new Map<ComponentKind, { stage: CaseDef[]; rest: CaseDef[] }>();
   for (const c of x.components) sets.set(c, casesFor(c, x.allCases, refs));
   const stageIds = [...new Set([...sets.values()].flatMap((s) => s.stage.map((c) => c.id)))];
   const restIds = [...new Set([...sets.values()].flatMap((s) => s.rest.map((c) => c.id)))].filter((id) => !stageIds.includes(id));

@@ -112,6 +112,8 @@ export const endToEnd = ownStage({
     return out;
   },
   components: ["text_encoder", "unet", "vae_decoder", "vae_encoder"],
+  componentsOf: (meta) => (meta.kind === "img2img" || meta.kind === "inpaint" ? ["text_encoder", "unet", "vae_decoder", "vae_encoder"] : ["text_encoder", "unet", "vae_decoder"]),
+  loop: true,
   float64Floor: true,
   coverage: (meta) => ({
     scheduler: typeof meta.scheduler_class === "string" ? meta.scheduler_class : undefined,

@@ -60,6 +60,7 @@ export const unetFree: StageDef = {
     return new Map([["latents_steps", f32(concatSteps(steps), ref.dims)]]);
   },
   components: ["unet"],
+  loop: true,
   float64Floor: true,
   displayRank: 4,
   plotRank: 1,
