@@ -41,6 +41,7 @@ import { runConformance, runtimeVersion, PipelineFactory } from "../runner";
 import { ReferenceSet } from "../cases/reference-set";
 import { CaseDef, listCases } from "../cases/cases";
 import { STAGE_DEFS, stageDef } from "../stages/index";
+import { METRICS } from "../judge/metric-table";
 import { ToleranceFile, loadTolerances, toleranceSha256, resolve } from "../judge/tolerances";
 import { CaseResult, Check } from "../types";
 import { LAYER_KINDS, LayerKind, mapInitializers, unmapped, MappedInitializer } from "./layer-kinds";
@@ -286,7 +287,7 @@ function deciderOf(r: CaseResult, stage: string, c: Check): Decider {
 
 const CAUGHT = new Set(["fail", "error", "xpass"]);
 /** counts and uint8 picture metrics move in whole steps: a 1-level pixel flip says nothing about how close a miss came */
-const DISCRETE = new Set(["maxAbsU8", "psnrU8", "mismatchedPixels", "mismatches", "timestepMismatches", "scheduleLengthDiff", "maxUlp"]);
+const DISCRETE = new Set(METRICS.filter((m) => m.discrete).map((m) => m.name));
 
 function fmt(x: number): string {
   return Number(x.toPrecision(6)).toString();
