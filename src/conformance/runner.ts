@@ -59,6 +59,8 @@ export interface RunOptions {
   readonly baselineFactor?: number;
   readonly argv?: readonly string[];
   readonly pipelineFactory?: PipelineFactory;
+  /** the pipeline factory owns the pipelines it returns and releases them itself (sensitivity shares one across runs): the run releases none */
+  readonly keepPipelines?: boolean;
   /** the runtime that runs every model's components (default: ort-node) */
   readonly runtime?: Runtime;
   readonly log?: (line: string) => void;
@@ -148,7 +150,7 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
     try {
       report = await runCases(opts, refs, tol, cases, baseline, factor, folder, { started, ort: clock0 }, b);
     } finally {
-      await b?.release();
+      if (!opts.keepPipelines) await b?.release();
     }
     if (opts.localize) {
       const localize = await runLocalize({
@@ -267,8 +269,10 @@ async function runCases(
         log(`${result.status.toUpperCase().padEnd(5)} ${oneLine(spec.label, 60).padEnd(8)} ${c.id}${Number.isFinite(h.value) ? `  ${h.metric} ${h.value.toExponential(2)}` : ""}${exText}${result.status !== "pass" && result.message ? `  (${oneLine(result.message, 300)})` : ""}`);
       }
     } finally {
-      await pipe.release();
-      await inpaintPipe?.release();
+      if (!opts.keepPipelines) {
+        await pipe.release();
+        await inpaintPipe?.release();
+      }
     }
   }
   const finished = new Date();

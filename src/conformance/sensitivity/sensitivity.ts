@@ -487,32 +487,29 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
   const notMeasured: string[] = [];
   const stageOfId = new Map(x.allCases.map((c) => [c.id, stageOf(c)]));
 
-  // One pipeline per probe, shared by its runConformance calls (the runner releases after each
-  // call, so release is held back until the probe is done). Stage cases run on a lazy pipeline
+  // One pipeline per probe, shared by its runConformance calls (keepPipelines: the runner leaves
+  // releasing them to this factory, when the probe is done). Stage cases run on a lazy pipeline
   // (lowMemory: only the part a case uses is loaded, so a VAE probe never loads the U-Net); the
   // end-to-end cases on an eager one (lowMemory would reload the U-Net for every generate()).
   // (one per model folder: the runner asks for the inpainting model's too)
-  let live: { pipes: Map<string, { pipe: StableDiffusionPipeline; release: () => Promise<void> }>; lazy: boolean } | null = null;
+  let live: { pipes: Map<string, StableDiffusionPipeline>; lazy: boolean } | null = null;
   let loadMs = 0;
   let lazyNext = false;
   const factory: PipelineFactory = async (dir, options) => {
     live ??= { pipes: new Map(), lazy: lazyNext };
-    let entry = live.pipes.get(dir);
-    if (!entry) {
+    let pipe = live.pipes.get(dir);
+    if (!pipe) {
       const l0 = Date.now();
-      const pipe = await StableDiffusionPipeline.load(dir, { ...options, lowMemory: lazyNext });
+      pipe = await StableDiffusionPipeline.load(dir, { ...options, lowMemory: lazyNext });
       loadMs = Date.now() - l0;
-      const release = pipe.release.bind(pipe);
-      pipe.release = async () => {};
-      entry = { pipe, release };
-      live.pipes.set(dir, entry);
+      live.pipes.set(dir, pipe);
     }
-    return entry.pipe;
+    return pipe;
   };
   const dropPipeline = async () => {
     const l = live;
     live = null;
-    for (const e of l?.pipes.values() ?? []) await e.release();
+    for (const pipe of l?.pipes.values() ?? []) await pipe.release();
   };
   const run = async (ids: readonly string[], lazy: boolean) => {
     if (opts.signal?.aborted) throw new HarnessError("interrupted", ExitCode.interrupted);
@@ -521,7 +518,7 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
     return runConformance({
       models: [{ label: "perturbed", dir: x.copy, inpaintDir: x.inpaintCopy }],
       references: opts.references, profile: x.profile, only: ids, outDir: null, threads, tolerances: x.tol,
-      pipelineFactory: factory, runtime: opts.runtime, signal: opts.signal, forceSd1: opts.forceSd1,
+      pipelineFactory: factory, keepPipelines: true, runtime: opts.runtime, signal: opts.signal, forceSd1: opts.forceSd1,
     });
   };
 
