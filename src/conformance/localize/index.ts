@@ -5,6 +5,7 @@
  * introduce the most drift (`localize.ts`). Which components it runs is `localize-components.ts`.
  * What it adds to report.json is the data model's (`../types.ts`, `LocalizeReport`).
  *
- * Imports go to the files themselves; this index is the room's surface for the CLI.
+ * Imports go to the files themselves; this index is the room's surface for the CLI and the tests.
  */
-export { ModuleReferences, loadModuleLimits } from "./localize";
+export { ModuleReferences, loadModuleLimits, runLocalize } from "./localize";
+export type { LocalizeReport, CallLocalization, ModuleDrift } from "../types";
