@@ -360,7 +360,7 @@ interface Ran {
   readonly float64Floor?: string;
   /** loops: the peak of relL2 after a step ÷ the initial one, two float64 runs one float32 ulp apart */
   readonly amplification?: number;
-  /** tensors float32 cannot fix (float64-floor.ts UNFIXABLE_REL_L2), with their spread */
+  /** tensors float32 cannot fix (judge/float64-floor.ts UNFIXABLE_REL_L2), with their spread */
   readonly unfixable?: readonly string[];
 }
 

@@ -39,7 +39,7 @@ export interface TensorMetrics {
   readonly float64RelL2?: number;
   /**
    * the floor `excess` divides by (before the 2^-24 minimum): the largest relL2 against float64 over
-   * the reference and the set's other correct float32 computations (float64-floor.ts floorEnvelope)
+   * the reference and the set's other correct float32 computations (judge/float64-floor.ts floorEnvelope)
    */
   readonly floorRelL2?: number;
   /** how many correct float32 computations that envelope spans (1: the reference alone, an older set) */

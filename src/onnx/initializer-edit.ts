@@ -5,7 +5,7 @@
  * as many bytes back at the same offset. No protobuf length prefix changes, so no rewrite of the
  * model is needed, and an edit is undone by writing the saved bytes back.
  *
- * The initializers are found with the library's own reader (src/pipeline/onnx-initializers.ts);
+ * The initializers are found with the library's own reader (src/onnx/initializers.ts);
  * this file adds the graph's nodes (GraphProto.node = 1; NodeProto: input = 1, output = 2,
  * name = 3, op_type = 4), because exporters name some weights anonymously (`onnx::MatMul_5643`
  * for a transposed Linear weight, `onnx::Mul_5637` for a GroupNorm's gamma) and only the

@@ -2,7 +2,7 @@
  * Test-only ONNX surgery without a protobuf dependency: find named float / float16 initializers in
  * a model file and rewrite some of their values in place. The byte length of every field stays the
  * same, so no protobuf length prefix has to change. The initializers are found with the library's
- * own reader (src/pipeline/onnx-initializers.ts).
+ * own reader (src/onnx/initializers.ts).
  */
 import * as fs from "node:fs";
 import * as path from "node:path";

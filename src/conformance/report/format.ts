@@ -82,7 +82,7 @@ export function formatCheck(c: Check): string {
 
 /**
  * The worst figures of a case over its tensors and images (max abs, PSNR, cosine, ...), shown
- * beside its headline metric (../headline.ts) in tables, case summaries and JUnit properties.
+ * beside its headline metric (../judge/headline.ts) in tables, case summaries and JUnit properties.
  */
 export interface Figures {
   readonly maxAbs?: number;

@@ -95,7 +95,7 @@ export interface StageDef {
   readonly loop?: boolean;
   /** whether its cases can carry the float64 floor (model stages: src/conformance/judge/float64-floor.ts) */
   readonly float64Floor: boolean;
-  /** the tensor metric its cases are summed up by (../headline.ts) when not relL2; an optional one, absent counting as 0 */
+  /** the tensor metric its cases are summed up by (../judge/headline.ts) when not relL2; an optional one, absent counting as 0 */
   readonly headlineMetric?: "maxUlp";
   /** what a judged case adds to the coverage section */
   coverage?(meta: Readonly<Record<string, unknown>>): CoverageFacts;
