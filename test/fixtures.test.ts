@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as crypto from "node:crypto";
 import { execFileSync } from "node:child_process";
-import { ReferenceSet } from "../src/conformance/reference-set";
+import { ReferenceSet } from "../src/conformance/cases/reference-set";
 import { StableDiffusionPipeline } from "../src/pipeline/pipeline";
 import { f32 } from "../src/tensor/tensor";
 import { ROOT, REFS, USER_FIXTURES } from "./helpers/fixtures";

@@ -23,9 +23,10 @@ import { createScheduler, parseSchedulerConfig } from "../schedulers";
 import { Scheduler, SchedulerConfig, SigmaScheduleName } from "../schedulers/types";
 import { ClipTokenizer } from "./tokenizer";
 import { ModelFolder, loadModelFolder, describeCorrection } from "./model-folder";
-import { OnnxComponent, SessionSettings, ComponentKind, toF32, fromF32 } from "./onnx-model";
+import { OnnxComponent, SessionSettings, ComponentKind } from "./onnx-model";
+import { toF32, fromF32 } from "../tensor/float16";
 import type { RuntimeTensor } from "../runtime/types";
-import { readFloatInitializers } from "./onnx-initializers";
+import { readFloatInitializers } from "../onnx/initializers";
 import { RgbImage, GrayImage, imageToTensor, maskToTensor, tensorToImages } from "./image";
 
 const f = Math.fround;
