@@ -296,6 +296,7 @@ async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const loadavg0 = os.loadavg();
   const rows: Record<string, unknown>[] = [];
+  const result = () => ({ backend: "ports", machine: machine(), loadavg: loadavg0, threads: args.threads, size: args.size, repeats: args.repeats, node: process.version, rows });
   const judged = new Map<string, Verdict>();
   for (const row of args.rows) {
     const b = row.backend;
@@ -308,11 +309,10 @@ async function main(): Promise<void> {
     }
     // ort-node's peak RSS is this process's: right when it is measured first (BACKENDS' order)
     rows.push({ ...(await measure(row, args)), verdict });
+    // written after every row: a run cut short keeps the rows it measured (bench --report-only renders them)
+    if (args.out) fs.writeFileSync(args.out, JSON.stringify(result(), null, 1));
   }
-  const result = { backend: "ports", machine: machine(), loadavg: loadavg0, threads: args.threads, size: args.size, repeats: args.repeats, node: process.version, rows };
-  const text = JSON.stringify(result, null, 1);
-  if (args.out) fs.writeFileSync(args.out, text);
-  else process.stdout.write(text + "\n");
+  if (!args.out) process.stdout.write(JSON.stringify(result(), null, 1) + "\n");
 }
 
 main().catch((e) => {

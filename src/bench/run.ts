@@ -532,7 +532,7 @@ function portsMarkdown(p: Json): string[] {
   const m = p.machine ?? {};
   L.push("## Ports: speed beside fidelity (`--only ports`)", "");
   L.push(`Measured in one run (src/bench/ports.ts) on ${m.cpu_model ?? "?"}, ${m.logical_cpus ?? "?"} logical CPUs (${m.simd ?? "?"}), ${p.threads} threads each; load average ${p.loadavg ? p.loadavg.map((x: number) => x.toFixed(2)).join(" / ") : "?"} (1 / 5 / 15 min) when the phase began, on a machine shared with other work: read the times as upper bounds. ${p.phase?.seconds ? `The phase took ${(p.phase.seconds / 60).toFixed(1)} min.` : ""}`);
-  L.push(`Times at ${p.size}×${p.size}: the median of the calls after the first (min–max, n), ${p.repeats} calls per stage; a port's time includes the protocol (safetensors files in a temporary folder): compare onnxruntime through the port with ort-node in process. ⚠: no call without contention.`);
+  L.push(`Times at ${p.size}×${p.size}: ${p.repeats > 1 ? `the median of the calls after the first (min–max, n), ${p.repeats} calls per stage` : "one call per stage, so the figure is that first (cold) call"}; a port's time includes the protocol (safetensors files in a temporary folder)${(p.rows as Json[]).some((x) => x.key === "onnxruntime-port") ? ": compare onnxruntime through the port with ort-node in process" : ""}. ⚠: no call without contention.`);
   const cases = (p.rows as Json[]).find((x) => x.verdict)?.verdict?.cases as string[] | null | undefined;
   const which = cases === undefined ? "" : cases === null ? " (every case)" : ` (cases ${cases.map((c) => `\`${c}\``).join(", ")}: every model stage)`;
   const set = (p.rows as Json[]).find((x) => x.verdict?.set)?.verdict?.set ?? "fixtures/references/tiny-sd/cpu";
@@ -543,10 +543,12 @@ function portsMarkdown(p: Json): string[] {
     const v = x.verdict;
     const counts = v ? Object.entries(v.counts as Record<string, number>).filter(([, n]) => n > 0).map(([k, n]) => `${n} ${k}`).join(", ") : "";
     const verdict = v ? `**${String(v.verdict).toUpperCase()}** (${v.profile}; ${counts}${v.error ? `; ${v.error}` : ""})` : "–";
-    const precision = x.runtime?.executionProvider ?? (x.error ? `error: ${x.error}` : "–");
+    const ep = x.runtime?.executionProvider as string | undefined;
+    // ort-node names no precision: it runs the fp32 export as it is
+    const precision = ep === undefined ? (x.error ? `error: ${x.error}` : "–") : /precision/.test(ep) ? ep : `${x.runtime.package} ${x.runtime.version}, ${ep}, precision f32 (the fp32 export)`;
     L.push(`| ${x.label}${x.size !== p.size ? ` **at ${x.size}×${x.size}**` : ""} | ${precision} | ${spread(x.unet_step_cfg)} | ${spread(x.vae_decode)} | ${sec(x.unet_load_s, 1)} / ${sec(x.vae_load_s, 1)} | ${gb(x.peak_rss_bytes)} | ${verdict} |`);
   }
-  L.push("", "Commands: " + (p.rows as Json[]).filter((x) => x.command).map((x) => `${x.key}: \`${String(x.command).split(os.homedir()).join("~").replace(/'[^']*\/ports\//g, "'ports/").replace(/'[^']*\/\.venv\//g, "'.venv/")}\``).join("; ") + ".", "");
+  L.push("", "Commands: " + (p.rows as Json[]).filter((x, i, all) => x.command && all.findIndex((y) => y.command === x.command) === i).map((x) => `${x.key}: \`${String(x.command).split(os.homedir()).join("~").replace(/'[^']*\/ports\//g, "'ports/").replace(/'[^']*\/\.venv\//g, "'.venv/")}\``).join("; ") + ".", "");
   return L;
 }
 
