@@ -11,6 +11,7 @@ library, from Python or from C) goes to stderr, which the harness keeps to quote
 
 Needs numpy only (safetensors files are read and written here, with no safetensors package).
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ import os
 import struct
 import sys
 import traceback
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Sequence
 
 import numpy as np
 
@@ -34,22 +35,22 @@ _TO_ST = {np.dtype(v).str: k for k, v in _ST.items()}
 TYPES = {"float32": np.float32, "float16": np.float16, "float64": np.float64, "int64": np.int64, "int32": np.int32}
 
 
-def read_safetensors(path: str) -> Dict[str, np.ndarray]:
+def read_safetensors(path: str) -> dict[str, np.ndarray]:
     with open(path, "rb") as f:
         data = f.read()
     (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
+    header = json.loads(data[8 : 8 + n])
     base = 8 + n
     out = {}
     for name, h in header.items():
         if name == "__metadata__":
             continue
         begin, end = h["data_offsets"]
-        out[name] = np.frombuffer(data[base + begin:base + end], dtype=_ST[h["dtype"]]).reshape(h["shape"]).copy()
+        out[name] = np.frombuffer(data[base + begin : base + end], dtype=_ST[h["dtype"]]).reshape(h["shape"]).copy()
     return out
 
 
-def write_safetensors(path: str, tensors: Dict[str, np.ndarray]) -> None:
+def write_safetensors(path: str, tensors: dict[str, np.ndarray]) -> None:
     header = {}
     chunks = []
     offset = 0
@@ -57,7 +58,9 @@ def write_safetensors(path: str, tensors: Dict[str, np.ndarray]) -> None:
         a = np.ascontiguousarray(a)
         key = a.dtype.newbyteorder("<").str if a.dtype.byteorder == ">" else a.dtype.str
         if key not in _TO_ST:
-            raise TypeError(f"output {name}: dtype {a.dtype} has no protocol type (float32, float16, float64, int64, int32)")
+            raise TypeError(
+                f"output {name}: dtype {a.dtype} has no protocol type (float32, float16, float64, int64, int32)"
+            )
         b = a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
         header[name] = {"dtype": _TO_ST[key], "shape": list(a.shape), "data_offsets": [offset, offset + len(b)]}
         chunks.append(b)
@@ -73,25 +76,44 @@ def write_safetensors(path: str, tensors: Dict[str, np.ndarray]) -> None:
 
 def io(name: str, type: str, shape: Sequence) -> dict:
     """One input or output as the load reply declares it: shape entries are sizes or dimension names."""
-    return {"name": name, "type": type, "shape": [d if isinstance(d, int) and d >= 0 else str(d) if d is not None else "?" for d in shape]}
+    return {
+        "name": name,
+        "type": type,
+        "shape": [d if isinstance(d, int) and d >= 0 else str(d) if d is not None else "?" for d in shape],
+    }
 
 
-def canonical_io(component: str, *, hidden_layers: int = 0, hidden: int | str = "hidden", ids_type: str = "int32") -> tuple:
+def canonical_io(
+    component: str, *, hidden_layers: int = 0, hidden: int | str = "hidden", ids_type: str = "int32"
+) -> tuple:
     """Inputs and outputs of an operation as protocol 1 names them (what the ONNX exports take).
 
     hidden_layers > 0 adds the text encoder's hidden_states.0..N outputs (clip skip needs them)."""
     if component == "text_encoder":
         outs = [io("last_hidden_state", "float32", ["batch", "sequence", hidden])]
-        outs += [io(f"hidden_states.{i}", "float32", ["batch", "sequence", hidden]) for i in range(hidden_layers + 1)] if hidden_layers else []
+        outs += (
+            [io(f"hidden_states.{i}", "float32", ["batch", "sequence", hidden]) for i in range(hidden_layers + 1)]
+            if hidden_layers
+            else []
+        )
         return [io("input_ids", ids_type, ["batch", "sequence"])], outs
     if component == "unet":
-        return ([io("sample", "float32", ["batch", "channels", "height", "width"]), io("timestep", "float32", [1]),
-                 io("encoder_hidden_states", "float32", ["batch", "sequence", hidden])],
-                [io("out_sample", "float32", ["batch", 4, "height", "width"])])
+        return (
+            [
+                io("sample", "float32", ["batch", "channels", "height", "width"]),
+                io("timestep", "float32", [1]),
+                io("encoder_hidden_states", "float32", ["batch", "sequence", hidden]),
+            ],
+            [io("out_sample", "float32", ["batch", 4, "height", "width"])],
+        )
     if component == "vae_decode":
-        return [io("latent_sample", "float32", ["batch", 4, "h", "w"])], [io("sample", "float32", ["batch", 3, "height", "width"])]
+        return [io("latent_sample", "float32", ["batch", 4, "h", "w"])], [
+            io("sample", "float32", ["batch", 3, "height", "width"])
+        ]
     if component == "vae_encode":
-        return [io("sample", "float32", ["batch", 3, "height", "width"])], [io("latent_parameters", "float32", ["batch", 8, "h", "w"])]
+        return [io("sample", "float32", ["batch", 3, "height", "width"])], [
+            io("latent_parameters", "float32", ["batch", 8, "h", "w"])
+        ]
     raise ValueError(component)
 
 
@@ -99,14 +121,16 @@ class Session:
     """One loaded component. Set inputs / outputs (lists of io(...)) and, where known, the precision
     it actually computes in; run() returns numpy arrays, cast by serve() to the declared types."""
 
-    inputs: List[dict] = []
-    outputs: List[dict] = []
-    precision: Optional[str] = None
+    inputs: list[dict] = []
+    outputs: list[dict] = []
+    precision: str | None = None
 
-    def run(self, feeds: Dict[str, np.ndarray], outputs: List[str]) -> Dict[str, np.ndarray]:
+    def run(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
-    def run_modules(self, feeds: Dict[str, np.ndarray], modules: List[dict]) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
+    def run_modules(
+        self, feeds: dict[str, np.ndarray], modules: list[dict]
+    ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         """Protocol 1.1 `modules`: run on feeds and return (values by module name, reason by module
         name for each module not returned). Each entry of modules has "name" (the PyTorch module
         path), "shape" (its output's shape) and, where the harness found them in the component's
@@ -117,26 +141,40 @@ class Session:
         pass
 
 
-def module_tensor_names(modules: List[dict]) -> List[str]:
+def module_tensor_names(modules: list[dict]) -> list[str]:
     """Every ONNX tensor a `modules` request names, once each, in request order."""
     return list(dict.fromkeys(t for m in modules for t in m.get("tensors") or ()))
 
 
-def pick_modules(modules: List[dict], fetched: Dict[str, np.ndarray], unknown: Optional[Dict[str, str]] = None) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
+def pick_modules(
+    modules: list[dict], fetched: dict[str, np.ndarray], unknown: dict[str, str] | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """The harness's rule for an ONNX graph's module tensors (src/onnx/graph-outputs.ts): a module's
     output is the last of its tensors (graph order) that is float and of the module's shape.
     fetched holds the tensors computed by name; unknown says why a tensor could not be fetched."""
-    values: Dict[str, np.ndarray] = {}
-    missing: Dict[str, str] = {}
+    values: dict[str, np.ndarray] = {}
+    missing: dict[str, str] = {}
     for m in modules:
         tensors = m.get("tensors") or []
         if not tensors:
             missing[m["name"]] = "the harness names no ONNX tensor for it"
             continue
         shape = tuple(m["shape"])
-        pick = next((t for t in reversed(tensors) if t in fetched and np.asarray(fetched[t]).dtype.kind == "f" and tuple(np.shape(fetched[t])) == shape), None)
+        pick = next(
+            (
+                t
+                for t in reversed(tensors)
+                if t in fetched and np.asarray(fetched[t]).dtype.kind == "f" and tuple(np.shape(fetched[t])) == shape
+            ),
+            None,
+        )
         if pick is None:
-            seen = ", ".join(f"{t}: {np.asarray(fetched[t]).dtype} {list(np.shape(fetched[t]))}" if t in fetched else f"{t}: {(unknown or {}).get(t, 'not computed')}" for t in tensors)
+            seen = ", ".join(
+                f"{t}: {np.asarray(fetched[t]).dtype} {list(np.shape(fetched[t]))}"
+                if t in fetched
+                else f"{t}: {(unknown or {}).get(t, 'not computed')}"
+                for t in tensors
+            )
             missing[m["name"]] = f"none of its tensors is float of shape {list(shape)} ({seen})"[:300]
             continue
         values[m["name"]] = np.asarray(fetched[pick])
@@ -154,7 +192,7 @@ class Port:
     #: protocol 1.1: the operations whose sessions implement run_modules() (--localize through the port)
     modules: Sequence[str] = ()
 
-    def components(self) -> Dict[str, Optional[str]]:
+    def components(self) -> dict[str, str | None]:
         """Per operation: None when supported, else the reason it is not (reported as not covered)."""
         return {op: None for op in OPERATIONS}
 
@@ -177,7 +215,7 @@ def serve(port: Port) -> None:
         proto.write(json.dumps(msg) + "\n")
         proto.flush()
 
-    sessions: Dict[str, Session] = {}
+    sessions: dict[str, Session] = {}
     for line in sys.stdin:
         if not line.strip():
             continue
@@ -188,11 +226,30 @@ def serve(port: Port) -> None:
                 if req.get("protocol") != PROTOCOL:
                     raise ValueError(f"this adapter speaks protocol {PROTOCOL}, the harness {req.get('protocol')}")
                 comps = port.components()
-                reply({"id": rid, "ok": True, "protocol": PROTOCOL, "minor": PROTOCOL_MINOR,
-                       "port": {"name": port.name, "version": str(port.version), "device": port.device,
-                                "precision": port.precision, "backend": port.backend},
-                       "components": {c: ({"supported": True} if comps.get(c) is None else {"supported": False, "reason": comps[c]}) for c in OPERATIONS},
-                       "modules": [c for c in port.modules if c in OPERATIONS and comps.get(c) is None]})
+                reply(
+                    {
+                        "id": rid,
+                        "ok": True,
+                        "protocol": PROTOCOL,
+                        "minor": PROTOCOL_MINOR,
+                        "port": {
+                            "name": port.name,
+                            "version": str(port.version),
+                            "device": port.device,
+                            "precision": port.precision,
+                            "backend": port.backend,
+                        },
+                        "components": {
+                            c: (
+                                {"supported": True}
+                                if comps.get(c) is None
+                                else {"supported": False, "reason": comps[c]}
+                            )
+                            for c in OPERATIONS
+                        },
+                        "modules": [c for c in port.modules if c in OPERATIONS and comps.get(c) is None],
+                    }
+                )
             elif op == "load":
                 s = port.load(req["component"], req["model_dir"], req["file"], int(req.get("threads") or 0))
                 sid = f"{req['component']}-{len(sessions) + 1}"
@@ -215,9 +272,16 @@ def serve(port: Port) -> None:
                 s = sessions[req["session"]]
                 values, missing = s.run_modules(read_safetensors(req["inputs"]), list(req["modules"]))
                 # module outputs travel as float32 (float16 / float64 as they are)
-                write_safetensors(req["output"], {n: (a if a.dtype in (np.float16, np.float32, np.float64) else a.astype(np.float32))
-                                                  for n, a in ((n, np.asarray(v)) for n, v in values.items())})
-                reply({"id": rid, "ok": True, "missing": {n: str(w).replace("\n", " ")[:300] for n, w in missing.items()}})
+                write_safetensors(
+                    req["output"],
+                    {
+                        n: (a if a.dtype in (np.float16, np.float32, np.float64) else a.astype(np.float32))
+                        for n, a in ((n, np.asarray(v)) for n, v in values.items())
+                    },
+                )
+                reply(
+                    {"id": rid, "ok": True, "missing": {n: str(w).replace("\n", " ")[:300] for n, w in missing.items()}}
+                )
             elif op == "release":
                 s = sessions.pop(req["session"], None)
                 if s is not None:

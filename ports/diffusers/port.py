@@ -14,6 +14,7 @@ records it (a tuple's first tensor; the last call's, for a module called more th
 --scale-weight NAME=FACTOR (repeatable), a fault for showing it works, multiplies the parameter NAME
 of a component (its state_dict name, e.g. down_blocks.1.resnets.0.conv1.weight) by FACTOR.
 """
+
 import argparse
 import json
 import os
@@ -59,7 +60,10 @@ class TorchSession(Session):
             if name in params:
                 with torch.no_grad():
                     params[name].mul_(factor)
-                print(f"diffusers port: {component}: {name} {list(params[name].shape)} scaled by {factor} (--scale-weight)", file=sys.stderr)
+                print(
+                    f"diffusers port: {component}: {name} {list(params[name].shape)} scaled by {factor} (--scale-weight)",
+                    file=sys.stderr,
+                )
 
     def run_modules(self, feeds, modules):
         named = dict(self.model.named_modules())
@@ -70,6 +74,7 @@ class TorchSession(Session):
                 y = first_tensor(output)
                 if y is not None:
                     got[name] = y.detach().float().numpy().copy()
+
             return record
 
         for m in modules:
@@ -163,7 +168,9 @@ class DiffusersPort(Port):
     def load(self, component, model_dir, file, threads):
         if threads:
             torch.set_num_threads(threads)
-        return TorchSession(component, self.folder_for(model_dir), self.dtype, self.precision, onnx_io(component, model_dir), self.scale)
+        return TorchSession(
+            component, self.folder_for(model_dir), self.dtype, self.precision, onnx_io(component, model_dir), self.scale
+        )
 
 
 if __name__ == "__main__":
@@ -171,8 +178,13 @@ if __name__ == "__main__":
     ap.add_argument("--model", required=True, help="diffusers folder of the model (text_encoder/, unet/, vae/)")
     ap.add_argument("--inpaint-model", help="diffusers folder of the inpainting model")
     ap.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES))
-    ap.add_argument("--scale-weight", action="append", default=[], metavar="NAME=FACTOR",
-                    help="a fault: multiply the parameter NAME by FACTOR (repeatable)")
+    ap.add_argument(
+        "--scale-weight",
+        action="append",
+        default=[],
+        metavar="NAME=FACTOR",
+        help="a fault: multiply the parameter NAME by FACTOR (repeatable)",
+    )
     a = ap.parse_args()
     scale = {}
     for item in a.scale_weight:

@@ -7,6 +7,7 @@ harness names with the session options runtime ort-node uses, so its figures are
 tensors the harness names (appended as outputs carrying only a name, as src/onnx/graph-outputs.ts
 does for runtime ort-node), run with the same options, so its figures are ort-node's --localize ones.
 """
+
 import os
 import shutil
 import sys
@@ -18,7 +19,13 @@ import onnxruntime as ort  # noqa: E402
 from sdh_port import Port, Session, io, module_tensor_names, pick_modules, serve  # noqa: E402
 
 # onnxruntime's type strings -> the protocol's
-TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64", "tensor(int64)": "int64", "tensor(int32)": "int32"}
+TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+}
 
 
 def session_options(threads: int) -> "ort.SessionOptions":
@@ -74,7 +81,11 @@ class OrtSession(Session):
             self.drop_modules_session()
             folder = tempfile.mkdtemp(prefix="sdh-ort-modules-")
             try:
-                s = ort.InferenceSession(with_extra_outputs(self.file, names, folder), session_options(self.threads), providers=["CPUExecutionProvider"])
+                s = ort.InferenceSession(
+                    with_extra_outputs(self.file, names, folder),
+                    session_options(self.threads),
+                    providers=["CPUExecutionProvider"],
+                )
             except Exception:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise

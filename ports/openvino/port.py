@@ -16,6 +16,7 @@ settings, and each module's output is the tensor the harness would take (sdh_por
 port: it multiplies the ONNX initializer NAME (e.g. model.down_blocks.1.resnets.0.conv1.weight) by
 FACTOR in every component that has it, and the handshake's backend says so.
 """
+
 import argparse
 import os
 import platform
@@ -69,7 +70,10 @@ def read_model(core: "ov.Core", file: str, scale: dict) -> "ov.Model":
             new = ops.constant((data * scale[hit]).astype(data.dtype))
             new.output(0).set_names(names)
             op.output(0).replace(new.output(0))
-            print(f"openvino port: {os.path.basename(os.path.dirname(file))}: {hit} {list(data.shape)} scaled by {scale[hit]} (--scale-weight)", file=sys.stderr)
+            print(
+                f"openvino port: {os.path.basename(os.path.dirname(file))}: {hit} {list(data.shape)} scaled by {scale[hit]} (--scale-weight)",
+                file=sys.stderr,
+            )
         model.validate_nodes_and_infer_types()
     return model
 
@@ -77,7 +81,9 @@ def read_model(core: "ov.Core", file: str, scale: dict) -> "ov.Model":
 class OvSession(Session):
     def __init__(self, core: "ov.Core", file: str, device: str, config: dict, scale: dict):
         self.core, self.file, self.device, self.config, self.scale = core, file, device, config, scale
-        self.modules_compiled = None  # (tensor names, compiled model, request, name -> output port, unknown) of the last `modules` request
+        self.modules_compiled = (
+            None  # (tensor names, compiled model, request, name -> output port, unknown) of the last `modules` request
+        )
         model = read_model(core, file, scale)
         self.compiled = core.compile_model(model, device, config)
         self.request = self.compiled.create_infer_request()
@@ -147,10 +153,17 @@ class OvPort(Port):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--precision", default="default", help="INFERENCE_PRECISION_HINT: default (the plugin's choice), f32, bf16, f16")
+    ap.add_argument(
+        "--precision", default="default", help="INFERENCE_PRECISION_HINT: default (the plugin's choice), f32, bf16, f16"
+    )
     ap.add_argument("--device", default="CPU")
-    ap.add_argument("--scale-weight", action="append", default=[], metavar="NAME=FACTOR",
-                    help="a fault: multiply the ONNX initializer NAME by FACTOR (repeatable)")
+    ap.add_argument(
+        "--scale-weight",
+        action="append",
+        default=[],
+        metavar="NAME=FACTOR",
+        help="a fault: multiply the ONNX initializer NAME by FACTOR (repeatable)",
+    )
     a = ap.parse_args()
     scale = {}
     for item in a.scale_weight:
