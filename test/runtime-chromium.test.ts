@@ -83,7 +83,7 @@ maybe.each(["chromium-wasm", "chromium-webgpu"])("%s", (name) => {
     const d = runtime.describe();
     expect(d).toMatchObject({ runtime: name, package: "onnxruntime-web", threads: 2 });
     expect(d.device).toMatch(/^Chrome\/\d+/);
-    if (name === "chromium-webgpu") expect(d.device).toMatch(/WebGPU adapter \S/);
+    if (name === "chromium-webgpu") expect(d.device).toMatch(/WebGPU adapter \S.*, Dawn toggles disable_workgroup_init$/);
     const pid = browserPid(runtime);
     expect(alive(pid)).toBe(true);
     await runtime.close();

@@ -7,6 +7,7 @@
  *   node --expose-gc dist/bench/ours.js --mode lowmem  --model DIR
  *   node --expose-gc dist/bench/ours.js --mode options --model DIR --gol extended --mem-pattern 0 --arena 1
  *   node --expose-gc dist/bench/ours.js --mode unet    --model DIR   (a precision variant's folder)
+ *   node --expose-gc dist/bench/ours.js --mode runtime --model DIR --runtime ort-wasm
  *
  * main:    load; stages (text encoder batch 2, one U-Net call with CFG batch 2, VAE decode, VAE
  *          encode; the first call of each reported apart as the cold one); txt2img REPEATS times
@@ -17,6 +18,9 @@
  * options: the given session options: load, U-Net x3, VAE decode x2; times and peak RSS.
  * unet:    the U-Net session alone (no text encoder / VAE: embeddings are random normals): load,
  *          U-Net with CFG x3 (1 cold + 2 warm); times and peak RSS. For precision variants.
+ * runtime: each component on --runtime NAME (src/runtime/), one at a time, released before the
+ *          next: load, then STAGE_REPEATS calls (1 cold). onnxruntime-web's U-Net is not loaded:
+ *          SD 1.5's 3.4 GB of weights and its working set do not fit WebAssembly's 4 GiB.
  * The workload is scripts/bench_python.py's, call for call.
  */
 import * as fs from "node:fs";
@@ -25,10 +29,13 @@ import yargs from "yargs";
 import { StableDiffusionPipeline, PipelineOptions } from "../pipeline/pipeline";
 import { F32, f32 } from "../tensor/tensor";
 import { packageVersion } from "../runtime/package-version";
+import { createRuntime, RUNTIMES } from "../runtime/index";
+import type { RuntimeTensor } from "../runtime/types";
+import type { ComponentKind } from "../pipeline/onnx-model";
 
 const PROMPT = "a photograph of an astronaut riding a horse";
 
-type Mode = "main" | "leak" | "lowmem" | "options" | "unet";
+type Mode = "main" | "leak" | "lowmem" | "options" | "unet" | "runtime";
 
 interface Args {
   mode: Mode;
@@ -46,9 +53,10 @@ interface Args {
   gol: "all" | "extended" | "basic" | "disabled";
   memPattern: boolean;
   arena: boolean;
+  runtime: string;
 }
 
-const MODES: readonly Mode[] = ["main", "leak", "lowmem", "options", "unet"];
+const MODES: readonly Mode[] = ["main", "leak", "lowmem", "options", "unet", "runtime"];
 const GOLS: readonly Args["gol"][] = ["all", "extended", "basic", "disabled"];
 
 function parseArgs(argv: string[]): Args {
@@ -70,6 +78,7 @@ function parseArgs(argv: string[]): Args {
     .option("gol", { choices: GOLS, default: "all" as Args["gol"], describe: "ORT graph optimisation level" })
     .option("mem-pattern", { type: "number", choices: [0, 1], default: 1, describe: "ORT memory-pattern planner: 1 on, 0 off" })
     .option("arena", { type: "number", choices: [0, 1], default: 1, describe: "ORT CPU arena: 1 on, 0 off" })
+    .option("runtime", { choices: RUNTIMES.map((r) => r.name), default: "ort-node", describe: "what runs the components (runtime mode)" })
     .strict()
     .help()
     .parseSync();
@@ -79,7 +88,7 @@ function parseArgs(argv: string[]): Args {
   return {
     mode: a.mode, model: a.model, out: a.out ?? null, threads: a.threads, size: a.size, steps: a.steps, repeats: a.repeats,
     stageRepeats: a["stage-repeats"], textRepeats: a["text-repeats"], leakGens: a["leak-gens"], leakSteps: a["leak-steps"], extra: a.extra,
-    gol: a.gol, memPattern: a["mem-pattern"] === 1, arena: a.arena === 1,
+    gol: a.gol, memPattern: a["mem-pattern"] === 1, arena: a.arena === 1, runtime: a.runtime,
   };
 }
 
@@ -157,6 +166,49 @@ async function timed(fn: () => Promise<unknown>, n: number, name: string, extra 
     log(`${name} ${i + 1}/${n}: ${wall[i].toFixed(3)} s (cpu ${(cpu[i] / wall[i]).toFixed(2)} cores, others ${others[i]?.toFixed(2) ?? "?"})`);
   }
   return { wall_s: wall, cpu_s: cpu, others_cores: others, loadavg_before: la0, loadavg_after: loadavg() };
+}
+
+/** Each component on the named runtime, one session at a time: load time and STAGE_REPEATS calls. */
+async function componentsOn(name: string, lat: number): Promise<Record<string, unknown>> {
+  const runtime = createRuntime(name);
+  const pipe = await StableDiffusionPipeline.load(ARGS.model, { threads: ARGS.threads, runtime, lowMemory: true });
+  const ids = pipe.tokenize([PROMPT, ""]);
+  const hidden = pipe.folder.textConfig.hiddenSize;
+  const feeds: Record<ComponentKind, (type: (input: string) => string) => Record<string, RuntimeTensor>> = {
+    text_encoder: (type) => ({
+      input_ids: type("input_ids") === "int64"
+        ? { dtype: "int64", dims: [2, 77], data: BigInt64Array.from(ids.flatMap((a) => Array.from(a, BigInt))) }
+        : { dtype: "int32", dims: [2, 77], data: Int32Array.from(ids.flatMap((a) => Array.from(a))) },
+    }),
+    unet: () => ({
+      sample: { dtype: "float32", dims: [2, 4, lat, lat], data: normals(2 * 4 * lat * lat, 1) },
+      timestep: { dtype: "float32", dims: [1], data: Float32Array.of(981) },
+      encoder_hidden_states: { dtype: "float32", dims: [2, 77, hidden], data: normals(2 * 77 * hidden, 4) },
+    }),
+    vae_decoder: () => ({ latent_sample: { dtype: "float32", dims: [1, 4, lat, lat], data: normals(4 * lat * lat, 2) } }),
+    vae_encoder: () => ({ sample: { dtype: "float32", dims: [1, 3, ARGS.size, ARGS.size], data: normals(3 * ARGS.size * ARGS.size, 3, 0.5) } }),
+  };
+  const stages: Record<string, unknown> = {};
+  const skipped: Record<string, string> = {};
+  try {
+    for (const kind of ["text_encoder", "vae_decoder", "vae_encoder", "unet"] as const) {
+      if (kind === "unet" && runtime.describe().package === "onnxruntime-web") {
+        skipped[kind] = "onnxruntime-web: SD 1.5's 3.4 GB U-Net and its working set do not fit WebAssembly's 4 GiB address space";
+        continue;
+      }
+      const t0 = performance.now();
+      const c = await pipe.component(kind);
+      const loadS = (performance.now() - t0) / 1000;
+      const f = feeds[kind]((input) => c.inputType(input));
+      if (kind === "unet" && c.inputType("timestep") === "int64") f.timestep = { dtype: "int64", dims: [1], data: BigInt64Array.of(981n) };
+      stages[kind] = { load_s: loadS, ...(await timed(() => c.run(f), ARGS.stageRepeats, kind, 0)) };
+      await c.release();
+    }
+  } finally {
+    await pipe.release();
+    await runtime.close();
+  }
+  return { runtime: runtime.describe(), stages, skipped, peak_rss: peakRss() };
 }
 
 /** Deterministic standard normals (Box-Muller over a 32-bit LCG): inputs whose values do not matter. */
@@ -239,6 +291,8 @@ async function main(): Promise<void> {
     out.peak_rss = peakRss();
     return finish(out);
   }
+
+  if (ARGS.mode === "runtime") return finish({ ...out, ...(await componentsOn(ARGS.runtime, lat)) });
 
   if (ARGS.mode === "unet") {
     // lowMemory: no session at load; the U-Net's is created here and kept (runUnet does not release it)

@@ -7,6 +7,7 @@
  *                    [--leak-gens 10] [--leak-steps 1] [--leak-size 256] [--with-options]
  *                    [--only flops,ours,torch,ort,leak,lowmem,options,variants,ports] [--no-wait] [--max-wait 300]
  *                    [--settings a,b,c,d,e,f] [--report-only] [--out-dir bench]
+ *   npm run bench -- --runtime NAME [--size 512] [--stage-repeats 3] [--no-wait]
  *
  * Phases, one process each and never two at once (each has its own peak RSS): FLOPs and peak
  * sgemm (scripts/bench_flops.py); ours (src/bench/ours.ts --mode main); PyTorch and Python ORT
@@ -20,6 +21,9 @@
  * 2-core machine (a U-Net call with CFG at 512x512 is ~1.6 TFLOP). Before each phase it
  * waits (up to --max-wait s) for the CPUs to be idle, because other processes on a 2-core machine
  * change the figures; every measurement also records its CPU utilisation so contention shows.
+ * --runtime NAME runs only the components on that runtime (ours.ts --mode runtime: text encoder,
+ * VAE decode, VAE encode, U-Net where it fits) and adds its rows to the "Other runtimes" section of
+ * the previous results.json / RESULTS.md, leaving every other figure as it was.
  * Raw phase outputs go to <model dir>/bench-raw-<size>/ (--report-only re-renders from them);
  * results to bench/results.json and bench/RESULTS.md.
  */
@@ -49,6 +53,8 @@ interface Args {
   outDir: string;
   /** --port-backends: the ports phase's rows (src/bench/ports.ts --backends), its default when null */
   portBackends: string | null;
+  /** measure the components on this runtime only (ours.ts --mode runtime) */
+  runtime: string | null;
 }
 
 /**
@@ -97,6 +103,7 @@ function parseArgs(argv: string[]): Args {
     .option("report-only", { type: "boolean", default: false, describe: "re-render bench/RESULTS.md from the raw phase outputs" })
     .option("out-dir", { type: "string", default: path.join(ROOT, "bench"), describe: "where results.json and RESULTS.md go" })
     .option("port-backends", { type: "string", describe: "the ports phase's rows (src/bench/ports.ts --backends; default: all its backends)" })
+    .option("runtime", { type: "string", describe: "measure each component on this runtime (ort-wasm, chromium-wasm, chromium-webgpu, ...) and add its rows to the previous results; nothing else runs" })
     .strict()
     .help()
     .alias("h", "help")
@@ -107,7 +114,7 @@ function parseArgs(argv: string[]): Args {
   const out: Args = {
     threads: a.threads, size: a.size, steps: a.steps, repeats: a.repeats, stageRepeats: a["stage-repeats"], leakGens: a["leak-gens"],
     leakSteps: a["leak-steps"], leakSize: a["leak-size"], settings: a.settings === undefined ? null : list(a.settings), only,
-    wait: a.wait, maxWait: a["max-wait"], reportOnly: a["report-only"], outDir: path.resolve(a["out-dir"]), portBackends: a["port-backends"] ?? null,
+    wait: a.wait, maxWait: a["max-wait"], reportOnly: a["report-only"], outDir: path.resolve(a["out-dir"]), portBackends: a["port-backends"] ?? null, runtime: a.runtime ?? null,
   };
   for (const [k, x] of [["--size", out.size], ["--leak-size", out.leakSize]] as const) if (x % 64 !== 0 || x === 0) throw new Error(`${k} ${x}: must be a multiple of 64`);
   if (out.steps < 1 || out.repeats < 1 || out.stageRepeats < 1) throw new Error("--steps, --repeats and --stage-repeats must be at least 1");
@@ -524,6 +531,7 @@ function renderMarkdown(r: Json): string {
   L.push("CPU busy (all cores, other processes included) just before each phase, after waiting for it to settle:");
   L.push(Object.entries(P).filter(([, x]) => x).map(([k, x]) => `${k} ${(x as Json).busy_before == null ? "?" : ((x as Json).busy_before * 100).toFixed(0) + "%"} (waited ${((x as Json).waited_s ?? 0).toFixed(0)} s)`).join("; ") + ".");
   L.push("");
+  L.push(...renderRuntimes(r));
   return L.join("\n");
 }
 
@@ -566,6 +574,8 @@ function main(): void {
   const ours = path.join(__dirname, "ours.js");
   const common = ["--threads", String(args.threads), "--size", String(args.size)];
   const runCfg = ["--steps", String(args.steps), "--repeats", String(args.repeats), "--stage-repeats", String(args.stageRepeats)];
+
+  if (args.runtime) return addRuntime(args, raw, [node, "--expose-gc", ours, "--mode", "runtime", "--runtime", args.runtime, "--model", onnxDir, ...common, "--stage-repeats", String(args.stageRepeats)]);
 
   if (!args.reportOnly) {
     ensureModel(py);
@@ -617,6 +627,43 @@ function readPrev(args: Args): Json | null {
   } catch {
     return null;
   }
+}
+
+/** --runtime: one phase, its figures merged into the previous results.json under runtimes[NAME], RESULTS.md re-rendered. */
+function addRuntime(args: Args, raw: string, [cmd, ...argv]: string[]): void {
+  const name = args.runtime!;
+  const file = path.join(args.outDir, "results.json");
+  if (!fs.existsSync(file)) throw new BenchError(`${file} not found: --runtime adds rows to an earlier full run's results`);
+  runPhase(args, `runtime-${name}`, cmd, argv, raw);
+  const data = JSON.parse(fs.readFileSync(path.join(raw, `runtime-${name}.json`), "utf8"));
+  const results = JSON.parse(fs.readFileSync(file, "utf8"));
+  results.runtimes = { ...results.runtimes, [name]: { ...data, machine: machine(), measured_at: new Date().toISOString() } };
+  fs.writeFileSync(file, JSON.stringify(results, null, 1) + "\n");
+  const mdFile = path.join(args.outDir, "RESULTS.md");
+  fs.writeFileSync(mdFile, renderMarkdown(results) + keptNotes(mdFile));
+  log(`added runtime ${name} to ${path.relative(process.cwd(), file)} and ${path.relative(process.cwd(), mdFile)}`);
+}
+
+/** The "Other runtimes" section: each --runtime run's components, or the reason one was not run. */
+function renderRuntimes(r: Json): string[] {
+  if (!r.runtimes) return [];
+  const L = ["## Other runtimes (`npm run bench -- --runtime NAME`)", ""];
+  L.push("Each component alone on the runtime, one session at a time: load, the first (cold) call, the median of the others. Batch 2 for the text encoder and the U-Net (CFG), 1 for the VAE.", "");
+  L.push("| runtime | device | component | input | load | cold call | later calls (median, n) | other processes' cores (max) |");
+  L.push("|---|---|---|---|---|---|---|---|");
+  const shapes: Record<string, (s: number) => string> = {
+    text_encoder: () => "2×77 ids", vae_decoder: (s) => `1×4×${s / 8}×${s / 8}`, vae_encoder: (s) => `1×3×${s}×${s}`, unet: (s) => `2×4×${s / 8}×${s / 8}`,
+  };
+  for (const [name, x] of Object.entries(r.runtimes as Json)) {
+    for (const [kind, st] of Object.entries(x.stages as Json)) {
+      const later = st.wall_s.slice(1);
+      const others = st.others_cores.filter((o: number | null) => o !== null);
+      L.push(`| ${name} | ${x.runtime.device} | ${kind} | ${shapes[kind]?.(x.size) ?? ""} | ${st.load_s.toFixed(1)} s | ${st.wall_s[0].toFixed(2)} s | ${later.length ? `${stat(later)!.median.toFixed(2)} s (n=${later.length})` : "–"} | ${others.length ? Math.max(...others).toFixed(2) : "?"} |`);
+    }
+    for (const [kind, why] of Object.entries((x.skipped ?? {}) as Json)) L.push(`| ${name} | ${x.runtime.device} | ${kind} | | not run: ${why} | | | |`);
+  }
+  L.push("");
+  return L;
 }
 
 function readPrevWall(args: Args): number | null {

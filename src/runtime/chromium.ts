@@ -49,6 +49,17 @@ function findChromium(name: string): string {
   throw new HarnessError(`--runtime ${name}: no Chromium found (${CANDIDATES.join(", ")}); install Debian's chromium (apt-get install chromium) or set SD_HARNESS_CHROMIUM`, ExitCode.usage);
 }
 
+/**
+ * Dawn toggles for the WebGPU page. `disable_workgroup_init` drops the zero-fill of workgroup
+ * memory that Dawn adds to every shader using it (a loop and a barrier at the top of each
+ * dispatch, and more code for SwiftShader to compile). On SwiftShader the tiny U-Net's first call
+ * went from 27–36 s to 9–11 s and later calls from 7–11 s to 4.6–6 s (AMD EPYC, 2 cores, load
+ * 6–12), and the outputs of both U-Nets and the VAE decoder and encoder were bit-identical with and
+ * without it: the kernels they use read no workgroup memory they did not write
+ * (docs/other-runtimes.md). The toggle is named in the runtime's device description.
+ */
+export const DAWN_TOGGLES = ["disable_workgroup_init"] as const;
+
 /** The page: loads onnxruntime-web as an ES module and exposes load / run / release to puppeteer. */
 function pageHtml(backend: ChromiumBackend, threads: number): string {
   const bundle = backend === "webgpu" ? "ort.webgpu.min.mjs" : "ort.wasm.min.mjs";
@@ -340,7 +351,7 @@ export class ChromiumRuntime implements Runtime {
     const url = await server.listen();
     const puppeteer = await import("puppeteer-core");
     const args = ["--headless", "--no-sandbox", "--no-first-run", "--disable-background-networking", "--no-default-browser-check", "--mute-audio"];
-    if (this.backend === "webgpu" && this.options.webgpuFlags !== false) args.push("--enable-unsafe-webgpu", "--enable-unsafe-swiftshader");
+    if (this.backend === "webgpu" && this.options.webgpuFlags !== false) args.push("--enable-unsafe-webgpu", "--enable-unsafe-swiftshader", `--enable-dawn-features=${DAWN_TOGGLES.join(",")}`);
     // the profile and what Chromium writes under $XDG_CONFIG_HOME / $XDG_CACHE_HOME (its crash
     // database: ~/.config/chromium/Crash Reports otherwise) go to one temporary folder, removed at close
     const home = fs.mkdtempSync(path.join(os.tmpdir(), "sdh-chromium-"));
@@ -393,7 +404,7 @@ export class ChromiumRuntime implements Runtime {
     const browser = s ? s.browserVersion : "headless Chromium";
     const a = s?.adapter;
     const device = this.backend === "webgpu"
-      ? `${browser}, WebGPU adapter ${a ? [a.vendor, a.architecture, a.device, a.description].filter(Boolean).join(" / ") || "(no info)" : "(not started)"}`
+      ? `${browser}, WebGPU adapter ${a ? [a.vendor, a.architecture, a.device, a.description].filter(Boolean).join(" / ") || "(no info)" : "(not started)"}, Dawn toggles ${DAWN_TOGGLES.join(",")}`
       : `${browser}, WebAssembly (${os.cpus()[0]?.model?.trim() || "unknown CPU"})`;
     return { runtime: this.name, package: "onnxruntime-web", version: packageVersion("onnxruntime-web"), executionProvider: this.backend, device, threads: s?.threads ?? 0 };
   }
