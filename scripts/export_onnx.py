@@ -104,7 +104,7 @@ def export_folder(src: Path, dst: Path, height: int | None = None, width: int | 
 
     n_layers = text.config.num_hidden_layers
     seq = text.config.max_position_embeddings
-    ids = torch.full((1, seq), 49407, dtype=torch.int32)
+    ids = torch.full((1, seq), text.config.eos_token_id, dtype=torch.int32)  # a valid id for any vocabulary size
     _export(TextEncoderWrapper(text), (ids,), dst / "text_encoder" / "model.onnx", ["input_ids"],
             ["last_hidden_state", "pooler_output", *[f"hidden_states.{i}" for i in range(n_layers + 1)]],
             {"input_ids": {0: "batch_size", 1: "sequence_length"},
