@@ -13,7 +13,8 @@ Steps: (1) draw the data set, holding out HELD_OUT attribute combinations that n
 shows; (2) train the VAE (MSE + L1 + a small KL term); (3) encode the data set once, set
 scaling_factor = 1 / std of the latents; (4) train U-Net and text encoder together (epsilon loss
 with min-SNR-5 weighting, 10 % empty captions for classifier-free guidance, EMA of the weights);
-(5) write the diffusers folder <out>/shapes-sd (not committed) and its ONNX export
+(5) write the diffusers folder <out>/shapes-sd (not committed; weights rounded to float16
+precision) and its ONNX export
 <out>/shapes-sd-onnx via export_onnx.py, with the initializers stored as float16 and cast to float32
 inside the graph and short tensor names (compact_onnx(): the model computes in float32; this
 halves the committed bytes).
@@ -351,13 +352,33 @@ def compact_onnx(path: Path, min_elements: int = 16) -> None:
 
 # ---------------------------------------------------------------- main
 
+def finish(dest: Path, onnx_dest: Path) -> None:
+    """Round every weight of the saved diffusers folder to float16 precision (kept as float32), so
+    the committed ONNX folder, which stores them as float16, computes the same function as the
+    PyTorch folder that reference sets are made from; then export and compact it."""
+    for sub, cls in (("unet", UNet2DConditionModel), ("vae", AutoencoderKL), ("text_encoder", CLIPTextModel)):
+        model = cls.from_pretrained(str(dest / sub))
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(p.half().float())
+        model.save_pretrained(str(dest / sub), safe_serialization=True)
+    export_folder(dest, onnx_dest)
+    for part in ("text_encoder", "unet", "vae_encoder", "vae_decoder"):
+        compact_onnx(onnx_dest / part / "model.onnx")
+    shutil.copy(dest / "prompts.json", onnx_dest / "prompts.json")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("fixtures/models"))
     ap.add_argument("--smoke", action="store_true", help="1/40 of the steps and images: checks the script, not the model")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--finish-only", action="store_true", help="only the last step (finish()) on an already trained <out>/shapes-sd")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.finish_only:
+        finish(args.out / NAME, args.out / f"{NAME}-onnx")
+        return 0
     torch.use_deterministic_algorithms(True)
     k = 40 if args.smoke else 1
     wall0 = time.time()
@@ -414,10 +435,7 @@ def main() -> int:
     (dest / "prompts.json").write_text(json.dumps(prompts, indent=1) + "\n")
     (dest / "training.json").write_text(json.dumps({"summary": summary, "log": log}, indent=1) + "\n")
 
-    export_folder(dest, onnx_dest)
-    for part in ("text_encoder", "unet", "vae_encoder", "vae_decoder"):
-        compact_onnx(onnx_dest / part / "model.onnx")
-    shutil.copy(dest / "prompts.json", onnx_dest / "prompts.json")
+    finish(dest, onnx_dest)
     summary["wall_s"]["total"] = round(time.time() - wall0, 1)
     (dest / "training.json").write_text(json.dumps({"summary": summary, "log": log}, indent=1) + "\n")
     print(json.dumps(summary), flush=True)
