@@ -362,7 +362,11 @@ def finish(dest: Path, onnx_dest: Path) -> None:
             for p in model.parameters():
                 p.copy_(p.half().float())
         model.save_pretrained(str(dest / sub), safe_serialization=True)
+    readme = onnx_dest / "README.md"  # the committed description survives a rebuild
+    kept = readme.read_bytes() if readme.exists() else None
     export_folder(dest, onnx_dest)
+    if kept is not None:
+        readme.write_bytes(kept)
     for part in ("text_encoder", "unet", "vae_encoder", "vae_decoder"):
         compact_onnx(onnx_dest / part / "model.onnx")
     shutil.copy(dest / "prompts.json", onnx_dest / "prompts.json")
