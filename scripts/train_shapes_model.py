@@ -18,6 +18,7 @@ precision) and its ONNX export
 <out>/shapes-sd-onnx via export_onnx.py, with the initializers stored as float16 and cast to float32
 inside the graph and short tensor names (compact_onnx(): the model computes in float32; this
 halves the committed bytes).
+(6) fine-tune the VAE decoder alone on noise-augmented latents (finetune_decoder()) and finish again.
 The held-out prompts and the drawing constants go to <out>/shapes-sd-onnx/prompts.json, which the
 adherence test (test/adherence.test.ts) reads.
 
@@ -106,6 +107,7 @@ VAE = dict(
 N_IMAGES = 20000
 VAE_STEPS, VAE_BATCH, VAE_LR = 800, 32, 2e-3
 UNET_STEPS, UNET_BATCH, UNET_LR = 2400, 64, 1e-3
+DEC_STEPS, DEC_LR, NOISE_AUG = 300, 1e-3, 0.3
 EMA_DECAY = 0.995
 MIN_SNR_GAMMA = 5.0
 P_UNCOND = 0.1
@@ -296,6 +298,47 @@ def train_unet(latents_mean, latents_std, ids, uncond_ids, steps, gen, log, tok_
     return ema_unet, ema_text
 
 
+def finetune_decoder(vae: AutoencoderKL, x: torch.Tensor, steps: int, log: list) -> AutoencoderKL:
+    """The decoder alone, the encoder frozen (the U-Net's latent space stays as it was), on latents
+    with added Gaussian noise of up to NOISE_AUG x the latents' std: the U-Net's samples are not
+    exactly on the training latents, and a decoder trained only on posterior samples rendered small
+    latent errors as coloured noise (seen on the first full run)."""
+    gen = torch.Generator().manual_seed(SEED + 3)
+    for p in vae.encoder.parameters():
+        p.requires_grad_(False)
+    for p in vae.quant_conv.parameters():
+        p.requires_grad_(False)
+    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    opt = torch.optim.AdamW(params, lr=DEC_LR, weight_decay=0.0)
+    vae.train()
+    t0, acc = time.time(), []
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, DEC_LR, warmup=20)
+        idx = torch.randint(0, len(x), (VAE_BATCH,), generator=gen)
+        batch = x[idx]
+        with torch.no_grad():
+            post = vae.encode(batch).latent_dist
+            z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
+            sigma = NOISE_AUG * z.std() * torch.rand(VAE_BATCH, 1, 1, 1, generator=gen)
+            z = z + sigma * torch.randn(z.shape, generator=gen)
+        rec = vae.decode(z).sample
+        mse = (rec - batch).pow(2).mean()
+        loss = mse + 0.5 * (rec - batch).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        acc.append(mse.item())
+        if (step + 1) % 50 == 0 or step + 1 == steps:
+            log.append({"stage": "decoder", "step": step + 1, "mse": float(np.mean(acc)), "wall_s": round(time.time() - t0, 1)})
+            print(json.dumps(log[-1]), flush=True)
+            acc = []
+    for p in vae.parameters():
+        p.requires_grad_(True)
+    return vae.eval()
+
+
 # ---------------------------------------------------------------- ONNX: float16 storage
 
 def compact_onnx(path: Path, min_elements: int = 16) -> None:
@@ -372,16 +415,34 @@ def finish(dest: Path, onnx_dest: Path) -> None:
     shutil.copy(dest / "prompts.json", onnx_dest / "prompts.json")
 
 
+def decoder_stage(out: Path) -> None:
+    """Step (6), from the saved folder (as --decoder-only runs it): the decoder fine-tune on the
+    same data set (drawn again from SEED), then finish() again."""
+    images, _, _ = make_data(N_IMAGES, np.random.default_rng(SEED))
+    dest = out / NAME
+    record = json.loads((dest / "training.json").read_text())
+    t = time.time()
+    vae = finetune_decoder(AutoencoderKL.from_pretrained(str(dest / "vae")), to_tensor(images), DEC_STEPS, record["log"])
+    record["summary"]["wall_s"]["decoder"] = round(time.time() - t, 1)
+    vae.save_pretrained(str(dest / "vae"), safe_serialization=True)
+    (dest / "training.json").write_text(json.dumps(record, indent=1) + "\n")
+    finish(dest, out / f"{NAME}-onnx")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("fixtures/models"))
     ap.add_argument("--smoke", action="store_true", help="1/40 of the steps and images: checks the script, not the model")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--decoder-only", action="store_true", help="only the decoder fine-tune and finish() on an already trained <out>/shapes-sd (the steps after the U-Net)")
     ap.add_argument("--finish-only", action="store_true", help="only the last step (finish()) on an already trained <out>/shapes-sd")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.finish_only:
         finish(args.out / NAME, args.out / f"{NAME}-onnx")
+        return 0
+    if args.decoder_only:
+        decoder_stage(args.out)
         return 0
     torch.use_deterministic_algorithms(True)
     k = 40 if args.smoke else 1
@@ -443,6 +504,8 @@ def main() -> int:
     summary["wall_s"]["total"] = round(time.time() - wall0, 1)
     (dest / "training.json").write_text(json.dumps({"summary": summary, "log": log}, indent=1) + "\n")
     print(json.dumps(summary), flush=True)
+    if not args.smoke:
+        decoder_stage(args.out)
     return 0
 
 
