@@ -32,6 +32,15 @@ export default tseslint.config(
     },
   },
   {
+    // The arrows (ARCHITECTURE.md): only the CLI knows flags and its defaults, so nothing outside
+    // src/cli/ imports from it; the library reads the package root and version from src/util/package.ts.
+    files: ["src/**/*.ts"],
+    ignores: ["src/cli/**"],
+    rules: {
+      "no-restricted-imports": ["error", { patterns: [{ group: ["**/cli", "**/cli/*", "**/cli/**"], message: "src/cli/ is the top room: the library may not import it (ARCHITECTURE.md, the arrows)" }] }],
+    },
+  },
+  {
     // directives for rules this configuration does not enable (no-console) are harmless
     linterOptions: { reportUnusedDisableDirectives: "off" },
   },

@@ -6,19 +6,17 @@ shows how an export differs from optimum's own (fixtures/models/tiny-sd-optimum-
     .venv/bin/python scripts/check_optimum_load.py fixtures/models
     .venv/bin/python scripts/check_optimum_load.py fixtures/models --signatures tiny-sd-onnx tiny-sd-optimum-onnx
 """
+
 from __future__ import annotations
 
 import argparse
-import os
-
-# onnxruntime (Python too) has telemetry on by default: it reads /etc/machine-id and writes under
-# ~/.cache/Microsoft and $TMPDIR, from the first import on. Off unless the user chose otherwise.
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+import common.telemetry_off  # noqa: F401  (before onnxruntime)
 
 COMPONENTS = ["text_encoder", "unet", "vae_encoder", "vae_decoder"]
 # folder -> pipelines to run it in (the inpainting one only for 9-channel U-Nets)
@@ -68,12 +66,18 @@ def run_pipelines(models: Path, names: list[str]) -> None:
     )
 
     dlogging.set_verbosity_error()  # the safety-checker notice, once per pipeline
-    classes = {"txt2img": ORTStableDiffusionPipeline, "img2img": ORTStableDiffusionImg2ImgPipeline,
-               "inpaint": ORTStableDiffusionInpaintPipeline}
+    classes = {
+        "txt2img": ORTStableDiffusionPipeline,
+        "img2img": ORTStableDiffusionImg2ImgPipeline,
+        "inpaint": ORTStableDiffusionInpaintPipeline,
+    }
     image = Image.fromarray((np.indices((64, 64)).sum(0) % 256).astype(np.uint8)).convert("RGB")
     mask = Image.fromarray(((np.indices((64, 64))[1] > 32) * 255).astype(np.uint8)).convert("L")
-    extra = {"txt2img": {}, "img2img": {"image": image, "strength": 0.6},
-             "inpaint": {"image": image, "mask_image": mask, "height": 64, "width": 64}}
+    extra = {
+        "txt2img": {},
+        "img2img": {"image": image, "strength": 0.6},
+        "inpaint": {"image": image, "mask_image": mask, "height": 64, "width": 64},
+    }
     for folder in names:
         for kind in FOLDERS[folder]:
             cls = classes[kind]
@@ -81,15 +85,21 @@ def run_pipelines(models: Path, names: list[str]) -> None:
             pipe.set_progress_bar_config(disable=True)
             out = pipe("a vase of flowers", num_inference_steps=4, output_type="np", **extra[kind])
             assert np.isfinite(out.images).all()
-            print(f"ok  {cls.__name__:36s} {folder}: image {out.images.shape}, scheduler {type(pipe.scheduler).__name__}")
+            print(
+                f"ok  {cls.__name__:36s} {folder}: image {out.images.shape}, scheduler {type(pipe.scheduler).__name__}"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("models", type=Path, nargs="?", default=Path("fixtures/models"))
     ap.add_argument("--folders", default=",".join(FOLDERS), help="comma list (default: every ONNX fixture)")
-    ap.add_argument("--signatures", nargs="*", default=None,
-                    help="only print the ONNX signatures of these folders (default folders: all of --folders)")
+    ap.add_argument(
+        "--signatures",
+        nargs="*",
+        default=None,
+        help="only print the ONNX signatures of these folders (default folders: all of --folders)",
+    )
     args = ap.parse_args(argv)
     names = args.folders.split(",")
     if args.signatures is not None:

@@ -2,6 +2,7 @@
 ships inside the open-clip-torch wheel (bpe_simple_vocab_16e6.txt.gz), the same table OpenAI's CLIP
 and hence SD 1.x's tokenizer were built from. The hub is unreachable, so this is how the real
 49408-token vocabulary gets here."""
+
 from __future__ import annotations
 
 import gzip
@@ -47,7 +48,9 @@ def write_tokenizer(dest: Path, vocab_size: int = 49408) -> None:
     assert len(vocab_list) == vocab_size, len(vocab_list)
     vocab = {tok: i for i, tok in enumerate(vocab_list)}
     (dest / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    (dest / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8")
+    (dest / "merges.txt").write_text(
+        "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8"
+    )
     special = {
         "bos_token": "<|startoftext|>",
         "eos_token": "<|endoftext|>",
@@ -55,15 +58,21 @@ def write_tokenizer(dest: Path, vocab_size: int = 49408) -> None:
         "pad_token": "<|endoftext|>",
     }
     (dest / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
-    (dest / "tokenizer_config.json").write_text(json.dumps({
-        **special,
-        "tokenizer_class": "CLIPTokenizer",
-        "model_max_length": 77,
-        "do_lower_case": True,
-        "errors": "replace",
-        "add_prefix_space": False,
-        "clean_up_tokenization_spaces": True,
-    }, indent=2) + "\n")
+    (dest / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                **special,
+                "tokenizer_class": "CLIPTokenizer",
+                "model_max_length": 77,
+                "do_lower_case": True,
+                "errors": "replace",
+                "add_prefix_space": False,
+                "clean_up_tokenization_spaces": True,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 def check_tokenizer(dest: Path, vocab_size: int = 49408) -> None:

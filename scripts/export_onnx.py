@@ -13,6 +13,7 @@ timesteps of Euler / LMS / Heun / Karras schedules reach the time embedding unro
 timestep input, as some exports have, truncates them; the loader supports both).
 Uses the TorchScript exporter (dynamo=False), opset 17.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,12 +68,21 @@ class VaeDecoderWrapper(torch.nn.Module):
         return self.model.decode(latent_sample, return_dict=False)[0]
 
 
-def _export(module: torch.nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], axes: dict) -> None:
+def _export(
+    module: torch.nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], axes: dict
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         torch.onnx.export(
-            module, args, str(path), input_names=inputs, output_names=outputs, dynamic_axes=axes,
-            opset_version=OPSET, do_constant_folding=True, dynamo=False,
+            module,
+            args,
+            str(path),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
         )
     _fold_external_data(path)
 
@@ -89,8 +99,14 @@ def _fold_external_data(path: Path) -> None:
         if f.name != path.name and f.suffix != ".json":
             f.unlink()
     if size > 1_800_000_000:
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location="model.onnx_data", size_threshold=1024)
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location="model.onnx_data",
+            size_threshold=1024,
+        )
     else:
         onnx.save_model(model, str(path))
 
@@ -105,12 +121,19 @@ def export_folder(src: Path, dst: Path, height: int | None = None, width: int | 
     n_layers = text.config.num_hidden_layers
     seq = text.config.max_position_embeddings
     ids = torch.full((1, seq), text.config.eos_token_id, dtype=torch.int32)  # a valid id for any vocabulary size
-    _export(TextEncoderWrapper(text), (ids,), dst / "text_encoder" / "model.onnx", ["input_ids"],
-            ["last_hidden_state", "pooler_output", *[f"hidden_states.{i}" for i in range(n_layers + 1)]],
-            {"input_ids": {0: "batch_size", 1: "sequence_length"},
-             "last_hidden_state": {0: "batch_size", 1: "sequence_length"},
-             "pooler_output": {0: "batch_size"},
-             **{f"hidden_states.{i}": {0: "batch_size", 1: "sequence_length"} for i in range(n_layers + 1)}})
+    _export(
+        TextEncoderWrapper(text),
+        (ids,),
+        dst / "text_encoder" / "model.onnx",
+        ["input_ids"],
+        ["last_hidden_state", "pooler_output", *[f"hidden_states.{i}" for i in range(n_layers + 1)]],
+        {
+            "input_ids": {0: "batch_size", 1: "sequence_length"},
+            "last_hidden_state": {0: "batch_size", 1: "sequence_length"},
+            "pooler_output": {0: "batch_size"},
+            **{f"hidden_states.{i}": {0: "batch_size", 1: "sequence_length"} for i in range(n_layers + 1)},
+        },
+    )
 
     scale = 2 ** (len(vae.config.block_out_channels) - 1)
     lat_h = (height or unet.config.sample_size * scale) // scale
@@ -118,20 +141,44 @@ def export_folder(src: Path, dst: Path, height: int | None = None, width: int | 
     sample = torch.randn(2, unet.config.in_channels, lat_h, lat_w)
     timestep = torch.tensor([981.0], dtype=torch.float32)
     ehs = torch.randn(2, seq, text.config.hidden_size)
-    _export(UNetWrapper(unet), (sample, timestep, ehs), dst / "unet" / "model.onnx",
-            ["sample", "timestep", "encoder_hidden_states"], ["out_sample"],
-            {"sample": {0: "batch_size", 2: "height", 3: "width"}, "timestep": {0: "steps"},
-             "encoder_hidden_states": {0: "batch_size", 1: "sequence_length"},
-             "out_sample": {0: "batch_size", 2: "height", 3: "width"}})
+    _export(
+        UNetWrapper(unet),
+        (sample, timestep, ehs),
+        dst / "unet" / "model.onnx",
+        ["sample", "timestep", "encoder_hidden_states"],
+        ["out_sample"],
+        {
+            "sample": {0: "batch_size", 2: "height", 3: "width"},
+            "timestep": {0: "steps"},
+            "encoder_hidden_states": {0: "batch_size", 1: "sequence_length"},
+            "out_sample": {0: "batch_size", 2: "height", 3: "width"},
+        },
+    )
 
     image = torch.randn(1, 3, lat_h * scale, lat_w * scale)
-    _export(VaeEncoderWrapper(vae), (image,), dst / "vae_encoder" / "model.onnx", ["sample"], ["latent_parameters"],
-            {"sample": {0: "batch_size", 2: "height", 3: "width"},
-             "latent_parameters": {0: "batch_size", 2: "height_latent", 3: "width_latent"}})
+    _export(
+        VaeEncoderWrapper(vae),
+        (image,),
+        dst / "vae_encoder" / "model.onnx",
+        ["sample"],
+        ["latent_parameters"],
+        {
+            "sample": {0: "batch_size", 2: "height", 3: "width"},
+            "latent_parameters": {0: "batch_size", 2: "height_latent", 3: "width_latent"},
+        },
+    )
     latent = torch.randn(1, vae.config.latent_channels, lat_h, lat_w)
-    _export(VaeDecoderWrapper(vae), (latent,), dst / "vae_decoder" / "model.onnx", ["latent_sample"], ["sample"],
-            {"latent_sample": {0: "batch_size", 2: "height_latent", 3: "width_latent"},
-             "sample": {0: "batch_size", 2: "height", 3: "width"}})
+    _export(
+        VaeDecoderWrapper(vae),
+        (latent,),
+        dst / "vae_decoder" / "model.onnx",
+        ["latent_sample"],
+        ["sample"],
+        {
+            "latent_sample": {0: "batch_size", 2: "height_latent", 3: "width_latent"},
+            "sample": {0: "batch_size", 2: "height", 3: "width"},
+        },
+    )
 
     # configs beside each part, as optimum writes them
     shutil.copy(src / "text_encoder" / "config.json", dst / "text_encoder" / "config.json")

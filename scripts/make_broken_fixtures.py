@@ -19,6 +19,7 @@ what cannot be made in TypeScript without an ONNX writer is made here:
   truncated/model.onnx            the first 60% of the same decoder saved inline
   zero-byte/model.onnx            an empty file
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,7 +58,12 @@ def identity_unet(sdxl: bool) -> onnx.ModelProto:
     nodes = [helper.make_node("Mul", ["sample", "k"], ["out_sample"])]
     k = numpy_helper.from_array(np.array(0.1, dtype=np.float32), "k")
     graph = helper.make_graph(nodes, "sdxl_like_unet" if sdxl else "identity_unet", inputs, [out], [k])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION, producer_name="make_broken_fixtures")
+    return helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        ir_version=IR_VERSION,
+        producer_name="make_broken_fixtures",
+    )
 
 
 def tiny_decoder() -> onnx.ModelProto:
@@ -87,12 +93,18 @@ def tiny_decoder() -> onnx.ModelProto:
         numpy_helper.from_array(np.array([1, 1, 8, 8], dtype=np.float32), "scales"),
     ]
     graph = helper.make_graph(
-        nodes, "tiny_vae_decoder",
+        nodes,
+        "tiny_vae_decoder",
         [helper.make_tensor_value_info("latent_sample", f, ["batch", 4, "h", "w"])],
         [helper.make_tensor_value_info("sample", f, ["batch", 3, "H", "W"])],
         inits,
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION, producer_name="make_broken_fixtures")
+    return helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        ir_version=IR_VERSION,
+        producer_name="make_broken_fixtures",
+    )
 
 
 def write_json(path: Path, value: dict) -> None:
@@ -110,57 +122,80 @@ def main() -> None:
 
     save(identity_unet(sdxl=True), out / "sdxl-like" / "unet" / "model.onnx")
     save(identity_unet(sdxl=False), out / "fast-unet" / "model.onnx")
-    write_json(out / "sdxl-like" / "model_index.json", {
-        "_class_name": "StableDiffusionXLPipeline",
-        "_diffusers_version": "0.35.2",
-        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
-        "text_encoder": ["diffusers", "OnnxRuntimeModel"],
-        "text_encoder_2": ["diffusers", "OnnxRuntimeModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "tokenizer_2": ["transformers", "CLIPTokenizer"],
-        "unet": ["diffusers", "OnnxRuntimeModel"],
-        "vae_decoder": ["diffusers", "OnnxRuntimeModel"],
-        "vae_encoder": ["diffusers", "OnnxRuntimeModel"],
-    })
+    write_json(
+        out / "sdxl-like" / "model_index.json",
+        {
+            "_class_name": "StableDiffusionXLPipeline",
+            "_diffusers_version": "0.35.2",
+            "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+            "text_encoder": ["diffusers", "OnnxRuntimeModel"],
+            "text_encoder_2": ["diffusers", "OnnxRuntimeModel"],
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+            "tokenizer_2": ["transformers", "CLIPTokenizer"],
+            "unet": ["diffusers", "OnnxRuntimeModel"],
+            "vae_decoder": ["diffusers", "OnnxRuntimeModel"],
+            "vae_encoder": ["diffusers", "OnnxRuntimeModel"],
+        },
+    )
 
     # SD 2.x (stabilityai/stable-diffusion-2-1-base and -2-1): the keys that set it apart from 1.x
-    write_json(out / "sd2-like" / "unet" / "config.json", {
-        "_class_name": "UNet2DConditionModel",
-        "attention_head_dim": [5, 10, 20, 20],
-        "block_out_channels": [320, 640, 1280, 1280],
-        "cross_attention_dim": 1024,
-        "in_channels": 4,
-        "out_channels": 4,
-        "sample_size": 96,
-        "use_linear_projection": True,
-        "upcast_attention": True,
-    })
-    write_json(out / "sd2-like" / "text_encoder" / "config.json", {
-        "architectures": ["CLIPTextModel"],
-        "hidden_size": 1024,
-        "num_hidden_layers": 23,
-        "max_position_embeddings": 77,
-        "hidden_act": "gelu",
-        "layer_norm_eps": 1e-05,
-    })
-    write_json(out / "sd2-like" / "scheduler" / "scheduler_config.json", {
-        "_class_name": "DDIMScheduler",
-        "beta_end": 0.012,
-        "beta_schedule": "scaled_linear",
-        "beta_start": 0.00085,
-        "clip_sample": False,
-        "num_train_timesteps": 1000,
-        "prediction_type": "v_prediction",
-        "set_alpha_to_one": False,
-        "steps_offset": 1,
-    })
+    write_json(
+        out / "sd2-like" / "unet" / "config.json",
+        {
+            "_class_name": "UNet2DConditionModel",
+            "attention_head_dim": [5, 10, 20, 20],
+            "block_out_channels": [320, 640, 1280, 1280],
+            "cross_attention_dim": 1024,
+            "in_channels": 4,
+            "out_channels": 4,
+            "sample_size": 96,
+            "use_linear_projection": True,
+            "upcast_attention": True,
+        },
+    )
+    write_json(
+        out / "sd2-like" / "text_encoder" / "config.json",
+        {
+            "architectures": ["CLIPTextModel"],
+            "hidden_size": 1024,
+            "num_hidden_layers": 23,
+            "max_position_embeddings": 77,
+            "hidden_act": "gelu",
+            "layer_norm_eps": 1e-05,
+        },
+    )
+    write_json(
+        out / "sd2-like" / "scheduler" / "scheduler_config.json",
+        {
+            "_class_name": "DDIMScheduler",
+            "beta_end": 0.012,
+            "beta_schedule": "scaled_linear",
+            "beta_start": 0.00085,
+            "clip_sample": False,
+            "num_train_timesteps": 1000,
+            "prediction_type": "v_prediction",
+            "set_alpha_to_one": False,
+            "steps_offset": 1,
+        },
+    )
 
     dec = tiny_decoder()
     # onnx compares sys.getsizeof(raw_data) (data + ~33 bytes) with the threshold: 80 moves W (48 bytes)
     # and big_table out and keeps the constants shape inference must read (scales) inline
     dec_file = out / "external-data" / "vae_decoder" / "model.onnx"
-    save(dec, dec_file, save_as_external_data=True, all_tensors_to_one_file=True, location="model.onnx_data", size_threshold=80)
-    external = sorted(t.name for t in onnx.load(str(dec_file), load_external_data=False).graph.initializer if t.data_location == TensorProto.EXTERNAL)
+    save(
+        dec,
+        dec_file,
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="model.onnx_data",
+        size_threshold=80,
+    )
+    external = sorted(
+        t.name
+        for t in onnx.load(str(dec_file), load_external_data=False).graph.initializer
+        if t.data_location == TensorProto.EXTERNAL
+    )
     assert external == ["W", "big_table"], external
     inline = tiny_decoder().SerializeToString()
     (out / "truncated").mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ the decoder see values of a trained model's magnitude (no NaN / inf / denormal s
 Peak RAM: everything is built and stored in fp32, one component at a time (each freed once
 saved); the export then loads the saved folder, and its peak is the U-Net's TorchScript export.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,9 +32,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 # SD 1.5's published scheduler config and the non-trivial norm/bias initialisation are shared with the tiny model
-from make_tiny_model import SD15_SCHEDULER, perturb_init  # noqa: E402
+from make_tiny_model import SD15_SCHEDULER, perturb_init
 
 SEED = 20261215
 
@@ -158,8 +158,13 @@ def build_pytorch(dest: Path) -> None:
     torch.manual_seed(SEED)
     text = CLIPTextModel(CLIPTextConfig(**SD15_TEXT)).eval()  # bos 0 / eos 2 / pad 1, as published
     perturb_init(text, torch.Generator().manual_seed(SEED + 10))
-    ids = tok(["a photograph of an astronaut riding a horse"], padding="max_length", max_length=77,
-              truncation=True, return_tensors="pt").input_ids
+    ids = tok(
+        ["a photograph of an astronaut riding a horse"],
+        padding="max_length",
+        max_length=77,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
     emb = text(ids)[0].clone()
     text.save_pretrained(str(dest / "text_encoder"), safe_serialization=True)
     del text

@@ -19,6 +19,7 @@ Initialisation: every norm gets weight 1 + N(0, 0.1) and bias N(0, 0.05), every 
 N(0, 0.02), so no layer is an identity or a zero that would hide a fault; the output convolutions
 are rescaled so the U-Net predicts noise of roughly unit std and the VAE decodes into [-1, 1].
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,7 @@ import torch
 from diffusers import AutoencoderKL, StableDiffusionInpaintPipeline, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from clip_tokenizer_files import check_tokenizer, write_tokenizer  # noqa: E402
+from clip_tokenizer_files import check_tokenizer, write_tokenizer
 
 SEED = 20261125
 TEXT_HIDDEN = 8  # the 49408 x hidden token embedding dominates the fixture's size
@@ -87,7 +87,9 @@ EULER_SCHEDULER = {
 }
 
 
-def text_encoder_config(hidden: int = TEXT_HIDDEN, layers: int = 4, heads: int = 2, vocab_size: int = 49408) -> CLIPTextConfig:
+def text_encoder_config(
+    hidden: int = TEXT_HIDDEN, layers: int = 4, heads: int = 2, vocab_size: int = 49408
+) -> CLIPTextConfig:
     return CLIPTextConfig(
         vocab_size=vocab_size,
         hidden_size=hidden,
@@ -161,73 +163,139 @@ class Preset:
         return self.unet["in_channels"] == 9
 
 
-PRESETS = {p.name: p for p in [
-    Preset("tiny-sd", unet_config(4), vae_config()),
-    Preset("tiny-sd-inpaint", unet_config(9), vae_config(),
-           torch_shares=("tiny-sd", ("text_encoder", "vae", "tokenizer", "scheduler")),
-           onnx_shares=("tiny-sd", ("text_encoder", "vae_encoder", "vae_decoder", "tokenizer", "scheduler"))),
-    # Geometry A: per-block head counts (attention_head_dim as a list: diffusers reads it as the
-    # number of heads, and the mid block takes the LAST entry, here the attention-free block's),
-    # linear projections in the transformers, a 3-block U-Net whose last block has no attention, a
-    # 3-block VAE (x4, so sizes step by 4 * 4 = 16) with SD-XL's scaling factor. Channels per head:
-    # 8 / 2 = 4 and 16 / 2 = 8 in the down / up blocks, 16 / 4 = 4 in the mid block; cross-attention
-    # from the text encoder's 8 to 8 and 16 channels. The text encoder is tiny-sd's (its 49408-token
-    # embedding is most of a fixture's size), so the ONNX folder shares it.
-    Preset("tiny-sd-3block-linear", seed=SEED + 100,
-           unet=dict(
-               sample_size=8, in_channels=4, out_channels=4,
-               down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-               up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-               block_out_channels=(8, 16, 16), layers_per_block=1, attention_head_dim=(2, 2, 4),
-               use_linear_projection=True, cross_attention_dim=TEXT_HIDDEN, norm_num_groups=8),
-           vae=dict(
-               in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
-               up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(8, 16, 16), layers_per_block=1,
-               latent_channels=4, norm_num_groups=8, sample_size=32, scaling_factor=0.13025),
-           onnx_shares=("tiny-sd", ("text_encoder", "tokenizer", "scheduler"))),
-    # Geometry B: a 2-block U-Net (one down-sampler, so sizes step by 8 * 2 = 16), two layers per
-    # block, 8 latent channels (the VAE's moments are 16 channels), Euler as the folder's scheduler,
-    # a default size of 32 x 32 (sample_size 4).
-    # tiny-sd's text encoder again (a new one would cost 0.8 MB of embedding).
-    Preset("tiny-sd-2block-euler", seed=SEED + 200,
-           unet=dict(
-               sample_size=4, in_channels=8, out_channels=8,
-               down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-               up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-               block_out_channels=(8, 16), layers_per_block=2, attention_head_dim=2,
-               cross_attention_dim=TEXT_HIDDEN, norm_num_groups=8),
-           vae=dict(
-               in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-               up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 8, 16), layers_per_block=1,
-               latent_channels=8, norm_num_groups=8, sample_size=32, scaling_factor=0.18215),
-           scheduler=EULER_SCHEDULER,
-           onnx_shares=("tiny-sd", ("text_encoder", "tokenizer"))),
-    # The tiny model's weights with a legacy scheduler_config.json that diffusers' pipelines correct.
-    # The detection fixture: no blind spot a weight can hide in. At its default 64 x 64 every U-Net
-    # block sees at least 4 x 4 latent tokens (16 x 16 latents, x4 VAE, two down-samplers: the mid
-    # block attends over 16 tokens, where tiny-sd's attends over one), attention heads are 8 and 16
-    # channels wide, and the cross-attention reads a 32-wide text encoder (tiny-sd's is 8 wide:
-    # its keys span 8 dimensions). A 1000-token vocabulary (CLIP's first 486 merges) keeps the
-    # 32-wide token embedding at 128 kB. Its scheduler is PNDM with the PRK warm-up on
-    # (skip_prk_steps false, the class default, which StableDiffusionPipeline leaves as it is),
-    # so its end-to-end runs go through the Runge-Kutta steps no other fixture runs.
-    Preset("tiny-sd-wide", seed=SEED + 300, text_seed=SEED + 300,
-           text=dict(hidden=32, layers=3, heads=2, vocab_size=1000),
-           unet=dict(
-               sample_size=16, in_channels=4, out_channels=4,
-               down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-               up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-               block_out_channels=(16, 32, 32), layers_per_block=1, attention_head_dim=2,
-               cross_attention_dim=32, norm_num_groups=8),
-           vae=dict(
-               in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
-               up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(16, 16, 32), layers_per_block=1,
-               latent_channels=4, norm_num_groups=8, sample_size=64, scaling_factor=0.18215),
-           scheduler={**SD15_SCHEDULER, "skip_prk_steps": False}, optimum_export=True),
-    Preset("tiny-sd-legacy-pndm", unet_config(4), vae_config(), scheduler=LEGACY_SCHEDULER,
-           torch_shares=("tiny-sd", ("text_encoder", "vae", "unet", "tokenizer")),
-           onnx_shares=("tiny-sd", ("text_encoder", "vae_encoder", "vae_decoder", "unet", "tokenizer"))),
-]}
+PRESETS = {
+    p.name: p
+    for p in [
+        Preset("tiny-sd", unet_config(4), vae_config()),
+        Preset(
+            "tiny-sd-inpaint",
+            unet_config(9),
+            vae_config(),
+            torch_shares=("tiny-sd", ("text_encoder", "vae", "tokenizer", "scheduler")),
+            onnx_shares=("tiny-sd", ("text_encoder", "vae_encoder", "vae_decoder", "tokenizer", "scheduler")),
+        ),
+        # Geometry A: per-block head counts (attention_head_dim as a list: diffusers reads it as the
+        # number of heads, and the mid block takes the LAST entry, here the attention-free block's),
+        # linear projections in the transformers, a 3-block U-Net whose last block has no attention, a
+        # 3-block VAE (x4, so sizes step by 4 * 4 = 16) with SD-XL's scaling factor. Channels per head:
+        # 8 / 2 = 4 and 16 / 2 = 8 in the down / up blocks, 16 / 4 = 4 in the mid block; cross-attention
+        # from the text encoder's 8 to 8 and 16 channels. The text encoder is tiny-sd's (its 49408-token
+        # embedding is most of a fixture's size), so the ONNX folder shares it.
+        Preset(
+            "tiny-sd-3block-linear",
+            seed=SEED + 100,
+            unet=dict(
+                sample_size=8,
+                in_channels=4,
+                out_channels=4,
+                down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+                block_out_channels=(8, 16, 16),
+                layers_per_block=1,
+                attention_head_dim=(2, 2, 4),
+                use_linear_projection=True,
+                cross_attention_dim=TEXT_HIDDEN,
+                norm_num_groups=8,
+            ),
+            vae=dict(
+                in_channels=3,
+                out_channels=3,
+                down_block_types=("DownEncoderBlock2D",) * 3,
+                up_block_types=("UpDecoderBlock2D",) * 3,
+                block_out_channels=(8, 16, 16),
+                layers_per_block=1,
+                latent_channels=4,
+                norm_num_groups=8,
+                sample_size=32,
+                scaling_factor=0.13025,
+            ),
+            onnx_shares=("tiny-sd", ("text_encoder", "tokenizer", "scheduler")),
+        ),
+        # Geometry B: a 2-block U-Net (one down-sampler, so sizes step by 8 * 2 = 16), two layers per
+        # block, 8 latent channels (the VAE's moments are 16 channels), Euler as the folder's scheduler,
+        # a default size of 32 x 32 (sample_size 4).
+        # tiny-sd's text encoder again (a new one would cost 0.8 MB of embedding).
+        Preset(
+            "tiny-sd-2block-euler",
+            seed=SEED + 200,
+            unet=dict(
+                sample_size=4,
+                in_channels=8,
+                out_channels=8,
+                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+                block_out_channels=(8, 16),
+                layers_per_block=2,
+                attention_head_dim=2,
+                cross_attention_dim=TEXT_HIDDEN,
+                norm_num_groups=8,
+            ),
+            vae=dict(
+                in_channels=3,
+                out_channels=3,
+                down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4,
+                block_out_channels=(8, 8, 8, 16),
+                layers_per_block=1,
+                latent_channels=8,
+                norm_num_groups=8,
+                sample_size=32,
+                scaling_factor=0.18215,
+            ),
+            scheduler=EULER_SCHEDULER,
+            onnx_shares=("tiny-sd", ("text_encoder", "tokenizer")),
+        ),
+        # The tiny model's weights with a legacy scheduler_config.json that diffusers' pipelines correct.
+        # The detection fixture: no blind spot a weight can hide in. At its default 64 x 64 every U-Net
+        # block sees at least 4 x 4 latent tokens (16 x 16 latents, x4 VAE, two down-samplers: the mid
+        # block attends over 16 tokens, where tiny-sd's attends over one), attention heads are 8 and 16
+        # channels wide, and the cross-attention reads a 32-wide text encoder (tiny-sd's is 8 wide:
+        # its keys span 8 dimensions). A 1000-token vocabulary (CLIP's first 486 merges) keeps the
+        # 32-wide token embedding at 128 kB. Its scheduler is PNDM with the PRK warm-up on
+        # (skip_prk_steps false, the class default, which StableDiffusionPipeline leaves as it is),
+        # so its end-to-end runs go through the Runge-Kutta steps no other fixture runs.
+        Preset(
+            "tiny-sd-wide",
+            seed=SEED + 300,
+            text_seed=SEED + 300,
+            text=dict(hidden=32, layers=3, heads=2, vocab_size=1000),
+            unet=dict(
+                sample_size=16,
+                in_channels=4,
+                out_channels=4,
+                down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+                block_out_channels=(16, 32, 32),
+                layers_per_block=1,
+                attention_head_dim=2,
+                cross_attention_dim=32,
+                norm_num_groups=8,
+            ),
+            vae=dict(
+                in_channels=3,
+                out_channels=3,
+                down_block_types=("DownEncoderBlock2D",) * 3,
+                up_block_types=("UpDecoderBlock2D",) * 3,
+                block_out_channels=(16, 16, 32),
+                layers_per_block=1,
+                latent_channels=4,
+                norm_num_groups=8,
+                sample_size=64,
+                scaling_factor=0.18215,
+            ),
+            scheduler={**SD15_SCHEDULER, "skip_prk_steps": False},
+            optimum_export=True,
+        ),
+        Preset(
+            "tiny-sd-legacy-pndm",
+            unet_config(4),
+            vae_config(),
+            scheduler=LEGACY_SCHEDULER,
+            torch_shares=("tiny-sd", ("text_encoder", "vae", "unet", "tokenizer")),
+            onnx_shares=("tiny-sd", ("text_encoder", "vae_encoder", "vae_decoder", "unet", "tokenizer")),
+        ),
+    ]
+}
 DEFAULT_MODELS = ["tiny-sd", "tiny-sd-inpaint"]
 
 
@@ -271,7 +339,9 @@ def build(preset: Preset, probe_ids: list[int] | None = None):
     eps = unet(probe, 500, emb).sample
     unet.conv_out.weight.mul_(1.0 / eps.std())
     unet.conv_out.bias.mul_(1.0 / eps.std())
-    vae_probe = torch.randn((1, preset.vae["latent_channels"], 8, 8), generator=torch.Generator().manual_seed(seed + 14))
+    vae_probe = torch.randn(
+        (1, preset.vae["latent_channels"], 8, 8), generator=torch.Generator().manual_seed(seed + 14)
+    )
     img = vae.decode(vae_probe / preset.vae["scaling_factor"]).sample
     vae.decoder.conv_out.weight.mul_(0.5 / img.std())
     vae.decoder.conv_out.bias.mul_(0.5 / img.std())
@@ -285,8 +355,16 @@ def save_pytorch(dest: Path, preset: Preset, tok_dir: Path) -> None:
     shutil.rmtree(dest, ignore_errors=True)
     scheduler = getattr(diffusers, preset.scheduler["_class_name"]).from_config(preset.scheduler)
     cls = StableDiffusionInpaintPipeline if preset.inpaint else StableDiffusionPipeline
-    pipe = cls(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-               safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe = cls(
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.save_pretrained(str(dest), safe_serialization=True)
     # save_pretrained writes the scheduler's config as the pipeline corrected it (steps_offset,
     # clip_sample); the folder must hold the file as the model ships it.
@@ -299,8 +377,11 @@ def save_pytorch(dest: Path, preset: Preset, tok_dir: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("fixtures/models"))
-    ap.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                    help=f"comma list out of {','.join(PRESETS)}, or 'all' (default: %(default)s)")
+    ap.add_argument(
+        "--models",
+        default=",".join(DEFAULT_MODELS),
+        help=f"comma list out of {','.join(PRESETS)}, or 'all' (default: %(default)s)",
+    )
     ap.add_argument("--no-onnx", action="store_true", help="skip the ONNX export")
     args = ap.parse_args()
     names = list(PRESETS) if args.models == "all" else args.models.split(",")
@@ -348,7 +429,12 @@ def share_identical(base: Path, variant: Path, parts: list[str]) -> None:
     for part in parts:
         a, b = base / part, variant / part
         cmp = filecmp.dircmp(a, b)
-        if cmp.left_only or cmp.right_only or cmp.diff_files or not filecmp.cmpfiles(a, b, cmp.common_files, shallow=False)[0] == cmp.common_files:
+        if (
+            cmp.left_only
+            or cmp.right_only
+            or cmp.diff_files
+            or not filecmp.cmpfiles(a, b, cmp.common_files, shallow=False)[0] == cmp.common_files
+        ):
             raise SystemExit(f"{b} differs from {a}; the variants were meant to share it")
         shutil.rmtree(b)
         b.symlink_to(Path("..") / base.name / part, target_is_directory=True)

@@ -25,6 +25,7 @@ to the source folder. Every written model is loaded and run once in onnxruntime 
 writes /tmp/variants/tiny-sd-ortopt-onnx, tiny-sd-opset14-onnx, tiny-sd-opset18-onnx and prints
 each folder's path and the op types each fusion produced.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+
+import common.telemetry_off  # noqa: F401  (before onnxruntime)
 import onnxruntime as ort
 
 from optimize import ATTENTION_MODEL_TYPES, fuse_attention
@@ -112,10 +115,23 @@ def make_opset(pytorch: Path, dst: Path, opset: int, exporter: str) -> None:
 
         cli = Path(sys.executable).parent / "optimum-cli"
         shutil.rmtree(dst, ignore_errors=True)
-        subprocess.run([str(cli), "export", "onnx", "--model", str(pytorch), "--task", "text-to-image", "--opset", str(opset), str(dst)],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                str(cli),
+                "export",
+                "onnx",
+                "--model",
+                str(pytorch),
+                "--task",
+                "text-to-image",
+                "--opset",
+                str(opset),
+                str(dst),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     else:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
         import export_onnx
 
         export_onnx.OPSET = opset
@@ -136,7 +152,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True, help="folder the variations are written into")
     ap.add_argument("--name", required=True, help="prefix of the written folders, e.g. tiny-sd")
     ap.add_argument("--opsets", default="14,18", help="comma-separated opsets to re-export with ('' for none)")
-    ap.add_argument("--exporter", choices=["export_onnx", "optimum"], default="export_onnx", help="what re-exports for opset<N>")
+    ap.add_argument(
+        "--exporter", choices=["export_onnx", "optimum"], default="export_onnx", help="what re-exports for opset<N>"
+    )
     ap.add_argument("--no-ortopt", action="store_true")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -12,15 +12,14 @@ scripts/refgen/float64.py's clip_float64_mask builds it in the model's dtype.) m
 now records this floor for every case of every reference set (meta.float64_floor); this script
 remains the quick look at one run's per-step figures.
 """
+
 from __future__ import annotations
 
 import argparse
-import os
 
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-
-import torch  # noqa: E402
-from diffusers import (  # noqa: E402
+import common.telemetry_off  # noqa: F401  (diffusers may import onnxruntime)
+import torch
+from diffusers import (
     DDIMScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
@@ -28,7 +27,12 @@ from diffusers import (  # noqa: E402
     StableDiffusionPipeline,
 )
 
-SCHEDULERS = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler, "euler-a": EulerAncestralDiscreteScheduler, "pndm": PNDMScheduler}
+SCHEDULERS = {
+    "ddim": DDIMScheduler,
+    "euler": EulerDiscreteScheduler,
+    "euler-a": EulerAncestralDiscreteScheduler,
+    "pndm": PNDMScheduler,
+}
 
 
 def main() -> None:
@@ -53,7 +57,12 @@ def main() -> None:
         pipe.scheduler = SCHEDULERS[args.scheduler].from_config(pipe.scheduler.config)
         pipe.set_progress_bar_config(disable=True)
         gen = torch.Generator("cpu").manual_seed(args.seed)
-        shape = (1, pipe.vae.config.latent_channels, args.height // pipe.vae_scale_factor, args.width // pipe.vae_scale_factor)
+        shape = (
+            1,
+            pipe.vae.config.latent_channels,
+            args.height // pipe.vae_scale_factor,
+            args.width // pipe.vae_scale_factor,
+        )
         # the same float32 draw for both, as the pipeline would make it
         latents = (torch.randn(shape, generator=gen, dtype=torch.float32) * pipe.scheduler.init_noise_sigma).to(dtype)
         steps: list[torch.Tensor] = []
@@ -62,9 +71,17 @@ def main() -> None:
             steps.append(kw["latents"].double().clone())
             return kw
 
-        pipe(prompt_embeds=cond.to(dtype), negative_prompt_embeds=uncond.to(dtype), num_inference_steps=args.steps,
-             guidance_scale=args.guidance, latents=latents, width=args.width, height=args.height, output_type="latent",
-             callback_on_step_end=on_step)
+        pipe(
+            prompt_embeds=cond.to(dtype),
+            negative_prompt_embeds=uncond.to(dtype),
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance,
+            latents=latents,
+            width=args.width,
+            height=args.height,
+            output_type="latent",
+            callback_on_step_end=on_step,
+        )
         runs[dtype] = steps
     a, b = runs[torch.float32], runs[torch.float64]
     print("step  relL2(float32 vs float64)")

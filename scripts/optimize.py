@@ -34,6 +34,7 @@ model is loaded and run once in onnxruntime (CPU) on a small input and must give
 DST is written as a new folder beside it and renamed at the end: SIGINT, SIGTERM or an error leave
 nothing (one line; exit 130 / 143 / 2). DST must not exist, nor lie inside SRC or contain it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,7 +45,17 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from quantize import COMPONENTS, check_model_file, check_output, finalize, prepare_folder, run_cli, staged_output, verify
+import common.telemetry_off  # noqa: F401  (before onnxruntime.transformers)
+from quantize import (
+    COMPONENTS,
+    check_model_file,
+    check_output,
+    finalize,
+    prepare_folder,
+    run_cli,
+    staged_output,
+    verify,
+)
 
 PASSES = ("groupnorm", "attention")
 DEFAULT_PASSES = ("groupnorm",)
@@ -56,8 +67,15 @@ DEFAULT_PASSES = ("groupnorm",)
 GROUPNORM_DEFAULT = ("vae_decoder", "vae_encoder")
 ATTENTION_MODEL_TYPES = {"text_encoder": "clip", "unet": "unet", "vae_decoder": "vae", "vae_encoder": "vae"}
 # Fusions whose contrib ops have no CPU kernel in onnxruntime 1.30: left unfused.
-GPU_ONLY_FUSIONS = ("enable_group_norm", "enable_skip_group_norm", "enable_nhwc_conv", "enable_bias_splitgelu",
-                    "enable_bias_add", "enable_packed_qkv", "enable_packed_kv")
+GPU_ONLY_FUSIONS = (
+    "enable_group_norm",
+    "enable_skip_group_norm",
+    "enable_nhwc_conv",
+    "enable_bias_splitgelu",
+    "enable_bias_add",
+    "enable_packed_qkv",
+    "enable_packed_kv",
+)
 
 
 def log(msg: str) -> None:
@@ -103,7 +121,13 @@ def precise_groupnorm(model: onnx.ModelProto) -> int:
     replaced = 0
     for n in g.node:
         p = producer.get(n.input[0]) if n.op_type == "InstanceNormalization" else None
-        if p is None or p.op_type != "Reshape" or len(n.input) < 3 or n.input[1] not in constants or n.input[2] not in constants:
+        if (
+            p is None
+            or p.op_type != "Reshape"
+            or len(n.input) < 3
+            or n.input[1] not in constants
+            or n.input[2] not in constants
+        ):
             nodes.append(n)
             continue
         scale = numpy_helper.to_array(constants[n.input[1]]).astype(np.float32)
@@ -167,9 +191,20 @@ def fuse_attention(src: Path, dst: Path, kind: str) -> str:
         if hasattr(options, attr):
             setattr(options, attr, False)
     before = {n.op_type for n in onnx.load(str(src), load_external_data=False).graph.node}
-    m = optimize_model(str(src), model_type=model_type, num_heads=0, hidden_size=0, opt_level=0,
-                       use_gpu=False, only_onnxruntime=False, optimization_options=options)
-    left = sorted({n.op_type for n in m.model.graph.node if n.domain == "com.microsoft"} & {"GroupNorm", "NhwcConv", "SkipGroupNorm", "BiasSplitGelu", "BiasAdd"})
+    m = optimize_model(
+        str(src),
+        model_type=model_type,
+        num_heads=0,
+        hidden_size=0,
+        opt_level=0,
+        use_gpu=False,
+        only_onnxruntime=False,
+        optimization_options=options,
+    )
+    left = sorted(
+        {n.op_type for n in m.model.graph.node if n.domain == "com.microsoft"}
+        & {"GroupNorm", "NhwcConv", "SkipGroupNorm", "BiasSplitGelu", "BiasAdd"}
+    )
     if left:
         raise SystemExit(f"optimize.py: {src}: the optimizer left ops with GPU kernels only: {left}")
     external = (src.parent / "model.onnx_data").exists()
@@ -207,10 +242,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("src", type=Path, help="SD 1.x ONNX folder (float32)")
     ap.add_argument("dst", type=Path, help="output folder (created; must not exist yet)")
-    ap.add_argument("--passes", default=",".join(DEFAULT_PASSES), help=f"comma-separated, from {', '.join(PASSES)} (default: {','.join(DEFAULT_PASSES)})")
-    ap.add_argument("--components", default=None,
-                    help="comma-separated components to rewrite (the rest are symlinked); default: groupnorm on the VAE "
-                         f"({','.join(GROUPNORM_DEFAULT)}), attention on every component")
+    ap.add_argument(
+        "--passes",
+        default=",".join(DEFAULT_PASSES),
+        help=f"comma-separated, from {', '.join(PASSES)} (default: {','.join(DEFAULT_PASSES)})",
+    )
+    ap.add_argument(
+        "--components",
+        default=None,
+        help="comma-separated components to rewrite (the rest are symlinked); default: groupnorm on the VAE "
+        f"({','.join(GROUPNORM_DEFAULT)}), attention on every component",
+    )
     args = ap.parse_args(argv)
 
     src, dst = args.src, args.dst
@@ -237,7 +279,10 @@ def main(argv: list[str] | None = None) -> int:
         if "groupnorm" in passes and k in groupnorm_on:
             count = precise_groupnorm(model)
             left = sum(1 for n in model.graph.node if n.op_type == "GroupNormalization")
-            log(f"{k}: groupnorm: {count} InstanceNormalization rewritten" + (f"; {left} GroupNormalization left as they are" if left else ""))
+            log(
+                f"{k}: groupnorm: {count} InstanceNormalization rewritten"
+                + (f"; {left} GroupNormalization left as they are" if left else "")
+            )
             if not count and "attention" not in passes:
                 continue
         elif "attention" not in passes:

@@ -65,6 +65,7 @@ Deterministic: the same SRC (and reference set) gives byte-identical files (no t
 random calibration subsets; calibration cases are read in id order). Every written model is then
 loaded and run once in Python onnxruntime (CPU) on a small input and must give finite outputs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,10 +83,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-# onnxruntime (Python too) has telemetry on by default: it reads /etc/machine-id and writes under
-# ~/.cache/Microsoft and $TMPDIR; off unless the user chose otherwise, as in sd-harness itself.
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-import onnxruntime as ort  # noqa: E402
+import common.telemetry_off  # noqa: F401  (before onnxruntime)
+import onnxruntime as ort
 
 COMPONENTS = ("text_encoder", "unet", "vae_decoder", "vae_encoder")
 
@@ -304,13 +303,17 @@ def calibration_feeds(references: Path, in_channels: int) -> list[dict[str, np.n
         t = read_safetensors(references / case["file"])
         if t["sample"].shape[1] != in_channels:
             continue
-        feeds.append({
-            "sample": np.ascontiguousarray(t["sample"], dtype=np.float32),
-            "timestep": np.ascontiguousarray(t["timestep"], dtype=np.float32).reshape(-1),
-            "encoder_hidden_states": np.ascontiguousarray(t["encoder_hidden_states"], dtype=np.float32),
-        })
+        feeds.append(
+            {
+                "sample": np.ascontiguousarray(t["sample"], dtype=np.float32),
+                "timestep": np.ascontiguousarray(t["timestep"], dtype=np.float32).reshape(-1),
+                "encoder_hidden_states": np.ascontiguousarray(t["encoder_hidden_states"], dtype=np.float32),
+            }
+        )
     if not feeds:
-        raise SystemExit(f"quantize.py: {references}: no unet:*-step* cases with {in_channels} input channels to calibrate on")
+        raise SystemExit(
+            f"quantize.py: {references}: no unet:*-step* cases with {in_channels} input channels to calibrate on"
+        )
     return feeds
 
 
@@ -403,13 +406,17 @@ def to_fp16(src: Path, dst: Path, block_ops: set[str], fp32_time_embedding: bool
         n.name = f"_unnamed_{k}"
     nodes = time_embedding_nodes(model) if fp32_time_embedding else []
     block = sorted(set(DEFAULT_OP_BLOCK_LIST) | block_ops)
-    out = convert_float_to_float16(model, keep_io_types=True, op_block_list=block, node_block_list=nodes, disable_shape_infer=external)
+    out = convert_float_to_float16(
+        model, keep_io_types=True, op_block_list=block, node_block_list=nodes, disable_shape_infer=external
+    )
     dropped = drop_duplicate_nodes(out)
     # shape inference's value_info is ~10% of the file and ORT re-infers it on load
     del out.graph.value_info[:]
     onnx.checker.check_model(out)
     onnx.save(out, str(dst))
-    log(f"{dst}: fp16 (kept fp32: {','.join(sorted(block_ops)) or 'nothing beyond ORT defaults'}; {len(nodes)} time-embedding nodes; {dropped} duplicate Casts dropped)")
+    log(
+        f"{dst}: fp16 (kept fp32: {','.join(sorted(block_ops)) or 'nothing beyond ORT defaults'}; {len(nodes)} time-embedding nodes; {dropped} duplicate Casts dropped)"
+    )
 
 
 def int8_dynamic_ops(kind: str, float_ops: set[str] = frozenset()) -> list[str]:
@@ -418,8 +425,14 @@ def int8_dynamic_ops(kind: str, float_ops: set[str] = frozenset()) -> list[str]:
     return [o for o in ops if o not in float_ops]
 
 
-def int8_dynamic(src: Path, dst: Path, kind: str, keep_modules: list[str] | None = None, float_ops: set[str] = frozenset(),
-                 float_globs: dict[str, list[str]] | None = None) -> None:
+def int8_dynamic(
+    src: Path,
+    dst: Path,
+    kind: str,
+    keep_modules: list[str] | None = None,
+    float_ops: set[str] = frozenset(),
+    float_globs: dict[str, list[str]] | None = None,
+) -> None:
     """float_globs: glob -> the nodes of this component it matched (--exclude-modules; filled here)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -436,8 +449,15 @@ def int8_dynamic(src: Path, dst: Path, kind: str, keep_modules: list[str] | None
     exclude += [x + "_MatMul" for x in exclude if x in gemms]
     # a model whose weights live in model.onnx_data (over protobuf's 2 GB: SD 1.5's U-Net) keeps them
     # outside: a mix that leaves most weights float would not serialize into one file
-    quantize_dynamic(str(src), str(dst), op_types_to_quantize=ops, weight_type=QuantType.QUInt8, per_channel=False,
-                     nodes_to_exclude=exclude, use_external_data_format=(src.parent / "model.onnx_data").exists())
+    quantize_dynamic(
+        str(src),
+        str(dst),
+        op_types_to_quantize=ops,
+        weight_type=QuantType.QUInt8,
+        per_channel=False,
+        nodes_to_exclude=exclude,
+        use_external_data_format=(src.parent / "model.onnx_data").exists(),
+    )
     kept = f"; kept in float: {', '.join(keep_modules)} ({len(exclude)} nodes)" if keep_modules else ""
     kept += f"; op types kept in float: {', '.join(sorted(float_ops))}" if float_ops else ""
     kept += f"; {len(exclude)} nodes kept in float in all" if float_globs else ""
@@ -491,7 +511,7 @@ def scope(name: str) -> str | None:
         return None
     parts = name.split("/")[1:-1]
     s = ".".join(parts)
-    return s[len("model."):] if s.startswith("model.") else s
+    return s[len("model.") :] if s.startswith("model.") else s
 
 
 def nodes_matching(model: onnx.ModelProto, globs: list[str]) -> dict[str, list[str]]:
@@ -530,7 +550,9 @@ def nodes_in_modules(model: onnx.ModelProto, modules: list[str]) -> list[str]:
                 break
     missing = [m for m, k in found.items() if k == 0]
     if missing:
-        raise SystemExit(f"quantize.py: no node of SRC carries the scope of {missing}: --exclude-from needs an export with scope names (not --compact-names)")
+        raise SystemExit(
+            f"quantize.py: no node of SRC carries the scope of {missing}: --exclude-from needs an export with scope names (not --compact-names)"
+        )
     return out
 
 
@@ -552,7 +574,13 @@ class ReferenceReader:
 
 
 def int8_static(src: Path, dst: Path, references: Path, in_channels: int, per_channel: bool) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     feeds = calibration_feeds(references, in_channels)
@@ -569,14 +597,20 @@ def int8_static(src: Path, dst: Path, references: Path, in_channels: int, per_ch
         # symbolic shape inference gives up on this export's dynamic reshapes)
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         quantize_static(
-            str(pre), str(dst), Reader(feeds),
+            str(pre),
+            str(dst),
+            Reader(feeds),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=["Conv", "MatMul", "Gemm"],
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            per_channel=per_channel, calibrate_method=CalibrationMethod.MinMax,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            calibrate_method=CalibrationMethod.MinMax,
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )
-    log(f"{dst}: int8 static QDQ ({'per-channel' if per_channel else 'per-tensor'} weights), calibrated on {len(feeds)} reference U-Net inputs")
+    log(
+        f"{dst}: int8 static QDQ ({'per-channel' if per_channel else 'per-tensor'} weights), calibrated on {len(feeds)} reference U-Net inputs"
+    )
 
 
 def finalize(file: Path, compact: bool) -> None:
@@ -691,21 +725,65 @@ class OneLineParser(argparse.ArgumentParser):
 def main(argv: list[str] | None = None) -> int:
     ap = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("src", type=Path, help="SD 1.x ONNX folder (float32)")
-    ap.add_argument("dst", type=Path, help="output folder (written as a new folder beside it, then renamed; must not exist unless --overwrite)")
-    ap.add_argument("--overwrite", action="store_true", help="replace an existing DST (the whole folder, once the new one is complete)")
+    ap.add_argument(
+        "dst",
+        type=Path,
+        help="output folder (written as a new folder beside it, then renamed; must not exist unless --overwrite)",
+    )
+    ap.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing DST (the whole folder, once the new one is complete)",
+    )
     ap.add_argument("--mode", required=True, choices=["fp16", "int8-dynamic", "int8-static"])
     ap.add_argument("--references", type=Path, help="reference set (int8-static: calibration inputs)")
-    ap.add_argument("--components", default=",".join(COMPONENTS), help="comma-separated components to convert (the rest are symlinked)")
-    ap.add_argument("--fp16-block-ops", help="fp16: comma-separated op types kept in float32 instead of FP16_OP_BLOCK_LIST ('' = ORT's defaults only; for experiments)")
-    ap.add_argument("--fp32-time-embedding", action="store_true", help="fp16: keep the U-Net's timestep -> Sin/Cos nodes in float32 (measured: helps Euler, hurts PNDM on ORT CPU)")
-    ap.add_argument("--per-channel", action="store_true", help="int8-static: per-output-channel weight scales for the U-Net")
-    ap.add_argument("--compact-names", action="store_true", help="rename internal nodes / tensors to short ids (smaller files; used for the committed fixtures)")
-    ap.add_argument("--no-verify", action="store_true", help="skip the onnxruntime smoke run (a model meant to overflow)")
-    ap.add_argument("--exclude-from", type=Path, help="int8-dynamic: report.json of `sd-harness conformance --localize`; keep its worst drift introducers in float")
+    ap.add_argument(
+        "--components",
+        default=",".join(COMPONENTS),
+        help="comma-separated components to convert (the rest are symlinked)",
+    )
+    ap.add_argument(
+        "--fp16-block-ops",
+        help="fp16: comma-separated op types kept in float32 instead of FP16_OP_BLOCK_LIST ('' = ORT's defaults only; for experiments)",
+    )
+    ap.add_argument(
+        "--fp32-time-embedding",
+        action="store_true",
+        help="fp16: keep the U-Net's timestep -> Sin/Cos nodes in float32 (measured: helps Euler, hurts PNDM on ORT CPU)",
+    )
+    ap.add_argument(
+        "--per-channel", action="store_true", help="int8-static: per-output-channel weight scales for the U-Net"
+    )
+    ap.add_argument(
+        "--compact-names",
+        action="store_true",
+        help="rename internal nodes / tensors to short ids (smaller files; used for the committed fixtures)",
+    )
+    ap.add_argument(
+        "--no-verify", action="store_true", help="skip the onnxruntime smoke run (a model meant to overflow)"
+    )
+    ap.add_argument(
+        "--exclude-from",
+        type=Path,
+        help="int8-dynamic: report.json of `sd-harness conformance --localize`; keep its worst drift introducers in float",
+    )
     ap.add_argument("--exclude-model", help="the report's model label to read (default: the first localized model)")
-    ap.add_argument("--exclude-top", type=int, default=5, help="how many modules to keep in float, largest drift introduced first (default 5)")
-    ap.add_argument("--exclude-modules", default="", help="int8-dynamic: comma-separated globs over module names (`*.ff`, `down_blocks.3.*`); every node in a matching module is kept in float (SRC needs scope names)")
-    ap.add_argument("--exclude-op-types", default="", help="int8-dynamic: comma-separated op types kept in float in every component (Conv, MatMul, Gemm, Gather); a component left with nothing to quantize is not converted (symlinked, as for --components)")
+    ap.add_argument(
+        "--exclude-top",
+        type=int,
+        default=5,
+        help="how many modules to keep in float, largest drift introduced first (default 5)",
+    )
+    ap.add_argument(
+        "--exclude-modules",
+        default="",
+        help="int8-dynamic: comma-separated globs over module names (`*.ff`, `down_blocks.3.*`); every node in a matching module is kept in float (SRC needs scope names)",
+    )
+    ap.add_argument(
+        "--exclude-op-types",
+        default="",
+        help="int8-dynamic: comma-separated op types kept in float in every component (Conv, MatMul, Gemm, Gather); a component left with nothing to quantize is not converted (symlinked, as for --components)",
+    )
     args = ap.parse_args(argv)
 
     src, dst = args.src, args.dst
@@ -720,7 +798,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--exclude-op-types applies to --mode int8-dynamic")
     unknown = float_ops - {"Conv", "MatMul", "Gemm", "Gather"}
     if unknown:
-        ap.error(f"--exclude-op-types: {sorted(unknown)} are not op types int8-dynamic quantizes (Conv, MatMul, Gemm, Gather)")
+        ap.error(
+            f"--exclude-op-types: {sorted(unknown)} are not op types int8-dynamic quantizes (Conv, MatMul, Gemm, Gather)"
+        )
     for k in kinds:
         if float_ops and not int8_dynamic_ops(k, float_ops):
             log(f"{k}: --exclude-op-types {args.exclude_op_types} leaves nothing to quantize; kept as in SRC")
@@ -731,7 +811,9 @@ def main(argv: list[str] | None = None) -> int:
     for k in kinds:
         if (src / k / "model.onnx_data").exists() and args.mode == "int8-static":
             ap.error(f"{src / k}: external weights (model.onnx_data) are not supported with --mode int8-static")
-    block_ops = set(FP16_OP_BLOCK_LIST) if args.fp16_block_ops is None else {o for o in args.fp16_block_ops.split(",") if o}
+    block_ops = (
+        set(FP16_OP_BLOCK_LIST) if args.fp16_block_ops is None else {o for o in args.fp16_block_ops.split(",") if o}
+    )
     if args.exclude_from and args.mode != "int8-dynamic":
         ap.error("--exclude-from applies to --mode int8-dynamic")
     keep = worst_introducers(args.exclude_from, args.exclude_model, args.exclude_top) if args.exclude_from else {}
@@ -755,7 +837,9 @@ def main(argv: list[str] | None = None) -> int:
             finalize(d, compact=args.compact_names)
         unmatched = [g for g, names in float_globs.items() if not names]
         if unmatched:
-            raise SystemExit(f"quantize.py: --exclude-modules {unmatched} matched no node of {', '.join(kinds)}: SRC needs scope names (not --compact-names)")
+            raise SystemExit(
+                f"quantize.py: --exclude-modules {unmatched} matched no node of {', '.join(kinds)}: SRC needs scope names (not --compact-names)"
+            )
         if not args.no_verify:
             verify(work, kinds)
     return 0

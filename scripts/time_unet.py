@@ -9,11 +9,11 @@ from other work on the machine falls on all of them alike; the median and the sp
 each are printed with the CPU model (lscpu) and the onnxruntime version. Session options as
 sd-harness's: graph optimisation all, CPU arena off.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-import onnxruntime as ort  # noqa: E402
+import common.telemetry_off  # noqa: F401  (before onnxruntime)
+import onnxruntime as ort
 
 
 def cpu_model() -> str:
@@ -71,11 +71,15 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             r["session"].run(None, r["feeds"])
             r["times"].append(time.perf_counter() - t)
-    print(f"CPU: {cpu_model()}; onnxruntime {ort.__version__}; {args.threads} thread(s); U-Net call at {args.size}x{args.size}, batch 2; "
-          f"{args.rounds} rounds, models interleaved")
+    print(
+        f"CPU: {cpu_model()}; onnxruntime {ort.__version__}; {args.threads} thread(s); U-Net call at {args.size}x{args.size}, batch 2; "
+        f"{args.rounds} rounds, models interleaved"
+    )
     for r in runs:
         ms = np.array(r["times"]) * 1e3
-        print(f"{r['label']:>24}  unet/model.onnx {r['size']:>11,d} B  median {np.median(ms):8.3f} ms  (min {ms.min():.3f}, max {ms.max():.3f})")
+        print(
+            f"{r['label']:>24}  unet/model.onnx {r['size']:>11,d} B  median {np.median(ms):8.3f} ms  (min {ms.min():.3f}, max {ms.max():.3f})"
+        )
     return 0
 
 

@@ -26,6 +26,7 @@ Deterministic on a given toolchain and thread count (seeded torch and numpy gene
 torch.use_deterministic_algorithms). Threads default to 1: on the shared 2-core machine a
 training step took 1.0-1.6 s with one thread and 5-15 s with two (load average 11).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -88,19 +89,30 @@ SD15_SCHEDULER = {
 
 TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
 UNET = dict(
-    sample_size=SIZE // 4, in_channels=4, out_channels=4,
+    sample_size=SIZE // 4,
+    in_channels=4,
+    out_channels=4,
     down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
     up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    block_out_channels=(16, 24), layers_per_block=1, attention_head_dim=8,
-    cross_attention_dim=TEXT["hidden_size"], norm_num_groups=8,
+    block_out_channels=(16, 24),
+    layers_per_block=1,
+    attention_head_dim=8,
+    cross_attention_dim=TEXT["hidden_size"],
+    norm_num_groups=8,
     # no mid block: the second down block and the first up block already attend (self and cross)
     # at the 4 x 4 level, and the mid block's 38k parameters do not fit the fixture budget
     mid_block_type=None,
 )
 VAE = dict(
-    in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
-    up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(8, 16, 16), layers_per_block=1,
-    latent_channels=4, norm_num_groups=8, sample_size=SIZE,
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 3,
+    up_block_types=("UpDecoderBlock2D",) * 3,
+    block_out_channels=(8, 16, 16),
+    layers_per_block=1,
+    latent_channels=4,
+    norm_num_groups=8,
+    sample_size=SIZE,
 )
 
 # Training lengths (full run; --smoke divides them).
@@ -115,8 +127,11 @@ P_UNCOND = 0.1
 
 # ---------------------------------------------------------------- data
 
+
 def all_combos() -> list[tuple[str, str, str, str]]:
-    return [(fg, shape, bg, pos) for fg in COLOURS for shape in SHAPES for bg in COLOURS if bg != fg for pos in POSITIONS]
+    return [
+        (fg, shape, bg, pos) for fg in COLOURS for shape in SHAPES for bg in COLOURS if bg != fg for pos in POSITIONS
+    ]
 
 
 def caption(fg: str, shape: str, bg: str, pos: str) -> str:
@@ -161,6 +176,7 @@ def make_data(n: int, rng: np.random.Generator):
 
 # ---------------------------------------------------------------- tokenizer
 
+
 def learn_bpe(words: list[str]) -> list[tuple[str, str]]:
     """Byte-pair merges learnt from the caption words until each word is one token (ties broken
     by the pair's text, so the result is deterministic)."""
@@ -195,13 +211,31 @@ def write_tokenizer(dest: Path) -> CLIPTokenizer:
     vocab_list = list(dict.fromkeys(vocab_list)) + ["<|startoftext|>", "<|endoftext|>"]
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab_list)}), encoding="utf-8")
-    (dest / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8")
-    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
-               "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}
+    (dest / "merges.txt").write_text(
+        "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8"
+    )
+    special = {
+        "bos_token": "<|startoftext|>",
+        "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>",
+    }
     (dest / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
-    (dest / "tokenizer_config.json").write_text(json.dumps({
-        **special, "tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True,
-        "errors": "replace", "add_prefix_space": False, "clean_up_tokenization_spaces": True}, indent=2) + "\n")
+    (dest / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                **special,
+                "tokenizer_class": "CLIPTokenizer",
+                "model_max_length": 77,
+                "do_lower_case": True,
+                "errors": "replace",
+                "add_prefix_space": False,
+                "clean_up_tokenization_spaces": True,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     tok = CLIPTokenizer.from_pretrained(str(dest))
     for w in words:  # every caption word is a single token
         ids = tok(w).input_ids
@@ -210,6 +244,7 @@ def write_tokenizer(dest: Path) -> CLIPTokenizer:
 
 
 # ---------------------------------------------------------------- training
+
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1)  # [N, 3, H, W] in [-1, 1]
@@ -242,7 +277,9 @@ def train_vae(x: torch.Tensor, steps: int, gen: torch.Generator, log: list) -> A
         opt.step()
         acc.append(mse.item())
         if (step + 1) % 50 == 0 or step + 1 == steps:
-            log.append({"stage": "vae", "step": step + 1, "mse": float(np.mean(acc)), "wall_s": round(time.time() - t0, 1)})
+            log.append(
+                {"stage": "vae", "step": step + 1, "mse": float(np.mean(acc)), "wall_s": round(time.time() - t0, 1)}
+            )
             print(json.dumps(log[-1]), flush=True)
             acc = []
     return vae.eval()
@@ -250,16 +287,25 @@ def train_vae(x: torch.Tensor, steps: int, gen: torch.Generator, log: list) -> A
 
 def train_unet(latents_mean, latents_std, ids, uncond_ids, steps, gen, log, tok_vocab):
     torch.manual_seed(SEED + 2)
-    text = CLIPTextModel(CLIPTextConfig(
-        vocab_size=tok_vocab, max_position_embeddings=77, hidden_act="quick_gelu", layer_norm_eps=1e-5,
-        bos_token_id=tok_vocab - 2, eos_token_id=tok_vocab - 1, pad_token_id=tok_vocab - 1,
-        projection_dim=TEXT["hidden_size"], **TEXT))
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=tok_vocab,
+            max_position_embeddings=77,
+            hidden_act="quick_gelu",
+            layer_norm_eps=1e-5,
+            bos_token_id=tok_vocab - 2,
+            eos_token_id=tok_vocab - 1,
+            pad_token_id=tok_vocab - 1,
+            projection_dim=TEXT["hidden_size"],
+            **TEXT,
+        )
+    )
     unet = UNet2DConditionModel(**UNET)
     params = list(unet.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=UNET_LR, weight_decay=1e-4)
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text).eval()
     ema_params = list(ema_unet.parameters()) + list(ema_text.parameters())
-    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2  # scaled_linear
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2  # scaled_linear
     abar = torch.cumprod(1 - betas, 0)
     snr = (abar / (1 - abar)).float()
     abar = abar.float()
@@ -291,8 +337,15 @@ def train_unet(latents_mean, latents_std, ids, uncond_ids, steps, gen, log, tok_
         acc.append((loss.item(), per.mean().item()))
         if (step + 1) % 50 == 0 or step + 1 == steps:
             m = np.mean(acc, axis=0)
-            log.append({"stage": "unet", "step": step + 1, "loss_minsnr": float(m[0]), "eps_mse": float(m[1]),
-                        "wall_s": round(time.time() - t0, 1)})
+            log.append(
+                {
+                    "stage": "unet",
+                    "step": step + 1,
+                    "loss_minsnr": float(m[0]),
+                    "eps_mse": float(m[1]),
+                    "wall_s": round(time.time() - t0, 1),
+                }
+            )
             print(json.dumps(log[-1]), flush=True)
             acc = []
     return ema_unet, ema_text
@@ -331,7 +384,9 @@ def finetune_decoder(vae: AutoencoderKL, x: torch.Tensor, steps: int, log: list)
         opt.step()
         acc.append(mse.item())
         if (step + 1) % 50 == 0 or step + 1 == steps:
-            log.append({"stage": "decoder", "step": step + 1, "mse": float(np.mean(acc)), "wall_s": round(time.time() - t0, 1)})
+            log.append(
+                {"stage": "decoder", "step": step + 1, "mse": float(np.mean(acc)), "wall_s": round(time.time() - t0, 1)}
+            )
             print(json.dumps(log[-1]), flush=True)
             acc = []
     for p in vae.parameters():
@@ -340,6 +395,7 @@ def finetune_decoder(vae: AutoencoderKL, x: torch.Tensor, steps: int, log: list)
 
 
 # ---------------------------------------------------------------- ONNX: float16 storage
+
 
 def compact_onnx(path: Path, min_elements: int = 16) -> None:
     """Make an exported graph small enough to commit, without changing what it computes:
@@ -395,6 +451,7 @@ def compact_onnx(path: Path, min_elements: int = 16) -> None:
 
 # ---------------------------------------------------------------- main
 
+
 def finish(dest: Path, onnx_dest: Path) -> None:
     """Round every weight of the saved diffusers folder to float16 precision (kept as float32), so
     the committed ONNX folder, which stores them as float16, computes the same function as the
@@ -422,7 +479,9 @@ def decoder_stage(out: Path) -> None:
     dest = out / NAME
     record = json.loads((dest / "training.json").read_text())
     t = time.time()
-    vae = finetune_decoder(AutoencoderKL.from_pretrained(str(dest / "vae")), to_tensor(images), DEC_STEPS, record["log"])
+    vae = finetune_decoder(
+        AutoencoderKL.from_pretrained(str(dest / "vae")), to_tensor(images), DEC_STEPS, record["log"]
+    )
     record["summary"]["wall_s"]["decoder"] = round(time.time() - t, 1)
     vae.save_pretrained(str(dest / "vae"), safe_serialization=True)
     (dest / "training.json").write_text(json.dumps(record, indent=1) + "\n")
@@ -432,10 +491,18 @@ def decoder_stage(out: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("fixtures/models"))
-    ap.add_argument("--smoke", action="store_true", help="1/40 of the steps and images: checks the script, not the model")
+    ap.add_argument(
+        "--smoke", action="store_true", help="1/40 of the steps and images: checks the script, not the model"
+    )
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--decoder-only", action="store_true", help="only the decoder fine-tune and finish() on an already trained <out>/shapes-sd (the steps after the U-Net)")
-    ap.add_argument("--finish-only", action="store_true", help="only the last step (finish()) on an already trained <out>/shapes-sd")
+    ap.add_argument(
+        "--decoder-only",
+        action="store_true",
+        help="only the decoder fine-tune and finish() on an already trained <out>/shapes-sd (the steps after the U-Net)",
+    )
+    ap.add_argument(
+        "--finish-only", action="store_true", help="only the last step (finish()) on an already trained <out>/shapes-sd"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.finish_only:
@@ -467,10 +534,10 @@ def main() -> int:
     vae = train_vae(x, VAE_STEPS // k, gen, log)
     t_vae = time.time() - t
     with torch.no_grad():
-        posts = [vae.encode(x[i:i + 256]).latent_dist for i in range(0, len(x), 256)]
+        posts = [vae.encode(x[i : i + 256]).latent_dist for i in range(0, len(x), 256)]
         mean = torch.cat([p.mean for p in posts])
         std = torch.cat([p.std for p in posts])
-        rec = torch.cat([vae.decode(mean[i:i + 256]).sample for i in range(0, len(mean), 256)])
+        rec = torch.cat([vae.decode(mean[i : i + 256]).sample for i in range(0, len(mean), 256)])
     vae_psnr = float(10 * torch.log10(4 / (rec.clamp(-1, 1) - x).pow(2).mean()))
     scaling = float(f"{1 / mean.std().item():.5g}")
     vae.register_to_config(scaling_factor=scaling)
@@ -481,22 +548,46 @@ def main() -> int:
     t_unet = time.time() - t
 
     scheduler = getattr(diffusers, SD15_SCHEDULER["_class_name"]).from_config(SD15_SCHEDULER)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=scheduler,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tok,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.save_pretrained(str(dest), safe_serialization=True)
-    sizes = {part: sum(p.numel() for p in m.parameters()) for part, m in
-             (("vae", vae), ("vae_decoder", vae.decoder), ("unet", unet), ("text_encoder", text))}
-    prompts = {
-        "size": SIZE, "colours": COLOURS, "shapes": list(SHAPES), "positions": POSITIONS,
-        "shape_size": SHAPE_SIZE, "jitter": JITTER,
-        "held_out": [{"prompt": caption(*c), "colour": c[0], "shape": c[1], "background": c[2], "position": c[3]}
-                     for c in held],
+    sizes = {
+        part: sum(p.numel() for p in m.parameters())
+        for part, m in (("vae", vae), ("vae_decoder", vae.decoder), ("unet", unet), ("text_encoder", text))
     }
-    summary = {"seed": SEED, "smoke": args.smoke, "threads": args.threads, "torch": torch.__version__,
-               "diffusers": diffusers.__version__, "parameters": sizes, "images": len(images),
-               "vae_steps": VAE_STEPS // k, "unet_steps": UNET_STEPS // k, "wall_s": {
-                   "data": round(t_data, 1), "vae": round(t_vae, 1), "unet_text": round(t_unet, 1)},
-               "vae_psnr_db": round(vae_psnr, 2), "scaling_factor": scaling}
+    prompts = {
+        "size": SIZE,
+        "colours": COLOURS,
+        "shapes": list(SHAPES),
+        "positions": POSITIONS,
+        "shape_size": SHAPE_SIZE,
+        "jitter": JITTER,
+        "held_out": [
+            {"prompt": caption(*c), "colour": c[0], "shape": c[1], "background": c[2], "position": c[3]} for c in held
+        ],
+    }
+    summary = {
+        "seed": SEED,
+        "smoke": args.smoke,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "parameters": sizes,
+        "images": len(images),
+        "vae_steps": VAE_STEPS // k,
+        "unet_steps": UNET_STEPS // k,
+        "wall_s": {"data": round(t_data, 1), "vae": round(t_vae, 1), "unet_text": round(t_unet, 1)},
+        "vae_psnr_db": round(vae_psnr, 2),
+        "scaling_factor": scaling,
+    }
     (dest / "prompts.json").write_text(json.dumps(prompts, indent=1) + "\n")
     (dest / "training.json").write_text(json.dumps({"summary": summary, "log": log}, indent=1) + "\n")
 

@@ -13,7 +13,7 @@ import { main } from "../src/cli/main";
 import { CliIO } from "../src/cli/io";
 import { parseReportJson } from "../src/conformance/runner";
 import { Report } from "../src/conformance/types";
-import { runLocalize } from "../src/conformance/localize";
+import { runLocalize } from "../src/conformance/localize/localize";
 import { scaleInitializers, copyModel, copyPart, scaleValue } from "./helpers/onnx-edit";
 
 const ROOT = path.resolve(__dirname, "..");

@@ -12,7 +12,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { ReferenceSet } from "../src/conformance/reference-set";
+import { ReferenceSet } from "../src/conformance/cases/reference-set";
 import { REFS, TINY, USER_FIXTURES } from "./helpers/fixtures";
 
 interface UnetConfig {

@@ -3,8 +3,8 @@
  * tolerance file's own, with the flag as their reason, and change the tolerance hash a report
  * records (so shards run with other flags are not merged).
  */
-import { parseLimitFlag, withCommandLineLimits } from "../src/conformance/cli-limits";
-import { loadTolerances, resolve, toleranceSha256 } from "../src/conformance/tolerances";
+import { parseLimitFlag, withCommandLineLimits } from "../src/conformance/judge/cli-limits";
+import { loadTolerances, resolve, toleranceSha256 } from "../src/conformance/judge/tolerances";
 import { HarnessError } from "../src/errors";
 
 const file = loadTolerances();

@@ -27,8 +27,11 @@ import { ROOT, TINY, REFS } from "./helpers/fixtures";
 import { expectConforms } from "./helpers/variations";
 
 const PYTHON = path.join(ROOT, ".venv", "bin", "python");
-// what the variants are made by (make_variants.py calls optimize.py, which uses quantize.py): the cache key
-const SCRIPTS = ["make_variants.py", "export_onnx.py", "optimize.py", "quantize.py"].map((f) => path.join(ROOT, "scripts", f));
+// what the variants are made by (make_variants.py calls optimize.py, which uses quantize.py; all three
+// import common/telemetry_off.py): the cache key
+const SCRIPTS = ["make_variants.py", "export_onnx.py", "optimize.py", "quantize.py", "common/telemetry_off.py"].map((f) =>
+  path.join(ROOT, "scripts", f),
+);
 const OPSETS = [14, 18];
 
 interface Source {

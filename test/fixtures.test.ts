@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as crypto from "node:crypto";
 import { execFileSync } from "node:child_process";
-import { ReferenceSet } from "../src/conformance/reference-set";
+import { ReferenceSet } from "../src/conformance/cases/reference-set";
 import { StableDiffusionPipeline } from "../src/pipeline/pipeline";
 import { f32 } from "../src/tensor/tensor";
 import { ROOT, REFS, USER_FIXTURES } from "./helpers/fixtures";
@@ -125,5 +125,20 @@ test.each(folders)("%s loads and runs with the shapes its configs promise", asyn
     for (const x of [emb, eps, img, mean, std]) expect(x.data.every(Number.isFinite)).toBe(true);
   } finally {
     await pipe.release();
+  }
+});
+
+// The module reference sets (--localize) pin scripts/make_module_references.py by sha256 as the
+// full sets pin make_references.py and refgen/: an edit to it means regenerating them.
+const moduleManifests = fs
+  .readdirSync(path.join(ROOT, "fixtures", "references"))
+  .map((m) => path.join(ROOT, "fixtures", "references", m, "modules", "manifest.json"))
+  .filter((f) => fs.existsSync(f));
+
+(moduleManifests.length > 0 ? test : test.skip)("each module reference set records the committed script's sha256", () => {
+  for (const f of moduleManifests) {
+    const { script } = JSON.parse(fs.readFileSync(f, "utf8")) as { script: { file: string; sha256: string } };
+    const actual = crypto.createHash("sha256").update(fs.readFileSync(path.join(ROOT, script.file))).digest("hex");
+    expect(`${path.relative(ROOT, f)}: ${script.file} ${actual}`).toBe(`${path.relative(ROOT, f)}: ${script.file} ${script.sha256}`);
   }
 });

@@ -7,10 +7,10 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { ReferenceSet } from "../src/conformance/reference-set";
+import { ReferenceSet } from "../src/conformance/cases/reference-set";
 import { runConformance } from "../src/conformance/runner";
-import { loadTolerances, ToleranceFile } from "../src/conformance/tolerances";
-import { MIN_FLOOR_REL_L2, excessRatio, FloorEntry, FloorSpread } from "../src/conformance/float64-floor";
+import { loadTolerances, ToleranceFile } from "../src/conformance/judge/tolerances";
+import { MIN_FLOOR_REL_L2, excessRatio, FloorEntry, FloorSpread } from "../src/conformance/judge/float64-floor";
 import { renderMarkdown } from "../src/conformance/report";
 import { REFS, TINY } from "./helpers/fixtures";
 

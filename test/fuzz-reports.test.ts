@@ -12,10 +12,10 @@ import fc from "fast-check";
 import { HarnessError } from "../src/errors";
 import { main } from "../src/cli/main";
 import { CliIO } from "../src/cli/io";
-import { parseReportText } from "../src/conformance/report-file";
-import { mergeReports } from "../src/conformance/merge";
-import { ReferenceSet } from "../src/conformance/reference-set";
-import { listCases } from "../src/conformance/cases";
+import { parseReportText } from "../src/conformance/report/report-file";
+import { mergeReports } from "../src/conformance/report/merge";
+import { ReferenceSet } from "../src/conformance/cases/reference-set";
+import { listCases } from "../src/conformance/cases/cases";
 import { renderHtml, renderJunit, renderMarkdown } from "../src/conformance/report";
 import { REFS } from "./helpers/fixtures";
 

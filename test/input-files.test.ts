@@ -11,7 +11,7 @@ import { execFileSync } from "node:child_process";
 import { HarnessError } from "../src/errors";
 import { readInputFile } from "../src/util/read-input";
 import { readRgbPng, readMaskPng } from "../src/pipeline/image";
-import { readFloatInitializers } from "../src/pipeline/onnx-initializers";
+import { readFloatInitializers } from "../src/onnx/initializers";
 import { externalizeInitializers } from "./helpers/onnx-edit";
 import { TINY } from "./helpers/fixtures";
 import { chunk } from "./helpers/png-chunks";

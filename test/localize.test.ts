@@ -14,11 +14,11 @@ import { CliIO } from "../src/cli/io";
 import { parseReportJson } from "../src/conformance/runner";
 import { Report } from "../src/conformance/types";
 import { readGraph, withExtraOutputs, matchModules, scopeOf } from "../src/onnx/graph-outputs";
-import { ModuleReferences, runLocalize } from "../src/conformance/localize";
+import { ModuleReferences, runLocalize } from "../src/conformance/localize/localize";
 import { scaleInitializers, copyModel, externalizeInitializers, scaleValue } from "./helpers/onnx-edit";
-import { readFloatInitializers } from "../src/pipeline/onnx-initializers";
+import { readFloatInitializers } from "../src/onnx/initializers";
 import { describeInitializers } from "../src/onnx/initializer-edit";
-import { mapInitializers } from "../src/conformance/layer-kinds";
+import { mapInitializers } from "../src/conformance/sensitivity/layer-kinds";
 
 const ROOT = path.resolve(__dirname, "..");
 const TINY = path.join(ROOT, "fixtures", "models", "tiny-sd-onnx");

@@ -1,9 +1,9 @@
 /**
- * src/conformance/metrics.ts: every figure the conformance verdicts rest on. Expected values are
+ * src/conformance/judge/metrics.ts: every figure the conformance verdicts rest on. Expected values are
  * derived by hand in the comments (small arrays) or by a plain double-precision formula written
  * here, never taken from the code under test.
  */
-import { unravel, ulpOf, tensorMetrics, imageMetrics, diffHeatmap } from "../src/conformance/metrics";
+import { unravel, ulpOf, tensorMetrics, imageMetrics, diffHeatmap } from "../src/conformance/judge/metrics";
 
 /** |actual - expected| within a relative 1e-12 (the formulas here and the code may sum in another order) */
 function expectClose(actual: number, expected: number, rel = 1e-12): void {

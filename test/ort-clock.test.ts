@@ -5,7 +5,7 @@
 import { runConformance } from "../src/conformance/runner";
 import { harnessOverhead } from "../src/conformance/types";
 import { parseReportJson } from "../src/conformance/runner";
-import { readReportFile } from "../src/conformance/report-file";
+import { readReportFile } from "../src/conformance/report/report-file";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";

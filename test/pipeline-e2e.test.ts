@@ -4,7 +4,7 @@
  * latents and the image may differ only by onnxruntime-vs-PyTorch float drift, measured below.
  */
 import { StableDiffusionPipeline } from "../src/pipeline/pipeline";
-import { ReferenceSet } from "../src/conformance/reference-set";
+import { ReferenceSet } from "../src/conformance/cases/reference-set";
 import { TINY, TINY_INPAINT, REFS } from "./helpers/fixtures";
 
 const refs = ReferenceSet.open(REFS);

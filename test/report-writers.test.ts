@@ -281,7 +281,7 @@ describe("report writers", () => {
     expect(md).toContain("**Tolerance profile:** `default`");
     expect(md).toContain("**duration** 1 min 33 s");
 
-    // the headline metric (src/conformance/headline.ts): the worst relL2 of the group's cases
+    // the headline metric (src/conformance/judge/headline.ts): the worst relL2 of the group's cases
     // (int8 U-Net: step-0's 0.0072 over astronaut-free's 5.1e-6; its NaN is in maxAbs, not relL2)
     expect(md).toMatch(/\| Stage \| Model \| Verdict \| pass \| fail \| xfail \| error \| skip \| Worst headline metric \| Worst PSNR \|/);
     expect(md).toMatch(/\| unet \| int8 \| ❌ fail \| 0 \| 2 \| 0 \| 0 \| 0 \| relL2 0\.0072 \| NaN \|/);

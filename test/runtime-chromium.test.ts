@@ -12,7 +12,7 @@ import { createRuntime } from "../src/runtime/index";
 import { ChromiumRuntime } from "../src/runtime/chromium";
 import type { Runtime, RuntimeTensor } from "../src/runtime/types";
 import { OnnxComponent, ComponentKind } from "../src/pipeline/onnx-model";
-import { tensorMetrics } from "../src/conformance/metrics";
+import { tensorMetrics } from "../src/conformance/judge/metrics";
 import { HarnessError, ExitCode } from "../src/errors";
 
 const ROOT = path.resolve(__dirname, "..");

@@ -9,7 +9,7 @@ import * as path from "node:path";
 import { createRuntime, RUNTIMES } from "../src/runtime/index";
 import type { Runtime, RuntimeTensor } from "../src/runtime/types";
 import { OnnxComponent, ComponentKind } from "../src/pipeline/onnx-model";
-import { tensorMetrics } from "../src/conformance/metrics";
+import { tensorMetrics } from "../src/conformance/judge/metrics";
 import { HarnessError, ExitCode } from "../src/errors";
 import { copyModel, externalizeInitializers } from "./helpers/onnx-edit";
 import { runtimeFlag } from "../src/cli/parse";

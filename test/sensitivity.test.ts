@@ -11,9 +11,9 @@ import * as crypto from "node:crypto";
 import { main } from "../src/cli/main";
 import { CliIO } from "../src/cli/io";
 import { ExitCode } from "../src/errors";
-import { runSensitivity, SensitivityReport } from "../src/conformance/sensitivity";
+import { runSensitivity, SensitivityReport } from "../src/conformance/sensitivity/sensitivity";
 import { describeInitializers, applyEdit, readWeights } from "../src/onnx/initializer-edit";
-import { mapInitializers, unmapped } from "../src/conformance/layer-kinds";
+import { mapInitializers, unmapped } from "../src/conformance/sensitivity/layer-kinds";
 import { TINY, REFS } from "./helpers/fixtures";
 import { copyModel, externalizeInitializers } from "./helpers/onnx-edit";
 

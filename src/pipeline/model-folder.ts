@@ -192,6 +192,49 @@ export function loadModelFolder(dir: string, options: LoadFolderOptions = {}): M
   const corrections: ConfigCorrection[] = [];
 
   const unetCfgFile = p("unet", "config.json");
+  const unetConfig = readUnetConfig(unetCfgFile, corrections);
+
+  // optimum writes the VAE's config into both vae_decoder/ and vae_encoder/
+  const vaeCfgFile = fs.existsSync(p("vae_decoder", "config.json")) ? p("vae_decoder", "config.json") : p("vae", "config.json");
+  const vaeConfig = readVaeConfig(vaeCfgFile);
+  checkLatentChannels(unetConfig, unetCfgFile, vaeConfig, vaeCfgFile);
+
+  const textConfig = readTextConfig(p("text_encoder", "config.json"), unetConfig, dir);
+
+  const schedulerFile = p("scheduler", "scheduler_config.json");
+  const schedulerRaw = readJson(schedulerFile, "the scheduler's config");
+  requireFile(p("tokenizer", "vocab.json"), "the CLIP tokenizer's vocabulary");
+  requireFile(p("tokenizer", "merges.txt"), "the CLIP tokenizer's merges");
+
+  if (!options.forceSd1) refuseSd2(unetConfig, unetCfgFile, vaeConfig, schedulerRaw, schedulerFile, p("tokenizer"));
+
+  const isInpaint = unetConfig.inChannels === 2 * vaeConfig.latentChannels + 1;
+  const fixed = pipelineCorrections(schedulerRaw, resolveRawConfig(schedulerRaw), isInpaint, schedulerFile);
+  corrections.push(...fixed.corrections);
+  const schedulerConfig = fixed.config;
+  const resolved = resolveRawConfig(schedulerConfig);
+
+  return {
+    dir,
+    name: path.basename(path.resolve(dir)),
+    textEncoder: requireFile(p("text_encoder", "model.onnx"), "the text encoder"),
+    unet: requireFile(p("unet", "model.onnx"), "the U-Net"),
+    vaeDecoder: requireFile(p("vae_decoder", "model.onnx"), "the VAE decoder"),
+    vaeEncoder: fs.existsSync(p("vae_encoder", "model.onnx")) ? p("vae_encoder", "model.onnx") : null,
+    tokenizerDir: p("tokenizer"),
+    schedulerConfig,
+    unetConfig,
+    vaeConfig,
+    textConfig,
+    isInpaint,
+    sizeStep: vaeConfig.scaleFactor * unetConfig.downFactor,
+    corrections,
+    fingerprint: fingerprintOf(textConfig, vaeConfig, unetConfig, resolved),
+  };
+}
+
+/** The U-Net's config (unet/config.json): refuses SDXL, corrects sample_size as diffusers' pipeline does. */
+function readUnetConfig(unetCfgFile: string, corrections: ConfigCorrection[]): UNetConfig {
   const unetRaw = readJson(unetCfgFile, "the U-Net's config");
   // Say which family a folder is when it is not SD 1.x, rather than failing later on a shape.
   if (unetRaw.addition_embed_type === "text_time" || unetRaw.cross_attention_dim === 2048) {
@@ -222,9 +265,11 @@ export function loadModelFolder(dir: string, options: LoadFolderOptions = {}): M
     blockOutChannels: blockOut as number[],
     downFactor: 2 ** (blockOut.length - 1),
   };
+  return unetConfig;
+}
 
-  // optimum writes the VAE's config into both vae_decoder/ and vae_encoder/
-  const vaeCfgFile = fs.existsSync(p("vae_decoder", "config.json")) ? p("vae_decoder", "config.json") : p("vae", "config.json");
+/** The VAE's config: the latent channels, the scaling factor and the VAE's factor (2^(len(block_out_channels)-1)). */
+function readVaeConfig(vaeCfgFile: string): VaeConfig {
   const vaeRaw = readJson(vaeCfgFile, "the VAE's config");
   const blocks = vaeRaw.block_out_channels;
   if (!Array.isArray(blocks) || blocks.length === 0 || blocks.length > 8) throw new HarnessError(`${vaeCfgFile}: "block_out_channels" missing or not a list of 1 to 8 widths`, ExitCode.usage);
@@ -236,7 +281,11 @@ export function loadModelFolder(dir: string, options: LoadFolderOptions = {}): M
   };
   if (!isPositiveInt(vaeConfig.latentChannels)) throw new HarnessError(`${vaeCfgFile}: "latent_channels" must be a positive integer`, ExitCode.usage);
   if (!(vaeConfig.scalingFactor > 0)) throw new HarnessError(`${vaeCfgFile}: "scaling_factor" ${vaeConfig.scalingFactor} must be positive`, ExitCode.usage);
-  // txt2img / img2img U-Nets take the latents; inpainting ones also the mask and the masked image's latents
+  return vaeConfig;
+}
+
+/** txt2img / img2img U-Nets take the latents; inpainting ones also the mask and the masked image's latents. */
+function checkLatentChannels(unetConfig: UNetConfig, unetCfgFile: string, vaeConfig: VaeConfig, vaeCfgFile: string): void {
   const lc = vaeConfig.latentChannels;
   if (unetConfig.inChannels !== lc && unetConfig.inChannels !== 2 * lc + 1) {
     throw new HarnessError(`${unetCfgFile}: in_channels ${unetConfig.inChannels}; with ${lc} latent channels (${vaeCfgFile}) an SD 1.x U-Net takes ${lc} (txt2img) or ${2 * lc + 1} (inpainting)`, ExitCode.usage);
@@ -244,8 +293,10 @@ export function loadModelFolder(dir: string, options: LoadFolderOptions = {}): M
   if (unetConfig.outChannels !== lc) {
     throw new HarnessError(`${unetCfgFile}: out_channels ${unetConfig.outChannels}; the VAE has ${lc} latent channels (${vaeCfgFile})`, ExitCode.usage);
   }
+}
 
-  const textCfgFile = p("text_encoder", "config.json");
+/** The text encoder's config; its width must be the U-Net's cross-attention width. */
+function readTextConfig(textCfgFile: string, unetConfig: UNetConfig, dir: string): TextEncoderConfig {
   const textRaw = readJson(textCfgFile, "the text encoder's config");
   const textConfig: TextEncoderConfig = {
     hiddenSize: num(textRaw, "hidden_size", textCfgFile),
@@ -257,62 +308,41 @@ export function loadModelFolder(dir: string, options: LoadFolderOptions = {}): M
   if (textConfig.hiddenSize !== unetConfig.crossAttentionDim) {
     throw new HarnessError(`${dir}: text encoder hidden_size ${textConfig.hiddenSize} != U-Net cross_attention_dim ${unetConfig.crossAttentionDim}`, ExitCode.usage);
   }
+  return textConfig;
+}
 
-  const schedulerFile = p("scheduler", "scheduler_config.json");
-  const schedulerRaw = readJson(schedulerFile, "the scheduler's config");
-  requireFile(p("tokenizer", "vocab.json"), "the CLIP tokenizer's vocabulary");
-  requireFile(p("tokenizer", "merges.txt"), "the CLIP tokenizer's merges");
-
-  // SD 2.x from what the model itself shows, not from internals an ONNX run never sees (head counts,
-  // linear projections): OpenCLIP ViT-H's width, v-prediction at 768 px, OpenCLIP's "!" padding.
-  if (!options.forceSd1) {
-    const way = "pass --force-sd1 to run it as SD 1.x anyway";
-    const prediction = schedulerRaw.prediction_type;
-    if (unetConfig.crossAttentionDim === 1024) {
-      throw new HarnessError(`${unetCfgFile}: "cross_attention_dim" is 1024 (OpenCLIP ViT-H's width): an SD 2.x model; sd-harness runs SD 1.x (${way})`, ExitCode.usage);
-    }
-    if (prediction === "v_prediction" && unetConfig.sampleSize * vaeConfig.scaleFactor === 768) {
-      throw new HarnessError(`${schedulerFile}: "prediction_type" v_prediction with 768-px samples: an SD 2.x 768-v model; sd-harness runs SD 1.x (${way})`, ExitCode.usage);
-    }
-    if (tokenizerPadToken(p("tokenizer")) === "!") {
-      throw new HarnessError(`${p("tokenizer")}: pad_token "!" (OpenCLIP's tokenizer): an SD 2.x model; sd-harness runs SD 1.x (${way})`, ExitCode.usage);
-    }
+/**
+ * SD 2.x from what the model itself shows, not from internals an ONNX run never sees (head counts,
+ * linear projections): OpenCLIP ViT-H's width, v-prediction at 768 px, OpenCLIP's "!" padding.
+ */
+function refuseSd2(unetConfig: UNetConfig, unetCfgFile: string, vaeConfig: VaeConfig, schedulerRaw: Record<string, unknown>, schedulerFile: string, tokenizerDir: string): void {
+  const way = "pass --force-sd1 to run it as SD 1.x anyway";
+  const prediction = schedulerRaw.prediction_type;
+  if (unetConfig.crossAttentionDim === 1024) {
+    throw new HarnessError(`${unetCfgFile}: "cross_attention_dim" is 1024 (OpenCLIP ViT-H's width): an SD 2.x model; sd-harness runs SD 1.x (${way})`, ExitCode.usage);
   }
+  if (prediction === "v_prediction" && unetConfig.sampleSize * vaeConfig.scaleFactor === 768) {
+    throw new HarnessError(`${schedulerFile}: "prediction_type" v_prediction with 768-px samples: an SD 2.x 768-v model; sd-harness runs SD 1.x (${way})`, ExitCode.usage);
+  }
+  if (tokenizerPadToken(tokenizerDir) === "!") {
+    throw new HarnessError(`${tokenizerDir}: pad_token "!" (OpenCLIP's tokenizer): an SD 2.x model; sd-harness runs SD 1.x (${way})`, ExitCode.usage);
+  }
+}
 
-  const isInpaint = unetConfig.inChannels === 2 * vaeConfig.latentChannels + 1;
-  const fixed = pipelineCorrections(schedulerRaw, resolveRawConfig(schedulerRaw), isInpaint, schedulerFile);
-  corrections.push(...fixed.corrections);
-  const schedulerConfig = fixed.config;
-  const resolved = resolveRawConfig(schedulerConfig);
-
+/** What a reference set's manifest records of the model it was made with (conformance checks a --model against it). */
+function fingerprintOf(textConfig: TextEncoderConfig, vaeConfig: VaeConfig, unetConfig: UNetConfig, resolved: Record<string, unknown>): ModelFingerprint {
   return {
-    dir,
-    name: path.basename(path.resolve(dir)),
-    textEncoder: requireFile(p("text_encoder", "model.onnx"), "the text encoder"),
-    unet: requireFile(p("unet", "model.onnx"), "the U-Net"),
-    vaeDecoder: requireFile(p("vae_decoder", "model.onnx"), "the VAE decoder"),
-    vaeEncoder: fs.existsSync(p("vae_encoder", "model.onnx")) ? p("vae_encoder", "model.onnx") : null,
-    tokenizerDir: p("tokenizer"),
-    schedulerConfig,
-    unetConfig,
-    vaeConfig,
-    textConfig,
-    isInpaint,
-    sizeStep: vaeConfig.scaleFactor * unetConfig.downFactor,
-    corrections,
-    fingerprint: {
-      text_hidden_size: textConfig.hiddenSize,
-      text_vocab_size: textConfig.vocabSize,
-      text_max_position_embeddings: textConfig.maxPositionEmbeddings,
-      latent_channels: vaeConfig.latentChannels,
-      vae_scaling_factor: vaeConfig.scalingFactor,
-      vae_scale_factor: vaeConfig.scaleFactor,
-      unet_in_channels: unetConfig.inChannels,
-      unet_out_channels: unetConfig.outChannels,
-      cross_attention_dim: unetConfig.crossAttentionDim,
-      prediction_type: String(resolved.prediction_type ?? "epsilon"),
-      scheduler: Object.fromEntries(FINGERPRINT_SCHEDULER_KEYS.filter((k) => k in resolved).map((k) => [k, resolved[k]])),
-    },
+    text_hidden_size: textConfig.hiddenSize,
+    text_vocab_size: textConfig.vocabSize,
+    text_max_position_embeddings: textConfig.maxPositionEmbeddings,
+    latent_channels: vaeConfig.latentChannels,
+    vae_scaling_factor: vaeConfig.scalingFactor,
+    vae_scale_factor: vaeConfig.scaleFactor,
+    unet_in_channels: unetConfig.inChannels,
+    unet_out_channels: unetConfig.outChannels,
+    cross_attention_dim: unetConfig.crossAttentionDim,
+    prediction_type: String(resolved.prediction_type ?? "epsilon"),
+    scheduler: Object.fromEntries(FINGERPRINT_SCHEDULER_KEYS.filter((k) => k in resolved).map((k) => [k, resolved[k]])),
   };
 }
 

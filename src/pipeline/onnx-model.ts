@@ -11,8 +11,6 @@ import { defaultRuntime } from "../runtime/index";
 import { NotCoveredError } from "../runtime/types";
 import type { Runtime, RuntimeSession, RuntimeTensor, SessionSettings as RuntimeSettings } from "../runtime/types";
 
-export { toF32, fromF32, halfToFloat, floatToHalf } from "../runtime/float16";
-
 export interface SessionSettings extends RuntimeSettings {
   /** the runtime that loads and runs the components (default: ort-node) */
   readonly runtime?: Runtime;
@@ -24,7 +22,8 @@ export interface InputSpec {
   readonly shape: readonly (number | string)[];
 }
 
-export type ComponentKind = "text_encoder" | "unet" | "vae_decoder" | "vae_encoder";
+export type { ComponentKind } from "./components";
+import type { ComponentKind } from "./components";
 
 const EXPECTED: Record<ComponentKind, { inputs: Record<string, number>; hint: string }> = {
   text_encoder: { inputs: { input_ids: 2 }, hint: "a CLIP text encoder taking input_ids [batch, 77]" },

@@ -14,16 +14,19 @@
  *     latents = scheduler.step(eps, i, latents)
  *   image    = vae_decoder(latents / scaling_factor)                  // [B, 3, H, W] in [-1, 1]
  */
+import * as fs from "node:fs";
 import { HarnessError, ExitCode, invalid, invalidParameter, param } from "../errors";
 import { F32, f32, numel, concat0, concatChannels, formatDims } from "../tensor/tensor";
 import { TorchGenerator } from "../rng/torch-generator";
+import { readGraph } from "../onnx/graph-outputs";
 import { createScheduler, parseSchedulerConfig } from "../schedulers";
 import { Scheduler, SchedulerConfig, SigmaScheduleName } from "../schedulers/types";
 import { ClipTokenizer } from "./tokenizer";
 import { ModelFolder, loadModelFolder, describeCorrection } from "./model-folder";
-import { OnnxComponent, SessionSettings, ComponentKind, toF32, fromF32 } from "./onnx-model";
+import { OnnxComponent, SessionSettings, ComponentKind } from "./onnx-model";
+import { toF32, fromF32 } from "../tensor/float16";
 import type { RuntimeTensor } from "../runtime/types";
-import { readFloatInitializers } from "./onnx-initializers";
+import { readFloatInitializers } from "../onnx/initializers";
 import { RgbImage, GrayImage, imageToTensor, maskToTensor, tensorToImages } from "./image";
 
 const f = Math.fround;
@@ -166,6 +169,40 @@ function toList(v: string | readonly string[]): string[] {
   return typeof v === "string" ? [v] : [...v];
 }
 
+/**
+ * The text encoder's final LayerNorm (weight, bias), which clip skip applies to an earlier hidden
+ * state as diffusers' encode_prompt does. torch.onnx stores parameters of identical values once and
+ * names the others through Identity nodes (a freshly initialised model's LayerNorms are all ones and
+ * zeros), so where no initializer has the name, the name is followed through Identity nodes to the
+ * initializer that holds its values.
+ */
+function readFinalLayerNorm(file: string): { weight: Float32Array; bias: Float32Array } {
+  const isFinal = (n: string) => /final_layer_norm\.(weight|bias)$/.test(n);
+  let values = readFloatInitializers(file, isFinal);
+  const holder = new Map<string, string>([...values.keys()].map((n) => [n, n])); // name -> initializer with its values
+  if (holder.size < 2) {
+    const identity = new Map<string, string>(); // output -> input of each Identity node
+    for (const node of readGraph(fs.readFileSync(file), file).nodes) {
+      if (node.opType === "Identity" && node.inputs.length === 1 && node.outputs.length === 1) identity.set(node.outputs[0], node.inputs[0]);
+    }
+    for (const alias of [...identity.keys()].filter(isFinal)) {
+      let n = alias;
+      for (let hops = 0; identity.has(n) && hops < identity.size; hops++) n = identity.get(n)!;
+      holder.set(alias, n);
+    }
+    const sources = new Set(holder.values());
+    values = readFloatInitializers(file, (n) => sources.has(n));
+  }
+  const pick = (suffix: string) => {
+    const name = [...holder.keys()].find((n) => n.endsWith(suffix));
+    return name === undefined ? undefined : values.get(holder.get(name)!);
+  };
+  const weight = pick("weight");
+  const bias = pick("bias");
+  if (!weight || !bias) throw new HarnessError(`${file}: final_layer_norm weights not found; clip skip cannot be applied`, ExitCode.usage);
+  return { weight, bias };
+}
+
 export class StableDiffusionPipeline {
   private readonly loaded = new Map<ComponentKind, OnnxComponent>();
   private finalNorm: { weight: Float32Array; bias: Float32Array } | null = null;
@@ -275,13 +312,7 @@ export class StableDiffusionPipeline {
   }
 
   private finalLayerNorm(x: F32, file: string): F32 {
-    if (!this.finalNorm) {
-      const found = readFloatInitializers(file, (n) => /final_layer_norm\.(weight|bias)$/.test(n));
-      const w = [...found.entries()].find(([n]) => n.endsWith("weight"))?.[1];
-      const b = [...found.entries()].find(([n]) => n.endsWith("bias"))?.[1];
-      if (!w || !b) throw new HarnessError(`${file}: final_layer_norm weights not found; clip skip cannot be applied`, ExitCode.usage);
-      this.finalNorm = { weight: w, bias: b };
-    }
+    this.finalNorm ??= readFinalLayerNorm(file);
     const { weight, bias } = this.finalNorm;
     const d = x.dims[x.dims.length - 1];
     const eps = this.folder.textConfig.layerNormEps;

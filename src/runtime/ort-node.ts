@@ -26,7 +26,8 @@ function ort(): typeof Ort {
 }
 
 /** The onnxruntime-node version in use, for reports. */
-const ORT_NODE_VERSION = packageVersion("onnxruntime-node");
+/** The onnxruntime-node version in use, for reports. */
+export const ORT_NODE_VERSION = packageVersion("onnxruntime-node");
 
 function specs(meta: readonly Ort.InferenceSession.ValueMetadata[]): IOSpec[] {
   return meta.map((m) => ({ name: m.name, type: m.isTensor ? String(m.type) : "non-tensor", shape: m.isTensor ? (m.shape as (number | string)[]) : [] }));

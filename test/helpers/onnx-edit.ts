@@ -2,12 +2,12 @@
  * Test-only ONNX surgery without a protobuf dependency: find named float / float16 initializers in
  * a model file and rewrite some of their values in place. The byte length of every field stays the
  * same, so no protobuf length prefix has to change. The initializers are found with the library's
- * own reader (src/pipeline/onnx-initializers.ts).
+ * own reader (src/onnx/initializers.ts).
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { halfToFloat, floatToHalf } from "../../src/pipeline/onnx-model";
-import { initializers, readFloatInitializers } from "../../src/pipeline/onnx-initializers";
+import { halfToFloat, floatToHalf } from "../../src/tensor/float16";
+import { initializers, readFloatInitializers } from "../../src/onnx/initializers";
 
 export interface Edited {
   readonly name: string;
@@ -85,7 +85,7 @@ function lengthDelimited(no: number, body: Buffer): Buffer {
  * names moved.
  */
 export function externalizeInitializers(file: string, location: string, dataFile: string | null = path.join(path.dirname(file), location)): string[] {
-  const { fields } = require("../../src/pipeline/onnx-initializers") as typeof import("../../src/pipeline/onnx-initializers");
+  const { fields } = require("../../src/onnx/initializers") as typeof import("../../src/onnx/initializers");
   const buf = fs.readFileSync(file);
   const chunks: Buffer[] = [];
   let offset = 0;

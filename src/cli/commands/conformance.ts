@@ -9,13 +9,11 @@ import { DEFAULT_RUNTIME, runtimeText } from "../../runtime/index";
 import { DEFAULT_MODEL, DEFAULT_INPAINT_MODEL, DEFAULT_REFERENCES, VERSION } from "../defaults";
 import { runConformance, exitCodeFor, ModelSpec } from "../../conformance/runner";
 import { adviceFor } from "../../conformance/advice";
-import { listCases, filterCases, parseShard, shardCases, caseCost } from "../../conformance/cases";
-import { ReferenceSet } from "../../conformance/reference-set";
+import { listCases, filterCases, parseShard, shardCases, caseCost, ReferenceSet } from "../../conformance/cases";
 import { harnessOverhead } from "../../conformance/types";
-import { loadTolerances, profiles } from "../../conformance/tolerances";
+import { loadTolerances, profiles, withCommandLineLimits } from "../../conformance/judge";
 import { ModuleReferences, loadModuleLimits } from "../../conformance/localize";
-import { withCommandLineLimits } from "../../conformance/cli-limits";
-import { REPORTERS, disabledReporters } from "../../conformance/report/reporters";
+import { REPORTERS, disabledReporters } from "../../conformance/report";
 import type { Report } from "../../conformance/types";
 
 function parser(argv: string[]) {

@@ -7,11 +7,8 @@ import { CliIO } from "../io";
 import yargs from "yargs";
 import { VERSION } from "../defaults";
 // JSON and the writers only: `report merge` must not load a runtime (no runner, no pipeline)
-import { REPORTERS, disabledReporters, writeReports } from "../../conformance/report/reporters";
+import { REPORTERS, disabledReporters, writeReports, readReportFile, readAssetConfined, mergeReports, ReportFolder } from "../../conformance/report";
 import { isFailing } from "../../conformance/types";
-import { readReportFile, readAssetConfined } from "../../conformance/report-file";
-import { mergeReports } from "../../conformance/merge";
-import { ReportFolder } from "../../conformance/out-dir";
 
 const USAGE = "usage: sd-harness report merge --out DIR [--overwrite] REPORT_DIR_OR_JSON...";
 

@@ -7,12 +7,11 @@ import { asTyped, intFlag, numFlag, threadsFlag, THREADS_HELP, runtimeFlag, RUNT
 import { DEFAULT_RUNTIME } from "../../runtime/index";
 import * as fs from "node:fs";
 import { DEFAULT_MODEL, DEFAULT_INPAINT_MODEL, DEFAULT_REFERENCES, VERSION } from "../defaults";
-import { runSensitivity, DEFAULT_RELATIVES, DEFAULT_SCALES, SensitivityReport } from "../../conformance/sensitivity";
+import { runSensitivity, DEFAULT_RELATIVES, DEFAULT_SCALES, SensitivityReport, LAYER_KINDS } from "../../conformance/sensitivity";
 import { renderSensitivityText, renderSensitivityMarkdown, renderSensitivityHtml } from "../../conformance/report/sensitivity";
-import { loadTolerances, profiles } from "../../conformance/tolerances";
-import { ReportFolder } from "../../conformance/out-dir";
+import { ReportFolder } from "../../conformance/report";
+import { loadTolerances, profiles } from "../../conformance/judge";
 import { writeFileAtomic } from "../../util/atomic";
-import { LAYER_KINDS } from "../../conformance/layer-kinds";
 
 function parser(argv: string[]) {
   return yargs(argv)

@@ -1,6 +1,6 @@
 /**
  * results.csv: one row per case and model — id, stage, model, status, the headline metric
- * (../headline.ts) with its value and limit, and the worst excess over the float64 floor where the
+ * (../judge/headline.ts) with its value and limit, and the worst excess over the float64 floor where the
  * set has one — for a spreadsheet or a dashboard.
  *
  * RFC 4180: CRLF line ends; a field holding a comma, a double quote, CR or LF is quoted, its
@@ -10,8 +10,8 @@
  * them (NaN, Infinity); they never start with anything but a digit, "-", "N" or "I".
  */
 import type { CaseResult } from "../types";
-import { headline } from "../headline";
-import { worstExcess } from "../float64-floor";
+import { headline } from "../judge/headline";
+import { worstExcess } from "../judge/float64-floor";
 import type { Reporter } from "./reporter";
 import { modelRuntimeText } from "./format";
 

@@ -7,7 +7,8 @@ import { CaseResult, Check, ModelInfo, Report, STATUS_RANK, Status, TensorMetric
 
 export { countStatuses } from "../types";
 import { displayRank } from "../stages/index";
-import { runtimeText } from "../../runtime/index";
+import { runtimeText } from "../../runtime/types";
+import { metricDef } from "../judge/metric-table";
 
 /** Ranks past every stage the registry knows: a stage from another version's report sorts after them. */
 const UNKNOWN_STAGE_RANK = 1000;
@@ -65,12 +66,14 @@ export function formatDuration(ms: number): string {
   return h > 0 ? `${h} h ${String(m).padStart(2, "0")} min` : `${m} min ${String(sec).padStart(2, "0")} s`;
 }
 
-/** A metric with how to print it and which direction is worse. */
+/** A metric as the metric table says to print it (judge/metric-table.ts); a name it does not know as a plain number. */
 export function formatMetric(metric: string, value: number): string {
-  if (/psnr/i.test(metric)) return formatPsnr(value);
-  if (/cosine/i.test(metric)) return formatCosine(value);
-  if (/count|pixels|mismatch/i.test(metric)) return formatCount(value);
-  return formatNumber(value);
+  switch (metricDef(metric)?.format) {
+    case "psnr": return formatPsnr(value);
+    case "cosine": return formatCosine(value);
+    case "count": return formatCount(value);
+    default: return formatNumber(value);
+  }
 }
 
 export function formatCheck(c: Check): string {
@@ -79,7 +82,7 @@ export function formatCheck(c: Check): string {
 
 /**
  * The worst figures of a case over its tensors and images (max abs, PSNR, cosine, ...), shown
- * beside its headline metric (../headline.ts) in tables, case summaries and JUnit properties.
+ * beside its headline metric (../judge/headline.ts) in tables, case summaries and JUnit properties.
  */
 export interface Figures {
   readonly maxAbs?: number;

@@ -7,7 +7,7 @@
 import type { Reporter } from "./reporter";
 import * as path from "node:path";
 import { CaseResult, ImageMetrics, Report, Series, Status, TensorMetrics } from "../types";
-import { coverageLines } from "../coverage";
+import { coverageLines } from "../cases/coverage";
 import {
   STATUSES,
   caseFigures,
@@ -34,7 +34,7 @@ import { PALETTE, DASHES, PlotLine, renderPlot } from "./svg-chart";
 import { isFailing } from "../types";
 import { plotRank } from "../stages/index";
 import { localizeHtml } from "./localize-view";
-import { EXCESS_EXPLAINED, floorText } from "../float64-floor";
+import { EXCESS_EXPLAINED, floorText } from "../judge/float64-floor";
 import { machineText, machinesDiffer } from "../../util/machine";
 
 const STATUS_LABEL: Readonly<Record<Status, string>> = {

@@ -1,4 +1,4 @@
-/** report.json: the whole report, the input of --baseline and `report merge` (read back by ../report-file.ts). */
+/** report.json: the whole report, the input of --baseline and `report merge` (read back by ./report-file.ts). */
 import type { Reporter } from "./reporter";
 
 /** JSON has no Infinity or NaN: they are written as strings and revived when read back. */

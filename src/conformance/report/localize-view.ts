@@ -6,7 +6,7 @@
  * back from report.json goes through the same function as the rest of the page.
  */
 import type { Report } from "../types";
-import type { CallLocalization, LocalizeReport, ModuleDrift } from "../localize";
+import type { CallLocalization, LocalizeReport, ModuleDrift } from "../types";
 import { formatCosine, formatNumber, formatDuration } from "./format";
 import { PALETTE } from "./svg-chart";
 

@@ -1,11 +1,11 @@
 /** summary.md: the report as Markdown, for a CI job summary or a pull-request comment. */
 import type { Reporter } from "./reporter";
 import { Report, Status, harnessOverhead, isFailing } from "../types";
-import { coverageLines } from "../coverage";
+import { coverageLines } from "../cases/coverage";
 import { localizeMarkdown } from "./localize-view";
 import { machineText, machinesDiffer } from "../../util/machine";
-import { floorSummary, floorText, EXCESS_EXPLAINED } from "../float64-floor";
-import { Headline, worstHeadlines } from "../headline";
+import { floorSummary, floorText, EXCESS_EXPLAINED } from "../judge/float64-floor";
+import { Headline, worstHeadlines } from "../judge/headline";
 import {
   STATUSES, Figures, caseFigures, caseIds, countStatuses, formatCheck, formatCosine, formatDuration, formatMetric, formatNumber,
   formatPsnr, groupVerdict, modelOrder, modelRuntimeText, nonFiniteText, sortCases, stageOrder, stripControl, worstElementText, worstFigures,

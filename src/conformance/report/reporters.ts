@@ -5,7 +5,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { writeFileAtomic } from "../../util/atomic";
-import { confinedAssetReader } from "../report-file";
+import { confinedAssetReader } from "./report-file";
 import type { Report } from "../types";
 import type { Reporter, ReporterEnv } from "./reporter";
 import { jsonReporter } from "./json";

@@ -4,7 +4,7 @@
  * single-weight change and (attention projections) the smallest whole-tensor scale the default
  * run caught, the stage that caught it, and how the kind fared at the issue's target sizes.
  */
-import { SensitivityReport, KindSummary, LadderSummary, TargetTally, Decider, describeSize } from "../sensitivity";
+import { SensitivityReport, KindSummary, LadderSummary, TargetTally, Decider, describeSize } from "../sensitivity/sensitivity";
 import { formatNumber, formatDuration, stripControl } from "./format";
 
 export interface Row {

@@ -6,9 +6,9 @@ import * as path from "node:path";
 import { F32, numel } from "../../tensor/tensor";
 import { StableDiffusionPipeline, NumericError, GenerateParams } from "../../pipeline/pipeline";
 import { tensorToImages, writePng, RgbImage } from "../../pipeline/image";
-import { safeFileName } from "../report-file";
-import { CaseTensors, ReferenceSet } from "../reference-set";
-import { tensorMetrics, imageMetrics, diffHeatmap } from "../metrics";
+import { safeFileName } from "../report/report-file";
+import { CaseTensors, ReferenceSet } from "../cases/reference-set";
+import { tensorMetrics, imageMetrics, diffHeatmap } from "../judge/metrics";
 import { TensorMetrics, ImageMetrics, Series } from "../types";
 import { StageContext, StageDef } from "./types";
 

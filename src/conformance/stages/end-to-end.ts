@@ -6,7 +6,7 @@
 import { F32, f32 } from "../../tensor/tensor";
 import { NO_HIDDEN_STATES } from "../../pipeline/pipeline";
 import { RgbImage } from "../../pipeline/image";
-import { tensorMetrics } from "../metrics";
+import { tensorMetrics } from "../judge/metrics";
 import { ImageMetrics, TensorMetrics } from "../types";
 import { AgainstOutputs, COST } from "./types";
 import { caseMeta, compareImages, concatSteps, NEEDS_INPAINT_MODEL, ON_INPAINT, ownStage, paramsFromMeta, pipeFor, positive, runLoop, RunMeta, sizeOf, stepSeries } from "./common";
@@ -112,6 +112,8 @@ export const endToEnd = ownStage({
     return out;
   },
   components: ["text_encoder", "unet", "vae_decoder", "vae_encoder"],
+  componentsOf: (meta) => (meta.kind === "img2img" || meta.kind === "inpaint" ? ["text_encoder", "unet", "vae_decoder", "vae_encoder"] : ["text_encoder", "unet", "vae_decoder"]),
+  loop: true,
   float64Floor: true,
   coverage: (meta) => ({
     scheduler: typeof meta.scheduler_class === "string" ? meta.scheduler_class : undefined,

@@ -1,6 +1,6 @@
 /** rng: torch.randn from our CPU generator against torch's, draw by draw, in float32 ULPs. */
 import { TorchGenerator } from "../../rng/torch-generator";
-import { tensorMetrics } from "../metrics";
+import { tensorMetrics } from "../judge/metrics";
 import { TensorMetrics } from "../types";
 import { COST } from "./types";
 import { caseMeta, MODEL_FREE, ownStage } from "./common";

@@ -7,7 +7,7 @@
 import { numel } from "../../tensor/tensor";
 import { TorchGenerator } from "../../rng/torch-generator";
 import { createScheduler, parseSchedulerConfig } from "../../schedulers";
-import { tensorMetrics } from "../metrics";
+import { tensorMetrics } from "../judge/metrics";
 import { TensorMetrics } from "../types";
 import { COST } from "./types";
 import { caseMeta, MODEL_FREE, ownStage, stepSlice } from "./common";

@@ -1,6 +1,6 @@
 /** text_encoder: CLIP's last hidden state for the set's prompt ids, and the penultimate layer (clip skip) where the export has it. */
 import { NO_HIDDEN_STATES } from "../../pipeline/pipeline";
-import { tensorMetrics } from "../metrics";
+import { tensorMetrics } from "../judge/metrics";
 import { TensorMetrics } from "../types";
 import { AgainstOutputs, COST } from "./types";
 import { ownStage, rows } from "./common";

@@ -6,9 +6,9 @@
  * Every stage is one file beside this one; ./index.ts lists them.
  */
 import type { StableDiffusionPipeline } from "../../pipeline/pipeline";
-import type { ComponentKind } from "../../pipeline/onnx-model";
+import type { ComponentKind } from "../../pipeline/components";
 import type { Tensor, TypedData } from "../../tensor/tensor";
-import type { CaseTensors, ReferenceCase, ReferenceSet } from "../reference-set";
+import type { CaseTensors, ReferenceCase, ReferenceSet } from "../cases/reference-set";
 import type { ImageMetrics, Series, TensorMetrics } from "../types";
 
 export type CaseKind =
@@ -47,7 +47,7 @@ export interface StageOutcome {
 /** Model B's outputs for one case under the reference's tensor names (conformance --against). */
 export type AgainstOutputs = Map<string, Tensor<TypedData>>;
 
-/** What a judged case adds to the report's coverage section (src/conformance/coverage.ts). */
+/** What a judged case adds to the report's coverage section (src/conformance/cases/coverage.ts). */
 export interface CoverageFacts {
   /** a diffusers scheduler class the case exercised */
   readonly scheduler?: string;
@@ -83,11 +83,19 @@ export interface StageDef {
   run(ctx: StageContext, c: CaseDef, model: string): Promise<StageOutcome>;
   /** --against: model B's outputs for the case (or why not comparable); a string: why the stage is never compared port vs port */
   readonly against: ((b: StableDiffusionPipeline, t: CaseTensors, c: CaseDef, meta: Readonly<Record<string, unknown>>) => Promise<AgainstOutputs | string>) | string;
-  /** the ONNX components a case runs: what --localize-failed localizes when it fails */
+  /**
+   * the ONNX components a case runs: what --localize-failed localizes when it fails, the component
+   * files the precision advice reads, the stages a sensitivity fault in a component reaches. The
+   * one stage → component map; nothing else lists it.
+   */
   readonly components: readonly ComponentKind[];
-  /** whether its cases can carry the float64 floor (model stages: src/conformance/float64-floor.ts) */
+  /** the components one case runs, where its reference case's meta says fewer (a txt2img run never encodes) */
+  componentsOf?(meta: Readonly<Record<string, unknown>>): readonly ComponentKind[];
+  /** its cases run the denoising loop: a component's drift reaches them through many steps */
+  readonly loop?: boolean;
+  /** whether its cases can carry the float64 floor (model stages: src/conformance/judge/float64-floor.ts) */
   readonly float64Floor: boolean;
-  /** the tensor metric its cases are summed up by (../headline.ts) when not relL2; an optional one, absent counting as 0 */
+  /** the tensor metric its cases are summed up by (../judge/headline.ts) when not relL2; an optional one, absent counting as 0 */
   readonly headlineMetric?: "maxUlp";
   /** what a judged case adds to the coverage section */
   coverage?(meta: Readonly<Record<string, unknown>>): CoverageFacts;

@@ -6,8 +6,8 @@
 import { TorchGenerator } from "../../rng/torch-generator";
 import { StableDiffusionPipeline } from "../../pipeline/pipeline";
 import { f32 } from "../../tensor/tensor";
-import { CaseTensors } from "../reference-set";
-import { tensorMetrics } from "../metrics";
+import { CaseTensors } from "../cases/reference-set";
+import { tensorMetrics } from "../judge/metrics";
 import { TensorMetrics } from "../types";
 import { COST, StageDef } from "./types";
 import { caseMeta, concatSteps, NEEDS_INPAINT_MODEL, ON_INPAINT, paramsFromMeta, pipeFor, positive, runLoop, RunMeta, stepSeries } from "./common";
@@ -60,6 +60,7 @@ export const unetFree: StageDef = {
     return new Map([["latents_steps", f32(concatSteps(steps), ref.dims)]]);
   },
   components: ["unet"],
+  loop: true,
   float64Floor: true,
   displayRank: 4,
   plotRank: 1,

@@ -1,5 +1,5 @@
 /** unet (teacher-forced): one U-Net call fed the reference's exact inputs, its noise prediction compared: the model's own error. */
-import { tensorMetrics } from "../metrics";
+import { tensorMetrics } from "../judge/metrics";
 import { COST, StageOutcome } from "./types";
 import { caseMeta, NEEDS_INPAINT_MODEL, ownStage } from "./common";
 

@@ -1,5 +1,5 @@
 /** vae_decode: the VAE decoder on the reference latents, the image compared as a tensor and as pictures. */
-import { tensorMetrics } from "../metrics";
+import { tensorMetrics } from "../judge/metrics";
 import { COST } from "./types";
 import { compareImages, ownStage, sizeOf } from "./common";
 

@@ -1,5 +1,5 @@
 /** vae_encode: the VAE encoder's latent distribution (mean and std) for the reference image. */
-import { tensorMetrics } from "../metrics";
+import { tensorMetrics } from "../judge/metrics";
 import { COST, StageOutcome } from "./types";
 import { NO_VAE_ENCODER, ownStage, sizeOf } from "./common";
 

@@ -1,7 +1,7 @@
 /** vae_roundtrip: encode the reference image, scale the mean by the VAE's scaling factor, decode it again. */
 import { StableDiffusionPipeline } from "../../pipeline/pipeline";
 import { f32, F32 } from "../../tensor/tensor";
-import { tensorMetrics } from "../metrics";
+import { tensorMetrics } from "../judge/metrics";
 import { COST, StageOutcome } from "./types";
 import { compareImages, NO_VAE_ENCODER, ownStage, sizeOf } from "./common";
 

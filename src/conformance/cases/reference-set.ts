@@ -6,9 +6,9 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as crypto from "node:crypto";
-import { HarnessError, ExitCode, oneLine } from "../errors";
-import { parseSafetensors } from "../tensor/safetensors";
-import { Tensor, TypedData, F32, f32, formatDims } from "../tensor/tensor";
+import { HarnessError, ExitCode, oneLine } from "../../errors";
+import { parseSafetensors } from "../../tensor/safetensors";
+import { Tensor, TypedData, F32, f32, formatDims } from "../../tensor/tensor";
 
 export interface ReferenceCase {
   readonly id: string;

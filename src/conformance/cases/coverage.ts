@@ -6,33 +6,15 @@
  */
 import { ReferenceSet } from "./reference-set";
 import { CaseDef } from "./cases";
-import { CaseResult } from "./types";
-import { SCHEDULERS } from "../schedulers";
-import { CoverageFacts, REPORTED_STAGES, stageDef } from "./stages/index";
+import { CaseResult, Coverage, CoverageGap } from "../types";
+
+export type { Coverage, CoverageGap } from "../types";
+import { SCHEDULERS } from "../../schedulers";
+import { CoverageFacts, REPORTED_STAGES, stageDef } from "../stages/index";
 
 const TASKS = ["txt2img", "img2img", "inpaint"] as const;
 /** The diffusers classes sd-harness implements, in the scheduler registry's order. */
 export const SCHEDULER_CLASSES: readonly string[] = [...new Set(SCHEDULERS.map((d) => d.className))];
-
-export interface CoverageGap {
-  readonly what: string;
-  readonly why: string;
-}
-
-export interface Coverage {
-  /** per stage: cases in the reference set, selected for this run, and run to a verdict (not skipped) */
-  readonly stages: Readonly<Record<string, { readonly inSet: number; readonly selected: number; readonly judged: number }>>;
-  /** scheduler classes judged: by a scheduler trace or an end-to-end run */
-  readonly schedulers: readonly string[];
-  /** end-to-end runs judged per task */
-  readonly tasks: Readonly<Record<string, number>>;
-  /** image sizes (WxH) judged by the VAE and end-to-end stages */
-  readonly sizes: readonly string[];
-  /** per model label: the U-Net's input element type, and the tolerance profile judged against */
-  readonly precisions: Readonly<Record<string, string>>;
-  readonly profile: string;
-  readonly gaps: readonly CoverageGap[];
-}
 
 type Meta = Record<string, unknown>;
 

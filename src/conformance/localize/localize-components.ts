@@ -3,6 +3,7 @@
  * only, apart from localize.ts (which loads the runtime), so that reading or merging a report —
  * JSON alone — never loads a native binding.
  */
-import type { ComponentKind } from "../pipeline/onnx-model";
+import { COMPONENTS, ComponentKind } from "../../pipeline/components";
 
-export const LOCALIZE_COMPONENTS: readonly ComponentKind[] = ["text_encoder", "unet", "vae_decoder", "vae_encoder"];
+/** every component, in pipeline order (src/pipeline/components.ts) */
+export const LOCALIZE_COMPONENTS: readonly ComponentKind[] = COMPONENTS;

@@ -9,9 +9,10 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { HarnessError, ExitCode, ExitCodeValue, oneLine } from "../errors";
-import { Report, Status } from "./types";
-import { LOCALIZE_COMPONENTS } from "./localize-components";
+import { HarnessError, ExitCode, ExitCodeValue, oneLine } from "../../errors";
+import { Report, Status } from "../types";
+import { metricNames } from "../judge/metric-table";
+import { LOCALIZE_COMPONENTS } from "../localize/localize-components";
 
 const REPORT_FORMAT = "sd-harness-report/1";
 
@@ -142,23 +143,24 @@ function strRecord(v: unknown, field: string): void {
   for (const [k, x] of Object.entries(obj(v, field))) str(x, `${field}[${JSON.stringify(oneLine(k, 40))}]`);
 }
 
+/** the metric table's fields, in its order (judge/metric-table.ts) */
+const REQUIRED_TENSOR = metricNames("tensor", (d) => !d.optional);
+const OPTIONAL_TENSOR = metricNames("tensor", (d) => d.optional === true);
+const IMAGE = metricNames("image");
+
 function tensorMetrics(v: unknown, field: string): void {
   const m = obj(v, field);
-  for (const k of ["count", "maxAbs", "meanAbs", "rmse", "relL2", "cosine", "psnr", "p99Abs", "nanCount", "infCount", "worstOurs", "worstRef"]) metric(m, k, field);
+  for (const k of REQUIRED_TENSOR) metric(m, k, field);
   arr(m.worstIndex, `${field}.worstIndex`).forEach((x, i) => num(x, `${field}.worstIndex[${i}]`));
-  if (m.maxUlp !== undefined) metric(m, "maxUlp", field);
-  // the float64 floor's figures (present when the reference set records one)
-  if (m.excess !== undefined) metric(m, "excess", field);
-  if (m.float64RelL2 !== undefined) metric(m, "float64RelL2", field);
-  if (m.floorRelL2 !== undefined) metric(m, "floorRelL2", field);
-  if (m.floorSamples !== undefined) metric(m, "floorSamples", field);
+  // maxUlp (scheduler / rng stages) and the float64 floor's figures (present when the reference set records one)
+  for (const k of OPTIONAL_TENSOR) if (m[k] !== undefined) metric(m, k, field);
 }
 
 function imageMetrics(v: unknown, field: string): void {
   const m = obj(v, field);
   num(m.width, `${field}.width`);
   num(m.height, `${field}.height`);
-  for (const k of ["psnrU8", "maxAbsU8", "mismatchedPixels"]) metric(m, k, field);
+  for (const k of IMAGE) metric(m, k, field);
   for (const k of ["refPng", "oursPng", "diffPng"]) {
     const rel = optional(m[k], `${field}.${k}`, str);
     if (rel === undefined) continue;
@@ -275,7 +277,7 @@ function moduleDrift(v: unknown, field: string): void {
   oneOf(m.how, `${field}.how`, NAMINGS);
 }
 
-/** The --localize section (src/conformance/localize.ts: LocalizeReport). */
+/** The --localize section (src/conformance/localize/localize.ts: LocalizeReport). */
 function localizeSection(v: unknown, field: string): void {
   const l = obj(v, field);
   const refs = obj(l.references, `${field}.references`);

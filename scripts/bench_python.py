@@ -1,7 +1,7 @@
 """The Python side of the benchmark: diffusers' own pipelines, timed the same way as ours.
 
-    .venv/bin/python bench/py_bench.py --backend torch --model DIR/pytorch [options]
-    .venv/bin/python bench/py_bench.py --backend ort   --model DIR/onnx    [options]
+    .venv/bin/python scripts/bench_python.py --backend torch --model DIR/pytorch [options]
+    .venv/bin/python scripts/bench_python.py --backend ort   --model DIR/onnx    [options]
 
 torch: diffusers.StableDiffusionPipeline, float32 on the CPU, torch.set_num_threads(THREADS),
        torch.set_num_interop_threads(1), its default attention processor (SDPA).
@@ -19,19 +19,18 @@ first call is reported apart ("cold") and the statistics are over the calls afte
 
 Writes one JSON object to --out (or stdout; progress on stderr). Peak RSS: getrusage's ru_maxrss.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import os
-
-# onnxruntime (Python too) has telemetry on by default: it reads /etc/machine-id and writes under
-# ~/.cache/Microsoft and $TMPDIR, from the first import on. Off unless the user chose otherwise.
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import resource
-import statistics
 import sys
 import time
+
+import common.telemetry_off  # noqa: F401  (before onnxruntime)
+from common.provenance import library_versions
 
 PROMPT = "a photograph of an astronaut riding a horse"
 
@@ -94,7 +93,9 @@ def timed(fn, n: int, name: str) -> dict:
         cpus.append(time.process_time() - c0)
         others.append(others_cores(s0, proc_stat(), walls[-1], cpus[-1]))
         o = others[-1]
-        log(f"{name} {i + 1}/{n}: {walls[-1]:.3f} s (cpu {cpus[-1] / walls[-1]:.2f} cores, others {'?' if o is None else f'{o:.2f}'})")
+        log(
+            f"{name} {i + 1}/{n}: {walls[-1]:.3f} s (cpu {cpus[-1] / walls[-1]:.2f} cores, others {'?' if o is None else f'{o:.2f}'})"
+        )
         i += 1
     return {"wall_s": walls, "cpu_s": cpus, "others_cores": others, "loadavg_before": la0, "loadavg_after": loadavg()}
 
@@ -117,8 +118,13 @@ def main() -> int:
     if ARGS.backend == "torch":
         from diffusers import StableDiffusionPipeline
 
-        pipe = StableDiffusionPipeline.from_pretrained(ARGS.model, torch_dtype=torch.float32, safety_checker=None,
-                                                       feature_extractor=None, requires_safety_checker=False)
+        pipe = StableDiffusionPipeline.from_pretrained(
+            ARGS.model,
+            torch_dtype=torch.float32,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
         pipe.set_progress_bar_config(disable=True)
         pipe = pipe.to("cpu")
         out["attention_processor"] = type(pipe.unet.attn_processors[next(iter(pipe.unet.attn_processors))]).__name__
@@ -131,17 +137,24 @@ def main() -> int:
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.log_severity_level = 3
-        pipe = OnnxStableDiffusionPipeline.from_pretrained(ARGS.model, provider="CPUExecutionProvider", sess_options=so,
-                                                           provider_options={},  # else diffusers passes [] and ORT retries
-                                                           safety_checker=None, feature_extractor=None,
-                                                           requires_safety_checker=False)
+        pipe = OnnxStableDiffusionPipeline.from_pretrained(
+            ARGS.model,
+            provider="CPUExecutionProvider",
+            sess_options=so,
+            provider_options={},  # else diffusers passes [] and ORT retries
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
         pipe.set_progress_bar_config(disable=True)
     out["load_s"] = time.perf_counter() - t0
     out["rss_after_load"] = rss()
     log(f"loaded in {out['load_s']:.1f} s, rss {out['rss_after_load'] / 1e9:.2f} GB")
 
     tok = pipe.tokenizer
-    ids = tok([PROMPT, ""], padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="np").input_ids
+    ids = tok(
+        [PROMPT, ""], padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="np"
+    ).input_ids
     rng = np.random.default_rng(0)
     sample = rng.standard_normal((2, 4, lh, lw), dtype=np.float32)
     latent1 = rng.standard_normal((1, 4, lh, lw), dtype=np.float32)
@@ -206,25 +219,46 @@ def main() -> int:
                 stamps.append(time.perf_counter())
                 return kw
 
-            pipe(PROMPT, height=h, width=w, num_inference_steps=ARGS.steps, guidance_scale=7.5, generator=gen,
-                 callback_on_step_end=cb)
+            pipe(
+                PROMPT,
+                height=h,
+                width=w,
+                num_inference_steps=ARGS.steps,
+                guidance_scale=7.5,
+                generator=gen,
+                callback_on_step_end=cb,
+            )
         else:
-            pipe(PROMPT, height=h, width=w, num_inference_steps=ARGS.steps, guidance_scale=7.5,
-                 generator=np.random.RandomState(42 + r), callback=lambda i, t, lat: stamps.append(time.perf_counter()),
-                 callback_steps=1)
+            pipe(
+                PROMPT,
+                height=h,
+                width=w,
+                num_inference_steps=ARGS.steps,
+                guidance_scale=7.5,
+                generator=np.random.RandomState(42 + r),
+                callback=lambda i, t, lat: stamps.append(time.perf_counter()),
+                callback_steps=1,
+            )
         t1 = time.perf_counter()
         steps = [b - a for a, b in zip(stamps, stamps[1:])]
         cpu = time.process_time() - c0
-        run = {"wall_s": t1 - t0, "cpu_s": cpu, "others_cores": others_cores(s0, proc_stat(), t1 - t0, cpu),
-               "unet_calls": len(stamps),
-               "step_s": steps, "first_step_end_s": stamps[0] - t0 if stamps else None,
-               "after_last_step_s": t1 - stamps[-1] if stamps else None,
-               "loadavg_before": la0, "loadavg_after": loadavg(), "rss_after": rss()}
+        run = {
+            "wall_s": t1 - t0,
+            "cpu_s": cpu,
+            "others_cores": others_cores(s0, proc_stat(), t1 - t0, cpu),
+            "unet_calls": len(stamps),
+            "step_s": steps,
+            "first_step_end_s": stamps[0] - t0 if stamps else None,
+            "after_last_step_s": t1 - stamps[-1] if stamps else None,
+            "loadavg_before": la0,
+            "loadavg_after": loadavg(),
+            "rss_after": rss(),
+        }
         e2e.append(run)
         log(f"txt2img {r + 1}/{ARGS.repeats}: {run['wall_s']:.1f} s, {len(stamps)} U-Net calls")
     out["e2e"] = e2e
     out["peak_rss"] = peak_rss()
-    out["versions"] = versions()
+    out["versions"] = library_versions(("torch", "diffusers", "transformers", "onnxruntime", "onnx", "numpy"))
     if ARGS.out:
         with open(ARGS.out, "w") as f:
             json.dump(out, f)
@@ -232,19 +266,6 @@ def main() -> int:
         json.dump(out, sys.stdout)
         print()
     return 0
-
-
-def versions() -> dict:
-    import importlib.metadata as md
-    import platform
-
-    v = {"python": platform.python_version()}
-    for p in ("torch", "diffusers", "transformers", "onnxruntime", "onnx", "numpy"):
-        try:
-            v[p] = md.version(p)
-        except md.PackageNotFoundError:
-            pass
-    return v
 
 
 if __name__ == "__main__":
@@ -257,7 +278,9 @@ if __name__ == "__main__":
     ap.add_argument("--repeats", type=int, default=3, help="txt2img runs")
     ap.add_argument("--stage-repeats", type=int, default=3, help="calls per stage (the first is the cold one)")
     ap.add_argument("--text-repeats", type=int, default=6)
-    ap.add_argument("--extra", type=int, default=2, help="extra calls per stage while none after the first was uncontended")
+    ap.add_argument(
+        "--extra", type=int, default=2, help="extra calls per stage while none after the first was uncontended"
+    )
     ap.add_argument("--out", help="write the JSON here instead of stdout")
     ARGS = ap.parse_args()
     for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):

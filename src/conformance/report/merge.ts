@@ -8,11 +8,11 @@
  * model and call: every shard localizes with the same inputs, so a call two shards ran is kept
  * once, from the first).
  */
-import { HarnessError, ExitCode, oneLine } from "../errors";
-import { CaseResult, ModelInfo, Report, summarize } from "./types";
-import { mergeCoverage } from "./coverage";
-import type { CallLocalization, LocalizeReport } from "./localize";
-import { LOCALIZE_COMPONENTS } from "./localize-components";
+import { HarnessError, ExitCode, oneLine } from "../../errors";
+import { CaseResult, ModelInfo, Report, summarize } from "../types";
+import { mergeCoverage } from "../cases/coverage";
+import type { CallLocalization, LocalizeReport } from "../types";
+import { LOCALIZE_COMPONENTS } from "../localize/localize-components";
 
 export interface Shard {
   readonly report: Report;

@@ -1,6 +1,6 @@
 """FLOPs per U-Net step counted from the ONNX graph, and the machine's measured fp32 GEMM peak.
 
-    .venv/bin/python bench/flops.py ONNX_DIR [--threads 2] [--batch 2] [--height 512] [--width 512]
+    .venv/bin/python scripts/bench_flops.py ONNX_DIR [--threads 2] [--batch 2] [--height 512] [--width 512]
 
 Writes one JSON object (to --out, or stdout). FLOPs: the graph (weights not loaded) gets concrete input shapes
 (batch 2 = one classifier-free-guidance step, 64x64 latents at 512x512), onnx.shape_inference
@@ -12,18 +12,17 @@ and their count reported, as the multiply-add ops are > 99% of the arithmetic.
 Peak: the best of several large square sgemms (float32) on THREADS threads through ORT's MatMul
 (MLAS, the kernel family the U-Net runs on), numpy (its BLAS) and torch.mm.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import os
-
-# onnxruntime (Python too) has telemetry on by default: it reads /etc/machine-id and writes under
-# ~/.cache/Microsoft and $TMPDIR, from the first import on. Off unless the user chose otherwise.
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import sys
 import time
 from pathlib import Path
+
+import common.telemetry_off  # noqa: F401  (before onnxruntime)
 
 
 def _dims(vi) -> list[int] | None:
@@ -118,8 +117,7 @@ def count_flops(model_path: Path, inputs: dict[str, list[int]]) -> dict:
             continue
         counted += 1
         if op == "Conv":
-            group = next((at.i for at in node.attribute if at.name == "group"), 1)
-            # y [N, Cout, *spatial]; w [Cout, Cin/group, *k]
+            # y [N, Cout, *spatial]; w [Cout, Cin/group, *k]: w's shape already divides by group
             macs = _prod(y) * _prod(b[1:])
         elif op == "ConvTranspose":
             macs = _prod(a) * _prod(b[1:])
@@ -178,18 +176,20 @@ def peak_sgemm(threads: int, sizes=(2048, 4096)) -> dict:
 
     # ORT MatMul (MLAS)
     try:
-        import onnx
-
         import onnxruntime as ort
         from onnx import TensorProto, helper
 
         res = {}
         for n in sizes:
             g = helper.make_graph(
-                [helper.make_node("MatMul", ["a", "b"], ["y"])], "mm",
-                [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n]),
-                 helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, n])],
-                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])])
+                [helper.make_node("MatMul", ["a", "b"], ["y"])],
+                "mm",
+                [
+                    helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n]),
+                    helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, n]),
+                ],
+                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])],
+            )
             model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
             model.ir_version = 8
             so = ort.SessionOptions()
@@ -198,7 +198,7 @@ def peak_sgemm(threads: int, sizes=(2048, 4096)) -> dict:
             sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
             a = rng.standard_normal((n, n), dtype=np.float32)
             b = rng.standard_normal((n, n), dtype=np.float32)
-            res[str(n)] = _best(lambda: sess.run(None, {"a": a, "b": b}), 2.0 * n ** 3)
+            res[str(n)] = _best(lambda: sess.run(None, {"a": a, "b": b}), 2.0 * n**3)
         results["onnxruntime"] = res
     except Exception as e:  # pragma: no cover
         results["onnxruntime"] = {"error": str(e)}
@@ -208,7 +208,7 @@ def peak_sgemm(threads: int, sizes=(2048, 4096)) -> dict:
     for n in sizes:
         a = rng.standard_normal((n, n), dtype=np.float32)
         b = rng.standard_normal((n, n), dtype=np.float32)
-        res[str(n)] = _best(lambda: a @ b, 2.0 * n ** 3)
+        res[str(n)] = _best(lambda: a @ b, 2.0 * n**3)
     results["numpy"] = res
 
     try:
@@ -219,7 +219,7 @@ def peak_sgemm(threads: int, sizes=(2048, 4096)) -> dict:
         for n in sizes:
             a = torch.randn(n, n)
             b = torch.randn(n, n)
-            res[str(n)] = _best(lambda: torch.mm(a, b), 2.0 * n ** 3)
+            res[str(n)] = _best(lambda: torch.mm(a, b), 2.0 * n**3)
         results["torch"] = res
     except Exception as e:  # pragma: no cover
         results["torch"] = {"error": str(e)}
@@ -244,10 +244,14 @@ def main() -> int:
     args = ap.parse_args()
     h, w = args.height // 8, args.width // 8
     out = {
-        "unet": count_flops(args.onnx_dir / "unet" / "model.onnx",
-                            {"sample": [args.batch, 4, h, w], "timestep": [1], "encoder_hidden_states": [args.batch, 77, 768]}),
+        "unet": count_flops(
+            args.onnx_dir / "unet" / "model.onnx",
+            {"sample": [args.batch, 4, h, w], "timestep": [1], "encoder_hidden_states": [args.batch, 77, 768]},
+        ),
         "vae_decoder": count_flops(args.onnx_dir / "vae_decoder" / "model.onnx", {"latent_sample": [1, 4, h, w]}),
-        "vae_encoder": count_flops(args.onnx_dir / "vae_encoder" / "model.onnx", {"sample": [1, 3, args.height, args.width]}),
+        "vae_encoder": count_flops(
+            args.onnx_dir / "vae_encoder" / "model.onnx", {"sample": [1, 3, args.height, args.width]}
+        ),
         "text_encoder": count_flops(args.onnx_dir / "text_encoder" / "model.onnx", {"input_ids": [args.batch, 77]}),
     }
     if not args.no_peak:

@@ -4,8 +4,8 @@
  * case runs, the fingerprint of each --model folder is compared with it, so that a forgotten
  * --references is one clear line instead of dozens of shape errors that look like a broken export.
  */
-import { HarnessError, ExitCode } from "../errors";
-import { ModelFolder, ModelFingerprint } from "../pipeline/model-folder";
+import { HarnessError, ExitCode } from "../../errors";
+import { ModelFolder, ModelFingerprint } from "../../pipeline/model-folder";
 
 const FIELDS: readonly (keyof ModelFingerprint)[] = [
   "text_hidden_size", "text_vocab_size", "text_max_position_embeddings", "latent_channels", "vae_scaling_factor",

@@ -8,9 +8,9 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { HarnessError, ExitCode, oneLine } from "../errors";
-import { trackPendingDirectory, untrackPendingDirectory } from "../util/atomic";
-import { REPORTERS } from "./report/reporters";
+import { HarnessError, ExitCode, oneLine } from "../../errors";
+import { trackPendingDirectory, untrackPendingDirectory } from "../../util/atomic";
+import { REPORTERS } from "./reporters";
 
 /**
  * The files a report folder holds; `report merge` refuses to replace them without --overwrite.

@@ -3,13 +3,13 @@
  * case with the same id, and each end-to-end run also yields a free-running U-Net case
  * (`unet:<run>-free`). Filtering (--only / --skip globs) and sharding (--shard i/n) act on ids.
  */
-import { HarnessError, ExitCode, oneLine } from "../errors";
+import { HarnessError, ExitCode, oneLine } from "../../errors";
 import { ReferenceSet } from "./reference-set";
-import { globToRegExp } from "./tolerances";
-import { CaseDef, STAGE_DEFS, stageDef } from "./stages/index";
+import { globToRegExp } from "../judge/tolerances";
+import { CaseDef, STAGE_DEFS, stageDef } from "../stages/index";
 
-export type { CaseDef, CaseKind } from "./stages/index";
-export { COST } from "./stages/index";
+export type { CaseDef, CaseKind } from "../stages/index";
+export { COST } from "../stages/index";
 
 /** Every case the stage registry lists from the set's reference cases, by id. */
 export function listCases(refs: ReferenceSet): CaseDef[] {

@@ -10,8 +10,8 @@
  *
  * The other figures (max abs, PSNR, cosine, image PSNR) are shown beside it: report/format.ts.
  */
-import { CaseResult } from "./types";
-import { defOfResult } from "./stages/index";
+import { CaseResult } from "../types";
+import { defOfResult } from "../stages/index";
 
 export interface Headline {
   readonly metric: string;

@@ -11,7 +11,7 @@
  * element, and the metrics are computed before any limit is known, so an rtol could only be
  * approximated; the relative bound here is the whole-tensor relL2.
  */
-import { HarnessError, ExitCode } from "../errors";
+import { HarnessError, ExitCode } from "../../errors";
 import { ToleranceFile } from "./tolerances";
 
 const CLI_LIMIT_FLAGS: Readonly<Record<string, string>> = { "atol": "maxAbs", "max-rel-l2": "relL2" };

@@ -9,9 +9,9 @@
  * — drift in units of PyTorch's own float32 error. The set stores no float64 tensors, so ours
  * against float64 is not computed; by the triangle inequality it is at most (excess + 1) floors.
  */
-import type { ReferenceSet } from "./reference-set";
-import type { CaseResult, TensorMetrics } from "./types";
-import { CaseDef, defOfResult, stageDef } from "./stages/index";
+import type { ReferenceSet } from "../cases/reference-set";
+import type { CaseResult, TensorMetrics } from "../types";
+import { CaseDef, defOfResult, stageDef } from "../stages/index";
 
 /**
  * The smallest floor `excess` divides by: float32's unit roundoff 2^-24. A float32 tensor cannot

@@ -13,17 +13,21 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as crypto from "node:crypto";
-import { HarnessError, ExitCode } from "../errors";
-import { OnnxComponent, ComponentKind, toF32, fromF32 } from "../pipeline/onnx-model";
-import type { Runtime, RuntimeTensor } from "../runtime/types";
-import { parseSafetensors } from "../tensor/safetensors";
-import { f32, TypedData, Tensor } from "../tensor/tensor";
-import { readInputFile, INPUT_LIMITS } from "../util/read-input";
-import { compileGlob } from "../util/glob";
-import { PACKAGE_ROOT } from "../cli/defaults";
-import { tensorMetrics } from "./metrics";
+import { HarnessError, ExitCode } from "../../errors";
+import { OnnxComponent, ComponentKind } from "../../pipeline/onnx-model";
+import { toF32, fromF32 } from "../../tensor/float16";
+import type { Runtime, RuntimeTensor } from "../../runtime/types";
+import { parseSafetensors } from "../../tensor/safetensors";
+import { f32, TypedData, Tensor } from "../../tensor/tensor";
+import { readInputFile, INPUT_LIMITS } from "../../util/read-input";
+import { compileGlob } from "../../util/glob";
+import { PACKAGE_ROOT } from "../../util/package";
+import { tensorMetrics } from "../judge/metrics";
+import type { CallLocalization, LocalizeReport, ModuleDrift, ModuleLimitRules, Unmapped } from "../types";
 import { LOCALIZE_COMPONENTS } from "./localize-components";
-import { readGraph, matchModules, withExtraOutputs, writeTempModel, ModuleMatch } from "../onnx/graph-outputs";
+import { readGraph, matchModules, withExtraOutputs, writeTempModel, ModuleMatch } from "../../onnx/graph-outputs";
+
+export type { ModuleDrift, Unmapped, CallLocalization, LocalizeReport } from "../types";
 
 /** relL2 of float32 rounding in one operation: an input drift below it counts as this much. */
 export const FLOOR = 1e-7;
@@ -193,10 +197,8 @@ export interface ModuleLimit {
   readonly source: string;
 }
 
-export interface ModuleLimitFile {
+export interface ModuleLimitFile extends ModuleLimitRules {
   readonly file?: string;
-  readonly profiles: Readonly<Record<string, { readonly relL2: number; readonly reason: string }>>;
-  readonly overrides?: readonly { readonly module: string; readonly profile: string; readonly relL2: number; readonly reason: string }[];
 }
 
 export function loadModuleLimits(file = DEFAULT_MODULE_LIMITS): ModuleLimitFile {
@@ -230,60 +232,6 @@ export function moduleLimit(limits: ModuleLimitFile, profile: string, component:
 
 // ---- results -----------------------------------------------------------------------------------
 
-export interface ModuleDrift {
-  readonly module: string;
-  readonly class: string;
-  /** position in network order (outputs in the order they come to exist) */
-  readonly position: number;
-  readonly relL2: number;
-  readonly maxAbs: number;
-  readonly cosine: number;
-  readonly nonFinite: number;
-  /** values compared (a sampled tensor compares the stored positions only) */
-  readonly count: number;
-  /** the module output's size / values compared (1: the whole tensor) */
-  readonly stride: number;
-  readonly limit: number;
-  readonly over: boolean;
-  /** the module (or `input:<name>`) whose output it read; null when unknown */
-  readonly input: string | null;
-  readonly inputRelL2: number | null;
-  /** relL2 / max(inputRelL2, FLOOR); null when the input's drift is unknown */
-  readonly introduced: number | null;
-  readonly how: "scope" | "parameter";
-}
-
-export interface Unmapped {
-  readonly module: string;
-  readonly why: string;
-}
-
-export interface CallLocalization {
-  readonly model: string;
-  readonly component: ComponentKind;
-  readonly call: string;
-  readonly total: number;
-  readonly modules: readonly ModuleDrift[];
-  readonly unmapped: readonly Unmapped[];
-  /** how module tensors were found: scope names, parameter names only, or not at all */
-  readonly naming: "scope" | "parameter";
-  readonly first: ModuleDrift | null;
-  /** the modules introducing the most drift, largest first */
-  readonly growth: readonly ModuleDrift[];
-  readonly timeMs: number;
-  readonly error?: string;
-}
-
-export interface LocalizeReport {
-  readonly references: { readonly dir: string; readonly model: string; readonly sha256: string; readonly command: string; readonly versions: Readonly<Record<string, string>> };
-  readonly profile: string;
-  readonly limits: { readonly file: string; readonly profiles: ModuleLimitFile["profiles"]; readonly overrides: NonNullable<ModuleLimitFile["overrides"]> };
-  readonly floor: number;
-  /** --against: the model whose module outputs were the reference, instead of PyTorch's */
-  readonly against?: { readonly label: string; readonly dir: string };
-  readonly calls: readonly CallLocalization[];
-  readonly timeMs: number;
-}
 
 export interface LocalizeModel {
   readonly label: string;

@@ -12,10 +12,10 @@
  * from the same inputs and its every step, its decoded image and its pictures take the
  * reference's place; B has no inpainting model, so inpainting runs are skipped.
  */
-import { StableDiffusionPipeline } from "../pipeline/pipeline";
-import { Tensor, TypedData } from "../tensor/tensor";
-import { CaseTensors, ReferenceSet } from "./reference-set";
-import { AgainstOutputs, CaseDef, runStage, stageDef, StageContext, StageOutcome } from "./stages/index";
+import { StableDiffusionPipeline } from "../../pipeline/pipeline";
+import { Tensor, TypedData } from "../../tensor/tensor";
+import { CaseTensors, ReferenceSet } from "../cases/reference-set";
+import { AgainstOutputs, CaseDef, runStage, stageDef, StageContext, StageOutcome } from "../stages/index";
 
 /** The reference set with one case's tensors (`base`, read once) overlaid by B's outputs. */
 function withOutputs(refs: ReferenceSet, base: CaseTensors, outputs: AgainstOutputs, label: string): ReferenceSet {

@@ -8,16 +8,13 @@
  * (`/model/down_blocks.0/attentions.0/transformer_blocks.0/attn1/to_q/MatMul`). An anonymous
  * tensor whose readers do not name one module is reported as unmapped, never guessed.
  */
-import type { InitializerInfo } from "../onnx/initializer-edit";
-
-export type Component = "unet" | "text_encoder" | "vae_decoder" | "vae_encoder";
-
-export const COMPONENTS: readonly Component[] = ["unet", "vae_decoder", "vae_encoder", "text_encoder"];
+import type { InitializerInfo } from "../../onnx/initializer-edit";
+import type { ComponentKind } from "../../pipeline/components";
 
 export interface LayerKind {
   /** stable id, matched by --only globs: `unet.attn1.q` */
   readonly id: string;
-  readonly component: Component;
+  readonly component: ComponentKind;
   readonly description: string;
   /** an attention projection: also perturbed by whole-tensor scales */
   readonly attention: boolean;
@@ -32,7 +29,7 @@ export type Role = "weight" | "bias";
 const W = (re: RegExp) => (p: string, role: Role) => role === "weight" && re.test(p);
 const T = "transformer_blocks\\.\\d+\\.";
 
-function attn(component: Component, prefix: string, which: "attn1" | "attn2" | null, base: string, desc: string): LayerKind[] {
+function attn(component: ComponentKind, prefix: string, which: "attn1" | "attn2" | null, base: string, desc: string): LayerKind[] {
   const proj: [string, string, string][] = [["q", "to_q|query|q_proj", "query"], ["k", "to_k|key|k_proj", "key"], ["v", "to_v|value|v_proj", "value"], ["out", "to_out\\.0|proj_attn|out_proj", "output"]];
   return proj.map(([short, names, what]) => ({
     id: `${prefix}.${short}`,
@@ -70,7 +67,7 @@ export const LAYER_KINDS: readonly LayerKind[] = [
 /** A weight of a model part, named: its module path (dotted, without `model.`) and role, or why not. */
 export interface MappedInitializer {
   readonly name: string;
-  readonly component: Component;
+  readonly component: ComponentKind;
   /** dotted module path, e.g. down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q; null when unmapped */
   readonly module: string | null;
   readonly role: Role | null;
@@ -136,7 +133,7 @@ function fromConsumers(info: InitializerInfo): { module: string; role: Role } | 
 }
 
 /** Name every float initializer of a part with its module and kind (kind null: not one of LAYER_KINDS). */
-export function mapInitializers(component: Component, infos: readonly InitializerInfo[]): MappedInitializer[] {
+export function mapInitializers(component: ComponentKind, infos: readonly InitializerInfo[]): MappedInitializer[] {
   const kinds = LAYER_KINDS.filter((k) => k.component === component);
   return infos
     .filter((i) => i.dataType === 1 || i.dataType === 10)

@@ -1,15 +1,14 @@
 /** Tolerances as data (conformance/tolerances.json): per stage and profile, overridable per case with a reason. */
 import * as path from "node:path";
 import * as crypto from "node:crypto";
-import { HarnessError, ExitCode, oneLine } from "../errors";
-import { PACKAGE_ROOT } from "../cli/defaults";
-import { Check, TensorMetrics, ImageMetrics } from "./types";
-import { compileGlob, GlobMatcher } from "../util/glob";
-import { readInputFile, INPUT_LIMITS } from "../util/read-input";
+import { HarnessError, ExitCode, oneLine } from "../../errors";
+import { PACKAGE_ROOT } from "../../util/package";
+import { Check, TensorMetrics, ImageMetrics } from "../types";
+import { LOWER_BOUND_METRICS, metricDef } from "./metric-table";
+import { compileGlob, GlobMatcher } from "../../util/glob";
+import { readInputFile, INPUT_LIMITS } from "../../util/read-input";
 
 export type Limits = Readonly<Record<string, number>>;
-
-export const LOWER_BOUND_METRICS = new Set(["cosine", "psnr", "psnrU8"]);
 
 export interface ToleranceFile {
   readonly profiles: Readonly<Record<string, Readonly<Record<string, Limits>>>>;
@@ -159,7 +158,7 @@ export function evaluate(limits: Limits, metrics: Readonly<Record<string, Tensor
       push("case", extra[metric]);
       continue;
     }
-    if (metric === "psnrU8" || metric === "maxAbsU8" || metric === "mismatchedPixels") {
+    if (metricDef(metric)?.of === "image") {
       images.forEach((im, i) => push(`image${images.length > 1 ? i : ""}`, (im as unknown as Record<string, number>)[metric]));
       continue;
     }

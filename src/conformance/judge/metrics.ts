@@ -4,7 +4,7 @@
  * what Apple's converter reports for the same model.
  */
 import pixelmatch from "pixelmatch";
-import { TensorMetrics, ImageMetrics } from "./types";
+import { TensorMetrics, ImageMetrics } from "../types";
 
 export function unravel(index: number, dims: readonly number[]): number[] {
   const out = new Array<number>(dims.length).fill(0);

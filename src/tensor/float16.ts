@@ -3,8 +3,10 @@
  * Uint16Array; the pipeline computes in float32, widening outputs and narrowing inputs here.
  */
 import { HarnessError, ExitCode } from "../errors";
-import { F32, f32 } from "../tensor/tensor";
-import type { RuntimeTensor } from "./types";
+import { F32, f32, Tensor, TypedData } from "./tensor";
+
+/** What a runtime takes and returns (src/runtime/types.ts RuntimeTensor). */
+type RuntimeTensor = Tensor<TypedData>;
 
 /** Float32 view of a runtime output (float16 outputs are widened). */
 export function toF32(t: RuntimeTensor): F32 {

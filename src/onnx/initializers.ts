@@ -14,7 +14,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { HarnessError, ExitCode } from "../errors";
-import { halfToFloat } from "../runtime/float16";
+import { halfToFloat } from "../tensor/float16";
 
 export interface Field {
   readonly no: number;

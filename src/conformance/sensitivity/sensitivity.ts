@@ -28,22 +28,26 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { HarnessError, ExitCode } from "../errors";
-import { StableDiffusionPipeline } from "../pipeline/pipeline";
-import { loadModelFolder, modelFolderFiles, ModelFolder } from "../pipeline/model-folder";
-import { initializers } from "../pipeline/onnx-initializers";
-import { trackPendingDirectory, untrackPendingDirectory } from "../util/atomic";
-import { compileGlob } from "../util/glob";
-import { VERSION, ORT_VERSION } from "../cli/defaults";
-import { describeInitializers, applyEdit, readWeights, WeightEdit } from "../onnx/initializer-edit";
-import { runConformance, runtimeVersion, PipelineFactory } from "./runner";
-import { ReferenceSet } from "./reference-set";
-import { CaseDef, listCases } from "./cases";
-import { ToleranceFile, loadTolerances, toleranceSha256, resolve } from "./tolerances";
-import { CaseResult, Check } from "./types";
-import { LAYER_KINDS, LayerKind, Component, COMPONENTS, mapInitializers, unmapped, MappedInitializer } from "./layer-kinds";
-import type { Runtime, RuntimeDescription } from "../runtime/types";
-import { defaultRuntime } from "../runtime/index";
+import { HarnessError, ExitCode } from "../../errors";
+import { StableDiffusionPipeline } from "../../pipeline/pipeline";
+import { loadModelFolder, modelFolderFiles, ModelFolder } from "../../pipeline/model-folder";
+import { initializers } from "../../onnx/initializers";
+import { trackPendingDirectory, untrackPendingDirectory } from "../../util/atomic";
+import { compileGlob } from "../../util/glob";
+import { VERSION } from "../../util/package";
+import { ORT_NODE_VERSION } from "../../runtime/ort-node";
+import { describeInitializers, applyEdit, readWeights, WeightEdit } from "../../onnx/initializer-edit";
+import { runConformance, runtimeVersion, PipelineFactory } from "../runner";
+import { ReferenceSet } from "../cases/reference-set";
+import { CaseDef, listCases } from "../cases/cases";
+import { STAGE_DEFS, stageDef } from "../stages/index";
+import { METRICS } from "../judge/metric-table";
+import { ToleranceFile, loadTolerances, toleranceSha256, resolve } from "../judge/tolerances";
+import { CaseResult, Check } from "../types";
+import { LAYER_KINDS, LayerKind, mapInitializers, unmapped, MappedInitializer } from "./layer-kinds";
+import type { ComponentKind } from "../../pipeline/components";
+import type { Runtime, RuntimeDescription } from "../../runtime/types";
+import { defaultRuntime } from "../../runtime/index";
 
 export const DEFAULT_RELATIVES: readonly number[] = [1e-1, 1e-2, 1e-3, 1e-4];
 export const DEFAULT_SCALES: readonly number[] = [1.1, 1.01, 1.001];
@@ -152,7 +156,7 @@ export interface LadderSummary {
 
 export interface KindSummary {
   readonly id: string;
-  readonly component: Component;
+  readonly component: ComponentKind;
   readonly description: string;
   readonly attention: boolean;
   readonly target: boolean;
@@ -240,18 +244,19 @@ function stageOf(c: CaseDef): string {
   return c.kind === "unet_free" ? "unet_free" : c.stage;
 }
 
-/** The cases a component's weights reach: its own stage (cheap, strict) and the rest of the loop. */
-function casesFor(component: Component, all: readonly CaseDef[], refs: ReferenceSet): { stage: CaseDef[]; rest: CaseDef[] } {
-  const e2e = all.filter((c) => c.kind === "end_to_end");
-  switch (component) {
-    case "unet": return { stage: all.filter((c) => c.kind === "unet"), rest: [...all.filter((c) => c.kind === "unet_free"), ...e2e] };
-    case "text_encoder": return { stage: all.filter((c) => c.kind === "text_encoder"), rest: e2e };
-    case "vae_decoder": return { stage: all.filter((c) => c.kind === "vae_decode" || c.kind === "vae_roundtrip"), rest: e2e };
-    case "vae_encoder": {
-      const encodes = (c: CaseDef) => ["img2img", "inpaint"].includes(String((refs.get(c.refId).meta as Record<string, unknown> | undefined)?.kind ?? ""));
-      return { stage: all.filter((c) => c.kind === "vae_encode" || c.kind === "vae_roundtrip"), rest: e2e.filter(encodes) };
-    }
-  }
+/**
+ * The cases a component's weights reach, as the stage registry says which components a case runs:
+ * its own stages (cheap, strict) and the denoising loops (the rest), the loops in registry order.
+ */
+function casesFor(component: ComponentKind, all: readonly CaseDef[], refs: ReferenceSet): { stage: CaseDef[]; rest: CaseDef[] } {
+  const reaches = (c: CaseDef): boolean => {
+    const d = stageDef(c.kind);
+    return (d.componentsOf?.(refs.get(c.refId).meta ?? {}) ?? d.components).includes(component);
+  };
+  return {
+    stage: all.filter((c) => !stageDef(c.kind).loop && reaches(c)),
+    rest: STAGE_DEFS.filter((d) => d.loop).flatMap((d) => all.filter((c) => c.kind === d.kind && reaches(c))),
+  };
 }
 
 /** Round-robin over runs (`unet:<run>-stepNN` grouped by run), so any prefix covers every run first. */
@@ -282,7 +287,7 @@ function deciderOf(r: CaseResult, stage: string, c: Check): Decider {
 
 const CAUGHT = new Set(["fail", "error", "xpass"]);
 /** counts and uint8 picture metrics move in whole steps: a 1-level pixel flip says nothing about how close a miss came */
-const DISCRETE = new Set(["maxAbsU8", "psnrU8", "mismatchedPixels", "mismatches", "timestepMismatches", "scheduleLengthDiff", "maxUlp"]);
+const DISCRETE = new Set(METRICS.filter((m) => m.discrete).map((m) => m.name));
 
 function fmt(x: number): string {
   return Number(x.toPrecision(6)).toString();
@@ -366,7 +371,8 @@ export async function runSensitivity(opts: SensitivityOptions): Promise<Sensitiv
   const original = loadModelFolder(opts.model, { forceSd1: opts.forceSd1 });
   const caseGlobs = (opts.cases ?? []).map(compileGlob);
   const allCases = listCases(refs).filter((c) => caseGlobs.length === 0 || caseGlobs.some((g) => g.test(c.id)));
-  const components = COMPONENTS.filter((c) => kinds.some((k) => k.component === c) && (c !== "vae_encoder" || original.vaeEncoder));
+  // in the order the layer-kind table lists them: the U-Net first, where the budget goes
+  const components = [...new Set(kinds.map((k) => k.component))].filter((c) => c !== "vae_encoder" || original.vaeEncoder);
   const inpaint = opts.inpaintModel ? loadModelFolder(opts.inpaintModel, { forceSd1: opts.forceSd1 }) : null;
   if (inpaint && !inpaint.isInpaint) {
     throw new HarnessError(`--inpaint-model: ${opts.inpaintModel} has a ${inpaint.unetConfig.inChannels}-channel U-Net; an inpainting model takes ${2 * inpaint.vaeConfig.latentChannels + 1}`, ExitCode.usage);
@@ -460,18 +466,18 @@ interface Ctx {
   readonly kinds: readonly LayerKind[];
   readonly refs: ReferenceSet;
   readonly allCases: readonly CaseDef[];
-  readonly components: readonly Component[];
+  readonly components: readonly ComponentKind[];
   readonly copy: string;
   readonly folder: ModelFolder;
   readonly inpaintCopy: string | null;
   readonly inpaintFolder: ModelFolder | null;
 }
 
-function kindComponent(id: string): Component {
+function kindComponent(id: string): ComponentKind {
   return LAYER_KINDS.find((k) => k.id === id)!.component;
 }
 
-function componentFile(folder: ModelFolder, c: Component): string | null {
+function componentFile(folder: ModelFolder, c: ComponentKind): string | null {
   return { unet: folder.unet, text_encoder: folder.textEncoder, vae_decoder: folder.vaeDecoder, vae_encoder: folder.vaeEncoder }[c];
 }
 
@@ -481,32 +487,29 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
   const notMeasured: string[] = [];
   const stageOfId = new Map(x.allCases.map((c) => [c.id, stageOf(c)]));
 
-  // One pipeline per probe, shared by its runConformance calls (the runner releases after each
-  // call, so release is held back until the probe is done). Stage cases run on a lazy pipeline
+  // One pipeline per probe, shared by its runConformance calls (keepPipelines: the runner leaves
+  // releasing them to this factory, when the probe is done). Stage cases run on a lazy pipeline
   // (lowMemory: only the part a case uses is loaded, so a VAE probe never loads the U-Net); the
   // end-to-end cases on an eager one (lowMemory would reload the U-Net for every generate()).
   // (one per model folder: the runner asks for the inpainting model's too)
-  let live: { pipes: Map<string, { pipe: StableDiffusionPipeline; release: () => Promise<void> }>; lazy: boolean } | null = null;
+  let live: { pipes: Map<string, StableDiffusionPipeline>; lazy: boolean } | null = null;
   let loadMs = 0;
   let lazyNext = false;
   const factory: PipelineFactory = async (dir, options) => {
     live ??= { pipes: new Map(), lazy: lazyNext };
-    let entry = live.pipes.get(dir);
-    if (!entry) {
+    let pipe = live.pipes.get(dir);
+    if (!pipe) {
       const l0 = Date.now();
-      const pipe = await StableDiffusionPipeline.load(dir, { ...options, lowMemory: lazyNext });
+      pipe = await StableDiffusionPipeline.load(dir, { ...options, lowMemory: lazyNext });
       loadMs = Date.now() - l0;
-      const release = pipe.release.bind(pipe);
-      pipe.release = async () => {};
-      entry = { pipe, release };
-      live.pipes.set(dir, entry);
+      live.pipes.set(dir, pipe);
     }
-    return entry.pipe;
+    return pipe;
   };
   const dropPipeline = async () => {
     const l = live;
     live = null;
-    for (const e of l?.pipes.values() ?? []) await e.release();
+    for (const pipe of l?.pipes.values() ?? []) await pipe.release();
   };
   const run = async (ids: readonly string[], lazy: boolean) => {
     if (opts.signal?.aborted) throw new HarnessError("interrupted", ExitCode.interrupted);
@@ -515,12 +518,12 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
     return runConformance({
       models: [{ label: "perturbed", dir: x.copy, inpaintDir: x.inpaintCopy }],
       references: opts.references, profile: x.profile, only: ids, outDir: null, threads, tolerances: x.tol,
-      pipelineFactory: factory, runtime: opts.runtime, signal: opts.signal, forceSd1: opts.forceSd1,
+      pipelineFactory: factory, keepPipelines: true, runtime: opts.runtime, signal: opts.signal, forceSd1: opts.forceSd1,
     });
   };
 
   // ---- weights of each component, mapped to kinds
-  const mapped = new Map<Component, MappedInitializer[]>();
+  const mapped = new Map<ComponentKind, MappedInitializer[]>();
   const unmappedList: SensitivityReport["unmapped"][number][] = [];
   for (const c of x.components) {
     const file = componentFile(x.folder, c);
@@ -536,7 +539,7 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
   }
 
   // ---- control run: every affected case, unperturbed
-  const sets = new Map<Component, { stage: CaseDef[]; rest: CaseDef[] }>();
+  const sets = new Map<ComponentKind, { stage: CaseDef[]; rest: CaseDef[] }>();
   for (const c of x.components) sets.set(c, casesFor(c, x.allCases, refs));
   const stageIds = [...new Set([...sets.values()].flatMap((s) => s.stage.map((c) => c.id)))];
   const restIds = [...new Set([...sets.values()].flatMap((s) => s.rest.map((c) => c.id)))].filter((id) => !stageIds.includes(id));
@@ -779,7 +782,7 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
     run: {
       started: x.started.toISOString(), finished: finished.toISOString(), durationMs: finished.getTime() - x.started.getTime(),
       argv: opts.argv ?? [], budgetSeconds: opts.budgetSeconds, seed: x.seed, threads,
-      versions: { "sd-harness": VERSION, node: process.versions.node, "onnxruntime-node": ORT_VERSION, ...runtimeVersion(opts.runtime ?? defaultRuntime()) },
+      versions: { "sd-harness": VERSION, node: process.versions.node, "onnxruntime-node": ORT_NODE_VERSION, ...runtimeVersion(opts.runtime ?? defaultRuntime()) },
       host: { platform: os.platform(), arch: os.arch(), cpus: os.cpus()[0]?.model ?? "unknown", cores: os.cpus().length },
       runtime: (opts.runtime ?? defaultRuntime()).describe(),
     },
