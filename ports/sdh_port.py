@@ -1,5 +1,8 @@
-"""The port's side of sd-harness's port protocol 1 (docs/port-protocol.md), so that an adapter is
+"""The port's side of sd-harness's port protocol 1.1 (docs/port-protocol.md), so that an adapter is
 a subclass of Port with a load() method and a Session with a run() method, and one call to serve().
+For `conformance --localize` (1.1's optional `modules` operation), the Port lists the operations in
+`modules` and its Session implements run_modules(); adapters on the ONNX files use
+module_tensor_names() and pick_modules() to get the tensors the harness would take.
 
 The harness starts the adapter, writes one JSON request per line to its stdin and reads one JSON
 reply per line from its stdout; tensors travel as safetensors files in a folder the harness owns.
@@ -15,11 +18,13 @@ import os
 import struct
 import sys
 import traceback
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 PROTOCOL = 1
+#: 1.1 adds the optional `modules` operation (module outputs by name, for --localize)
+PROTOCOL_MINOR = 1
 #: the protocol's operations, one per component of an SD 1.x model
 OPERATIONS = ("text_encoder", "unet", "vae_decode", "vae_encode")
 
@@ -101,8 +106,41 @@ class Session:
     def run(self, feeds: Dict[str, np.ndarray], outputs: List[str]) -> Dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def run_modules(self, feeds: Dict[str, np.ndarray], modules: List[dict]) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
+        """Protocol 1.1 `modules`: run on feeds and return (values by module name, reason by module
+        name for each module not returned). Each entry of modules has "name" (the PyTorch module
+        path), "shape" (its output's shape) and, where the harness found them in the component's
+        model.onnx, "tensors" (the candidates; pick_modules() takes the harness's choice)."""
+        raise NotImplementedError
+
     def release(self) -> None:
         pass
+
+
+def module_tensor_names(modules: List[dict]) -> List[str]:
+    """Every ONNX tensor a `modules` request names, once each, in request order."""
+    return list(dict.fromkeys(t for m in modules for t in m.get("tensors") or ()))
+
+
+def pick_modules(modules: List[dict], fetched: Dict[str, np.ndarray], unknown: Optional[Dict[str, str]] = None) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
+    """The harness's rule for an ONNX graph's module tensors (src/onnx/graph-outputs.ts): a module's
+    output is the last of its tensors (graph order) that is float and of the module's shape.
+    fetched holds the tensors computed by name; unknown says why a tensor could not be fetched."""
+    values: Dict[str, np.ndarray] = {}
+    missing: Dict[str, str] = {}
+    for m in modules:
+        tensors = m.get("tensors") or []
+        if not tensors:
+            missing[m["name"]] = "the harness names no ONNX tensor for it"
+            continue
+        shape = tuple(m["shape"])
+        pick = next((t for t in reversed(tensors) if t in fetched and np.asarray(fetched[t]).dtype.kind == "f" and tuple(np.shape(fetched[t])) == shape), None)
+        if pick is None:
+            seen = ", ".join(f"{t}: {np.asarray(fetched[t]).dtype} {list(np.shape(fetched[t]))}" if t in fetched else f"{t}: {(unknown or {}).get(t, 'not computed')}" for t in tensors)
+            missing[m["name"]] = f"none of its tensors is float of shape {list(shape)} ({seen})"[:300]
+            continue
+        values[m["name"]] = np.asarray(fetched[pick])
+    return values, missing
 
 
 class Port:
@@ -113,6 +151,8 @@ class Port:
     device = "cpu"
     precision = "f32"
     backend = "python"
+    #: protocol 1.1: the operations whose sessions implement run_modules() (--localize through the port)
+    modules: Sequence[str] = ()
 
     def components(self) -> Dict[str, Optional[str]]:
         """Per operation: None when supported, else the reason it is not (reported as not covered)."""
@@ -148,10 +188,11 @@ def serve(port: Port) -> None:
                 if req.get("protocol") != PROTOCOL:
                     raise ValueError(f"this adapter speaks protocol {PROTOCOL}, the harness {req.get('protocol')}")
                 comps = port.components()
-                reply({"id": rid, "ok": True, "protocol": PROTOCOL,
+                reply({"id": rid, "ok": True, "protocol": PROTOCOL, "minor": PROTOCOL_MINOR,
                        "port": {"name": port.name, "version": str(port.version), "device": port.device,
                                 "precision": port.precision, "backend": port.backend},
-                       "components": {c: ({"supported": True} if comps.get(c) is None else {"supported": False, "reason": comps[c]}) for c in OPERATIONS}})
+                       "components": {c: ({"supported": True} if comps.get(c) is None else {"supported": False, "reason": comps[c]}) for c in OPERATIONS},
+                       "modules": [c for c in port.modules if c in OPERATIONS and comps.get(c) is None]})
             elif op == "load":
                 s = port.load(req["component"], req["model_dir"], req["file"], int(req.get("threads") or 0))
                 sid = f"{req['component']}-{len(sessions) + 1}"
@@ -170,6 +211,13 @@ def serve(port: Port) -> None:
                 types = {o["name"]: TYPES[o["type"]] for o in s.outputs}
                 write_safetensors(req["output"], {n: np.asarray(got[n]).astype(types[n], copy=False) for n in wanted})
                 reply({"id": rid, "ok": True})
+            elif op == "modules":
+                s = sessions[req["session"]]
+                values, missing = s.run_modules(read_safetensors(req["inputs"]), list(req["modules"]))
+                # module outputs travel as float32 (float16 / float64 as they are)
+                write_safetensors(req["output"], {n: (a if a.dtype in (np.float16, np.float32, np.float64) else a.astype(np.float32))
+                                                  for n, a in ((n, np.asarray(v)) for n, v in values.items())})
+                reply({"id": rid, "ok": True, "missing": {n: str(w).replace("\n", " ")[:300] for n, w in missing.items()}})
             elif op == "release":
                 s = sessions.pop(req["session"], None)
                 if s is not None:

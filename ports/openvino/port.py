@@ -7,6 +7,14 @@ The handshake and each load reply record the inference precision the compiled mo
 (the plugin's INFERENCE_PRECISION_HINT after compilation): by default OpenVINO picks bf16 on CPUs
 with AMX / AVX512-BF16 and f32 elsewhere, so a "default" run means different numbers on different
 machines, and the report says which.
+
+--localize goes through protocol 1.1's `modules`: the model is read again with the ONNX tensors the
+harness names for each module added as outputs (`Model.add_outputs`), compiled with the same
+settings, and each module's output is the tensor the harness would take (sdh_port.pick_modules).
+
+--scale-weight NAME=FACTOR (repeatable) is a fault for showing that localization works through the
+port: it multiplies the ONNX initializer NAME (e.g. model.down_blocks.1.resnets.0.conv1.weight) by
+FACTOR in every component that has it, and the handshake's backend says so.
 """
 import argparse
 import os
@@ -16,7 +24,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import openvino as ov  # noqa: E402
 
-from sdh_port import Port, Session, io, serve  # noqa: E402
+from sdh_port import Port, Session, io, module_tensor_names, pick_modules, serve  # noqa: E402
 
 TYPES = {"f32": "float32", "f16": "float16", "f64": "float64", "i64": "int64", "i32": "int32"}
 
@@ -44,9 +52,33 @@ def spec(port) -> dict:
     return io(name_of(port), TYPES[port.get_element_type().get_type_name()], dims)
 
 
+def read_model(core: "ov.Core", file: str, scale: dict) -> "ov.Model":
+    """The ONNX file as OpenVINO reads it, with the --scale-weight faults applied."""
+    model = core.read_model(file)
+    if scale:
+        import openvino.opset13 as ops
+
+        for op in model.get_ops():
+            if op.get_type_name() != "Constant":
+                continue
+            names = op.output(0).get_names()
+            hit = next((n for n in scale if n in names), None)
+            if hit is None:
+                continue
+            data = op.get_data()
+            new = ops.constant((data * scale[hit]).astype(data.dtype))
+            new.output(0).set_names(names)
+            op.output(0).replace(new.output(0))
+            print(f"openvino port: {os.path.basename(os.path.dirname(file))}: {hit} {list(data.shape)} scaled by {scale[hit]} (--scale-weight)", file=sys.stderr)
+        model.validate_nodes_and_infer_types()
+    return model
+
+
 class OvSession(Session):
-    def __init__(self, core: "ov.Core", file: str, device: str, config: dict):
-        model = core.read_model(file)
+    def __init__(self, core: "ov.Core", file: str, device: str, config: dict, scale: dict):
+        self.core, self.file, self.device, self.config, self.scale = core, file, device, config, scale
+        self.modules_compiled = None  # (tensor names, compiled model, request, name -> output port, unknown) of the last `modules` request
+        model = read_model(core, file, scale)
         self.compiled = core.compile_model(model, device, config)
         self.request = self.compiled.create_infer_request()
         self.inputs = [spec(p) for p in self.compiled.inputs]
@@ -59,14 +91,44 @@ class OvSession(Session):
         by_name = {name_of(p): result[p] for p in self.compiled.outputs}
         return {n: by_name[n] for n in outputs}
 
+    def run_modules(self, feeds, modules):
+        names = module_tensor_names(modules)
+        if self.modules_compiled is None or self.modules_compiled[0] != names:
+            self.modules_compiled = None
+            model = read_model(self.core, self.file, self.scale)
+            inputs = {n for p in model.inputs for n in p.get_names()}
+            unknown = {}
+            for n in names:
+                if n in inputs:
+                    unknown[n] = "a graph input"
+                    continue
+                try:
+                    model.add_outputs(n)
+                except RuntimeError:  # folded away or renamed by OpenVINO's ONNX frontend
+                    unknown[n] = "not a tensor of OpenVINO's graph"
+            compiled = self.core.compile_model(model, self.device, self.config)
+            ports = {n: p for p in compiled.outputs for n in p.get_names()}
+            self.modules_compiled = (names, compiled, compiled.create_infer_request(), ports, unknown)
+        _, _, request, ports, unknown = self.modules_compiled
+        result = request.infer(feeds)
+        fetched = {n: result[ports[n]] for n in names if n in ports}
+        return pick_modules(modules, fetched, unknown)
+
+    def release(self):
+        self.modules_compiled = None
+
 
 class OvPort(Port):
     name = "openvino"
     version = ov.get_version().split("-")[0]
     backend = f"OpenVINO {ov.get_version()}"
+    modules = ("text_encoder", "unet", "vae_decode", "vae_encode")
 
-    def __init__(self, precision: str, device: str):
+    def __init__(self, precision: str, device: str, scale: dict):
         self.core = ov.Core()
+        self.scale = scale
+        if scale:
+            self.backend += " with a fault: " + ", ".join(f"{n} x{f}" for n, f in scale.items())
         self.device_name = device
         self.config = {} if precision == "default" else {"INFERENCE_PRECISION_HINT": precision}
         self.device = f"{device}: {cpu_name()}" if device == "CPU" else device
@@ -80,12 +142,20 @@ class OvPort(Port):
         config = dict(self.config)
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
-        return OvSession(self.core, file, self.device_name, config)
+        return OvSession(self.core, file, self.device_name, config, self.scale)
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--precision", default="default", help="INFERENCE_PRECISION_HINT: default (the plugin's choice), f32, bf16, f16")
     ap.add_argument("--device", default="CPU")
+    ap.add_argument("--scale-weight", action="append", default=[], metavar="NAME=FACTOR",
+                    help="a fault: multiply the ONNX initializer NAME by FACTOR (repeatable)")
     a = ap.parse_args()
-    serve(OvPort(a.precision, a.device))
+    scale = {}
+    for item in a.scale_weight:
+        name, _, factor = item.rpartition("=")
+        if not name:
+            ap.error(f"--scale-weight {item!r}: expected NAME=FACTOR")
+        scale[name] = float(factor)
+    serve(OvPort(a.precision, a.device, scale))

@@ -5,14 +5,18 @@
  *
  *   npm run bench -- [--threads 2] [--steps 2] [--repeats 2] [--stage-repeats 3] [--size 512]
  *                    [--leak-gens 10] [--leak-steps 1] [--leak-size 256] [--with-options]
- *                    [--only flops,ours,torch,ort,leak,lowmem,options,variants] [--no-wait] [--max-wait 300]
+ *                    [--only flops,ours,torch,ort,leak,lowmem,options,variants,ports] [--no-wait] [--max-wait 300]
  *                    [--settings a,b,c,d,e,f] [--report-only] [--out-dir bench]
  *
  * Phases, one process each and never two at once (each has its own peak RSS): FLOPs and peak
  * sgemm (scripts/bench_flops.py); ours (src/bench/ours.ts --mode main); PyTorch and Python ORT
  * (scripts/bench_python.py); ours' leak check (LEAK_GENS generations in one process, at LEAK_SIZE to
  * keep the run short); ours with lowMemory (one txt2img); with --with-options (or --only options)
- * ours under four ORT session-option settings. The defaults keep a run near 20 minutes on a quiet
+ * ours under four ORT session-option settings; with --only ports, speed beside fidelity of the port
+ * adapters (src/bench/ports.ts: ort-node, OpenVINO f32 and default, PyTorch float32 and bfloat16
+ * through ports/, each timed on one U-Net call and one VAE decode and judged on the bundled set).
+ * A run of only options / variants / ports keeps the other sections of the previous results.json.
+ * The defaults keep a run near 20 minutes on a quiet
  * 2-core machine (a U-Net call with CFG at 512x512 is ~1.6 TFLOP). Before each phase it
  * waits (up to --max-wait s) for the CPUs to be idle, because other processes on a 2-core machine
  * change the figures; every measurement also records its CPU utilisation so contention shows.
@@ -43,6 +47,8 @@ interface Args {
   maxWait: number;
   reportOnly: boolean;
   outDir: string;
+  /** --port-backends: the ports phase's rows (src/bench/ports.ts --backends), its default when null */
+  portBackends: string | null;
 }
 
 /**
@@ -54,8 +60,10 @@ interface Args {
  */
 const OURS_SESSION = ["--gol", "all", "--mem-pattern", "1", "--arena", "0"];
 
-const PHASES = ["flops", "ours", "torch", "ort", "leak", "lowmem", "options", "variants"];
-const DEFAULT_PHASES = PHASES.filter((p) => p !== "options" && p !== "variants");
+const PHASES = ["flops", "ours", "torch", "ort", "leak", "lowmem", "options", "variants", "ports"];
+/** phases a plain `npm run bench` leaves out; a run of only these keeps the rest of the previous results */
+const EXTRA_PHASES = ["options", "variants", "ports"];
+const DEFAULT_PHASES = PHASES.filter((p) => !EXTRA_PHASES.includes(p));
 /** --only variants: the U-Net alone of each variant folder present, one process each, with ours'
  *  session options. scripts/quantize.py makes the precision variants (<cache>/onnx-fp16, onnx-int8),
  *  scripts/optimize.py the float32 rewrites (onnx-gn: its default passes; onnx-opt: --passes
@@ -88,6 +96,7 @@ function parseArgs(argv: string[]): Args {
     .option("wait", { type: "boolean", default: true, describe: "wait for idle CPUs before each phase (--no-wait: do not)" })
     .option("report-only", { type: "boolean", default: false, describe: "re-render bench/RESULTS.md from the raw phase outputs" })
     .option("out-dir", { type: "string", default: path.join(ROOT, "bench"), describe: "where results.json and RESULTS.md go" })
+    .option("port-backends", { type: "string", describe: "the ports phase's rows (src/bench/ports.ts --backends; default: all its backends)" })
     .strict()
     .help()
     .alias("h", "help")
@@ -98,7 +107,7 @@ function parseArgs(argv: string[]): Args {
   const out: Args = {
     threads: a.threads, size: a.size, steps: a.steps, repeats: a.repeats, stageRepeats: a["stage-repeats"], leakGens: a["leak-gens"],
     leakSteps: a["leak-steps"], leakSize: a["leak-size"], settings: a.settings === undefined ? null : list(a.settings), only,
-    wait: a.wait, maxWait: a["max-wait"], reportOnly: a["report-only"], outDir: path.resolve(a["out-dir"]),
+    wait: a.wait, maxWait: a["max-wait"], reportOnly: a["report-only"], outDir: path.resolve(a["out-dir"]), portBackends: a["port-backends"] ?? null,
   };
   for (const [k, x] of [["--size", out.size], ["--leak-size", out.leakSize]] as const) if (x % 64 !== 0 || x === 0) throw new Error(`${k} ${x}: must be a multiple of 64`);
   if (out.steps < 1 || out.repeats < 1 || out.stageRepeats < 1) throw new Error("--steps, --repeats and --stage-repeats must be at least 1");
@@ -287,6 +296,19 @@ function machine(): Json {
 
 // ---- report ----------------------------------------------------------------------------------
 
+/** The ports phase (src/bench/ports.ts): per backend its verdict on the bundled set, its precision, and its times. */
+function portsSummary(r: Json | null): Json | null {
+  if (!r) return null;
+  return {
+    machine: r.machine ?? null, loadavg: r.loadavg ?? null, threads: r.threads, size: r.size, repeats: r.repeats, phase: r.phase ?? null,
+    rows: (r.rows as Json[]).map((x) => ({
+      key: x.key, label: x.label, size: x.size ?? r.size, command: x.command, runtime: x.runtime ?? null, error: x.error ?? null, verdict: x.verdict ?? null,
+      unet_step_cfg: stageSummary(x.unet_step_cfg), unet_load_s: x.unet_step_cfg?.load_s ?? null,
+      vae_decode: stageSummary(x.vae_decode), vae_load_s: x.vae_decode?.load_s ?? null, peak_rss_bytes: x.peak_rss_bytes ?? null,
+    })),
+  };
+}
+
 function buildResults(args: Args, raw: string, meta: Json): Json {
   const ours = readRaw(raw, "ours");
   const torch = readRaw(raw, "torch");
@@ -390,7 +412,8 @@ function buildResults(args: Args, raw: string, meta: Json): Json {
     memory,
     session_options_sweep: options,
     precision_variants: variants,
-    phases: Object.fromEntries(PHASES.flatMap((p) => (p === "options" || p === "variants" ? [] : [[p, readRaw(raw, p)?.phase ?? null]]))),
+    phases: Object.fromEntries(PHASES.flatMap((p) => (EXTRA_PHASES.includes(p) ? [] : [[p, readRaw(raw, p)?.phase ?? null]]))),
+    ports: portsSummary(readRaw(raw, "ports")),
     wall_s: meta.wall_s ?? null,
   };
 }
@@ -495,12 +518,38 @@ function renderMarkdown(r: Json): string {
     }
     L.push("");
   }
+  if (r.ports) L.push(...portsMarkdown(r.ports));
   const P = r.phases;
   L.push("## Contention", "");
   L.push("CPU busy (all cores, other processes included) just before each phase, after waiting for it to settle:");
   L.push(Object.entries(P).filter(([, x]) => x).map(([k, x]) => `${k} ${(x as Json).busy_before == null ? "?" : ((x as Json).busy_before * 100).toFixed(0) + "%"} (waited ${((x as Json).waited_s ?? 0).toFixed(0)} s)`).join("; ") + ".");
   L.push("");
   return L.join("\n");
+}
+
+function portsMarkdown(p: Json): string[] {
+  const L: string[] = [];
+  const m = p.machine ?? {};
+  L.push("## Ports: speed beside fidelity (`--only ports`)", "");
+  L.push(`Measured in one run (src/bench/ports.ts) on ${m.cpu_model ?? "?"}, ${m.logical_cpus ?? "?"} logical CPUs (${m.simd ?? "?"}), ${p.threads} threads each; load average ${p.loadavg ? p.loadavg.map((x: number) => x.toFixed(2)).join(" / ") : "?"} (1 / 5 / 15 min) when the phase began, on a machine shared with other work: read the times as upper bounds. ${p.phase?.seconds ? `The phase took ${(p.phase.seconds / 60).toFixed(1)} min.` : ""}`);
+  L.push(`Times at ${p.size}×${p.size}: ${p.repeats > 1 ? `the median of the calls after the first (min–max, n), ${p.repeats} calls per stage` : "one call per stage, so the figure is that first (cold) call"}; a port's time includes the protocol (safetensors files in a temporary folder)${(p.rows as Json[]).some((x) => x.key === "onnxruntime-port") ? ": compare onnxruntime through the port with ort-node in process" : ""}. ⚠: no call without contention.`);
+  const cases = (p.rows as Json[]).find((x) => x.verdict)?.verdict?.cases as string[] | null | undefined;
+  const which = cases === undefined ? "" : cases === null ? " (every case)" : ` (cases ${cases.map((c) => `\`${c}\``).join(", ")}: every model stage)`;
+  const set = (p.rows as Json[]).find((x) => x.verdict?.set)?.verdict?.set ?? "fixtures/references/tiny-sd/cpu";
+  L.push(`The verdict is \`sd-harness conformance\` on the **bundled tiny set** (${set}${which}; not on SD 1.5, whose random weights have no reference set) through the same runtime or adapter, against the profile named; the precision is what the adapter reports it compiled or loaded in.`, "");
+  L.push("| backend | precision (as reported) | U-Net, one step with CFG | VAE decode | load U-Net / VAE | peak RSS | verdict on the bundled set |");
+  L.push("|---|---|---|---|---|---|---|");
+  for (const x of p.rows as Json[]) {
+    const v = x.verdict;
+    const counts = v ? Object.entries(v.counts as Record<string, number>).filter(([, n]) => n > 0).map(([k, n]) => `${n} ${k}`).join(", ") : "";
+    const verdict = v ? `**${String(v.verdict).toUpperCase()}** (${v.profile}; ${counts}${v.error ? `; ${v.error}` : ""})` : "–";
+    const ep = x.runtime?.executionProvider as string | undefined;
+    // ort-node names no precision: it runs the fp32 export as it is
+    const precision = ep === undefined ? (x.error ? `error: ${x.error}` : "–") : /precision/.test(ep) ? ep : `${x.runtime.package} ${x.runtime.version}, ${ep}, precision f32 (the fp32 export)`;
+    L.push(`| ${x.label}${x.size !== p.size ? ` **at ${x.size}×${x.size}**` : ""} | ${precision} | ${spread(x.unet_step_cfg)} | ${spread(x.vae_decode)} | ${sec(x.unet_load_s, 1)} / ${sec(x.vae_load_s, 1)} | ${gb(x.peak_rss_bytes)} | ${verdict} |`);
+  }
+  L.push("", "Commands: " + (p.rows as Json[]).filter((x, i, all) => x.command && all.findIndex((y) => y.command === x.command) === i).map((x) => `${x.key}: \`${String(x.command).split(os.homedir()).join("~").replace(/'[^']*\/ports\//g, "'ports/").replace(/'[^']*\/\.venv\//g, "'.venv/")}\``).join("; ") + ".", "");
+  return L;
 }
 
 // ---- main ------------------------------------------------------------------------------------
@@ -538,6 +587,7 @@ function main(): void {
       ];
       for (const [name, flags] of settings) if (!args.settings || args.settings.has(name[0])) runPhase(args, `options-${name}`, node, ["--expose-gc", ours, "--mode", "options", "--model", onnxDir, ...common, ...flags], raw);
     }
+    if (p.has("ports")) runPhase(args, "ports", node, [path.join(__dirname, "ports.js"), "--model", onnxDir, "--pytorch", ptDir, ...common, "--repeats", String(args.stageRepeats), ...(args.portBackends ? ["--backends", args.portBackends] : [])], raw);
     if (p.has("variants")) {
       for (const [name, dir] of VARIANTS) {
         const d = path.join(cacheRoot(), dir);
@@ -550,12 +600,23 @@ function main(): void {
   // wall_s is the default run's; a run of only non-default phases (options, variants) keeps it
   const partial = ![...args.only].some((p) => DEFAULT_PHASES.includes(p));
   const meta = { machine: machine(), wall_s: args.reportOnly || partial ? readPrevWall(args) : (Date.now() - t0) / 1000 };
-  const results = buildResults(args, raw, meta);
+  const built = buildResults(args, raw, meta);
+  // a run of only the extra phases on a machine whose raw files of the others are gone keeps the previous results' other sections
+  const prev = partial && !readRaw(raw, "ours") ? readPrev(args) : null;
+  const results = prev ? { ...prev, ...(args.only.has("ports") ? { ports: built.ports } : {}), ...(args.only.has("options") ? { session_options_sweep: built.session_options_sweep } : {}), ...(args.only.has("variants") ? { precision_variants: built.precision_variants } : {}) } : built;
   fs.mkdirSync(args.outDir, { recursive: true });
   fs.writeFileSync(path.join(args.outDir, "results.json"), JSON.stringify(results, null, 1) + "\n");
   const mdFile = path.join(args.outDir, "RESULTS.md");
   fs.writeFileSync(mdFile, renderMarkdown(results) + keptNotes(mdFile));
   log(`wrote ${path.relative(process.cwd(), path.join(args.outDir, "results.json"))} and ${path.relative(process.cwd(), mdFile)} (${((Date.now() - t0) / 60000).toFixed(1)} min)`);
+}
+
+function readPrev(args: Args): Json | null {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(args.outDir, "results.json"), "utf8")) as Json;
+  } catch {
+    return null;
+  }
 }
 
 function readPrevWall(args: Args): number | null {

@@ -158,7 +158,11 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
         profile: opts.profile, threads: opts.threads, runtime: runtimeOf(opts), log: opts.log, signal: opts.signal, against: opts.against,
         components: opts.localize.onlyFailed ? failedComponents(report.results) : undefined,
       });
-      report = { ...report, localize };
+      // a port without the modules operation: what --localize did not look at is a coverage gap
+      const byWhy = new Map<string, string[]>();
+      for (const n of localize.notCovered ?? []) byWhy.set(n.why, [...(byWhy.get(n.why) ?? []), n.component]);
+      const gaps = [...byWhy].map(([why, comps]) => ({ what: `--localize ${[...new Set(comps)].join(", ")}`, why: `not covered by this port (${why})` }));
+      report = { ...report, localize, ...(gaps.length && report.coverage ? { coverage: { ...report.coverage, gaps: [...report.coverage.gaps, ...gaps] } } : {}) };
     }
     if (folder) {
       folder.commit();

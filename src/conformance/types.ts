@@ -216,7 +216,8 @@ export interface ModuleDrift {
   readonly inputRelL2: number | null;
   /** relL2 / max(inputRelL2, FLOOR); null when the input's drift is unknown */
   readonly introduced: number | null;
-  readonly how: "scope" | "parameter";
+  /** how its tensor was found: by scope or parameter name in the export, or (a port's `modules`) by module name alone */
+  readonly how: "scope" | "parameter" | "module";
 }
 
 export interface Unmapped {
@@ -248,6 +249,8 @@ export interface LocalizeReport {
   /** --against: the model whose module outputs were the reference, instead of PyTorch's */
   readonly against?: { readonly label: string; readonly dir: string };
   readonly calls: readonly CallLocalization[];
+  /** components the runtime localizes nothing in (a port without the `modules` operation), with why */
+  readonly notCovered?: readonly { readonly model: string; readonly component: ComponentKind; readonly why: string }[];
   readonly timeMs: number;
 }
 

@@ -21,10 +21,11 @@ import { trackPendingDirectory, untrackPendingDirectory } from "../util/atomic";
 import { encodeSafetensors, readSafetensors } from "../tensor/safetensors";
 import { formatDims } from "../tensor/tensor";
 import { NotCoveredError } from "./types";
-import type { IOSpec, Runtime, RuntimeDescription, RuntimeSession, RuntimeTensor, SessionSettings } from "./types";
+import type { IOSpec, ModuleOutputs, ModuleRequest, Runtime, RuntimeDescription, RuntimeSession, RuntimeTensor, SessionSettings } from "./types";
 
-/** The protocol version this harness speaks. */
+/** The protocol version this harness speaks: 1.1 (1.1 adds the optional `modules` operation). */
 const PORT_PROTOCOL = 1;
+const PORT_PROTOCOL_MINOR = 1;
 export const DEFAULT_PORT_TIMEOUT_S = 600;
 /** A protocol line longer than this is not a protocol message (replies are a few hundred bytes). */
 const MAX_LINE = 1024 * 1024;
@@ -42,6 +43,8 @@ const FOLDER_TO_OPERATION: Readonly<Record<string, PortOperation>> = {
 
 /** Element types a port may declare for an input or output. */
 const TENSOR_TYPES = new Set(["float32", "float16", "float64", "int64", "int32"]);
+/** Element types of a module output (the `modules` operation). */
+const MODULE_TYPES = new Set(["float32", "float16", "float64"]);
 
 /** Inputs each operation must take (the pipeline feeds these names), and the output it must give when it is fixed. */
 const REQUIRED: Readonly<Record<PortOperation, { inputs: readonly string[]; output?: string }>> = {
@@ -101,6 +104,10 @@ export interface PortHello {
   readonly backend: string;
   /** per operation: null when supported, else why not */
   readonly components: Readonly<Record<PortOperation, string | null>>;
+  /** the minor version it speaks (0 when its handshake names none) */
+  readonly minor: number;
+  /** protocol 1.1: the operations whose module outputs it returns (`modules`, for --localize) */
+  readonly modules: readonly PortOperation[];
 }
 
 /**
@@ -392,7 +399,19 @@ export function checkHello(r: Record<string, unknown>): PortHello | string {
     if (!isObject(c) || typeof c.supported !== "boolean") return `its handshake's components.${op} is not {"supported": true|false, ...}`;
     components[op] = c.supported ? null : (str(c.reason, 300) ?? "the port gave no reason");
   }
-  return { protocol: PORT_PROTOCOL, name: fields.name, version: fields.version, device: fields.device, precision: fields.precision, backend: str(port.backend) ?? "port", components };
+  const minor = r.minor ?? 0;
+  if (!Number.isSafeInteger(minor) || (minor as number) < 0) return `its handshake's minor is ${JSON.stringify(oneLine(JSON.stringify(minor), 40))}, not a whole number >= 0`;
+  // 1.1: which operations' module outputs it returns; a 1.0 port's extra fields mean nothing yet
+  const modules: PortOperation[] = [];
+  if ((minor as number) >= 1 && r.modules !== undefined) {
+    if (!Array.isArray(r.modules)) return "its handshake's modules is not a list of operations";
+    for (const m of r.modules as unknown[]) {
+      if (!(PORT_OPERATIONS as readonly unknown[]).includes(m)) return `its handshake's modules names ${JSON.stringify(oneLine(String(m), 40))}, not an operation (${PORT_OPERATIONS.join(", ")})`;
+      if (components[m as PortOperation] !== null) return `its handshake's modules names ${String(m)}, which it does not run`;
+      modules.push(m as PortOperation);
+    }
+  }
+  return { protocol: PORT_PROTOCOL, name: fields.name, version: fields.version, device: fields.device, precision: fields.precision, backend: str(port.backend) ?? "port", components, minor: minor as number, modules };
 }
 
 /** A load reply's inputs / outputs list, checked; a string says what is wrong. */
@@ -527,6 +546,66 @@ class PortSession implements RuntimeSession {
     return out;
   }
 
+  /**
+   * Protocol 1.1's `modules`: the port runs the component on `feeds` and returns each module's
+   * output by module name, or says why it has none. A reply that leaves a module unaccounted for,
+   * or returns one of another shape or type, is a breach like a wrong run output: one line naming
+   * the operation and the call, and the port's group ended.
+   */
+  async runModules(feeds: Readonly<Record<string, RuntimeTensor>>, modules: readonly ModuleRequest[], call: string): Promise<ModuleOutputs> {
+    const opName = `${this.op} modules for ${call}`;
+    if (this.released) throw this.proc.error(opName, "session used after release");
+    this.proc.check(opName);
+    const n = this.runtime.nextFile();
+    const inFile = path.join(this.proc.tmp, `${n}-in.safetensors`);
+    const outFile = path.join(this.proc.tmp, `${n}-modules.safetensors`);
+    try {
+      fs.writeFileSync(inFile, encodeSafetensors({ ...feeds }));
+      const req = modules.map((m) => ({ name: m.name, shape: m.shape, ...(m.tensors ? { tensors: m.tensors } : {}) }));
+      const r = await this.proc.call({ op: "modules", session: this.session, inputs: inFile, output: outFile, case: call, modules: req }, opName, this.runtime.timeoutMs);
+      if (!r.ok) throw this.proc.error(opName, `the port refused: ${oneLine(String(r.error ?? "no reason given"), 300)}`);
+      return this.readModules(outFile, modules, r.missing, opName);
+    } catch (e) {
+      if (this.proc.alive && !(e instanceof HarnessError && /the port refused/.test(e.message))) this.proc.fail((e as Error).message.replace(/^port [^:]*: /, ""));
+      throw e;
+    } finally {
+      if (this.proc.alive) {
+        fs.rmSync(inFile, { force: true });
+        fs.rmSync(outFile, { force: true });
+      }
+    }
+  }
+
+  private readModules(outFile: string, modules: readonly ModuleRequest[], missingField: unknown, opName: string): ModuleOutputs {
+    if (missingField !== undefined && !(isObject(missingField) && Object.values(missingField).every((v) => typeof v === "string"))) {
+      throw this.proc.error(opName, "its reply's missing is not an object of module name -> reason");
+    }
+    const missing = new Map<string, string>(Object.entries((missingField ?? {}) as Record<string, string>).map(([k, v]) => [k, oneLine(v, 300)]));
+    let tensors: ReadonlyMap<string, RuntimeTensor> = new Map();
+    if (modules.some((m) => !missing.has(m.name))) {
+      if (!fs.existsSync(outFile)) throw this.proc.error(opName, `replied ok but wrote no output file ${path.basename(outFile)}`);
+      if (!fs.lstatSync(outFile).isFile()) throw this.proc.error(opName, `its output ${path.basename(outFile)} is not a regular file`);
+      try {
+        tensors = readSafetensors(outFile).tensors;
+      } catch (e) {
+        throw this.proc.error(opName, `its output file is not usable: ${oneLine((e as Error).message.replace(`${outFile}: `, ""), 300)}`);
+      }
+    }
+    const values = new Map<string, RuntimeTensor>();
+    for (const m of modules) {
+      const t = tensors.get(m.name);
+      if (t && missing.has(m.name)) throw this.proc.error(opName, `its reply both returns module ${m.name} and says it is missing`);
+      if (!t) {
+        if (!missing.has(m.name)) throw this.proc.error(opName, `its reply has neither module ${m.name} nor a reason in missing (it returned ${tensors.size} of ${modules.length} modules)`);
+        continue;
+      }
+      if (!MODULE_TYPES.has(t.dtype)) throw this.proc.error(opName, `module ${m.name} is ${t.dtype}; a module output is ${[...MODULE_TYPES].join(", ")}`);
+      if (t.dims.length !== m.shape.length || t.dims.some((d, i) => d !== m.shape[i])) throw this.proc.error(opName, `module ${m.name} has shape ${formatDims(t.dims)}, the module's output is ${formatDims(m.shape)}`);
+      values.set(m.name, t);
+    }
+    return { values, missing };
+  }
+
   async release(): Promise<void> {
     if (this.released) return;
     this.released = true;
@@ -590,7 +669,7 @@ export class PortRuntime implements Runtime {
     this.starting ??= (async () => {
       const proc = new PortProcess(this.argv, programLabel(this.argv), this.opts);
       this.proc = proc;
-      const r = await proc.call({ op: "hello", protocol: PORT_PROTOCOL, harness: { name: "sd-harness" }, tmp: proc.tmp }, "handshake", this.timeoutMs);
+      const r = await proc.call({ op: "hello", protocol: PORT_PROTOCOL, minor: PORT_PROTOCOL_MINOR, harness: { name: "sd-harness" }, tmp: proc.tmp }, "handshake", this.timeoutMs);
       if (!r.ok) {
         proc.fail(`handshake: the port refused: ${oneLine(String(r.error ?? "no reason given"), 300)}`);
         throw proc.error("handshake", `the port refused: ${oneLine(String(r.error ?? "no reason given"), 300)}`);
@@ -649,6 +728,20 @@ export class PortRuntime implements Runtime {
     })();
     const scale = vaeScale(modelDir, op === "vae_encode" ? "vae_encoder" : "vae_decoder");
     return new PortSession(this, proc, op, session!, inputs, outputs, { scale, latentChannels });
+  }
+
+  /**
+   * --localize goes through the port's `modules` operation (protocol 1.1): a port that does not
+   * announce it for this component localizes nothing there, which the report's coverage says.
+   */
+  async modulesNotCovered(file: string): Promise<string | null> {
+    const op = FOLDER_TO_OPERATION[path.basename(path.dirname(file))];
+    const hello = await this.handshake();
+    if (!op) return `${file} is in none of the component folders`;
+    if (hello.components[op] !== null) return `it does not run ${op}: ${hello.components[op]}`;
+    if (hello.minor < 1) return `it speaks protocol ${hello.protocol}.${hello.minor}; the modules operation came in ${PORT_PROTOCOL}.${PORT_PROTOCOL_MINOR}`;
+    if (!hello.modules.includes(op)) return `its handshake lists modules for ${hello.modules.length ? hello.modules.join(", ") : "no operation"}, not ${op}`;
+    return null;
   }
 
   /** Stages that run no component judge sd-harness's own code, not the port's: not covered by a port. */

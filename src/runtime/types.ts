@@ -63,6 +63,32 @@ export interface RuntimeSession {
   /** Run on `feeds`; `outputs` limits the fetched outputs (all when absent). Errors are thrown as Errors whose first line says why. */
   run(feeds: Readonly<Record<string, RuntimeTensor>>, outputs?: readonly string[]): Promise<Record<string, RuntimeTensor>>;
   release(): Promise<void>;
+  /**
+   * Run on `feeds` and return named module outputs (`conformance --localize`), where the runtime
+   * computes them itself (a port's `modules` operation); `call` names the case in errors.
+   * Present only on sessions of a runtime whose `modulesNotCovered` says it can.
+   */
+  runModules?(feeds: Readonly<Record<string, RuntimeTensor>>, modules: readonly ModuleRequest[], call: string): Promise<ModuleOutputs>;
+}
+
+/** One module whose output `--localize` asks a runtime for. */
+export interface ModuleRequest {
+  /** the PyTorch module path (diffusers): `down_blocks.0.resnets.0` */
+  readonly name: string;
+  /** the shape of the module's output in the reference */
+  readonly shape: readonly number[];
+  /**
+   * Where the harness found them: tensors of the component's model.onnx, in graph order; the
+   * module's output is the last of them that is float and of `shape` (src/onnx/graph-outputs.ts).
+   * Absent when the export has no tensor for the module.
+   */
+  readonly tensors?: readonly string[];
+}
+
+/** A runtime's module outputs for one call: values by module name, and why the others have none. */
+export interface ModuleOutputs {
+  readonly values: ReadonlyMap<string, RuntimeTensor>;
+  readonly missing: ReadonlyMap<string, string>;
 }
 
 export interface Runtime {
@@ -75,6 +101,12 @@ export interface Runtime {
    * this runtime, or null when it does. Optional: runtimes that run every component leave it out.
    */
   notCovered?(components: readonly string[]): string | null;
+  /**
+   * For runtimes that compute module outputs themselves (`--localize`), given the component's
+   * model.onnx: null when its sessions offer `runModules`, else why this runtime localizes nothing
+   * there. Absent: the harness runs a copy of the ONNX graph with the modules' tensors as extra outputs.
+   */
+  modulesNotCovered?(file: string): Promise<string | null>;
   /** Release what the runtime holds beyond its sessions (a worker); loading after close starts afresh. */
   close(): Promise<void>;
 }

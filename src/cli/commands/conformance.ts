@@ -179,5 +179,6 @@ export function localizeNotRun(report: Report): { lines: string[]; none: boolean
     groups.set(key, g);
   }
   const lines = [...groups.values()].map((g) => `--localize: ${oneLine(g.model, 60)} ${g.component}: ${g.calls} module call${g.calls === 1 ? "" : "s"} not run: ${oneLine(g.error, 300)}`);
-  return { lines, none: loc.calls.every((c) => c.error) };
+  // no calls at all: a runtime that localizes nothing (a port without `modules`), a coverage gap
+  return { lines, none: loc.calls.length > 0 && loc.calls.every((c) => c.error) };
 }

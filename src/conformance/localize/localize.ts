@@ -16,7 +16,7 @@ import * as crypto from "node:crypto";
 import { HarnessError, ExitCode } from "../../errors";
 import { OnnxComponent, ComponentKind } from "../../pipeline/onnx-model";
 import { toF32, fromF32 } from "../../tensor/float16";
-import type { Runtime, RuntimeTensor } from "../../runtime/types";
+import type { ModuleRequest, Runtime, RuntimeSession, RuntimeTensor } from "../../runtime/types";
 import { parseSafetensors } from "../../tensor/safetensors";
 import { f32, TypedData, Tensor } from "../../tensor/tensor";
 import { readInputFile, INPUT_LIMITS } from "../../util/read-input";
@@ -265,7 +265,7 @@ function asF32(t: Tensor<TypedData>): Float32Array {
 }
 
 /** The feeds for one call, typed as the session declares its inputs. */
-function feeds(comp: OnnxComponent, call: ModuleCall, tensors: ReadonlyMap<string, Tensor<TypedData>>): Record<string, RuntimeTensor> {
+function feeds(comp: Pick<OnnxComponent, "inputType" | "inputs">, call: ModuleCall, tensors: ReadonlyMap<string, Tensor<TypedData>>): Record<string, RuntimeTensor> {
   const out: Record<string, RuntimeTensor> = {};
   for (const [name, key] of Object.entries(call.onnx_inputs)) {
     const t = tensors.get(key);
@@ -298,7 +298,7 @@ interface Sampled {
   readonly scopeNamed: boolean;
   readonly calls: readonly {
     readonly values: ReadonlyMap<string, Float32Array>;
-    readonly how: ReadonlyMap<string, "scope" | "parameter">;
+    readonly how: ReadonlyMap<string, ModuleDrift["how"]>;
     readonly unmapped: ReadonlyMap<string, string>;
     readonly timeMs: number;
   }[];
@@ -307,6 +307,7 @@ interface Sampled {
 /** Run `model`'s component on every call in a copy that returns the modules' tensors; sample them as the references are sampled. */
 async function sampleModules(model: LocalizeModel, component: ComponentKind, calls: readonly ModuleCall[], refs: ModuleReferences, threads: number, runtime?: Runtime): Promise<Sampled> {
   const file = path.join(model.dir, PART_DIR[component], "model.onnx");
+  if (runtime?.modulesNotCovered) return sampleThroughRuntime(file, runtime, calls, refs, threads);
   const t0 = process.hrtime.bigint();
   const buf = readInputFile(file, `the ${component}`, 2 ** 31 - 1);
   const graph = readGraph(buf, file);
@@ -352,6 +353,58 @@ async function sampleModules(model: LocalizeModel, component: ComponentKind, cal
   } finally {
     await comp?.release();
     tmp.dispose();
+  }
+  return { scopeNamed, calls: out };
+}
+
+/**
+ * The same samples from a runtime that computes module outputs itself (a port's `modules`
+ * operation, protocol 1.1): it loads the component's own model.onnx, and is asked per call for
+ * every module by name, with the export's tensors for it where the graph has them (the candidates
+ * the ONNX path would fetch, so an adapter on the same files picks the same tensor).
+ */
+async function sampleThroughRuntime(file: string, runtime: Runtime, calls: readonly ModuleCall[], refs: ModuleReferences, threads: number): Promise<Sampled> {
+  const t0 = process.hrtime.bigint();
+  const buf = readInputFile(file, "the component", 2 ** 31 - 1);
+  const graph = readGraph(buf, file);
+  const names = [...new Set(calls.flatMap((c) => c.modules.map((m) => m.name)))];
+  const { matches, scopeNamed } = matchModules(graph, names);
+  const byModule = new Map<string, ModuleMatch>(matches.map((m) => [m.module, m]));
+  const out: Sampled["calls"][number][] = [];
+  let session: RuntimeSession | null = null;
+  try {
+    session = await runtime.load(file, { threads });
+    const s = session;
+    if (!s.runModules) throw new HarnessError(`runtime ${runtime.name}: its ${path.basename(path.dirname(file))} session returns no module outputs`, ExitCode.usage);
+    const specs = new Map(s.inputs.map((i) => [i.name, i]));
+    const typed = { inputs: specs, inputType: (n: string) => specs.get(n)?.type ?? "float32" };
+    for (const call of calls) {
+      const c0 = process.hrtime.bigint();
+      const requests: ModuleRequest[] = call.modules.map((e) => {
+        const m = byModule.get(e.name)!;
+        return { name: e.name, shape: e.shape, ...(m.how === "none" ? {} : { tensors: m.candidates }) };
+      });
+      const result = await s.runModules(feeds(typed, call, refs.tensors(call)), requests, call.id);
+      const values = new Map<string, Float32Array>();
+      const how = new Map<string, ModuleDrift["how"]>();
+      const unmapped = new Map<string, string>();
+      for (const e of call.modules) {
+        const m = byModule.get(e.name)!;
+        const t = result.values.get(e.name);
+        if (!t) {
+          // where the export has no tensor for it, the harness's reason (as the ONNX path gives it)
+          unmapped.set(e.name, m.how === "none" ? m.why : `the port: ${result.missing.get(e.name) ?? "not returned"}`);
+          continue;
+        }
+        const full = toF32(t).data;
+        const at = refs.positions(e);
+        values.set(e.name, at ? Float32Array.from(at, (p) => full[p]) : Float32Array.from(full));
+        how.set(e.name, m.how === "none" ? "module" : m.how);
+      }
+      out.push({ values, how, unmapped, timeMs: Number(process.hrtime.bigint() - c0) / 1e6 + (out.length === 0 ? Number(c0 - t0) / 1e6 : 0) });
+    }
+  } finally {
+    await session?.release();
   }
   return { scopeNamed, calls: out };
 }
@@ -443,6 +496,7 @@ export async function runLocalize(opts: LocalizeOptions): Promise<LocalizeReport
   const calls: CallLocalization[] = [];
   const log = opts.log ?? (() => {});
   const againstCache = new Map<ComponentKind, Sampled>();
+  const notCovered: { model: string; component: ComponentKind; why: string }[] = [];
   for (const model of opts.models) {
     for (const component of COMPONENTS) {
       const these = refs.manifest.calls.filter((c) => c.component === component);
@@ -455,6 +509,13 @@ export async function runLocalize(opts: LocalizeOptions): Promise<LocalizeReport
       }
       let results: CallLocalization[];
       try {
+        // a runtime that computes module outputs itself (a port) may not offer them: a gap, not an error
+        const why = await opts.runtime?.modulesNotCovered?.(path.join(model.dir, PART_DIR[component], "model.onnx"));
+        if (why) {
+          notCovered.push({ model: model.label, component, why });
+          log(`LOCALIZE ${model.label} ${component}: not covered by ${opts.runtime!.name === "port" ? "this port" : `runtime ${opts.runtime!.name}`}: ${why}`);
+          continue;
+        }
         // B's tensors once per component, reused for every --model
         if (opts.against && !againstCache.has(component)) againstCache.set(component, await sampleModules(opts.against, component, these, refs, opts.threads ?? 0, opts.runtime));
         results = await localizeComponent(model, component, these, refs, opts, limits, againstCache.get(component) ?? null);
@@ -476,6 +537,7 @@ export async function runLocalize(opts: LocalizeOptions): Promise<LocalizeReport
     floor: FLOOR,
     ...(opts.against ? { against: { label: opts.against.label, dir: opts.against.dir } } : {}),
     calls,
+    ...(notCovered.length ? { notCovered } : {}),
     timeMs: Date.now() - t0,
   };
 }

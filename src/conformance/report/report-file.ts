@@ -262,7 +262,7 @@ function modelInfo(v: unknown, field: string): void {
   optional(o.corrections, `${field}.corrections`, arr)?.forEach((x, j) => str(x, `${field}.corrections[${j}]`));
 }
 
-const NAMINGS = ["scope", "parameter"] as const;
+const NAMINGS = ["scope", "parameter", "module"] as const;
 
 function moduleDrift(v: unknown, field: string): void {
   const m = obj(v, field);
