@@ -120,7 +120,7 @@ def export_folder(src: Path, dst: Path, height: int | None = None, width: int | 
 
     n_layers = text.config.num_hidden_layers
     seq = text.config.max_position_embeddings
-    ids = torch.full((1, seq), 49407, dtype=torch.int32)
+    ids = torch.full((1, seq), text.config.eos_token_id, dtype=torch.int32)  # a valid id for any vocabulary size
     _export(
         TextEncoderWrapper(text),
         (ids,),

@@ -20,3 +20,6 @@ export const USER_FIXTURES: readonly { readonly name: string; readonly model: st
     refs: path.join(ROOT, "fixtures", "references", name, "cpu"),
   })),
 ];
+
+/** shapes-sd: the trained model `generate` uses by default (scripts/train_shapes_model.py). */
+export const SHAPES = path.join(ROOT, "fixtures", "models", "shapes-sd-onnx");
