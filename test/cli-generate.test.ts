@@ -26,16 +26,16 @@ afterAll(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-test("runs with nothing but --prompt and writes out.png with its parameters (the default model, shapes-sd)", async () => {
+test("runs with nothing but --prompt and writes out.png with its parameters", async () => {
   const io = capture();
   const code = await main(["generate", "--prompt", "a lighthouse at dusk", "--steps", "4", "--seed", "42"], io);
   expect(io.stderr()).not.toMatch(/error/);
   expect(code).toBe(0);
   const buf = fs.readFileSync(path.join(tmp, "out.png"));
   const png = PNG.sync.read(buf);
-  expect([png.width, png.height]).toEqual([32, 32]);
+  expect([png.width, png.height]).toEqual([64, 64]);
   const params = readPngText(buf).parameters;
-  expect(params).toMatch(/^a lighthouse at dusk\nSteps: 4, Sampler: PLMS, CFG scale: 7.5, Seed: 42, Size: 32x32, Model: shapes-sd-onnx/);
+  expect(params).toMatch(/^a lighthouse at dusk\nSteps: 4, Sampler: PLMS, CFG scale: 7.5, Seed: 42, Size: 64x64, Model: tiny-sd-onnx/);
   // progress lines when stderr is not a terminal
   // (PNDM's 4 steps are 5 U-Net calls: its first PLMS step is taken twice)
   expect(io.stderr()).toMatch(/generate 5\/5 \(\d+\.\d+ it\/s\)/);
@@ -101,7 +101,7 @@ test("--sigmas picks the sigma schedule: written as A1111's Schedule type, said 
   const io = capture();
   expect(await main(["generate", "--prompt", "x", "--scheduler", "euler", "--sigmas", "exponential", "--steps", "3", "--seed", "4", "--out", "exp.png"], io)).toBe(0);
   expect(readPngText(fs.readFileSync(path.join(tmp, "exp.png"))).parameters).toContain("Sampler: Euler, Schedule type: Exponential, CFG scale");
-  expect(io.stderr()).toContain("3 steps, euler (exponential sigmas), 32x32");
+  expect(io.stderr()).toContain("3 steps, euler (exponential sigmas), 64x64");
   // dpm++2m on Karras sigmas is the dpm++2m-karras choice, named as A1111 names it
   expect(await main(["generate", "--prompt", "x", "--scheduler", "dpm++2m", "--sigmas", "karras", "--steps", "2", "--seed", "4", "--out", "k.png"], capture())).toBe(0);
   expect(readPngText(fs.readFileSync(path.join(tmp, "k.png"))).parameters).toContain("Sampler: DPM++ 2M Karras, CFG scale");

@@ -36,7 +36,7 @@ const cases: CliCase[] = [
       fs.mkdirSync(path.join(dir, "out"));
     },
     exit: 0,
-    stderr: /^seed 1, 2 steps, pndm, 32x32$/, // the default model, shapes-sd
+    stderr: /^seed 1, 2 steps, pndm, 64x64$/,
     check: (dir) => {
       expectEmpty(dir);
       expect(fs.readdirSync(path.join(dir, "out"))).toEqual(["o.png"]);

@@ -60,7 +60,6 @@ describe("the packed tarball", () => {
       "fixtures/models/tiny-sd-onnx/model_index.json", "fixtures/models/tiny-sd-onnx/scheduler/scheduler_config.json",
       "fixtures/models/tiny-sd-onnx/tokenizer/vocab.json", "fixtures/models/tiny-sd-onnx/tokenizer/merges.txt",
       "fixtures/models/tiny-sd-onnx/unet/model.onnx", "fixtures/references/tiny-sd/cpu/manifest.json",
-      "fixtures/models/shapes-sd-onnx/unet/model.onnx", "fixtures/models/shapes-sd-onnx/tokenizer/vocab.json",
     ]) expect(files).toContain(f);
     expect(files.filter((f) => /^(test|scripts|bench|src)\//.test(f) || /^dist\/bench\//.test(f) || f.endsWith(".map"))).toEqual([]);
   });

@@ -14,13 +14,13 @@ import {
 import { CliIO, progress } from "../io";
 import { asTyped, intFlag, numFlag, seedFlag, threadsFlag, THREADS_HELP, runtimeFromFlags, RUNTIME_HELP, PORT_HELP, PORT_TIMEOUT_HELP } from "../parse";
 import { DEFAULT_RUNTIME } from "../../runtime/index";
-import { DEFAULT_GENERATE_MODEL, VERSION } from "../defaults";
+import { DEFAULT_MODEL, VERSION } from "../defaults";
 
 export function generateParser(argv: string[]) {
   return yargs(argv)
     .scriptName("sd-harness generate")
     .usage("$0 --prompt TEXT [options]\n\nGenerate images with an SD 1.x ONNX model folder (txt2img, img2img with --init-image, inpainting with --mask).")
-    .option("model", { type: "string", default: DEFAULT_GENERATE_MODEL, describe: "SD 1.x ONNX model folder (optimum layout); the default, shapes-sd, draws prompts like \"a red circle on a blue background, left\"" })
+    .option("model", { type: "string", default: DEFAULT_MODEL, describe: "SD 1.x ONNX model folder (optimum layout)" })
     .option("prompt", { type: "string", demandOption: true, describe: "what to draw" })
     .option("negative-prompt", { type: "string", describe: "what to steer away from" })
     .option("steps", { type: "number", default: 20, describe: "denoising steps" })
