@@ -9,7 +9,10 @@ export default tseslint.config(
   ...tseslint.configs.recommended,
   {
     rules: {
-      "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_", caughtErrors: "none", ignoreRestSiblings: true }],
+      "@typescript-eslint/no-unused-vars": [
+        "error",
+        { argsIgnorePattern: "^_", varsIgnorePattern: "^_", caughtErrors: "none", ignoreRestSiblings: true },
+      ],
     },
   },
   { files: ["test/**/*.ts"], rules: { "@typescript-eslint/no-require-imports": "off" } },
@@ -37,7 +40,17 @@ export default tseslint.config(
     files: ["src/**/*.ts"],
     ignores: ["src/cli/**"],
     rules: {
-      "no-restricted-imports": ["error", { patterns: [{ group: ["**/cli", "**/cli/*", "**/cli/**"], message: "src/cli/ is the top room: the library may not import it (ARCHITECTURE.md, the arrows)" }] }],
+      "no-restricted-imports": [
+        "error",
+        {
+          patterns: [
+            {
+              group: ["**/cli", "**/cli/*", "**/cli/**"],
+              message: "src/cli/ is the top room: the library may not import it (ARCHITECTURE.md, the arrows)",
+            },
+          ],
+        },
+      ],
     },
   },
   {

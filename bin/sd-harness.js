@@ -17,7 +17,8 @@ function missingModuleLine(e) {
     if (/dist[\\/]cli[\\/]main/.test(spec)) return "not built yet; run `npm run build` in the sd-harness checkout first";
     // a module of the build itself missing: a build interrupted or from another version
     const from = (e.requireStack || [])[0];
-    if (from && /[\\/]dist[\\/]/.test(from)) return `the build is incomplete (${spec} is missing, required by ${path.basename(from)}); run \`npm run build\` in the sd-harness checkout`;
+    if (from && /[\\/]dist[\\/]/.test(from))
+      return `the build is incomplete (${spec} is missing, required by ${path.basename(from)}); run \`npm run build\` in the sd-harness checkout`;
     return null;
   }
   const parts = spec.split("/");
@@ -36,4 +37,6 @@ try {
   }
   throw e;
 }
-cli.main(process.argv.slice(2)).then((code) => { process.exitCode = code; });
+cli.main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+});

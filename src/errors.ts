@@ -71,7 +71,10 @@ export class InvalidParameter extends HarnessError {
   readonly parameter: string;
   readonly parts: readonly (string | ParameterMention)[];
   constructor(parameter: string, parts: readonly (string | ParameterMention)[]) {
-    super(InvalidParameter.render(parts, (p) => p), ExitCode.usage);
+    super(
+      InvalidParameter.render(parts, (p) => p),
+      ExitCode.usage,
+    );
     this.name = "InvalidParameter";
     this.parameter = parameter;
     this.parts = parts;
@@ -160,11 +163,16 @@ export function systemErrorToHarness(e: unknown, env: Readonly<Record<string, st
   const known = typeof code === "string" && (/^E[A-Z0-9]+$/.test(code) || code in ERRNO_WORDS);
   if (!known || (typeof err.syscall !== "string" && err.path === undefined)) return null;
   const words = ERRNO_WORDS[code as string] ?? (err.message.replace(/^E[A-Z0-9]+:\s*/, "").split(",")[0] || code);
-  const where = err.path !== undefined
-    ? `${err.path}${err.dest !== undefined ? ` -> ${err.dest}` : ""}`
-    // a write through a descriptor names no file; where space runs out first is usually TMPDIR
-    : `${err.syscall ?? "a system call"}${code === "ENOSPC" || code === "EDQUOT" ? ` (the output folder or TMPDIR ${env.TMPDIR || "/tmp"})` : ""}`;
-  return new HarnessError(oneLine(`${where}: ${words} (${code})`, 500), OUTPUT_ERRNOS.has(code as string) ? ExitCode.output : ExitCode.usage, { cause: e });
+  const where =
+    err.path !== undefined
+      ? `${err.path}${err.dest !== undefined ? ` -> ${err.dest}` : ""}`
+      : // a write through a descriptor names no file; where space runs out first is usually TMPDIR
+        `${err.syscall ?? "a system call"}${code === "ENOSPC" || code === "EDQUOT" ? ` (the output folder or TMPDIR ${env.TMPDIR || "/tmp"})` : ""}`;
+  return new HarnessError(
+    oneLine(`${where}: ${words} (${code})`, 500),
+    OUTPUT_ERRNOS.has(code as string) ? ExitCode.output : ExitCode.usage,
+    { cause: e },
+  );
 }
 
 /**
@@ -178,5 +186,9 @@ export function missingPackageToHarness(e: unknown): HarnessError | null {
   if (!m || m[1].startsWith(".") || m[1].startsWith("/")) return null;
   const parts = m[1].split("/");
   const pkg = m[1].startsWith("@") ? parts.slice(0, 2).join("/") : parts[0];
-  return new HarnessError(`the dependency ${pkg} is not installed (node_modules/${pkg} is missing); run \`npm ci\` in the sd-harness checkout, or reinstall sd-harness`, ExitCode.usage, { cause: e });
+  return new HarnessError(
+    `the dependency ${pkg} is not installed (node_modules/${pkg} is missing); run \`npm ci\` in the sd-harness checkout, or reinstall sd-harness`,
+    ExitCode.usage,
+    { cause: e },
+  );
 }

@@ -46,16 +46,26 @@ function table(title: string, scored: readonly Scored[]): string {
     const mark = (k: "colour" | "background" | "shape" | "position") => (s[k] === p[k] ? s[k] : `${s[k]}(want ${p[k]})`);
     return `${String(i).padStart(2)} ${p.prompt.padEnd(50)} ${mark("colour")} ${mark("shape")} ${mark("background")} ${mark("position")} fill=${s.fill.toFixed(2)} top=${s.top.toFixed(2)}`;
   });
-  return `${title}: ${Object.entries(acc).map(([k, v]) => `${k} ${(100 * v).toFixed(0)} %`).join(", ")}\n${rows.join("\n")}`;
+  return `${title}: ${Object.entries(acc)
+    .map(([k, v]) => `${k} ${(100 * v).toFixed(0)} %`)
+    .join(", ")}\n${rows.join("\n")}`;
 }
 
 test("the scorer reads the training drawings right (sizes 10 and 14 px, jitter at its extremes)", () => {
   for (const side of [10, 14]) {
-    for (const [dx, dy] of [[-1.5, -1.5], [1.5, 1.5], [1.5, -1.5]]) {
+    for (const [dx, dy] of [
+      [-1.5, -1.5],
+      [1.5, 1.5],
+      [1.5, -1.5],
+    ]) {
       const wrong = prompts.flatMap((p) => {
         const s = scoreImage(drawShape(spec, p, side, dx, dy), spec);
         const bad = ATTRIBUTES.filter((a) => s[a] !== p[a]);
-        return bad.length > 0 ? [`${p.prompt} side ${side} (${dx}, ${dy}): ${bad.map((a) => `${a} ${s[a]}`).join(", ")} fill ${s.fill.toFixed(3)} top ${s.top.toFixed(3)}`] : [];
+        return bad.length > 0
+          ? [
+              `${p.prompt} side ${side} (${dx}, ${dy}): ${bad.map((a) => `${a} ${s[a]}`).join(", ")} fill ${s.fill.toFixed(3)} top ${s.top.toFixed(3)}`,
+            ]
+          : [];
       });
       expect(wrong).toEqual([]);
     }
@@ -66,7 +76,8 @@ test("held-out prompts: colour, background, shape and position as asked", async 
   const scored = await sample((p) => p.prompt);
   const acc = accuracy(prompts, scored);
   console.log(table("shapes-sd, held-out prompts", scored));
-  for (const [k, floor] of Object.entries(FLOORS)) expect({ [k]: acc[k as keyof typeof acc] >= floor ? "met" : acc[k as keyof typeof acc] }).toEqual({ [k]: "met" });
+  for (const [k, floor] of Object.entries(FLOORS))
+    expect({ [k]: acc[k as keyof typeof acc] >= floor ? "met" : acc[k as keyof typeof acc] }).toEqual({ [k]: "met" });
 }, 120_000);
 
 test("control: the same seeds without the prompt (what a pipeline that loses the text scores) miss every floor", async () => {

@@ -12,7 +12,16 @@ import { tempDir } from "./helpers/tmp";
 function reportWith(dir: string, results: [string, string, Status][]): Report {
   return {
     models: [{ label: "m", dir, hashes: {} }],
-    results: results.map(([id, stage, status]) => ({ id, stage, model: "m", status, metrics: {}, checks: [], tolerance: { profile: "fp32", source: "test" }, timeMs: 0 })),
+    results: results.map(([id, stage, status]) => ({
+      id,
+      stage,
+      model: "m",
+      status,
+      metrics: {},
+      checks: [],
+      tolerance: { profile: "fp32", source: "test" },
+      timeMs: 0,
+    })),
   } as unknown as Report;
 }
 
@@ -31,7 +40,13 @@ describe("advice after a failing run", () => {
   });
 
   test("names the components of the failing stages only", () => {
-    const lines = adviceFor(reportWith(TINY, [["vae_roundtrip:64x64", "vae_roundtrip", "fail"], ["unet:x", "unet", "pass"], ["text_encoder:a", "text_encoder", "fail"]]));
+    const lines = adviceFor(
+      reportWith(TINY, [
+        ["vae_roundtrip:64x64", "vae_roundtrip", "fail"],
+        ["unet:x", "unet", "pass"],
+        ["text_encoder:a", "text_encoder", "fail"],
+      ]),
+    );
     expect(lines).toHaveLength(2);
     expect(lines[0]).toMatch(/^m: vae_decoder has 30 GroupNorms exported as InstanceNormalization.*scripts\/optimize\.py/);
     expect(lines[1]).toMatch(/^m: vae_encoder has 22 GroupNorms/);

@@ -30,18 +30,52 @@ let code: number;
 
 beforeAll(async () => {
   const out = path.join(tmp, "r");
-  code = await main(["conformance", "--model", `${TINY}=self`, "--model", `${INT8}=int8`, "--against", `${TINY}=fp32`, "--profile", "fp16",
-    "--only", "unet:txt2img-pndm-64x64-step00", "--only", "unet:txt2img-pndm-64x64-free", "--only", "vae_decode:64x64", "--only", "text_encoder:astronaut",
-    "--only", "end_to_end:img2img-euler-a-batch2-strength0.7", "--only", "end_to_end:inpaint-pndm-64x64", "--only", "rng:seed42-3",
-    "--inpaint-model", path.join(ROOT, "fixtures", "models", "tiny-sd-inpaint-onnx"),
-    "--threads", "1", "--quiet", "--out", out], io);
+  code = await main(
+    [
+      "conformance",
+      "--model",
+      `${TINY}=self`,
+      "--model",
+      `${INT8}=int8`,
+      "--against",
+      `${TINY}=fp32`,
+      "--profile",
+      "fp16",
+      "--only",
+      "unet:txt2img-pndm-64x64-step00",
+      "--only",
+      "unet:txt2img-pndm-64x64-free",
+      "--only",
+      "vae_decode:64x64",
+      "--only",
+      "text_encoder:astronaut",
+      "--only",
+      "end_to_end:img2img-euler-a-batch2-strength0.7",
+      "--only",
+      "end_to_end:inpaint-pndm-64x64",
+      "--only",
+      "rng:seed42-3",
+      "--inpaint-model",
+      path.join(ROOT, "fixtures", "models", "tiny-sd-inpaint-onnx"),
+      "--threads",
+      "1",
+      "--quiet",
+      "--out",
+      out,
+    ],
+    io,
+  );
   report = parseReportJson(fs.readFileSync(path.join(out, "report.json"), "utf8"));
 });
 
 test("a model against itself is identical in every compared tensor", () => {
   const self = report.results.filter((r) => r.model === "self" && r.status !== "skip");
   expect(self.map((r) => r.id).sort()).toEqual([
-    "end_to_end:img2img-euler-a-batch2-strength0.7", "text_encoder:astronaut", "unet:txt2img-pndm-64x64-free", "unet:txt2img-pndm-64x64-step00", "vae_decode:64x64",
+    "end_to_end:img2img-euler-a-batch2-strength0.7",
+    "text_encoder:astronaut",
+    "unet:txt2img-pndm-64x64-free",
+    "unet:txt2img-pndm-64x64-step00",
+    "vae_decode:64x64",
   ]);
   for (const r of self) {
     expect(r.status).toBe("pass");
@@ -84,8 +118,14 @@ test("--localize --against: module by module between two ports, the perturbed co
   const broken = copyModel(TINY, tmp, "broken");
   scaleInitializers(path.join(broken, "unet", "model.onnx"), (n) => n === "model.down_blocks.1.resnets.0.conv1.weight", 1.05, 64);
   const r = await runLocalize({
-    models: [{ label: "self", dir: TINY }, { label: "broken", dir: broken }], against: { label: "fp32", dir: TINY },
-    moduleReferences: MODULES, profile: "fp32", threads: 1,
+    models: [
+      { label: "self", dir: TINY },
+      { label: "broken", dir: broken },
+    ],
+    against: { label: "fp32", dir: TINY },
+    moduleReferences: MODULES,
+    profile: "fp32",
+    threads: 1,
   });
   expect(r.against?.label).toBe("fp32");
   for (const c of r.calls) {
@@ -103,8 +143,29 @@ test("--against on a set with a float64 floor: the fp32 profile judges excess ov
   const broken = copyModel(TINY, tmp, "broken-floor");
   scaleInitializers(path.join(broken, "unet", "model.onnx"), (n) => n === "model.down_blocks.1.resnets.0.conv1.weight", 1.05, 64);
   const out = path.join(tmp, "floor");
-  const c = await main(["conformance", "--model", `${TINY}=self`, "--model", `${broken}=broken`, "--against", `${TINY}=fp32`, "--profile", "fp32",
-    "--only", "unet:txt2img-pndm-64x64-step00", "--only", "text_encoder:astronaut", "--threads", "1", "--quiet", "--out", out], io);
+  const c = await main(
+    [
+      "conformance",
+      "--model",
+      `${TINY}=self`,
+      "--model",
+      `${broken}=broken`,
+      "--against",
+      `${TINY}=fp32`,
+      "--profile",
+      "fp32",
+      "--only",
+      "unet:txt2img-pndm-64x64-step00",
+      "--only",
+      "text_encoder:astronaut",
+      "--threads",
+      "1",
+      "--quiet",
+      "--out",
+      out,
+    ],
+    io,
+  );
   expect(c).toBe(1);
   const r = parseReportJson(fs.readFileSync(path.join(out, "report.json"), "utf8"));
   for (const x of r.results) {
@@ -133,7 +194,23 @@ test("with a floor, --against fails what the run against PyTorch fails: the VAE 
   scaleValue(path.join(broken, "vae_decoder", "model.onnx"), "model.decoder.up_blocks.0.resnets.0.conv1.weight", 0, 1.01);
   const only = ["--only", "vae_decode:64x64", "--only", "vae_roundtrip:64x64", "--only", "vae_encode:64x64"];
   const verdicts = async (extra: string[], out: string) => {
-    await main(["conformance", "--model", `${broken}=broken`, ...extra, "--profile", "fp32", ...only, "--threads", "1", "--quiet", "--out", path.join(tmp, out)], io);
+    await main(
+      [
+        "conformance",
+        "--model",
+        `${broken}=broken`,
+        ...extra,
+        "--profile",
+        "fp32",
+        ...only,
+        "--threads",
+        "1",
+        "--quiet",
+        "--out",
+        path.join(tmp, out),
+      ],
+      io,
+    );
     const r = parseReportJson(fs.readFileSync(path.join(tmp, out, "report.json"), "utf8"));
     return Object.fromEntries(r.results.map((x) => [x.id, x.status]));
   };

@@ -24,7 +24,11 @@ const TOLERANCES = path.join(ROOT, "conformance", "tolerances.json");
 beforeAll(() => {
   ensureBuilt();
   for (const [i, dir] of [SHARD1, SHARD2].entries()) {
-    execFileSync(process.execPath, [BIN, "conformance", "--only", "vae_decode:*", "--shard", `${i + 1}/2`, "--out", dir, "--quiet", "--threads", "1"], { stdio: "pipe" });
+    execFileSync(
+      process.execPath,
+      [BIN, "conformance", "--only", "vae_decode:*", "--shard", `${i + 1}/2`, "--out", dir, "--quiet", "--threads", "1"],
+      { stdio: "pipe" },
+    );
   }
 }, 180_000);
 
@@ -75,7 +79,9 @@ function tolerancesWith(edit: (t: Json) => void): (dir: string) => void {
 
 const SECRET = "SECRET-beside-the-shard";
 /** how many vae_decode cases the bundled set holds (the shards split them) */
-const VAE_DECODE_CASES = (JSON.parse(fs.readFileSync(path.join(REFS, "manifest.json"), "utf8")).cases as Json[]).filter((c) => c.stage === "vae_decode").length;
+const VAE_DECODE_CASES = (JSON.parse(fs.readFileSync(path.join(REFS, "manifest.json"), "utf8")).cases as Json[]).filter(
+  (c) => c.stage === "vae_decode",
+).length;
 const merge = (...inputs: string[]) => ["report", "merge", "--out", "{dir}/merged", ...inputs];
 const conformance = (...extra: string[]) => ["conformance", "--only", "vae_decode:64x64", "--quiet", "--threads", "1", ...extra];
 
@@ -84,7 +90,9 @@ const cases: CliCase[] = [
   {
     name: "merge: an asset path with ../ is refused, naming the file and field",
     setup: (dir) => {
-      editedShard(SHARD1, path.join(dir, "s"), (r) => { imaged(r).images[0].refPng = "../secret.txt"; });
+      editedShard(SHARD1, path.join(dir, "s"), (r) => {
+        imaged(r).images[0].refPng = "../secret.txt";
+      });
       fs.writeFileSync(path.join(dir, "secret.txt"), SECRET);
     },
     args: merge("{dir}/s"),
@@ -95,7 +103,10 @@ const cases: CliCase[] = [
   },
   {
     name: "merge: an absolute asset path is refused",
-    setup: (dir) => editedShard(SHARD1, path.join(dir, "s"), (r) => { imaged(r).images[0].oursPng = "/etc/hostname"; }),
+    setup: (dir) =>
+      editedShard(SHARD1, path.join(dir, "s"), (r) => {
+        imaged(r).images[0].oursPng = "/etc/hostname";
+      }),
     args: merge("{dir}/s"),
     exit: 2,
     stderr: /report\.json: .*results\[\d+\]\.images\[0\]\.oursPng "\/etc\/hostname" is an absolute path/,
@@ -103,7 +114,10 @@ const cases: CliCase[] = [
   },
   {
     name: "merge: an asset path outside assets/ is refused",
-    setup: (dir) => editedShard(SHARD1, path.join(dir, "s"), (r) => { imaged(r).images[0].diffPng = "report.json"; }),
+    setup: (dir) =>
+      editedShard(SHARD1, path.join(dir, "s"), (r) => {
+        imaged(r).images[0].diffPng = "report.json";
+      }),
     args: merge("{dir}/s"),
     exit: 2,
     stderr: /results\[\d+\]\.images\[0\]\.diffPng "report\.json" is not under assets\//,
@@ -210,7 +224,10 @@ const cases: CliCase[] = [
   },
   {
     name: "merge: a result whose status is markup is refused",
-    setup: (dir) => editedShard(SHARD1, path.join(dir, "s"), (r) => { r.results[0].status = '"><script>alert(1)</script>'; }),
+    setup: (dir) =>
+      editedShard(SHARD1, path.join(dir, "s"), (r) => {
+        r.results[0].status = '"><script>alert(1)</script>';
+      }),
     args: merge("{dir}/s"),
     exit: 2,
     stderr: /results\[0\]\.status is not one of pass, fail/,
@@ -218,7 +235,10 @@ const cases: CliCase[] = [
   },
   {
     name: "merge: a metric that is a string of markup is refused",
-    setup: (dir) => editedShard(SHARD1, path.join(dir, "s"), (r) => { imaged(r).images[0].width = "<img src=x onerror=alert(1)>"; }),
+    setup: (dir) =>
+      editedShard(SHARD1, path.join(dir, "s"), (r) => {
+        imaged(r).images[0].width = "<img src=x onerror=alert(1)>";
+      }),
     args: merge("{dir}/s"),
     exit: 2,
     stderr: /results\[\d+\]\.images\[0\]\.width is missing or not a number/,
@@ -234,7 +254,9 @@ const cases: CliCase[] = [
   },
   {
     name: "merge: a FIFO named as a report is refused without reading it",
-    setup: (dir) => { execFileSync("mkfifo", [path.join(dir, "fifo.json")]); },
+    setup: (dir) => {
+      execFileSync("mkfifo", [path.join(dir, "fifo.json")]);
+    },
     args: merge("{dir}/fifo.json"),
     exit: 2,
     stderr: /fifo\.json: not a regular file/,
@@ -251,15 +273,22 @@ const cases: CliCase[] = [
   // --- report merge: shards that do not belong together --------------------------------------------
   {
     name: "merge: shards of different models (same label) are refused",
-    setup: (dir) => editedShard(SHARD2, path.join(dir, "s2"), (r) => { r.models[0].hashes["unet/model.onnx"] = "0".repeat(64); }),
+    setup: (dir) =>
+      editedShard(SHARD2, path.join(dir, "s2"), (r) => {
+        r.models[0].hashes["unet/model.onnx"] = "0".repeat(64);
+      }),
     args: merge(SHARD1, "{dir}/s2"),
     exit: 2,
-    stderr: /shard1\/report\.json and .*s2\/report\.json differ in models\["tiny-sd-onnx"\]\.hashes\["unet\/model\.onnx"\] \(.* vs 000000000000…\): not the same model/,
+    stderr:
+      /shard1\/report\.json and .*s2\/report\.json differ in models\["tiny-sd-onnx"\]\.hashes\["unet\/model\.onnx"\] \(.* vs 000000000000…\): not the same model/,
     absent: ["merged"],
   },
   {
     name: "merge: shards of different reference sets are refused",
-    setup: (dir) => editedShard(SHARD2, path.join(dir, "s2"), (r) => { r.references.sha256 = "f".repeat(64); }),
+    setup: (dir) =>
+      editedShard(SHARD2, path.join(dir, "s2"), (r) => {
+        r.references.sha256 = "f".repeat(64);
+      }),
     args: merge(SHARD1, "{dir}/s2"),
     exit: 2,
     stderr: /shard1\/report\.json and .*s2\/report\.json differ in references\.sha256/,
@@ -268,8 +297,12 @@ const cases: CliCase[] = [
   {
     name: "merge: shards whose reference fingerprints differ are refused",
     setup: (dir) => {
-      editedShard(SHARD1, path.join(dir, "s1"), (r) => { r.references.fingerprint = { tensors: "a" }; });
-      editedShard(SHARD2, path.join(dir, "s2"), (r) => { r.references.fingerprint = { tensors: "b" }; });
+      editedShard(SHARD1, path.join(dir, "s1"), (r) => {
+        r.references.fingerprint = { tensors: "a" };
+      });
+      editedShard(SHARD2, path.join(dir, "s2"), (r) => {
+        r.references.fingerprint = { tensors: "b" };
+      });
     },
     args: merge("{dir}/s1", "{dir}/s2"),
     exit: 2,
@@ -278,7 +311,11 @@ const cases: CliCase[] = [
   },
   {
     name: "merge: shards run with different profiles are refused",
-    setup: (dir) => editedShard(SHARD2, path.join(dir, "s2"), (r) => { r.profile = "fp16"; for (const x of r.results) x.tolerance.profile = "fp16"; }),
+    setup: (dir) =>
+      editedShard(SHARD2, path.join(dir, "s2"), (r) => {
+        r.profile = "fp16";
+        for (const x of r.results) x.tolerance.profile = "fp16";
+      }),
     args: merge(SHARD1, "{dir}/s2"),
     exit: 2,
     stderr: /differ in profile \(fp32 vs fp16\)/,
@@ -286,7 +323,10 @@ const cases: CliCase[] = [
   },
   {
     name: "merge: shards run with different tolerance files are refused",
-    setup: (dir) => editedShard(SHARD2, path.join(dir, "s2"), (r) => { r.tolerances.sha256 = "1".repeat(64); }),
+    setup: (dir) =>
+      editedShard(SHARD2, path.join(dir, "s2"), (r) => {
+        r.tolerances.sha256 = "1".repeat(64);
+      }),
     args: merge(SHARD1, "{dir}/s2"),
     exit: 2,
     stderr: /differ in tolerances\.sha256/,
@@ -294,7 +334,10 @@ const cases: CliCase[] = [
   },
   {
     name: "merge: a shard that does not record its reference set is refused",
-    setup: (dir) => editedShard(SHARD2, path.join(dir, "s2"), (r) => { delete r.references.sha256; }),
+    setup: (dir) =>
+      editedShard(SHARD2, path.join(dir, "s2"), (r) => {
+        delete r.references.sha256;
+      }),
     args: merge(SHARD1, "{dir}/s2"),
     exit: 2,
     stderr: /s2\/report\.json has no references\.sha256/,
@@ -349,7 +392,10 @@ const cases: CliCase[] = [
   },
   {
     name: "conformance: --baseline whose results have no metrics is one line, exit 2",
-    setup: (dir) => editedShard(SHARD1, path.join(dir, "b"), (r) => { for (const x of r.results) delete x.metrics; }),
+    setup: (dir) =>
+      editedShard(SHARD1, path.join(dir, "b"), (r) => {
+        for (const x of r.results) delete x.metrics;
+      }),
     args: conformance("--baseline", "{dir}/b/report.json", "--out", "{dir}/out"),
     exit: 2,
     stderr: /--baseline .*b\/report\.json: not a usable sd-harness report: results\[0\]\.metrics is missing or not an object/,
@@ -387,7 +433,9 @@ const cases: CliCase[] = [
   // --- conformance: no limit means no pass ----------------------------------------------------------
   {
     name: "conformance: a profile with no limits for a stage is refused, naming profile and stage",
-    setup: tolerancesWith((t) => { t.profiles.empty = {}; }),
+    setup: tolerancesWith((t) => {
+      t.profiles.empty = {};
+    }),
     args: conformance("--tolerances", "{dir}/tol.json", "--profile", "empty", "--out", "{dir}/out"),
     exit: 2,
     stderr: /tol\.json: profile "empty" has no limits for stage vae_decode \(case vae_decode:64x64\)/,
@@ -395,7 +443,9 @@ const cases: CliCase[] = [
   },
   {
     name: "conformance: a stage whose limits are an empty object is refused",
-    setup: tolerancesWith((t) => { t.profiles.fp32.vae_decode = {}; }),
+    setup: tolerancesWith((t) => {
+      t.profiles.fp32.vae_decode = {};
+    }),
     args: conformance("--tolerances", "{dir}/tol.json", "--out", "{dir}/out"),
     exit: 2,
     stderr: /profile "fp32" has no limits for stage vae_decode/,
@@ -403,7 +453,9 @@ const cases: CliCase[] = [
   },
   {
     name: "conformance: a limit that is not a number is refused",
-    setup: tolerancesWith((t) => { t.profiles.fp32.vae_decode = { maxAbs: "0.001" }; }),
+    setup: tolerancesWith((t) => {
+      t.profiles.fp32.vae_decode = { maxAbs: "0.001" };
+    }),
     args: conformance("--tolerances", "{dir}/tol.json", "--out", "{dir}/out"),
     exit: 2,
     stderr: /limit maxAbs for fp32\.vae_decode \(profile "fp32"\) is "0\.001", not a number/,
@@ -411,7 +463,9 @@ const cases: CliCase[] = [
   },
   {
     name: "conformance: limits that name no metric of the case are an error, not a pass",
-    setup: tolerancesWith((t) => { t.profiles.fp32.vae_decode = { noSuchMetric: 1 }; }),
+    setup: tolerancesWith((t) => {
+      t.profiles.fp32.vae_decode = { noSuchMetric: 1 };
+    }),
     args: conformance("--tolerances", "{dir}/tol.json", "--out", "{dir}/out"),
     exit: 1,
     stderr: /^ERROR: 0 pass, 0 fail, 0 xfail, 0 xpass, 1 error/,
@@ -426,7 +480,10 @@ const cases: CliCase[] = [
   // --- conformance: manifests are untrusted -----------------------------------------------------------
   {
     name: "manifest: a case id with ../ is refused, naming the manifest",
-    setup: (dir) => editedRefs(path.join(dir, "refs"), (m) => { firstCase(m, "vae_decode:64x64").id = "vae_decode:../../../escape"; }),
+    setup: (dir) =>
+      editedRefs(path.join(dir, "refs"), (m) => {
+        firstCase(m, "vae_decode:64x64").id = "vae_decode:../../../escape";
+      }),
     args: ["conformance", "--references", "{dir}/refs", "--only", "vae_decode:*", "--out", "{dir}/out"],
     exit: 2,
     stderr: /refs\/manifest\.json: cases\[\d+\]\.id "vae_decode:\.\.\/\.\.\/\.\.\/escape" is not a case id/,
@@ -434,14 +491,20 @@ const cases: CliCase[] = [
   },
   {
     name: "manifest: a case id with markup is refused",
-    setup: (dir) => editedRefs(path.join(dir, "refs"), (m) => { firstCase(m, "vae_decode:64x64").id = "vae_decode:<img src=x onerror=alert(1)>"; }),
+    setup: (dir) =>
+      editedRefs(path.join(dir, "refs"), (m) => {
+        firstCase(m, "vae_decode:64x64").id = "vae_decode:<img src=x onerror=alert(1)>";
+      }),
     args: ["conformance", "--references", "{dir}/refs", "--list"],
     exit: 2,
     stderr: /manifest\.json: cases\[\d+\]\.id "vae_decode:<img src=x onerror=alert\(1\)>" is not a case id/,
   },
   {
     name: "manifest: a case id with terminal escapes never reaches the terminal raw",
-    setup: (dir) => editedRefs(path.join(dir, "refs"), (m) => { firstCase(m, "vae_decode:64x64").id = "vae_decode:x\u001b]0;pwned\u0007\u001b[2J\nFAKE"; }),
+    setup: (dir) =>
+      editedRefs(path.join(dir, "refs"), (m) => {
+        firstCase(m, "vae_decode:64x64").id = "vae_decode:x\u001b]0;pwned\u0007\u001b[2J\nFAKE";
+      }),
     args: ["conformance", "--references", "{dir}/refs", "--list"],
     exit: 2,
     stderr: /cases\[\d+\]\.id "vae_decode:x\\\\x1b\]0;pwned\\\\x07\\\\x1b\[2J\\\\x0aFAKE" is not a case id/,
@@ -449,28 +512,40 @@ const cases: CliCase[] = [
   },
   {
     name: "manifest: a stage that does not match the id is refused",
-    setup: (dir) => editedRefs(path.join(dir, "refs"), (m) => { firstCase(m, "vae_decode:64x64").stage = "unet"; }),
+    setup: (dir) =>
+      editedRefs(path.join(dir, "refs"), (m) => {
+        firstCase(m, "vae_decode:64x64").stage = "unet";
+      }),
     args: ["conformance", "--references", "{dir}/refs", "--list"],
     exit: 2,
     stderr: /cases\[\d+\]\.stage "unet" does not match its id vae_decode:64x64/,
   },
   {
     name: "manifest: a case file with ../ is refused",
-    setup: (dir) => editedRefs(path.join(dir, "refs"), (m) => { firstCase(m, "vae_decode:64x64").file = "../../etc/passwd"; }),
+    setup: (dir) =>
+      editedRefs(path.join(dir, "refs"), (m) => {
+        firstCase(m, "vae_decode:64x64").file = "../../etc/passwd";
+      }),
     args: ["conformance", "--references", "{dir}/refs", "--list"],
     exit: 2,
     stderr: /case vae_decode:64x64 points outside the set or at an odd name \("\.\.\/\.\.\/etc\/passwd"\)/,
   },
   {
     name: "manifest: an absolute case file is refused",
-    setup: (dir) => editedRefs(path.join(dir, "refs"), (m) => { firstCase(m, "vae_decode:64x64").file = "/etc/hostname"; }),
+    setup: (dir) =>
+      editedRefs(path.join(dir, "refs"), (m) => {
+        firstCase(m, "vae_decode:64x64").file = "/etc/hostname";
+      }),
     args: ["conformance", "--references", "{dir}/refs", "--list"],
     exit: 2,
     stderr: /case vae_decode:64x64 points outside the set/,
   },
   {
     name: "manifest: a case listed twice is refused",
-    setup: (dir) => editedRefs(path.join(dir, "refs"), (m) => { m.cases.push({ ...firstCase(m, "vae_decode:64x64") }); }),
+    setup: (dir) =>
+      editedRefs(path.join(dir, "refs"), (m) => {
+        m.cases.push({ ...firstCase(m, "vae_decode:64x64") });
+      }),
     args: ["conformance", "--references", "{dir}/refs", "--list"],
     exit: 2,
     stderr: /case vae_decode:64x64 appears twice/,
@@ -479,7 +554,9 @@ const cases: CliCase[] = [
     name: "manifest: a case file that is a symlink out of the set is an error for that case, never read",
     setup: (dir) => {
       const refs = path.join(dir, "refs");
-      editedRefs(refs, (m) => { firstCase(m, "vae_decode:64x64").file = "outside.safetensors"; });
+      editedRefs(refs, (m) => {
+        firstCase(m, "vae_decode:64x64").file = "outside.safetensors";
+      });
       fs.copyFileSync(path.join(REFS, "vae_decode", "64x64.safetensors"), path.join(dir, "real.safetensors"));
       fs.symlinkSync(path.join(dir, "real.safetensors"), path.join(refs, "outside.safetensors"));
     },
@@ -512,7 +589,17 @@ test("SIGTERM mid-run: no asset PNG and no report under a final name, no folder 
   const dir = fs.mkdtempSync(path.join(work, "sigterm-"));
   const out = path.join(dir, "out");
   // cases run in id order and end_to_end (with pictures) come first: the cue is the first finished case
-  const r = await runCli({ name: "sigterm", args: ["conformance", "--only", "end_to_end:*", "--out", out, "--threads", "1"], exit: 130, stderr: /./, signal: { name: "SIGTERM", when: /^(PASS|FAIL|ERROR)\s/m }, timeoutMs: 120_000 }, dir);
+  const r = await runCli(
+    {
+      name: "sigterm",
+      args: ["conformance", "--only", "end_to_end:*", "--out", out, "--threads", "1"],
+      exit: 130,
+      stderr: /./,
+      signal: { name: "SIGTERM", when: /^(PASS|FAIL|ERROR)\s/m },
+      timeoutMs: 120_000,
+    },
+    dir,
+  );
   expect(r.timedOut).toBe(false);
   expect(r.msAfterSignal).toBeGreaterThan(0);
   // 130 today; 143 (128 + SIGTERM) where SIGTERM gets its own status

@@ -29,10 +29,7 @@ interface Fixture {
   unet: UnetConfig;
 }
 
-const FIXTURES: Fixture[] = [
-  { name: "tiny-sd-onnx", model: TINY, refs: REFS },
-  ...USER_FIXTURES,
-].map((f) => ({
+const FIXTURES: Fixture[] = [{ name: "tiny-sd-onnx", model: TINY, refs: REFS }, ...USER_FIXTURES].map((f) => ({
   name: f.name,
   set: ReferenceSet.open(f.refs),
   unet: JSON.parse(fs.readFileSync(path.join(f.model, "unet", "config.json"), "utf8")) as UnetConfig,
@@ -65,10 +62,13 @@ const fractional = (m: Meta) => {
 test("one fixture reaches every U-Net block with >= 4 x 4 tokens, 8-wide heads and a 32-wide cross-attention", () => {
   const seen = FIXTURES.map((f) => {
     const unetCases = f.set.cases.filter((c) => c.stage === "unet" && c.tensors?.sample);
-    const maxMid = Math.max(0, ...unetCases.map((c) => {
-      const [, , h, w] = c.tensors!.sample[1] as number[];
-      return midTokens(f.unet, h, w);
-    }));
+    const maxMid = Math.max(
+      0,
+      ...unetCases.map((c) => {
+        const [, , h, w] = c.tensors!.sample[1] as number[];
+        return midTokens(f.unet, h, w);
+      }),
+    );
     return { name: f.name, maxMid, minHead: Math.min(...headWidths(f.unet)), cross: f.unet.cross_attention_dim };
   });
   const clean = seen.filter((s) => s.maxMid >= 16 && s.minHead >= 8 && s.cross >= 32);

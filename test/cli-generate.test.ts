@@ -15,7 +15,17 @@ import { SCHEDULER_NAMES } from "../src/schedulers";
 function capture(): CliIO & { stdout: () => string; stderr: () => string } {
   let out = "";
   let err = "";
-  return { out: (t) => { out += t; }, err: (t) => { err += t; }, isTTY: false, stdout: () => out, stderr: () => err };
+  return {
+    out: (t) => {
+      out += t;
+    },
+    err: (t) => {
+      err += t;
+    },
+    isTTY: false,
+    stdout: () => out,
+    stderr: () => err,
+  };
 }
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sdh-gen-"));
@@ -50,8 +60,30 @@ test("refuses to overwrite an existing file unless told to", async () => {
 
 test("batch, non-square size, negative prompt and a unicode prompt (iTXt)", async () => {
   const io = capture();
-  const code = await main(["generate", "--prompt", "東京の夜景 🌃", "--negative-prompt", "blurry", "--batch", "2", "--width", "128", "--height", "64",
-    "--scheduler", "euler-a", "--steps", "3", "--seed", "7", "--out", "b.png"], io);
+  const code = await main(
+    [
+      "generate",
+      "--prompt",
+      "東京の夜景 🌃",
+      "--negative-prompt",
+      "blurry",
+      "--batch",
+      "2",
+      "--width",
+      "128",
+      "--height",
+      "64",
+      "--scheduler",
+      "euler-a",
+      "--steps",
+      "3",
+      "--seed",
+      "7",
+      "--out",
+      "b.png",
+    ],
+    io,
+  );
   expect(code).toBe(0);
   for (const f of ["b-0.png", "b-1.png"]) {
     const buf = fs.readFileSync(path.join(tmp, f));
@@ -69,11 +101,51 @@ test("img2img and inpainting from PNG files", async () => {
   writePng(path.join(tmp, "init.png"), { width: 64, height: 64, data: rgb });
   const mask = new Uint8Array(64 * 64 * 3).map((_, i) => (Math.floor(i / 3) % 64 > 32 ? 255 : 0));
   writePng(path.join(tmp, "mask.png"), { width: 64, height: 64, data: mask });
-  expect(await main(["generate", "--prompt", "a street", "--init-image", "init.png", "--strength", "0.5", "--steps", "4", "--seed", "3", "--out", "i2i.png"], capture())).toBe(0);
+  expect(
+    await main(
+      [
+        "generate",
+        "--prompt",
+        "a street",
+        "--init-image",
+        "init.png",
+        "--strength",
+        "0.5",
+        "--steps",
+        "4",
+        "--seed",
+        "3",
+        "--out",
+        "i2i.png",
+      ],
+      capture(),
+    ),
+  ).toBe(0);
   expect(readPngText(fs.readFileSync(path.join(tmp, "i2i.png"))).parameters).toContain("Denoising strength: 0.5");
   const inpaint = path.resolve(cwd, "fixtures", "models", "tiny-sd-inpaint-onnx");
   const io = capture();
-  expect(await main(["generate", "--model", inpaint, "--prompt", "flowers", "--init-image", "init.png", "--mask", "mask.png", "--steps", "3", "--seed", "5", "--out", "inp.png"], io)).toBe(0);
+  expect(
+    await main(
+      [
+        "generate",
+        "--model",
+        inpaint,
+        "--prompt",
+        "flowers",
+        "--init-image",
+        "init.png",
+        "--mask",
+        "mask.png",
+        "--steps",
+        "3",
+        "--seed",
+        "5",
+        "--out",
+        "inp.png",
+      ],
+      io,
+    ),
+  ).toBe(0);
   expect(fs.existsSync(path.join(tmp, "inp.png"))).toBe(true);
 });
 
@@ -90,31 +162,57 @@ test("a model whose own scheduler is DPMSolverMultistep writes A1111's sampler n
     [{ use_exponential_sigmas: true }, "DPM++ 2M, Schedule type: Exponential"],
   ] as const;
   for (const [extra, sampler] of runs) {
-    fs.writeFileSync(configFile, JSON.stringify({ ...base, _class_name: "DPMSolverMultistepScheduler", skip_prk_steps: undefined, ...extra }));
+    fs.writeFileSync(
+      configFile,
+      JSON.stringify({ ...base, _class_name: "DPMSolverMultistepScheduler", skip_prk_steps: undefined, ...extra }),
+    );
     const io = capture();
-    expect(await main(["generate", "--model", model, "--prompt", "x", "--steps", "2", "--seed", "3", "--out", "dpm.png", "--overwrite"], io)).toBe(0);
+    expect(
+      await main(["generate", "--model", model, "--prompt", "x", "--steps", "2", "--seed", "3", "--out", "dpm.png", "--overwrite"], io),
+    ).toBe(0);
     expect(readPngText(fs.readFileSync(path.join(tmp, "dpm.png"))).parameters).toContain(`Sampler: ${sampler}, CFG scale`);
   }
 });
 
 test("--sigmas picks the sigma schedule: written as A1111's Schedule type, said on stderr", async () => {
   const io = capture();
-  expect(await main(["generate", "--prompt", "x", "--scheduler", "euler", "--sigmas", "exponential", "--steps", "3", "--seed", "4", "--out", "exp.png"], io)).toBe(0);
-  expect(readPngText(fs.readFileSync(path.join(tmp, "exp.png"))).parameters).toContain("Sampler: Euler, Schedule type: Exponential, CFG scale");
+  expect(
+    await main(
+      ["generate", "--prompt", "x", "--scheduler", "euler", "--sigmas", "exponential", "--steps", "3", "--seed", "4", "--out", "exp.png"],
+      io,
+    ),
+  ).toBe(0);
+  expect(readPngText(fs.readFileSync(path.join(tmp, "exp.png"))).parameters).toContain(
+    "Sampler: Euler, Schedule type: Exponential, CFG scale",
+  );
   expect(io.stderr()).toContain("3 steps, euler (exponential sigmas), 64x64");
   // dpm++2m on Karras sigmas is the dpm++2m-karras choice, named as A1111 names it
-  expect(await main(["generate", "--prompt", "x", "--scheduler", "dpm++2m", "--sigmas", "karras", "--steps", "2", "--seed", "4", "--out", "k.png"], capture())).toBe(0);
+  expect(
+    await main(
+      ["generate", "--prompt", "x", "--scheduler", "dpm++2m", "--sigmas", "karras", "--steps", "2", "--seed", "4", "--out", "k.png"],
+      capture(),
+    ),
+  ).toBe(0);
   expect(readPngText(fs.readFileSync(path.join(tmp, "k.png"))).parameters).toContain("Sampler: DPM++ 2M Karras, CFG scale");
 });
 
 test("--sigmas a scheduler does not accept: one line naming --sigmas and what the scheduler accepts", async () => {
   const cases: [string[], string][] = [
-    [["--scheduler", "ddim", "--sigmas", "karras"], "--sigmas karras: scheduler ddim accepts none (it steps over alphas_cumprod by timestep and has no sigmas)"],
+    [
+      ["--scheduler", "ddim", "--sigmas", "karras"],
+      "--sigmas karras: scheduler ddim accepts none (it steps over alphas_cumprod by timestep and has no sigmas)",
+    ],
     [["--scheduler", "dpm++2m-karras", "--sigmas", "exponential"], "--sigmas exponential: scheduler dpm++2m-karras accepts karras"],
     [["--scheduler", "euler-a", "--sigmas", "beta"], "--sigmas beta: scheduler euler-a accepts default"],
     // without --scheduler the model's own (PNDM here) is the one asked
-    [["--sigmas", "exponential"], "--sigmas exponential: scheduler pndm accepts none (it steps over alphas_cumprod by timestep and has no sigmas)"],
-    [["--scheduler", "euler", "--sigmas", "cosine"], '--sigmas: unknown sigma schedule "cosine"; choose one of default, karras, exponential, beta'],
+    [
+      ["--sigmas", "exponential"],
+      "--sigmas exponential: scheduler pndm accepts none (it steps over alphas_cumprod by timestep and has no sigmas)",
+    ],
+    [
+      ["--scheduler", "euler", "--sigmas", "cosine"],
+      '--sigmas: unknown sigma schedule "cosine"; choose one of default, karras, exponential, beta',
+    ],
   ];
   for (const [flags, message] of cases) {
     const io = capture();
@@ -127,7 +225,9 @@ test("--sigmas a scheduler does not accept: one line naming --sigmas and what th
 
 test("--help lists every scheduler", async () => {
   const lines: string[] = [];
-  const log = jest.spyOn(console, "log").mockImplementation((...a: unknown[]) => { lines.push(a.join(" ")); });
+  const log = jest.spyOn(console, "log").mockImplementation((...a: unknown[]) => {
+    lines.push(a.join(" "));
+  });
   try {
     expect(await main(["generate", "--help"], capture())).toBe(0);
   } finally {
@@ -142,6 +242,7 @@ test("--help lists every scheduler", async () => {
 });
 
 test("the same seed gives byte-identical PNGs", async () => {
-  for (const f of ["d1.png", "d2.png"]) expect(await main(["generate", "--prompt", "same", "--steps", "3", "--seed", "9", "--out", f], capture())).toBe(0);
+  for (const f of ["d1.png", "d2.png"])
+    expect(await main(["generate", "--prompt", "same", "--steps", "3", "--seed", "9", "--out", f], capture())).toBe(0);
   expect(fs.readFileSync(path.join(tmp, "d1.png")).equals(fs.readFileSync(path.join(tmp, "d2.png")))).toBe(true);
 });

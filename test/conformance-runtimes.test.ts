@@ -20,7 +20,17 @@ const TINY = path.join(ROOT, "fixtures", "models", "tiny-sd-onnx");
 function capture(): CliIO & { stdout: () => string; stderr: () => string } {
   let out = "";
   let err = "";
-  return { out: (t) => { out += t; }, err: (t) => { err += t; }, isTTY: false, stdout: () => out, stderr: () => err };
+  return {
+    out: (t) => {
+      out += t;
+    },
+    err: (t) => {
+      err += t;
+    },
+    isTTY: false,
+    stdout: () => out,
+    stderr: () => err,
+  };
 }
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sdh-rt-"));
@@ -43,7 +53,9 @@ test("conformance --runtime ort-wasm passes the bundled set, and every report na
   expect(fs.readFileSync(path.join(out, "report.html"), "utf8")).toMatch(/<th>Runtime<\/th>[\s\S]*ort-wasm \(onnxruntime-web/);
   const csv = fs.readFileSync(path.join(out, "results.csv"), "utf8").trim().split("\r\n");
   expect(csv[0].split(",").pop()).toBe("runtime");
-  expect(csv.slice(1).every((line) => line.endsWith('"ort-wasm (onnxruntime-web ' + rt.version + ", wasm, " + rt.device + ', 2 threads)"'))).toBe(true);
+  expect(
+    csv.slice(1).every((line) => line.endsWith('"ort-wasm (onnxruntime-web ' + rt.version + ", wasm, " + rt.device + ', 2 threads)"')),
+  ).toBe(true);
   // worst excess per stage, for conformance/README.md's table
   const worst: Record<string, number> = {};
   for (const r of report.results) {
@@ -52,13 +64,19 @@ test("conformance --runtime ort-wasm passes the bundled set, and every report na
       if (e !== undefined && Number.isFinite(e)) worst[r.stage] = Math.max(worst[r.stage] ?? 0, e);
     }
   }
-  console.log(`ort-wasm: ${report.results.length} cases in ${(report.run.durationMs / 1000).toFixed(1)} s, worst excess per stage ${JSON.stringify(Object.fromEntries(Object.entries(worst).map(([k, v]) => [k, Number(v.toPrecision(3))])))}`);
+  console.log(
+    `ort-wasm: ${report.results.length} cases in ${(report.run.durationMs / 1000).toFixed(1)} s, worst excess per stage ${JSON.stringify(Object.fromEntries(Object.entries(worst).map(([k, v]) => [k, Number(v.toPrecision(3))])))}`,
+  );
 });
 
 /** A runtime that scales every output of one component by `factor`: a fault in that runtime alone. */
 class ScaleOneComponent implements Runtime {
   readonly name: string;
-  constructor(private readonly inner: Runtime, private readonly component: string, private readonly factor: number) {
+  constructor(
+    private readonly inner: Runtime,
+    private readonly component: string,
+    private readonly factor: number,
+  ) {
     this.name = inner.name;
   }
 
@@ -73,7 +91,8 @@ class ScaleOneComponent implements Runtime {
       async run(feeds, outputs) {
         const r = await s.run(feeds, outputs);
         const out: Record<string, RuntimeTensor> = {};
-        for (const [k, t] of Object.entries(r)) out[k] = t.dtype === "float32" ? { ...t, data: (t.data as Float32Array).map((v) => v * factor) } : t;
+        for (const [k, t] of Object.entries(r))
+          out[k] = t.dtype === "float32" ? { ...t, data: (t.data as Float32Array).map((v) => v * factor) } : t;
         return out;
       },
     };
@@ -92,8 +111,13 @@ test("a fault injected into one runtime's U-Net outputs (x 1.001) fails the U-Ne
   const runtime = new ScaleOneComponent(createRuntime("ort-wasm"), "unet", 1.001);
   try {
     const report = await runConformance({
-      models: [{ label: "faulty", dir: TINY, inpaintDir: null }], references: REFS, profile: "fp32",
-      only: ["unet:*", "text_encoder:*", "vae_decode:*"], outDir: null, threads: 2, runtime,
+      models: [{ label: "faulty", dir: TINY, inpaintDir: null }],
+      references: REFS,
+      profile: "fp32",
+      only: ["unet:*", "text_encoder:*", "vae_decode:*"],
+      outDir: null,
+      threads: 2,
+      runtime,
     });
     const byStage = (stage: string) => report.results.filter((r) => r.stage === stage);
     // every U-Net case that ran (the inpainting ones skip: no inpainting model given), teacher-forced and free-running
@@ -110,8 +134,15 @@ test("a fault injected into one runtime's U-Net outputs (x 1.001) fails the U-Ne
 test("report merge refuses shards run on different runtimes", async () => {
   const a = path.join(tmp, "shard-node");
   const b = path.join(tmp, "shard-wasm");
-  expect(await main(["conformance", "--only", "vae_decode:*", "--shard", "1/2", "--out", a, "--quiet", "--threads", "2"], capture())).toBe(0);
-  expect(await main(["conformance", "--only", "vae_decode:*", "--shard", "2/2", "--runtime", "ort-wasm", "--out", b, "--quiet", "--threads", "2"], capture())).toBe(0);
+  expect(await main(["conformance", "--only", "vae_decode:*", "--shard", "1/2", "--out", a, "--quiet", "--threads", "2"], capture())).toBe(
+    0,
+  );
+  expect(
+    await main(
+      ["conformance", "--only", "vae_decode:*", "--shard", "2/2", "--runtime", "ort-wasm", "--out", b, "--quiet", "--threads", "2"],
+      capture(),
+    ),
+  ).toBe(0);
   const io = capture();
   const code = await main(["report", "merge", "--out", path.join(tmp, "merged"), a, b], io);
   expect(code).toBe(2);
@@ -120,11 +151,17 @@ test("report merge refuses shards run on different runtimes", async () => {
 });
 
 test("an unknown --runtime is one line, exit 2, on every command that takes it", async () => {
-  for (const cmd of [["conformance", "--only", "rng:*"], ["generate", "--prompt", "x", "--steps", "1", "--out", path.join(tmp, "x.png")], ["sensitivity", "--budget", "1", "--out", path.join(tmp, "sens")]]) {
+  for (const cmd of [
+    ["conformance", "--only", "rng:*"],
+    ["generate", "--prompt", "x", "--steps", "1", "--out", path.join(tmp, "x.png")],
+    ["sensitivity", "--budget", "1", "--out", path.join(tmp, "sens")],
+  ]) {
     const io = capture();
     expect(await main([...cmd, "--runtime", "onnxruntime-gpu"], io)).toBe(2);
     expect(io.stderr().trim().split("\n")).toHaveLength(1);
-    expect(io.stderr()).toContain('--runtime: unknown runtime "onnxruntime-gpu"; known: ort-node, ort-wasm, chromium-wasm, chromium-webgpu');
+    expect(io.stderr()).toContain(
+      '--runtime: unknown runtime "onnxruntime-gpu"; known: ort-node, ort-wasm, chromium-wasm, chromium-webgpu',
+    );
   }
   expect(fs.existsSync(path.join(tmp, "sens"))).toBe(false);
 });

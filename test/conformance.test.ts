@@ -14,7 +14,17 @@ import { Report } from "../src/conformance/types";
 function capture(): CliIO & { stdout: () => string; stderr: () => string } {
   let out = "";
   let err = "";
-  return { out: (t) => { out += t; }, err: (t) => { err += t; }, isTTY: false, stdout: () => out, stderr: () => err };
+  return {
+    out: (t) => {
+      out += t;
+    },
+    err: (t) => {
+      err += t;
+    },
+    isTTY: false,
+    stdout: () => out,
+    stderr: () => err,
+  };
 }
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sdh-conf-"));
@@ -30,9 +40,11 @@ test("every stage passes on the bundled fixture and all four reports are written
   const bad = full.results.filter((r) => r.status !== "pass").map((r) => `${r.id}: ${r.status} ${r.message ?? ""}`);
   expect(bad).toEqual([]);
   expect(code).toBe(0);
-  for (const f of ["report.json", "summary.md", "junit.xml", "report.html", "results.csv"]) expect(fs.statSync(path.join(out, f)).size).toBeGreaterThan(100);
+  for (const f of ["report.json", "summary.md", "junit.xml", "report.html", "results.csv"])
+    expect(fs.statSync(path.join(out, f)).size).toBeGreaterThan(100);
   const stages = new Set(full.results.map((r) => r.stage));
-  for (const s of ["tokenizer", "text_encoder", "rng", "scheduler", "unet", "vae_decode", "vae_encode", "vae_roundtrip", "end_to_end"]) expect(stages).toContain(s);
+  for (const s of ["tokenizer", "text_encoder", "rng", "scheduler", "unet", "vae_decode", "vae_encode", "vae_roundtrip", "end_to_end"])
+    expect(stages).toContain(s);
   expect(full.results.some((r) => r.id.endsWith("-free"))).toBe(true);
   console.log(`conformance on the tiny fixture: ${full.summary.total} cases in ${(full.run.durationMs / 1000).toFixed(1)} s`);
 });
@@ -48,7 +60,12 @@ test("--list and --only select cases by glob", async () => {
 test("shards cover the run exactly once and merge back into one report", async () => {
   const parts = [1, 2].map((i) => path.join(tmp, `shard${i}`));
   for (const [k, dir] of parts.entries()) {
-    expect(await main(["conformance", "--only", "vae_*", "--only", "text_encoder:*", "--shard", `${k + 1}/2`, "--out", dir, "--quiet"], capture())).toBe(0);
+    expect(
+      await main(
+        ["conformance", "--only", "vae_*", "--only", "text_encoder:*", "--shard", `${k + 1}/2`, "--out", dir, "--quiet"],
+        capture(),
+      ),
+    ).toBe(0);
   }
   const merged = path.join(tmp, "merged");
   expect(await main(["report", "merge", "--out", merged, ...parts], capture())).toBe(0);
@@ -69,7 +86,10 @@ test("--baseline flags a case whose drift grew past the factor", async () => {
   for (const m of Object.values(r.results[0].metrics)) m.relL2 /= 1000;
   fs.writeFileSync(file, JSON.stringify(r));
   const io = capture();
-  const code = await main(["conformance", "--only", "vae_decode:64x64", "--baseline", file, "--out", path.join(tmp, "after"), "--quiet"], io);
+  const code = await main(
+    ["conformance", "--only", "vae_decode:64x64", "--baseline", file, "--out", path.join(tmp, "after"), "--quiet"],
+    io,
+  );
   expect(code).toBe(1);
   const after = parseReportJson(fs.readFileSync(path.join(tmp, "after", "report.json"), "utf8"));
   expect(after.results[0].regression?.flagged).toBe(true);

@@ -50,9 +50,12 @@ const SOURCES: Source[] = [
 ];
 const WIDE_REFS = path.join(ROOT, "fixtures", "references", "tiny-sd-wide", "cpu");
 const WIDE: Source = {
-  name: "tiny-sd-wide", onnx: path.join(ROOT, "fixtures", "models", "tiny-sd-wide-optimum-onnx"),
-  pytorch: path.join(ROOT, "fixtures", "models", "tiny-sd-wide"), references: WIDE_REFS,
-  only: ["text_encoder:*", "unet:*", "vae_*", "end_to_end:*"], exporter: "optimum",
+  name: "tiny-sd-wide",
+  onnx: path.join(ROOT, "fixtures", "models", "tiny-sd-wide-optimum-onnx"),
+  pytorch: path.join(ROOT, "fixtures", "models", "tiny-sd-wide"),
+  references: WIDE_REFS,
+  only: ["text_encoder:*", "unet:*", "vae_*", "end_to_end:*"],
+  exporter: "optimum",
 };
 if (fs.existsSync(path.join(WIDE_REFS, "manifest.json")) && fs.existsSync(WIDE.onnx) && fs.existsSync(WIDE.pytorch)) SOURCES.push(WIDE);
 
@@ -79,23 +82,47 @@ function variantsOf(s: Source): string {
   const done = path.join(out, ".complete");
   if (fs.existsSync(done)) return out;
   fs.rmSync(out, { recursive: true, force: true });
-  execFileSync(PYTHON, [SCRIPTS[0], "--onnx", s.onnx, "--pytorch", s.pytorch, "--out", out, "--name", s.name, "--opsets", OPSETS.join(","), "--exporter", s.exporter], {
-    stdio: "pipe", timeout: 1_500_000,
-  });
+  execFileSync(
+    PYTHON,
+    [
+      SCRIPTS[0],
+      "--onnx",
+      s.onnx,
+      "--pytorch",
+      s.pytorch,
+      "--out",
+      out,
+      "--name",
+      s.name,
+      "--opsets",
+      OPSETS.join(","),
+      "--exporter",
+      s.exporter,
+    ],
+    {
+      stdio: "pipe",
+      timeout: 1_500_000,
+    },
+  );
   fs.writeFileSync(done, "");
   return out;
 }
 
 // also judged with onnxruntime's own graph optimizations off, so the graph as written is what runs
 // (with them on, onnxruntime fuses the opset-14 and opset-18 graphs into the same kernels)
-const unoptimized: PipelineFactory = (dir, options) => StableDiffusionPipeline.load(dir, { ...options, graphOptimizationLevel: "disabled" });
+const unoptimized: PipelineFactory = (dir, options) =>
+  StableDiffusionPipeline.load(dir, { ...options, graphOptimizationLevel: "disabled" });
 
 const available = !!process.env.SD_HARNESS_VARIANTS || fs.existsSync(PYTHON);
 
 describe("Python-made correct variations pass the fp32 profile", () => {
   if (!available) {
     // CI has no Python: say so in the log as well as in the skipped test's title
-    beforeAll(() => console.log(`correct-variations-python: ${PYTHON} not found (scripts/setup.sh makes it); the transformer-optimizer and opset variations are not judged`));
+    beforeAll(() =>
+      console.log(
+        `correct-variations-python: ${PYTHON} not found (scripts/setup.sh makes it); the transformer-optimizer and opset variations are not judged`,
+      ),
+    );
     test.skip("(c) transformer optimizer, (d) opset re-export: no .venv/bin/python; skipped", () => {});
     return;
   }
@@ -111,13 +138,29 @@ describe("Python-made correct variations pass the fp32 profile", () => {
       // the fusions happened: the U-Net's attention is fused into contrib ops
       expect(fs.readFileSync(path.join(dir, "unet", "model.onnx")).includes(Buffer.from("MultiHeadAttention"))).toBe(true);
       await expectConforms({ label: `${s.name}-ortopt`, dir, references: s.references, only: s.only });
-      await expectConforms({ label: `${s.name}-ortopt (ort optimizations off)`, dir, references: s.references, only: s.only, pipelineFactory: unoptimized });
+      await expectConforms({
+        label: `${s.name}-ortopt (ort optimizations off)`,
+        dir,
+        references: s.references,
+        only: s.only,
+        pipelineFactory: unoptimized,
+      });
     }, 600_000);
 
-    test.each(OPSETS.map((n) => [n]))("(d) re-exported with opset %i", async (n) => {
-      const dir = path.join(out, `${s.name}-opset${n}-onnx`);
-      await expectConforms({ label: `${s.name}-opset${n}`, dir, references: s.references, only: s.only });
-      await expectConforms({ label: `${s.name}-opset${n} (ort optimizations off)`, dir, references: s.references, only: s.only, pipelineFactory: unoptimized });
-    }, 600_000);
+    test.each(OPSETS.map((n) => [n]))(
+      "(d) re-exported with opset %i",
+      async (n) => {
+        const dir = path.join(out, `${s.name}-opset${n}-onnx`);
+        await expectConforms({ label: `${s.name}-opset${n}`, dir, references: s.references, only: s.only });
+        await expectConforms({
+          label: `${s.name}-opset${n} (ort optimizations off)`,
+          dir,
+          references: s.references,
+          only: s.only,
+          pipelineFactory: unoptimized,
+        });
+      },
+      600_000,
+    );
   });
 });

@@ -53,20 +53,29 @@ describe("correct variations pass the fp32 profile", () => {
   }, 600_000);
 
   // sessions with onnxruntime's graph optimizations off: the graph runs as it is in the file
-  const unoptimized: PipelineFactory = (dir, options) => StableDiffusionPipeline.load(dir, { ...options, graphOptimizationLevel: "disabled" });
+  const unoptimized: PipelineFactory = (dir, options) =>
+    StableDiffusionPipeline.load(dir, { ...options, graphOptimizationLevel: "disabled" });
 
   test("(b) onnxruntime's graph optimizations off", async () => {
     await expectConforms({ label: "ort-disabled", dir: TINY, references: REFS, pipelineFactory: unoptimized });
   }, 600_000);
 
-  test.each([["extended"], ["all"]] as const)("(b) onnxruntime's graph optimizations (%s) written to disk, run as written", async (level) => {
-    const dir = await folderWith(`ort-${level}`, async (src, dst) => {
-      const s = await ort.InferenceSession.create(src, { graphOptimizationLevel: level, optimizedModelFilePath: dst, executionProviders: ["cpu"] });
-      await s.release();
-      expect(fs.statSync(dst).size).toBeGreaterThan(0);
-      // it is another graph, not a copy
-      expect(fs.readFileSync(dst).equals(fs.readFileSync(src))).toBe(false);
-    });
-    await expectConforms({ label: `ort-${level}`, dir, references: REFS, pipelineFactory: unoptimized });
-  }, 600_000);
+  test.each([["extended"], ["all"]] as const)(
+    "(b) onnxruntime's graph optimizations (%s) written to disk, run as written",
+    async (level) => {
+      const dir = await folderWith(`ort-${level}`, async (src, dst) => {
+        const s = await ort.InferenceSession.create(src, {
+          graphOptimizationLevel: level,
+          optimizedModelFilePath: dst,
+          executionProviders: ["cpu"],
+        });
+        await s.release();
+        expect(fs.statSync(dst).size).toBeGreaterThan(0);
+        // it is another graph, not a copy
+        expect(fs.readFileSync(dst).equals(fs.readFileSync(src))).toBe(false);
+      });
+      await expectConforms({ label: `ort-${level}`, dir, references: REFS, pipelineFactory: unoptimized });
+    },
+    600_000,
+  );
 });

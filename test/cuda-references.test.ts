@@ -17,11 +17,17 @@ if (!fs.existsSync(path.join(CUDA_REFS, "manifest.json"))) {
 } else {
   test("the bundled export passes the fp32 profile against PyTorch's CUDA references", async () => {
     const report = await runConformance({
-      models: [{ label: "fp32", dir: TINY }], references: CUDA_REFS, profile: "fp32", outDir: null, threads: 1,
+      models: [{ label: "fp32", dir: TINY }],
+      references: CUDA_REFS,
+      profile: "fp32",
+      outDir: null,
+      threads: 1,
       only: ["text_encoder:*", "unet:*-step00", "vae_*", "end_to_end:txt2img-*"],
     });
     expect(report.references.device).toBe("cuda");
-    const failing = report.results.filter((r) => r.status !== "pass" && r.status !== "skip").map((r) => `${r.id}: ${r.status} ${r.message ?? ""}`);
+    const failing = report.results
+      .filter((r) => r.status !== "pass" && r.status !== "skip")
+      .map((r) => `${r.id}: ${r.status} ${r.message ?? ""}`);
     expect(failing).toEqual([]);
   }, 600_000);
 }

@@ -30,7 +30,22 @@ describe("the same generate command twice gives byte-identical PNGs", () => {
     const files: Buffer[][] = [];
     for (const k of [0, 1]) {
       const out = path.join(tmp, `${name.replace(/\W+/g, "_")}-${k}.png`);
-      const argv = ["generate", "--model", TINY, "--prompt", "a red fox in snow", "--negative-prompt", "blurry", "--steps", "6", "--seed", "1234", "--out", out, ...extra];
+      const argv = [
+        "generate",
+        "--model",
+        TINY,
+        "--prompt",
+        "a red fox in snow",
+        "--negative-prompt",
+        "blurry",
+        "--steps",
+        "6",
+        "--seed",
+        "1234",
+        "--out",
+        out,
+        ...extra,
+      ];
       expect(await cli(argv)).toBe(ExitCode.ok);
       const batch = extra.includes("--batch") ? [0, 1].map((i) => out.replace(/\.png$/, `-${i}.png`)) : [out];
       files.push(batch.map((f) => fs.readFileSync(f)));
@@ -41,7 +56,13 @@ describe("the same generate command twice gives byte-identical PNGs", () => {
 });
 
 test("conformance metrics are identical across two runs", async () => {
-  const only = ["end_to_end:txt2img-euler-a-64x64", "unet:txt2img-ddim-batch2-step02", "text_encoder:unicode", "vae_decode:*", "scheduler:ddim-eta05-leading-eps-4"];
+  const only = [
+    "end_to_end:txt2img-euler-a-64x64",
+    "unet:txt2img-ddim-batch2-step02",
+    "text_encoder:unicode",
+    "vae_decode:*",
+    "scheduler:ddim-eta05-leading-eps-4",
+  ];
   const reports = [];
   for (const k of [0, 1]) {
     const out = path.join(tmp, `conf-${k}`);
@@ -55,7 +76,15 @@ test("conformance metrics are identical across two runs", async () => {
 });
 
 describe("ONNX Runtime threads: 1 vs 2", () => {
-  const params = { prompt: "a lighthouse at dusk", negativePrompt: "low quality", steps: 8, seed: 42, scheduler: "euler-a", width: 128, height: 128 } as const;
+  const params = {
+    prompt: "a lighthouse at dusk",
+    negativePrompt: "low quality",
+    steps: 8,
+    seed: 42,
+    scheduler: "euler-a",
+    width: 128,
+    height: 128,
+  } as const;
   const results: Record<number, GenerateResult> = {};
 
   beforeAll(async () => {
@@ -86,8 +115,10 @@ describe("ONNX Runtime threads: 1 vs 2", () => {
       maxPixel = Math.max(maxPixel, d);
     });
     const samePng = encodePng(a.images[0]).equals(encodePng(b.images[0]));
-    console.log(`threads 1 vs 2: max |Δ| prompt_embeds ${drift.promptEmbeds.toExponential(2)}, latents ${drift.latents.toExponential(2)}, decoded ${drift.decoded.toExponential(2)}; `
-      + `${pixels} of ${a.images[0].data.length} bytes differ (max ${maxPixel}); PNG ${samePng ? "identical" : "differs"}`);
+    console.log(
+      `threads 1 vs 2: max |Δ| prompt_embeds ${drift.promptEmbeds.toExponential(2)}, latents ${drift.latents.toExponential(2)}, decoded ${drift.decoded.toExponential(2)}; ` +
+        `${pixels} of ${a.images[0].data.length} bytes differ (max ${maxPixel}); PNG ${samePng ? "identical" : "differs"}`,
+    );
     // Measured (x86-64, onnxruntime-node 1.30, this tiny model at 128x128 and by hand at 256x256,
     // where 2 threads ran 1.4x faster): bit-identical. ORT's CPU kernels split work by output
     // rows/columns, never a reduction, so the thread count does not reorder any sum. That is the

@@ -38,7 +38,10 @@ const tmp = tempDir("sd-faults-code-");
 type Patch = (pipe: StableDiffusionPipeline) => void;
 
 /** runUnet replaced inside generate only (the teacher-forced cases call runUnet directly). */
-function inLoopUnet(pipe: StableDiffusionPipeline, wrap: (run: StableDiffusionPipeline["runUnet"]) => StableDiffusionPipeline["runUnet"]): void {
+function inLoopUnet(
+  pipe: StableDiffusionPipeline,
+  wrap: (run: StableDiffusionPipeline["runUnet"]) => StableDiffusionPipeline["runUnet"],
+): void {
   const generate = pipe.generate.bind(pipe);
   const runUnet = pipe.runUnet.bind(pipe);
   pipe.generate = async (params: GenerateParams) => {
@@ -51,7 +54,11 @@ function inLoopUnet(pipe: StableDiffusionPipeline, wrap: (run: StableDiffusionPi
   };
 }
 
-const scaled = (t: F32, factor: number): F32 => f32(t.data.map((v) => v * factor), t.dims);
+const scaled = (t: F32, factor: number): F32 =>
+  f32(
+    t.data.map((v) => v * factor),
+    t.dims,
+  );
 
 interface Fault {
   readonly label: string;
@@ -90,7 +97,13 @@ const FAULTS: readonly Fault[] = [
       const runUnet = pipe.runUnet.bind(pipe);
       pipe.runUnet = (s, t, e) => runUnet(scaled(s, 1 + 1e-4), t, e);
     },
-    fails: ["unet:txt2img-pndm-64x64-step00", "unet:txt2img-pndm-64x64-step05", "unet:txt2img-pndm-64x64-free", "end_to_end:txt2img-pndm-64x64", "end_to_end:img2img-pndm-strength0.6"],
+    fails: [
+      "unet:txt2img-pndm-64x64-step00",
+      "unet:txt2img-pndm-64x64-step05",
+      "unet:txt2img-pndm-64x64-free",
+      "end_to_end:txt2img-pndm-64x64",
+      "end_to_end:img2img-pndm-strength0.6",
+    ],
   },
   {
     // a guidance scale changed on the way in: 7.5 runs as 7.5075
@@ -138,15 +151,16 @@ const FAULTS: readonly Fault[] = [
   {
     // the mask resized to latent size one row off
     label: "inpaint: the latent mask shifted down by one row in the loop",
-    inpaintFix: (pipe) => inLoopUnet(pipe, (runUnet) => (s, t, e) => {
-      const [b, c, h, w] = s.dims;
-      const out = Float32Array.from(s.data);
-      for (let n = 0; n < b; n++) {
-        const plane = (n * c + 4) * h * w; // channel 4 of 9: the mask
-        out.copyWithin(plane + w, plane, plane + (h - 1) * w);
-      }
-      return runUnet(f32(out, s.dims), t, e);
-    }),
+    inpaintFix: (pipe) =>
+      inLoopUnet(pipe, (runUnet) => (s, t, e) => {
+        const [b, c, h, w] = s.dims;
+        const out = Float32Array.from(s.data);
+        for (let n = 0; n < b; n++) {
+          const plane = (n * c + 4) * h * w; // channel 4 of 9: the mask
+          out.copyWithin(plane + w, plane, plane + (h - 1) * w);
+        }
+        return runUnet(f32(out, s.dims), t, e);
+      }),
     fails: ["end_to_end:inpaint-pndm-64x64"],
   },
 ];
@@ -175,7 +189,15 @@ describe("code-level faults: one line of the pipeline changed, injected through 
       fixes.get(dir)?.(pipe);
       return pipe;
     };
-    report = await runConformance({ models, references: REFS, profile: "fp32", only: [...EVERY_STAGE], outDir: null, threads: 1, pipelineFactory: factory });
+    report = await runConformance({
+      models,
+      references: REFS,
+      profile: "fp32",
+      only: [...EVERY_STAGE],
+      outDir: null,
+      threads: 1,
+      pipelineFactory: factory,
+    });
     for (const m of models) console.log(describeModel(report, m.label));
   }, 600_000);
 
@@ -191,9 +213,18 @@ describe("code-level faults: one line of the pipeline changed, injected through 
 
 describe("code-level fault in the generator", () => {
   test("its default kernel swapped for torch's generic one fails the draws of 16 or more values", async () => {
-    const only = ["rng:seed42-1x4x8x8", "rng:seed42-1x4x8x8-cpudefault", "rng:seed42-3", "rng:seed42-15", "rng:seed42-16", "rng:seed42-17", "end_to_end:txt2img-pndm-64x64"];
+    const only = [
+      "rng:seed42-1x4x8x8",
+      "rng:seed42-1x4x8x8-cpudefault",
+      "rng:seed42-3",
+      "rng:seed42-15",
+      "rng:seed42-16",
+      "rng:seed42-17",
+      "end_to_end:txt2img-pndm-64x64",
+    ];
     // a global fault: the unbroken run and the broken one are two runs
-    const run = () => runConformance({ models: [{ label: GOOD, dir: TINY }], references: REFS, profile: "fp32", only, outDir: null, threads: 1 });
+    const run = () =>
+      runConformance({ models: [{ label: GOOD, dir: TINY }], references: REFS, profile: "fp32", only, outDir: null, threads: 1 });
     const good = await run();
     mockRng.genericByDefault = true;
     let bad: Report;

@@ -61,7 +61,13 @@ const FAULTS: readonly Fault[] = [
   {
     label: "U-Net: down_blocks.0.resnets.0.conv1.weight[0] x 1.01",
     make: () => ({ dir: oneWeight(TINY, "unet-weight", "unet", "model.down_blocks.0.resnets.0.conv1.weight", 0, 1.01) }),
-    fails: ["unet:txt2img-pndm-64x64-step00", "unet:txt2img-pndm-64x64-step05", "unet:txt2img-pndm-64x64-free", "end_to_end:txt2img-pndm-64x64", "end_to_end:img2img-pndm-strength0.6"],
+    fails: [
+      "unet:txt2img-pndm-64x64-step00",
+      "unet:txt2img-pndm-64x64-step05",
+      "unet:txt2img-pndm-64x64-free",
+      "end_to_end:txt2img-pndm-64x64",
+      "end_to_end:img2img-pndm-strength0.6",
+    ],
   },
   {
     label: "inpainting U-Net: conv_in.weight[0] x 1.01",

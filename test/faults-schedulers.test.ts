@@ -67,13 +67,19 @@ function traceOf(id: string): string {
 describe("a code-level fault in each scheduler of the registry", () => {
   const traces = SCHEDULER_NAMES.map((id) => [id, traceOf(id)] as const);
   // the loop cases of the schedulers the bundled set runs end to end (the rest have none)
-  const loops = ["end_to_end:txt2img-pndm-64x64", "end_to_end:txt2img-ddim-batch2", "end_to_end:txt2img-euler-128x64-negative", "end_to_end:txt2img-euler-a-64x64"];
+  const loops = [
+    "end_to_end:txt2img-pndm-64x64",
+    "end_to_end:txt2img-ddim-batch2",
+    "end_to_end:txt2img-euler-128x64-negative",
+    "end_to_end:txt2img-euler-a-64x64",
+  ];
   let good: Report;
   let bad: Report;
   beforeAll(async () => {
     const only = [...traces.map(([, c]) => c), ...loops];
     // the fault is global (the registry's factory), so the unbroken and broken runs are two runs
-    const run = () => runConformance({ models: [{ label: GOOD, dir: TINY }], references: REFS, profile: "fp32", only, outDir: null, threads: 1 });
+    const run = () =>
+      runConformance({ models: [{ label: GOOD, dir: TINY }], references: REFS, profile: "fp32", only, outDir: null, threads: 1 });
     good = await run();
     mockFault.on = true;
     try {
@@ -85,7 +91,9 @@ describe("a code-level fault in each scheduler of the registry", () => {
   }, 600_000);
 
   test("the registry has the ten schedulers the issue names, and each trace built its own", () => {
-    expect([...SCHEDULER_NAMES].sort()).toEqual(expect.arrayContaining(["ddim", "ddpm", "dpm++2m", "dpm++2m-karras", "euler", "euler-a", "heun", "lms", "pndm", "unipc"]));
+    expect([...SCHEDULER_NAMES].sort()).toEqual(
+      expect.arrayContaining(["ddim", "ddpm", "dpm++2m", "dpm++2m-karras", "euler", "euler-a", "heun", "lms", "pndm", "unipc"]),
+    );
     for (const id of SCHEDULER_NAMES) expect(mockFault.made).toContain(id);
   });
 
@@ -130,15 +138,32 @@ describe("a model-level fault: beta_end x (1 + 1e-4) in the model's scheduler_co
     const behind = path.join(tmp(), "beta-end-behind");
     fs.symlinkSync(TINY, behind);
     const factory: PipelineFactory = (d, options) => StableDiffusionPipeline.load(d === behind ? dir : d, options);
-    const loops = ["end_to_end:txt2img-pndm-64x64", "end_to_end:txt2img-ddim-batch2", "end_to_end:txt2img-euler-128x64-negative", "end_to_end:txt2img-euler-a-64x64", "unet:txt2img-pndm-64x64-free"];
+    const loops = [
+      "end_to_end:txt2img-pndm-64x64",
+      "end_to_end:txt2img-ddim-batch2",
+      "end_to_end:txt2img-euler-128x64-negative",
+      "end_to_end:txt2img-euler-a-64x64",
+      "unet:txt2img-pndm-64x64-free",
+    ];
     const traces = ["scheduler:pndm-leading-eps-10", "scheduler:euler-leading-eps-10"];
     const report = await runConformance({
-      models: [{ label: GOOD, dir: TINY }, { label: BAD, dir: behind }], references: REFS, profile: "fp32",
-      only: [...loops, ...traces], outDir: null, threads: 1, pipelineFactory: factory,
+      models: [
+        { label: GOOD, dir: TINY },
+        { label: BAD, dir: behind },
+      ],
+      references: REFS,
+      profile: "fp32",
+      only: [...loops, ...traces],
+      outDir: null,
+      threads: 1,
+      pipelineFactory: factory,
     });
     console.log(describeModel(report, BAD).replace(BAD, "beta_end x (1 + 1e-4), past the fingerprint"));
     expect(Object.values(statusesOf(report, GOOD)).every((s) => s === "pass")).toBe(true);
-    expect(statusesOf(report, BAD)).toEqual({ ...Object.fromEntries(loops.map((id) => [id, "fail"])), ...Object.fromEntries(traces.map((id) => [id, "pass"])) });
+    expect(statusesOf(report, BAD)).toEqual({
+      ...Object.fromEntries(loops.map((id) => [id, "fail"])),
+      ...Object.fromEntries(traces.map((id) => [id, "pass"])),
+    });
     expectCaughtByMargin(report, BAD, loops);
   }, 300_000);
 });

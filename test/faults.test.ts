@@ -29,7 +29,10 @@ async function sideBySide(only: string[], broken: { dir?: string; factory?: Pipe
   const factory: PipelineFactory = (dir, options) =>
     dir === brokenDir && broken.factory ? broken.factory(dir, options) : StableDiffusionPipeline.load(dir, options);
   return runConformance({
-    models: [{ label: GOOD, dir: TINY }, { label: BAD, dir: brokenDir }],
+    models: [
+      { label: GOOD, dir: TINY },
+      { label: BAD, dir: brokenDir },
+    ],
     references: REFS,
     profile: "fp32",
     only,
@@ -80,7 +83,16 @@ describe("the suite catches faults and passes the unbroken model", () => {
     // last, nearly clean steps move least: euler-a step07 at t=1 drifts only 1.3e-4, too close
     // to the limit to assert on)
     const report = await sideBySide(
-      ["tokenizer:*", "rng:seed42-1x4x8x8", "scheduler:pndm-*", "text_encoder:astronaut", "vae_decode:64x64", "unet:txt2img-pndm-64x64-step00", "unet:txt2img-pndm-64x64-step03", "unet:txt2img-euler-a-64x64-step00"],
+      [
+        "tokenizer:*",
+        "rng:seed42-1x4x8x8",
+        "scheduler:pndm-*",
+        "text_encoder:astronaut",
+        "vae_decode:64x64",
+        "unet:txt2img-pndm-64x64-step00",
+        "unet:txt2img-pndm-64x64-step03",
+        "unet:txt2img-euler-a-64x64-step00",
+      ],
       { dir },
     );
     expectGoodPasses(report);
@@ -94,9 +106,13 @@ describe("the suite catches faults and passes the unbroken model", () => {
   test("(b) a wrong VAE scaling factor in the configs is refused up front: it differs from the references' fingerprint", async () => {
     const dir = copyModel(TINY, tmp(), "wrong-vae-scale");
     for (const part of ["vae_decoder", "vae_encoder"]) {
-      editJson(path.join(dir, part, "config.json"), (j) => { j.scaling_factor = 0.13025; }); // SDXL's
+      editJson(path.join(dir, part, "config.json"), (j) => {
+        j.scaling_factor = 0.13025;
+      }); // SDXL's
     }
-    await expect(sideBySide(["vae_*:64x64"], { dir })).rejects.toThrow(/vae_scaling_factor is 0\.18215 in the reference set, 0\.13025 in the model's configs/);
+    await expect(sideBySide(["vae_*:64x64"], { dir })).rejects.toThrow(
+      /vae_scaling_factor is 0\.18215 in the reference set, 0\.13025 in the model's configs/,
+    );
   });
 
   test("(b2) a wrong VAE scaling factor in the code fails vae_roundtrip / vae_decode / end_to_end, not vae_encode", async () => {
@@ -139,7 +155,14 @@ describe("the suite catches faults and passes the unbroken model", () => {
       };
     });
     const report = await sideBySide(
-      ["end_to_end:txt2img-pndm-64x64", "end_to_end:txt2img-pndm-guidance1", "unet:txt2img-pndm-64x64-free", "unet:txt2img-pndm-64x64-step00", "unet:txt2img-pndm-64x64-step01", "unet:txt2img-pndm-64x64-step02"],
+      [
+        "end_to_end:txt2img-pndm-64x64",
+        "end_to_end:txt2img-pndm-guidance1",
+        "unet:txt2img-pndm-64x64-free",
+        "unet:txt2img-pndm-64x64-step00",
+        "unet:txt2img-pndm-64x64-step01",
+        "unet:txt2img-pndm-64x64-step02",
+      ],
       { factory },
     );
     expectGoodPasses(report);
@@ -164,7 +187,16 @@ describe("the suite catches faults and passes the unbroken model", () => {
       pipe.runUnet = (s, t, e) => runUnet(s, t + 1, e);
     });
     const report = await sideBySide(
-      ["unet:txt2img-pndm-64x64-step00", "unet:txt2img-pndm-64x64-step01", "unet:txt2img-pndm-64x64-step02", "unet:txt2img-pndm-64x64-step10", "unet:txt2img-euler-a-64x64-step07", "unet:txt2img-pndm-64x64-free", "tokenizer:*", "vae_decode:64x64"],
+      [
+        "unet:txt2img-pndm-64x64-step00",
+        "unet:txt2img-pndm-64x64-step01",
+        "unet:txt2img-pndm-64x64-step02",
+        "unet:txt2img-pndm-64x64-step10",
+        "unet:txt2img-euler-a-64x64-step07",
+        "unet:txt2img-pndm-64x64-free",
+        "tokenizer:*",
+        "vae_decode:64x64",
+      ],
       { factory },
     );
     expectGoodPasses(report);
@@ -178,7 +210,12 @@ describe("the suite catches faults and passes the unbroken model", () => {
       pipe.generate = (params: GenerateParams) => generate({ ...params, width: params.height, height: params.width });
     });
     const report = await sideBySide(
-      ["end_to_end:txt2img-euler-128x64-negative", "end_to_end:txt2img-pndm-64x64", "unet:txt2img-euler-128x64-negative-free", "unet:txt2img-euler-128x64-negative-step00"],
+      [
+        "end_to_end:txt2img-euler-128x64-negative",
+        "end_to_end:txt2img-pndm-64x64",
+        "unet:txt2img-euler-128x64-negative-free",
+        "unet:txt2img-euler-128x64-negative-step00",
+      ],
       { factory },
     );
     expectGoodPasses(report);
@@ -195,7 +232,9 @@ describe("the suite catches faults and passes the unbroken model", () => {
     // ClipTokenizer.fromDir reads pad_token from special_tokens_map.json (which wins) and
     // tokenizer_config.json, as transformers' from_pretrained does: change both.
     for (const f of ["special_tokens_map.json", "tokenizer_config.json"]) {
-      editJson(path.join(dir, "tokenizer", f), (j) => { j.pad_token = "!"; });
+      editJson(path.join(dir, "tokenizer", f), (j) => {
+        j.pad_token = "!";
+      });
     }
     const { ClipTokenizer } = await import("../src/pipeline/tokenizer");
     const tok = ClipTokenizer.fromDir(path.join(dir, "tokenizer"));

@@ -17,8 +17,17 @@ import { ROOT, REFS, USER_FIXTURES } from "./helpers/fixtures";
 const refs = ReferenceSet.open(REFS);
 const sets = [REFS, ...USER_FIXTURES.map((f) => f.refs).filter((d) => d !== REFS)];
 const FINGERPRINT_KEYS = [
-  "text_hidden_size", "text_vocab_size", "text_max_position_embeddings", "latent_channels", "vae_scaling_factor",
-  "vae_scale_factor", "unet_in_channels", "unet_out_channels", "cross_attention_dim", "prediction_type", "scheduler",
+  "text_hidden_size",
+  "text_vocab_size",
+  "text_max_position_embeddings",
+  "latent_channels",
+  "vae_scaling_factor",
+  "vae_scale_factor",
+  "unet_in_channels",
+  "unet_out_channels",
+  "cross_attention_dim",
+  "prediction_type",
+  "scheduler",
 ];
 
 describe.each(sets.map((d) => [path.relative(ROOT, d), d]))("%s", (_name, dir) => {
@@ -33,7 +42,10 @@ describe.each(sets.map((d) => [path.relative(ROOT, d), d]))("%s", (_name, dir) =
     expect(Object.keys(scripts)).toContain("scripts/make_references.py");
     // the recorded script hashes are those of the committed scripts
     for (const [rel, sha] of Object.entries(scripts)) {
-      const actual = crypto.createHash("sha256").update(fs.readFileSync(path.join(ROOT, rel))).digest("hex");
+      const actual = crypto
+        .createHash("sha256")
+        .update(fs.readFileSync(path.join(ROOT, rel)))
+        .digest("hex");
       expect(`${rel} ${actual}`).toBe(`${rel} ${sha}`);
     }
     expect(Object.keys(set.fingerprint as object)).toEqual(FINGERPRINT_KEYS);
@@ -78,7 +90,9 @@ describe("the committed fixture files", () => {
 });
 
 test("the tokenizer table decodes back to its prompts", () => {
-  const vocab: Record<string, number> = JSON.parse(fs.readFileSync(path.join(ROOT, "fixtures/models/tiny-sd-onnx/tokenizer/vocab.json"), "utf8"));
+  const vocab: Record<string, number> = JSON.parse(
+    fs.readFileSync(path.join(ROOT, "fixtures/models/tiny-sd-onnx/tokenizer/vocab.json"), "utf8"),
+  );
   const byId = new Map(Object.entries(vocab).map(([k, v]) => [v, k]));
   // GPT-2 / CLIP byte-to-unicode table, inverted, to turn BPE tokens back into bytes
   const bs: number[] = [];
@@ -87,18 +101,29 @@ test("the tokenizer table decodes back to its prompts", () => {
   for (let b = 174; b <= 255; b++) bs.push(b);
   const cs = [...bs];
   let n = 0;
-  for (let b = 0; b < 256; b++) if (!bs.includes(b)) { bs.push(b); cs.push(256 + n++); }
+  for (let b = 0; b < 256; b++)
+    if (!bs.includes(b)) {
+      bs.push(b);
+      cs.push(256 + n++);
+    }
   const toByte = new Map(cs.map((c, i) => [String.fromCodePoint(c), bs[i]]));
   const corpus = refs.json<{ cases: { text: string; ids: number[] }[] }>("tokenizer:corpus");
   let checked = 0;
   for (const item of corpus.cases) {
     const ids = item.ids.filter((i) => i !== 49406 && i !== 49407);
     if (ids.length === 0 || ids.length >= 75) continue;
-    const text = ids.map((i) => byId.get(i)!).join("").replace(/<\/w>/g, " ");
-    const bytes = Buffer.from([...text].map((ch) => (ch === " " ? 32 : toByte.get(ch) ?? 63)));
+    const text = ids
+      .map((i) => byId.get(i)!)
+      .join("")
+      .replace(/<\/w>/g, " ");
+    const bytes = Buffer.from([...text].map((ch) => (ch === " " ? 32 : (toByte.get(ch) ?? 63))));
     const decoded = bytes.toString("utf8").trim().replace(/\s+/g, " ");
     // CLIP lower-cases and normalises whitespace; compare letters and digits only
-    const norm = (s: string) => s.toLowerCase().normalize("NFC").replace(/[^\p{L}\p{N}]/gu, "");
+    const norm = (s: string) =>
+      s
+        .toLowerCase()
+        .normalize("NFC")
+        .replace(/[^\p{L}\p{N}]/gu, "");
     if (norm(decoded) === norm(item.text)) checked++;
   }
   expect(checked).toBeGreaterThan(100);
@@ -138,7 +163,10 @@ const moduleManifests = fs
 (moduleManifests.length > 0 ? test : test.skip)("each module reference set records the committed script's sha256", () => {
   for (const f of moduleManifests) {
     const { script } = JSON.parse(fs.readFileSync(f, "utf8")) as { script: { file: string; sha256: string } };
-    const actual = crypto.createHash("sha256").update(fs.readFileSync(path.join(ROOT, script.file))).digest("hex");
+    const actual = crypto
+      .createHash("sha256")
+      .update(fs.readFileSync(path.join(ROOT, script.file)))
+      .digest("hex");
     expect(`${path.relative(ROOT, f)}: ${script.file} ${actual}`).toBe(`${path.relative(ROOT, f)}: ${script.file} ${script.sha256}`);
   }
 });

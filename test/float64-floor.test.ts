@@ -48,14 +48,27 @@ test("the tiny set's manifest carries a float64 floor for every model-stage case
 
 function tolerancesWith(stage: string, limits: Record<string, number>): ToleranceFile {
   const t = loadTolerances();
-  return { ...t, file: undefined, sha256: undefined, profiles: { ...t.profiles, fp32: { ...t.profiles.fp32, [stage]: { ...t.profiles.fp32[stage], ...limits } } } };
+  return {
+    ...t,
+    file: undefined,
+    sha256: undefined,
+    profiles: { ...t.profiles, fp32: { ...t.profiles.fp32, [stage]: { ...t.profiles.fp32[stage], ...limits } } },
+  };
 }
 
 test("the runner reports excess = relL2 / floor per tensor, and an excess limit judges it", async () => {
   const set = ReferenceSet.open(REFS);
   const ids = ["vae_decode:64x64", "unet:txt2img-pndm-64x64-step03", "text_encoder:astronaut"];
   const lines: string[] = [];
-  const report = await runConformance({ models: [{ label: "fp32", dir: TINY }], references: REFS, profile: "fp32", only: ids, outDir: null, threads: 1, log: (l) => lines.push(l) });
+  const report = await runConformance({
+    models: [{ label: "fp32", dir: TINY }],
+    references: REFS,
+    profile: "fp32",
+    only: ids,
+    outDir: null,
+    threads: 1,
+    log: (l) => lines.push(l),
+  });
   for (const id of ids) {
     const r = report.results.find((x) => x.id === id)!;
     expect(r.status).toBe("pass");
@@ -75,7 +88,15 @@ test("the runner reports excess = relL2 / floor per tensor, and an excess limit 
   expect(renderMarkdown(report)).toContain("drift in units of how far PyTorch's own float32 runs land");
 
   // a limit on excess is a limit like any other: far below the measured ratio, the case fails on it
-  const strict = await runConformance({ models: [{ label: "fp32", dir: TINY }], references: REFS, profile: "fp32", only: ["vae_decode:64x64"], outDir: null, threads: 1, tolerances: tolerancesWith("vae_decode", { excess: 1e-3 }) });
+  const strict = await runConformance({
+    models: [{ label: "fp32", dir: TINY }],
+    references: REFS,
+    profile: "fp32",
+    only: ["vae_decode:64x64"],
+    outDir: null,
+    threads: 1,
+    tolerances: tolerancesWith("vae_decode", { excess: 1e-3 }),
+  });
   const r = strict.results[0];
   expect(r.status).toBe("fail");
   expect(r.checks.find((k) => !k.ok)).toMatchObject({ tensor: "image", metric: "excess", limit: 1e-3 });
@@ -108,7 +129,14 @@ test.each([
 ])("a set without floors (%s) is reported as such, and judged as before", async (_what, flag, expected) => {
   const refs = setWithoutFloor(`nofloor-${flag}`, flag);
   const lines: string[] = [];
-  const report = await runConformance({ models: [{ label: "fp32", dir: TINY }], references: refs, profile: "fp32", outDir: null, threads: 1, log: (l) => lines.push(l) });
+  const report = await runConformance({
+    models: [{ label: "fp32", dir: TINY }],
+    references: refs,
+    profile: "fp32",
+    outDir: null,
+    threads: 1,
+    log: (l) => lines.push(l),
+  });
   const vae = report.results.find((x) => x.id === "vae_decode:64x64")!;
   expect(vae.status).toBe("pass");
   expect(vae.float64Floor).toBe(expected);
@@ -134,7 +162,13 @@ test("a tensor whose correct float32 runs spread beyond float32's reach is shown
   manifest.cases[0].meta.float32_spread = { ulp: { image: { relL2: 0.1, relL2Ref: 0.1 } } };
   manifest.cases[1].meta.float32_spread = { ulp: { latents: { relL2: 0.1, relL2Ref: 0.1 } } };
   fs.writeFileSync(path.join(dir, "manifest.json"), JSON.stringify(manifest));
-  const report = await runConformance({ models: [{ label: "fp32", dir: TINY }], references: dir, profile: "fp32", outDir: null, threads: 1 });
+  const report = await runConformance({
+    models: [{ label: "fp32", dir: TINY }],
+    references: dir,
+    profile: "fp32",
+    outDir: null,
+    threads: 1,
+  });
   const dec = report.results.find((x) => x.id === "vae_decode:64x64")!;
   expect(dec.status).toBe("skip");
   expect(dec.message).toContain("float32 cannot fix: image (correct float32 runs spread to relL2 1.00e-1");

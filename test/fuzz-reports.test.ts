@@ -20,7 +20,10 @@ import { renderHtml, renderJunit, renderMarkdown } from "../src/conformance/repo
 import { REFS } from "./helpers/fixtures";
 
 const BUDGET_MS = Number(process.env.FUZZ_BUDGET_MS ?? 2500);
-const opts = (numRuns: number) => ({ numRuns: numRuns * Number(process.env.FUZZ_RUNS_FACTOR ?? 1), plugins: [fc.interruptAfterTimeLimit(BUDGET_MS)] });
+const opts = (numRuns: number) => ({
+  numRuns: numRuns * Number(process.env.FUZZ_RUNS_FACTOR ?? 1),
+  plugins: [fc.interruptAfterTimeLimit(BUDGET_MS)],
+});
 jest.setTimeout(60_000);
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sdh-fuzzrep-"));
@@ -54,9 +57,28 @@ function mutatedJson(base: Json): fc.Arbitrary<string> {
   const all = paths(base).filter((p) => p.length > 0);
   const replacement = fc.oneof(
     fc.jsonValue({ maxDepth: 2 }) as fc.Arbitrary<Json>,
-    fc.constantFrom<Json>(null, "", "../../etc/passwd", "/etc/hostname", "<script>alert(1)</script>", "Infinity", "NaN", -1, 1e308, [], {}, "\u001b[31m"),
+    fc.constantFrom<Json>(
+      null,
+      "",
+      "../../etc/passwd",
+      "/etc/hostname",
+      "<script>alert(1)</script>",
+      "Infinity",
+      "NaN",
+      -1,
+      1e308,
+      [],
+      {},
+      "\u001b[31m",
+    ),
   );
-  const edit = fc.tuple(fc.nat(all.length - 1), fc.oneof(replacement.map((v) => ({ v })), fc.constant(null)));
+  const edit = fc.tuple(
+    fc.nat(all.length - 1),
+    fc.oneof(
+      replacement.map((v) => ({ v })),
+      fc.constant(null),
+    ),
+  );
   return fc.array(edit, { minLength: 1, maxLength: 6 }).map((edits) => {
     const copy = JSON.parse(JSON.stringify(base)) as Json;
     for (const [i, e] of edits) {
@@ -65,7 +87,10 @@ function mutatedJson(base: Json): fc.Arbitrary<string> {
       let ok = true;
       for (const k of p.slice(0, -1)) {
         const next = parent?.[k];
-        if (next === null || typeof next !== "object") { ok = false; break; }
+        if (next === null || typeof next !== "object") {
+          ok = false;
+          break;
+        }
         parent = next as Record<string | number, Json>;
       }
       if (!ok) continue;
@@ -103,7 +128,23 @@ describe("report.json reader and merge validation", () => {
     // a real report with images, series, checks and non-finite numbers (PSNR of identical pictures)
     const out = path.join(tmp, "real");
     const io: CliIO = { out: () => {}, err: () => {}, isTTY: false };
-    const code = await main(["conformance", "--only", "vae_decode:64x64", "--only", "text_encoder:empty", "--only", "scheduler:euler-leading-eps-4", "--out", out, "--quiet", "--threads", "1"], io);
+    const code = await main(
+      [
+        "conformance",
+        "--only",
+        "vae_decode:64x64",
+        "--only",
+        "text_encoder:empty",
+        "--only",
+        "scheduler:euler-leading-eps-4",
+        "--out",
+        out,
+        "--quiet",
+        "--threads",
+        "1",
+      ],
+      io,
+    );
     expect(code).toBe(0);
     realText = fs.readFileSync(path.join(out, "report.json"), "utf8");
     real = JSON.parse(realText);
@@ -120,7 +161,12 @@ describe("report.json reader and merge validation", () => {
     renderMarkdown(r);
     renderJunit(r);
     const other = parseReportText(realText, "real.json");
-    const merged = harnessOnly(() => mergeReports([{ report: other, file: "real.json" }, { report: r, file: "fuzz.json" }]));
+    const merged = harnessOnly(() =>
+      mergeReports([
+        { report: other, file: "real.json" },
+        { report: r, file: "fuzz.json" },
+      ]),
+    );
     if (!(merged instanceof HarnessError)) {
       expect(merged.results.length).toBe(other.results.length + r.results.length);
       renderHtml(merged, () => null);
@@ -132,25 +178,39 @@ describe("report.json reader and merge validation", () => {
     expect(r.results.length).toBe(3);
     expect(r.references.sha256).toMatch(/^[0-9a-f]{64}$/);
     expect(r.tolerances?.sha256).toMatch(/^[0-9a-f]{64}$/);
-    expect(() => mergeReports([{ report: r, file: "a" }, { report: r, file: "b" }])).toThrow(/appears in both a and b/);
+    expect(() =>
+      mergeReports([
+        { report: r, file: "a" },
+        { report: r, file: "b" },
+      ]),
+    ).toThrow(/appears in both a and b/);
   });
 
   test("arbitrary JSON", () => {
-    fc.assert(fc.property(fc.jsonValue({ maxDepth: 4 }), (v) => exercise(JSON.stringify(v))), opts(1500));
+    fc.assert(
+      fc.property(fc.jsonValue({ maxDepth: 4 }), (v) => exercise(JSON.stringify(v))),
+      opts(1500),
+    );
   });
 
   test("arbitrary objects in the report's shape", () => {
     const anyField = fc.jsonValue({ maxDepth: 3 });
-    const shaped = fc.record({
-      format: fc.oneof(fc.constant("sd-harness-report/1"), anyField),
-      run: fc.oneof(fc.constant((real as Record<string, Json>).run), anyField),
-      profile: fc.oneof(fc.constant("fp32"), anyField),
-      models: fc.oneof(fc.constant((real as Record<string, Json>).models), anyField),
-      references: fc.oneof(fc.constant((real as Record<string, Json>).references), anyField),
-      results: fc.oneof(fc.constant((real as Record<string, Json>).results), fc.array(anyField, { maxLength: 3 }), anyField),
-      summary: fc.oneof(fc.constant({}), anyField),
-    }, { requiredKeys: [] });
-    fc.assert(fc.property(shaped, (v) => exercise(JSON.stringify(v))), opts(1500));
+    const shaped = fc.record(
+      {
+        format: fc.oneof(fc.constant("sd-harness-report/1"), anyField),
+        run: fc.oneof(fc.constant((real as Record<string, Json>).run), anyField),
+        profile: fc.oneof(fc.constant("fp32"), anyField),
+        models: fc.oneof(fc.constant((real as Record<string, Json>).models), anyField),
+        references: fc.oneof(fc.constant((real as Record<string, Json>).references), anyField),
+        results: fc.oneof(fc.constant((real as Record<string, Json>).results), fc.array(anyField, { maxLength: 3 }), anyField),
+        summary: fc.oneof(fc.constant({}), anyField),
+      },
+      { requiredKeys: [] },
+    );
+    fc.assert(
+      fc.property(shaped, (v) => exercise(JSON.stringify(v))),
+      opts(1500),
+    );
   });
 
   test("the real report with values replaced or removed", () => {
@@ -194,19 +254,43 @@ describe("reference manifest reader (ReferenceSet.open)", () => {
   });
 
   test("arbitrary JSON", () => {
-    fc.assert(fc.property(fc.jsonValue({ maxDepth: 4 }), (v) => exercise(JSON.stringify(v))), opts(1000));
+    fc.assert(
+      fc.property(fc.jsonValue({ maxDepth: 4 }), (v) => exercise(JSON.stringify(v))),
+      opts(1000),
+    );
   });
 
   test("arbitrary case entries", () => {
-    const text = fc.oneof(fc.string({ maxLength: 12 }), fc.constantFrom("unet:a", "unet:../x", "vae_decode:<b>", "a:b\u0000c", "x/../y.safetensors", "/abs", "a\\b", ".hidden", "rng/ok.safetensors"));
-    const entry = fc.record({
-      id: fc.oneof(text, fc.jsonValue({ maxDepth: 1 })),
-      stage: fc.oneof(fc.constantFrom("unet", "rng", "vae_decode", "end_to_end", "tokenizer"), fc.jsonValue({ maxDepth: 1 })),
-      file: fc.oneof(text, fc.jsonValue({ maxDepth: 1 })),
-      sha256: fc.oneof(fc.constant("0".repeat(64)), fc.jsonValue({ maxDepth: 1 })),
-      tensors: fc.oneof(fc.constant({ x: ["float32", [1, 2]] }), fc.jsonValue({ maxDepth: 3 })),
-    }, { requiredKeys: [] });
-    fc.assert(fc.property(fc.array(fc.oneof(entry, fc.jsonValue({ maxDepth: 2 })), { maxLength: 6 }), (cases) => exercise(JSON.stringify({ ...(real as object), cases }))), opts(1500));
+    const text = fc.oneof(
+      fc.string({ maxLength: 12 }),
+      fc.constantFrom(
+        "unet:a",
+        "unet:../x",
+        "vae_decode:<b>",
+        "a:b\u0000c",
+        "x/../y.safetensors",
+        "/abs",
+        "a\\b",
+        ".hidden",
+        "rng/ok.safetensors",
+      ),
+    );
+    const entry = fc.record(
+      {
+        id: fc.oneof(text, fc.jsonValue({ maxDepth: 1 })),
+        stage: fc.oneof(fc.constantFrom("unet", "rng", "vae_decode", "end_to_end", "tokenizer"), fc.jsonValue({ maxDepth: 1 })),
+        file: fc.oneof(text, fc.jsonValue({ maxDepth: 1 })),
+        sha256: fc.oneof(fc.constant("0".repeat(64)), fc.jsonValue({ maxDepth: 1 })),
+        tensors: fc.oneof(fc.constant({ x: ["float32", [1, 2]] }), fc.jsonValue({ maxDepth: 3 })),
+      },
+      { requiredKeys: [] },
+    );
+    fc.assert(
+      fc.property(fc.array(fc.oneof(entry, fc.jsonValue({ maxDepth: 2 })), { maxLength: 6 }), (cases) =>
+        exercise(JSON.stringify({ ...(real as object), cases })),
+      ),
+      opts(1500),
+    );
   });
 
   test("the real manifest with values replaced or removed", () => {

@@ -33,9 +33,17 @@ function importGraph(): Map<string, string[]> {
       if (target) deps.push(path.relative(SRC, target));
     };
     const visit = (n: ts.Node): void => {
-      if ((ts.isImportDeclaration(n) || ts.isExportDeclaration(n)) && n.moduleSpecifier && ts.isStringLiteral(n.moduleSpecifier)) add(n.moduleSpecifier.text);
-      else if (ts.isCallExpression(n) && n.arguments.length === 1 && ts.isStringLiteral(n.arguments[0]) && (n.expression.kind === ts.SyntaxKind.ImportKeyword || (ts.isIdentifier(n.expression) && n.expression.text === "require"))) add(n.arguments[0].text);
-      else if (ts.isImportTypeNode(n) && ts.isLiteralTypeNode(n.argument) && ts.isStringLiteral(n.argument.literal)) add(n.argument.literal.text);
+      if ((ts.isImportDeclaration(n) || ts.isExportDeclaration(n)) && n.moduleSpecifier && ts.isStringLiteral(n.moduleSpecifier))
+        add(n.moduleSpecifier.text);
+      else if (
+        ts.isCallExpression(n) &&
+        n.arguments.length === 1 &&
+        ts.isStringLiteral(n.arguments[0]) &&
+        (n.expression.kind === ts.SyntaxKind.ImportKeyword || (ts.isIdentifier(n.expression) && n.expression.text === "require"))
+      )
+        add(n.arguments[0].text);
+      else if (ts.isImportTypeNode(n) && ts.isLiteralTypeNode(n.argument) && ts.isStringLiteral(n.argument.literal))
+        add(n.argument.literal.text);
       ts.forEachChild(n, visit);
     };
     visit(sf);
@@ -96,7 +104,9 @@ describe("the module graph of src/", () => {
   });
 
   test("nothing outside src/cli/ imports src/cli/", () => {
-    const wrong = [...graph].flatMap(([from, deps]) => (from.startsWith(`cli${path.sep}`) ? [] : deps.filter((d) => d.startsWith(`cli${path.sep}`)).map((d) => `${from} -> ${d}`)));
+    const wrong = [...graph].flatMap(([from, deps]) =>
+      from.startsWith(`cli${path.sep}`) ? [] : deps.filter((d) => d.startsWith(`cli${path.sep}`)).map((d) => `${from} -> ${d}`),
+    );
     expect(wrong).toEqual([]);
   });
 });

@@ -42,28 +42,50 @@ describe("readInputFile", () => {
     const fifo = path.join(tmp, "fifo");
     execFileSync("mkfifo", [fifo]);
     const t0 = Date.now();
-    expect(thrown(() => readInputFile(fifo, "a config", 1 << 20)).message).toBe(`${fifo}: a FIFO, not a regular file (a config must be a file)`);
-    expect(thrown(() => readInputFile("/dev/zero", "a PNG image", 1 << 20, "--init-image /dev/zero")).message).toBe("--init-image /dev/zero: a character device, not a regular file (a PNG image must be a file)");
+    expect(thrown(() => readInputFile(fifo, "a config", 1 << 20)).message).toBe(
+      `${fifo}: a FIFO, not a regular file (a config must be a file)`,
+    );
+    expect(thrown(() => readInputFile("/dev/zero", "a PNG image", 1 << 20, "--init-image /dev/zero")).message).toBe(
+      "--init-image /dev/zero: a character device, not a regular file (a PNG image must be a file)",
+    );
     expect(thrown(() => readInputFile(tmp, "a config", 1 << 20)).message).toMatch(/: a directory, not a regular file/);
     expect(Date.now() - t0).toBeLessThan(1000);
   });
 
   test("a missing file says so", () => {
-    expect(thrown(() => readInputFile(path.join(tmp, "nope"), "the U-Net's config", 10)).message).toBe(`${path.join(tmp, "nope")}: missing (the U-Net's config)`);
+    expect(thrown(() => readInputFile(path.join(tmp, "nope"), "the U-Net's config", 10)).message).toBe(
+      `${path.join(tmp, "nope")}: missing (the U-Net's config)`,
+    );
   });
 });
 
 // ---- PNGs as PIL reads them --------------------------------------------------------------------
 
-
 /** A PNG from rows of raw samples (filter byte 0 added), with optional extra chunks before IDAT. */
-function png(file: string, width: number, height: number, colorType: number, bitDepth: number, rows: Buffer[], extra: Buffer[] = []): string {
+function png(
+  file: string,
+  width: number,
+  height: number,
+  colorType: number,
+  bitDepth: number,
+  rows: Buffer[],
+  extra: Buffer[] = [],
+): string {
   const ihdr = Buffer.alloc(13);
   ihdr.writeUInt32BE(width, 0);
   ihdr.writeUInt32BE(height, 4);
   ihdr.set([bitDepth, colorType, 0, 0, 0], 8);
   const raw = Buffer.concat(rows.map((r) => Buffer.concat([Buffer.from([0]), r])));
-  fs.writeFileSync(file, Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk("IHDR", ihdr), ...extra, chunk("IDAT", zlib.deflateSync(raw)), chunk("IEND", Buffer.alloc(0))]));
+  fs.writeFileSync(
+    file,
+    Buffer.concat([
+      Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+      chunk("IHDR", ihdr),
+      ...extra,
+      chunk("IDAT", zlib.deflateSync(raw)),
+      chunk("IEND", Buffer.alloc(0)),
+    ]),
+  );
   return file;
 }
 
@@ -87,7 +109,15 @@ describe("PNG reading matches PIL (diffusers: Image.open(f).convert('RGB') / .co
   });
 
   test("a grayscale PNG with a tRNS key, as a mask: values unchanged", () => {
-    const keyed = png(path.join(tmp, "l-trns.png"), 3, 2, 0, 8, [Buffer.from([0, 77, 255]), Buffer.from([77, 128, 77])], [chunk("tRNS", u16(77))]);
+    const keyed = png(
+      path.join(tmp, "l-trns.png"),
+      3,
+      2,
+      0,
+      8,
+      [Buffer.from([0, 77, 255]), Buffer.from([77, 128, 77])],
+      [chunk("tRNS", u16(77))],
+    );
     expect(Array.from(readMaskPng(keyed).data)).toEqual([0, 77, 255, 77, 128, 77]);
   });
 
@@ -105,7 +135,14 @@ describe("PNG reading matches PIL (diffusers: Image.open(f).convert('RGB') / .co
   test("the declared size is checked before decoding: the size check sees the header only", () => {
     const f = png(path.join(tmp, "small.png"), 3, 2, 2, 8, rgbRows);
     const seen: string[] = [];
-    expect(thrown(() => readRgbPng(f, "--init-image", (h) => { seen.push(`${h.width}x${h.height}`); throw new HarnessError("stop"); })).message).toBe("stop");
+    expect(
+      thrown(() =>
+        readRgbPng(f, "--init-image", (h) => {
+          seen.push(`${h.width}x${h.height}`);
+          throw new HarnessError("stop");
+        }),
+      ).message,
+    ).toBe("stop");
     expect(seen).toEqual(["3x2"]);
     // 9000 pixels wide: refused from the header whatever follows
     const wide = png(path.join(tmp, "wide.png"), 9000, 1, 2, 8, [Buffer.alloc(27000)]);
@@ -143,7 +180,9 @@ describe("external-data initializers", () => {
     const outside = path.join(tmp, "outside.bin");
     fs.writeFileSync(outside, Buffer.alloc(1 << 22));
     const up = externalCopy("ext-up", "../outside.bin", null);
-    expect(thrown(() => readFloatInitializers(up, want)).message).toMatch(/external data "\.\.\/outside\.bin" is outside the model's folder/);
+    expect(thrown(() => readFloatInitializers(up, want)).message).toMatch(
+      /external data "\.\.\/outside\.bin" is outside the model's folder/,
+    );
     const abs = externalCopy("ext-abs", outside, null);
     expect(thrown(() => readFloatInitializers(abs, want)).message).toMatch(/is outside the model's folder/);
     // a symlink inside the folder that leads out of it
@@ -166,7 +205,9 @@ describe("library options", () => {
     const { StableDiffusionPipeline } = await import("../src/pipeline/pipeline");
     const { maxThreads } = await import("../src/util/threads");
     const t0 = Date.now();
-    await expect(StableDiffusionPipeline.load(TINY, { threads: maxThreads() + 1 })).rejects.toThrow(new RegExp(`^threads: ${maxThreads() + 1} is more than 4 per CPU core`));
+    await expect(StableDiffusionPipeline.load(TINY, { threads: maxThreads() + 1 })).rejects.toThrow(
+      new RegExp(`^threads: ${maxThreads() + 1} is more than 4 per CPU core`),
+    );
     await expect(StableDiffusionPipeline.load(TINY, { threads: -1 })).rejects.toThrow(/^threads: -1 is not a whole number >= 0$/);
     expect(Date.now() - t0).toBeLessThan(5000);
     const ok = await StableDiffusionPipeline.load(TINY, { threads: maxThreads() });

@@ -16,18 +16,26 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sd-harness-int-"));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 function walk(dir: string): string[] {
-  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(path.join(dir, e.name)) : [path.join(dir, e.name)]));
+  return fs
+    .readdirSync(dir, { withFileTypes: true })
+    .flatMap((e) => (e.isDirectory() ? walk(path.join(dir, e.name)) : [path.join(dir, e.name)]));
 }
 
 /** dist/ must hold the current src/: rebuild when any output is missing or older than its source */
 beforeAll(() => {
-  const stale = walk(path.join(ROOT, "src")).filter((f) => f.endsWith(".ts")).some((src) => {
-    const out = path.join(ROOT, "dist", path.relative(path.join(ROOT, "src"), src)).replace(/\.ts$/, ".js");
-    return !fs.existsSync(out) || fs.statSync(out).mtimeMs < fs.statSync(src).mtimeMs;
-  });
+  const stale = walk(path.join(ROOT, "src"))
+    .filter((f) => f.endsWith(".ts"))
+    .some((src) => {
+      const out = path.join(ROOT, "dist", path.relative(path.join(ROOT, "src"), src)).replace(/\.ts$/, ".js");
+      return !fs.existsSync(out) || fs.statSync(out).mtimeMs < fs.statSync(src).mtimeMs;
+    });
   if (stale) {
     try {
-      execFileSync(process.execPath, [path.join(ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", path.join(ROOT, "tsconfig.json")], { stdio: "pipe" });
+      execFileSync(
+        process.execPath,
+        [path.join(ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", path.join(ROOT, "tsconfig.json")],
+        { stdio: "pipe" },
+      );
     } catch (e) {
       // type errors still emit JavaScript; only a missing entry point is fatal
       if (!fs.existsSync(path.join(ROOT, "dist", "cli", "main.js"))) throw e;
@@ -35,7 +43,12 @@ beforeAll(() => {
   }
 }, 180_000);
 
-interface Outcome { code: number | null; signal: NodeJS.Signals | null; err: string; msAfterSignal: number }
+interface Outcome {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  err: string;
+  msAfterSignal: number;
+}
 
 /**
  * Run the CLI; once `trigger` matches stderr, send SIGINT `signals` times (back to back).
@@ -78,7 +91,10 @@ test("generate: SIGINT mid-denoising exits 130, no PNG and no temporary left", a
   const dir = path.join(tmp, "gen");
   fs.mkdirSync(dir);
   // 999 steps of the tiny model take about a minute; the first progress line (step 100) is the cue
-  const r = await interruptWhen(["generate", "--prompt", "x", "--steps", "999", "--threads", "1", "--seed", "1", "--out", path.join(dir, "a.png")], /generate \d+\/\d+ /);
+  const r = await interruptWhen(
+    ["generate", "--prompt", "x", "--steps", "999", "--threads", "1", "--seed", "1", "--out", path.join(dir, "a.png")],
+    /generate \d+\/\d+ /,
+  );
   expectInterrupted(r, /^sd-harness: interrupted; no partial output was written$/);
   expect(fs.readdirSync(dir)).toEqual([]);
 });
@@ -86,7 +102,11 @@ test("generate: SIGINT mid-denoising exits 130, no PNG and no temporary left", a
 test("generate: two SIGINTs back to back: status 130 either way, nothing left", async () => {
   const dir = path.join(tmp, "gen2");
   fs.mkdirSync(dir);
-  const r = await interruptWhen(["generate", "--prompt", "x", "--steps", "999", "--threads", "1", "--seed", "1", "--out", path.join(dir, "a.png")], /generate \d+\/\d+ /, 2);
+  const r = await interruptWhen(
+    ["generate", "--prompt", "x", "--steps", "999", "--threads", "1", "--seed", "1", "--out", path.join(dir, "a.png")],
+    /generate \d+\/\d+ /,
+    2,
+  );
   // The second signal lands either while main() still runs (its handler exits 130 at once) or after
   // main() returned and removed its handlers (the default action: death by SIGINT, which a shell
   // reports as 130 too). Which one depends on timing; both leave nothing behind.

@@ -14,7 +14,14 @@ import { tempDir } from "./helpers/tmp";
 const tmp = tempDir("sd-json-only-");
 
 test("report merge loads no runtime package", async () => {
-  const report = await runConformance({ models: [{ label: "fp32", dir: TINY }], references: REFS, profile: "fp32", only: ["rng:seed42-3", "tokenizer:corpus"], outDir: null, threads: 1 });
+  const report = await runConformance({
+    models: [{ label: "fp32", dir: TINY }],
+    references: REFS,
+    profile: "fp32",
+    only: ["rng:seed42-3", "tokenizer:corpus"],
+    outDir: null,
+    threads: 1,
+  });
   const shard = path.join(tmp(), "shard");
   fs.mkdirSync(shard);
   writeReport(shard, report);
@@ -22,7 +29,9 @@ test("report merge loads no runtime package", async () => {
     const { main } = require(${JSON.stringify(path.join(ROOT, "dist", "cli", "main.js"))});
     main(["report", "merge", ${JSON.stringify(path.join(shard, "report.json"))}, "--out", ${JSON.stringify(path.join(tmp(), "merged"))}], { out: () => {}, err: (s) => process.stderr.write(s) })
       .then((code) => { process.stdout.write(JSON.stringify({ code, loaded: Object.keys(require.cache).filter((k) => /node_modules[\\\\/](onnxruntime|puppeteer)/.test(k)) })); });`;
-  const out = JSON.parse(execFileSync(process.execPath, ["-e", script], { encoding: "utf8", timeout: 60_000, env: { ...process.env, GITHUB_STEP_SUMMARY: "" } }));
+  const out = JSON.parse(
+    execFileSync(process.execPath, ["-e", script], { encoding: "utf8", timeout: 60_000, env: { ...process.env, GITHUB_STEP_SUMMARY: "" } }),
+  );
   expect(out).toEqual({ code: 0, loaded: [] });
   expect(fs.existsSync(path.join(tmp(), "merged", "report.json"))).toBe(true);
 }, 120_000);

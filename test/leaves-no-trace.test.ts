@@ -10,11 +10,20 @@ import * as path from "node:path";
 import { CliCase, testCliCases } from "./helpers/cli-case";
 
 function walk(dir: string): string[] {
-  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => [path.join(dir, e.name), ...(e.isDirectory() ? walk(path.join(dir, e.name)) : [])]);
+  return fs
+    .readdirSync(dir, { withFileTypes: true })
+    .flatMap((e) => [path.join(dir, e.name), ...(e.isDirectory() ? walk(path.join(dir, e.name)) : [])]);
 }
 
 const isolated = {
-  env: { HOME: "{dir}/home", TMPDIR: "{dir}/tmp", TMP: "{dir}/tmp", TEMP: "{dir}/tmp", XDG_CACHE_HOME: undefined, ORT_DISABLE_TELEMETRY: undefined },
+  env: {
+    HOME: "{dir}/home",
+    TMPDIR: "{dir}/tmp",
+    TMP: "{dir}/tmp",
+    TEMP: "{dir}/tmp",
+    XDG_CACHE_HOME: undefined,
+    ORT_DISABLE_TELEMETRY: undefined,
+  },
   setup: (dir: string) => {
     fs.mkdirSync(path.join(dir, "home"));
     fs.mkdirSync(path.join(dir, "tmp"));
@@ -74,8 +83,14 @@ test("the library (dist/index.js) creates its sessions with telemetry off too", 
         console.log("telemetry variable: " + process.env.ORT_DISABLE_TELEMETRY);
       })();`;
     const env: Record<string, string> = {};
-    for (const [k, v] of Object.entries(process.env)) if (v !== undefined && k !== "ORT_DISABLE_TELEMETRY" && k !== "XDG_CACHE_HOME") env[k] = v;
-    Object.assign(env, { HOME: path.join(dir, "home"), TMPDIR: path.join(dir, "tmp"), TMP: path.join(dir, "tmp"), TEMP: path.join(dir, "tmp") });
+    for (const [k, v] of Object.entries(process.env))
+      if (v !== undefined && k !== "ORT_DISABLE_TELEMETRY" && k !== "XDG_CACHE_HOME") env[k] = v;
+    Object.assign(env, {
+      HOME: path.join(dir, "home"),
+      TMPDIR: path.join(dir, "tmp"),
+      TMP: path.join(dir, "tmp"),
+      TEMP: path.join(dir, "tmp"),
+    });
     const r = spawnSync(process.execPath, ["-e", script], { env, encoding: "utf8", timeout: 60_000 });
     expect(r.stderr).toBe("");
     expect(r.status).toBe(0);

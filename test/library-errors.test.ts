@@ -24,17 +24,39 @@ const gray = (width: number, height: number) => ({ width, height, data: new Uint
 
 /** [what, params, parameter at fault, the library's message, the CLI's message] */
 const CASES: readonly [string, Partial<GenerateParams>, string, RegExp, string][] = [
-  ["no image per prompt", { numImagesPerPrompt: 0 }, "numImagesPerPrompt", /^numImagesPerPrompt: 0 must be an integer from 1 to 64$/, "--batch: 0 must be an integer from 1 to 64"],
+  [
+    "no image per prompt",
+    { numImagesPerPrompt: 0 },
+    "numImagesPerPrompt",
+    /^numImagesPerPrompt: 0 must be an integer from 1 to 64$/,
+    "--batch: 0 must be an integer from 1 to 64",
+  ],
   ["a 1x1 init image", { initImage: rgb(1, 1) }, "width", /^width: 1 is not a multiple of 64/, "--width: 1 is not a multiple of 64"],
   ["steps 0", { steps: 0 }, "steps", /^steps: 0 must be an integer from 1 to 1000$/, "--steps: 0 must be an integer from 1 to 1000"],
   ["negative guidance", { guidanceScale: -1 }, "guidanceScale", /^guidanceScale: -1 must be/, "--guidance: -1 must be"],
-  ["strength 0", { initImage: rgb(64, 64), strength: 0 }, "strength", /^strength: 0 must be in \(0, 1\]$/, "--strength: 0 must be in (0, 1]"],
-  ["an init image of another size", { initImage: rgb(128, 64), width: 64, height: 64 }, "initImage",
-    /^initImage is 128x64 but the output is 64x64; resize the image or drop width\/height$/, "--init-image is 128x64 but the output is 64x64; resize the image or drop --width/--height"],
+  [
+    "strength 0",
+    { initImage: rgb(64, 64), strength: 0 },
+    "strength",
+    /^strength: 0 must be in \(0, 1\]$/,
+    "--strength: 0 must be in (0, 1]",
+  ],
+  [
+    "an init image of another size",
+    { initImage: rgb(128, 64), width: 64, height: 64 },
+    "initImage",
+    /^initImage is 128x64 but the output is 64x64; resize the image or drop width\/height$/,
+    "--init-image is 128x64 but the output is 64x64; resize the image or drop --width/--height",
+  ],
   ["a mask without an init image", { mask: gray(64, 64) }, "mask", /^mask needs initImage$/, "--mask needs --init-image"],
   ["no prompt", { prompt: [] }, "prompt", /^prompt: no prompt given$/, "--prompt: no prompt given"],
-  ["a sigma schedule the scheduler does not take", { scheduler: "ddim", sigmas: "karras" }, "sigmas", /^sigmas karras: scheduler ddim accepts none/,
-    "--sigmas karras: scheduler ddim accepts none"],
+  [
+    "a sigma schedule the scheduler does not take",
+    { scheduler: "ddim", sigmas: "karras" },
+    "sigmas",
+    /^sigmas karras: scheduler ddim accepts none/,
+    "--sigmas karras: scheduler ddim accepts none",
+  ],
 ];
 
 describe.each(CASES)("%s", (_what, params, parameter, libraryMessage, cliText) => {
@@ -70,8 +92,21 @@ test("the scheduler registry names numInferenceSteps, which the CLI calls --step
 test("every parameter the CLI maps is one the library takes", () => {
   // a renamed GenerateParams key would leave the table spelling a flag for nothing
   const keys: (keyof GenerateParams | "numInferenceSteps")[] = [
-    "prompt", "negativePrompt", "steps", "numInferenceSteps", "guidanceScale", "scheduler", "numImagesPerPrompt", "width", "height",
-    "initImage", "mask", "strength", "clipSkip", "eta", "sigmas",
+    "prompt",
+    "negativePrompt",
+    "steps",
+    "numInferenceSteps",
+    "guidanceScale",
+    "scheduler",
+    "numImagesPerPrompt",
+    "width",
+    "height",
+    "initImage",
+    "mask",
+    "strength",
+    "clipSkip",
+    "eta",
+    "sigmas",
   ];
   expect(Object.keys(PARAMETER_FLAGS).sort()).toEqual([...keys].sort());
 });

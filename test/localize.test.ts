@@ -30,7 +30,17 @@ const PERTURBED = "down_blocks.1.resnets.0.conv1";
 function capture(): CliIO & { stdout: () => string; stderr: () => string } {
   let out = "";
   let err = "";
-  return { out: (t) => { out += t; }, err: (t) => { err += t; }, isTTY: false, stdout: () => out, stderr: () => err };
+  return {
+    out: (t) => {
+      out += t;
+    },
+    err: (t) => {
+      err += t;
+    },
+    isTTY: false,
+    stdout: () => out,
+    stderr: () => err,
+  };
 }
 
 /** sha256 of every file under dir (symlinks followed), by relative path. */
@@ -56,7 +66,10 @@ let stderr = "";
 
 /** The temporary model copies --localize makes (the library's os.tmpdir() is the real one: jest's process.env is a copy). */
 function leftovers(): string[] {
-  return fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith("sd-harness-localize-")).sort();
+  return fs
+    .readdirSync(os.tmpdir())
+    .filter((n) => n.startsWith("sd-harness-localize-"))
+    .sort();
 }
 const before = leftovers();
 
@@ -67,8 +80,25 @@ beforeAll(async () => {
   const hashes = { fp32: treeHash(TINY), broken: treeHash(broken) };
   const io = capture();
   const out = path.join(tmp, "report");
-  const code = await main(["conformance", "--model", `${TINY}=fp32`, "--model", `${broken}=broken`, "--references", REFS,
-    "--only", "unet:txt2img-pndm-64x64-step00", "--localize", "--threads", "1", "--out", out], io);
+  const code = await main(
+    [
+      "conformance",
+      "--model",
+      `${TINY}=fp32`,
+      "--model",
+      `${broken}=broken`,
+      "--references",
+      REFS,
+      "--only",
+      "unet:txt2img-pndm-64x64-step00",
+      "--localize",
+      "--threads",
+      "1",
+      "--out",
+      out,
+    ],
+    io,
+  );
   expect(code).toBe(1); // the broken model fails the U-Net case; localization does not change the verdict
   stderr = io.stderr();
   report = parseReportJson(fs.readFileSync(path.join(out, "report.json"), "utf8"));
@@ -123,7 +153,9 @@ test("summary.md and report.html show the localization; the HTML has one chart p
   const added = html.match(/<svg class="localize-added"[\s\S]*?<\/svg>/g) ?? [];
   expect(added.length).toBe(5);
   const unetAdded = added.find((s) => s.includes('data-call="unet:txt2img-pndm-64x64-step00"'))!;
-  const stems = [...unetAdded.matchAll(/<line class="added" data-model="broken"[^>]*stroke-width="3"><title>([^<]*)<\/title>/g)].map((m) => m[1]);
+  const stems = [...unetAdded.matchAll(/<line class="added" data-model="broken"[^>]*stroke-width="3"><title>([^<]*)<\/title>/g)].map(
+    (m) => m[1],
+  );
   expect(stems.length).toBe(1);
   expect(stems[0].startsWith(`broken ${PERTURBED}: x`)).toBe(true);
   expect(unetAdded).toContain('data-model="fp32"');
@@ -168,7 +200,10 @@ test("a U-Net with external weights (model.onnx_data) is localized with its data
   const hashes = treeHash(ext);
   const r = await runLocalize({ models: [{ label: "external", dir: ext }], moduleReferences: MODULES, profile: "fp32", threads: 1 });
   const unet = r.calls.filter((c) => c.component === "unet");
-  expect(unet.map((c) => [c.error, c.unmapped.length, c.modules.length === c.total, c.first])).toEqual([[undefined, 0, true, null], [undefined, 0, true, null]]);
+  expect(unet.map((c) => [c.error, c.unmapped.length, c.modules.length === c.total, c.first])).toEqual([
+    [undefined, 0, true, null],
+    [undefined, 0, true, null],
+  ]);
   expect(leftovers()).toEqual(before);
   expect(treeHash(ext)).toEqual(hashes);
 });
@@ -184,7 +219,8 @@ test("a dynamo export's scope is read from its nodes' metadata (pkg.torch.onnx.n
     const b = Buffer.isBuffer(payload) ? payload : Buffer.from(payload, "utf8");
     return Buffer.concat([varint(no * 8 + 2), varint(b.length), b]);
   };
-  const scopes = "['', 'model', 'model.down_blocks.1', 'model.down_blocks.1.resnets.0', 'model.down_blocks.1.resnets.0.conv1', 'conv2d_10']";
+  const scopes =
+    "['', 'model', 'model.down_blocks.1', 'model.down_blocks.1.resnets.0', 'model.down_blocks.1.resnets.0.conv1', 'conv2d_10']";
   const meta = ld(9, Buffer.concat([ld(1, "pkg.torch.onnx.name_scopes"), ld(2, scopes)]));
   const node = ld(1, Buffer.concat([ld(1, "x"), ld(2, "y"), ld(3, "node_conv2d_10"), ld(4, "Conv"), meta]));
   const model = ld(7, Buffer.concat([node, ld(11, ld(1, "x")), ld(12, ld(1, "y"))]));
@@ -192,18 +228,45 @@ test("a dynamo export's scope is read from its nodes' metadata (pkg.torch.onnx.n
   expect(g.nodes[0].scope).toBe("model.down_blocks.1.resnets.0.conv1");
   const { prefix, matches } = matchModules(g, ["down_blocks.1.resnets.0.conv1", "down_blocks.1.resnets.0", "down_blocks.1.resnets.1"]);
   expect(prefix).toBe("model.");
-  expect(matches.map((m) => [m.how, m.how === "none" ? null : m.candidates])).toEqual([["scope", ["y"]], ["scope", ["y"]], ["none", null]]);
+  expect(matches.map((m) => [m.how, m.how === "none" ? null : m.candidates])).toEqual([
+    ["scope", ["y"]],
+    ["scope", ["y"]],
+    ["none", null],
+  ]);
 });
 
 test("--localize-failed localizes only the components whose stages failed, per model", async () => {
   const broken = path.join(tmp, "broken"); // made in beforeAll
   const out = path.join(tmp, "failed-only");
-  const code = await main(["conformance", "--model", `${TINY}=fp32`, "--model", `${broken}=broken`, "--references", REFS,
-    "--only", "unet:txt2img-pndm-64x64-step00", "--only", "vae_decode:64x64", "--localize-failed", "--threads", "1", "--quiet", "--out", out], capture());
+  const code = await main(
+    [
+      "conformance",
+      "--model",
+      `${TINY}=fp32`,
+      "--model",
+      `${broken}=broken`,
+      "--references",
+      REFS,
+      "--only",
+      "unet:txt2img-pndm-64x64-step00",
+      "--only",
+      "vae_decode:64x64",
+      "--localize-failed",
+      "--threads",
+      "1",
+      "--quiet",
+      "--out",
+      out,
+    ],
+    capture(),
+  );
   expect(code).toBe(1);
   const r = parseReportJson(fs.readFileSync(path.join(out, "report.json"), "utf8"));
   expect(r.results.filter((x) => x.status === "fail").map((x) => `${x.model} ${x.id}`)).toEqual(["broken unet:txt2img-pndm-64x64-step00"]);
-  expect(r.localize!.calls.map((c) => `${c.model} ${c.call}`)).toEqual(["broken unet:txt2img-pndm-64x64-step00", "broken unet:txt2img-pndm-64x64-step10"]);
+  expect(r.localize!.calls.map((c) => `${c.model} ${c.call}`)).toEqual([
+    "broken unet:txt2img-pndm-64x64-step00",
+    "broken unet:txt2img-pndm-64x64-step10",
+  ]);
   expect(r.localize!.calls[0].first?.module).toBe(PERTURBED);
 });
 
@@ -231,19 +294,50 @@ const leafFaults = (): LeafFault[] => {
   const names = new Set(Object.values(refs.manifest.components).flatMap((c) => c.modules.map((m) => m.name)));
   // the first VAE decoder resnet that changes its width (and so has a conv_shortcut)
   const decRes = [...names].find((n) => /^decoder\.up_blocks\.\d+\.resnets\.\d+\.conv_shortcut$/.test(n))!.replace(/\.conv_shortcut$/, "");
-  const encRes = [...names].find((n) => /^encoder\.down_blocks\.\d+\.resnets\.\d+\.conv_shortcut$/.test(n))!.replace(/\.conv_shortcut$/, "");
+  const encRes = [...names]
+    .find((n) => /^encoder\.down_blocks\.\d+\.resnets\.\d+\.conv_shortcut$/.test(n))!
+    .replace(/\.conv_shortcut$/, "");
   const faults: LeafFault[] = [
-    ...["norm1", "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "norm2", "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0", "norm3", "ff.net.0.proj", "ff.net.2"]
-      .map((m) => ({ component: "unet" as const, module: `${T0}.${m}` })),
-    ...["norm1", "conv1", "time_emb_proj", "norm2", "conv2", "conv_shortcut"].map((m) => ({ component: "unet" as const, module: `${R}.${m}`, taps: /^conv[12]$/.test(m) ? 9 : 1 })),
-    ...["layer_norm1", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "layer_norm2", "mlp.fc1", "mlp.fc2"]
-      .map((m) => ({ component: "text_encoder" as const, module: `${L1}.${m}` })),
+    ...[
+      "norm1",
+      "attn1.to_q",
+      "attn1.to_k",
+      "attn1.to_v",
+      "attn1.to_out.0",
+      "norm2",
+      "attn2.to_q",
+      "attn2.to_k",
+      "attn2.to_v",
+      "attn2.to_out.0",
+      "norm3",
+      "ff.net.0.proj",
+      "ff.net.2",
+    ].map((m) => ({ component: "unet" as const, module: `${T0}.${m}` })),
+    ...["norm1", "conv1", "time_emb_proj", "norm2", "conv2", "conv_shortcut"].map((m) => ({
+      component: "unet" as const,
+      module: `${R}.${m}`,
+      taps: /^conv[12]$/.test(m) ? 9 : 1,
+    })),
+    ...[
+      "layer_norm1",
+      "self_attn.q_proj",
+      "self_attn.k_proj",
+      "self_attn.v_proj",
+      "self_attn.out_proj",
+      "layer_norm2",
+      "mlp.fc1",
+      "mlp.fc2",
+    ].map((m) => ({ component: "text_encoder" as const, module: `${L1}.${m}` })),
     { component: "text_encoder", module: "text_model.final_layer_norm" },
     ...(["vae_decoder", "vae_encoder"] as const).flatMap((component) => {
       const res = component === "vae_decoder" ? decRes : encRes;
       const att = component === "vae_decoder" ? DEC_ATT : ENC_ATT;
       return [
-        ...["norm1", "conv1", "norm2", "conv2", "conv_shortcut"].map((m) => ({ component, module: `${res}.${m}`, taps: /^conv[12]$/.test(m) ? 9 : 1 })),
+        ...["norm1", "conv1", "norm2", "conv2", "conv_shortcut"].map((m) => ({
+          component,
+          module: `${res}.${m}`,
+          taps: /^conv[12]$/.test(m) ? 9 : 1,
+        })),
         ...["group_norm", "to_q", "to_k", "to_v", "to_out.0"].map((m) => ({ component, module: `${att}.${m}` })),
       ];
     }),
@@ -319,13 +413,20 @@ test("a single weight of every leaf kind, changed in a copy, is localized to tha
   const wrong: string[] = [];
   for (const [k, f] of faults.entries()) {
     const { dir } = leafCopy(f, `leaf-${k}`);
-    const r = await runLocalize({ models: [{ label: "leaf", dir }], moduleReferences: MODULES, profile: "fp32", threads: 1, components: () => new Set([f.component]) });
+    const r = await runLocalize({
+      models: [{ label: "leaf", dir }],
+      moduleReferences: MODULES,
+      profile: "fp32",
+      threads: 1,
+      components: () => new Set([f.component]),
+    });
     expect(r.calls.length).toBeGreaterThan(0);
     for (const c of r.calls) {
       expect(c.error).toBeUndefined();
       if (c.first?.module !== f.module) wrong.push(`${f.component} ${f.module} (${c.call}): first ${c.first?.module ?? "none"}`);
       // the leaf is named because its own output drifts, not because it was handed a drifted input
-      else if (c.first.input !== null && !c.first.input.startsWith("input:")) expect(c.modules.find((m) => m.module === c.first!.input)!.over).toBe(false);
+      else if (c.first.input !== null && !c.first.input.startsWith("input:"))
+        expect(c.modules.find((m) => m.module === c.first!.input)!.over).toBe(false);
     }
     fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -342,7 +443,13 @@ test("no sampling blind spot: +50 % of up_blocks.3.resnets.2.conv1's weight (14,
   const inCh = w.length / (out * 9);
   const { dir, index } = leafCopy(f, "blind-spot", 1.5, ((14 * inCh + 2) * 3 + 0) * 3 + 0);
   expect(index).toBe(14 * inCh * 9 + 2 * 9);
-  const r = await runLocalize({ models: [{ label: "blind", dir }], moduleReferences: MODULES, profile: "fp32", threads: 1, components: () => new Set(["unet" as const]) });
+  const r = await runLocalize({
+    models: [{ label: "blind", dir }],
+    moduleReferences: MODULES,
+    profile: "fp32",
+    threads: 1,
+    components: () => new Set(["unet" as const]),
+  });
   expect(r.calls.map((c) => c.first?.module)).toEqual([f.module, f.module]);
 }, 120_000);
 
@@ -352,7 +459,8 @@ test("the module set stores leaves, whole tensors within its byte budget and see
   expect(m.format).toBe("sd-harness-module-references/2");
   expect(m.sampling?.budget_bytes).toBeGreaterThan(0);
   const unet = m.components.unet.modules;
-  for (const leaf of [`${T0}.attn1.to_q`, `${T0}.ff.net.2`, `${R}.conv1`, `${R}.time_emb_proj`]) expect(unet.some((e) => e.name === leaf)).toBe(true);
+  for (const leaf of [`${T0}.attn1.to_q`, `${T0}.ff.net.2`, `${R}.conv1`, `${R}.time_emb_proj`])
+    expect(unet.some((e) => e.name === leaf)).toBe(true);
   for (const call of m.calls) {
     // each call's stored module values stay within the budget
     expect(call.modules.reduce((a, e) => a + 4 * e.count, 0)).toBeLessThanOrEqual(m.sampling!.budget_bytes!);
@@ -386,8 +494,14 @@ test("every shipped module set (calls read from its reference set's manifest) lo
     const ids = ModuleReferences.open(dir).manifest.calls.map((c) => c.id);
     expect(ids).toContain(lastUnet);
     expect(ids.map((i) => i.split(":")[0])).toEqual(["text_encoder", "unet", "unet", "vae_decoder", "vae_encoder"]);
-    const r = await runLocalize({ models: [{ label: refs, dir: path.join(ROOT, "fixtures", "models", model) }], moduleReferences: dir, profile: "fp32", threads: 1 });
-    expect(r.calls.map((c) => [c.call, c.error, c.unmapped.length, c.modules.length === c.total, c.first?.module ?? null]))
-      .toEqual(ids.map((id) => [id, undefined, 0, true, null]));
+    const r = await runLocalize({
+      models: [{ label: refs, dir: path.join(ROOT, "fixtures", "models", model) }],
+      moduleReferences: dir,
+      profile: "fp32",
+      threads: 1,
+    });
+    expect(r.calls.map((c) => [c.call, c.error, c.unmapped.length, c.modules.length === c.total, c.first?.module ?? null])).toEqual(
+      ids.map((id) => [id, undefined, 0, true, null]),
+    );
   }
 }, 180_000);

@@ -15,7 +15,11 @@ v8.setFlagsFromString("--expose-gc");
 const gc: () => void = vm.runInNewContext("gc");
 
 const MB = 1024 * 1024;
-interface Sample { at: number; rss: number; heap: number }
+interface Sample {
+  at: number;
+  rss: number;
+  heap: number;
+}
 
 function sample(at: number): Sample {
   gc();
@@ -35,7 +39,15 @@ test("50 generations in one process: RSS and heap flat after warm-up", async () 
   try {
     for (let i = 1; i <= 50; i++) {
       // different prompts and seeds, both CFG halves, a stochastic scheduler: every buffer is fresh
-      const r = await pipe.generate({ prompt: `a cat number ${i}`, negativePrompt: "blurry", steps: 4, seed: i, scheduler: i % 2 ? "euler-a" : "pndm", width: 64, height: 64 });
+      const r = await pipe.generate({
+        prompt: `a cat number ${i}`,
+        negativePrompt: "blurry",
+        steps: 4,
+        seed: i,
+        scheduler: i % 2 ? "euler-a" : "pndm",
+        width: 64,
+        height: 64,
+      });
       expect(r.images[0].data.length).toBe(64 * 64 * 3);
       if (i % 5 === 0) samples.push(sample(i));
     }

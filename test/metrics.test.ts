@@ -98,10 +98,18 @@ describe("tensorMetrics", () => {
 
   test("scale and direction: 2·ref has relL2 1 and cosine 1, -ref relL2 2 and cosine -1, orthogonal cosine 0", () => {
     const ref = [1, -2, 2]; // ||ref|| = 3
-    const twice = tensorMetrics(ref.map((v) => 2 * v), ref, [3]);
+    const twice = tensorMetrics(
+      ref.map((v) => 2 * v),
+      ref,
+      [3],
+    );
     expectClose(twice.relL2, 1);
     expectClose(twice.cosine, 1);
-    const negated = tensorMetrics(ref.map((v) => -v), ref, [3]);
+    const negated = tensorMetrics(
+      ref.map((v) => -v),
+      ref,
+      [3],
+    );
     expectClose(negated.relL2, 2);
     expectClose(negated.cosine, -1);
     const orthogonal = tensorMetrics([0, 1], [1, 0], [2]);
@@ -294,14 +302,7 @@ describe("diffHeatmap", () => {
     const ours = Uint8Array.from([50, 50, 50, 40, 50, 50, 50, 80, 50, 60, 100, 30, 50, 50, 130, 140, 50, 50]);
     const h = diffHeatmap(ours, ref, 6, 1);
     expect(h).toHaveLength(18);
-    expect(Array.from(h)).toEqual([
-      0, 0, 0,
-      85, 0, 0,
-      255, 0, 0,
-      255, 170, 0,
-      255, 255, 170,
-      255, 255, 255,
-    ]);
+    expect(Array.from(h)).toEqual([0, 0, 0, 85, 0, 0, 255, 0, 0, 255, 170, 0, 255, 255, 170, 255, 255, 255]);
   });
 
   test("channel levels are rounded to nearest", () => {

@@ -61,7 +61,9 @@ describe("scripts/optimize.py", () => {
 
   test("groupnorm pass: a 4 x 256 x 256 group comes within a few float32 roundings of float64, where onnxruntime's InstanceNormalization does not", () => {
     const out = JSON.parse(execFileSync(PYTHON, ["-c", GROUPNORM_PROBE, "128", "256"], { encoding: "utf8", timeout: 120_000 }));
-    console.log(`GroupNorm(32, 128) at 256x256, relL2 to float64: PyTorch float32 ${out.torch.toExponential(2)}, InstanceNormalization ${out.stock.toExponential(2)}, optimize.py ${out.rewritten.toExponential(2)}`);
+    console.log(
+      `GroupNorm(32, 128) at 256x256, relL2 to float64: PyTorch float32 ${out.torch.toExponential(2)}, InstanceNormalization ${out.stock.toExponential(2)}, optimize.py ${out.rewritten.toExponential(2)}`,
+    );
     expect(out.count).toBe(1);
     // what the pass is for: the stock graph is far from float64 at this size (measured 1.34e-6, 27x PyTorch's 4.95e-8)...
     expect(out.stock).toBeGreaterThan(10 * out.torch);
@@ -73,19 +75,23 @@ describe("scripts/optimize.py", () => {
   test.each([
     ["tiny-sd (our exporter)", TINY, REFS, VARIATION_CASES],
     ["tiny-sd-wide (optimum's exporter)", WIDE, WIDE_REFS, ["text_encoder:*", "unet:*", "vae_*", "end_to_end:*"]],
-  ] as const)("%s: the default passes keep the fp32 profile", async (name, src, refs, only) => {
-    const dst = path.join(fs.mkdtempSync(path.join(tmp(), "case-")), "optimized");
-    execFileSync(PYTHON, [SCRIPT, src, dst], { stdio: "pipe", timeout: 300_000 });
-    // the pass ran where precision needs it: no exported GroupNorm is left in the VAE
-    for (const k of ["vae_decoder", "vae_encoder"]) {
-      expect(exportedGroupNorms(path.join(src, k, "model.onnx"))).toBeGreaterThan(0);
-      expect(exportedGroupNorms(path.join(dst, k, "model.onnx"))).toBe(0);
-    }
-    // the U-Net (opt-in: --components unet) and a component it had nothing to do for stay links to the source
-    expect(exportedGroupNorms(path.join(src, "unet", "model.onnx"))).toBeGreaterThan(0);
-    for (const k of ["text_encoder", "unet"]) expect(fs.lstatSync(path.join(dst, k)).isSymbolicLink()).toBe(true);
-    await expectConforms({ label: `${name} optimized`, dir: dst, references: refs, only });
-  }, 600_000);
+  ] as const)(
+    "%s: the default passes keep the fp32 profile",
+    async (name, src, refs, only) => {
+      const dst = path.join(fs.mkdtempSync(path.join(tmp(), "case-")), "optimized");
+      execFileSync(PYTHON, [SCRIPT, src, dst], { stdio: "pipe", timeout: 300_000 });
+      // the pass ran where precision needs it: no exported GroupNorm is left in the VAE
+      for (const k of ["vae_decoder", "vae_encoder"]) {
+        expect(exportedGroupNorms(path.join(src, k, "model.onnx"))).toBeGreaterThan(0);
+        expect(exportedGroupNorms(path.join(dst, k, "model.onnx"))).toBe(0);
+      }
+      // the U-Net (opt-in: --components unet) and a component it had nothing to do for stay links to the source
+      expect(exportedGroupNorms(path.join(src, "unet", "model.onnx"))).toBeGreaterThan(0);
+      for (const k of ["text_encoder", "unet"]) expect(fs.lstatSync(path.join(dst, k)).isSymbolicLink()).toBe(true);
+      await expectConforms({ label: `${name} optimized`, dir: dst, references: refs, only });
+    },
+    600_000,
+  );
 
   test("--components unet rewrites the U-Net's GroupNorms too (opt-in) and leaves the VAE linked", () => {
     const dst = path.join(fs.mkdtempSync(path.join(tmp(), "unet-")), "optimized");

@@ -13,8 +13,12 @@ import { TINY, REFS } from "./helpers/fixtures";
 
 test("a run records its onnxruntime time; the overhead is the rest of its wall time", async () => {
   const report = await runConformance({
-    models: [{ label: "m", dir: TINY }], references: REFS, profile: "fp32", only: ["vae_decode:64x64", "unet:txt2img-pndm-64x64-step00"],
-    outDir: null, threads: 1,
+    models: [{ label: "m", dir: TINY }],
+    references: REFS,
+    profile: "fp32",
+    only: ["vae_decode:64x64", "unet:txt2img-pndm-64x64-step00"],
+    outDir: null,
+    threads: 1,
   });
   const ort = report.run.ort!;
   // two sessions at least (VAE decoder, U-Net; the text encoder is created with them), one call each
@@ -26,12 +30,26 @@ test("a run records its onnxruntime time; the overhead is the rest of its wall t
   expect(overhead).toBeGreaterThanOrEqual(0);
   expect(overhead).toBeLessThan(1);
   // a second run counts only its own calls
-  const again = await runConformance({ models: [{ label: "m", dir: TINY }], references: REFS, profile: "fp32", only: ["vae_decode:64x64"], outDir: null, threads: 1 });
+  const again = await runConformance({
+    models: [{ label: "m", dir: TINY }],
+    references: REFS,
+    profile: "fp32",
+    only: ["vae_decode:64x64"],
+    outDir: null,
+    threads: 1,
+  });
   expect(again.run.ort!.runs).toBeLessThan(ort.runs);
 }, 120_000);
 
 test("report.json's run.ort is checked like every other field the writers read", async () => {
-  const report = await runConformance({ models: [{ label: "m", dir: TINY }], references: REFS, profile: "fp32", only: ["vae_decode:64x64"], outDir: null, threads: 1 });
+  const report = await runConformance({
+    models: [{ label: "m", dir: TINY }],
+    references: REFS,
+    profile: "fp32",
+    only: ["vae_decode:64x64"],
+    outDir: null,
+    threads: 1,
+  });
   const text = JSON.stringify(report);
   expect(parseReportJson(text).run.ort).toEqual(report.run.ort);
   const bad = JSON.parse(text);

@@ -20,7 +20,9 @@ const MAX_TARBALL_BYTES = 12 * 1024 * 1024;
  * refuses as a usage error), so the commands below run as a user would run them.
  */
 function userEnv(): NodeJS.ProcessEnv {
-  return Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_(config|lifecycle|package|command|execpath|node_execpath)/i.test(k)));
+  return Object.fromEntries(
+    Object.entries(process.env).filter(([k]) => !/^npm_(config|lifecycle|package|command|execpath|node_execpath)/i.test(k)),
+  );
 }
 
 function run(cmd: string, args: readonly string[], cwd: string, env: NodeJS.ProcessEnv = {}): SpawnSyncReturns<string> {
@@ -56,11 +58,21 @@ describe("the packed tarball", () => {
     const size = fs.statSync(tarball).size;
     expect(size).toBeLessThanOrEqual(MAX_TARBALL_BYTES);
     for (const f of [
-      "LICENSE", "README.md", "bin/sd-harness.js", "dist/cli/main.js", "dist/index.js", "dist/index.d.ts", "conformance/tolerances.json",
-      "fixtures/models/tiny-sd-onnx/model_index.json", "fixtures/models/tiny-sd-onnx/scheduler/scheduler_config.json",
-      "fixtures/models/tiny-sd-onnx/tokenizer/vocab.json", "fixtures/models/tiny-sd-onnx/tokenizer/merges.txt",
-      "fixtures/models/tiny-sd-onnx/unet/model.onnx", "fixtures/references/tiny-sd/cpu/manifest.json",
-    ]) expect(files).toContain(f);
+      "LICENSE",
+      "README.md",
+      "bin/sd-harness.js",
+      "dist/cli/main.js",
+      "dist/index.js",
+      "dist/index.d.ts",
+      "conformance/tolerances.json",
+      "fixtures/models/tiny-sd-onnx/model_index.json",
+      "fixtures/models/tiny-sd-onnx/scheduler/scheduler_config.json",
+      "fixtures/models/tiny-sd-onnx/tokenizer/vocab.json",
+      "fixtures/models/tiny-sd-onnx/tokenizer/merges.txt",
+      "fixtures/models/tiny-sd-onnx/unet/model.onnx",
+      "fixtures/references/tiny-sd/cpu/manifest.json",
+    ])
+      expect(files).toContain(f);
     expect(files.filter((f) => /^(test|scripts|bench|src)\//.test(f) || /^dist\/bench\//.test(f) || f.endsWith(".map"))).toEqual([]);
   });
 
@@ -80,9 +92,23 @@ describe("the packed tarball", () => {
       if (k.startsWith("node_modules/") && !v.dev) packages[k] = v;
     }
     const integrity = `sha512-${crypto.createHash("sha512").update(fs.readFileSync(tarball)).digest("base64")}`;
-    packages["node_modules/sd-harness"] = { version: ours.version, resolved: spec, integrity, license: ours.license, dependencies: ours.dependencies, bin: ours.bin, engines: ours.engines };
-    fs.writeFileSync(path.join(app, "package.json"), JSON.stringify({ name: "app", version: "1.0.0", private: true, dependencies: { "sd-harness": spec } }));
-    fs.writeFileSync(path.join(app, "package-lock.json"), JSON.stringify({ name: "app", version: "1.0.0", lockfileVersion: 3, requires: true, packages }));
+    packages["node_modules/sd-harness"] = {
+      version: ours.version,
+      resolved: spec,
+      integrity,
+      license: ours.license,
+      dependencies: ours.dependencies,
+      bin: ours.bin,
+      engines: ours.engines,
+    };
+    fs.writeFileSync(
+      path.join(app, "package.json"),
+      JSON.stringify({ name: "app", version: "1.0.0", private: true, dependencies: { "sd-harness": spec } }),
+    );
+    fs.writeFileSync(
+      path.join(app, "package-lock.json"),
+      JSON.stringify({ name: "app", version: "1.0.0", lockfileVersion: 3, requires: true, packages }),
+    );
     // onnxruntime-node's postinstall fetches CUDA libraries unless told not to: the documented switch
     const [cmd, args] = offline("npm", ["ci", "--offline", "--no-audit", "--no-fund"]);
     const inst = run(cmd, args, app, { ONNXRUNTIME_NODE_INSTALL: "skip" });
@@ -91,13 +117,37 @@ describe("the packed tarball", () => {
     const cwd = fs.mkdtempSync(path.join(work, "run-"));
 
     const png = path.join(cwd, "out.png");
-    const [gcmd, gargs] = offline(process.execPath, [bin, "generate", "--prompt", "a lighthouse", "--steps", "2", "--seed", "1", "--out", png]);
+    const [gcmd, gargs] = offline(process.execPath, [
+      bin,
+      "generate",
+      "--prompt",
+      "a lighthouse",
+      "--steps",
+      "2",
+      "--seed",
+      "1",
+      "--out",
+      png,
+    ]);
     const gen = run(gcmd, gargs, cwd);
     expect(`${gen.status} ${gen.stderr.slice(-1500)}`).toMatch(/^0 /);
     expect(fs.readFileSync(png).subarray(1, 4).toString("latin1")).toBe("PNG");
 
-    const [ccmd, cargs] = offline(process.execPath, [bin, "conformance", "--quiet", "--out", path.join(cwd, "report"),
-      "--only", "text_encoder:*", "--only", "vae_decode:*", "--only", "end_to_end:txt2img-pndm-64x64", "--only", "end_to_end:inpaint-*"]);
+    const [ccmd, cargs] = offline(process.execPath, [
+      bin,
+      "conformance",
+      "--quiet",
+      "--out",
+      path.join(cwd, "report"),
+      "--only",
+      "text_encoder:*",
+      "--only",
+      "vae_decode:*",
+      "--only",
+      "end_to_end:txt2img-pndm-64x64",
+      "--only",
+      "end_to_end:inpaint-*",
+    ]);
     const conf = run(ccmd, cargs, cwd);
     expect(`${conf.status} ${conf.stderr.slice(-1500)}`).toMatch(/^0 /);
     const report = JSON.parse(fs.readFileSync(path.join(cwd, "report", "report.json"), "utf8"));
@@ -141,7 +191,8 @@ describe("a fresh clone", () => {
     const lock = JSON.parse(fs.readFileSync(path.join(clone, "package-lock.json"), "utf8"));
     // every dependency with an install script (onnxruntime-node's downloads CUDA libraries) is named and refused
     const withScripts = Object.entries(lock.packages as Record<string, { hasInstallScript?: boolean }>)
-      .filter(([k, v]) => k.startsWith("node_modules/") && v.hasInstallScript).map(([k]) => k.slice(k.lastIndexOf("node_modules/") + 13));
+      .filter(([k, v]) => k.startsWith("node_modules/") && v.hasInstallScript)
+      .map(([k]) => k.slice(k.lastIndexOf("node_modules/") + 13));
     expect(withScripts).toContain("onnxruntime-node");
     for (const name of withScripts) expect({ name, allowed: pkg.allowScripts?.[name] }).toEqual({ name, allowed: false });
   });

@@ -50,11 +50,22 @@ describe.each(e2e.map((c) => [c.id, c] as const))("%s", (id, c) => {
     const steps: Float32Array[] = [];
     const p = kind === "inpaint" ? inpaint : pipe;
     const r = await p.generate({
-      prompt: meta.prompt, negativePrompt: meta.negative_prompt, steps: meta.steps, guidanceScale: meta.guidance_scale,
-      scheduler: meta.scheduler, seed: meta.seed, width: meta.width, height: meta.height,
-      numImagesPerPrompt: meta.num_images_per_prompt, strength: meta.strength, clipSkip: meta.clip_skip ?? 0,
-      initImage: image, mask,
-      onStep: (s) => { steps.push(s.latents.data.slice()); },
+      prompt: meta.prompt,
+      negativePrompt: meta.negative_prompt,
+      steps: meta.steps,
+      guidanceScale: meta.guidance_scale,
+      scheduler: meta.scheduler,
+      seed: meta.seed,
+      width: meta.width,
+      height: meta.height,
+      numImagesPerPrompt: meta.num_images_per_prompt,
+      strength: meta.strength,
+      clipSkip: meta.clip_skip ?? 0,
+      initImage: image,
+      mask,
+      onStep: (s) => {
+        steps.push(s.latents.data.slice());
+      },
     });
     const embDrift = maxAbs(r.promptEmbeds.data, t.f32("prompt_embeds").data);
     const initDrift = maxAbs(r.initialLatents.data, t.f32("latents_init").data);
@@ -69,7 +80,9 @@ describe.each(e2e.map((c) => [c.id, c] as const))("%s", (id, c) => {
       const off = n * im.data.length;
       for (let i = 0; i < im.data.length; i++) maxPix = Math.max(maxPix, Math.abs(im.data[i] - imgRef[off + i]));
     });
-    console.log(`${id}: embeds ${embDrift.toExponential(2)}, init latents ${initDrift.toExponential(2)} (${initUlp} ULP), final latents ${stepDrift[stepDrift.length - 1].toExponential(2)}, image max |Δ| ${maxPix}/255`);
+    console.log(
+      `${id}: embeds ${embDrift.toExponential(2)}, init latents ${initDrift.toExponential(2)} (${initUlp} ULP), final latents ${stepDrift[stepDrift.length - 1].toExponential(2)}, image max |Δ| ${maxPix}/255`,
+    );
     expect(embDrift).toBeLessThan(1e-4);
     // txt2img: the same RNG stream times init_noise_sigma. Measured: bit-identical for sigma 1;
     // Euler: init_noise_sigma = sqrt(sigma_max^2 + 1) is 1 ULP off in torch, whose float32 sqrt on

@@ -19,7 +19,16 @@ const PYTHON = path.join(ROOT, ".venv", "bin", "python");
 const TORCH_MODEL = path.join(ROOT, "fixtures", "models", "tiny-sd");
 const TORCH_INPAINT = path.join(ROOT, "fixtures", "models", "tiny-sd-inpaint");
 const quote = (s: string) => `'${s.replace(/'/g, "'\\''")}'`;
-const SUBSET = ["--only", "text_encoder:batch2", "unet:txt2img-euler-a-64x64-step00", "vae_decode:64x64", "vae_encode:64x64", "end_to_end:txt2img-pndm-clipskip1", "--threads", "1"];
+const SUBSET = [
+  "--only",
+  "text_encoder:batch2",
+  "unet:txt2img-euler-a-64x64-step00",
+  "vae_decode:64x64",
+  "vae_encode:64x64",
+  "end_to_end:txt2img-pndm-clipskip1",
+  "--threads",
+  "1",
+];
 
 const has = (module: string) => fs.existsSync(PYTHON) && spawnSync(PYTHON, ["-c", `import ${module}`], { stdio: "ignore" }).status === 0;
 
@@ -28,7 +37,13 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 async function run(name: string, extra: string[]): Promise<{ code: number; err: string; report: Report }> {
   let err = "";
-  const io: CliIO = { out: () => {}, err: (t) => { err += t; }, isTTY: false };
+  const io: CliIO = {
+    out: () => {},
+    err: (t) => {
+      err += t;
+    },
+    isTTY: false,
+  };
   const out = path.join(tmp, name);
   const code = await main(["conformance", "--out", out, "--quiet", ...SUBSET, ...extra], io);
   return { code, err, report: parseReportJson(fs.readFileSync(path.join(out, "report.json"), "utf8")) };
@@ -48,13 +63,21 @@ describe("ports/openvino", () => {
     expect(err).toMatch(/^PASS: /m);
     expect(code).toBe(0);
     expect(judged(report)).toHaveLength(5);
-    expect(report.models[0].runtime).toMatchObject({ runtime: "port", package: "openvino", executionProvider: expect.stringMatching(/^OpenVINO .*, precision f32$/) });
+    expect(report.models[0].runtime).toMatchObject({
+      runtime: "port",
+      package: "openvino",
+      executionProvider: expect.stringMatching(/^OpenVINO .*, precision f32$/),
+    });
   }, 600_000);
 });
 
 describe("ports/diffusers (bfloat16)", () => {
   if (!has("diffusers") || !fs.existsSync(TORCH_MODEL) || !fs.existsSync(TORCH_INPAINT)) {
-    beforeAll(() => console.log(`port adapters: no diffusers in ${PYTHON} or no ${TORCH_MODEL} (scripts/make_fixtures.sh); ports/diffusers is not judged`));
+    beforeAll(() =>
+      console.log(
+        `port adapters: no diffusers in ${PYTHON} or no ${TORCH_MODEL} (scripts/make_fixtures.sh); ports/diffusers is not judged`,
+      ),
+    );
     test.skip("ports/diffusers: no diffusers or PyTorch fixture; skipped", () => {});
     return;
   }
@@ -64,7 +87,10 @@ describe("ports/diffusers (bfloat16)", () => {
     expect(bf16.err).toMatch(/^PASS: /m);
     expect(bf16.code).toBe(0);
     expect(judged(bf16.report)).toHaveLength(5);
-    expect(bf16.report.models[0].runtime).toMatchObject({ package: "diffusers-torch", executionProvider: expect.stringMatching(/precision bf16$/) });
+    expect(bf16.report.models[0].runtime).toMatchObject({
+      package: "diffusers-torch",
+      executionProvider: expect.stringMatching(/precision bf16$/),
+    });
     expect(judged(bf16.report)[0].tolerance.reason).toMatch(/^bf16 profile: diffusers' PyTorch components cast to bfloat16/);
     const fp32 = await run("torch-bf16-fp32", ["--port", port, "--profile", "fp32"]);
     expect(fp32.code).toBe(1);

@@ -41,12 +41,25 @@ async function runFault(fault: string, extra: string[] = []) {
   const out = path.join(tmp, `out-${id}`);
   const port = [process.execPath, NODE_PORT, "--fault", fault, "--pid-file", pidFile, "--child"].map(quote).join(" ");
   let err = "";
-  const io: CliIO = { out: () => {}, err: (t) => { err += t; }, isTTY: false };
+  const io: CliIO = {
+    out: () => {},
+    err: (t) => {
+      err += t;
+    },
+    isTTY: false,
+  };
   const code = await main(["conformance", "--port", port, "--out", out, ...CASES, ...extra], io);
   const pids = fs.existsSync(pidFile) ? fs.readFileSync(pidFile, "utf8").split("\n").map(Number) : [];
   // SIGKILL is delivered at once, but the kernel may take a moment to tear a process down
-  await waitFor(() => pids.every((p) => !alive(p)), () => false, 3000, 20);
-  const report = fs.existsSync(path.join(out, "report.json")) ? parseReportJson(fs.readFileSync(path.join(out, "report.json"), "utf8")) : null;
+  await waitFor(
+    () => pids.every((p) => !alive(p)),
+    () => false,
+    3000,
+    20,
+  );
+  const report = fs.existsSync(path.join(out, "report.json"))
+    ? parseReportJson(fs.readFileSync(path.join(out, "report.json"), "utf8"))
+    : null;
   return { code, err, pids, report };
 }
 
@@ -61,10 +74,16 @@ const UNET = "unet:txt2img-euler-a-64x64-step00";
 describe.each([
   ["crash@run:unet", /port node-port: unet run: the port exited \(code 3\)/],
   ["hang@run:unet", /port node-port: unet run: no reply within 8 s \(--port-timeout\); its process group was ended/],
-  ["garbage@run:unet", /port node-port: unet run: wrote a line on stdout that is not a protocol reply: "loading weights\.\.\. 100%" \(a port logs to stderr\)/],
+  [
+    "garbage@run:unet",
+    /port node-port: unet run: wrote a line on stdout that is not a protocol reply: "loading weights\.\.\. 100%" \(a port logs to stderr\)/,
+  ],
   ["wrongid@run:unet", /port node-port: unet run: replied to request \d+, which is not pending/],
   ["nofile@run:unet", /port node-port: unet run: replied ok but wrote no output file \d+-out\.safetensors/],
-  ["shape@run:unet", /port node-port: unet run: output out_sample has shape \[512\], expected \[2, 4, 8, 8\] for inputs sample \[2, 4, 8, 8\]/],
+  [
+    "shape@run:unet",
+    /port node-port: unet run: output out_sample has shape \[512\], expected \[2, 4, 8, 8\] for inputs sample \[2, 4, 8, 8\]/,
+  ],
   ["dtype@run:unet", /port node-port: unet run: output out_sample is float64, but the port declared float32 at load/],
 ])("a port that breaks a run (%s)", (fault, message) => {
   test("one line naming the operation and the case; later calls name the first failure; group ended, folder gone", async () => {
@@ -80,17 +99,29 @@ describe.each([
     expect(line).toMatch(message);
     // the VAE decode after it: the port is not restarted behind the user's back
     const vae = report!.results.find((r) => r.id === "vae_decode:64x64")!;
-    expect(vae).toMatchObject({ status: "error", message: expect.stringMatching(/^port node-port: vae_decode run: not running: unet run: /) });
+    expect(vae).toMatchObject({
+      status: "error",
+      message: expect.stringMatching(/^port node-port: vae_decode run: not running: unet run: /),
+    });
     expectCleanedUp(pids);
   });
 });
 
 describe.each([
   ["crash@hello", /^sd-harness: error: port node node-port\.js: handshake: the port exited \(code 3\)\n$/],
-  ["hang@hello", /^sd-harness: error: port node node-port\.js: handshake: no reply within 8 s \(--port-timeout\); its process group was ended\n$/],
-  ["garbage@hello", /^sd-harness: error: port node node-port\.js: handshake: wrote a line on stdout that is not a protocol reply: "loading weights\.\.\. 100%"/],
+  [
+    "hang@hello",
+    /^sd-harness: error: port node node-port\.js: handshake: no reply within 8 s \(--port-timeout\); its process group was ended\n$/,
+  ],
+  [
+    "garbage@hello",
+    /^sd-harness: error: port node node-port\.js: handshake: wrote a line on stdout that is not a protocol reply: "loading weights\.\.\. 100%"/,
+  ],
   ["protocol@hello", /^sd-harness: error: port node node-port\.js: handshake: speaks protocol 99, sd-harness speaks 1\n$/],
-  ["refuse@load:unet", /^sd-harness: error: port node-port: unet load: refused \(this port declines\), although its handshake lists unet as supported\n$/],
+  [
+    "refuse@load:unet",
+    /^sd-harness: error: port node-port: unet load: refused \(this port declines\), although its handshake lists unet as supported\n$/,
+  ],
   ["crash@load:text_encoder", /^sd-harness: error: port node-port: text_encoder load: the port exited \(code 3\)\n$/],
 ])("a port that fails before any case (%s)", (fault, message) => {
   test("one line, exit 2, no report; group ended, folder gone", async () => {
@@ -114,7 +145,9 @@ test("a port that returns NaN: judged like any runtime's numbers (the case fails
 
 describe("SIGTERM while a port call hangs (the real CLI, dist/)", () => {
   beforeAll(() => {
-    execFileSync(process.execPath, [path.join(ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", path.join(ROOT, "tsconfig.json")], { stdio: "pipe" });
+    execFileSync(process.execPath, [path.join(ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", path.join(ROOT, "tsconfig.json")], {
+      stdio: "pipe",
+    });
   }, 180_000);
 
   test("exits 143; the port's group is ended and its folder removed", async () => {
@@ -128,14 +161,26 @@ describe("SIGTERM while a port call hangs (the real CLI, dist/)", () => {
       timeoutMs: 60_000,
       during: async (c) => {
         // the U-Net call is pending once the port has made its folder and the harness its inputs file
-        await waitFor(() => fs.existsSync(pidFile) && fs.readdirSync(portTmp).some((d) => fs.readdirSync(path.join(portTmp, d)).some((f) => f.endsWith("-in.safetensors"))), c.exited, 30_000, 20);
+        await waitFor(
+          () =>
+            fs.existsSync(pidFile) &&
+            fs.readdirSync(portTmp).some((d) => fs.readdirSync(path.join(portTmp, d)).some((f) => f.endsWith("-in.safetensors"))),
+          c.exited,
+          30_000,
+          20,
+        );
         c.signal("SIGTERM");
       },
     });
     expect(r.code).toBe(143);
     expect(r.stderr).toMatch(/terminated \(SIGTERM\); no partial output was written/);
     const pids = fs.readFileSync(pidFile, "utf8").split("\n").map(Number);
-    await waitFor(() => pids.every((p) => !alive(p)), () => false, 3000, 20);
+    await waitFor(
+      () => pids.every((p) => !alive(p)),
+      () => false,
+      3000,
+      20,
+    );
     expectCleanedUp(pids);
   });
 });

@@ -32,7 +32,11 @@ async function localize(dir: string, command: string | null, components?: Compon
   const runtime = command === null ? undefined : new PortRuntime({ command });
   try {
     return await runLocalize({
-      models: [{ label: "m", dir }], moduleReferences: MODULES, profile: "fp32", threads: 1, runtime,
+      models: [{ label: "m", dir }],
+      moduleReferences: MODULES,
+      profile: "fp32",
+      threads: 1,
+      runtime,
       components: components ? () => new Set(components) : undefined,
     });
   } finally {
@@ -79,7 +83,9 @@ describe("ports/onnxruntime", () => {
 
 describe("ports/openvino (f32)", () => {
   if (!has("openvino")) {
-    beforeAll(() => console.log(`port localize: ${PYTHON} has no openvino (.venv/bin/pip install openvino); ports/openvino's --localize is not checked`));
+    beforeAll(() =>
+      console.log(`port localize: ${PYTHON} has no openvino (.venv/bin/pip install openvino); ports/openvino's --localize is not checked`),
+    );
     test.skip("ports/openvino: openvino not installed; skipped", () => {});
     return;
   }
@@ -87,13 +93,19 @@ describe("ports/openvino (f32)", () => {
     expectClean(await localize(TINY, adapter("openvino", "--precision", "f32")));
   });
   test("--scale-weight on a U-Net conv is localized to that conv at both U-Net calls", async () => {
-    expectPerturbedFirst(await localize(TINY, adapter("openvino", "--precision", "f32", "--scale-weight", `model.${PERTURBED}.weight=1.05`), ["unet"]));
+    expectPerturbedFirst(
+      await localize(TINY, adapter("openvino", "--precision", "f32", "--scale-weight", `model.${PERTURBED}.weight=1.05`), ["unet"]),
+    );
   });
 });
 
 describe("ports/diffusers (float32, forward hooks)", () => {
   if (!has("diffusers") || !fs.existsSync(path.join(TORCH_MODEL, "unet"))) {
-    beforeAll(() => console.log(`port localize: no diffusers in ${PYTHON} or no ${TORCH_MODEL} (scripts/make_fixtures.sh); ports/diffusers' --localize is not checked`));
+    beforeAll(() =>
+      console.log(
+        `port localize: no diffusers in ${PYTHON} or no ${TORCH_MODEL} (scripts/make_fixtures.sh); ports/diffusers' --localize is not checked`,
+      ),
+    );
     test.skip("ports/diffusers: not available; skipped", () => {});
     return;
   }
@@ -104,6 +116,12 @@ describe("ports/diffusers (float32, forward hooks)", () => {
     expect(r.calls.every((c) => c.modules.every((m) => m.how === "scope"))).toBe(true);
   });
   test("--scale-weight on a U-Net conv is localized to that conv at both U-Net calls", async () => {
-    expectPerturbedFirst(await localize(TINY, adapter("diffusers", "--model", TORCH_MODEL, "--dtype", "float32", "--scale-weight", `${PERTURBED}.weight=1.05`), ["unet"]));
+    expectPerturbedFirst(
+      await localize(
+        TINY,
+        adapter("diffusers", "--model", TORCH_MODEL, "--dtype", "float32", "--scale-weight", `${PERTURBED}.weight=1.05`),
+        ["unet"],
+      ),
+    );
   });
 });

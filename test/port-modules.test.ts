@@ -41,7 +41,11 @@ function alive(pid: number): boolean {
 async function localizeUnet(dir: string, runtime?: PortRuntime): Promise<LocalizeReport> {
   try {
     return await runLocalize({
-      models: [{ label: "m", dir }], moduleReferences: MODULES, profile: "fp32", threads: 1, runtime,
+      models: [{ label: "m", dir }],
+      moduleReferences: MODULES,
+      profile: "fp32",
+      threads: 1,
+      runtime,
       components: () => new Set<ComponentKind>(["unet"]),
     });
   } finally {
@@ -56,9 +60,15 @@ test("a 1.1 handshake names its minor version and the operations whose module ou
   expect(checkHello({ protocol: 1, minor: 1, port, components, modules: ["unet"] })).toMatchObject({ minor: 1, modules: ["unet"] });
   // a 1.0 port's extra fields mean nothing
   expect(checkHello({ protocol: 1, port, components, modules: ["unet"] })).toMatchObject({ minor: 0, modules: [] });
-  expect(checkHello({ protocol: 1, minor: 1, port, components, modules: ["vae_decode"] })).toBe("its handshake's modules names vae_decode, which it does not run");
-  expect(checkHello({ protocol: 1, minor: 1, port, components, modules: ["vae"] })).toMatch(/^its handshake's modules names "vae", not an operation/);
-  expect(checkHello({ protocol: 1, minor: 1, port, components, modules: "unet" })).toBe("its handshake's modules is not a list of operations");
+  expect(checkHello({ protocol: 1, minor: 1, port, components, modules: ["vae_decode"] })).toBe(
+    "its handshake's modules names vae_decode, which it does not run",
+  );
+  expect(checkHello({ protocol: 1, minor: 1, port, components, modules: ["vae"] })).toMatch(
+    /^its handshake's modules names "vae", not an operation/,
+  );
+  expect(checkHello({ protocol: 1, minor: 1, port, components, modules: "unet" })).toBe(
+    "its handshake's modules is not a list of operations",
+  );
   expect(checkHello({ protocol: 1, minor: -1, port, components })).toMatch(/^its handshake's minor is "-1", not a whole number >= 0$/);
 });
 
@@ -67,7 +77,9 @@ describe("a U-Net conv weight scaled by 1.05 (64 values), localized through the 
   let viaOrt: LocalizeReport;
   beforeAll(async () => {
     const broken = copyModel(TINY, tmp, "broken");
-    expect(scaleInitializers(path.join(broken, "unet", "model.onnx"), (n) => n === `model.${PERTURBED}.weight`, 1.05, 64).map((e) => e.changed)).toEqual([64]);
+    expect(
+      scaleInitializers(path.join(broken, "unet", "model.onnx"), (n) => n === `model.${PERTURBED}.weight`, 1.05, 64).map((e) => e.changed),
+    ).toEqual([64]);
     viaPort = await localizeUnet(broken, new PortRuntime({ command: nodePort() }));
     viaOrt = await localizeUnet(broken);
   });
@@ -95,11 +107,36 @@ async function cli(portArgs: string[], extra: string[] = []) {
   const out = path.join(tmp, `out-${id}`);
   const pidFile = path.join(tmp, `pids-${id}`);
   let err = "";
-  const io: CliIO = { out: () => {}, err: (t) => { err += t; }, isTTY: false };
-  const code = await main(["conformance", "--port", nodePort(...portArgs, "--pid-file", pidFile, "--child"), "--out", out,
-    "--only", "vae_decode:64x64", "--localize", "--threads", "1", ...extra], io);
+  const io: CliIO = {
+    out: () => {},
+    err: (t) => {
+      err += t;
+    },
+    isTTY: false,
+  };
+  const code = await main(
+    [
+      "conformance",
+      "--port",
+      nodePort(...portArgs, "--pid-file", pidFile, "--child"),
+      "--out",
+      out,
+      "--only",
+      "vae_decode:64x64",
+      "--localize",
+      "--threads",
+      "1",
+      ...extra,
+    ],
+    io,
+  );
   const pids = fs.readFileSync(pidFile, "utf8").split("\n").map(Number);
-  await waitFor(() => pids.every((p) => !alive(p)), () => false, 3000, 20);
+  await waitFor(
+    () => pids.every((p) => !alive(p)),
+    () => false,
+    3000,
+    20,
+  );
   return { code, err, pids, report: parseReportJson(fs.readFileSync(path.join(out, "report.json"), "utf8")) };
 }
 
@@ -108,8 +145,13 @@ test("a protocol 1.0 port: --localize is a coverage gap with the reason, the run
   expect(code).toBe(0);
   expect(report.localize!.calls).toEqual([]);
   const gap = report.coverage!.gaps.find((g) => g.what.startsWith("--localize"));
-  expect(gap).toEqual({ what: "--localize text_encoder, unet, vae_decoder, vae_encoder", why: "not covered by this port (it speaks protocol 1.0; the modules operation came in 1.1)" });
-  expect(err).toContain("not covered: --localize text_encoder, unet, vae_decoder, vae_encoder: not covered by this port (it speaks protocol 1.0; the modules operation came in 1.1)");
+  expect(gap).toEqual({
+    what: "--localize text_encoder, unet, vae_decoder, vae_encoder",
+    why: "not covered by this port (it speaks protocol 1.0; the modules operation came in 1.1)",
+  });
+  expect(err).toContain(
+    "not covered: --localize text_encoder, unet, vae_decoder, vae_encoder: not covered by this port (it speaks protocol 1.0; the modules operation came in 1.1)",
+  );
   expect(err).not.toMatch(/warning: --localize/);
 });
 
@@ -124,8 +166,14 @@ test("a module the port says it keeps back is unmapped with its reason; the othe
 });
 
 describe.each([
-  ["shape@modules:unet", /^port node-port: unet modules for unet:txt2img-pndm-64x64-step00: module time_proj has shape \[32\], the module's output is \[2, 16\]$/],
-  ["drop@modules:unet", /^port node-port: unet modules for unet:txt2img-pndm-64x64-step00: its reply has neither module time_proj nor a reason in missing \(it returned 524 of 525 modules\)$/],
+  [
+    "shape@modules:unet",
+    /^port node-port: unet modules for unet:txt2img-pndm-64x64-step00: module time_proj has shape \[32\], the module's output is \[2, 16\]$/,
+  ],
+  [
+    "drop@modules:unet",
+    /^port node-port: unet modules for unet:txt2img-pndm-64x64-step00: its reply has neither module time_proj nor a reason in missing \(it returned 524 of 525 modules\)$/,
+  ],
 ])("a port that lies about modules (%s)", (fault, message) => {
   test("one line naming the operation and the call; later calls name the first failure; group ended, folder gone", async () => {
     const { code, err, pids, report } = await cli(["--fault", fault]);
@@ -137,7 +185,9 @@ describe.each([
     expect(first.error).toMatch(message);
     expect(second.error).toMatch(message);
     expect(calls.find((c) => c.component === "vae_decoder")!.error).toMatch(/^port node-port: call: not running/);
-    expect(err).toMatch(/warning: --localize: tiny-sd-onnx unet: 2 module calls not run: port node-port: unet modules for unet:txt2img-pndm-64x64-step00: /);
+    expect(err).toMatch(
+      /warning: --localize: tiny-sd-onnx unet: 2 module calls not run: port node-port: unet modules for unet:txt2img-pndm-64x64-step00: /,
+    );
     expect(pids.length).toBe(2);
     expect(pids.filter(alive)).toEqual([]);
     expect(fs.readdirSync(portTmp)).toEqual([]);

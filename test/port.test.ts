@@ -22,13 +22,26 @@ export const nodePort = (...args: string[]) => [process.execPath, NODE_PORT, ...
 
 /** a few cases of every model stage, and one of each model-free stage */
 const SUBSET = [
-  "--only", "text_encoder:batch2", "unet:txt2img-euler-a-64x64-step00", "vae_*:64x64",
-  "end_to_end:txt2img-pndm-clipskip1", "end_to_end:img2img-pndm-strength0.6", "tokenizer:*", "rng:*",
+  "--only",
+  "text_encoder:batch2",
+  "unet:txt2img-euler-a-64x64-step00",
+  "vae_*:64x64",
+  "end_to_end:txt2img-pndm-clipskip1",
+  "end_to_end:img2img-pndm-strength0.6",
+  "tokenizer:*",
+  "rng:*",
 ];
 
 function capture(): CliIO & { stderr: () => string } {
   let err = "";
-  return { out: () => {}, err: (t) => { err += t; }, isTTY: false, stderr: () => err };
+  return {
+    out: () => {},
+    err: (t) => {
+      err += t;
+    },
+    isTTY: false,
+    stderr: () => err,
+  };
 }
 
 /** the ports' temporary folders are made here (os.tmpdir() reads TMPDIR): leftovers are this file's own */
@@ -60,7 +73,14 @@ beforeAll(async () => {
 });
 
 test("splitCommand splits as a shell would, without expanding anything", () => {
-  expect(splitCommand(`python3 'my port.py' --a "b \\"c\\"" d\\ e $HOME`)).toEqual(["python3", "my port.py", "--a", 'b "c"', "d e", "$HOME"]);
+  expect(splitCommand(`python3 'my port.py' --a "b \\"c\\"" d\\ e $HOME`)).toEqual([
+    "python3",
+    "my port.py",
+    "--a",
+    'b "c"',
+    "d e",
+    "$HOME",
+  ]);
   expect(() => splitCommand("  ")).toThrow(/--port: empty command/);
   expect(() => splitCommand("python 'x")).toThrow(/--port: unterminated single quote/);
 });
@@ -68,11 +88,21 @@ test("splitCommand splits as a shell would, without expanding anything", () => {
 test("a handshake is checked field by field; what it leaves out is not covered, with a reason", () => {
   const port = { name: "p", version: "1", device: "cpu", precision: "f32" };
   const ok = checkHello({ protocol: 1, port, components: { unet: { supported: true }, vae_decode: { supported: false } } });
-  expect(ok).toMatchObject({ name: "p", backend: "port", components: { unet: null, vae_decode: "the port gave no reason", text_encoder: "the port's handshake does not list it" } });
+  expect(ok).toMatchObject({
+    name: "p",
+    backend: "port",
+    components: { unet: null, vae_decode: "the port gave no reason", text_encoder: "the port's handshake does not list it" },
+  });
   expect(checkHello({ protocol: 2, port, components: {} })).toBe("speaks protocol 2, sd-harness speaks 1");
-  expect(checkHello({ protocol: 1, port: { ...port, device: "" }, components: {} })).toBe("its handshake's port.device is not a non-empty string");
-  expect(checkHello({ protocol: 1, port, components: { vae: { supported: true } } })).toMatch(/^its handshake names an unknown component "vae" \(protocol 1 has text_encoder, unet, vae_decode, vae_encode\)$/);
-  expect(checkHello({ protocol: 1, port, components: { unet: true } })).toBe('its handshake\'s components.unet is not {"supported": true|false, ...}');
+  expect(checkHello({ protocol: 1, port: { ...port, device: "" }, components: {} })).toBe(
+    "its handshake's port.device is not a non-empty string",
+  );
+  expect(checkHello({ protocol: 1, port, components: { vae: { supported: true } } })).toMatch(
+    /^its handshake names an unknown component "vae" \(protocol 1 has text_encoder, unet, vae_decode, vae_encode\)$/,
+  );
+  expect(checkHello({ protocol: 1, port, components: { unet: true } })).toBe(
+    'its handshake\'s components.unet is not {"supported": true|false, ...}',
+  );
   expect(checkHello({ protocol: 1, port })).toBe('its handshake has no "components" object');
 });
 
@@ -86,8 +116,15 @@ test("a port in Node gives ort-node's figures bit for bit; the stages of sd-harn
   // tokenizer / rng run no component: skipped with the reason, never run as if they judged the port
   const own = report.results.filter((r) => r.stage === "tokenizer" || r.stage === "rng");
   expect(own.length).toBeGreaterThan(0);
-  for (const r of own) expect(r).toMatchObject({ status: "skip", message: expect.stringMatching(/^not covered: this stage runs sd-harness's own code/) });
-  expect(report.models[0].runtime).toMatchObject({ runtime: "port", package: "node-port", version: "1.0.0", device: "cpu (test)", executionProvider: expect.stringMatching(/^onnxruntime-node .*, precision f32$/) });
+  for (const r of own)
+    expect(r).toMatchObject({ status: "skip", message: expect.stringMatching(/^not covered: this stage runs sd-harness's own code/) });
+  expect(report.models[0].runtime).toMatchObject({
+    runtime: "port",
+    package: "node-port",
+    version: "1.0.0",
+    device: "cpu (test)",
+    executionProvider: expect.stringMatching(/^onnxruntime-node .*, precision f32$/),
+  });
   expect(report.run.versions["node-port"]).toBe("1.0.0");
   expect(err).toMatch(/^not covered: stage tokenizer: no case judged: not covered: this stage runs sd-harness's own code/m);
   expect(err).toMatch(/^PASS: .* on port \(node-port 1\.0\.0/m);
@@ -98,7 +135,12 @@ test("components a port does not run are reported as not covered, with its reaso
   const { code, err, report } = await run("node-port-no-encoder", ["--port", nodePort("--fault", "unsupported:vae_encode")]);
   expect(code).toBe(0);
   const reason = "not covered: port node-port does not run vae_encode: node-port leaves vae_encode out";
-  for (const id of ["vae_encode:64x64", "vae_roundtrip:64x64", "end_to_end:img2img-pndm-strength0.6", "unet:img2img-pndm-strength0.6-free"]) {
+  for (const id of [
+    "vae_encode:64x64",
+    "vae_roundtrip:64x64",
+    "end_to_end:img2img-pndm-strength0.6",
+    "unet:img2img-pndm-strength0.6-free",
+  ]) {
     const r = report.results.find((x) => x.id === id);
     if (id.startsWith("unet:img2img")) {
       expect(r).toBeUndefined(); // not in the subset
@@ -115,7 +157,9 @@ test("components a port does not run are reported as not covered, with its reaso
 test("--port and --runtime together are refused in one line; a bad --port-timeout names the flag", async () => {
   const io = capture();
   expect(await main(["conformance", "--port", nodePort(), "--runtime", "ort-wasm", "--out", path.join(tmp, "x")], io)).toBe(2);
-  expect(io.stderr()).toMatch(/^sd-harness: error: --port: --runtime names another runtime; a port runs its components itself, so give one of the two\n$/);
+  expect(io.stderr()).toMatch(
+    /^sd-harness: error: --port: --runtime names another runtime; a port runs its components itself, so give one of the two\n$/,
+  );
   const io2 = capture();
   expect(await main(["conformance", "--port", nodePort(), "--port-timeout", "soon", "--out", path.join(tmp, "y")], io2)).toBe(2);
   expect(io2.stderr()).toMatch(/^sd-harness: error: --port-timeout: "soon" is not a number/);
@@ -146,7 +190,10 @@ describe("the Python reference adapter (ports/onnxruntime)", () => {
     return;
   }
   test("gives the same figures as --runtime ort-node", async () => {
-    const { code, report } = await run("ort-python", ["--port", `${quote(PYTHON)} ${quote(path.join(ROOT, "ports", "onnxruntime", "port.py"))}`]);
+    const { code, report } = await run("ort-python", [
+      "--port",
+      `${quote(PYTHON)} ${quote(path.join(ROOT, "ports", "onnxruntime", "port.py"))}`,
+    ]);
     expect(code).toBe(0);
     const [ours, base] = figures(report, baseline);
     expect(ours).toEqual(base);

@@ -33,7 +33,10 @@ if (!HAS_PYTHON) {
 function quantize(args: string[]): void {
   try {
     execFileSync(PYTHON, [path.join(ROOT, "scripts", "quantize.py"), ...args], {
-      cwd: ROOT, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ORT_DISABLE_TELEMETRY: "1" },
+      cwd: ROOT,
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, ORT_DISABLE_TELEMETRY: "1" },
     });
   } catch (e) {
     throw new Error(`quantize.py failed: ${(e as { stderr?: string }).stderr ?? String(e)}`);
@@ -56,22 +59,36 @@ function localizeReport(introduced: Record<string, number>): unknown {
 
 describePy("quantize.py --exclude-from (a localize report's worst introducers kept in float)", () => {
   let tmp: string;
-  beforeAll(() => { tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sd-harness-qloop-")); });
-  afterAll(() => { fs.rmSync(tmp, { recursive: true, force: true }); });
+  beforeAll(() => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sd-harness-qloop-"));
+  });
+  afterAll(() => {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
 
   it("keeps exactly the top N leaf modules of the report in float", () => {
     const report = path.join(tmp, "report.json");
-    fs.writeFileSync(report, JSON.stringify(localizeReport({
-      "down_blocks.1.resnets.0.conv1": 50, // 1st
-      "time_embedding.linear_1": 40, // 2nd: a Gemm
-      "down_blocks.1.resnets.0.conv2": 30, // 3rd: not kept with --exclude-top 2
-      "up_blocks.3.resnets.2.conv1": 1.01,
-    })));
+    fs.writeFileSync(
+      report,
+      JSON.stringify(
+        localizeReport({
+          "down_blocks.1.resnets.0.conv1": 50, // 1st
+          "time_embedding.linear_1": 40, // 2nd: a Gemm
+          "down_blocks.1.resnets.0.conv2": 30, // 3rd: not kept with --exclude-top 2
+          "up_blocks.3.resnets.2.conv1": 1.01,
+        }),
+      ),
+    );
     const dst = path.join(tmp, "out");
     quantize([TINY, dst, "--mode", "int8-dynamic", "--components", "unet", "--exclude-from", report, "--exclude-top", "2", "--no-verify"]);
     const nodes = ops(path.join(dst, "unet", "model.onnx"));
     // a node's module, as quantize.py reads it: `/model/down_blocks.1/resnets.0/conv1/Conv` -> `down_blocks.1.resnets.0.conv1`
-    const moduleOf = (name: string) => name.split("/").slice(1, -1).join(".").replace(/^model\./, "");
+    const moduleOf = (name: string) =>
+      name
+        .split("/")
+        .slice(1, -1)
+        .join(".")
+        .replace(/^model\./, "");
     const inScope = (m: string) => nodes.filter((n) => n.name.startsWith("/") && (moduleOf(n.name) + ".").startsWith(m + "."));
     const kept = ["down_blocks.1.resnets.0.conv1", "time_embedding.linear_1"];
     for (const m of kept) {
@@ -98,13 +115,28 @@ describePy("quantize.py --exclude-from (a localize report's worst introducers ke
 
 describePy("the loop's last step passes the fp16 profile", () => {
   let tmp: string;
-  beforeAll(() => { tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sd-harness-qloop-")); });
-  afterAll(() => { fs.rmSync(tmp, { recursive: true, force: true }); });
+  beforeAll(() => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sd-harness-qloop-"));
+  });
+  afterAll(() => {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
 
   it("int8 self-attention and time-path linears, the rest float: U-Net cases pass at --profile fp16", async () => {
     const dst = path.join(tmp, "mixed");
-    quantize([TINY, dst, "--mode", "int8-dynamic", "--compact-names", "--components", "unet",
-      "--exclude-op-types", "Conv", "--exclude-modules", "*.ff,*.attn2"]);
+    quantize([
+      TINY,
+      dst,
+      "--mode",
+      "int8-dynamic",
+      "--compact-names",
+      "--components",
+      "unet",
+      "--exclude-op-types",
+      "Conv",
+      "--exclude-modules",
+      "*.ff,*.attn2",
+    ]);
     const nodes = ops(path.join(dst, "unet", "model.onnx"));
     const count = (t: string) => nodes.filter((n) => n.opType === t).length;
     // 16 transformer blocks x 4 attn1 projections + 24 time-path Gemms (2 time_embedding, 22 time_emb_proj)
@@ -113,8 +145,20 @@ describePy("the loop's last step passes the fp16 profile", () => {
     expect(count("Conv")).toBe(97);
 
     const out = path.join(tmp, "report");
-    const run = await cli(["conformance", "--model", `${dst}=mixed`, "--profile", "fp16", "--threads", "1", "--quiet",
-      "--only", "unet:txt2img-pndm-64x64-*", "--out", out]);
+    const run = await cli([
+      "conformance",
+      "--model",
+      `${dst}=mixed`,
+      "--profile",
+      "fp16",
+      "--threads",
+      "1",
+      "--quiet",
+      "--only",
+      "unet:txt2img-pndm-64x64-*",
+      "--out",
+      out,
+    ]);
     expect(run.err).not.toMatch(/internal error/);
     expect(run.code).toBe(0);
     const report = JSON.parse(fs.readFileSync(path.join(out, "report.json"), "utf8")) as { results: { id: string; status: string }[] };

@@ -31,8 +31,20 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 function tm(over: Partial<TensorMetrics> = {}): TensorMetrics {
   return {
-    count: 16, maxAbs: 1e-5, meanAbs: 1e-6, rmse: 2e-6, relL2: 3e-6, cosine: 1, psnr: 120, p99Abs: 9e-6,
-    nanCount: 0, infCount: 0, worstIndex: [0], worstOurs: 1, worstRef: 1, ...over,
+    count: 16,
+    maxAbs: 1e-5,
+    meanAbs: 1e-6,
+    rmse: 2e-6,
+    relL2: 3e-6,
+    cosine: 1,
+    psnr: 120,
+    p99Abs: 9e-6,
+    nanCount: 0,
+    infCount: 0,
+    worstIndex: [0],
+    worstOurs: 1,
+    worstRef: 1,
+    ...over,
   };
 }
 
@@ -50,7 +62,13 @@ function parseCsv(text: string): string[][] {
     if (text[i] === '"') {
       i++;
       for (;;) {
-        if (text[i] === '"' && text[i + 1] === '"') { field += '"'; i += 2; } else if (text[i] === '"') { i++; break; } else field += text[i++];
+        if (text[i] === '"' && text[i + 1] === '"') {
+          field += '"';
+          i += 2;
+        } else if (text[i] === '"') {
+          i++;
+          break;
+        } else field += text[i++];
       }
     } else {
       while (i < text.length && text[i] !== "," && text[i] !== "\r") field += text[i++];
@@ -74,13 +92,25 @@ describe("headline metric", () => {
     expect(h.metric).toBe("relL2");
     expect(h.value).toBeNaN();
     expect(h.tensor).toBe("b");
-    expect(headline(result({ id: "unet:b", stage: "unet", metrics: { a: tm({ relL2: 2e-3 }), c: tm({ relL2: 5e-3 }) } }))).toEqual({ metric: "relL2", value: 5e-3, tensor: "c" });
+    expect(headline(result({ id: "unet:b", stage: "unet", metrics: { a: tm({ relL2: 2e-3 }), c: tm({ relL2: 5e-3 }) } }))).toEqual({
+      metric: "relL2",
+      value: 5e-3,
+      tensor: "c",
+    });
   });
 
   it("is the stage's own metric where the registry names one, and a case-level measure when no tensor was compared", () => {
     expect(stageDef("rng").headlineMetric).toBe("maxUlp");
-    expect(headline(result({ id: "rng:s", stage: "rng", metrics: { draw0: tm({ maxUlp: 3 }), draw1: tm({ maxUlp: 7 }) } }))).toEqual({ metric: "maxUlp", value: 7, tensor: "draw1" });
-    const tok = result({ id: "tokenizer:corpus", stage: "tokenizer", checks: [{ tensor: "case", metric: "mismatches", value: 2, limit: 0, kind: "max", ok: false }] });
+    expect(headline(result({ id: "rng:s", stage: "rng", metrics: { draw0: tm({ maxUlp: 3 }), draw1: tm({ maxUlp: 7 }) } }))).toEqual({
+      metric: "maxUlp",
+      value: 7,
+      tensor: "draw1",
+    });
+    const tok = result({
+      id: "tokenizer:corpus",
+      stage: "tokenizer",
+      checks: [{ tensor: "case", metric: "mismatches", value: 2, limit: 0, kind: "max", ok: false }],
+    });
     expect(headline(tok)).toEqual({ metric: "mismatches", value: 2, tensor: "case" });
     const none = headline(result({ id: "unet:c", stage: "unet", status: "error" }));
     expect(none.value).toBeNaN();
@@ -111,7 +141,12 @@ describe("stage registry", () => {
     }
     // every end-to-end run gives a free-running U-Net case
     const runs = refs.cases.filter((c) => c.stage === "end_to_end").map((c) => c.id.slice("end_to_end:".length));
-    expect(cases.filter((c) => c.kind === "unet_free").map((c) => c.id).sort()).toEqual(runs.map((r) => `unet:${r}-free`).sort());
+    expect(
+      cases
+        .filter((c) => c.kind === "unet_free")
+        .map((c) => c.id)
+        .sort(),
+    ).toEqual(runs.map((r) => `unet:${r}-free`).sort());
   });
 });
 
@@ -121,18 +156,26 @@ describe("results.csv", () => {
     expect(csvText('a,b"c')).toBe('"a,b""c"');
     expect(csvText("line\nbreak")).toBe('"line\nbreak"');
     for (const lead of ["=", "+", "-", "@", "\t", "\r"]) expect(csvText(`${lead}1+1`).startsWith(lead === "\r" ? "\"'" : "'")).toBe(true);
-    expect(csvText("=HYPERLINK(\"x\")")).toBe("\"'=HYPERLINK(\"\"x\"\")\"");
+    expect(csvText('=HYPERLINK("x")')).toBe('"\'=HYPERLINK(""x"")"');
   });
 
   it("has one row per case and model with the headline metric, its limit and the worst excess", () => {
     const results = [
       result({
-        id: "unet:a", stage: "unet", model: "=cmd|' /C calc'!A0", status: "fail",
+        id: "unet:a",
+        stage: "unet",
+        model: "=cmd|' /C calc'!A0",
+        status: "fail",
         metrics: { out: tm({ relL2: 2e-3, excess: 12.5 }), other: tm({ relL2: 1e-4, excess: 40 }) },
         checks: [{ tensor: "out", metric: "relL2", value: 2e-3, limit: 1e-3, kind: "max", ok: false }],
       }),
-      result({ id: "rng:s", stage: "rng", metrics: { draw0: tm({ maxUlp: 0 }) }, checks: [{ tensor: "draw0", metric: "maxUlp", value: 0, limit: 0, kind: "max", ok: true }] }),
-      result({ id: "tokenizer:c,\"q\"", stage: "tokenizer", status: "error" }),
+      result({
+        id: "rng:s",
+        stage: "rng",
+        metrics: { draw0: tm({ maxUlp: 0 }) },
+        checks: [{ tensor: "draw0", metric: "maxUlp", value: 0, limit: 0, kind: "max", ok: true }],
+      }),
+      result({ id: 'tokenizer:c,"q"', stage: "tokenizer", status: "error" }),
     ];
     const report = { results } as unknown as Report;
     const csv = REPORTERS.find((r) => r.name === "csv")!;
@@ -141,17 +184,28 @@ describe("results.csv", () => {
     expect(rows).toHaveLength(1 + results.length);
     expect(rows[1]).toEqual(["unet:a", "unet", "'=cmd|' /C calc'!A0", "fail", "relL2", String(2e-3), String(1e-3), String(40), ""]);
     expect(rows[2]).toEqual(["rng:s", "rng", "m", "pass", "maxUlp", "0", "0", "", ""]);
-    expect(rows[3]).toEqual(["tokenizer:c,\"q\"", "tokenizer", "m", "error", "relL2", "NaN", "", "", ""]);
+    expect(rows[3]).toEqual(['tokenizer:c,"q"', "tokenizer", "m", "error", "relL2", "NaN", "", "", ""]);
     expect(csvRow(results[2])).toBe('"tokenizer:c,""q""",tokenizer,m,error,relL2,NaN,,,');
-    expect(csvRow(results[2], "ort-wasm (onnxruntime-web 1.30.0, wasm)")).toBe('"tokenizer:c,""q""",tokenizer,m,error,relL2,NaN,,,"ort-wasm (onnxruntime-web 1.30.0, wasm)"');
+    expect(csvRow(results[2], "ort-wasm (onnxruntime-web 1.30.0, wasm)")).toBe(
+      '"tokenizer:c,""q""",tokenizer,m,error,relL2,NaN,,,"ort-wasm (onnxruntime-web 1.30.0, wasm)"',
+    );
   });
 });
 
 describe("reporter registry", () => {
   const report = {
     format: "sd-harness-report/1",
-    run: { started: "2026-01-01T00:00:00Z", finished: "2026-01-01T00:00:01Z", durationMs: 1000, argv: [], host: { platform: "linux", arch: "x64", cpus: "cpu", cores: 2 }, threads: 1, versions: {} },
-    profile: "fp32", models: [{ label: "m", dir: "d", hashes: {} }],
+    run: {
+      started: "2026-01-01T00:00:00Z",
+      finished: "2026-01-01T00:00:01Z",
+      durationMs: 1000,
+      argv: [],
+      host: { platform: "linux", arch: "x64", cpus: "cpu", cores: 2 },
+      threads: 1,
+      versions: {},
+    },
+    profile: "fp32",
+    models: [{ label: "m", dir: "d", hashes: {} }],
     references: { dir: "r", model: "tiny", device: "cpu", deviceName: "cpu", versions: {}, command: "" },
     results: [result({ id: "unet:a", stage: "unet", metrics: { out: tm() } })],
     summary: { pass: 1, fail: 0, xfail: 0, xpass: 0, error: 0, skip: 0, total: 1, verdict: "pass" },
@@ -200,7 +254,17 @@ describe("reporter registry", () => {
     const saved = process.env.GITHUB_STEP_SUMMARY;
     process.env.GITHUB_STEP_SUMMARY = summary;
     try {
-      const off = await cli(["conformance", "--only", "rng:*", "--out", path.join(tmp, "cli-off"), "--quiet", "--threads", "1", "--no-github-summary"]);
+      const off = await cli([
+        "conformance",
+        "--only",
+        "rng:*",
+        "--out",
+        path.join(tmp, "cli-off"),
+        "--quiet",
+        "--threads",
+        "1",
+        "--no-github-summary",
+      ]);
       expect(off.code).toBe(0);
       expect(fs.existsSync(summary)).toBe(false);
       const on = await cli(["conformance", "--only", "rng:*", "--out", path.join(tmp, "cli-on"), "--quiet", "--threads", "1"]);
@@ -218,7 +282,19 @@ describe("report merge keeps --localize and --against", () => {
   let text = "";
   beforeAll(async () => {
     const out = path.join(tmp, "loc");
-    const r = await cli(["conformance", "--only", "text_encoder:*", "--only", "vae_decode:*", "--localize", "--out", out, "--quiet", "--threads", "1"]);
+    const r = await cli([
+      "conformance",
+      "--only",
+      "text_encoder:*",
+      "--only",
+      "vae_decode:*",
+      "--localize",
+      "--out",
+      out,
+      "--quiet",
+      "--threads",
+      "1",
+    ]);
     expect(r.code).toBe(0);
     text = fs.readFileSync(path.join(out, "report.json"), "utf8");
   });
@@ -245,38 +321,59 @@ describe("report merge keeps --localize and --against", () => {
     const [a, b] = shards();
     expect(a.report.localize!.calls.length).toBeGreaterThan(0);
     expect(b.report.localize!.calls.length).toBeGreaterThan(0);
-    for (const order of [[a, b], [b, a]]) {
+    for (const order of [
+      [a, b],
+      [b, a],
+    ]) {
       const merged = mergeReports(order);
       expect(merged.localize!.calls.map((c) => `${c.model}/${c.call}`)).toEqual(whole.localize!.calls.map((c) => `${c.model}/${c.call}`));
       expect(merged.localize!.timeMs).toBe(a.report.localize!.timeMs + b.report.localize!.timeMs);
       expect(merged.localize!.references).toEqual(whole.localize!.references);
     }
     // a call both shards ran is kept once
-    const both = shards((x, y) => { y.localize = JSON.parse(text).localize; });
+    const both = shards((x, y) => {
+      y.localize = JSON.parse(text).localize;
+    });
     expect(mergeReports(both).localize!.calls).toHaveLength(whole.localize!.calls.length);
     // the merged page shows the localize section
     expect(renderMarkdown(mergeReports(shards()))).toContain("## Where drift starts (--localize)");
   });
 
   it("keeps a shard's localize section when the other has none", () => {
-    const [a, b] = shards((_x, y) => { delete y.localize; });
+    const [a, b] = shards((_x, y) => {
+      delete y.localize;
+    });
     expect(mergeReports([b, a]).localize!.calls).toEqual(a.report.localize!.calls);
   });
 
   it("refuses shards that localized against other module sets or limits", () => {
-    const bad = shards((_x, y) => { (y.localize as { references: { sha256: string } }).references.sha256 = "0".repeat(64); });
+    const bad = shards((_x, y) => {
+      (y.localize as { references: { sha256: string } }).references.sha256 = "0".repeat(64);
+    });
     expect(() => mergeReports(bad)).toThrow(/shard1\.json and shard2\.json differ in localize\.references\.sha256/);
-    const limits = shards((_x, y) => { (y.localize as { limits: { overrides: unknown[] } }).limits.overrides = [{ module: "unet/*", profile: "fp32", relL2: 1, reason: "r" }]; });
+    const limits = shards((_x, y) => {
+      (y.localize as { limits: { overrides: unknown[] } }).limits.overrides = [
+        { module: "unet/*", profile: "fp32", relL2: 1, reason: "r" },
+      ];
+    });
     expect(() => mergeReports(limits)).toThrow(/differ in localize\.limits/);
   });
 
   it("keeps --against when every shard judged against the same model, and refuses a mix", () => {
     const against = { label: "B", dir: "/some/where", hashes: { "unet/model.onnx": "a".repeat(64) } };
-    const same = shards((x, y) => { x.against = against; y.against = { ...against, dir: "/elsewhere" }; });
+    const same = shards((x, y) => {
+      x.against = against;
+      y.against = { ...against, dir: "/elsewhere" };
+    });
     expect(mergeReports(same).against).toEqual(against);
-    const mixed = shards((x) => { x.against = against; });
+    const mixed = shards((x) => {
+      x.against = against;
+    });
     expect(() => mergeReports(mixed)).toThrow(/differ in against/);
-    const other = shards((x, y) => { x.against = against; y.against = { ...against, hashes: { "unet/model.onnx": "b".repeat(64) } }; });
+    const other = shards((x, y) => {
+      x.against = against;
+      y.against = { ...against, hashes: { "unet/model.onnx": "b".repeat(64) } };
+    });
     expect(() => mergeReports(other)).toThrow(/differ in against/);
   });
 
@@ -292,11 +389,31 @@ describe("report merge keeps --localize and --against", () => {
       }
       return "accepted";
     };
-    expect(bad((r) => { r.against = { label: 1 }; })).toMatch(/against\.label is missing or not a string/);
-    expect(bad((r) => { (r.localize as { calls: { modules: unknown[] }[] }).calls[0].modules[0] = { module: "x" }; })).toMatch(/localize\.calls\[0\]\.modules\[0\]\.class/);
-    expect(bad((r) => { (r.localize as { calls: { component: string }[] }).calls[0].component = "<b>"; })).toMatch(/localize\.calls\[0\]\.component is not one of/);
-    expect(bad((r) => { (r.localize as { calls: unknown }).calls = "x"; })).toMatch(/localize\.calls is missing or not a list/);
-    expect(bad((r) => { (r.localize as { limits: { profiles: Record<string, unknown> } }).limits.profiles.fp32 = { relL2: "1" }; })).toMatch(/localize\.limits\.profiles\["fp32"\]\.relL2/);
+    expect(
+      bad((r) => {
+        r.against = { label: 1 };
+      }),
+    ).toMatch(/against\.label is missing or not a string/);
+    expect(
+      bad((r) => {
+        (r.localize as { calls: { modules: unknown[] }[] }).calls[0].modules[0] = { module: "x" };
+      }),
+    ).toMatch(/localize\.calls\[0\]\.modules\[0\]\.class/);
+    expect(
+      bad((r) => {
+        (r.localize as { calls: { component: string }[] }).calls[0].component = "<b>";
+      }),
+    ).toMatch(/localize\.calls\[0\]\.component is not one of/);
+    expect(
+      bad((r) => {
+        (r.localize as { calls: unknown }).calls = "x";
+      }),
+    ).toMatch(/localize\.calls is missing or not a list/);
+    expect(
+      bad((r) => {
+        (r.localize as { limits: { profiles: Record<string, unknown> } }).limits.profiles.fp32 = { relL2: "1" };
+      }),
+    ).toMatch(/localize\.limits\.profiles\["fp32"\]\.relL2/);
     expect(bad(() => {})).toBe("accepted");
   });
 
@@ -305,7 +422,10 @@ describe("report merge keeps --localize and --against", () => {
     const dirs = [a, b].map((s, i) => {
       const d = path.join(tmp, `shard-dir-${i}`);
       fs.mkdirSync(d, { recursive: true });
-      fs.writeFileSync(path.join(d, "report.json"), JSON.stringify(s.report, (_k, v) => (typeof v === "number" && !Number.isFinite(v) ? String(v) : v)));
+      fs.writeFileSync(
+        path.join(d, "report.json"),
+        JSON.stringify(s.report, (_k, v) => (typeof v === "number" && !Number.isFinite(v) ? String(v) : v)),
+      );
       return d;
     });
     const out = path.join(tmp, "merged-cli");
@@ -315,6 +435,8 @@ describe("report merge keeps --localize and --against", () => {
     const merged = parseReportJson(fs.readFileSync(path.join(out, "report.json"), "utf8"));
     expect(merged.localize!.calls).toHaveLength(parseReportJson(text).localize!.calls.length);
     expect(fs.readFileSync(path.join(out, "results.csv"), "utf8").split("\r\n").filter(Boolean)).toHaveLength(1 + merged.results.length);
-    expect((await cli(["report", "merge", "--out", path.join(tmp, "m2"), "--bogus", ...dirs])).err).toMatch(/report merge: Unknown argument: bogus/);
+    expect((await cli(["report", "merge", "--out", path.join(tmp, "m2"), "--bogus", ...dirs])).err).toMatch(
+      /report merge: Unknown argument: bogus/,
+    );
   });
 });

@@ -29,7 +29,16 @@ afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 
 function capture(): CliIO & { text: () => string } {
   let s = "";
-  return { out: (t) => { s += t; }, err: (t) => { s += t; }, isTTY: false, text: () => s };
+  return {
+    out: (t) => {
+      s += t;
+    },
+    err: (t) => {
+      s += t;
+    },
+    isTTY: false,
+    text: () => s,
+  };
 }
 
 function walk(dir: string): string[] {
@@ -40,14 +49,88 @@ function walk(dir: string): string[] {
 }
 
 const HTML_TAGS = new Set([
-  "html", "head", "meta", "title", "style", "body", "header", "main", "footer", "section", "div", "span", "p", "a", "b", "small", "code",
-  "h1", "h2", "h3", "ul", "li", "dl", "dt", "dd", "table", "thead", "tbody", "tr", "th", "td", "details", "summary", "figure", "figcaption", "img",
-  "svg", "g", "rect", "line", "path", "circle", "text",
+  "html",
+  "head",
+  "meta",
+  "title",
+  "style",
+  "body",
+  "header",
+  "main",
+  "footer",
+  "section",
+  "div",
+  "span",
+  "p",
+  "a",
+  "b",
+  "small",
+  "code",
+  "h1",
+  "h2",
+  "h3",
+  "ul",
+  "li",
+  "dl",
+  "dt",
+  "dd",
+  "table",
+  "thead",
+  "tbody",
+  "tr",
+  "th",
+  "td",
+  "details",
+  "summary",
+  "figure",
+  "figcaption",
+  "img",
+  "svg",
+  "g",
+  "rect",
+  "line",
+  "path",
+  "circle",
+  "text",
 ]);
 const HTML_ATTRS = new Set([
-  "lang", "charset", "name", "content", "id", "class", "style", "href", "src", "alt", "width", "height", "colspan", "rowspan", "scope", "open",
-  "role", "aria-label", "xmlns", "viewBox", "x", "y", "x1", "x2", "y1", "y2", "cx", "cy", "r", "d", "fill", "stroke", "stroke-width",
-  "stroke-dasharray", "text-anchor", "transform", "title",
+  "lang",
+  "charset",
+  "name",
+  "content",
+  "id",
+  "class",
+  "style",
+  "href",
+  "src",
+  "alt",
+  "width",
+  "height",
+  "colspan",
+  "rowspan",
+  "scope",
+  "open",
+  "role",
+  "aria-label",
+  "xmlns",
+  "viewBox",
+  "x",
+  "y",
+  "x1",
+  "x2",
+  "y1",
+  "y2",
+  "cx",
+  "cy",
+  "r",
+  "d",
+  "fill",
+  "stroke",
+  "stroke-width",
+  "stroke-dasharray",
+  "text-anchor",
+  "transform",
+  "title",
 ]);
 
 /**
@@ -106,7 +189,8 @@ function markdownProblems(md: string): string[] {
   // eslint-disable-next-line no-control-regex
   if (/[\u0000-\u0008\u000b\u000c\u000e-\u001f]/.test(md)) problems.push("control character");
   const outside = md.replace(/(`+)[\s\S]*?\1/g, "");
-  for (const m of outside.matchAll(/(^|[^\\])</g)) problems.push(`raw "<" near ${JSON.stringify(outside.slice(Math.max(0, m.index! - 20), m.index! + 40))}`);
+  for (const m of outside.matchAll(/(^|[^\\])</g))
+    problems.push(`raw "<" near ${JSON.stringify(outside.slice(Math.max(0, m.index! - 20), m.index! + 40))}`);
   return problems;
 }
 
@@ -116,7 +200,8 @@ function xmlProblems(xml: string): string[] {
   // eslint-disable-next-line no-control-regex
   if (/[\u0000-\u0008\u000b\u000c\u000e-\u001f]/.test(xml)) problems.push("control character");
   const rest = xml.replace(/^<\?xml[^>]*\?>/, "").replace(/<\/?[a-zA-Z]+(?:\s+[a-zA-Z]+="[^"<]*")*\s*\/?>/g, "");
-  if (rest.includes("<")) problems.push(`raw "<" in XML near ${JSON.stringify(rest.slice(rest.indexOf("<") - 20, rest.indexOf("<") + 40))}`);
+  if (rest.includes("<"))
+    problems.push(`raw "<" in XML near ${JSON.stringify(rest.slice(rest.indexOf("<") - 20, rest.indexOf("<") + 40))}`);
   return problems;
 }
 
@@ -132,7 +217,8 @@ function csvProblems(csv: string): string[] {
     field.lastIndex = i;
     const m = field.exec(csv)!;
     const value = m[1] !== undefined ? m[1].replace(/""/g, '"') : m[2];
-    if (/^[=+\-@\t\r]/.test(value) && !/^-?(\d|Infinity)/.test(value)) problems.push(`formula-like field ${JSON.stringify(value.slice(0, 40))}`);
+    if (/^[=+\-@\t\r]/.test(value) && !/^-?(\d|Infinity)/.test(value))
+      problems.push(`formula-like field ${JSON.stringify(value.slice(0, 40))}`);
     i = field.lastIndex;
     if (csv[i] === ",") i++;
     else if (csv.startsWith("\r\n", i)) i += 2;
@@ -173,13 +259,19 @@ test("a crafted manifest and a crafted report.json stay inside their folders and
 
   const run = path.join(root, "run");
   const io = capture();
-  const code = await main(["conformance", "--references", refs, "--model", `${TINY}=${LABEL}`, "--only", "vae_decode:64x64", "--out", run, "--threads", "1"], io);
+  const code = await main(
+    ["conformance", "--references", refs, "--model", `${TINY}=${LABEL}`, "--only", "vae_decode:64x64", "--out", run, "--threads", "1"],
+    io,
+  );
   expect(io.text()).not.toMatch(/[\u0007\u001b]/); // terminal escapes never reach the terminal raw
   expect({ code, log: io.text() }).toEqual({ code: 0, log: io.text() });
   const written = walk(root).filter((f) => !before.has(f));
   expect(written.filter((f) => !f.startsWith(run + path.sep))).toEqual([]);
   // asset file names come from sanitised labels and ids only
-  for (const f of written) expect(path.relative(run, f)).toMatch(/^(report\.json|summary\.md|junit\.xml|report\.html|results\.csv|assets\/[A-Za-z0-9_-][A-Za-z0-9._-]*\/[A-Za-z0-9_-][A-Za-z0-9._-]*\.png)$/);
+  for (const f of written)
+    expect(path.relative(run, f)).toMatch(
+      /^(report\.json|summary\.md|junit\.xml|report\.html|results\.csv|assets\/[A-Za-z0-9_-][A-Za-z0-9._-]*\/[A-Za-z0-9_-][A-Za-z0-9._-]*\.png)$/,
+    );
 
   const html = fs.readFileSync(path.join(run, "report.html"), "utf8");
   expect(htmlProblems(html)).toEqual([]);
@@ -233,15 +325,32 @@ test("the writers escape even fields the reader types as numbers or statuses (de
   const bad = `"><script>alert(9)</script>`;
   const report = {
     format: "sd-harness-report/1",
-    run: { started: "s", finished: "f", durationMs: 1, argv: [], host: { platform: "p", arch: "a", cpus: "c", cores: bad }, threads: bad, versions: {}, shard: { index: bad, count: bad } },
+    run: {
+      started: "s",
+      finished: "f",
+      durationMs: 1,
+      argv: [],
+      host: { platform: "p", arch: "a", cpus: "c", cores: bad },
+      threads: bad,
+      versions: {},
+      shard: { index: bad, count: bad },
+    },
     profile: "fp32",
     models: [{ label: "m", dir: "d", hashes: {} }],
     references: { dir: "r", model: "m", device: "cpu", deviceName: "cpu", versions: {}, command: "" },
-    results: [{
-      id: "vae_decode:x", stage: "vae_decode", model: "m", status: bad, metrics: {}, checks: [], timeMs: 1,
-      images: [{ width: bad, height: bad, psnrU8: 1, maxAbsU8: 1, mismatchedPixels: 1, refPng: "assets/m/a.png" }],
-      tolerance: { profile: "fp32", source: "s" },
-    }],
+    results: [
+      {
+        id: "vae_decode:x",
+        stage: "vae_decode",
+        model: "m",
+        status: bad,
+        metrics: {},
+        checks: [],
+        timeMs: 1,
+        images: [{ width: bad, height: bad, psnrU8: 1, maxAbsU8: 1, mismatchedPixels: 1, refPng: "assets/m/a.png" }],
+        tolerance: { profile: "fp32", source: "s" },
+      },
+    ],
     summary: { pass: bad, fail: 0, xfail: 0, xpass: 0, error: 0, skip: 0, total: bad, verdict: bad },
     baseline: { file: "b", factor: 2, regressions: bad },
   } as unknown as Report;

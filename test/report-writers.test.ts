@@ -70,7 +70,16 @@ function images(dir: string, caseSlug: string, model: string, noise: number): Im
   writePng(path.join(dir, rel("ref")), W, W, base);
   writePng(path.join(dir, rel("ours")), W, W, (x, y) => base(x, y).map((v) => Math.min(255, v + off(x, y))) as [number, number, number]);
   writePng(path.join(dir, rel("diff")), W, W, (x, y) => (off(x, y) ? [255, 40, 0] : [30, 30, 60]));
-  return { width: W, height: W, psnrU8: noise === 0 ? Infinity : 44.2 - noise, maxAbsU8: noise, mismatchedPixels: noise === 0 ? 0 : 205, refPng: rel("ref"), oursPng: rel("ours"), diffPng: rel("diff") };
+  return {
+    width: W,
+    height: W,
+    psnrU8: noise === 0 ? Infinity : 44.2 - noise,
+    maxAbsU8: noise,
+    mismatchedPixels: noise === 0 ? 0 : 205,
+    refPng: rel("ref"),
+    oursPng: rel("ours"),
+    diffPng: rel("diff"),
+  };
 }
 
 function result(over: Partial<CaseResult> & Pick<CaseResult, "id" | "stage" | "model" | "status">): CaseResult {
@@ -90,22 +99,67 @@ function buildReport(dir: string): Report {
   const cosSeries: Series = { name: "latents", metric: "cosine", values: ramp(steps, 0.9999999, 0.99999) };
 
   const results: CaseResult[] = [
-    result({ id: "tokenizer:corpus", stage: "tokenizer", model: "fp32", status: "pass", metrics: { ids: tm({ maxAbs: 0, meanAbs: 0, rmse: 0, relL2: 0, cosine: 1, psnr: Infinity, p99Abs: 0 }) }, checks: [check("ids", "maxAbs", 0, 0)], timeMs: 35 }),
-    result({ id: "tokenizer:corpus", stage: "tokenizer", model: "int8", status: "pass", metrics: { ids: tm({ maxAbs: 0, meanAbs: 0, rmse: 0, relL2: 0, cosine: 1, psnr: Infinity, p99Abs: 0 }) }, checks: [check("ids", "maxAbs", 0, 0)], timeMs: 33 }),
+    result({
+      id: "tokenizer:corpus",
+      stage: "tokenizer",
+      model: "fp32",
+      status: "pass",
+      metrics: { ids: tm({ maxAbs: 0, meanAbs: 0, rmse: 0, relL2: 0, cosine: 1, psnr: Infinity, p99Abs: 0 }) },
+      checks: [check("ids", "maxAbs", 0, 0)],
+      timeMs: 35,
+    }),
+    result({
+      id: "tokenizer:corpus",
+      stage: "tokenizer",
+      model: "int8",
+      status: "pass",
+      metrics: { ids: tm({ maxAbs: 0, meanAbs: 0, rmse: 0, relL2: 0, cosine: 1, psnr: Infinity, p99Abs: 0 }) },
+      checks: [check("ids", "maxAbs", 0, 0)],
+      timeMs: 33,
+    }),
     result({ id: "tokenizer:odd-prompt", stage: "tokenizer", model: "fp32", status: "skip", message: NASTY }),
     result({ id: "tokenizer:odd-prompt", stage: "tokenizer", model: "int8", status: "skip", message: NASTY }),
-    result({ id: "unet:step-0", stage: "unet", model: "fp32", status: "pass", metrics: { noise_pred: tm() }, checks: [check("noise_pred", "maxAbs", 2.1e-5, 1e-3), check("noise_pred", "cosine", 0.99999999, 0.9999, "min")], timeMs: 850 }),
+    result({
+      id: "unet:step-0",
+      stage: "unet",
+      model: "fp32",
+      status: "pass",
+      metrics: { noise_pred: tm() },
+      checks: [check("noise_pred", "maxAbs", 2.1e-5, 1e-3), check("noise_pred", "cosine", 0.99999999, 0.9999, "min")],
+      timeMs: 850,
+    }),
     result({
       id: "unet:step-0",
       stage: "unet",
       model: "int8",
       status: "fail",
-      metrics: { noise_pred: tm({ maxAbs: 0.083, meanAbs: 0.004, rmse: 0.0061, relL2: 0.0072, cosine: 0.99974, psnr: 41.3, p99Abs: 0.021, worstOurs: 1.234, worstRef: 1.151 }) },
+      metrics: {
+        noise_pred: tm({
+          maxAbs: 0.083,
+          meanAbs: 0.004,
+          rmse: 0.0061,
+          relL2: 0.0072,
+          cosine: 0.99974,
+          psnr: 41.3,
+          p99Abs: 0.021,
+          worstOurs: 1.234,
+          worstRef: 1.151,
+        }),
+      },
       checks: [check("noise_pred", "maxAbs", 0.083, 0.02), check("noise_pred", "cosine", 0.99974, 0.9999, "min")],
       regression: { metric: "maxAbs", before: 0.012, after: 0.083, factor: 6.92, flagged: true },
       timeMs: 610,
     }),
-    result({ id: "unet:astronaut-free", stage: "unet", model: "fp32", status: "pass", metrics: { latents: tm({ maxAbs: 8e-5 }) }, checks: [check("latents", "maxAbs", 8e-5, 1e-3)], series: [fp32Latents, fp32Noise, cosSeries], timeMs: 21400 }),
+    result({
+      id: "unet:astronaut-free",
+      stage: "unet",
+      model: "fp32",
+      status: "pass",
+      metrics: { latents: tm({ maxAbs: 8e-5 }) },
+      checks: [check("latents", "maxAbs", 8e-5, 1e-3)],
+      series: [fp32Latents, fp32Noise, cosSeries],
+      timeMs: 21400,
+    }),
     result({
       id: "unet:astronaut-free",
       stage: "unet",
@@ -141,8 +195,23 @@ function buildReport(dir: string): Report {
       tolerance: { profile: "default", source: "expected_failures[0]", reason: "int8 U-Net drifts over 25 steps (issue 12)" },
       timeMs: 11800,
     }),
-    result({ id: "end_to_end:cat", stage: "end_to_end", model: "fp32", status: "pass", metrics: { image: tm({ maxAbs: 2.9e-4 }) }, images: [{ width: 32, height: 32, psnrU8: 58.1, maxAbsU8: 1, mismatchedPixels: 0, refPng: "images/missing/ref.png" }], timeMs: 23000 }),
-    result({ id: "end_to_end:cat", stage: "end_to_end", model: "int8", status: "error", message: `onnxruntime: failed to run "unet" (${NASTY})`, timeMs: 3 }),
+    result({
+      id: "end_to_end:cat",
+      stage: "end_to_end",
+      model: "fp32",
+      status: "pass",
+      metrics: { image: tm({ maxAbs: 2.9e-4 }) },
+      images: [{ width: 32, height: 32, psnrU8: 58.1, maxAbsU8: 1, mismatchedPixels: 0, refPng: "images/missing/ref.png" }],
+      timeMs: 23000,
+    }),
+    result({
+      id: "end_to_end:cat",
+      stage: "end_to_end",
+      model: "int8",
+      status: "error",
+      message: `onnxruntime: failed to run "unet" (${NASTY})`,
+      timeMs: 3,
+    }),
   ];
   const counts: Record<Status, number> = { pass: 0, fail: 0, xfail: 0, xpass: 0, error: 0, skip: 0 };
   for (const r of results) counts[r.status]++;
@@ -214,7 +283,9 @@ function assertWellFormedXml(xml: string): void {
 
 function runChromium(args: readonly string[], userDataDir: string): { stdout: string; stderr: string; ms: number } {
   if (!fs.existsSync(CHROMIUM)) {
-    throw new Error(`headless Chromium not found at ${CHROMIUM}: install it (Debian: apt-get install -y chromium) or set CHROMIUM_BIN; the HTML report test needs a real browser`);
+    throw new Error(
+      `headless Chromium not found at ${CHROMIUM}: install it (Debian: apt-get install -y chromium) or set CHROMIUM_BIN; the HTML report test needs a real browser`,
+    );
   }
   const t0 = Date.now();
   const r = spawnSync(
@@ -236,7 +307,9 @@ function runChromium(args: readonly string[], userDataDir: string): { stdout: st
   );
   const ms = Date.now() - t0;
   if (r.error || r.status !== 0) {
-    throw new Error(`${CHROMIUM} ${args.join(" ")} failed (${r.error?.message ?? `exit ${r.status}, signal ${r.signal}`}):\n${(r.stderr ?? "").slice(-2000)}`);
+    throw new Error(
+      `${CHROMIUM} ${args.join(" ")} failed (${r.error?.message ?? `exit ${r.status}, signal ${r.signal}`}):\n${(r.stderr ?? "").slice(-2000)}`,
+    );
   }
   return { stdout: r.stdout, stderr: r.stderr, ms };
 }
@@ -311,21 +384,33 @@ describe("report writers", () => {
   it("writes well-formed JUnit XML with one suite per stage and model", () => {
     const xml = renderJunit(report);
     assertWellFormedXml(xml);
-    expect(xml).toMatch(/<testsuites name="sd-harness conformance \(default\)" tests="12" failures="2" errors="1" skipped="3" time="92\.500">/);
+    expect(xml).toMatch(
+      /<testsuites name="sd-harness conformance \(default\)" tests="12" failures="2" errors="1" skipped="3" time="92\.500">/,
+    );
     expect((xml.match(/<testsuite /g) ?? []).length).toBe(6);
     expect((xml.match(/<testcase /g) ?? []).length).toBe(12);
     expect(xml).toContain('<testsuite name="int8.unet" tests="2" failures="2" errors="0" skipped="0" time="10.410"');
     expect(xml).toContain('<testcase classname="int8.unet" name="unet:step-0" time="0.610">');
-    expect(xml).toContain('<failure message="noise_pred: maxAbs = 0.083 (limit ≤ 0.02); noise_pred: cosine = 1 − 2.6e-4 (limit ≥ 1 − 1e-4)" type="fail">');
+    expect(xml).toContain(
+      '<failure message="noise_pred: maxAbs = 0.083 (limit ≤ 0.02); noise_pred: cosine = 1 − 2.6e-4 (limit ≥ 1 − 1e-4)" type="fail">',
+    );
     expect(xml).toContain('<property name="maxAbs" value="0.083"/>');
     expect(xml).toContain('<property name="psnr" value="Infinity"/>');
     expect(xml).toContain('<skipped message="expected failure: int8 U-Net drifts over 25 steps (issue 12)">');
-    expect(xml).toMatch(/<error message="onnxruntime: failed to run &quot;unet&quot; \(prompt: &lt;script&gt;alert\(&apos;x&apos;\)&lt;\/script&gt; \| \*bold\* _u_ &amp; &quot;q&quot; \]\]&gt;  done\)" type="error">/);
+    expect(xml).toMatch(
+      /<error message="onnxruntime: failed to run &quot;unet&quot; \(prompt: &lt;script&gt;alert\(&apos;x&apos;\)&lt;\/script&gt; \| \*bold\* _u_ &amp; &quot;q&quot; \]\]&gt;  done\)" type="error">/,
+    );
     expect(xml).toContain('<skipped message="prompt: &lt;script&gt;');
   });
 
   it("renders an empty run without tables it cannot fill", () => {
-    const empty: Report = { ...report, results: [], models: [report.models[0]], baseline: undefined, summary: { pass: 0, fail: 0, xfail: 0, xpass: 0, error: 0, skip: 0, total: 0, verdict: "skip" } };
+    const empty: Report = {
+      ...report,
+      results: [],
+      models: [report.models[0]],
+      baseline: undefined,
+      summary: { pass: 0, fail: 0, xfail: 0, xpass: 0, error: 0, skip: 0, total: 0, verdict: "skip" },
+    };
     const md = renderMarkdown(empty);
     expect(md).toContain("**Verdict: ⏭️ SKIP** — 0 case results: none");
     expect(md).not.toContain("## Drift side by side");
@@ -354,7 +439,9 @@ describe("report writers", () => {
     fs.writeFileSync(file, html);
     const url = `file://${file}`;
     if (!fs.existsSync(CHROMIUM) && !REQUIRE_CHROMIUM) {
-      process.stderr.write(`report-writers: no headless Chromium at ${CHROMIUM}; the in-browser part of the HTML test is skipped (CI runs it; Debian: apt-get install -y chromium)\n`);
+      process.stderr.write(
+        `report-writers: no headless Chromium at ${CHROMIUM}; the in-browser part of the HTML test is skipped (CI runs it; Debian: apt-get install -y chromium)\n`,
+      );
       return;
     }
 

@@ -42,7 +42,12 @@ function compare(ours: Float32Array, ref: Float32Array): Comparison {
   return { n: ref.length, exact, maxUlp };
 }
 
-const files = fs.existsSync(REF_DIR) ? fs.readdirSync(REF_DIR).filter((f) => f.endsWith(".safetensors")).sort() : [];
+const files = fs.existsSync(REF_DIR)
+  ? fs
+      .readdirSync(REF_DIR)
+      .filter((f) => f.endsWith(".safetensors"))
+      .sort()
+  : [];
 const totals = { avx2: { n: 0, exact: 0, maxUlp: 0 }, generic: { n: 0, exact: 0, maxUlp: 0 } };
 
 describe("TorchGenerator vs torch reference draws", () => {

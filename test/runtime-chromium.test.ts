@@ -17,7 +17,9 @@ import { HarnessError, ExitCode } from "../src/errors";
 
 const ROOT = path.resolve(__dirname, "..");
 const TINY = path.join(ROOT, "fixtures", "models", "tiny-sd-onnx");
-const HAVE_CHROMIUM = ["/usr/bin/chromium", ...(process.env.PATH ?? "").split(path.delimiter).map((d) => path.join(d, "chromium"))].some((p) => fs.existsSync(p));
+const HAVE_CHROMIUM = ["/usr/bin/chromium", ...(process.env.PATH ?? "").split(path.delimiter).map((d) => path.join(d, "chromium"))].some(
+  (p) => fs.existsSync(p),
+);
 const maybe = HAVE_CHROMIUM ? describe : describe.skip;
 
 jest.setTimeout(240_000);
@@ -41,7 +43,10 @@ async function runOn(runtime: Runtime, kind: ComponentKind, feeds: Record<string
   try {
     const typed: Record<string, RuntimeTensor> = {};
     for (const [name, t] of Object.entries(feeds)) {
-      typed[name] = c.inputType(name) === "int64" && t.dtype === "int32" ? { dtype: "int64", dims: t.dims, data: BigInt64Array.from(t.data as Int32Array, BigInt) } : t;
+      typed[name] =
+        c.inputType(name) === "int64" && t.dtype === "int32"
+          ? { dtype: "int64", dims: t.dims, data: BigInt64Array.from(t.data as Int32Array, BigInt) }
+          : t;
     }
     return (await c.run(typed))[c.outputNames[0]];
   } finally {
@@ -97,10 +102,14 @@ maybe("chromium, failures", () => {
     try {
       // external weights cut short, so they end before the initializers they hold: onnxruntime-web fails inside the page
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sdh-chromium-"));
-      for (const f of ["model.onnx", "model.onnx_data"]) fs.copyFileSync(path.join(ROOT, "fixtures", "broken", "external-data", "vae_decoder", f), path.join(dir, f));
+      for (const f of ["model.onnx", "model.onnx_data"])
+        fs.copyFileSync(path.join(ROOT, "fixtures", "broken", "external-data", "vae_decoder", f), path.join(dir, f));
       fs.truncateSync(path.join(dir, "model.onnx_data"), 100);
       const file = path.join(dir, "model.onnx");
-      const err = await OnnxComponent.load("vae_decoder", file, { threads: 2, runtime }).then(() => null, (e: unknown) => e);
+      const err = await OnnxComponent.load("vae_decoder", file, { threads: 2, runtime }).then(
+        () => null,
+        (e: unknown) => e,
+      );
       expect(err).toBeInstanceOf(HarnessError);
       expect((err as Error).message).not.toContain("\n");
       expect((err as Error).message).toMatch(/model\.onnx: (its external weights cannot be loaded|not a loadable ONNX model)/);
@@ -115,7 +124,10 @@ maybe("chromium, failures", () => {
   test("WebGPU without an adapter (the unsafe-WebGPU flags left out) is one line, exit 2, and no browser is left", async () => {
     const runtime = new ChromiumRuntime("webgpu", { webgpuFlags: false });
     const before = fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p) && alive(Number(p)) && /chromium/.test(safeCmd(p))).length;
-    const err = await OnnxComponent.load("vae_decoder", path.join(TINY, "vae_decoder", "model.onnx"), { threads: 2, runtime }).then(() => null, (e: unknown) => e);
+    const err = await OnnxComponent.load("vae_decoder", path.join(TINY, "vae_decoder", "model.onnx"), { threads: 2, runtime }).then(
+      () => null,
+      (e: unknown) => e,
+    );
     await runtime.close();
     expect(err).toBeInstanceOf(HarnessError);
     expect((err as HarnessError).exitCode).toBe(ExitCode.usage);

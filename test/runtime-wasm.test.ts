@@ -30,7 +30,9 @@ function ramp(n: number): Float32Array {
 }
 
 const FEEDS: Record<Exclude<ComponentKind, "vae_encoder">, Record<string, RuntimeTensor>> = {
-  text_encoder: { input_ids: { dtype: "int32", dims: [1, 77], data: Int32Array.from({ length: 77 }, (_, i) => (i < 5 ? 49406 + (i % 2) : 49407) % 1000) } },
+  text_encoder: {
+    input_ids: { dtype: "int32", dims: [1, 77], data: Int32Array.from({ length: 77 }, (_, i) => (i < 5 ? 49406 + (i % 2) : 49407) % 1000) },
+  },
   unet: {
     sample: { dtype: "float32", dims: [2, 4, 8, 8], data: ramp(2 * 4 * 8 * 8) },
     timestep: { dtype: "float32", dims: [1], data: Float32Array.of(501) },
@@ -45,7 +47,10 @@ async function runOn(runtime: Runtime, kind: ComponentKind, file: string, feeds:
     // feeds typed as this export declares them (the text encoder takes int32 or int64 ids)
     const typed: Record<string, RuntimeTensor> = {};
     for (const [name, t] of Object.entries(feeds)) {
-      typed[name] = c.inputType(name) === "int64" && t.dtype === "int32" ? { dtype: "int64", dims: t.dims, data: BigInt64Array.from(t.data as Int32Array, BigInt) } : t;
+      typed[name] =
+        c.inputType(name) === "int64" && t.dtype === "int32"
+          ? { dtype: "int64", dims: t.dims, data: BigInt64Array.from(t.data as Int32Array, BigInt) }
+          : t;
     }
     const r = await c.run(typed);
     return r[c.outputNames[0]];
@@ -59,20 +64,23 @@ test("both runtimes are in the registry, ort-node first (the default)", () => {
   expect(() => createRuntime("tensorflow")).toThrow(/--runtime: unknown runtime "tensorflow"; known: ort-node, ort-wasm/);
 });
 
-test.each(Object.keys(FEEDS) as (keyof typeof FEEDS)[])("ort-wasm runs the %s as onnxruntime-node does, up to float32 reordering", async (kind) => {
-  const dir = { text_encoder: "text_encoder", unet: "unet", vae_decoder: "vae_decoder" }[kind];
-  const file = path.join(TINY, dir, "model.onnx");
-  const a = await runOn(wasm, kind, file, FEEDS[kind]);
-  const b = await runOn(node, kind, file, FEEDS[kind]);
-  expect(a.dtype).toBe("float32");
-  expect(a.dims).toEqual(b.dims);
-  const m = tensorMetrics(a.data as Float32Array, b.data as Float32Array, b.dims);
-  console.log(`ort-wasm vs ort-node, ${kind}: relL2 ${m.relL2.toExponential(2)}, maxAbs ${m.maxAbs.toExponential(2)}`);
-  expect(m.nanCount + m.infCount).toBe(0);
-  // measured on x86-64 (AMD EPYC): 1e-7..1e-6; float32 reordering stays far below this
-  expect(m.relL2).toBeLessThan(1e-5);
-  expect(m.relL2).toBeGreaterThanOrEqual(0);
-});
+test.each(Object.keys(FEEDS) as (keyof typeof FEEDS)[])(
+  "ort-wasm runs the %s as onnxruntime-node does, up to float32 reordering",
+  async (kind) => {
+    const dir = { text_encoder: "text_encoder", unet: "unet", vae_decoder: "vae_decoder" }[kind];
+    const file = path.join(TINY, dir, "model.onnx");
+    const a = await runOn(wasm, kind, file, FEEDS[kind]);
+    const b = await runOn(node, kind, file, FEEDS[kind]);
+    expect(a.dtype).toBe("float32");
+    expect(a.dims).toEqual(b.dims);
+    const m = tensorMetrics(a.data as Float32Array, b.data as Float32Array, b.dims);
+    console.log(`ort-wasm vs ort-node, ${kind}: relL2 ${m.relL2.toExponential(2)}, maxAbs ${m.maxAbs.toExponential(2)}`);
+    expect(m.nanCount + m.infCount).toBe(0);
+    // measured on x86-64 (AMD EPYC): 1e-7..1e-6; float32 reordering stays far below this
+    expect(m.relL2).toBeLessThan(1e-5);
+    expect(m.relL2).toBeGreaterThanOrEqual(0);
+  },
+);
 
 test("ort-wasm describes itself: onnxruntime-web at onnxruntime-node's version, the wasm backend, its threads", () => {
   const d = wasm.describe();
@@ -96,7 +104,10 @@ test("a model of 4 GiB or more with its external data is refused in one line bef
   externalizeInitializers(file, "model.onnx_data");
   // sparse: the size is what counts; the data file is never read
   fs.truncateSync(path.join(big, "vae_decoder", "model.onnx_data"), 4 * 1024 ** 3);
-  const err = await OnnxComponent.load("vae_decoder", file, { threads: 2, runtime: wasm }).then(() => null, (e: unknown) => e);
+  const err = await OnnxComponent.load("vae_decoder", file, { threads: 2, runtime: wasm }).then(
+    () => null,
+    (e: unknown) => e,
+  );
   expect(err).toBeInstanceOf(HarnessError);
   expect((err as HarnessError).exitCode).toBe(ExitCode.usage);
   expect((err as Error).message).not.toContain("\n");
@@ -106,7 +117,10 @@ test("a model of 4 GiB or more with its external data is refused in one line bef
 });
 
 test("a second thread count for one ort-wasm runtime is refused (env.wasm.numThreads is set once)", async () => {
-  const err = await OnnxComponent.load("vae_decoder", path.join(TINY, "vae_decoder", "model.onnx"), { threads: 1, runtime: wasm }).then(() => null, (e: unknown) => e);
+  const err = await OnnxComponent.load("vae_decoder", path.join(TINY, "vae_decoder", "model.onnx"), { threads: 1, runtime: wasm }).then(
+    () => null,
+    (e: unknown) => e,
+  );
   expect((err as Error).message).toMatch(/threads: runtime ort-wasm already runs with 2 threads/);
 });
 

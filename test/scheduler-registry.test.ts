@@ -90,7 +90,17 @@ describe.each(SCHEDULERS.map((d) => [d.id, d] as const))("%s", (_id, d) => {
     expect(s.name).toBe(d.id);
     const expected = `${A1111[d.className]}${d.overrides?.use_karras_sigmas ? " Karras" : ""}`;
     expect(a1111SamplerName(s.name)).toBe(expected);
-    const params = a1111Parameters({ prompt: "p", steps: 10, scheduler: s.name, guidance: 7.5, seed: 1n, width: 64, height: 64, model: "m", clipSkip: 0 });
+    const params = a1111Parameters({
+      prompt: "p",
+      steps: 10,
+      scheduler: s.name,
+      guidance: 7.5,
+      seed: 1n,
+      width: 64,
+      height: 64,
+      model: "m",
+      clipSkip: 0,
+    });
     expect(params).toContain(`Sampler: ${expected}, CFG scale`);
   });
 
@@ -104,8 +114,12 @@ describe.each(SCHEDULERS.map((d) => [d.id, d] as const))("%s", (_id, d) => {
   test(`sigma schedules [${d.sigmaSchedules.join(", ")}] are the config keys its diffusers class has, each honoured by its factory`, () => {
     // a choice that forces its schedule (dpm++2m-karras) lists that one; the others list "default"
     // plus one per key of the class (a class with sigmas but no keys: "default" alone)
-    const forced = SIGMA_SCHEDULE_NAMES.filter((n) => n !== "default" && d.overrides?.[Object.keys(sigmaScheduleKeys(n)).find((k) => sigmaScheduleKeys(n)[k])!] === true);
-    const fromKeys = SIGMA_SCHEDULE_NAMES.filter((n) => n !== "default" && DIFFUSERS_KEYS[d.className].some((k) => sigmaScheduleKeys(n)[k]));
+    const forced = SIGMA_SCHEDULE_NAMES.filter(
+      (n) => n !== "default" && d.overrides?.[Object.keys(sigmaScheduleKeys(n)).find((k) => sigmaScheduleKeys(n)[k])!] === true,
+    );
+    const fromKeys = SIGMA_SCHEDULE_NAMES.filter(
+      (n) => n !== "default" && DIFFUSERS_KEYS[d.className].some((k) => sigmaScheduleKeys(n)[k]),
+    );
     const withSigmas = d.create(parseSchedulerConfig({ ...SD, _class_name: d.className }), 10).sigmas.length > 0;
     expect(d.sigmaSchedules).toEqual(forced.length > 0 ? forced : withSigmas ? ["default", ...fromKeys] : []);
     // the factory honours each listed key and ignores the others, as from_config drops keys a class lacks
@@ -139,7 +153,10 @@ describe.each(SCHEDULERS.map((d) => [d.id, d] as const))("%s", (_id, d) => {
       }
       expect(error).toBeInstanceOf(InvalidParameter);
       expect((error as InvalidParameter).parameter).toBe("sigmas");
-      const accepts = d.sigmaSchedules.length > 0 ? `accepts ${d.sigmaSchedules.join(", ")}` : "accepts none (it steps over alphas_cumprod by timestep and has no sigmas)";
+      const accepts =
+        d.sigmaSchedules.length > 0
+          ? `accepts ${d.sigmaSchedules.join(", ")}`
+          : "accepts none (it steps over alphas_cumprod by timestep and has no sigmas)";
       expect((error as Error).message).toBe(`sigmas ${n}: scheduler ${d.id} ${accepts}`);
       expect(cliMessage(error as Error)).toBe(`--sigmas ${n}: scheduler ${d.id} ${accepts}`);
     }
@@ -149,7 +166,18 @@ describe.each(SCHEDULERS.map((d) => [d.id, d] as const))("%s", (_id, d) => {
   test("PNG parameters: A1111's sampler name, and its Schedule type for a schedule the name does not say", () => {
     for (const n of d.sigmaSchedules) {
       const id = createScheduler(d.id, parseSchedulerConfig({ ...SD, _class_name: d.className }), 10, { sigmas: n }).name;
-      const params = a1111Parameters({ prompt: "p", steps: 10, scheduler: id, sigmas: n, guidance: 7.5, seed: 1n, width: 64, height: 64, model: "m", clipSkip: 0 });
+      const params = a1111Parameters({
+        prompt: "p",
+        steps: 10,
+        scheduler: id,
+        sigmas: n,
+        guidance: 7.5,
+        seed: 1n,
+        width: 64,
+        height: 64,
+        model: "m",
+        clipSkip: 0,
+      });
       // what ran may be another choice whose name says the schedule (dpm++2m on karras is dpm++2m-karras)
       const label = findScheduler(id)!.sigmaSchedules.length > 1 ? A1111_SCHEDULE[n] : undefined;
       expect(params).toContain(`Sampler: ${a1111SamplerName(id)}, ${label ? `Schedule type: ${label}, ` : ""}CFG scale`);
@@ -184,13 +212,32 @@ test("the reference set's scheduler cases use the registry's ids, classes and fo
 test("rescale_betas_zero_snr rescales only the classes that have it in diffusers 0.35.2", () => {
   // inspect.signature(cls.__init__) in diffusers 0.35.2: PNDM, LMS and Heun lack the parameter, so
   // from_config drops it and they keep the plain schedule
-  const HAVE_IT = ["DDIMScheduler", "DDPMScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler"];
+  const HAVE_IT = [
+    "DDIMScheduler",
+    "DDPMScheduler",
+    "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "DPMSolverMultistepScheduler",
+    "UniPCMultistepScheduler",
+  ];
   for (const d of SCHEDULERS) {
     const run = (rescale: boolean) => {
       const s = createScheduler(d.id, parseSchedulerConfig({ ...SD, _class_name: d.className, rescale_betas_zero_snr: rescale }), 10);
       // the first step from pure noise shows the schedule: sigmas, or alphas_cumprod through the update
       const x = new Float32Array(4).fill(1);
-      return [...Array.from(s.sigmas), ...Array.from(s.step(new Float32Array(4).fill(0.5), 0, x, s.initialState(), { randn: (dims) => new Float32Array(dims.reduce((a, b) => a * b, 1)) }, [4]).prevSample)];
+      return [
+        ...Array.from(s.sigmas),
+        ...Array.from(
+          s.step(
+            new Float32Array(4).fill(0.5),
+            0,
+            x,
+            s.initialState(),
+            { randn: (dims) => new Float32Array(dims.reduce((a, b) => a * b, 1)) },
+            [4],
+          ).prevSample,
+        ),
+      ];
     };
     if (HAVE_IT.includes(d.className)) expect(`${d.id} ${JSON.stringify(run(true))}`).not.toBe(`${d.id} ${JSON.stringify(run(false))}`);
     else expect(`${d.id} ${JSON.stringify(run(true))}`).toBe(`${d.id} ${JSON.stringify(run(false))}`);
@@ -202,7 +249,13 @@ test("Heun's Karras schedule has one sigma per step when trailing spacing yields
   // timestep_spacing="trailing", steps_offset=1).set_timesteps(61): 121 timesteps starting
   // [999.0, 986.927001953125, 986.927001953125, 974.5889892578125] (np.arange gives 62 trailing
   // timesteps for n = 61; Karras is spaced over the 61 steps asked for)
-  const cfg = parseSchedulerConfig({ _class_name: "HeunDiscreteScheduler", beta_schedule: "linear", use_karras_sigmas: true, timestep_spacing: "trailing", steps_offset: 1 });
+  const cfg = parseSchedulerConfig({
+    _class_name: "HeunDiscreteScheduler",
+    beta_schedule: "linear",
+    use_karras_sigmas: true,
+    timestep_spacing: "trailing",
+    steps_offset: 1,
+  });
   const s = createScheduler("heun", cfg, 61);
   expect(s.timesteps.length).toBe(121);
   expect(Array.from(s.timesteps.subarray(0, 4))).toEqual([999.0, 986.927001953125, 986.927001953125, 974.5889892578125]);
@@ -220,13 +273,18 @@ test("a model config with exponential or beta sigmas loads and runs; two schedul
     }
   }
   // diffusers' __init__: "Only one of use_beta_sigmas, use_exponential_sigmas, use_karras_sigmas can be used"
-  expect(() => parseSchedulerConfig({ ...SD, _class_name: "EulerDiscreteScheduler", use_karras_sigmas: true, use_beta_sigmas: true }))
-    .toThrow(/use_karras_sigmas and use_beta_sigmas are all true; at most one sigma schedule/);
+  expect(() =>
+    parseSchedulerConfig({ ...SD, _class_name: "EulerDiscreteScheduler", use_karras_sigmas: true, use_beta_sigmas: true }),
+  ).toThrow(/use_karras_sigmas and use_beta_sigmas are all true; at most one sigma schedule/);
   // a class without the keys ignores them (from_config drops them), so its own file may carry any
-  expect(parseSchedulerConfig({ ...SD, _class_name: "PNDMScheduler", use_karras_sigmas: true, use_beta_sigmas: true }).sigmaSchedule).toBe("default");
+  expect(parseSchedulerConfig({ ...SD, _class_name: "PNDMScheduler", use_karras_sigmas: true, use_beta_sigmas: true }).sigmaSchedule).toBe(
+    "default",
+  );
 });
 
 test("an unknown sigmas value is refused with the list of schedules", () => {
   const cfg = parseSchedulerConfig({ ...SD, _class_name: "EulerDiscreteScheduler" });
-  expect(() => createScheduler("euler", cfg, 10, { sigmas: "cosine" as SigmaScheduleName })).toThrow('sigmas: unknown sigma schedule "cosine"; choose one of default, karras, exponential, beta');
+  expect(() => createScheduler("euler", cfg, 10, { sigmas: "cosine" as SigmaScheduleName })).toThrow(
+    'sigmas: unknown sigma schedule "cosine"; choose one of default, karras, exponential, beta',
+  );
 });

@@ -29,7 +29,10 @@ const MANIFEST = path.join(REF_DIR, "manifest.json");
 type ClassName = "HeunDiscreteScheduler" | "DPMSolverMultistepScheduler" | "UniPCMultistepScheduler";
 /** the registry's factory for each class these traces cover */
 const FACTORIES = Object.fromEntries(
-  (["HeunDiscreteScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler"] as const).map((cls) => [cls, findScheduler(cls)!.create]),
+  (["HeunDiscreteScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler"] as const).map((cls) => [
+    cls,
+    findScheduler(cls)!.create,
+  ]),
 ) as Record<ClassName, SchedulerFactory>;
 
 /** The transcendental float32 torch functions each diffusers scheduler's arithmetic goes through. */
@@ -142,8 +145,16 @@ function runCase(entry: CaseEntry): CaseResult {
   const className = entry.meta.class_name as ClassName;
   const exact = TRANSCENDENTALS[className].every((fn) => entry.meta[fn] === "correctly-rounded");
   const result: CaseResult = {
-    id: entry.id, className, steps: entry.meta.steps, exact, timesteps: null,
-    sigmas: NONE, initNoiseSigma: NONE, modelInputs: NONE, prevSamples: NONE, addNoise: NONE,
+    id: entry.id,
+    className,
+    steps: entry.meta.steps,
+    exact,
+    timesteps: null,
+    sigmas: NONE,
+    initNoiseSigma: NONE,
+    modelInputs: NONE,
+    prevSamples: NONE,
+    addNoise: NONE,
   };
   try {
     const st = readSafetensors(path.join(REF_DIR, entry.file));

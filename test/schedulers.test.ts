@@ -94,7 +94,6 @@ function compare(ours: ArrayLike<number>, ref: ArrayLike<number>, into: Stats = 
   return into;
 }
 
-
 /**
  * max |a - b| / scale with scale = max(max |b|, minScale): the error relative to the tensor's
  * magnitude (ulps mislead near zero). For a step, minScale is the input sample's magnitude: an update
@@ -264,7 +263,12 @@ describe("schedule helpers", () => {
   });
 
   test("LMS coefficients: QUADPACK form vs the exact integral of the Lagrange basis", () => {
-    const cfg = parseSchedulerConfig({ _class_name: "LMSDiscreteScheduler", beta_schedule: "scaled_linear", beta_start: 0.00085, beta_end: 0.012 });
+    const cfg = parseSchedulerConfig({
+      _class_name: "LMSDiscreteScheduler",
+      beta_schedule: "scaled_linear",
+      beta_start: 0.00085,
+      beta_end: 0.012,
+    });
     const s = createLMSScheduler(cfg, 25).sigmas;
     let maxRel = 0;
     for (let i = 0; i < 25; i++) {
@@ -283,8 +287,14 @@ describe("schedule helpers", () => {
 
   test("class defaults: SD 1.5's PNDM config seen by Euler keeps leading spacing; DDIM's defaults fill clip_sample", () => {
     const sd = parseSchedulerConfig({
-      _class_name: "PNDMScheduler", beta_start: 0.00085, beta_end: 0.012, beta_schedule: "scaled_linear",
-      num_train_timesteps: 1000, set_alpha_to_one: false, skip_prk_steps: true, steps_offset: 1,
+      _class_name: "PNDMScheduler",
+      beta_start: 0.00085,
+      beta_end: 0.012,
+      beta_schedule: "scaled_linear",
+      num_train_timesteps: 1000,
+      set_alpha_to_one: false,
+      skip_prk_steps: true,
+      steps_offset: 1,
     });
     expect(configForClass(sd, "EulerDiscreteScheduler").timestepSpacing).toBe("leading");
     expect(configForClass(sd, "DDIMScheduler").clipSample).toBe(true);
@@ -301,7 +311,14 @@ describe("registry", () => {
   test("short names and class names resolve; unknown names list the choices", () => {
     const { createScheduler, SCHEDULER_NAMES } = load();
     expect(SCHEDULER_NAMES).toEqual(["pndm", "ddim", "ddpm", "lms", "euler", "euler-a", "heun", "dpm++2m", "dpm++2m-karras", "unipc"]);
-    const cfg = parseSchedulerConfig({ _class_name: "PNDMScheduler", beta_schedule: "scaled_linear", beta_start: 0.00085, beta_end: 0.012, steps_offset: 1, skip_prk_steps: true });
+    const cfg = parseSchedulerConfig({
+      _class_name: "PNDMScheduler",
+      beta_schedule: "scaled_linear",
+      beta_start: 0.00085,
+      beta_end: 0.012,
+      steps_offset: 1,
+      skip_prk_steps: true,
+    });
     expect(createScheduler("euler-a", cfg, 10).name).toBe("euler-a");
     expect(createScheduler("EulerDiscreteScheduler", cfg, 10).name).toBe("euler");
     expect(createScheduler("DDIMScheduler", cfg, 10).timesteps[0]).toBe(901);

@@ -50,17 +50,28 @@ function setup(name: string): { dir: string; src: string } {
   return { dir, src };
 }
 
-async function script(name: string, file: string, args: string[], opts: { signal?: { name: NodeJS.Signals; when: () => boolean } } = {}): Promise<ChildResult & { signalled: boolean }> {
+async function script(
+  name: string,
+  file: string,
+  args: string[],
+  opts: { signal?: { name: NodeJS.Signals; when: () => boolean } } = {},
+): Promise<ChildResult & { signalled: boolean }> {
   let signalled = false;
   const r = await runChild({
-    cmd: PYTHON, args: [file, ...args], cwd: tmp, timeoutMs: 120_000, memoryLimitMb: 4096,
+    cmd: PYTHON,
+    args: [file, ...args],
+    cwd: tmp,
+    timeoutMs: 120_000,
+    memoryLimitMb: 4096,
     env: { PYTHONDONTWRITEBYTECODE: "1" },
-    during: opts.signal ? async (child) => {
-      if (await waitFor(opts.signal!.when, child.exited, 110_000, 5)) {
-        signalled = true;
-        child.signal(opts.signal!.name);
-      }
-    } : undefined,
+    during: opts.signal
+      ? async (child) => {
+          if (await waitFor(opts.signal!.when, child.exited, 110_000, 5)) {
+            signalled = true;
+            child.signal(opts.signal!.name);
+          }
+        }
+      : undefined,
   });
   rows.push(`| ${name} | ${r.code} | ${r.peakRssMb.toFixed(0)} MB | ${r.ms} ms |`);
   return { ...r, signalled };
@@ -87,7 +98,9 @@ const partialHas = (dir: string, dst: string, file: string) => () =>
   test("quantize.py: SIGTERM mid-run exits 143 in one line; neither DST nor a partial folder is left", async () => {
     const { dir, src } = setup("q-term");
     const before = treeHash(src);
-    const r = await script("quantize.py: SIGTERM mid-run", QUANTIZE, [src, path.join(dir, "q"), "--mode", "fp16"], { signal: { name: "SIGTERM", when: partialHas(dir, "q", "unet/model.onnx") } });
+    const r = await script("quantize.py: SIGTERM mid-run", QUANTIZE, [src, path.join(dir, "q"), "--mode", "fp16"], {
+      signal: { name: "SIGTERM", when: partialHas(dir, "q", "unet/model.onnx") },
+    });
     expect(r.signalled).toBe(true);
     expect(r.code).toBe(143);
     expectLine(r, /^quantize\.py: terminated \(SIGTERM\); the partial output folder was removed$/, false);
@@ -97,7 +110,9 @@ const partialHas = (dir: string, dst: string, file: string) => () =>
 
   test("optimize.py: SIGTERM mid-run exits 143 in one line; no .DST.partial left", async () => {
     const { dir, src } = setup("o-term");
-    const r = await script("optimize.py: SIGTERM mid-run", OPTIMIZE, [src, path.join(dir, "o")], { signal: { name: "SIGTERM", when: partialHas(dir, "o", "unet/model.onnx") } });
+    const r = await script("optimize.py: SIGTERM mid-run", OPTIMIZE, [src, path.join(dir, "o")], {
+      signal: { name: "SIGTERM", when: partialHas(dir, "o", "unet/model.onnx") },
+    });
     expect(r.signalled).toBe(true);
     expect(r.code).toBe(143);
     expectLine(r, /^optimize\.py: terminated \(SIGTERM\); the partial output folder was removed$/, false);
@@ -106,7 +121,9 @@ const partialHas = (dir: string, dst: string, file: string) => () =>
 
   test("optimize.py: SIGINT mid-run exits 130 in one line, no KeyboardInterrupt traceback", async () => {
     const { dir, src } = setup("o-int");
-    const r = await script("optimize.py: SIGINT mid-run", OPTIMIZE, [src, path.join(dir, "o")], { signal: { name: "SIGINT", when: partialHas(dir, "o", "unet/model.onnx") } });
+    const r = await script("optimize.py: SIGINT mid-run", OPTIMIZE, [src, path.join(dir, "o")], {
+      signal: { name: "SIGINT", when: partialHas(dir, "o", "unet/model.onnx") },
+    });
     expect(r.signalled).toBe(true);
     expect(r.code).toBe(130);
     expect(r.stderr).not.toMatch(/KeyboardInterrupt/);
@@ -114,7 +131,10 @@ const partialHas = (dir: string, dst: string, file: string) => () =>
     onlyEntries(dir, ["src"]);
   }, 180_000);
 
-  for (const [tool, file, extra] of [["quantize.py", QUANTIZE, ["--mode", "fp16"]], ["optimize.py", OPTIMIZE, []]] as const) {
+  for (const [tool, file, extra] of [
+    ["quantize.py", QUANTIZE, ["--mode", "fp16"]],
+    ["optimize.py", OPTIMIZE, []],
+  ] as const) {
     test(`${tool}: a model.onnx that is not ONNX is refused in one line naming it, exit 2, nothing written`, async () => {
       const { dir, src } = setup(`${tool}-notonnx`);
       fs.writeFileSync(path.join(src, "unet", "model.onnx"), "this is a text file, not a model\n");
@@ -144,13 +164,28 @@ const partialHas = (dir: string, dst: string, file: string) => () =>
     fs.mkdirSync(path.join(dst, "unet"), { recursive: true });
     fs.symlinkSync(path.join(src, "unet", "model.onnx"), path.join(dst, "unet", "model.onnx"));
     const before = treeHash(src);
-    const refused = await script("quantize.py: existing DST without --overwrite", QUANTIZE, [src, dst, "--mode", "fp16", "--components", "unet"]);
+    const refused = await script("quantize.py: existing DST without --overwrite", QUANTIZE, [
+      src,
+      dst,
+      "--mode",
+      "fp16",
+      "--components",
+      "unet",
+    ]);
     expect(refused.code).toBe(2);
     expectLine(refused, /q: exists; pass --overwrite to replace it$/);
     const opt = await script("optimize.py: existing DST", OPTIMIZE, [src, dst]);
     expect(opt.code).toBe(2);
     expectLine(opt, /q: exists; this script writes a new folder and does not replace one$/);
-    const replaced = await script("quantize.py: --overwrite replaces a DST whose model.onnx links into SRC", QUANTIZE, [src, dst, "--mode", "fp16", "--components", "unet", "--overwrite"]);
+    const replaced = await script("quantize.py: --overwrite replaces a DST whose model.onnx links into SRC", QUANTIZE, [
+      src,
+      dst,
+      "--mode",
+      "fp16",
+      "--components",
+      "unet",
+      "--overwrite",
+    ]);
     expect(replaced.code).toBe(0);
     expect(replaced.stderr).not.toMatch(/Traceback/);
     expect(treeHash(src)).toEqual(before);

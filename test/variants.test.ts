@@ -125,18 +125,30 @@ describe("fp16 overflow is caught and located", () => {
   // N(0,1)-sized latents, 2000 x 98 for the loop's final latents, which reach |38| / 0.18215) are
   // stored as fp16 between nodes and overflow to Inf for the large latents only.
   test("a VAE decoder whose activations pass 65504 in fp16: end_to_end fails naming vae_decoder", async () => {
-    const scale = (dir: string) => scaleInitializers(path.join(dir, "vae_decoder", "model.onnx"), (n) => /^model\.decoder\.conv_in\.(weight|bias)$/.test(n), 2000);
+    const scale = (dir: string) =>
+      scaleInitializers(path.join(dir, "vae_decoder", "model.onnx"), (n) => /^model\.decoder\.conv_in\.(weight|bias)$/.test(n), 2000);
     const fp16 = copyModel(FP16, tmp, "fp16-vae-overflow");
     const fp32 = copyModel(TINY, tmp, "fp32-vae-scaled");
     expect(scale(fp16).map((e) => e.dataType)).toEqual([10, 10]); // float16 initializers
     expect(scale(fp32).map((e) => e.dataType)).toEqual([1, 1]);
     const report = await runConformance({
-      models: [{ label: "fp16-scaled", dir: fp16 }, { label: "fp32-scaled", dir: fp32 }],
-      references: REFS, profile: "fp16", only: ["vae_decode:64x64", "end_to_end:txt2img-pndm-64x64"], outDir: null, threads: 1,
+      models: [
+        { label: "fp16-scaled", dir: fp16 },
+        { label: "fp32-scaled", dir: fp32 },
+      ],
+      references: REFS,
+      profile: "fp16",
+      only: ["vae_decode:64x64", "end_to_end:txt2img-pndm-64x64"],
+      outDir: null,
+      threads: 1,
     });
     const e2e = get(report, "fp16-scaled", "end_to_end:txt2img-pndm-64x64");
     expect(e2e.status).toBe("fail");
-    expect(e2e.nonFinite).toEqual({ stage: "vae_decoder", step: null, what: expect.stringMatching(/^(NaN|Inf) at element \d+ of \[1, 3, 64, 64\]/) });
+    expect(e2e.nonFinite).toEqual({
+      stage: "vae_decoder",
+      step: null,
+      what: expect.stringMatching(/^(NaN|Inf) at element \d+ of \[1, 3, 64, 64\]/),
+    });
     expect(e2e.message).toMatch(/^NaN\/Inf first at vae_decoder: /);
     // small latents decode finitely with the same fp16 weights: the overflow depends on the input
     const small = get(report, "fp16-scaled", "vae_decode:64x64").metrics.image;
@@ -155,13 +167,18 @@ describe("fp16 overflow is caught and located", () => {
     scaleInitializers(path.join(fp16, "unet", "model.onnx"), (n) => /^model\.conv_in\.(weight|bias)$/.test(n), 10000);
     const steps = Array.from({ length: 11 }, (_, k) => `unet:txt2img-pndm-64x64-step${String(k).padStart(2, "0")}`);
     const report = await runConformance({
-      models: [{ label: "fp16-scaled", dir: fp16 }], references: REFS, profile: "fp16",
-      only: [...steps, "unet:txt2img-pndm-64x64-free", "end_to_end:txt2img-pndm-64x64"], outDir: null, threads: 1,
+      models: [{ label: "fp16-scaled", dir: fp16 }],
+      references: REFS,
+      profile: "fp16",
+      only: [...steps, "unet:txt2img-pndm-64x64-free", "end_to_end:txt2img-pndm-64x64"],
+      outDir: null,
+      threads: 1,
     });
     // teacher-forced: the reference's inputs overflow from step 4 on
     const firstTeacher = steps.findIndex((id) => get(report, "fp16-scaled", id).nonFinite !== undefined);
     expect(firstTeacher).toBe(4);
-    for (const id of steps.slice(firstTeacher)) expect(get(report, "fp16-scaled", id).nonFinite).toMatchObject({ stage: "unet", step: expect.any(Number) });
+    for (const id of steps.slice(firstTeacher))
+      expect(get(report, "fp16-scaled", id).nonFinite).toMatchObject({ stage: "unet", step: expect.any(Number) });
     for (const id of steps.slice(0, firstTeacher)) expect(get(report, "fp16-scaled", id).nonFinite).toBeUndefined();
     // free-running and end-to-end: the loop stops at the first non-finite noise prediction
     for (const id of ["unet:txt2img-pndm-64x64-free", "end_to_end:txt2img-pndm-64x64"]) {
@@ -185,7 +202,14 @@ describe("float16 initializers", () => {
   const values = [1.5, -0.25, 3];
 
   test.each([
-    ["raw_data", (h: number[]) => field(9, h.flatMap((x) => [x & 0xff, x >> 8]))],
+    [
+      "raw_data",
+      (h: number[]) =>
+        field(
+          9,
+          h.flatMap((x) => [x & 0xff, x >> 8]),
+        ),
+    ],
     ["packed int32_data", (h: number[]) => field(5, h.flatMap(varint))],
   ])("are read from %s and widened", (_how, data) => {
     const halves = values.map(floatToHalf);

@@ -33,7 +33,21 @@ const MEASURED: readonly { id: string; tensor: string; intel: number; amd?: numb
 
 /** The tensor metrics a run would report, with only relL2 known (the others do not enter an fp32 verdict). */
 function metricsWith(relL2: number): TensorMetrics {
-  return { count: 1, maxAbs: NaN, meanAbs: NaN, rmse: NaN, relL2, cosine: NaN, psnr: NaN, p99Abs: NaN, nanCount: 0, infCount: 0, worstIndex: [0], worstOurs: 0, worstRef: 0 };
+  return {
+    count: 1,
+    maxAbs: NaN,
+    meanAbs: NaN,
+    rmse: NaN,
+    relL2,
+    cosine: NaN,
+    psnr: NaN,
+    p99Abs: NaN,
+    nanCount: 0,
+    infCount: 0,
+    worstIndex: [0],
+    worstOurs: 0,
+    worstRef: 0,
+  };
 }
 
 const tmp = tempDir("sd-replay-");
@@ -80,7 +94,11 @@ describe("the fp32 verdict on both machines' figures", () => {
     scaleValue(path.join(dir, "unet", "model.onnx"), "model.down_blocks.0.resnets.0.conv1.weight", 0, 1.01);
     const runs = ["img2img-ddim-strength0.75-7steps-32x32", "txt2img-ddim-48x32-negative-clipskip1"];
     const report = await runConformance({
-      models: [{ label: "fault", dir }], references: REFS, profile: "fp32", outDir: null, threads: 1,
+      models: [{ label: "fault", dir }],
+      references: REFS,
+      profile: "fp32",
+      outDir: null,
+      threads: 1,
       only: runs.flatMap((r) => [`end_to_end:${r}`, `unet:${r}-*`]),
     });
     for (const run of runs) {
@@ -108,14 +126,24 @@ describe("the fp32 verdict on both machines' figures", () => {
   }, 120_000);
 
   test("every report names the machine of the run and of the reference set, and says when they differ", async () => {
-    const report = await runConformance({ models: [{ label: "ours", dir: MODEL }], references: REFS, profile: "fp32", only: ["vae_decode:16x16"], outDir: null, threads: 1 });
+    const report = await runConformance({
+      models: [{ label: "ours", dir: MODEL }],
+      references: REFS,
+      profile: "fp32",
+      only: ["vae_decode:16x16"],
+      outDir: null,
+      threads: 1,
+    });
     const manifest = refs.manifest as unknown as { machine: { model: string; isa: string[] } };
     expect(report.references.machine).toMatchObject({ model: manifest.machine.model, isa: manifest.machine.isa });
     expect(report.run.host.isa).toEqual(describeMachine().isa);
     const here = renderMarkdown(report);
     expect(here).toContain(`- **Reference machine:** ${manifest.machine.model}`);
     // the same report as if the set had been made on the Intel machine
-    const intel = { model: "Intel(R) Xeon(R) Platinum 8488C", isa: ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16"] };
+    const intel = {
+      model: "Intel(R) Xeon(R) Platinum 8488C",
+      isa: ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16"],
+    };
     expect(machinesDiffer({ model: report.run.host.cpus, isa: report.run.host.isa }, intel)).toBe(true);
     const there = renderMarkdown({ ...report, references: { ...report.references, machine: intel } });
     expect(there).toMatch(/Reference machine:.*Xeon.*amx\\?_tile.*another CPU than this run's/);

@@ -19,7 +19,9 @@ import { readFloatInitializers } from "../src/onnx/initializers";
 import { HarnessError } from "../src/errors";
 
 const FIXTURE = path.resolve(__dirname, "fixtures", "webgpu-conv-channels.onnx");
-const HAVE_CHROMIUM = ["/usr/bin/chromium", ...(process.env.PATH ?? "").split(path.delimiter).map((d) => path.join(d, "chromium"))].some((p) => fs.existsSync(p));
+const HAVE_CHROMIUM = ["/usr/bin/chromium", ...(process.env.PATH ?? "").split(path.delimiter).map((d) => path.join(d, "chromium"))].some(
+  (p) => fs.existsSync(p),
+);
 if (!HAVE_CHROMIUM) console.warn("webgpu-conv-repro: skipped, no Chromium installed (Debian: apt-get install chromium)");
 const maybe = HAVE_CHROMIUM ? describe : describe.skip;
 
@@ -85,9 +87,12 @@ async function measure(backend: "wasm" | "webgpu"): Promise<{ conv9: number; con
     for (const ch of [9, 12]) feeds[`x_conv${ch}`] = { dtype: "float32", dims: [1, ch, SIDE, SIDE], data: input(ch) };
     const out = await session.run(feeds);
     await session.release();
-    const figure = (ch: number) => relL2(out[`y_conv${ch}`].data as Float32Array, conv3x3(input(ch), weights.get(`w_conv${ch}`)!, weights.get(`b_conv${ch}`)!, ch));
+    const figure = (ch: number) =>
+      relL2(out[`y_conv${ch}`].data as Float32Array, conv3x3(input(ch), weights.get(`w_conv${ch}`)!, weights.get(`b_conv${ch}`)!, ch));
     const r = { conv9: figure(9), conv12: figure(12) };
-    console.log(`chromium-${backend} (${runtime.describe().device}) vs float64: relL2 conv9 ${r.conv9.toExponential(2)}, conv12 ${r.conv12.toExponential(2)}`);
+    console.log(
+      `chromium-${backend} (${runtime.describe().device}) vs float64: relL2 conv9 ${r.conv9.toExponential(2)}, conv12 ${r.conv12.toExponential(2)}`,
+    );
     return r;
   } finally {
     await runtime.close();

@@ -62,7 +62,9 @@ const GOLS: readonly Args["gol"][] = ["all", "extended", "basic", "disabled"];
 function parseArgs(argv: string[]): Args {
   const a = yargs(argv)
     .scriptName("ours")
-    .usage("node --expose-gc dist/bench/ours.js --mode MODE --model DIR [options]\n\nThe benchmark's worker for our pipeline (spawned by src/bench/run.ts); writes one JSON object to --out.")
+    .usage(
+      "node --expose-gc dist/bench/ours.js --mode MODE --model DIR [options]\n\nThe benchmark's worker for our pipeline (spawned by src/bench/run.ts); writes one JSON object to --out.",
+    )
     .option("mode", { choices: MODES, default: "main" as Mode, describe: "what to measure (see the file comment)" })
     .option("model", { type: "string", demandOption: true, describe: "ONNX model folder" })
     .option("out", { type: "string", describe: "the JSON result (default: stdout)" })
@@ -86,9 +88,22 @@ function parseArgs(argv: string[]): Args {
     if (!Number.isFinite(a[k])) throw new Error(`--${k}: not a number`);
   }
   return {
-    mode: a.mode, model: a.model, out: a.out ?? null, threads: a.threads, size: a.size, steps: a.steps, repeats: a.repeats,
-    stageRepeats: a["stage-repeats"], textRepeats: a["text-repeats"], leakGens: a["leak-gens"], leakSteps: a["leak-steps"], extra: a.extra,
-    gol: a.gol, memPattern: a["mem-pattern"] === 1, arena: a.arena === 1, runtime: a.runtime,
+    mode: a.mode,
+    model: a.model,
+    out: a.out ?? null,
+    threads: a.threads,
+    size: a.size,
+    steps: a.steps,
+    repeats: a.repeats,
+    stageRepeats: a["stage-repeats"],
+    textRepeats: a["text-repeats"],
+    leakGens: a["leak-gens"],
+    leakSteps: a["leak-steps"],
+    extra: a.extra,
+    gol: a.gol,
+    memPattern: a["mem-pattern"] === 1,
+    arena: a.arena === 1,
+    runtime: a.runtime,
   };
 }
 
@@ -105,7 +120,10 @@ function peakRss(): number {
 
 function gcRss(): number {
   const g = (globalThis as { gc?: () => void }).gc;
-  if (g) { g(); g(); }
+  if (g) {
+    g();
+    g();
+  }
   return process.memoryUsage().rss;
 }
 
@@ -163,7 +181,9 @@ async function timed(fn: () => Promise<unknown>, n: number, name: string, extra 
     wall.push((performance.now() - t0) / 1000);
     cpu.push(cpuSeconds() - c0);
     others.push(othersCores(s0, procStat(), wall[i], cpu[i]));
-    log(`${name} ${i + 1}/${n}: ${wall[i].toFixed(3)} s (cpu ${(cpu[i] / wall[i]).toFixed(2)} cores, others ${others[i]?.toFixed(2) ?? "?"})`);
+    log(
+      `${name} ${i + 1}/${n}: ${wall[i].toFixed(3)} s (cpu ${(cpu[i] / wall[i]).toFixed(2)} cores, others ${others[i]?.toFixed(2) ?? "?"})`,
+    );
   }
   return { wall_s: wall, cpu_s: cpu, others_cores: others, loadavg_before: la0, loadavg_after: loadavg() };
 }
@@ -176,9 +196,10 @@ async function componentsOn(name: string, lat: number): Promise<Record<string, u
   const hidden = pipe.folder.textConfig.hiddenSize;
   const feeds: Record<ComponentKind, (type: (input: string) => string) => Record<string, RuntimeTensor>> = {
     text_encoder: (type) => ({
-      input_ids: type("input_ids") === "int64"
-        ? { dtype: "int64", dims: [2, 77], data: BigInt64Array.from(ids.flatMap((a) => Array.from(a, BigInt))) }
-        : { dtype: "int32", dims: [2, 77], data: Int32Array.from(ids.flatMap((a) => Array.from(a))) },
+      input_ids:
+        type("input_ids") === "int64"
+          ? { dtype: "int64", dims: [2, 77], data: BigInt64Array.from(ids.flatMap((a) => Array.from(a, BigInt))) }
+          : { dtype: "int32", dims: [2, 77], data: Int32Array.from(ids.flatMap((a) => Array.from(a))) },
     }),
     unet: () => ({
       sample: { dtype: "float32", dims: [2, 4, lat, lat], data: normals(2 * 4 * lat * lat, 1) },
@@ -186,7 +207,9 @@ async function componentsOn(name: string, lat: number): Promise<Record<string, u
       encoder_hidden_states: { dtype: "float32", dims: [2, 77, hidden], data: normals(2 * 77 * hidden, 4) },
     }),
     vae_decoder: () => ({ latent_sample: { dtype: "float32", dims: [1, 4, lat, lat], data: normals(4 * lat * lat, 2) } }),
-    vae_encoder: () => ({ sample: { dtype: "float32", dims: [1, 3, ARGS.size, ARGS.size], data: normals(3 * ARGS.size * ARGS.size, 3, 0.5) } }),
+    vae_encoder: () => ({
+      sample: { dtype: "float32", dims: [1, 3, ARGS.size, ARGS.size], data: normals(3 * ARGS.size * ARGS.size, 3, 0.5) },
+    }),
   };
   const stages: Record<string, unknown> = {};
   const skipped: Record<string, string> = {};
@@ -215,7 +238,10 @@ async function componentsOn(name: string, lat: number): Promise<Record<string, u
 function normals(n: number, seed: number, scale = 1): Float32Array {
   const out = new Float32Array(n);
   let s = seed >>> 0;
-  const u = () => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return (s + 0.5) / 4294967296; };
+  const u = () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return (s + 0.5) / 4294967296;
+  };
   for (let i = 0; i < n; i += 2) {
     const r = Math.sqrt(-2 * Math.log(u()));
     const th = 2 * Math.PI * u();
@@ -246,8 +272,15 @@ async function txt2img(pipe: StableDiffusionPipeline, steps: number, seed: numbe
   const c0 = cpuSeconds();
   const t0 = performance.now();
   await pipe.generate({
-    prompt: PROMPT, steps, guidanceScale: 7.5, seed, width: ARGS.size, height: ARGS.size,
-    onStep: () => { stamps.push(performance.now()); },
+    prompt: PROMPT,
+    steps,
+    guidanceScale: 7.5,
+    seed,
+    width: ARGS.size,
+    height: ARGS.size,
+    onStep: () => {
+      stamps.push(performance.now());
+    },
   });
   const t1 = performance.now();
   const stepS = stamps.slice(1).map((t, i) => (t - stamps[i]) / 1000);
@@ -273,8 +306,13 @@ function sessionOptions(): PipelineOptions {
 
 async function main(): Promise<void> {
   const out: Record<string, unknown> = {
-    backend: "ours", mode: ARGS.mode, threads: ARGS.threads, steps: ARGS.steps, size: ARGS.size,
-    session_options: sessionOptions(), node: process.version,
+    backend: "ours",
+    mode: ARGS.mode,
+    threads: ARGS.threads,
+    steps: ARGS.steps,
+    size: ARGS.size,
+    session_options: sessionOptions(),
+    node: process.version,
     onnxruntime_node: readOrtVersion(),
   };
   const lat = ARGS.size / 8;
@@ -303,7 +341,11 @@ async function main(): Promise<void> {
     out.rss_after_load = gcRss();
     out.unet_file = pipe.folder.unet;
     const hidden = unet.inputs.get("encoder_hidden_states")?.shape[2];
-    const ehs: F32 = f32(normals(2 * 77 * (typeof hidden === "number" ? hidden : 768), 4), [2, 77, typeof hidden === "number" ? hidden : 768]);
+    const ehs: F32 = f32(normals(2 * 77 * (typeof hidden === "number" ? hidden : 768), 4), [
+      2,
+      77,
+      typeof hidden === "number" ? hidden : 768,
+    ]);
     const sample: F32 = f32(normals(2 * 4 * lat * lat, 1), [2, 4, lat, lat]);
     out.stages = { unet_step_cfg: await timed(() => pipe.runUnet(sample, 981, ehs), 3, "unet") };
     out.rss_end = gcRss();
@@ -322,14 +364,19 @@ async function main(): Promise<void> {
   const ehs = await pipe.encodeIds(ids);
   const sample: F32 = f32(normals(2 * 4 * lat * lat, 1), [2, 4, lat, lat]);
   const latent1: F32 = f32(normals(4 * lat * lat, 2), [1, 4, lat, lat]);
-  const image: F32 = f32(normals(3 * ARGS.size * ARGS.size, 3, 0.5).map((v) => Math.max(-1, Math.min(1, v))), [1, 3, ARGS.size, ARGS.size]);
+  const image: F32 = f32(
+    normals(3 * ARGS.size * ARGS.size, 3, 0.5).map((v) => Math.max(-1, Math.min(1, v))),
+    [1, 3, ARGS.size, ARGS.size],
+  );
 
   if (ARGS.mode === "leak") {
     const leak: { generation: number; steps: number; wall_s: number; rss_after: number }[] = [];
     for (let g = 1; g <= ARGS.leakGens; g++) {
       const run = await txt2img(pipe, ARGS.leakSteps, 100 + g);
       leak.push({ generation: g, steps: ARGS.leakSteps, wall_s: run.wall_s, rss_after: run.rss_after });
-      log(`generation ${g}/${ARGS.leakGens} (${ARGS.leakSteps} step, ${ARGS.size}x${ARGS.size}): ${run.wall_s.toFixed(1)} s, rss ${(run.rss_after / 1e9).toFixed(2)} GB`);
+      log(
+        `generation ${g}/${ARGS.leakGens} (${ARGS.leakSteps} step, ${ARGS.size}x${ARGS.size}): ${run.wall_s.toFixed(1)} s, rss ${(run.rss_after / 1e9).toFixed(2)} GB`,
+      );
     }
     out.leak = leak;
     out.peak_rss = peakRss();
@@ -365,7 +412,9 @@ async function main(): Promise<void> {
   for (let r = 0; r < ARGS.repeats; r++) {
     const run = await txt2img(pipe, ARGS.steps, 42 + r);
     e2e.push(run);
-    log(`txt2img ${r + 1}/${ARGS.repeats}: ${run.wall_s.toFixed(1)} s, ${run.unet_calls} U-Net calls, rss ${(run.rss_after / 1e9).toFixed(2)} GB`);
+    log(
+      `txt2img ${r + 1}/${ARGS.repeats}: ${run.wall_s.toFixed(1)} s, ${run.unet_calls} U-Net calls, rss ${(run.rss_after / 1e9).toFixed(2)} GB`,
+    );
   }
   out.e2e = e2e;
   out.peak_rss = peakRss();

@@ -39,7 +39,13 @@ const TINY_PT_INPAINT = path.join(ROOT, "fixtures", "models", "tiny-sd-inpaint")
  * inpainting first steps) -- 7 cases. The whole set (--verdict-cases all) is ~75 s through ort-node
  * but took PyTorch bfloat16 over 20 min on this shared 2-core machine without finishing.
  */
-const VERDICT_CASES = ["text_encoder:batch2", "unet:txt2img-pndm-64x64-step00", "unet:inpaint-pndm-64x64-step00", "vae_*:64x64", "end_to_end:txt2img-pndm-64x64"];
+const VERDICT_CASES = [
+  "text_encoder:batch2",
+  "unet:txt2img-pndm-64x64-step00",
+  "unet:inpaint-pndm-64x64-step00",
+  "vae_*:64x64",
+  "end_to_end:txt2img-pndm-64x64",
+];
 
 interface Backend {
   readonly key: string;
@@ -54,15 +60,46 @@ interface Backend {
 
 const q = (s: string) => `'${s.replace(/'/g, "'\\''")}'`;
 const adapter = (name: string, ...args: string[]) => [PY, path.join(ROOT, "ports", name, "port.py"), ...args].map(q).join(" ");
-const diffusers = (dtype: string) => (pt: string, inpaint?: string) => adapter("diffusers", "--model", pt, ...(inpaint ? ["--inpaint-model", inpaint] : []), "--dtype", dtype);
+const diffusers = (dtype: string) => (pt: string, inpaint?: string) =>
+  adapter("diffusers", "--model", pt, ...(inpaint ? ["--inpaint-model", inpaint] : []), "--dtype", dtype);
 
 export const BACKENDS: readonly Backend[] = [
   { key: "ort-node", label: "ort-node (in process)", port: null, tinyPort: null, profile: "fp32" },
-  { key: "onnxruntime-port", label: "onnxruntime (Python) through the port", port: () => adapter("onnxruntime"), tinyPort: adapter("onnxruntime"), profile: "fp32" },
-  { key: "openvino-f32", label: "OpenVINO --precision f32", port: () => adapter("openvino", "--precision", "f32"), tinyPort: adapter("openvino", "--precision", "f32"), profile: "fp32" },
-  { key: "openvino-default", label: "OpenVINO, its default precision", port: () => adapter("openvino"), tinyPort: adapter("openvino"), profile: "fp32" },
-  { key: "torch-f32", label: "PyTorch float32 (ports/diffusers)", port: (pt) => diffusers("float32")(pt), tinyPort: diffusers("float32")(TINY_PT, TINY_PT_INPAINT), profile: "fp32" },
-  { key: "torch-bf16", label: "PyTorch bfloat16 (ports/diffusers)", port: (pt) => diffusers("bfloat16")(pt), tinyPort: diffusers("bfloat16")(TINY_PT, TINY_PT_INPAINT), profile: "bf16" },
+  {
+    key: "onnxruntime-port",
+    label: "onnxruntime (Python) through the port",
+    port: () => adapter("onnxruntime"),
+    tinyPort: adapter("onnxruntime"),
+    profile: "fp32",
+  },
+  {
+    key: "openvino-f32",
+    label: "OpenVINO --precision f32",
+    port: () => adapter("openvino", "--precision", "f32"),
+    tinyPort: adapter("openvino", "--precision", "f32"),
+    profile: "fp32",
+  },
+  {
+    key: "openvino-default",
+    label: "OpenVINO, its default precision",
+    port: () => adapter("openvino"),
+    tinyPort: adapter("openvino"),
+    profile: "fp32",
+  },
+  {
+    key: "torch-f32",
+    label: "PyTorch float32 (ports/diffusers)",
+    port: (pt) => diffusers("float32")(pt),
+    tinyPort: diffusers("float32")(TINY_PT, TINY_PT_INPAINT),
+    profile: "fp32",
+  },
+  {
+    key: "torch-bf16",
+    label: "PyTorch bfloat16 (ports/diffusers)",
+    port: (pt) => diffusers("bfloat16")(pt),
+    tinyPort: diffusers("bfloat16")(TINY_PT, TINY_PT_INPAINT),
+    profile: "bf16",
+  },
 ];
 
 /** One row to time: a backend, at a size, on some stages. */
@@ -93,29 +130,54 @@ interface Args {
 function parseArgs(argv: string[]): Args {
   const a = yargs(argv)
     .scriptName("ports")
-    .usage("node dist/bench/ports.js --model ONNX_DIR --pytorch PT_DIR [options]\n\nThe benchmark's worker for ports (spawned by src/bench/run.ts --only ports); writes one JSON object to --out.")
+    .usage(
+      "node dist/bench/ports.js --model ONNX_DIR --pytorch PT_DIR [options]\n\nThe benchmark's worker for ports (spawned by src/bench/run.ts --only ports); writes one JSON object to --out.",
+    )
     .option("model", { type: "string", demandOption: true, describe: "SD 1.5 ONNX folder" })
     .option("pytorch", { type: "string", demandOption: true, describe: "the same model's diffusers folder (ports/diffusers)" })
     .option("out", { type: "string", describe: "the JSON result (default: stdout)" })
     .option("threads", { type: "number", default: 2, describe: "threads of every backend" })
     .option("size", { type: "number", default: 512, describe: "image width and height" })
     .option("repeats", { type: "number", default: 3, describe: "calls per stage (the first is the cold one)" })
-    .option("backends", { type: "string", default: DEFAULT_ROWS, describe: `which: ${BACKENDS.map((b) => b.key).join(", ")}, each optionally @SIZE or @SIZE:unet` })
-    .option("verdict", { type: "boolean", default: true, describe: "run the bundled set's conformance through each backend (--no-verdict: do not)" })
-    .option("verdict-cases", { type: "string", default: VERDICT_CASES.join(","), describe: "the verdict's cases (--only patterns, comma-separated), or all" })
+    .option("backends", {
+      type: "string",
+      default: DEFAULT_ROWS,
+      describe: `which: ${BACKENDS.map((b) => b.key).join(", ")}, each optionally @SIZE or @SIZE:unet`,
+    })
+    .option("verdict", {
+      type: "boolean",
+      default: true,
+      describe: "run the bundled set's conformance through each backend (--no-verdict: do not)",
+    })
+    .option("verdict-cases", {
+      type: "string",
+      default: VERDICT_CASES.join(","),
+      describe: "the verdict's cases (--only patterns, comma-separated), or all",
+    })
     .strict()
     .help()
     .parseSync();
   const rows = a.backends.split(",").map((spec): Row => {
     const m = /^([a-z0-9-]+)(?:@(\d+)(?::(unet|vae))?)?$/.exec(spec.trim());
     const b = m ? BACKENDS.find((x) => x.key === m[1]) : undefined;
-    if (!m || !b) throw new Error(`--backends: unknown ${spec} (${BACKENDS.map((x) => x.key).join(", ")}, each optionally @SIZE or @SIZE:unet / :vae)`);
+    if (!m || !b)
+      throw new Error(`--backends: unknown ${spec} (${BACKENDS.map((x) => x.key).join(", ")}, each optionally @SIZE or @SIZE:unet / :vae)`);
     const size = m[2] ? Number(m[2]) : a.size;
     if (size % 64 !== 0 || size === 0) throw new Error(`--backends ${spec}: the size must be a multiple of 64`);
     return { backend: b, size, stages: m[3] === "unet" ? ["unet_step_cfg"] : m[3] === "vae" ? ["vae_decode"] : STAGES };
   });
   const vc = a["verdict-cases"].trim();
-  return { model: a.model, pytorch: a.pytorch, out: a.out ?? null, threads: a.threads, size: a.size, repeats: a.repeats, rows, verdict: a.verdict, verdictCases: vc === "all" ? null : vc.split(",").map((x) => x.trim()) };
+  return {
+    model: a.model,
+    pytorch: a.pytorch,
+    out: a.out ?? null,
+    threads: a.threads,
+    size: a.size,
+    repeats: a.repeats,
+    rows,
+    verdict: a.verdict,
+    verdictCases: vc === "all" ? null : vc.split(",").map((x) => x.trim()),
+  };
 }
 
 function log(msg: string): void {
@@ -143,7 +205,9 @@ function tree(): { cpuS: number; childPeak: number } {
         const m = fs.readFileSync(`/proc/${d}/status`, "utf8").match(/^VmHWM:\s+(\d+) kB/m);
         if (m) childPeak = Math.max(childPeak, Number(m[1]) * 1024);
       }
-    } catch { /* gone meanwhile */ }
+    } catch {
+      /* gone meanwhile */
+    }
   }
   return { cpuS, childPeak };
 }
@@ -176,7 +240,8 @@ async function timed(name: string, n: number, fn: () => Promise<unknown>): Promi
     const wall = Number(process.hrtime.bigint() - w0) / 1e9;
     const cpu = tree().cpuS - c0;
     const s1 = procStat();
-    const others = s0 && s1 && s1.total > s0.total ? Math.max(0, ((s1.busy - s0.busy) / (s1.total - s0.total)) * os.cpus().length - cpu / wall) : null;
+    const others =
+      s0 && s1 && s1.total > s0.total ? Math.max(0, ((s1.busy - s0.busy) / (s1.total - s0.total)) * os.cpus().length - cpu / wall) : null;
     t.wall_s.push(wall);
     t.cpu_s.push(cpu);
     t.others_cores.push(others);
@@ -224,18 +289,36 @@ function verdictOf(b: Backend, threads: number, cases: readonly string[] | null)
   try {
     const how = b.tinyPort ? ["--port", b.tinyPort] : ["--runtime", "ort-node"];
     const only = (cases ?? []).flatMap((c) => ["--only", c]);
-    const r = spawnSync(process.execPath, [BIN, "conformance", ...how, "--profile", b.profile, ...only, "--threads", String(threads), "--quiet", "--out", out], { cwd: ROOT, encoding: "utf8", maxBuffer: 64 << 20 });
+    const r = spawnSync(
+      process.execPath,
+      [BIN, "conformance", ...how, "--profile", b.profile, ...only, "--threads", String(threads), "--quiet", "--out", out],
+      { cwd: ROOT, encoding: "utf8", maxBuffer: 64 << 20 },
+    );
     const seconds = (Date.now() - t0) / 1000;
     const file = path.join(out, "report.json");
-    if (!fs.existsSync(file)) return { set: "bundled tiny set", profile: b.profile, cases, verdict: "error", counts: {}, runtime: "", seconds, error: (r.stderr || "").trim().split("\n").pop() ?? `exit ${r.status}` };
+    if (!fs.existsSync(file))
+      return {
+        set: "bundled tiny set",
+        profile: b.profile,
+        cases,
+        verdict: "error",
+        counts: {},
+        runtime: "",
+        seconds,
+        error: (r.stderr || "").trim().split("\n").pop() ?? `exit ${r.status}`,
+      };
     const rep = JSON.parse(fs.readFileSync(file, "utf8"));
     const s = rep.summary;
     const m = rep.models?.[0];
     const rt = m?.runtime;
     return {
       set: `${path.relative(ROOT, rep.references?.dir ?? "fixtures/references/tiny-sd/cpu")} on ${path.relative(ROOT, m?.dir ?? "")}`,
-      profile: b.profile, cases, verdict: s.verdict, counts: { pass: s.pass, fail: s.fail, xfail: s.xfail, xpass: s.xpass, error: s.error, skip: s.skip },
-      runtime: rt ? `${rt.package} ${rt.version}, ${rt.executionProvider}` : "", seconds,
+      profile: b.profile,
+      cases,
+      verdict: s.verdict,
+      counts: { pass: s.pass, fail: s.fail, xfail: s.xfail, xpass: s.xpass, error: s.error, skip: s.skip },
+      runtime: rt ? `${rt.package} ${rt.version}, ${rt.executionProvider}` : "",
+      seconds,
     };
   } finally {
     fs.rmSync(out, { recursive: true, force: true });
@@ -244,15 +327,31 @@ function verdictOf(b: Backend, threads: number, cases: readonly string[] | null)
 
 async function measure(row: Row, args: Args): Promise<Record<string, unknown>> {
   const b = row.backend;
-  const runtime: Runtime = b.port ? new PortRuntime({ command: b.port(args.pytorch), timeoutMs: 3600_000, log: (l) => log(l) }) : createRuntime("ort-node");
+  const runtime: Runtime = b.port
+    ? new PortRuntime({ command: b.port(args.pytorch), timeoutMs: 3600_000, log: (l) => log(l) })
+    : createRuntime("ort-node");
   // ours' session options (src/bench/run.ts OURS_SESSION); a port takes the thread count alone
-  const settings: SessionSettings = { threads: args.threads, graphOptimizationLevel: "all", enableMemPattern: true, enableCpuMemArena: false };
+  const settings: SessionSettings = {
+    threads: args.threads,
+    graphOptimizationLevel: "all",
+    enableMemPattern: true,
+    enableCpuMemArena: false,
+  };
   const h = row.size / 8;
   const out: Record<string, unknown> = { key: b.key, label: b.label, size: row.size, command: b.port ? b.port(args.pytorch) : null };
   let peak = 0;
   try {
     for (const [stage, folder, run] of [
-      ["unet_step_cfg", "unet", (s: RuntimeSession) => s.run({ sample: feed(s, "sample", [2, 4, h, h], 1), timestep: feed(s, "timestep", [1], 0), encoder_hidden_states: feed(s, "encoder_hidden_states", [2, 77, 768], 2) })],
+      [
+        "unet_step_cfg",
+        "unet",
+        (s: RuntimeSession) =>
+          s.run({
+            sample: feed(s, "sample", [2, 4, h, h], 1),
+            timestep: feed(s, "timestep", [1], 0),
+            encoder_hidden_states: feed(s, "encoder_hidden_states", [2, 77, 768], 2),
+          }),
+      ],
       ["vae_decode", "vae_decoder", (s: RuntimeSession) => s.run({ latent_sample: feed(s, "latent_sample", [1, 4, h, h], 3) })],
     ] as const) {
       if (!row.stages.includes(stage)) continue;
@@ -288,7 +387,9 @@ function machine(): Record<string, unknown> {
     cpu = info.match(/^model name\s*:\s*(.+)$/m)?.[1] ?? cpu;
     const flags = (info.match(/^flags\s*:\s*(.+)$/m)?.[1] ?? "").split(" ");
     simd = ["avx512f", "avx2", "fma", "avx512_vnni", "avx512_bf16", "amx_tile"].filter((f) => flags.includes(f)).join(" ");
-  } catch { /* not Linux */ }
+  } catch {
+    /* not Linux */
+  }
   return { cpu_model: cpu, logical_cpus: os.cpus().length, simd, ram_bytes: os.totalmem() };
 }
 
@@ -296,7 +397,16 @@ async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const loadavg0 = os.loadavg();
   const rows: Record<string, unknown>[] = [];
-  const result = () => ({ backend: "ports", machine: machine(), loadavg: loadavg0, threads: args.threads, size: args.size, repeats: args.repeats, node: process.version, rows });
+  const result = () => ({
+    backend: "ports",
+    machine: machine(),
+    loadavg: loadavg0,
+    threads: args.threads,
+    size: args.size,
+    repeats: args.repeats,
+    node: process.version,
+    rows,
+  });
   const judged = new Map<string, Verdict>();
   for (const row of args.rows) {
     const b = row.backend;
@@ -304,7 +414,9 @@ async function main(): Promise<void> {
     if (args.verdict && !verdict) {
       log(`${b.key}: conformance on the bundled set (${b.profile})`);
       verdict = verdictOf(b, args.threads, args.verdictCases);
-      log(`${b.key}: ${verdict.verdict} ${JSON.stringify(verdict.counts)} in ${verdict.seconds.toFixed(0)} s${verdict.error ? `: ${verdict.error}` : ""}`);
+      log(
+        `${b.key}: ${verdict.verdict} ${JSON.stringify(verdict.counts)} in ${verdict.seconds.toFixed(0)} s${verdict.error ? `: ${verdict.error}` : ""}`,
+      );
       judged.set(b.key, verdict);
     }
     // ort-node's peak RSS is this process's: right when it is measured first (BACKENDS' order)

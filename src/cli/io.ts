@@ -32,7 +32,12 @@ export function processIO(signal?: AbortSignal): CliIO {
 }
 
 /** A progress reporter: a redrawn bar with it/s on a terminal, plain lines otherwise. */
-export function progress(io: CliIO, label: string, total: number, start = process.hrtime.bigint()): { tick: (done: number) => void; end: () => void } {
+export function progress(
+  io: CliIO,
+  label: string,
+  total: number,
+  start = process.hrtime.bigint(),
+): { tick: (done: number) => void; end: () => void } {
   let lastLine = 0;
   const rate = (done: number) => {
     const s = Number(process.hrtime.bigint() - start) / 1e9;

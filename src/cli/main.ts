@@ -77,11 +77,15 @@ export async function main(argv: string[], io?: CliIO): Promise<number> {
       return ExitCode.ok;
     }
     const entry = COMMANDS[cmd];
-    if (!entry) throw new HarnessError(`unknown command ${JSON.stringify(cmd)}; commands: ${Object.keys(COMMANDS).join(", ")}`, ExitCode.usage);
+    if (!entry)
+      throw new HarnessError(`unknown command ${JSON.stringify(cmd)}; commands: ${Object.keys(COMMANDS).join(", ")}`, ExitCode.usage);
     // yargs would take what follows a bare "--" as positional values and then complain about
     // something else (a "missing" --prompt that was given); these commands take no positionals
     if (cmd !== "report" && rest.includes("--")) {
-      throw new HarnessError(`${cmd}: a bare "--" is not accepted (everything after it would be ignored); pass the flags without it`, ExitCode.usage);
+      throw new HarnessError(
+        `${cmd}: a bare "--" is not accepted (everything after it would be ignored); pass the flags without it`,
+        ExitCode.usage,
+      );
     }
     const run = await entry.load();
     return await run(rest, ownIO);
@@ -89,7 +93,10 @@ export async function main(argv: string[], io?: CliIO): Promise<number> {
     // the user's environment, not a bug: a system error (a full disk, a link loop, a FIFO where a
     // file was expected) that escaped where it happened, or a dependency missing from node_modules
     const e = systemErrorToHarness(caught) ?? missingPackageToHarness(caught) ?? caught;
-    if (controller.signal.aborted || (e instanceof HarnessError && (e.exitCode === ExitCode.interrupted || e.exitCode === ExitCode.terminated))) {
+    if (
+      controller.signal.aborted ||
+      (e instanceof HarnessError && (e.exitCode === ExitCode.interrupted || e.exitCode === ExitCode.terminated))
+    ) {
       removePendingTemporaries();
       ownIO.err(`sd-harness: ${stoppedBy === "SIGTERM" ? "terminated (SIGTERM)" : "interrupted"}; no partial output was written\n`);
       return stopCode();
@@ -104,7 +111,9 @@ export async function main(argv: string[], io?: CliIO): Promise<number> {
       ownIO.err(`sd-harness: error: ${e.message.split("\n")[0]}\n`);
       return ExitCode.usage;
     }
-    ownIO.err(`sd-harness: internal error: ${oneLine(String((e as Error)?.message ?? e), Infinity)}${verbose ? "" : " (run with --verbose for the stack trace)"}\n`);
+    ownIO.err(
+      `sd-harness: internal error: ${oneLine(String((e as Error)?.message ?? e), Infinity)}${verbose ? "" : " (run with --verbose for the stack trace)"}\n`,
+    );
     if (verbose && e instanceof Error && e.stack) ownIO.err(`${e.stack}\n`);
     return ExitCode.internal;
   } finally {

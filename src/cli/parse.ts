@@ -23,7 +23,8 @@ export function numFlag(flag: string, v: unknown, min: number, max: number): num
 /** A torch seed: any integer from 0 to 2^64 - 1 (manual_seed's range). */
 export function seedFlag(v: unknown): bigint {
   const s = String(v).trim();
-  if (!/^\d+$/.test(s)) throw new HarnessError(`--seed: ${JSON.stringify(v)} is not an integer from 0 to 18446744073709551615`, ExitCode.usage);
+  if (!/^\d+$/.test(s))
+    throw new HarnessError(`--seed: ${JSON.stringify(v)} is not an integer from 0 to 18446744073709551615`, ExitCode.usage);
   const n = BigInt(s);
   if (n > 0xffffffffffffffffn) throw new HarnessError(`--seed: ${s} is larger than 2^64 - 1`, ExitCode.usage);
   return n;
@@ -45,19 +46,28 @@ export function runtimeFlag(v: unknown, signal?: AbortSignal): Runtime {
   return runtime;
 }
 
-export const PORT_HELP = "COMMAND ARGS: run the components in this program, which speaks the port protocol (docs/port-protocol.md; ports/ has adapters for onnxruntime, OpenVINO and PyTorch); stages and components it does not run are reported as not covered";
+export const PORT_HELP =
+  "COMMAND ARGS: run the components in this program, which speaks the port protocol (docs/port-protocol.md; ports/ has adapters for onnxruntime, OpenVINO and PyTorch); stages and components it does not run are reported as not covered";
 export const PORT_TIMEOUT_HELP = `seconds each call to the --port program may take (handshake, load, run) before its process group is ended (default ${DEFAULT_PORT_TIMEOUT_S})`;
 
 /**
  * The runtime of a command: --port COMMAND (a port process) or --runtime NAME; both at once name
  * two runtimes and are refused. `log` receives the port's stderr lines (with --verbose).
  */
-export function runtimeFromFlags(argv: readonly string[], v: { runtime?: unknown; port?: unknown; portTimeout?: unknown }, signal?: AbortSignal, log?: (line: string) => void): Runtime {
+export function runtimeFromFlags(
+  argv: readonly string[],
+  v: { runtime?: unknown; port?: unknown; portTimeout?: unknown },
+  signal?: AbortSignal,
+  log?: (line: string) => void,
+): Runtime {
   const last = (x: unknown) => (Array.isArray(x) ? x[x.length - 1] : x);
   const port = last(v.port);
   if (port === undefined) return runtimeFlag(v.runtime, signal);
   if (argv.some((a) => a === "--runtime" || a.startsWith("--runtime="))) {
-    throw new HarnessError("--port: --runtime names another runtime; a port runs its components itself, so give one of the two", ExitCode.usage);
+    throw new HarnessError(
+      "--port: --runtime names another runtime; a port runs its components itself, so give one of the two",
+      ExitCode.usage,
+    );
   }
   const t = last(v.portTimeout);
   const timeout = t === undefined ? DEFAULT_PORT_TIMEOUT_S : numFlag("--port-timeout", t, 0.001, 7 * 24 * 3600);
@@ -69,7 +79,8 @@ export const THREADS_HELP = `ONNX Runtime intra-op threads: 0 (one per core) up 
 export function threadsFlag(v: unknown): number {
   const max = maxThreads();
   const n = typeof v === "number" ? v : typeof v === "string" && /^\s*\d+\s*$/.test(v) ? Number(v) : NaN;
-  if (!Number.isSafeInteger(n) || n < 0) throw new HarnessError(`--threads: ${JSON.stringify(v)} is not an integer from 0 to ${max}`, ExitCode.usage);
+  if (!Number.isSafeInteger(n) || n < 0)
+    throw new HarnessError(`--threads: ${JSON.stringify(v)} is not an integer from 0 to ${max}`, ExitCode.usage);
   const tooMany = tooManyThreads(n);
   if (tooMany) throw new HarnessError(`--threads: ${tooMany}`, ExitCode.usage);
   return n;

@@ -30,7 +30,8 @@ export function adviceFor(report: Report): string[] {
     const components = new Set<string>();
     for (const r of report.results) {
       // an error measured no drift (a port that could not write, a missing file): no precision advice for it
-      if (r.model === model.label && isFailing(r.status) && r.status !== "error") for (const c of defOfResult(r)?.components ?? []) components.add(c);
+      if (r.model === model.label && isFailing(r.status) && r.status !== "error")
+        for (const c of defOfResult(r)?.components ?? []) components.add(c);
     }
     for (const c of [...components].sort()) {
       const file = path.join(model.dir, c, "model.onnx");
@@ -41,7 +42,9 @@ export function adviceFor(report: Report): string[] {
         continue; // an unreadable graph already failed the run in its own words
       }
       if (count > 0) {
-        lines.push(`${model.label}: ${c} has ${count} GroupNorm${count === 1 ? "" : "s"} exported as InstanceNormalization, which onnxruntime sums in one float32 pass per group (a million values per group in the SD 1.5 VAE at 512x512: 4-9x PyTorch's float32 drift there); scripts/optimize.py rewrites them as two-level sums`);
+        lines.push(
+          `${model.label}: ${c} has ${count} GroupNorm${count === 1 ? "" : "s"} exported as InstanceNormalization, which onnxruntime sums in one float32 pass per group (a million values per group in the SD 1.5 VAE at 512x512: 4-9x PyTorch's float32 drift there); scripts/optimize.py rewrites them as two-level sums`,
+        );
       }
     }
   }

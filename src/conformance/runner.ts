@@ -14,7 +14,17 @@ import { HarnessError, ExitCode, oneLine } from "../errors";
 import { StableDiffusionPipeline, PipelineOptions } from "../pipeline/pipeline";
 import { ReferenceSet } from "./cases/reference-set";
 import { CaseDef, listCases, filterCases, shardCases, caseCost } from "./cases/cases";
-import { ToleranceFile, Resolved, Limits, loadTolerances, resolve, evaluate, requireLimits, toleranceSha256, versionWarnings } from "./judge/tolerances";
+import {
+  ToleranceFile,
+  Resolved,
+  Limits,
+  loadTolerances,
+  resolve,
+  evaluate,
+  requireLimits,
+  toleranceSha256,
+  versionWarnings,
+} from "./judge/tolerances";
 import { readReportFile, safeFileName } from "./report/report-file";
 import { ReportFolder } from "./report/out-dir";
 import { runStage, defOfResult, stageDef, StageContext, StageOutcome } from "./stages/index";
@@ -133,19 +143,31 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
   // no limit must never mean pass: every selected case must have limits before anything runs
   // a stage's limits are keyed by its kind (unet_free has its own)
   for (const c of cases) {
-    for (const spec of opts.models) requireLimits(tol, opts.profile, c.kind, c.id, resolve(tol, opts.profile, c.kind, c.id, spec.label, hasFloor(refs, c)));
+    for (const spec of opts.models)
+      requireLimits(tol, opts.profile, c.kind, c.id, resolve(tol, opts.profile, c.kind, c.id, spec.label, hasFloor(refs, c)));
   }
   checkModelsMatchReferences(opts, refs);
-  const caseSha = (id: string) => (refs.manifest.cases.find((x) => x.id === id)?.sha256 ?? null);
-  const localizeLimits = opts.localize ? checkLocalize(opts.localize.moduleReferences, opts.profile, opts.localize.limits, caseSha, opts.log) : undefined;
+  const caseSha = (id: string) => refs.manifest.cases.find((x) => x.id === id)?.sha256 ?? null;
+  const localizeLimits = opts.localize
+    ? checkLocalize(opts.localize.moduleReferences, opts.profile, opts.localize.limits, caseSha, opts.log)
+    : undefined;
   const baseline = opts.baseline ? loadBaseline(opts.baseline) : null;
   const factor = opts.baselineFactor ?? 2;
   // checked now, created when the first model has loaded; removed again if the run fails or is interrupted
   // and locked at once: a second run into the same folder is refused (exit 75) until this one ends
-  const folder = opts.outDir ? ReportFolder.check(opts.outDir, { flag: "--out", overwrite: !!opts.overwrite, refuse: "non-empty", lock: { command: (opts.argv ?? ["conformance"]).join(" ") } }) : null;
+  const folder = opts.outDir
+    ? ReportFolder.check(opts.outDir, {
+        flag: "--out",
+        overwrite: !!opts.overwrite,
+        refuse: "non-empty",
+        lock: { command: (opts.argv ?? ["conformance"]).join(" ") },
+      })
+    : null;
   try {
     const factory: PipelineFactory = opts.pipelineFactory ?? ((dir, o) => StableDiffusionPipeline.load(dir, o));
-    const b = opts.against ? await factory(opts.against.dir, { threads: opts.threads ?? 0, forceSd1: opts.forceSd1, runtime: runtimeOf(opts) }) : null;
+    const b = opts.against
+      ? await factory(opts.against.dir, { threads: opts.threads ?? 0, forceSd1: opts.forceSd1, runtime: runtimeOf(opts) })
+      : null;
     let report: Report;
     try {
       report = await runCases(opts, refs, tol, cases, baseline, factor, folder, { started, ort: clock0 }, b);
@@ -154,15 +176,29 @@ export async function runConformance(opts: RunOptions): Promise<Report> {
     }
     if (opts.localize) {
       const localize = await runLocalize({
-        models: opts.models, moduleReferences: opts.localize.moduleReferences, limits: localizeLimits,
-        profile: opts.profile, threads: opts.threads, runtime: runtimeOf(opts), log: opts.log, signal: opts.signal, against: opts.against,
+        models: opts.models,
+        moduleReferences: opts.localize.moduleReferences,
+        limits: localizeLimits,
+        profile: opts.profile,
+        threads: opts.threads,
+        runtime: runtimeOf(opts),
+        log: opts.log,
+        signal: opts.signal,
+        against: opts.against,
         components: opts.localize.onlyFailed ? failedComponents(report.results) : undefined,
       });
       // a port without the modules operation: what --localize did not look at is a coverage gap
       const byWhy = new Map<string, string[]>();
       for (const n of localize.notCovered ?? []) byWhy.set(n.why, [...(byWhy.get(n.why) ?? []), n.component]);
-      const gaps = [...byWhy].map(([why, comps]) => ({ what: `--localize ${[...new Set(comps)].join(", ")}`, why: `not covered by this port (${why})` }));
-      report = { ...report, localize, ...(gaps.length && report.coverage ? { coverage: { ...report.coverage, gaps: [...report.coverage.gaps, ...gaps] } } : {}) };
+      const gaps = [...byWhy].map(([why, comps]) => ({
+        what: `--localize ${[...new Set(comps)].join(", ")}`,
+        why: `not covered by this port (${why})`,
+      }));
+      report = {
+        ...report,
+        localize,
+        ...(gaps.length && report.coverage ? { coverage: { ...report.coverage, gaps: [...report.coverage.gaps, ...gaps] } } : {}),
+      };
     }
     if (folder) {
       folder.commit();
@@ -194,7 +230,10 @@ function noCasesMessage(total: number, selected: number, opts: RunOptions): stri
   if (selected > 0 && opts.shard) {
     return `shard ${opts.shard.index}/${opts.shard.count} has no cases (${selected} cases in all${only.length || skip.length ? " after --only / --skip" : ""}); use at most ${selected} shards`;
   }
-  const filters = [...only.map((g) => `--only ${JSON.stringify(oneLine(g, 60))}`), ...skip.map((g) => `--skip ${JSON.stringify(oneLine(g, 60))}`)].join(" ");
+  const filters = [
+    ...only.map((g) => `--only ${JSON.stringify(oneLine(g, 60))}`),
+    ...skip.map((g) => `--skip ${JSON.stringify(oneLine(g, 60))}`),
+  ].join(" ");
   return `no cases match ${filters || "the reference set"} (${total} cases in the set; globs match whole ids such as 'unet:*' or '*-free'; --list shows them)`;
 }
 
@@ -207,16 +246,28 @@ function checkModelsMatchReferences(opts: RunOptions, refs: ReferenceSet): void 
     if (w) warnings.add(w);
     // a set made without an inpainting model has no inpaint cases, so nothing to check then
     if (spec.inpaintDir && manifest.inpaint_fingerprint !== undefined) {
-      checkFingerprint(manifest, "inpaint_fingerprint", loadModelFolder(spec.inpaintDir, { forceSd1: opts.forceSd1 }), opts.references, "--inpaint-model");
+      checkFingerprint(
+        manifest,
+        "inpaint_fingerprint",
+        loadModelFolder(spec.inpaintDir, { forceSd1: opts.forceSd1 }),
+        opts.references,
+        "--inpaint-model",
+      );
     }
   }
   for (const w of warnings) opts.log?.(`warning: ${w}`);
 }
 
 async function runCases(
-  opts: RunOptions, refs: ReferenceSet, tol: ToleranceFile, cases: readonly CaseDef[],
-  baseline: Map<string, CaseResult> | null, factor: number, folder: ReportFolder | null,
-  start: { started: Date; ort: typeof ORT_CLOCK }, against: StableDiffusionPipeline | null = null,
+  opts: RunOptions,
+  refs: ReferenceSet,
+  tol: ToleranceFile,
+  cases: readonly CaseDef[],
+  baseline: Map<string, CaseResult> | null,
+  factor: number,
+  folder: ReportFolder | null,
+  start: { started: Date; ort: typeof ORT_CLOCK },
+  against: StableDiffusionPipeline | null = null,
 ): Promise<Report> {
   const { started, ort: clock0 } = start;
   const log = opts.log ?? (() => {});
@@ -226,12 +277,23 @@ async function runCases(
   const precisions: Record<string, string> = {};
   for (const spec of opts.models) {
     const corrections: string[] = [];
-    const options = { threads: opts.threads ?? 0, forceSd1: opts.forceSd1, runtime: runtimeOf(opts), warn: (w: string) => corrections.push(w) };
+    const options = {
+      threads: opts.threads ?? 0,
+      forceSd1: opts.forceSd1,
+      runtime: runtimeOf(opts),
+      warn: (w: string) => corrections.push(w),
+    };
     const pipe = await factory(spec.dir, options);
     const inpaintPipe = spec.inpaintDir ? await factory(spec.inpaintDir, options) : null;
     for (const w of new Set(corrections)) log(`warning: ${w}`);
     precisions[spec.label] = (await pipe.component("unet")).inputType("sample");
-    models.push({ label: spec.label, dir: spec.dir, hashes: modelHashes(spec.dir), ...(corrections.length ? { corrections: [...new Set(corrections)] } : {}), runtime: runtimeOf(opts).describe() });
+    models.push({
+      label: spec.label,
+      dir: spec.dir,
+      hashes: modelHashes(spec.dir),
+      ...(corrections.length ? { corrections: [...new Set(corrections)] } : {}),
+      runtime: runtimeOf(opts).describe(),
+    });
     const assetsRel = `assets/${safeFileName(spec.label)}`;
     // assets are staged under a hidden name and only moved to assetsRel when the run completes
     const ctx: StageContext = { pipe, inpaintPipe, refs, assets: folder ? { dir: folder.stage(assetsRel), rel: assetsRel } : null };
@@ -257,8 +319,15 @@ async function runCases(
           if (e instanceof HarnessError && e.exitCode === ExitCode.interrupted) throw e;
           const timeMs = Number(process.hrtime.bigint() - t0) / 1e6;
           result = {
-            id: c.id, stage: c.stage, model: spec.label, status: e instanceof NotCoveredError ? "skip" : "error", message: (e as Error).message.split("\n")[0],
-            metrics: {}, checks: [], tolerance: { profile: opts.profile, source: tolerance.source, reason: tolerance.reason }, timeMs,
+            id: c.id,
+            stage: c.stage,
+            model: spec.label,
+            status: e instanceof NotCoveredError ? "skip" : "error",
+            message: (e as Error).message.split("\n")[0],
+            metrics: {},
+            checks: [],
+            tolerance: { profile: opts.profile, source: tolerance.source, reason: tolerance.reason },
+            timeMs,
           };
         }
         if (baseline && result.status !== "error" && result.status !== "skip") {
@@ -269,8 +338,14 @@ async function runCases(
         const h = headline(result);
         const ex = worstExcess(result.metrics);
         const amp = result.amplification !== undefined ? `, loop amplifies x${result.amplification.toPrecision(3)}` : "";
-        const exText = ex ? `  excess ${ex.value.toPrecision(3)}x float32 floor${amp}` : result.float64Floor && result.float64Floor !== "yes" ? "  (float64 floor: no)" : "";
-        log(`${result.status.toUpperCase().padEnd(5)} ${oneLine(spec.label, 60).padEnd(8)} ${c.id}${Number.isFinite(h.value) ? `  ${h.metric} ${h.value.toExponential(2)}` : ""}${exText}${result.status !== "pass" && result.message ? `  (${oneLine(result.message, 300)})` : ""}`);
+        const exText = ex
+          ? `  excess ${ex.value.toPrecision(3)}x float32 floor${amp}`
+          : result.float64Floor && result.float64Floor !== "yes"
+            ? "  (float64 floor: no)"
+            : "";
+        log(
+          `${result.status.toUpperCase().padEnd(5)} ${oneLine(spec.label, 60).padEnd(8)} ${c.id}${Number.isFinite(h.value) ? `  ${h.metric} ${h.value.toExponential(2)}` : ""}${exText}${result.status !== "pass" && result.message ? `  (${oneLine(result.message, 300)})` : ""}`,
+        );
       }
     } finally {
       if (!opts.keepPipelines) {
@@ -288,18 +363,45 @@ async function runCases(
       finished: finished.toISOString(),
       durationMs: finished.getTime() - started.getTime(),
       argv: opts.argv ?? [],
-      host: { platform: os.platform(), arch: os.arch(), cpus: os.cpus()[0]?.model ?? "unknown", cores: os.cpus().length, isa: describeMachine().isa, os: describeMachine().os },
+      host: {
+        platform: os.platform(),
+        arch: os.arch(),
+        cpus: os.cpus()[0]?.model ?? "unknown",
+        cores: os.cpus().length,
+        isa: describeMachine().isa,
+        os: describeMachine().os,
+      },
       threads: opts.threads ?? 0,
-      versions: { "sd-harness": VERSION, node: process.versions.node, "onnxruntime-node": ORT_NODE_VERSION, ...runtimeVersion(runtimeOf(opts)) },
+      versions: {
+        "sd-harness": VERSION,
+        node: process.versions.node,
+        "onnxruntime-node": ORT_NODE_VERSION,
+        ...runtimeVersion(runtimeOf(opts)),
+      },
       shard: opts.shard,
       ort: { createMs: ORT_CLOCK.createMs - clock0.createMs, runMs: ORT_CLOCK.runMs - clock0.runMs, runs: ORT_CLOCK.runs - clock0.runs },
     },
     profile: opts.profile,
     models,
-    ...(opts.against ? { against: { label: opts.against.label, dir: opts.against.dir, hashes: modelHashes(opts.against.dir), runtime: runtimeOf(opts).describe() } } : {}),
+    ...(opts.against
+      ? {
+          against: {
+            label: opts.against.label,
+            dir: opts.against.dir,
+            hashes: modelHashes(opts.against.dir),
+            runtime: runtimeOf(opts).describe(),
+          },
+        }
+      : {}),
     references: {
-      dir: opts.references, model: m.model, device: m.device, deviceName: m.device_name, versions: m.versions, command: m.command,
-      sha256: refs.sha256, ...(refs.fingerprint !== undefined ? { fingerprint: refs.fingerprint } : {}),
+      dir: opts.references,
+      model: m.model,
+      device: m.device,
+      deviceName: m.device_name,
+      versions: m.versions,
+      command: m.command,
+      sha256: refs.sha256,
+      ...(refs.fingerprint !== undefined ? { fingerprint: refs.fingerprint } : {}),
       ...(referenceMachine(m) ? { machine: referenceMachine(m) } : {}),
     },
     tolerances: { file: tol.file ?? "(in memory)", sha256: toleranceSha256(tol) },
@@ -318,8 +420,10 @@ function referenceMachine(manifest: unknown): { model: string; isa?: string[]; o
   if (!m || typeof m !== "object" || typeof m.model !== "string") return undefined;
   const isa = Array.isArray(m.isa) && m.isa.every((x) => typeof x === "string") ? (m.isa as string[]) : undefined;
   return {
-    model: m.model, ...(isa ? { isa } : {}),
-    ...(typeof m.os === "string" ? { os: m.os } : {}), ...(typeof m.threads === "number" ? { threads: m.threads } : {}),
+    model: m.model,
+    ...(isa ? { isa } : {}),
+    ...(typeof m.os === "string" ? { os: m.os } : {}),
+    ...(typeof m.threads === "number" ? { threads: m.threads } : {}),
   };
 }
 
@@ -328,7 +432,11 @@ function referenceMachine(manifest: unknown): { model: string; isa?: string[]; o
  * outputs), with the float64 floor added to the metrics where the set records one.
  */
 async function runCase(
-  ctx: StageContext, c: CaseDef, label: string, refs: ReferenceSet, against: { pipe: StableDiffusionPipeline; label: string } | null,
+  ctx: StageContext,
+  c: CaseDef,
+  label: string,
+  refs: ReferenceSet,
+  against: { pipe: StableDiffusionPipeline; label: string } | null,
 ): Promise<Ran> {
   const raw = against ? await runAgainst(ctx, against.pipe, against.label, c, label) : await runStage(ctx, c, label);
   const floored = raw.skip ? null : withFloor(refs, c, raw.metrics);
@@ -336,7 +444,8 @@ async function runCase(
   if (against) return againstFloor(raw, floored, against.label);
   const amp = floored.amplification;
   // the loop's own sensitivity beside our per-step drift: two float64 runs one float32 ulp apart
-  const series = amp && raw.series ? [...raw.series, { name: "float64 runs one ulp apart", metric: "relL2", values: [...amp.stepsRelL2] }] : raw.series;
+  const series =
+    amp && raw.series ? [...raw.series, { name: "float64 runs one ulp apart", metric: "relL2", values: [...amp.stepsRelL2] }] : raw.series;
   return {
     outcome: { ...raw, metrics: floored.metrics, ...(series ? { series } : {}) },
     float64Floor: floored.float64Floor,
@@ -355,8 +464,14 @@ async function runCase(
  */
 function againstFloor(raw: StageOutcome, floored: ReturnType<typeof withFloor>, label: string): Ran {
   const metrics: Record<string, TensorMetrics> = { ...floored.metrics };
-  const float64Floor = floored.float64Floor?.startsWith("yes") ? `yes: ${label}'s outputs judged in units of the set's float32 envelope, as PyTorch's are` : floored.float64Floor;
-  return { outcome: { ...raw, metrics }, ...(float64Floor !== undefined ? { float64Floor } : {}), ...(floored.unfixable ? { unfixable: floored.unfixable } : {}) };
+  const float64Floor = floored.float64Floor?.startsWith("yes")
+    ? `yes: ${label}'s outputs judged in units of the set's float32 envelope, as PyTorch's are`
+    : floored.float64Floor;
+  return {
+    outcome: { ...raw, metrics },
+    ...(float64Floor !== undefined ? { float64Floor } : {}),
+    ...(floored.unfixable ? { unfixable: floored.unfixable } : {}),
+  };
 }
 
 interface Ran {
@@ -369,31 +484,58 @@ interface Ran {
 }
 
 /** judge: a case's outcome against its limits and expected failure, as a result. */
-function judgeCase(c: CaseDef, label: string, ran: Ran, tolerance: Resolved, profile: string, timeMs: number, unfloored?: Limits): CaseResult {
+function judgeCase(
+  c: CaseDef,
+  label: string,
+  ran: Ran,
+  tolerance: Resolved,
+  profile: string,
+  timeMs: number,
+  unfloored?: Limits,
+): CaseResult {
   const unfixable = ran.unfixable ? `not judged, float32 cannot fix: ${ran.unfixable.join("; ")}` : undefined;
   // a tensor the set records no floor for (neither excess nor an envelope) is judged by the stand-in limits
-  const withoutFloor = unfloored ? Object.fromEntries(Object.entries(ran.outcome.metrics).filter(([, m]) => m.excess === undefined && m.floorRelL2 === undefined)) : {};
+  const withoutFloor = unfloored
+    ? Object.fromEntries(Object.entries(ran.outcome.metrics).filter(([, m]) => m.excess === undefined && m.floorRelL2 === undefined))
+    : {};
   const checks0 = ran.outcome.skip
     ? []
-    : [...evaluate(tolerance.limits, ran.outcome.metrics, ran.outcome.images ?? [], ran.outcome.extra ?? {}), ...(unfloored ? evaluate(unfloored, withoutFloor) : [])];
+    : [
+        ...evaluate(tolerance.limits, ran.outcome.metrics, ran.outcome.images ?? [], ran.outcome.extra ?? {}),
+        ...(unfloored ? evaluate(unfloored, withoutFloor) : []),
+      ];
   // a loop whose every compared tensor is beyond float32's reach is judged by its teacher-forced U-Net calls
-  const out = unfixable && checks0.length === 0 && !ran.outcome.skip ? { ...ran.outcome, skip: `${unfixable}; its teacher-forced U-Net calls judge the model` } : ran.outcome;
+  const out =
+    unfixable && checks0.length === 0 && !ran.outcome.skip
+      ? { ...ran.outcome, skip: `${unfixable}; its teacher-forced U-Net calls judge the model` }
+      : ran.outcome;
   const checks = out.skip ? [] : checks0;
   // limits that name no metric this case produced judge nothing: that is an error, never a pass
   const unjudged = !out.skip && !out.nonFinite && checks.length === 0; // a NaN / Inf is itself a verdict
   let status: Status = out.skip ? "skip" : unjudged ? "error" : checks.every((k) => k.ok) && !out.nonFinite ? "pass" : "fail";
   let message = unjudged
     ? `no check applied: the limits of ${tolerance.source} (${Object.keys(tolerance.limits).join(", ")}) in profile ${profile} name no metric this ${c.kind} case produced`
-    : out.skip ?? (unfixable ? [out.message, unfixable].filter(Boolean).join("; ") : out.message);
-  if (out.nonFinite) message = `NaN/Inf first at ${out.nonFinite.stage}${out.nonFinite.step === null ? "" : ` step ${out.nonFinite.step}`}: ${out.nonFinite.what}`;
+    : (out.skip ?? (unfixable ? [out.message, unfixable].filter(Boolean).join("; ") : out.message));
+  if (out.nonFinite)
+    message = `NaN/Inf first at ${out.nonFinite.stage}${out.nonFinite.step === null ? "" : ` step ${out.nonFinite.step}`}: ${out.nonFinite.what}`;
   if (tolerance.expectedFailure && status !== "skip" && status !== "error") {
     status = status === "fail" ? "xfail" : "xpass";
     message = `expected failure: ${tolerance.expectedFailure}${message ? `; ${message}` : ""}`;
   }
   return {
-    id: c.id, stage: c.stage, model: label, status, message, metrics: out.metrics, images: out.images,
-    checks, series: out.series, nonFinite: out.nonFinite, ...(out.uncovered ? { uncovered: out.uncovered } : {}),
-    tolerance: { profile, source: tolerance.source, reason: tolerance.reason }, timeMs,
+    id: c.id,
+    stage: c.stage,
+    model: label,
+    status,
+    message,
+    metrics: out.metrics,
+    images: out.images,
+    checks,
+    series: out.series,
+    nonFinite: out.nonFinite,
+    ...(out.uncovered ? { uncovered: out.uncovered } : {}),
+    tolerance: { profile, source: tolerance.source, reason: tolerance.reason },
+    timeMs,
     ...(ran.float64Floor ? { float64Floor: ran.float64Floor } : {}),
     ...(ran.amplification !== undefined ? { amplification: ran.amplification } : {}),
   };
@@ -409,7 +551,12 @@ function judgeBaseline(result: CaseResult, before: CaseResult, factor: number): 
   return {
     ...result,
     regression: { metric: b.metric, before: a.value, after: b.value, factor: grown, flagged },
-    ...(flagged && result.status === "pass" ? { status: "fail" as Status, message: `drift grew ${grown.toFixed(1)}x over the baseline (${a.value.toExponential(2)} -> ${b.value.toExponential(2)})` } : {}),
+    ...(flagged && result.status === "pass"
+      ? {
+          status: "fail" as Status,
+          message: `drift grew ${grown.toFixed(1)}x over the baseline (${a.value.toExponential(2)} -> ${b.value.toExponential(2)})`,
+        }
+      : {}),
   };
 }
 
@@ -428,7 +575,11 @@ function failedComponents(results: readonly CaseResult[]): (label: string) => Re
 }
 
 /** Every format of the reporter registry, each written atomically (report/reporters.ts). */
-export function writeReport(outDir: string, report: Report, options: { env?: ReporterEnv; disabled?: readonly string[]; warn?: (line: string) => void } = {}): void {
+export function writeReport(
+  outDir: string,
+  report: Report,
+  options: { env?: ReporterEnv; disabled?: readonly string[]; warn?: (line: string) => void } = {},
+): void {
   writeReports(outDir, report, options);
 }
 

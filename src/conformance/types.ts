@@ -94,7 +94,13 @@ export interface CaseResult {
   readonly tolerance: { readonly profile: string; readonly source: string; readonly reason?: string };
   readonly timeMs: number;
   /** baseline comparison (--baseline): the growth factor of the headline metric */
-  readonly regression?: { readonly metric: string; readonly before: number; readonly after: number; readonly factor: number; readonly flagged: boolean };
+  readonly regression?: {
+    readonly metric: string;
+    readonly before: number;
+    readonly after: number;
+    readonly factor: number;
+    readonly flagged: boolean;
+  };
   /** model stages: whether the reference set had a float64 floor for this case ("yes", or "no (why)") */
   readonly float64Floor?: string;
   /**
@@ -125,7 +131,14 @@ export interface Report {
     readonly durationMs: number;
     readonly argv: readonly string[];
     /** isa and os: the kernel-relevant CPU features and the OS (src/util/machine.ts; absent in older reports) */
-    readonly host: { readonly platform: string; readonly arch: string; readonly cpus: string; readonly cores: number; readonly isa?: readonly string[]; readonly os?: string };
+    readonly host: {
+      readonly platform: string;
+      readonly arch: string;
+      readonly cpus: string;
+      readonly cores: number;
+      readonly isa?: readonly string[];
+      readonly os?: string;
+    };
     readonly threads: number;
     readonly versions: Readonly<Record<string, string>>;
     readonly shard?: { readonly index: number; readonly count: number };
@@ -242,9 +255,19 @@ export interface CallLocalization {
 }
 
 export interface LocalizeReport {
-  readonly references: { readonly dir: string; readonly model: string; readonly sha256: string; readonly command: string; readonly versions: Readonly<Record<string, string>> };
+  readonly references: {
+    readonly dir: string;
+    readonly model: string;
+    readonly sha256: string;
+    readonly command: string;
+    readonly versions: Readonly<Record<string, string>>;
+  };
   readonly profile: string;
-  readonly limits: { readonly file: string; readonly profiles: ModuleLimitRules["profiles"]; readonly overrides: NonNullable<ModuleLimitRules["overrides"]> };
+  readonly limits: {
+    readonly file: string;
+    readonly profiles: ModuleLimitRules["profiles"];
+    readonly overrides: NonNullable<ModuleLimitRules["overrides"]>;
+  };
   readonly floor: number;
   /** --against: the model whose module outputs were the reference, instead of PyTorch's */
   readonly against?: { readonly label: string; readonly dir: string };

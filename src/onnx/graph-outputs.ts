@@ -92,7 +92,8 @@ export function readGraph(buf: Buffer, file: string): GraphSummary {
         }
         nodes.push({ index: nodes.length, name, opType, inputs: ins, outputs: outs, ...(scope !== undefined ? { scope } : {}) });
       } else if (g.no === 11 || g.no === 12) {
-        for (const v of fields(buf, g.start, g.end, file)) if (v.no === 1 && v.wire === 2) (g.no === 11 ? inputs : outputs).push(str(buf, v));
+        for (const v of fields(buf, g.start, g.end, file))
+          if (v.no === 1 && v.wire === 2) (g.no === 11 ? inputs : outputs).push(str(buf, v));
       } else if (g.no === 5) {
         for (const t of fields(buf, g.start, g.end, file)) {
           if (t.no === 8 && t.wire === 2) initializers.add(str(buf, t));
@@ -152,7 +153,10 @@ const MAX_CANDIDATES = 4;
  * wrapper prefix (`model.` in our export, none in optimum's) is found by which prefix names more
  * of them.
  */
-export function matchModules(graph: GraphSummary, modules: readonly string[]): { matches: ModuleMatch[]; prefix: string; scopeNamed: boolean } {
+export function matchModules(
+  graph: GraphSummary,
+  modules: readonly string[],
+): { matches: ModuleMatch[]; prefix: string; scopeNamed: boolean } {
   const wanted = new Set(modules);
   const consumers = new Map<string, number[]>();
   for (const n of graph.nodes) for (const x of n.inputs) if (x) (consumers.get(x) ?? consumers.set(x, []).get(x)!).push(n.index);
@@ -194,7 +198,11 @@ export function matchModules(graph: GraphSummary, modules: readonly string[]): {
     const inside = members.get(m);
     if (scopeNamed) {
       if (!inside || inside.size === 0) {
-        matches.push({ module: m, how: "none", why: "no node carries this module's scope (no computation at inference, or folded into a neighbour by the exporter)" });
+        matches.push({
+          module: m,
+          how: "none",
+          why: "no node carries this module's scope (no computation at inference, or folded into a neighbour by the exporter)",
+        });
         continue;
       }
       const exits: string[] = [];
@@ -231,10 +239,12 @@ function parameterMatch(graph: GraphSummary, consumers: ReadonlyMap<string, numb
     if (node.opType === "Reshape") {
       // int8 quantization reshapes a Conv's bias and adds it after the integer convolution
       const next = consumers.get(node.outputs[0]) ?? [];
-      if (next.length !== 1 || graph.nodes[next[0]].opType !== "Add") return none(`${noScopes}; its reshaped bias has no single Add reading it`);
+      if (next.length !== 1 || graph.nodes[next[0]].opType !== "Add")
+        return none(`${noScopes}; its reshaped bias has no single Add reading it`);
       node = graph.nodes[next[0]];
     }
-    if (!["Conv", "Add", "Gemm", "LayerNormalization"].includes(node.opType)) return none(`${noScopes}; its bias is read by a ${node.opType}`);
+    if (!["Conv", "Add", "Gemm", "LayerNormalization"].includes(node.opType))
+      return none(`${noScopes}; its bias is read by a ${node.opType}`);
     return { module: m, how: "parameter", parameter: bias, candidates: [node.outputs[0]] };
   }
   const readers = (consumers.get(weight!) ?? []).map((i) => graph.nodes[i]);
@@ -301,7 +311,11 @@ function track(p: string): void {
     exitHook = true;
     process.on("exit", () => {
       for (const q of live) {
-        try { fs.rmSync(q, { recursive: true, force: true }); } catch { /* gone */ }
+        try {
+          fs.rmSync(q, { recursive: true, force: true });
+        } catch {
+          /* gone */
+        }
       }
     });
   }
@@ -335,7 +349,12 @@ function writeNew(file: string, bytes: Buffer): void {
  * Either way the temporary path is removed by `dispose`, at exit, and by the CLI on a signal.
  * The user's files are never opened for writing.
  */
-export function writeTempModel(modelFile: string, bytes: Buffer, externalFiles: ReadonlySet<string>, options: TempModelOptions = {}): TempModel {
+export function writeTempModel(
+  modelFile: string,
+  bytes: Buffer,
+  externalFiles: ReadonlySet<string>,
+  options: TempModelOptions = {},
+): TempModel {
   const src = path.dirname(path.resolve(modelFile));
   const data: string[] = [];
   for (const loc of externalFiles) {
@@ -353,7 +372,11 @@ export function writeTempModel(modelFile: string, bytes: Buffer, externalFiles: 
     track(file);
     trackPendingFile(file);
     const dispose = () => {
-      try { fs.rmSync(file, { force: true }); } catch { /* gone */ }
+      try {
+        fs.rmSync(file, { force: true });
+      } catch {
+        /* gone */
+      }
       untrack(file);
       untrackPendingFile(file);
     };
@@ -369,7 +392,11 @@ export function writeTempModel(modelFile: string, bytes: Buffer, externalFiles: 
   track(dir);
   trackPendingDirectory(dir, "tree");
   const dispose = () => {
-    try { fs.rmSync(dir, { recursive: true, force: true }); } catch { /* gone */ }
+    try {
+      fs.rmSync(dir, { recursive: true, force: true });
+    } catch {
+      /* gone */
+    }
     untrack(dir);
     untrackPendingDirectory(dir);
   };
@@ -380,7 +407,10 @@ export function writeTempModel(modelFile: string, bytes: Buffer, externalFiles: 
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code ?? "error";
         const size = fs.statSync(path.join(src, rel)).size;
-        throw new HarnessError(`${modelFile}: --localize needs a temporary model beside its external data (${rel}, ${(size / 2 ** 20).toFixed(1)} MiB), which is not copied: ${besideError ? `the model's folder cannot be written (${besideError}) and ` : ""}${os.tmpdir()} cannot hold a hard link to it (${code}); set TMPDIR to a folder on the model's file system`, ExitCode.usage);
+        throw new HarnessError(
+          `${modelFile}: --localize needs a temporary model beside its external data (${rel}, ${(size / 2 ** 20).toFixed(1)} MiB), which is not copied: ${besideError ? `the model's folder cannot be written (${besideError}) and ` : ""}${os.tmpdir()} cannot hold a hard link to it (${code}); set TMPDIR to a folder on the model's file system`,
+          ExitCode.usage,
+        );
       }
     }
     const file = path.join(dir, "model.onnx");

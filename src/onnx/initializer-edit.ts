@@ -130,13 +130,22 @@ export function describeInitializers(file: string): InitializerInfo[] {
         sizes.set(target, size);
         const length = init.external.length ?? size - init.external.offset;
         if (init.external.offset + length > size || length < 0 || length % width !== 0) {
-          throw new HarnessError(`${file}: initializer ${JSON.stringify(name)}'s external data ${init.external.offset}..${init.external.offset + length} does not fit ${path.basename(target)} (${size} bytes)`, ExitCode.usage);
+          throw new HarnessError(
+            `${file}: initializer ${JSON.stringify(name)}'s external data ${init.external.offset}..${init.external.offset + length} does not fit ${path.basename(target)} (${size} bytes)`,
+            ExitCode.usage,
+          );
         }
         bytes = { file: target, offset: init.external.offset, count: length / width, dataType: dt, external: true };
       } else if (init.raw) {
         bytes = { file: abs, offset: init.raw.start, count: (init.raw.end - init.raw.start) / width, dataType: dt, external: false };
       } else if (dataType === 1 && init.floatData) {
-        bytes = { file: abs, offset: init.floatData.start, count: (init.floatData.end - init.floatData.start) / 4, dataType: 1, external: false };
+        bytes = {
+          file: abs,
+          offset: init.floatData.start,
+          count: (init.floatData.end - init.floatData.start) / 4,
+          dataType: 1,
+          external: false,
+        };
       }
     }
     out.push({ name, dataType, bytes, consumers: consumers.get(name) ?? [] });
@@ -198,8 +207,7 @@ export function readWeights(b: WeightBytes, start = 0, count = b.count - start):
 
 /** One edit: a single value times (1 + relative), or every value times `scale`. */
 export type WeightEdit =
-  | { readonly kind: "single"; readonly index: number; readonly relative: number }
-  | { readonly kind: "scale"; readonly factor: number };
+  { readonly kind: "single"; readonly index: number; readonly relative: number } | { readonly kind: "scale"; readonly factor: number };
 
 export interface AppliedEdit {
   /** the value(s) before and after, as stored (after rounding to the tensor's precision) */
@@ -216,7 +224,8 @@ export interface AppliedEdit {
 /** Apply `edit` to the tensor's bytes in place; `undo()` restores them exactly. */
 export function applyEdit(b: WeightBytes, edit: WeightEdit): AppliedEdit {
   if (edit.kind === "single") {
-    if (!Number.isInteger(edit.index) || edit.index < 0 || edit.index >= b.count) throw new RangeError(`index ${edit.index} outside 0..${b.count - 1}`);
+    if (!Number.isInteger(edit.index) || edit.index < 0 || edit.index >= b.count)
+      throw new RangeError(`index ${edit.index} outside 0..${b.count - 1}`);
     const saved = readRange(b, edit.index, 1);
     const before = decode(b, saved)[0];
     const next = Float32Array.of(before * (1 + edit.relative));
@@ -224,7 +233,10 @@ export function applyEdit(b: WeightBytes, edit: WeightEdit): AppliedEdit {
     const after = decode(b, raw)[0];
     writeRange(b, edit.index, raw);
     return {
-      before, after, appliedRelative: before === 0 ? 0 : (after - before) / before, changed: !raw.equals(saved),
+      before,
+      after,
+      appliedRelative: before === 0 ? 0 : (after - before) / before,
+      changed: !raw.equals(saved),
       undo: () => writeRange(b, edit.index, saved),
     };
   }
@@ -243,7 +255,10 @@ export function applyEdit(b: WeightBytes, edit: WeightEdit): AppliedEdit {
   const before = Math.sqrt(n0);
   const after = Math.sqrt(n1);
   return {
-    before, after, appliedRelative: before === 0 ? 0 : (after - before) / before, changed: !raw.equals(saved),
+    before,
+    after,
+    appliedRelative: before === 0 ? 0 : (after - before) / before,
+    changed: !raw.equals(saved),
     undo: () => writeRange(b, 0, saved),
   };
 }

@@ -43,9 +43,13 @@ export function* fields(buf: Buffer, start: number, end: number, file: string): 
     const no = Math.floor(key / 8);
     const wire = key % 8;
     if (wire === 0) yield { no, wire, value: varint(), start: p, end: p };
-    else if (wire === 1) { p += 8; yield { no, wire, value: 0, start: p - 8, end: p }; }
-    else if (wire === 5) { p += 4; yield { no, wire, value: 0, start: p - 4, end: p }; }
-    else if (wire === 2) {
+    else if (wire === 1) {
+      p += 8;
+      yield { no, wire, value: 0, start: p - 8, end: p };
+    } else if (wire === 5) {
+      p += 4;
+      yield { no, wire, value: 0, start: p - 4, end: p };
+    } else if (wire === 2) {
       const len = varint();
       if (p + len > end) throw new HarnessError(`${file}: truncated protobuf field`, ExitCode.usage);
       p += len;
@@ -140,11 +144,16 @@ export function* initializers(buf: Buffer, file: string): Generator<InitializerS
 
 function externalDataOf(name: string, entries: ReadonlyMap<string, string>, file: string): ExternalData {
   const location = entries.get("location");
-  if (!location) throw new HarnessError(`${file}: initializer ${JSON.stringify(name)} is stored externally but names no location`, ExitCode.usage);
+  if (!location)
+    throw new HarnessError(`${file}: initializer ${JSON.stringify(name)} is stored externally but names no location`, ExitCode.usage);
   const int = (key: string): number | null => {
     const v = entries.get(key);
     if (v === undefined) return null;
-    if (!/^\d+$/.test(v) || !Number.isSafeInteger(Number(v))) throw new HarnessError(`${file}: initializer ${JSON.stringify(name)} has external ${key} ${JSON.stringify(v)}, not a byte count`, ExitCode.usage);
+    if (!/^\d+$/.test(v) || !Number.isSafeInteger(Number(v)))
+      throw new HarnessError(
+        `${file}: initializer ${JSON.stringify(name)} has external ${key} ${JSON.stringify(v)}, not a byte count`,
+        ExitCode.usage,
+      );
     return Number(v);
   };
   return { location, offset: int("offset") ?? 0, length: int("length") };
@@ -163,10 +172,12 @@ function readExternal(file: string, name: string, ext: ExternalData): Buffer {
     const rel = path.relative(root, p);
     return rel !== "" && !rel.startsWith("..") && !path.isAbsolute(rel);
   };
-  if (path.isAbsolute(ext.location) || !inside(dir, target)) throw new HarnessError(`${where} is outside the model's folder`, ExitCode.usage);
+  if (path.isAbsolute(ext.location) || !inside(dir, target))
+    throw new HarnessError(`${where} is outside the model's folder`, ExitCode.usage);
   let fd: number;
   try {
-    if (!inside(fs.realpathSync(dir), fs.realpathSync(target))) throw new HarnessError(`${where} resolves outside the model's folder`, ExitCode.usage);
+    if (!inside(fs.realpathSync(dir), fs.realpathSync(target)))
+      throw new HarnessError(`${where} resolves outside the model's folder`, ExitCode.usage);
     fd = fs.openSync(target, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
   } catch (e) {
     if (e instanceof HarnessError) throw e;
@@ -204,7 +215,11 @@ export function readFloatInitializers(file: string, want: (name: string) => bool
       // external data holds the tensor's raw little-endian bytes, as raw_data would
       const bytes = readExternal(file, name, init.external);
       const width = dataType === 1 ? 4 : 2;
-      if (bytes.length % width !== 0) throw new HarnessError(`${file}: initializer ${JSON.stringify(name)}'s external data is ${bytes.length} bytes, not whole ${dataType === 1 ? "float32" : "float16"} values`, ExitCode.usage);
+      if (bytes.length % width !== 0)
+        throw new HarnessError(
+          `${file}: initializer ${JSON.stringify(name)}'s external data is ${bytes.length} bytes, not whole ${dataType === 1 ? "float32" : "float16"} values`,
+          ExitCode.usage,
+        );
       const a = new Float32Array(bytes.length / width);
       for (let i = 0; i < a.length; i++) a[i] = dataType === 1 ? bytes.readFloatLE(4 * i) : halfToFloat(bytes.readUInt16LE(2 * i));
       out.set(name, a);

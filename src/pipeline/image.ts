@@ -85,7 +85,10 @@ function readPng(file: string, flag: string, check?: PngSizeCheck): DecodedPng {
   // the declared size, before decoding: a 410 KB file declaring 12000x12000 took 1.8 GB to decode
   const { width, height } = header;
   if (width === 0 || height === 0 || width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE || width * height > MAX_IMAGE_PIXELS) {
-    throw new HarnessError(`${label}: declares ${width}x${height} pixels; images from 1 to ${MAX_IMAGE_SIDE} pixels on a side are accepted`, ExitCode.usage);
+    throw new HarnessError(
+      `${label}: declares ${width}x${height} pixels; images from 1 to ${MAX_IMAGE_SIDE} pixels on a side are accepted`,
+      ExitCode.usage,
+    );
   }
   check?.(header);
   let png: PNG;
@@ -117,7 +120,8 @@ export function readRgbPng(file: string, flag = "--init-image", check?: PngSizeC
   const png = readPng(file, flag, (h) => {
     // PNG colour types: 0 gray, 2 RGB, 3 palette, 4 gray+alpha, 6 RGBA
     if (h.colorType !== 2 && h.colorType !== 6) {
-      const kind = ({ 0: "grayscale", 3: "palette", 4: "grayscale+alpha" } as Record<number, string>)[h.colorType] ?? `colour type ${h.colorType}`;
+      const kind =
+        ({ 0: "grayscale", 3: "palette", 4: "grayscale+alpha" } as Record<number, string>)[h.colorType] ?? `colour type ${h.colorType}`;
       throw new HarnessError(`${flag} ${file}: a ${kind} PNG; an RGB image is needed (convert it to RGB first)`, ExitCode.usage);
     }
     check?.(h);
@@ -141,14 +145,19 @@ export function readRgbPng(file: string, flag = "--init-image", check?: PngSizeC
 export function readMaskPng(file: string, flag = "--mask", check?: PngSizeCheck): GrayImage {
   const png = readPng(file, flag, (h) => {
     if (h.colorType === 0 && h.bitDepth === 16) {
-      throw new HarnessError(`${flag} ${file}: a 16-bit grayscale PNG, which PIL (and so diffusers) clips to 0..255 rather than scaling; save the mask as 8-bit`, ExitCode.usage);
+      throw new HarnessError(
+        `${flag} ${file}: a 16-bit grayscale PNG, which PIL (and so diffusers) clips to 0..255 rather than scaling; save the mask as 8-bit`,
+        ExitCode.usage,
+      );
     }
     check?.(h);
   });
   const n = png.width * png.height;
   const data = new Uint8Array(n);
   for (let i = 0; i < n; i++) {
-    const r = png.rgba[4 * i], g = png.rgba[4 * i + 1], b = png.rgba[4 * i + 2];
+    const r = png.rgba[4 * i],
+      g = png.rgba[4 * i + 1],
+      b = png.rgba[4 * i + 2];
     data[i] = (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16;
   }
   return { width: png.width, height: png.height, data };

@@ -102,14 +102,16 @@ function readJson(file: string, what: string): Record<string, unknown> {
   } catch (e) {
     throw new HarnessError(`${file}: not valid JSON (${oneLine((e as Error).message)})`, ExitCode.usage);
   }
-  if (typeof value !== "object" || value === null || Array.isArray(value)) throw new HarnessError(`${file}: not a JSON object`, ExitCode.usage);
+  if (typeof value !== "object" || value === null || Array.isArray(value))
+    throw new HarnessError(`${file}: not a JSON object`, ExitCode.usage);
   return value as Record<string, unknown>;
 }
 
 function num(cfg: Record<string, unknown>, key: string, file: string, fallback?: number): number {
   const v = cfg[key];
   if (v === undefined && fallback !== undefined) return fallback;
-  if (typeof v !== "number" || !Number.isFinite(v)) throw new HarnessError(`${file}: "${key}" must be a number (got ${JSON.stringify(v)})`, ExitCode.usage);
+  if (typeof v !== "number" || !Number.isFinite(v))
+    throw new HarnessError(`${file}: "${key}" must be a number (got ${JSON.stringify(v)})`, ExitCode.usage);
   return v;
 }
 
@@ -129,9 +131,11 @@ function tokenizerPadToken(dir: string): string | null {
     if (!fs.existsSync(file)) continue;
     try {
       // bounded: /dev/zero or a FIFO here would read without end or block (the tokenizer then refuses it)
-      const pad = (JSON.parse(readInputText(file, "the tokenizer's configuration", INPUT_LIMITS.config)) as Record<string, unknown>).pad_token;
+      const pad = (JSON.parse(readInputText(file, "the tokenizer's configuration", INPUT_LIMITS.config)) as Record<string, unknown>)
+        .pad_token;
       if (typeof pad === "string") return pad;
-      if (pad && typeof pad === "object" && typeof (pad as { content?: unknown }).content === "string") return (pad as { content: string }).content;
+      if (pad && typeof pad === "object" && typeof (pad as { content?: unknown }).content === "string")
+        return (pad as { content: string }).content;
     } catch {
       // a tokenizer side file that does not parse says nothing about the family; vocab.json decides
     }
@@ -182,11 +186,15 @@ export function describeCorrection(c: ConfigCorrection): string {
 
 export function loadModelFolder(dir: string, options: LoadFolderOptions = {}): ModelFolder {
   if (!fs.existsSync(dir)) throw new HarnessError(`${dir}: model folder does not exist`, ExitCode.usage);
-  if (!fs.statSync(dir).isDirectory()) throw new HarnessError(`${dir}: not a directory (expected an SD 1.x ONNX model folder)`, ExitCode.usage);
+  if (!fs.statSync(dir).isDirectory())
+    throw new HarnessError(`${dir}: not a directory (expected an SD 1.x ONNX model folder)`, ExitCode.usage);
   const index = readJson(path.join(dir, "model_index.json"), "model_index.json of an SD 1.x ONNX folder");
   const cls = String(index._class_name ?? "");
   if (/XL|StableDiffusion3|Flux|Kandinsky/i.test(cls) || "text_encoder_2" in index) {
-    throw new HarnessError(`${dir}: model_index.json says ${cls || "a second text encoder"}; sd-harness runs SD 1.x folders only`, ExitCode.usage);
+    throw new HarnessError(
+      `${dir}: model_index.json says ${cls || "a second text encoder"}; sd-harness runs SD 1.x folders only`,
+      ExitCode.usage,
+    );
   }
   const p = (...parts: string[]) => path.join(dir, ...parts);
   const corrections: ConfigCorrection[] = [];
@@ -238,20 +246,33 @@ function readUnetConfig(unetCfgFile: string, corrections: ConfigCorrection[]): U
   const unetRaw = readJson(unetCfgFile, "the U-Net's config");
   // Say which family a folder is when it is not SD 1.x, rather than failing later on a shape.
   if (unetRaw.addition_embed_type === "text_time" || unetRaw.cross_attention_dim === 2048) {
-    throw new HarnessError(`${unetCfgFile}: an SDXL U-Net (addition_embed_type ${JSON.stringify(unetRaw.addition_embed_type)}, cross_attention_dim ${JSON.stringify(unetRaw.cross_attention_dim)}); sd-harness runs SD 1.x folders only`, ExitCode.usage);
+    throw new HarnessError(
+      `${unetCfgFile}: an SDXL U-Net (addition_embed_type ${JSON.stringify(unetRaw.addition_embed_type)}, cross_attention_dim ${JSON.stringify(unetRaw.cross_attention_dim)}); sd-harness runs SD 1.x folders only`,
+      ExitCode.usage,
+    );
   }
   // diffusers allows one cross-attention width per block; SD 1.x-family models use one for all
   let cross: unknown = unetRaw.cross_attention_dim;
   if (Array.isArray(cross) && cross.length > 0 && cross.every((c: unknown) => c === (cross as unknown[])[0])) cross = cross[0];
   if (!isPositiveInt(cross)) {
-    throw new HarnessError(`${unetCfgFile}: "cross_attention_dim" ${JSON.stringify(unetRaw.cross_attention_dim)} must be one positive integer (the text encoder's width)`, ExitCode.usage);
+    throw new HarnessError(
+      `${unetCfgFile}: "cross_attention_dim" ${JSON.stringify(unetRaw.cross_attention_dim)} must be one positive integer (the text encoder's width)`,
+      ExitCode.usage,
+    );
   }
   const blockOut = unetRaw.block_out_channels ?? [320, 640, 1280, 1280];
   if (!Array.isArray(blockOut) || blockOut.length < 1 || blockOut.length > 8 || !blockOut.every(isPositiveInt)) {
-    throw new HarnessError(`${unetCfgFile}: "block_out_channels" ${JSON.stringify(unetRaw.block_out_channels)} must be a list of 1 to 8 positive integers`, ExitCode.usage);
+    throw new HarnessError(
+      `${unetCfgFile}: "block_out_channels" ${JSON.stringify(unetRaw.block_out_channels)} must be a list of 1 to 8 positive integers`,
+      ExitCode.usage,
+    );
   }
   let sampleSize = num(unetRaw, "sample_size", unetCfgFile, 64);
-  if (!isPositiveInt(sampleSize)) throw new HarnessError(`${unetCfgFile}: "sample_size" ${JSON.stringify(unetRaw.sample_size)} must be a positive integer (the latent size)`, ExitCode.usage);
+  if (!isPositiveInt(sampleSize))
+    throw new HarnessError(
+      `${unetCfgFile}: "sample_size" ${JSON.stringify(unetRaw.sample_size)} must be a positive integer (the latent size)`,
+      ExitCode.usage,
+    );
   // StableDiffusionPipeline.__init__: a U-Net config older than diffusers 0.9 with sample_size < 64
   if (versionBelow(unetRaw._diffusers_version, 0, 9) && sampleSize < 64) {
     corrections.push({ file: unetCfgFile, key: "sample_size", from: sampleSize, to: 64, rule: "StableDiffusionPipeline" });
@@ -272,15 +293,18 @@ function readUnetConfig(unetCfgFile: string, corrections: ConfigCorrection[]): U
 function readVaeConfig(vaeCfgFile: string): VaeConfig {
   const vaeRaw = readJson(vaeCfgFile, "the VAE's config");
   const blocks = vaeRaw.block_out_channels;
-  if (!Array.isArray(blocks) || blocks.length === 0 || blocks.length > 8) throw new HarnessError(`${vaeCfgFile}: "block_out_channels" missing or not a list of 1 to 8 widths`, ExitCode.usage);
+  if (!Array.isArray(blocks) || blocks.length === 0 || blocks.length > 8)
+    throw new HarnessError(`${vaeCfgFile}: "block_out_channels" missing or not a list of 1 to 8 widths`, ExitCode.usage);
   const vaeConfig: VaeConfig = {
     latentChannels: num(vaeRaw, "latent_channels", vaeCfgFile, 4),
     scalingFactor: num(vaeRaw, "scaling_factor", vaeCfgFile, 0.18215),
     scaleFactor: 2 ** (blocks.length - 1),
     sampleSize: num(vaeRaw, "sample_size", vaeCfgFile, 512),
   };
-  if (!isPositiveInt(vaeConfig.latentChannels)) throw new HarnessError(`${vaeCfgFile}: "latent_channels" must be a positive integer`, ExitCode.usage);
-  if (!(vaeConfig.scalingFactor > 0)) throw new HarnessError(`${vaeCfgFile}: "scaling_factor" ${vaeConfig.scalingFactor} must be positive`, ExitCode.usage);
+  if (!isPositiveInt(vaeConfig.latentChannels))
+    throw new HarnessError(`${vaeCfgFile}: "latent_channels" must be a positive integer`, ExitCode.usage);
+  if (!(vaeConfig.scalingFactor > 0))
+    throw new HarnessError(`${vaeCfgFile}: "scaling_factor" ${vaeConfig.scalingFactor} must be positive`, ExitCode.usage);
   return vaeConfig;
 }
 
@@ -288,10 +312,16 @@ function readVaeConfig(vaeCfgFile: string): VaeConfig {
 function checkLatentChannels(unetConfig: UNetConfig, unetCfgFile: string, vaeConfig: VaeConfig, vaeCfgFile: string): void {
   const lc = vaeConfig.latentChannels;
   if (unetConfig.inChannels !== lc && unetConfig.inChannels !== 2 * lc + 1) {
-    throw new HarnessError(`${unetCfgFile}: in_channels ${unetConfig.inChannels}; with ${lc} latent channels (${vaeCfgFile}) an SD 1.x U-Net takes ${lc} (txt2img) or ${2 * lc + 1} (inpainting)`, ExitCode.usage);
+    throw new HarnessError(
+      `${unetCfgFile}: in_channels ${unetConfig.inChannels}; with ${lc} latent channels (${vaeCfgFile}) an SD 1.x U-Net takes ${lc} (txt2img) or ${2 * lc + 1} (inpainting)`,
+      ExitCode.usage,
+    );
   }
   if (unetConfig.outChannels !== lc) {
-    throw new HarnessError(`${unetCfgFile}: out_channels ${unetConfig.outChannels}; the VAE has ${lc} latent channels (${vaeCfgFile})`, ExitCode.usage);
+    throw new HarnessError(
+      `${unetCfgFile}: out_channels ${unetConfig.outChannels}; the VAE has ${lc} latent channels (${vaeCfgFile})`,
+      ExitCode.usage,
+    );
   }
 }
 
@@ -306,7 +336,10 @@ function readTextConfig(textCfgFile: string, unetConfig: UNetConfig, dir: string
     vocabSize: typeof textRaw.vocab_size === "number" ? textRaw.vocab_size : null,
   };
   if (textConfig.hiddenSize !== unetConfig.crossAttentionDim) {
-    throw new HarnessError(`${dir}: text encoder hidden_size ${textConfig.hiddenSize} != U-Net cross_attention_dim ${unetConfig.crossAttentionDim}`, ExitCode.usage);
+    throw new HarnessError(
+      `${dir}: text encoder hidden_size ${textConfig.hiddenSize} != U-Net cross_attention_dim ${unetConfig.crossAttentionDim}`,
+      ExitCode.usage,
+    );
   }
   return textConfig;
 }
@@ -315,22 +348,43 @@ function readTextConfig(textCfgFile: string, unetConfig: UNetConfig, dir: string
  * SD 2.x from what the model itself shows, not from internals an ONNX run never sees (head counts,
  * linear projections): OpenCLIP ViT-H's width, v-prediction at 768 px, OpenCLIP's "!" padding.
  */
-function refuseSd2(unetConfig: UNetConfig, unetCfgFile: string, vaeConfig: VaeConfig, schedulerRaw: Record<string, unknown>, schedulerFile: string, tokenizerDir: string): void {
+function refuseSd2(
+  unetConfig: UNetConfig,
+  unetCfgFile: string,
+  vaeConfig: VaeConfig,
+  schedulerRaw: Record<string, unknown>,
+  schedulerFile: string,
+  tokenizerDir: string,
+): void {
   const way = "pass --force-sd1 to run it as SD 1.x anyway";
   const prediction = schedulerRaw.prediction_type;
   if (unetConfig.crossAttentionDim === 1024) {
-    throw new HarnessError(`${unetCfgFile}: "cross_attention_dim" is 1024 (OpenCLIP ViT-H's width): an SD 2.x model; sd-harness runs SD 1.x (${way})`, ExitCode.usage);
+    throw new HarnessError(
+      `${unetCfgFile}: "cross_attention_dim" is 1024 (OpenCLIP ViT-H's width): an SD 2.x model; sd-harness runs SD 1.x (${way})`,
+      ExitCode.usage,
+    );
   }
   if (prediction === "v_prediction" && unetConfig.sampleSize * vaeConfig.scaleFactor === 768) {
-    throw new HarnessError(`${schedulerFile}: "prediction_type" v_prediction with 768-px samples: an SD 2.x 768-v model; sd-harness runs SD 1.x (${way})`, ExitCode.usage);
+    throw new HarnessError(
+      `${schedulerFile}: "prediction_type" v_prediction with 768-px samples: an SD 2.x 768-v model; sd-harness runs SD 1.x (${way})`,
+      ExitCode.usage,
+    );
   }
   if (tokenizerPadToken(tokenizerDir) === "!") {
-    throw new HarnessError(`${tokenizerDir}: pad_token "!" (OpenCLIP's tokenizer): an SD 2.x model; sd-harness runs SD 1.x (${way})`, ExitCode.usage);
+    throw new HarnessError(
+      `${tokenizerDir}: pad_token "!" (OpenCLIP's tokenizer): an SD 2.x model; sd-harness runs SD 1.x (${way})`,
+      ExitCode.usage,
+    );
   }
 }
 
 /** What a reference set's manifest records of the model it was made with (conformance checks a --model against it). */
-function fingerprintOf(textConfig: TextEncoderConfig, vaeConfig: VaeConfig, unetConfig: UNetConfig, resolved: Record<string, unknown>): ModelFingerprint {
+function fingerprintOf(
+  textConfig: TextEncoderConfig,
+  vaeConfig: VaeConfig,
+  unetConfig: UNetConfig,
+  resolved: Record<string, unknown>,
+): ModelFingerprint {
   return {
     text_hidden_size: textConfig.hiddenSize,
     text_vocab_size: textConfig.vocabSize,
@@ -348,8 +402,17 @@ function fingerprintOf(textConfig: TextEncoderConfig, vaeConfig: VaeConfig, unet
 
 /** The scheduler keys a reference set's fingerprint records (scripts/make_references.py). */
 const FINGERPRINT_SCHEDULER_KEYS = [
-  "_class_name", "num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type",
-  "steps_offset", "timestep_spacing", "clip_sample", "set_alpha_to_one", "skip_prk_steps",
+  "_class_name",
+  "num_train_timesteps",
+  "beta_start",
+  "beta_end",
+  "beta_schedule",
+  "prediction_type",
+  "steps_offset",
+  "timestep_spacing",
+  "clip_sample",
+  "set_alpha_to_one",
+  "skip_prk_steps",
 ] as const;
 
 /** One file a loaded model folder is read from, relative to the folder, and what it is. */
@@ -370,7 +433,10 @@ export function modelFolderFiles(folder: ModelFolder): ModelFolderFile[] {
   const out: ModelFolderFile[] = [
     { rel: "model_index.json", what: "model_index.json" },
     { rel: path.join("unet", "config.json"), what: "the U-Net's config" },
-    { rel: has(path.join("vae_decoder", "config.json")) ? path.join("vae_decoder", "config.json") : path.join("vae", "config.json"), what: "the VAE's config" },
+    {
+      rel: has(path.join("vae_decoder", "config.json")) ? path.join("vae_decoder", "config.json") : path.join("vae", "config.json"),
+      what: "the VAE's config",
+    },
     { rel: path.join("text_encoder", "config.json"), what: "the text encoder's config" },
     { rel: path.join("scheduler", "scheduler_config.json"), what: "the scheduler's config" },
     { rel: path.join("tokenizer", "vocab.json"), what: "the CLIP tokenizer's vocabulary" },
@@ -379,7 +445,12 @@ export function modelFolderFiles(folder: ModelFolder): ModelFolderFile[] {
   for (const name of ["special_tokens_map.json", "tokenizer_config.json"]) {
     if (has(path.join("tokenizer", name))) out.push({ rel: path.join("tokenizer", name), what: "the tokenizer's configuration" });
   }
-  const models: [string | null, string][] = [[folder.textEncoder, "the text encoder"], [folder.unet, "the U-Net"], [folder.vaeDecoder, "the VAE decoder"], [folder.vaeEncoder, "the VAE encoder"]];
+  const models: [string | null, string][] = [
+    [folder.textEncoder, "the text encoder"],
+    [folder.unet, "the U-Net"],
+    [folder.vaeDecoder, "the VAE decoder"],
+    [folder.vaeEncoder, "the VAE encoder"],
+  ];
   for (const [file, what] of models) if (file) out.push({ rel: path.relative(folder.dir, file), what });
   return out;
 }

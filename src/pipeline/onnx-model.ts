@@ -27,7 +27,10 @@ import type { ComponentKind } from "./components";
 
 const EXPECTED: Record<ComponentKind, { inputs: Record<string, number>; hint: string }> = {
   text_encoder: { inputs: { input_ids: 2 }, hint: "a CLIP text encoder taking input_ids [batch, 77]" },
-  unet: { inputs: { sample: 4, timestep: -1, encoder_hidden_states: 3 }, hint: "an SD 1.x U-Net taking sample, timestep, encoder_hidden_states" },
+  unet: {
+    inputs: { sample: 4, timestep: -1, encoder_hidden_states: 3 },
+    hint: "an SD 1.x U-Net taking sample, timestep, encoder_hidden_states",
+  },
   vae_decoder: { inputs: { latent_sample: 4 }, hint: "a VAE decoder taking latent_sample [batch, 4, h, w]" },
   vae_encoder: { inputs: { sample: 4 }, hint: "a VAE encoder taking sample [batch, 3, H, W]" },
 };
@@ -59,7 +62,8 @@ export class OnnxComponent {
       throw new HarnessError(`${file}: missing (the ${kind.replace("_", " ")})`, ExitCode.usage);
     }
     // a FIFO, /dev/zero or a folder would block or feed ORT's parser without end
-    if (!stat.isFile()) throw new HarnessError(`${file}: not a regular file (the ${kind.replace("_", " ")} must be an ONNX file)`, ExitCode.usage);
+    if (!stat.isFile())
+      throw new HarnessError(`${file}: not a regular file (the ${kind.replace("_", " ")} must be an ONNX file)`, ExitCode.usage);
     if (stat.size === 0) throw new HarnessError(`${file}: empty file (0 bytes), not an ONNX model`, ExitCode.usage);
     const runtime = settings.runtime ?? defaultRuntime();
     let session: RuntimeSession;
@@ -71,7 +75,10 @@ export class OnnxComponent {
       if (e instanceof HarnessError) throw e;
       const msg = String((e as Error).message ?? e).split("\n")[0];
       const data = path.join(path.dirname(file), "model.onnx_data");
-      if (/onnx_data|external/i.test(msg) || (/ failed|not exist|out of bounds|No such file/i.test(msg) && fs.existsSync(data) === false && /data/i.test(msg))) {
+      if (
+        /onnx_data|external/i.test(msg) ||
+        (/ failed|not exist|out of bounds|No such file/i.test(msg) && fs.existsSync(data) === false && /data/i.test(msg))
+      ) {
         throw new HarnessError(`${file}: its external weights cannot be loaded (${msg.slice(0, 160)})`, ExitCode.usage);
       }
       throw new HarnessError(`${file}: not a loadable ONNX model (${msg.slice(0, 200)})`, ExitCode.usage);
@@ -94,7 +101,13 @@ export class OnnxComponent {
       await session.release();
       throw new HarnessError(`${file}: takes text_embeds / time_ids, an SDXL U-Net; sd-harness runs SD 1.x`, ExitCode.usage);
     }
-    return new OnnxComponent(kind, file, session, inputs, session.outputs.map((o) => o.name));
+    return new OnnxComponent(
+      kind,
+      file,
+      session,
+      inputs,
+      session.outputs.map((o) => o.name),
+    );
   }
 
   inputType(name: string): string {

@@ -41,7 +41,8 @@ export interface PipelineOptions extends SessionSettings {
 }
 
 /** Why clip skip cannot run on a text encoder without hidden-state outputs (optimum's SD 1.x export). */
-export const NO_HIDDEN_STATES = "the text encoder export has no hidden_states outputs, which clip skip needs; re-export it with output_hidden_states (scripts/export_onnx.py does)";
+export const NO_HIDDEN_STATES =
+  "the text encoder export has no hidden_states outputs, which clip skip needs; re-export it with output_hidden_states (scripts/export_onnx.py does)";
 
 export interface GenerateParams {
   readonly prompt: string | readonly string[];
@@ -148,7 +149,11 @@ function startIndex(scheduler: Scheduler, steps: number, strength: number): numb
 }
 
 export class NumericError extends HarnessError {
-  constructor(readonly stage: string, readonly step: number | null, what: string) {
+  constructor(
+    readonly stage: string,
+    readonly step: number | null,
+    what: string,
+  ) {
     super(`${what} in ${stage}${step === null ? "" : ` at step ${step}`}`, ExitCode.numeric);
     this.name = "NumericError";
   }
@@ -183,7 +188,8 @@ function readFinalLayerNorm(file: string): { weight: Float32Array; bias: Float32
   if (holder.size < 2) {
     const identity = new Map<string, string>(); // output -> input of each Identity node
     for (const node of readGraph(fs.readFileSync(file), file).nodes) {
-      if (node.opType === "Identity" && node.inputs.length === 1 && node.outputs.length === 1) identity.set(node.outputs[0], node.inputs[0]);
+      if (node.opType === "Identity" && node.inputs.length === 1 && node.outputs.length === 1)
+        identity.set(node.outputs[0], node.inputs[0]);
     }
     for (const alias of [...identity.keys()].filter(isFinal)) {
       let n = alias;
@@ -222,7 +228,10 @@ export class StableDiffusionPipeline {
   /** From a folder whose configs were already read (the CLI checks flags against them first). */
   static async fromFolder(folder: ModelFolder, options: PipelineOptions = {}): Promise<StableDiffusionPipeline> {
     const tokenizer = ClipTokenizer.fromDir(folder.tokenizerDir);
-    const schedulerConfig = parseSchedulerConfig(folder.schedulerConfig as Record<string, unknown>, `${folder.dir}/scheduler/scheduler_config.json`);
+    const schedulerConfig = parseSchedulerConfig(
+      folder.schedulerConfig as Record<string, unknown>,
+      `${folder.dir}/scheduler/scheduler_config.json`,
+    );
     const p = new StableDiffusionPipeline(folder, tokenizer, schedulerConfig, options);
     for (const c of folder.corrections) options.warn?.(describeCorrection(c));
     if (!options.lowMemory) {
@@ -232,8 +241,14 @@ export class StableDiffusionPipeline {
   }
 
   private fileOf(kind: ComponentKind): string {
-    const f = { text_encoder: this.folder.textEncoder, unet: this.folder.unet, vae_decoder: this.folder.vaeDecoder, vae_encoder: this.folder.vaeEncoder }[kind];
-    if (!f) throw new HarnessError(`${this.folder.dir}: no vae_encoder/model.onnx; img2img and inpainting need the VAE encoder`, ExitCode.usage);
+    const f = {
+      text_encoder: this.folder.textEncoder,
+      unet: this.folder.unet,
+      vae_decoder: this.folder.vaeDecoder,
+      vae_encoder: this.folder.vaeEncoder,
+    }[kind];
+    if (!f)
+      throw new HarnessError(`${this.folder.dir}: no vae_encoder/model.onnx; img2img and inpainting need the VAE encoder`, ExitCode.usage);
     return f;
   }
 
@@ -289,7 +304,8 @@ export class StableDiffusionPipeline {
     const enc = await this.component("text_encoder");
     const seq = ids[0].length;
     const type = enc.inputType("input_ids");
-    const flat = type === "int64" ? BigInt64Array.from(ids.flatMap((a) => Array.from(a, BigInt))) : Int32Array.from(ids.flatMap((a) => Array.from(a)));
+    const flat =
+      type === "int64" ? BigInt64Array.from(ids.flatMap((a) => Array.from(a, BigInt))) : Int32Array.from(ids.flatMap((a) => Array.from(a)));
     const feed: RuntimeTensor = { dtype: type === "int64" ? "int64" : "int32", dims: [ids.length, seq], data: flat };
     let out: F32;
     if (!clipSkip) {
@@ -297,12 +313,17 @@ export class StableDiffusionPipeline {
       out = toF32(r.last_hidden_state);
     } else {
       const layers = this.folder.textConfig.numHiddenLayers;
-      if (clipSkip < 0 || clipSkip >= layers) throw invalid("clipSkip")`${param("clipSkip")} ${clipSkip}: must be between 0 and ${layers - 1} for this text encoder`;
+      if (clipSkip < 0 || clipSkip >= layers)
+        throw invalid("clipSkip")`${param("clipSkip")} ${clipSkip}: must be between 0 and ${layers - 1} for this text encoder`;
       // hidden_states has layers + 1 entries (the embeddings first); diffusers takes [-(clip_skip + 1)]
       const name = `hidden_states.${layers - clipSkip}`;
-      if (!enc.outputNames.some((n) => n.startsWith("hidden_states."))) throw invalidParameter("clipSkip", `${enc.file}: ${NO_HIDDEN_STATES}`);
+      if (!enc.outputNames.some((n) => n.startsWith("hidden_states.")))
+        throw invalidParameter("clipSkip", `${enc.file}: ${NO_HIDDEN_STATES}`);
       if (!enc.outputNames.includes(name)) {
-        throw invalidParameter("clipSkip", `${enc.file} has no output ${name}; clip skip needs a text encoder exported with all its hidden states`);
+        throw invalidParameter(
+          "clipSkip",
+          `${enc.file} has no output ${name}; clip skip needs a text encoder exported with all its hidden states`,
+        );
       }
       const r = await enc.run({ input_ids: feed }, [name]);
       out = this.finalLayerNorm(toF32(r[name]), enc.file);
@@ -332,7 +353,14 @@ export class StableDiffusionPipeline {
 
   /** [uncond…, cond…] embeddings as diffusers' encode_prompt builds them (each prompt repeated
    *  numImagesPerPrompt times, consecutively). Without CFG only the cond half. */
-  async encodePrompt(prompts: readonly string[], negative: readonly string[] | null, cfg: boolean, perPrompt: number, clipSkip = 0, warn?: (m: string) => void): Promise<F32> {
+  async encodePrompt(
+    prompts: readonly string[],
+    negative: readonly string[] | null,
+    cfg: boolean,
+    perPrompt: number,
+    clipSkip = 0,
+    warn?: (m: string) => void,
+  ): Promise<F32> {
     const repeatEach = (ids: Int32Array[]) => ids.flatMap((x) => Array.from({ length: perPrompt }, () => x));
     const cond = repeatEach(this.tokenize(prompts, warn));
     if (!cfg) return this.encodeIds(cond, clipSkip);
@@ -361,11 +389,14 @@ export class StableDiffusionPipeline {
     const shape = spec.shape.length === 0 ? [] : [fixed];
     const n = Math.max(1, fixed);
     // An int64 timestep input truncates fractional timesteps, as such exports' own pipelines do.
-    const tTensor: RuntimeTensor = tType === "int64"
-      ? { dtype: "int64", dims: shape, data: BigInt64Array.from({ length: n }, () => BigInt(Math.trunc(timestep))) }
-      : tType === "float16"
-        ? fromF32(f32(new Float32Array(n).fill(timestep), shape), "float16")
-        : tType === "float64" ? { dtype: "float64", dims: shape, data: new Float64Array(n).fill(timestep) } : { dtype: "float32", dims: shape, data: new Float32Array(n).fill(timestep) };
+    const tTensor: RuntimeTensor =
+      tType === "int64"
+        ? { dtype: "int64", dims: shape, data: BigInt64Array.from({ length: n }, () => BigInt(Math.trunc(timestep))) }
+        : tType === "float16"
+          ? fromF32(f32(new Float32Array(n).fill(timestep), shape), "float16")
+          : tType === "float64"
+            ? { dtype: "float64", dims: shape, data: new Float64Array(n).fill(timestep) }
+            : { dtype: "float32", dims: shape, data: new Float32Array(n).fill(timestep) };
     let r: Record<string, RuntimeTensor>;
     try {
       r = await unet.run({
@@ -379,7 +410,9 @@ export class StableDiffusionPipeline {
       if (e instanceof HarnessError && /Concat|concat/.test(e.message) && /dimension/.test(e.message)) {
         const [, , h, w] = sample.dims;
         const vsf = this.folder.vaeConfig.scaleFactor;
-        throw invalid("width")`${param("width")}/${param("height")}: ${w * vsf}x${h * vsf} is not supported by ${unet.file}: this export up-samples by exact doubling, so use sizes divisible by ${this.folder.sizeStep}`;
+        throw invalid(
+          "width",
+        )`${param("width")}/${param("height")}: ${w * vsf}x${h * vsf} is not supported by ${unet.file}: this export up-samples by exact doubling, so use sizes divisible by ${this.folder.sizeStep}`;
       }
       throw e;
     }
@@ -391,7 +424,10 @@ export class StableDiffusionPipeline {
   async decodeLatents(latents: F32): Promise<F32> {
     const dec = await this.component("vae_decoder");
     const sf = f(this.folder.vaeConfig.scalingFactor);
-    const scaled = f32(latents.data.map((v) => f(v / sf)), latents.dims);
+    const scaled = f32(
+      latents.data.map((v) => f(v / sf)),
+      latents.dims,
+    );
     const r = await dec.run({ latent_sample: fromF32(scaled, dec.inputType("latent_sample")) });
     await this.done("vae_decoder");
     return toF32(r[dec.outputNames[0]]);
@@ -441,7 +477,8 @@ export class StableDiffusionPipeline {
     const generator = params.generator ?? new TorchGenerator(run.seed);
     const scheduler = this.resolveScheduler(params.scheduler, run.steps, params.eta ?? 0, params.sigmas);
 
-    const embeds = params.promptEmbeds ?? (await this.encodePrompt(run.prompts, run.negative, run.cfg, run.perPrompt, params.clipSkip ?? 0));
+    const embeds =
+      params.promptEmbeds ?? (await this.encodePrompt(run.prompts, run.negative, run.cfg, run.perPrompt, params.clipSkip ?? 0));
     checkFinite(embeds, "text_encoder", null);
 
     const first = startIndex(scheduler, run.steps, run.strength);
@@ -484,16 +521,31 @@ export class StableDiffusionPipeline {
     const strength = params.strength ?? (init && !mask ? 0.8 : 1.0);
     validate(width, height, steps, guidance, perPrompt, strength, this.folder.sizeStep);
     if (init && (init.width !== width || init.height !== height)) {
-      throw invalid("initImage")`${param("initImage")} is ${init.width}x${init.height} but the output is ${width}x${height}; resize the image or drop ${param("width")}/${param("height")}`;
+      throw invalid(
+        "initImage",
+      )`${param("initImage")} is ${init.width}x${init.height} but the output is ${width}x${height}; resize the image or drop ${param("width")}/${param("height")}`;
     }
     if (mask && !init) throw invalid("mask")`${param("mask")} needs ${param("initImage")}`;
     if (mask) validateMaskSize(mask, width, height);
-    if (this.folder.isInpaint && !mask) throw invalid("mask")`${this.folder.dir}: a 9-channel inpainting U-Net needs ${param("initImage")} and ${param("mask")}`;
-    if (mask && !this.folder.isInpaint) throw invalidParameter("mask", `${this.folder.dir} has a 4-channel U-Net; inpainting needs a 9-channel inpainting model`);
+    if (this.folder.isInpaint && !mask)
+      throw invalid("mask")`${this.folder.dir}: a 9-channel inpainting U-Net needs ${param("initImage")} and ${param("mask")}`;
+    if (mask && !this.folder.isInpaint)
+      throw invalidParameter("mask", `${this.folder.dir} has a 4-channel U-Net; inpainting needs a 9-channel inpainting model`);
     const vsf = this.folder.vaeConfig.scaleFactor;
     const batch = prompts.length * perPrompt;
     return {
-      prompts, negative, perPrompt, steps, guidance, cfg: guidance > 1, seed: BigInt(params.seed ?? 0), init, mask, width, height, strength,
+      prompts,
+      negative,
+      perPrompt,
+      steps,
+      guidance,
+      cfg: guidance > 1,
+      seed: BigInt(params.seed ?? 0),
+      init,
+      mask,
+      width,
+      height,
+      strength,
       // [B, 4, H/8, W/8]
       shape: [batch, this.folder.vaeConfig.latentChannels, height / vsf, width / vsf],
     };
@@ -505,7 +557,13 @@ export class StableDiffusionPipeline {
    * inpainting below full strength sample the init image's latents, then noise them to the first
    * timestep. `given`: start from these latents instead (conformance: the reference's).
    */
-  private async prepareLatents(run: RunInputs, scheduler: Scheduler, first: number, generator: TorchGenerator, given: F32 | null): Promise<PreparedLatents> {
+  private async prepareLatents(
+    run: RunInputs,
+    scheduler: Scheduler,
+    first: number,
+    generator: TorchGenerator,
+    given: F32 | null,
+  ): Promise<PreparedLatents> {
     const { init, mask, shape, strength } = run;
     const batch = shape[0];
     // diffusers multiplies by init_noise_sigma held as a float32 tensor
@@ -514,7 +572,10 @@ export class StableDiffusionPipeline {
     if (!latents && !init) {
       // one draw for the whole batch, scaled by the scheduler's initial sigma
       const noise = generator.randn(shape);
-      latents = f32(noise.map((v) => f(v * sigma0)), shape);
+      latents = f32(
+        noise.map((v) => f(v * sigma0)),
+        shape,
+      );
     } else if (!latents && !mask) {
       // img2img: VAE-encode, sample the latent distribution (one draw), scale, then noise (a second draw)
       const imageLatents = await this.sampleImageLatents(imageToTensor(init!), generator, batch);
@@ -524,7 +585,10 @@ export class StableDiffusionPipeline {
       // inpainting, prepare_latents: at full strength pure noise; below it the image's latents
       // (one draw) come first, then the noise (a second draw)
       if (strength >= 1) {
-        latents = f32(generator.randn(shape).map((v) => f(v * sigma0)), shape);
+        latents = f32(
+          generator.randn(shape).map((v) => f(v * sigma0)),
+          shape,
+        );
       } else {
         const imageLatents = await this.sampleImageLatents(imageToTensor(init!), generator, batch);
         latents = f32(scheduler.addNoise(imageLatents.data, generator.randn(shape), first), shape);
@@ -539,7 +603,10 @@ export class StableDiffusionPipeline {
     const m = maskToTensor(mask);
     const image = imageToTensor(init);
     const plane = m.data.length;
-    const masked = f32(image.data.map((v, i) => f(v * (m.data[i % plane] < 0.5 ? 1 : 0))), image.dims);
+    const masked = f32(
+      image.data.map((v, i) => f(v * (m.data[i % plane] < 0.5 ? 1 : 0))),
+      image.dims,
+    );
     let maskedImageLatents = await this.sampleImageLatents(masked, generator, batch);
     let maskLatent = resizeNearest(m, shape[2], shape[3], batch);
     if (run.cfg) {
@@ -555,7 +622,12 @@ export class StableDiffusionPipeline {
    * then the scheduler's step.
    */
   private async denoise(
-    run: RunInputs, scheduler: Scheduler, first: number, embeds: F32, prepared: PreparedLatents, generator: TorchGenerator,
+    run: RunInputs,
+    scheduler: Scheduler,
+    first: number,
+    embeds: F32,
+    prepared: PreparedLatents,
+    generator: TorchGenerator,
     params: Pick<GenerateParams, "onStep" | "signal">,
   ): Promise<F32> {
     const { shape } = run;
@@ -587,7 +659,15 @@ export class StableDiffusionPipeline {
       latents = f32(next, shape);
       checkFinite(latents, "scheduler", i);
       if (params.onStep) {
-        await params.onStep({ index: i - first, total: total - first, timestep: t, modelInput, noisePredRaw: raw, noisePred: eps, latents });
+        await params.onStep({
+          index: i - first,
+          total: total - first,
+          timestep: t,
+          modelInput,
+          noisePredRaw: raw,
+          noisePred: eps,
+          latents,
+        });
       }
     }
     return latents;
@@ -598,13 +678,16 @@ export class StableDiffusionPipeline {
     const { mean, std } = await this.encodeImage(image);
     const eps = generator.randn(mean.dims);
     const sf = f(this.folder.vaeConfig.scalingFactor);
-    const one = f32(mean.data.map((m, i) => f(sf * f(m + f(std.data[i] * eps[i])))), mean.dims);
+    const one = f32(
+      mean.data.map((m, i) => f(sf * f(m + f(std.data[i] * eps[i])))),
+      mean.dims,
+    );
     if (one.dims[0] === batch) return one;
-    if (batch % one.dims[0] !== 0) throw new HarnessError(`cannot repeat ${one.dims[0]} init images to a batch of ${batch}`, ExitCode.usage);
+    if (batch % one.dims[0] !== 0)
+      throw new HarnessError(`cannot repeat ${one.dims[0]} init images to a batch of ${batch}`, ExitCode.usage);
     return concat0(Array.from({ length: batch / one.dims[0] }, () => one));
   }
 }
-
 
 /**
  * Output sizes an exported model can run: positive multiples of its size step, at most 8192. The
@@ -612,10 +695,17 @@ export class StableDiffusionPipeline {
  * up-samples by exact doubling, so a latent size must halve evenly at every down block.
  */
 export function validateSize(width: number | undefined, height: number | undefined, step: number): void {
-  for (const [name, v] of [["width", width], ["height", height]] as const) {
+  for (const [name, v] of [
+    ["width", width],
+    ["height", height],
+  ] as const) {
     if (v === undefined) continue;
     if (!Number.isInteger(v) || v <= 0) throw invalidParameter(name, `${v} is not a positive integer`);
-    if (v % step !== 0) throw invalidParameter(name, `${v} is not a multiple of ${step} (this model's size step: the VAE's factor x the U-Net's down-sampling)`);
+    if (v % step !== 0)
+      throw invalidParameter(
+        name,
+        `${v} is not a multiple of ${step} (this model's size step: the VAE's factor x the U-Net's down-sampling)`,
+      );
     if (v > 8192) throw invalidParameter(name, `${v} is larger than 8192`);
   }
 }
@@ -623,7 +713,9 @@ export function validateSize(width: number | undefined, height: number | undefin
 /** An inpainting mask must cover the init image pixel for pixel. */
 export function validateMaskSize(mask: { width: number; height: number }, width: number, height: number): void {
   if (mask.width !== width || mask.height !== height) {
-    throw invalid("mask")`${param("mask")} is ${mask.width}x${mask.height} but ${param("initImage")} is ${width}x${height}; they must match`;
+    throw invalid(
+      "mask",
+    )`${param("mask")} is ${mask.width}x${mask.height} but ${param("initImage")} is ${width}x${height}; they must match`;
   }
 }
 
@@ -631,7 +723,8 @@ function validate(width: number, height: number, steps: number, guidance: number
   validateSize(width, height, step);
   if (!Number.isInteger(steps) || steps < 1 || steps > 1000) throw invalidParameter("steps", `${steps} must be an integer from 1 to 1000`);
   if (!Number.isFinite(guidance) || guidance < 0) throw invalidParameter("guidanceScale", `${guidance} must be a finite number >= 0`);
-  if (!Number.isInteger(perPrompt) || perPrompt < 1 || perPrompt > 64) throw invalidParameter("numImagesPerPrompt", `${perPrompt} must be an integer from 1 to 64`);
+  if (!Number.isInteger(perPrompt) || perPrompt < 1 || perPrompt > 64)
+    throw invalidParameter("numImagesPerPrompt", `${perPrompt} must be an integer from 1 to 64`);
   if (!Number.isFinite(strength) || strength <= 0 || strength > 1) throw invalidParameter("strength", `${strength} must be in (0, 1]`);
 }
 

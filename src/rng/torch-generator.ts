@@ -95,8 +95,8 @@ export function fmaF32(a: number, b: number, c: number): number {
 // Constants of avx_mathfun.h, as the float32 values the library holds.
 const SQRTHF = f32(0.707106781186547524);
 const LOG_P = [
-  7.0376836292e-2, -1.151461031e-1, 1.167699874e-1, -1.2420140846e-1, 1.4249322787e-1,
-  -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1, 3.3333331174e-1,
+  7.0376836292e-2, -1.151461031e-1, 1.167699874e-1, -1.2420140846e-1, 1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
+  3.3333331174e-1,
 ].map(f32);
 const LOG_Q1 = f32(-2.1219444e-4);
 const LOG_Q2 = f32(0.693359375);
@@ -333,4 +333,3 @@ export class TorchGenerator {
     return new TorchGenerator(0, options).setState(state);
   }
 }
-

@@ -46,7 +46,10 @@ function findChromium(name: string): string {
       if (dir && fs.existsSync(p)) return p;
     }
   }
-  throw new HarnessError(`--runtime ${name}: no Chromium found (${CANDIDATES.join(", ")}); install Debian's chromium (apt-get install chromium) or set SD_HARNESS_CHROMIUM`, ExitCode.usage);
+  throw new HarnessError(
+    `--runtime ${name}: no Chromium found (${CANDIDATES.join(", ")}); install Debian's chromium (apt-get install chromium) or set SD_HARNESS_CHROMIUM`,
+    ExitCode.usage,
+  );
 }
 
 /**
@@ -123,21 +126,34 @@ window.sdh = {
 </script>`;
 }
 
-const MIME: Record<string, string> = { ".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm", ".html": "text/html; charset=utf-8" };
+const MIME: Record<string, string> = {
+  ".mjs": "text/javascript",
+  ".js": "text/javascript",
+  ".wasm": "application/wasm",
+  ".html": "text/html; charset=utf-8",
+};
 
 const BYTES: Record<string, number> = { float32: 4, float16: 2, float64: 8, int64: 8, int32: 4, int16: 2, int8: 1, uint8: 1, bool: 1 };
 
 function view(buf: ArrayBuffer, dtype: string, offset: number, length: number): TypedData {
   switch (dtype) {
-    case "float32": return new Float32Array(buf, offset, length);
-    case "float16": return new Uint16Array(buf, offset, length);
-    case "float64": return new Float64Array(buf, offset, length);
-    case "int64": return new BigInt64Array(buf, offset, length);
-    case "int32": return new Int32Array(buf, offset, length);
-    case "int16": return new Int16Array(buf, offset, length);
-    case "int8": return new Int8Array(buf, offset, length);
+    case "float32":
+      return new Float32Array(buf, offset, length);
+    case "float16":
+      return new Uint16Array(buf, offset, length);
+    case "float64":
+      return new Float64Array(buf, offset, length);
+    case "int64":
+      return new BigInt64Array(buf, offset, length);
+    case "int32":
+      return new Int32Array(buf, offset, length);
+    case "int16":
+      return new Int16Array(buf, offset, length);
+    case "int8":
+      return new Int8Array(buf, offset, length);
     case "uint8":
-    case "bool": return new Uint8Array(buf, offset, length);
+    case "bool":
+      return new Uint8Array(buf, offset, length);
   }
   throw new Error(`output of type ${dtype} cannot cross to Node`);
 }
@@ -190,7 +206,11 @@ class PageServer {
   private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
     const url = new URL(req.url ?? "/", "http://127.0.0.1");
     const prefix = `/${this.secret}/`;
-    const headers = { "Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp", "Cache-Control": "no-store" };
+    const headers = {
+      "Cross-Origin-Opener-Policy": "same-origin",
+      "Cross-Origin-Embedder-Policy": "require-corp",
+      "Cache-Control": "no-store",
+    };
     const fail = (code: number) => {
       res.writeHead(code, headers);
       res.end();
@@ -252,7 +272,12 @@ interface Started {
 class ChromiumSession implements RuntimeSession {
   private released = false;
 
-  constructor(private readonly s: Started, private readonly id: number, readonly inputs: readonly IOSpec[], readonly outputs: readonly IOSpec[]) {}
+  constructor(
+    private readonly s: Started,
+    private readonly id: number,
+    readonly inputs: readonly IOSpec[],
+    readonly outputs: readonly IOSpec[],
+  ) {}
 
   async run(feeds: Readonly<Record<string, RuntimeTensor>>, outputs?: readonly string[]): Promise<Record<string, RuntimeTensor>> {
     if (this.released) throw new Error("session used after release");
@@ -263,11 +288,21 @@ class ChromiumSession implements RuntimeSession {
       size += Math.ceil(t.data.byteLength / 8) * 8; // every view aligned for BigInt64Array
     }
     const body = Buffer.alloc(size);
-    for (const [i, t] of Object.values(feeds).entries()) body.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), header[i].offset);
+    for (const [i, t] of Object.values(feeds).entries())
+      body.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), header[i].offset);
     const token = this.s.server.putFeeds(body);
     const got = await this.s.page.evaluate(
-      (id, feedUrl, h, outs, outUrl) => (globalThis as unknown as { sdh: { run: (...a: unknown[]) => Promise<{ name: string; dtype: string; dims: number[]; offset: number; length: number }[]> } }).sdh.run(id, feedUrl, h, outs, outUrl),
-      this.id, `in/${token}`, header, outputs ? [...outputs] : null, `out/${token}`,
+      (id, feedUrl, h, outs, outUrl) =>
+        (
+          globalThis as unknown as {
+            sdh: { run: (...a: unknown[]) => Promise<{ name: string; dtype: string; dims: number[]; offset: number; length: number }[]> };
+          }
+        ).sdh.run(id, feedUrl, h, outs, outUrl),
+      this.id,
+      `in/${token}`,
+      header,
+      outputs ? [...outputs] : null,
+      `out/${token}`,
     );
     const raw = this.s.server.takeOutputs(token);
     if (!raw) throw new Error("the page's outputs did not arrive");
@@ -285,7 +320,9 @@ class ChromiumSession implements RuntimeSession {
   async release(): Promise<void> {
     if (this.released) return;
     this.released = true;
-    await this.s.page.evaluate((id) => (globalThis as unknown as { sdh: { release: (id: number) => Promise<void> } }).sdh.release(id), this.id).catch(() => undefined);
+    await this.s.page
+      .evaluate((id) => (globalThis as unknown as { sdh: { release: (id: number) => Promise<void> } }).sdh.release(id), this.id)
+      .catch(() => undefined);
   }
 }
 
@@ -295,14 +332,21 @@ export class ChromiumRuntime implements Runtime {
   private last: Started | null = null;
 
   /** `webgpuFlags: false` leaves out the flags that give headless Linux an adapter (tests use it to see the refusal) */
-  constructor(private readonly backend: ChromiumBackend, private readonly options: { readonly webgpuFlags?: boolean } = {}) {
+  constructor(
+    private readonly backend: ChromiumBackend,
+    private readonly options: { readonly webgpuFlags?: boolean } = {},
+  ) {
     this.name = `chromium-${backend}`;
   }
 
   async load(file: string, settings: SessionSettings): Promise<RuntimeSession> {
     const threads = settings.threads ?? 0;
     const modelBytes = fs.statSync(file).size;
-    const tooBig = (bytes: number) => new HarnessError(`${file}: ${(bytes / 1024 ** 3).toFixed(2)} GiB with its external data, over WebAssembly's 4 GiB address space (runtime ${this.name}); run it with --runtime ort-node`, ExitCode.usage);
+    const tooBig = (bytes: number) =>
+      new HarnessError(
+        `${file}: ${(bytes / 1024 ** 3).toFixed(2)} GiB with its external data, over WebAssembly's 4 GiB address space (runtime ${this.name}); run it with --runtime ort-node`,
+        ExitCode.usage,
+      );
     if (modelBytes >= WASM_ADDRESS_SPACE) throw tooBig(modelBytes);
     const graph = readGraph(fs.readFileSync(file), file);
     const external = [...graph.externalFiles].map((rel) => {
@@ -314,7 +358,10 @@ export class ChromiumRuntime implements Runtime {
     if (total >= WASM_ADDRESS_SPACE) throw tooBig(total);
     const s = await this.start(threads);
     if (s.threads !== threads) {
-      throw new HarnessError(`threads: runtime ${this.name} already runs with ${s.threads} threads (env.wasm.numThreads is set once per page), asked for ${threads}`, ExitCode.usage);
+      throw new HarnessError(
+        `threads: runtime ${this.name} already runs with ${s.threads} threads (env.wasm.numThreads is set once per page), asked for ${threads}`,
+        ExitCode.usage,
+      );
     }
     const options = {
       executionProviders: [this.backend],
@@ -325,12 +372,21 @@ export class ChromiumRuntime implements Runtime {
       logSeverityLevel: 4,
     };
     const externalData = external.map((e) => ({ path: e.rel, data: s.server.registerFile(e.file) }));
-    const r = await s.page.evaluate(
-      (url, ext, opts) => (globalThis as unknown as { sdh: { load: (...a: unknown[]) => Promise<{ session: number; inputs: IOSpec[]; outputs: IOSpec[] }> } }).sdh.load(url, ext.length ? ext : undefined, opts),
-      s.server.registerFile(file), externalData, options,
-    ).catch((e: unknown) => {
-      throw new Error(pageError(e));
-    });
+    const r = await s.page
+      .evaluate(
+        (url, ext, opts) =>
+          (
+            globalThis as unknown as {
+              sdh: { load: (...a: unknown[]) => Promise<{ session: number; inputs: IOSpec[]; outputs: IOSpec[] }> };
+            }
+          ).sdh.load(url, ext.length ? ext : undefined, opts),
+        s.server.registerFile(file),
+        externalData,
+        options,
+      )
+      .catch((e: unknown) => {
+        throw new Error(pageError(e));
+      });
     return new ChromiumSession(s, r.session, r.inputs, r.outputs);
   }
 
@@ -350,8 +406,16 @@ export class ChromiumRuntime implements Runtime {
     const server = new PageServer(pageHtml(this.backend, threads));
     const url = await server.listen();
     const puppeteer = await import("puppeteer-core");
-    const args = ["--headless", "--no-sandbox", "--no-first-run", "--disable-background-networking", "--no-default-browser-check", "--mute-audio"];
-    if (this.backend === "webgpu" && this.options.webgpuFlags !== false) args.push("--enable-unsafe-webgpu", "--enable-unsafe-swiftshader", `--enable-dawn-features=${DAWN_TOGGLES.join(",")}`);
+    const args = [
+      "--headless",
+      "--no-sandbox",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--no-default-browser-check",
+      "--mute-audio",
+    ];
+    if (this.backend === "webgpu" && this.options.webgpuFlags !== false)
+      args.push("--enable-unsafe-webgpu", "--enable-unsafe-swiftshader", `--enable-dawn-features=${DAWN_TOGGLES.join(",")}`);
     // the profile and what Chromium writes under $XDG_CONFIG_HOME / $XDG_CACHE_HOME (its crash
     // database: ~/.config/chromium/Crash Reports otherwise) go to one temporary folder, removed at close
     const home = fs.mkdtempSync(path.join(os.tmpdir(), "sdh-chromium-"));
@@ -362,13 +426,26 @@ export class ChromiumRuntime implements Runtime {
       // our own flags only (no --disable-gpu among puppeteer's defaults)
       // no protocol timeout: one U-Net call on a software WebGPU adapter takes minutes; an interrupt closes the browser instead
       browser = await puppeteer.launch({
-        executablePath, headless: false, ignoreDefaultArgs: true, args, env, pipe: true, protocolTimeout: 2 ** 31 - 1,
-        handleSIGINT: false, handleSIGTERM: false, handleSIGHUP: false,
+        executablePath,
+        headless: false,
+        ignoreDefaultArgs: true,
+        args,
+        env,
+        pipe: true,
+        protocolTimeout: 2 ** 31 - 1,
+        handleSIGINT: false,
+        handleSIGTERM: false,
+        handleSIGHUP: false,
       });
     } catch (e) {
       await server.close();
       fs.rmSync(home, { recursive: true, force: true });
-      throw new HarnessError(`--runtime ${this.name}: ${executablePath} did not start (${String((e as Error).message ?? e).split("\n")[0].slice(0, 200)})`, ExitCode.usage);
+      throw new HarnessError(
+        `--runtime ${this.name}: ${executablePath} did not start (${String((e as Error).message ?? e)
+          .split("\n")[0]
+          .slice(0, 200)})`,
+        ExitCode.usage,
+      );
     }
     const proc = browser.process();
     const killAtExit = () => {
@@ -386,8 +463,19 @@ export class ChromiumRuntime implements Runtime {
       const page = await browser.newPage();
       await page.goto(url, { waitUntil: "load" });
       await page.waitForFunction(() => "sdh" in globalThis, { timeout: 60_000 });
-      const ready = await page.evaluate(() => (globalThis as unknown as { sdh: { ready: Promise<{ error?: string; adapter: Started["adapter"]; crossOriginIsolated: boolean }> } }).sdh.ready);
-      if (ready.error) throw new HarnessError(`--runtime ${this.name}: ${ready.error} in ${path.basename(executablePath)} ${await browser.version()}; run WebGPU where Chromium has an adapter (a GPU, or --enable-unsafe-swiftshader's Vulkan), or use --runtime chromium-wasm`, ExitCode.usage);
+      const ready = await page.evaluate(
+        () =>
+          (
+            globalThis as unknown as {
+              sdh: { ready: Promise<{ error?: string; adapter: Started["adapter"]; crossOriginIsolated: boolean }> };
+            }
+          ).sdh.ready,
+      );
+      if (ready.error)
+        throw new HarnessError(
+          `--runtime ${this.name}: ${ready.error} in ${path.basename(executablePath)} ${await browser.version()}; run WebGPU where Chromium has an adapter (a GPU, or --enable-unsafe-swiftshader's Vulkan), or use --runtime chromium-wasm`,
+          ExitCode.usage,
+        );
       return { browser, page, server, threads, adapter: ready.adapter, browserVersion: await browser.version(), killAtExit, home };
     } catch (e) {
       await browser.close().catch(() => proc?.kill("SIGKILL"));
@@ -403,10 +491,18 @@ export class ChromiumRuntime implements Runtime {
     const s = this.last;
     const browser = s ? s.browserVersion : "headless Chromium";
     const a = s?.adapter;
-    const device = this.backend === "webgpu"
-      ? `${browser}, WebGPU adapter ${a ? [a.vendor, a.architecture, a.device, a.description].filter(Boolean).join(" / ") || "(no info)" : "(not started)"}, Dawn toggles ${DAWN_TOGGLES.join(",")}`
-      : `${browser}, WebAssembly (${os.cpus()[0]?.model?.trim() || "unknown CPU"})`;
-    return { runtime: this.name, package: "onnxruntime-web", version: packageVersion("onnxruntime-web"), executionProvider: this.backend, device, threads: s?.threads ?? 0 };
+    const device =
+      this.backend === "webgpu"
+        ? `${browser}, WebGPU adapter ${a ? [a.vendor, a.architecture, a.device, a.description].filter(Boolean).join(" / ") || "(no info)" : "(not started)"}, Dawn toggles ${DAWN_TOGGLES.join(",")}`
+        : `${browser}, WebAssembly (${os.cpus()[0]?.model?.trim() || "unknown CPU"})`;
+    return {
+      runtime: this.name,
+      package: "onnxruntime-web",
+      version: packageVersion("onnxruntime-web"),
+      executionProvider: this.backend,
+      device,
+      threads: s?.threads ?? 0,
+    };
   }
 
   async close(): Promise<void> {
@@ -427,5 +523,8 @@ export class ChromiumRuntime implements Runtime {
 }
 
 function pageError(e: unknown): string {
-  return String((e as Error)?.message ?? e).split("\n")[0].replace(/^Error: /, "").slice(0, 240);
+  return String((e as Error)?.message ?? e)
+    .split("\n")[0]
+    .replace(/^Error: /, "")
+    .slice(0, 240);
 }

@@ -44,7 +44,11 @@ export const DEFAULT_RUNTIME = "ort-node";
 /** A fresh runtime by registry name; an unknown name is a usage error naming `flag`. */
 export function createRuntime(name: string = DEFAULT_RUNTIME, flag = "--runtime"): Runtime {
   const entry = RUNTIMES.find((r) => r.name === name);
-  if (!entry) throw new HarnessError(`${flag}: unknown runtime ${JSON.stringify(name)}; known: ${RUNTIMES.map((r) => r.name).join(", ")}`, ExitCode.usage);
+  if (!entry)
+    throw new HarnessError(
+      `${flag}: unknown runtime ${JSON.stringify(name)}; known: ${RUNTIMES.map((r) => r.name).join(", ")}`,
+      ExitCode.usage,
+    );
   return entry.create();
 }
 

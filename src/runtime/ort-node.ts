@@ -30,7 +30,11 @@ function ort(): typeof Ort {
 export const ORT_NODE_VERSION = packageVersion("onnxruntime-node");
 
 function specs(meta: readonly Ort.InferenceSession.ValueMetadata[]): IOSpec[] {
-  return meta.map((m) => ({ name: m.name, type: m.isTensor ? String(m.type) : "non-tensor", shape: m.isTensor ? (m.shape as (number | string)[]) : [] }));
+  return meta.map((m) => ({
+    name: m.name,
+    type: m.isTensor ? String(m.type) : "non-tensor",
+    shape: m.isTensor ? (m.shape as (number | string)[]) : [],
+  }));
 }
 
 class OrtNodeSession implements RuntimeSession {
@@ -47,7 +51,8 @@ class OrtNodeSession implements RuntimeSession {
   async run(feeds: Readonly<Record<string, RuntimeTensor>>, outputs?: readonly string[]): Promise<Record<string, RuntimeTensor>> {
     if (!this.session) throw new Error("session used after release");
     const f: Record<string, Ort.Tensor> = {};
-    for (const [name, t] of Object.entries(feeds)) f[name] = new (ort().Tensor)(t.dtype as Ort.Tensor.Type, t.data as Ort.Tensor.DataType, t.dims);
+    for (const [name, t] of Object.entries(feeds))
+      f[name] = new (ort().Tensor)(t.dtype as Ort.Tensor.Type, t.data as Ort.Tensor.DataType, t.dims);
     const r = outputs ? await this.session.run(f, [...outputs]) : await this.session.run(f);
     const out: Record<string, RuntimeTensor> = {};
     for (const [name, t] of Object.entries(r)) out[name] = { dtype: t.type as DType, dims: t.dims, data: t.data as TypedData };
@@ -83,7 +88,14 @@ export class OrtNodeRuntime implements Runtime {
   }
 
   describe(): RuntimeDescription {
-    return { runtime: this.name, package: "onnxruntime-node", version: ORT_NODE_VERSION, executionProvider: "cpu", device: os.cpus()[0]?.model?.trim() || "unknown CPU", threads: this.threads };
+    return {
+      runtime: this.name,
+      package: "onnxruntime-node",
+      version: ORT_NODE_VERSION,
+      executionProvider: "cpu",
+      device: os.cpus()[0]?.model?.trim() || "unknown CPU",
+      threads: this.threads,
+    };
   }
 
   async close(): Promise<void> {}

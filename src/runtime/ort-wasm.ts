@@ -133,13 +133,21 @@ function ownBytes(file: string): Uint8Array {
 }
 
 function tooBig(file: string, bytes: number): HarnessError {
-  return new HarnessError(`${file}: ${(bytes / 1024 ** 3).toFixed(2)} GiB with its external data, over WebAssembly's 4 GiB address space (runtime ort-wasm); run it with --runtime ort-node`, ExitCode.usage);
+  return new HarnessError(
+    `${file}: ${(bytes / 1024 ** 3).toFixed(2)} GiB with its external data, over WebAssembly's 4 GiB address space (runtime ort-wasm); run it with --runtime ort-node`,
+    ExitCode.usage,
+  );
 }
 
 class WasmSession implements RuntimeSession {
   private released = false;
 
-  constructor(private readonly worker: WasmWorker, private readonly id: number, readonly inputs: readonly IOSpec[], readonly outputs: readonly IOSpec[]) {}
+  constructor(
+    private readonly worker: WasmWorker,
+    private readonly id: number,
+    readonly inputs: readonly IOSpec[],
+    readonly outputs: readonly IOSpec[],
+  ) {}
 
   async run(feeds: Readonly<Record<string, RuntimeTensor>>, outputs?: readonly string[]): Promise<Record<string, RuntimeTensor>> {
     if (this.released) throw new Error("session used after release");
@@ -185,7 +193,10 @@ export class OrtWasmRuntime implements Runtime {
     const total = modelBytes + external.reduce((s, e) => s + e.size, 0);
     if (total >= WASM_ADDRESS_SPACE) throw tooBig(file, total);
     if (this.worker && this.worker.numThreads !== threads) {
-      throw new HarnessError(`threads: runtime ort-wasm already runs with ${this.worker.numThreads} threads (env.wasm.numThreads is set once per worker), asked for ${threads}`, ExitCode.usage);
+      throw new HarnessError(
+        `threads: runtime ort-wasm already runs with ${this.worker.numThreads} threads (env.wasm.numThreads is set once per worker), asked for ${threads}`,
+        ExitCode.usage,
+      );
     }
     this.worker ??= new WasmWorker(threads);
     const externalData = external.map((e) => ({ path: e.rel, data: ownBytes(e.file) }));
@@ -198,13 +209,23 @@ export class OrtWasmRuntime implements Runtime {
       logSeverityLevel: 4,
       ...(externalData.length ? { externalData } : {}),
     };
-    const r = await this.worker.request({ op: "load", model, options }, [model.buffer as ArrayBuffer, ...externalData.map((e) => e.data.buffer as ArrayBuffer)]);
+    const r = await this.worker.request({ op: "load", model, options }, [
+      model.buffer as ArrayBuffer,
+      ...externalData.map((e) => e.data.buffer as ArrayBuffer),
+    ]);
     return new WasmSession(this.worker, r.session!, r.inputs!, r.outputs as IOSpec[]);
   }
 
   describe(): RuntimeDescription {
     const cpu = os.cpus()[0]?.model?.trim() || "unknown CPU";
-    return { runtime: this.name, package: "onnxruntime-web", version: ORT_WEB_VERSION, executionProvider: "wasm", device: `WebAssembly in Node ${process.versions.node} (${cpu})`, threads: this.worker?.numThreads ?? 0 };
+    return {
+      runtime: this.name,
+      package: "onnxruntime-web",
+      version: ORT_WEB_VERSION,
+      executionProvider: "wasm",
+      device: `WebAssembly in Node ${process.versions.node} (${cpu})`,
+      threads: this.worker?.numThreads ?? 0,
+    };
   }
 
   async close(): Promise<void> {

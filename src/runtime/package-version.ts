@@ -10,7 +10,7 @@ export function packageVersion(name: string): string {
   } catch {
     return "unknown";
   }
-  for (; ;) {
+  for (;;) {
     try {
       const pkg = JSON.parse(fs.readFileSync(path.join(dir, "package.json"), "utf8"));
       if (pkg.name === name) return String(pkg.version);

@@ -21,7 +21,16 @@ import { trackPendingDirectory, untrackPendingDirectory } from "../util/atomic";
 import { encodeSafetensors, readSafetensors } from "../tensor/safetensors";
 import { formatDims } from "../tensor/tensor";
 import { NotCoveredError } from "./types";
-import type { IOSpec, ModuleOutputs, ModuleRequest, Runtime, RuntimeDescription, RuntimeSession, RuntimeTensor, SessionSettings } from "./types";
+import type {
+  IOSpec,
+  ModuleOutputs,
+  ModuleRequest,
+  Runtime,
+  RuntimeDescription,
+  RuntimeSession,
+  RuntimeTensor,
+  SessionSettings,
+} from "./types";
 
 /** The protocol version this harness speaks: 1.1 (1.1 adds the optional `modules` operation). */
 const PORT_PROTOCOL = 1;
@@ -38,7 +47,10 @@ const SHUTDOWN_GRACE_MS = 3000;
 const PORT_OPERATIONS = ["text_encoder", "unet", "vae_decode", "vae_encode"] as const;
 export type PortOperation = (typeof PORT_OPERATIONS)[number];
 const FOLDER_TO_OPERATION: Readonly<Record<string, PortOperation>> = {
-  text_encoder: "text_encoder", unet: "unet", vae_decoder: "vae_decode", vae_encoder: "vae_encode",
+  text_encoder: "text_encoder",
+  unet: "unet",
+  vae_decoder: "vae_decode",
+  vae_encoder: "vae_encode",
 };
 
 /** Element types a port may declare for an input or output. */
@@ -144,15 +156,24 @@ export function splitCommand(line: string): string[] {
       inWord = true;
     }
   }
-  if (quote) throw new HarnessError(`--port: unterminated ${quote === "'" ? "single" : "double"} quote in ${JSON.stringify(oneLine(line, 200))}`, ExitCode.usage);
+  if (quote)
+    throw new HarnessError(
+      `--port: unterminated ${quote === "'" ? "single" : "double"} quote in ${JSON.stringify(oneLine(line, 200))}`,
+      ExitCode.usage,
+    );
   if (inWord) words.push(cur);
-  if (words.length === 0) throw new HarnessError("--port: empty command; give the program that speaks the port protocol and its arguments", ExitCode.usage);
+  if (words.length === 0)
+    throw new HarnessError("--port: empty command; give the program that speaks the port protocol and its arguments", ExitCode.usage);
   return words;
 }
 
 /** `python port.py`, `node node-port.js`, `sd-port`: what names a port before its handshake does. */
 function programLabel(argv: readonly string[]): string {
-  return argv.slice(0, 2).filter((a, i) => i === 0 || !a.startsWith("-")).map((a) => path.basename(a)).join(" ");
+  return argv
+    .slice(0, 2)
+    .filter((a, i) => i === 0 || !a.startsWith("-"))
+    .map((a) => path.basename(a))
+    .join(" ");
 }
 
 interface Reply {
@@ -194,7 +215,11 @@ class PortProcess {
   private readonly exitPromise: Promise<void>;
   readonly tmp: string;
 
-  constructor(private readonly argv: readonly string[], private label: string, private readonly opts: PortOptions) {
+  constructor(
+    private readonly argv: readonly string[],
+    private label: string,
+    private readonly opts: PortOptions,
+  ) {
     this.tmp = fs.mkdtempSync(path.join(opts.tmpRoot ?? os.tmpdir(), "sd-harness-port-"));
     trackPendingDirectory(this.tmp, "tree");
     hookExit();
@@ -212,7 +237,12 @@ class PortProcess {
     });
     this.child.on("error", (e: NodeJS.ErrnoException) => {
       this.exited = true;
-      const why = e.code === "ENOENT" ? `cannot start ${JSON.stringify(oneLine(argv[0], 200))}: not found` : e.code === "EACCES" ? `cannot start ${JSON.stringify(oneLine(argv[0], 200))}: permission denied` : `cannot start it (${oneLine(e.message, 200)})`;
+      const why =
+        e.code === "ENOENT"
+          ? `cannot start ${JSON.stringify(oneLine(argv[0], 200))}: not found`
+          : e.code === "EACCES"
+            ? `cannot start ${JSON.stringify(oneLine(argv[0], 200))}: permission denied`
+            : `cannot start it (${oneLine(e.message, 200)})`;
       this.fail(why);
     });
     this.child.on("exit", (code, signal) => {
@@ -221,7 +251,9 @@ class PortProcess {
       // what the port started may still hold the group
       this.killGroup();
     });
-    this.child.stdin!.on("error", () => { /* a closed pipe: the exit event says why */ });
+    this.child.stdin!.on("error", () => {
+      /* a closed pipe: the exit event says why */
+    });
     this.child.stdout!.setEncoding("utf8");
     this.child.stdout!.on("data", (chunk: string) => this.onStdout(chunk));
     this.child.stderr!.setEncoding("utf8");
@@ -268,7 +300,8 @@ class PortProcess {
       this.onLine(line);
       if (this.dead) return;
     }
-    if (this.buf.length > MAX_LINE) this.fail(`wrote over ${MAX_LINE} bytes on stdout without a newline, not a protocol message (a port logs to stderr)`);
+    if (this.buf.length > MAX_LINE)
+      this.fail(`wrote over ${MAX_LINE} bytes on stdout without a newline, not a protocol message (a port logs to stderr)`);
   }
 
   private onLine(line: string): void {
@@ -338,7 +371,9 @@ class PortProcess {
     if (pid === undefined) return;
     try {
       process.kill(-pid, "SIGKILL");
-    } catch { /* the group is gone */ }
+    } catch {
+      /* the group is gone */
+    }
   }
 
   /** End the group and remove the folder, synchronously (also run from the process's exit). */
@@ -355,7 +390,9 @@ class PortProcess {
     if (!this.dead && !this.exited) {
       try {
         await this.call({ op: "shutdown" }, "shutdown", Math.min(timeoutMs, SHUTDOWN_GRACE_MS));
-      } catch { /* failed or timed out: killed below */ }
+      } catch {
+        /* failed or timed out: killed below */
+      }
       this.child.stdin!.end();
       await Promise.race([this.exitPromise, new Promise((r) => setTimeout(r, SHUTDOWN_GRACE_MS).unref())]);
     }
@@ -377,7 +414,7 @@ function str(v: unknown, max = 200): string | null {
 export function checkHello(r: Record<string, unknown>): PortHello | string {
   if (r.protocol !== PORT_PROTOCOL) return `speaks protocol ${JSON.stringify(r.protocol)}, sd-harness speaks ${PORT_PROTOCOL}`;
   const port = r.port;
-  if (!isObject(port)) return "its handshake has no \"port\" object";
+  if (!isObject(port)) return 'its handshake has no "port" object';
   const fields: Record<string, string> = {};
   for (const k of ["name", "version", "device", "precision"]) {
     const v = str(port[k]);
@@ -385,9 +422,10 @@ export function checkHello(r: Record<string, unknown>): PortHello | string {
     fields[k] = v;
   }
   const comps = r.components;
-  if (!isObject(comps)) return "its handshake has no \"components\" object";
+  if (!isObject(comps)) return 'its handshake has no "components" object';
   for (const k of Object.keys(comps)) {
-    if (!(PORT_OPERATIONS as readonly string[]).includes(k)) return `its handshake names an unknown component ${JSON.stringify(oneLine(k, 40))} (protocol ${PORT_PROTOCOL} has ${PORT_OPERATIONS.join(", ")})`;
+    if (!(PORT_OPERATIONS as readonly string[]).includes(k))
+      return `its handshake names an unknown component ${JSON.stringify(oneLine(k, 40))} (protocol ${PORT_PROTOCOL} has ${PORT_OPERATIONS.join(", ")})`;
   }
   const components = {} as Record<PortOperation, string | null>;
   for (const op of PORT_OPERATIONS) {
@@ -400,18 +438,30 @@ export function checkHello(r: Record<string, unknown>): PortHello | string {
     components[op] = c.supported ? null : (str(c.reason, 300) ?? "the port gave no reason");
   }
   const minor = r.minor ?? 0;
-  if (!Number.isSafeInteger(minor) || (minor as number) < 0) return `its handshake's minor is ${JSON.stringify(oneLine(JSON.stringify(minor), 40))}, not a whole number >= 0`;
+  if (!Number.isSafeInteger(minor) || (minor as number) < 0)
+    return `its handshake's minor is ${JSON.stringify(oneLine(JSON.stringify(minor), 40))}, not a whole number >= 0`;
   // 1.1: which operations' module outputs it returns; a 1.0 port's extra fields mean nothing yet
   const modules: PortOperation[] = [];
   if ((minor as number) >= 1 && r.modules !== undefined) {
     if (!Array.isArray(r.modules)) return "its handshake's modules is not a list of operations";
     for (const m of r.modules as unknown[]) {
-      if (!(PORT_OPERATIONS as readonly unknown[]).includes(m)) return `its handshake's modules names ${JSON.stringify(oneLine(String(m), 40))}, not an operation (${PORT_OPERATIONS.join(", ")})`;
+      if (!(PORT_OPERATIONS as readonly unknown[]).includes(m))
+        return `its handshake's modules names ${JSON.stringify(oneLine(String(m), 40))}, not an operation (${PORT_OPERATIONS.join(", ")})`;
       if (components[m as PortOperation] !== null) return `its handshake's modules names ${String(m)}, which it does not run`;
       modules.push(m as PortOperation);
     }
   }
-  return { protocol: PORT_PROTOCOL, name: fields.name, version: fields.version, device: fields.device, precision: fields.precision, backend: str(port.backend) ?? "port", components, minor: minor as number, modules };
+  return {
+    protocol: PORT_PROTOCOL,
+    name: fields.name,
+    version: fields.version,
+    device: fields.device,
+    precision: fields.precision,
+    backend: str(port.backend) ?? "port",
+    components,
+    minor: minor as number,
+    modules,
+  };
 }
 
 /** A load reply's inputs / outputs list, checked; a string says what is wrong. */
@@ -420,7 +470,8 @@ function checkSpecs(v: unknown, what: string): IOSpec[] | string {
   const out: IOSpec[] = [];
   for (const s of v) {
     if (!isObject(s) || str(s.name) === null) return `its load reply's ${what} has an entry without a name`;
-    if (typeof s.type !== "string" || !TENSOR_TYPES.has(s.type)) return `its load reply's ${what} entry ${JSON.stringify(oneLine(String(s.name), 60))} has type ${JSON.stringify(s.type)}; protocol ${PORT_PROTOCOL} allows ${[...TENSOR_TYPES].join(", ")}`;
+    if (typeof s.type !== "string" || !TENSOR_TYPES.has(s.type))
+      return `its load reply's ${what} entry ${JSON.stringify(oneLine(String(s.name), 60))} has type ${JSON.stringify(s.type)}; protocol ${PORT_PROTOCOL} allows ${[...TENSOR_TYPES].join(", ")}`;
     if (!Array.isArray(s.shape) || s.shape.some((d) => !(typeof d === "string" || (Number.isSafeInteger(d) && (d as number) >= 0)))) {
       return `its load reply's ${what} entry ${JSON.stringify(oneLine(String(s.name), 60))} has no shape (an array of sizes and dimension names)`;
     }
@@ -440,7 +491,12 @@ function vaeScale(modelDir: string, folder: string): number | null {
 }
 
 /** The shape an operation's output must have for these feeds; null: any (only what the declaration fixes). */
-function expectedDims(op: PortOperation, feeds: Readonly<Record<string, RuntimeTensor>>, scale: number | null, latentChannels: number): ((dims: readonly number[]) => string | null) {
+function expectedDims(
+  op: PortOperation,
+  feeds: Readonly<Record<string, RuntimeTensor>>,
+  scale: number | null,
+  latentChannels: number,
+): (dims: readonly number[]) => string | null {
   const want = (exp: (number | null)[]) => (dims: readonly number[]) => {
     const ok = dims.length === exp.length && exp.every((e, i) => e === null || e === dims[i]);
     return ok ? null : `[${exp.map((e) => (e === null ? "?" : e)).join(", ")}]`;
@@ -489,18 +545,28 @@ class PortSession implements RuntimeSession {
     if (this.released) throw this.proc.error(opName, "session used after release");
     this.proc.check(opName);
     const wanted = outputs ? [...outputs] : this.outputs.map((o) => o.name);
-    for (const name of wanted) if (!this.outputs.some((o) => o.name === name)) throw this.proc.error(opName, `output ${name} asked for, but the port declared only ${this.outputs.map((o) => o.name).join(", ")} at load`);
+    for (const name of wanted)
+      if (!this.outputs.some((o) => o.name === name))
+        throw this.proc.error(
+          opName,
+          `output ${name} asked for, but the port declared only ${this.outputs.map((o) => o.name).join(", ")} at load`,
+        );
     const n = this.runtime.nextFile();
     const inFile = path.join(this.proc.tmp, `${n}-in.safetensors`);
     const outFile = path.join(this.proc.tmp, `${n}-out.safetensors`);
     try {
       fs.writeFileSync(inFile, encodeSafetensors({ ...feeds }));
-      const r = await this.proc.call({ op: "run", session: this.session, inputs: inFile, output: outFile, outputs: wanted }, opName, this.runtime.timeoutMs);
+      const r = await this.proc.call(
+        { op: "run", session: this.session, inputs: inFile, output: outFile, outputs: wanted },
+        opName,
+        this.runtime.timeoutMs,
+      );
       if (!r.ok) throw this.proc.error(opName, `the port refused: ${oneLine(String(r.error ?? "no reason given"), 300)}`);
       return this.readOutputs(outFile, wanted, feeds, opName);
     } catch (e) {
       // a reply the harness cannot use is the port's fault as much as a crash: the group goes
-      if (this.proc.alive && !(e instanceof HarnessError && /the port refused/.test(e.message))) this.proc.fail((e as Error).message.replace(/^port [^:]*: /, ""));
+      if (this.proc.alive && !(e instanceof HarnessError && /the port refused/.test(e.message)))
+        this.proc.fail((e as Error).message.replace(/^port [^:]*: /, ""));
       throw e;
     } finally {
       if (this.proc.alive) {
@@ -510,7 +576,12 @@ class PortSession implements RuntimeSession {
     }
   }
 
-  private readOutputs(outFile: string, wanted: readonly string[], feeds: Readonly<Record<string, RuntimeTensor>>, opName: string): Record<string, RuntimeTensor> {
+  private readOutputs(
+    outFile: string,
+    wanted: readonly string[],
+    feeds: Readonly<Record<string, RuntimeTensor>>,
+    opName: string,
+  ): Record<string, RuntimeTensor> {
     let st: fs.Stats;
     try {
       st = fs.lstatSync(outFile);
@@ -532,15 +603,27 @@ class PortSession implements RuntimeSession {
       const spec = this.outputs.find((o) => o.name === name)!;
       if (t.dtype !== spec.type) throw this.proc.error(opName, `output ${name} is ${t.dtype}, but the port declared ${spec.type} at load`);
       const wrong = expect(t.dims);
-      if (wrong) throw this.proc.error(opName, `output ${name} has shape ${formatDims(t.dims)}, expected ${wrong} for inputs ${Object.entries(feeds).map(([k, v]) => `${k} ${formatDims(v.dims)}`).join(", ")}`);
+      if (wrong)
+        throw this.proc.error(
+          opName,
+          `output ${name} has shape ${formatDims(t.dims)}, expected ${wrong} for inputs ${Object.entries(feeds)
+            .map(([k, v]) => `${k} ${formatDims(v.dims)}`)
+            .join(", ")}`,
+        );
       const declared = spec.shape;
       if (declared.length !== t.dims.length || declared.some((d, i) => typeof d === "number" && d !== t.dims[i])) {
-        throw this.proc.error(opName, `output ${name} has shape ${formatDims(t.dims)}, but the port declared [${declared.join(", ")}] at load`);
+        throw this.proc.error(
+          opName,
+          `output ${name} has shape ${formatDims(t.dims)}, but the port declared [${declared.join(", ")}] at load`,
+        );
       }
       // NaN / Inf are not a protocol breach: they are the port's numbers, judged like any runtime's
       // (the stage fails with where they first appeared); the log says which call made them
       const bad = firstNonFinite(t);
-      if (bad >= 0) this.runtime.log?.(`port ${this.runtime.label}: ${opName}: output ${name} has a non-finite value at element ${bad} of ${formatDims(t.dims)}`);
+      if (bad >= 0)
+        this.runtime.log?.(
+          `port ${this.runtime.label}: ${opName}: output ${name} has a non-finite value at element ${bad} of ${formatDims(t.dims)}`,
+        );
       out[name] = t;
     }
     return out;
@@ -552,7 +635,11 @@ class PortSession implements RuntimeSession {
    * or returns one of another shape or type, is a breach like a wrong run output: one line naming
    * the operation and the call, and the port's group ended.
    */
-  async runModules(feeds: Readonly<Record<string, RuntimeTensor>>, modules: readonly ModuleRequest[], call: string): Promise<ModuleOutputs> {
+  async runModules(
+    feeds: Readonly<Record<string, RuntimeTensor>>,
+    modules: readonly ModuleRequest[],
+    call: string,
+  ): Promise<ModuleOutputs> {
     const opName = `${this.op} modules for ${call}`;
     if (this.released) throw this.proc.error(opName, "session used after release");
     this.proc.check(opName);
@@ -562,11 +649,16 @@ class PortSession implements RuntimeSession {
     try {
       fs.writeFileSync(inFile, encodeSafetensors({ ...feeds }));
       const req = modules.map((m) => ({ name: m.name, shape: m.shape, ...(m.tensors ? { tensors: m.tensors } : {}) }));
-      const r = await this.proc.call({ op: "modules", session: this.session, inputs: inFile, output: outFile, case: call, modules: req }, opName, this.runtime.timeoutMs);
+      const r = await this.proc.call(
+        { op: "modules", session: this.session, inputs: inFile, output: outFile, case: call, modules: req },
+        opName,
+        this.runtime.timeoutMs,
+      );
       if (!r.ok) throw this.proc.error(opName, `the port refused: ${oneLine(String(r.error ?? "no reason given"), 300)}`);
       return this.readModules(outFile, modules, r.missing, opName);
     } catch (e) {
-      if (this.proc.alive && !(e instanceof HarnessError && /the port refused/.test(e.message))) this.proc.fail((e as Error).message.replace(/^port [^:]*: /, ""));
+      if (this.proc.alive && !(e instanceof HarnessError && /the port refused/.test(e.message)))
+        this.proc.fail((e as Error).message.replace(/^port [^:]*: /, ""));
       throw e;
     } finally {
       if (this.proc.alive) {
@@ -580,7 +672,9 @@ class PortSession implements RuntimeSession {
     if (missingField !== undefined && !(isObject(missingField) && Object.values(missingField).every((v) => typeof v === "string"))) {
       throw this.proc.error(opName, "its reply's missing is not an object of module name -> reason");
     }
-    const missing = new Map<string, string>(Object.entries((missingField ?? {}) as Record<string, string>).map(([k, v]) => [k, oneLine(v, 300)]));
+    const missing = new Map<string, string>(
+      Object.entries((missingField ?? {}) as Record<string, string>).map(([k, v]) => [k, oneLine(v, 300)]),
+    );
     let tensors: ReadonlyMap<string, RuntimeTensor> = new Map();
     if (modules.some((m) => !missing.has(m.name))) {
       if (!fs.existsSync(outFile)) throw this.proc.error(opName, `replied ok but wrote no output file ${path.basename(outFile)}`);
@@ -596,11 +690,17 @@ class PortSession implements RuntimeSession {
       const t = tensors.get(m.name);
       if (t && missing.has(m.name)) throw this.proc.error(opName, `its reply both returns module ${m.name} and says it is missing`);
       if (!t) {
-        if (!missing.has(m.name)) throw this.proc.error(opName, `its reply has neither module ${m.name} nor a reason in missing (it returned ${tensors.size} of ${modules.length} modules)`);
+        if (!missing.has(m.name))
+          throw this.proc.error(
+            opName,
+            `its reply has neither module ${m.name} nor a reason in missing (it returned ${tensors.size} of ${modules.length} modules)`,
+          );
         continue;
       }
-      if (!MODULE_TYPES.has(t.dtype)) throw this.proc.error(opName, `module ${m.name} is ${t.dtype}; a module output is ${[...MODULE_TYPES].join(", ")}`);
-      if (t.dims.length !== m.shape.length || t.dims.some((d, i) => d !== m.shape[i])) throw this.proc.error(opName, `module ${m.name} has shape ${formatDims(t.dims)}, the module's output is ${formatDims(m.shape)}`);
+      if (!MODULE_TYPES.has(t.dtype))
+        throw this.proc.error(opName, `module ${m.name} is ${t.dtype}; a module output is ${[...MODULE_TYPES].join(", ")}`);
+      if (t.dims.length !== m.shape.length || t.dims.some((d, i) => d !== m.shape[i]))
+        throw this.proc.error(opName, `module ${m.name} has shape ${formatDims(t.dims)}, the module's output is ${formatDims(m.shape)}`);
       values.set(m.name, t);
     }
     return { values, missing };
@@ -610,7 +710,9 @@ class PortSession implements RuntimeSession {
     if (this.released) return;
     this.released = true;
     if (!this.proc.alive) return;
-    const r = await this.proc.call({ op: "release", session: this.session }, `${this.op} release`, this.runtime.timeoutMs).catch(() => null);
+    const r = await this.proc
+      .call({ op: "release", session: this.session }, `${this.op} release`, this.runtime.timeoutMs)
+      .catch(() => null);
     if (r && !r.ok) this.runtime.log?.(`port ${this.runtime.label}: ${this.op} release: ${oneLine(String(r.error ?? "refused"), 200)}`);
   }
 }
@@ -620,7 +722,10 @@ class UncoveredSession implements RuntimeSession {
   readonly inputs: readonly IOSpec[];
   readonly outputs: readonly IOSpec[];
 
-  constructor(private readonly why: string, op: PortOperation) {
+  constructor(
+    private readonly why: string,
+    op: PortOperation,
+  ) {
     this.inputs = CANONICAL_IO[op].inputs;
     this.outputs = CANONICAL_IO[op].outputs;
   }
@@ -669,7 +774,11 @@ export class PortRuntime implements Runtime {
     this.starting ??= (async () => {
       const proc = new PortProcess(this.argv, programLabel(this.argv), this.opts);
       this.proc = proc;
-      const r = await proc.call({ op: "hello", protocol: PORT_PROTOCOL, minor: PORT_PROTOCOL_MINOR, harness: { name: "sd-harness" }, tmp: proc.tmp }, "handshake", this.timeoutMs);
+      const r = await proc.call(
+        { op: "hello", protocol: PORT_PROTOCOL, minor: PORT_PROTOCOL_MINOR, harness: { name: "sd-harness" }, tmp: proc.tmp },
+        "handshake",
+        this.timeoutMs,
+      );
       if (!r.ok) {
         proc.fail(`handshake: the port refused: ${oneLine(String(r.error ?? "no reason given"), 300)}`);
         throw proc.error("handshake", `the port refused: ${oneLine(String(r.error ?? "no reason given"), 300)}`);
@@ -690,14 +799,22 @@ export class PortRuntime implements Runtime {
     this.threads = settings.threads ?? 0;
     const folder = path.basename(path.dirname(file));
     const op = FOLDER_TO_OPERATION[folder];
-    if (!op) throw new HarnessError(`${file}: the port runtime needs the component's folder (text_encoder, unet, vae_decoder, vae_encoder) to name the operation; ${JSON.stringify(folder)} is none of them`, ExitCode.usage);
+    if (!op)
+      throw new HarnessError(
+        `${file}: the port runtime needs the component's folder (text_encoder, unet, vae_decoder, vae_encoder) to name the operation; ${JSON.stringify(folder)} is none of them`,
+        ExitCode.usage,
+      );
     const hello = await this.handshake();
     const proc = this.proc!;
     const uncovered = hello.components[op];
     if (uncovered !== null) return new UncoveredSession(`not covered: port ${hello.name} does not run ${op}: ${uncovered}`, op);
     const modelDir = path.dirname(path.dirname(file));
     const opName = `${op} load`;
-    const r = await proc.call({ op: "load", component: op, model_dir: path.resolve(modelDir), file: path.resolve(file), threads: this.threads }, opName, this.timeoutMs);
+    const r = await proc.call(
+      { op: "load", component: op, model_dir: path.resolve(modelDir), file: path.resolve(file), threads: this.threads },
+      opName,
+      this.timeoutMs,
+    );
     if (!r.ok) {
       const why = `refused (${oneLine(String(r.error ?? "no reason given"), 300)}), although its handshake lists ${op} as supported`;
       proc.fail(`${opName}: ${why}`);
@@ -714,8 +831,13 @@ export class PortRuntime implements Runtime {
     const outputs = checkSpecs(r.outputs, "outputs");
     if (typeof outputs === "string") return failOn(outputs);
     const req = REQUIRED[op];
-    for (const name of req.inputs) if (!inputs.some((i) => i.name === name)) failOn(`it declares inputs [${inputs.map((i) => i.name).join(", ")}], protocol ${PORT_PROTOCOL}'s ${op} takes ${req.inputs.join(", ")}`);
-    if (req.output && !outputs.some((o) => o.name === req.output)) failOn(`it declares outputs [${outputs.map((o) => o.name).join(", ")}], protocol ${PORT_PROTOCOL}'s ${op} gives ${req.output}`);
+    for (const name of req.inputs)
+      if (!inputs.some((i) => i.name === name))
+        failOn(
+          `it declares inputs [${inputs.map((i) => i.name).join(", ")}], protocol ${PORT_PROTOCOL}'s ${op} takes ${req.inputs.join(", ")}`,
+        );
+    if (req.output && !outputs.some((o) => o.name === req.output))
+      failOn(`it declares outputs [${outputs.map((o) => o.name).join(", ")}], protocol ${PORT_PROTOCOL}'s ${op} gives ${req.output}`);
     const precision = str(r.precision);
     if (precision) this.precisions.set(op, precision);
     const latentChannels = (() => {
@@ -739,8 +861,10 @@ export class PortRuntime implements Runtime {
     const hello = await this.handshake();
     if (!op) return `${file} is in none of the component folders`;
     if (hello.components[op] !== null) return `it does not run ${op}: ${hello.components[op]}`;
-    if (hello.minor < 1) return `it speaks protocol ${hello.protocol}.${hello.minor}; the modules operation came in ${PORT_PROTOCOL}.${PORT_PROTOCOL_MINOR}`;
-    if (!hello.modules.includes(op)) return `its handshake lists modules for ${hello.modules.length ? hello.modules.join(", ") : "no operation"}, not ${op}`;
+    if (hello.minor < 1)
+      return `it speaks protocol ${hello.protocol}.${hello.minor}; the modules operation came in ${PORT_PROTOCOL}.${PORT_PROTOCOL_MINOR}`;
+    if (!hello.modules.includes(op))
+      return `its handshake lists modules for ${hello.modules.length ? hello.modules.join(", ") : "no operation"}, not ${op}`;
     return null;
   }
 
@@ -755,7 +879,12 @@ export class PortRuntime implements Runtime {
     const precisions = [...new Set(this.precisions.values())];
     const loaded = precisions.length === 1 ? precisions[0] : [...this.precisions].map(([k, v]) => `${k} ${v}`).join(", ");
     // what the components run in, and what the handshake said where that differs (a request the device could not honour)
-    const precision = precisions.length === 0 ? h?.precision ?? "unknown" : h && h.precision !== loaded ? `${loaded} (handshake: ${h.precision})` : loaded;
+    const precision =
+      precisions.length === 0
+        ? (h?.precision ?? "unknown")
+        : h && h.precision !== loaded
+          ? `${loaded} (handshake: ${h.precision})`
+          : loaded;
     return {
       runtime: this.name,
       package: h?.name ?? programLabel(this.argv),

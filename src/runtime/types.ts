@@ -52,7 +52,14 @@ export interface RuntimeDescription {
 }
 
 /** One line for reports: `ort-wasm (onnxruntime-web 1.30.0, wasm, WebAssembly in Node 20.19.0 (AMD EPYC), 2 threads)`. */
-export function runtimeText(d: { readonly runtime: string; readonly package: string; readonly version: string; readonly executionProvider: string; readonly device: string; readonly threads: number }): string {
+export function runtimeText(d: {
+  readonly runtime: string;
+  readonly package: string;
+  readonly version: string;
+  readonly executionProvider: string;
+  readonly device: string;
+  readonly threads: number;
+}): string {
   return `${d.runtime} (${d.package} ${d.version}, ${d.executionProvider}, ${d.device}, ${d.threads || "default"} threads)`;
 }
 

@@ -20,7 +20,10 @@ function pick<T>(raw: Record<string, unknown>, key: string, fallback: T, file: s
 const isNum = (v: unknown) => typeof v === "number" && Number.isFinite(v);
 const isBool = (v: unknown) => typeof v === "boolean";
 const isStr = (v: unknown) => typeof v === "string";
-const oneOf = (...opts: string[]) => (v: unknown) => typeof v === "string" && opts.includes(v);
+const oneOf =
+  (...opts: string[]) =>
+  (v: unknown) =>
+    typeof v === "string" && opts.includes(v);
 
 /**
  * The __init__ defaults all diffusers 0.35.2 scheduler classes share; each descriptor adds its own
@@ -43,7 +46,11 @@ export const COMMON_DEFAULTS = {
  * holds all of them -- SD 1.5's PNDM config thereby carries timestep_spacing "leading" into Euler);
  * then the target class's defaults. Unknown classes contribute nothing.
  */
-export function resolveRawConfig(defaultsOf: ClassDefaults, raw: Readonly<Record<string, unknown>>, targetClass?: string): Record<string, unknown> {
+export function resolveRawConfig(
+  defaultsOf: ClassDefaults,
+  raw: Readonly<Record<string, unknown>>,
+  targetClass?: string,
+): Record<string, unknown> {
   const source = typeof raw._class_name === "string" ? defaultsOf(raw._class_name) : undefined;
   const target = targetClass ? defaultsOf(targetClass) : undefined;
   const out: Record<string, unknown> = { ...(target ?? {}), ...(source ?? {}) };
@@ -51,7 +58,6 @@ export function resolveRawConfig(defaultsOf: ClassDefaults, raw: Readonly<Record
   if (targetClass) out._class_name = targetClass;
   return out;
 }
-
 
 /** The same config as seen by another scheduler class (its defaults fill keys the file lacks). */
 export function configForClass(defaultsOf: ClassDefaults, config: SchedulerConfig, targetClass: string): SchedulerConfig {
@@ -63,14 +69,28 @@ export function configForClass(defaultsOf: ClassDefaults, config: SchedulerConfi
  * Parse scheduler_config.json's object into a typed config. Missing keys take the defaults of the
  * file's `_class_name` (see resolveRawConfig), then generic fallbacks.
  */
-export function parseSchedulerConfig(defaultsOf: ClassDefaults, input: Record<string, unknown>, file = "scheduler_config.json"): SchedulerConfig {
+export function parseSchedulerConfig(
+  defaultsOf: ClassDefaults,
+  input: Record<string, unknown>,
+  file = "scheduler_config.json",
+): SchedulerConfig {
   if (typeof input !== "object" || input === null || Array.isArray(input)) {
     throw new HarnessError(`${file}: not a JSON object`, ExitCode.usage);
   }
   const raw = resolveRawConfig(defaultsOf, input);
-  const numTrainTimesteps = pick(raw, "num_train_timesteps", 1000, file, (v) => Number.isInteger(v) && (v as number) > 1 && (v as number) <= 100000);
+  const numTrainTimesteps = pick(
+    raw,
+    "num_train_timesteps",
+    1000,
+    file,
+    (v) => Number.isInteger(v) && (v as number) > 1 && (v as number) <= 100000,
+  );
   const trained = raw.trained_betas;
-  if (trained !== undefined && trained !== null && (!Array.isArray(trained) || trained.length !== numTrainTimesteps || !trained.every(isNum))) {
+  if (
+    trained !== undefined &&
+    trained !== null &&
+    (!Array.isArray(trained) || trained.length !== numTrainTimesteps || !trained.every(isNum))
+  ) {
     throw new HarnessError(`${file}: trained_betas must be ${numTrainTimesteps} numbers`, ExitCode.usage);
   }
   // Each beta is a per-step noise variance: 1 - beta must stay in (0, 1) for alphas_cumprod and its
@@ -82,7 +102,8 @@ export function parseSchedulerConfig(defaultsOf: ClassDefaults, input: Record<st
     // linear and scaled_linear interpolate between these two; the cosine schedule ignores them
     for (const key of ["beta_start", "beta_end"]) {
       const v = raw[key];
-      if (typeof v === "number" && !(v > 0 && v < 1)) throw new HarnessError(`${file}: "${key}" ${JSON.stringify(v)} must be in (0, 1) (a per-step noise variance)`, ExitCode.usage);
+      if (typeof v === "number" && !(v > 0 && v < 1))
+        throw new HarnessError(`${file}: "${key}" ${JSON.stringify(v)} must be in (0, 1) (a per-step noise variance)`, ExitCode.usage);
     }
   }
   const className = pick(raw, "_class_name", "PNDMScheduler", file, isStr);
@@ -121,7 +142,11 @@ export function parseSchedulerConfig(defaultsOf: ClassDefaults, input: Record<st
  * select, for a class that has those keys (its defaults list them); "default" for one without,
  * whose from_config ignores them. Two set at once is refused, as diffusers' __init__ refuses it.
  */
-function sigmaSchedule(raw: Record<string, unknown>, classDefaults: Readonly<Record<string, unknown>> | undefined, file: string): SigmaScheduleName {
+function sigmaSchedule(
+  raw: Record<string, unknown>,
+  classDefaults: Readonly<Record<string, unknown>> | undefined,
+  file: string,
+): SigmaScheduleName {
   for (const n of SIGMA_SCHEDULE_NAMES) {
     const key = SIGMA_SCHEDULES[n].configKey;
     if (key !== null) pick(raw, key, false, file, isBool);
@@ -130,15 +155,24 @@ function sigmaSchedule(raw: Record<string, unknown>, classDefaults: Readonly<Rec
     const key = SIGMA_SCHEDULES[n].configKey;
     return key === null || (classDefaults !== undefined && key in classDefaults);
   });
-  const chosen = sigmaScheduleOfRaw(Object.fromEntries(Object.entries(raw).filter(([k]) => honoured.some((n) => SIGMA_SCHEDULES[n].configKey === k))));
+  const chosen = sigmaScheduleOfRaw(
+    Object.fromEntries(Object.entries(raw).filter(([k]) => honoured.some((n) => SIGMA_SCHEDULES[n].configKey === k))),
+  );
   if (typeof chosen !== "string") {
-    throw new HarnessError(`${file}: ${chosen.conflict.join(" and ")} are all true; at most one sigma schedule can be chosen`, ExitCode.usage);
+    throw new HarnessError(
+      `${file}: ${chosen.conflict.join(" and ")} are all true; at most one sigma schedule can be chosen`,
+      ExitCode.usage,
+    );
   }
   return chosen;
 }
 
 /** Refuse diffusers options this harness does not implement, naming the key. */
-export function rejectUnsupported(config: SchedulerConfig, className: string, keys: Readonly<Record<string, (v: unknown) => boolean>>): void {
+export function rejectUnsupported(
+  config: SchedulerConfig,
+  className: string,
+  keys: Readonly<Record<string, (v: unknown) => boolean>>,
+): void {
   for (const [key, bad] of Object.entries(keys)) {
     const v = config.raw[key];
     if (v !== undefined && v !== null && bad(v)) {
@@ -146,4 +180,3 @@ export function rejectUnsupported(config: SchedulerConfig, className: string, ke
     }
   }
 }
-

@@ -27,7 +27,14 @@ function createDDIMScheduler(config: SchedulerConfig, numInferenceSteps: number,
   // DDIM always steps back by the leading ratio, even under linspace / trailing spacing
   const ratio = Math.floor(config.numTrainTimesteps / numInferenceSteps);
 
-  const step = (modelOutput: Float32Array, i: number, sample: Float32Array, _state: NoState, noise?: NoiseSource, dims?: readonly number[]): StepResult => {
+  const step = (
+    modelOutput: Float32Array,
+    i: number,
+    sample: Float32Array,
+    _state: NoState,
+    noise?: NoiseSource,
+    dims?: readonly number[],
+  ): StepResult => {
     // 1. previous timestep t - N / n (integer ratio)
     const t = steps[i];
     const prevT = t - ratio;
@@ -72,8 +79,13 @@ export const ddimDescriptor: SchedulerDescriptor = {
   className: "DDIMScheduler",
   a1111Name: "DDIM",
   defaults: {
-    ...COMMON_DEFAULTS, timestep_spacing: "leading", clip_sample: true, clip_sample_range: 1.0, set_alpha_to_one: true,
-    rescale_betas_zero_snr: false, thresholding: false,
+    ...COMMON_DEFAULTS,
+    timestep_spacing: "leading",
+    clip_sample: true,
+    clip_sample_range: 1.0,
+    set_alpha_to_one: true,
+    rescale_betas_zero_snr: false,
+    thresholding: false,
   },
   sigmaSchedules: [],
   create: (c, n, o) => createDDIMScheduler(c, n, o),

@@ -31,7 +31,14 @@ function createDDPMScheduler(config: SchedulerConfig, numInferenceSteps: number)
     return k === steps.length - 1 ? -1 : steps[k + 1];
   };
 
-  const step = (modelOutput: Float32Array, i: number, sample: Float32Array, _state: NoState, noise?: NoiseSource, dims?: readonly number[]): StepResult => {
+  const step = (
+    modelOutput: Float32Array,
+    i: number,
+    sample: Float32Array,
+    _state: NoState,
+    noise?: NoiseSource,
+    dims?: readonly number[],
+  ): StepResult => {
     const t = steps[i];
     const prevT = prevOf(i);
     // 1. alpha_bar_t, alpha_bar_prev, beta_bar, and this step's alpha_t = a_t / a_prev, beta_t = 1 - alpha_t
@@ -82,8 +89,13 @@ export const ddpmDescriptor: SchedulerDescriptor = {
   // A1111 has no DDPM sampler; this names the algorithm (its infotext reader then falls back to its default)
   a1111Name: "DDPM",
   defaults: {
-    ...COMMON_DEFAULTS, timestep_spacing: "leading", clip_sample: true, clip_sample_range: 1.0, variance_type: "fixed_small",
-    rescale_betas_zero_snr: false, thresholding: false,
+    ...COMMON_DEFAULTS,
+    timestep_spacing: "leading",
+    clip_sample: true,
+    clip_sample_range: 1.0,
+    variance_type: "fixed_small",
+    rescale_betas_zero_snr: false,
+    thresholding: false,
   },
   sigmaSchedules: [],
   create: (c, n) => createDDPMScheduler(c, n),

@@ -115,7 +115,14 @@ function firstOrderUpdate(p: StepPoints, sample: Float32Array, d0: Float32Array)
  *   midpoint: x_t = (sigma_t/sigma_s0) x - alpha_t (e^{-h} - 1) D0 - 0.5 alpha_t (e^{-h} - 1) D1
  *   heun:     x_t = (sigma_t/sigma_s0) x - alpha_t (e^{-h} - 1) D0 + alpha_t ((e^{-h} - 1)/h + 1) D1
  */
-function secondOrderUpdate(p: StepPoints, lambdaS1: number, sample: Float32Array, m0: Float32Array, m1: Float32Array, heun: boolean): Float32Array {
+function secondOrderUpdate(
+  p: StepPoints,
+  lambdaS1: number,
+  sample: Float32Array,
+  m0: Float32Array,
+  m1: Float32Array,
+  heun: boolean,
+): Float32Array {
   const h0 = f(p.lambdaS0 - lambdaS1);
   const r0 = f(h0 / p.h);
   const invR0 = f(1 / r0);
@@ -136,7 +143,15 @@ function secondOrderUpdate(p: StepPoints, lambdaS1: number, sample: Float32Array
  * Multistep DPM-Solver++(3M) (Lu et al. 2022b, Appendix; diffusers' third-order update): the first
  * and second divided differences D1, D2 of the last three x0 predictions in lambda.
  */
-function thirdOrderUpdate(p: StepPoints, lambdaS1: number, lambdaS2: number, sample: Float32Array, m0: Float32Array, m1: Float32Array, m2: Float32Array): Float32Array {
+function thirdOrderUpdate(
+  p: StepPoints,
+  lambdaS1: number,
+  lambdaS2: number,
+  sample: Float32Array,
+  m0: Float32Array,
+  m1: Float32Array,
+  m2: Float32Array,
+): Float32Array {
   const h0 = f(p.lambdaS0 - lambdaS1);
   const h1 = f(lambdaS1 - lambdaS2);
   const r0 = f(h0 / p.h);
@@ -164,7 +179,11 @@ function thirdOrderUpdate(p: StepPoints, lambdaS1: number, lambdaS2: number, sam
   return out;
 }
 
-function createDpmSolverMultistepScheduler(config: SchedulerConfig, numInferenceSteps: number, _opts?: SchedulerOptions): Scheduler<DpmState> {
+function createDpmSolverMultistepScheduler(
+  config: SchedulerConfig,
+  numInferenceSteps: number,
+  _opts?: SchedulerOptions,
+): Scheduler<DpmState> {
   rejectUnsupported(config, NAME, {
     algorithm_type: (v) => v !== "dpmsolver++" && v !== "deis",
     thresholding: (v) => v === true,
@@ -175,8 +194,10 @@ function createDpmSolverMultistepScheduler(config: SchedulerConfig, numInference
   });
   checkStepCount(NAME, numInferenceSteps);
   // diffusers maps the UniPC / DEIS solver names onto its own midpoint solver
-  const solverType = config.solverType === "heun" ? "heun" : ["midpoint", "bh1", "bh2", "logrho"].includes(config.solverType) ? "midpoint" : null;
-  if (solverType === null) throw new HarnessError(`${NAME}: solver_type ${JSON.stringify(config.solverType)} is not implemented`, ExitCode.usage);
+  const solverType =
+    config.solverType === "heun" ? "heun" : ["midpoint", "bh1", "bh2", "logrho"].includes(config.solverType) ? "midpoint" : null;
+  if (solverType === null)
+    throw new HarnessError(`${NAME}: solver_type ${JSON.stringify(config.solverType)} is not implemented`, ExitCode.usage);
   const solverOrder = config.solverOrder;
   const eulerAtFinal = config.raw.euler_at_final === true;
   // diffusers' set_timesteps: under Karras sigmas the cosine schedule's timesteps are truncated by
@@ -235,7 +256,15 @@ function createDpmSolverMultistepScheduler(config: SchedulerConfig, numInference
       } else if (solverOrder === 2 || state.lowerOrderNums < 2 || lowerOrderSecond) {
         prev = secondOrderUpdate(points, lambdaAt(sigmas[i - 1]), sample, x0, m1 as Float32Array, solverType === "heun");
       } else {
-        prev = thirdOrderUpdate(points, lambdaAt(sigmas[i - 1]), lambdaAt(sigmas[i - 2]), sample, x0, m1 as Float32Array, m2 as Float32Array);
+        prev = thirdOrderUpdate(
+          points,
+          lambdaAt(sigmas[i - 1]),
+          lambdaAt(sigmas[i - 2]),
+          sample,
+          x0,
+          m1 as Float32Array,
+          m2 as Float32Array,
+        );
       }
       if (state.lowerOrderNums < solverOrder) state.lowerOrderNums++;
       return { prevSample: prev, predOriginalSample: x0 };
@@ -252,10 +281,19 @@ function createDpmSolverMultistepScheduler(config: SchedulerConfig, numInference
 }
 
 const DPM_DEFAULTS = {
-  ...COMMON_DEFAULTS, timestep_spacing: "linspace", use_karras_sigmas: false, use_exponential_sigmas: false,
-  use_beta_sigmas: false, variance_type: null, solver_order: 2,
-  algorithm_type: "dpmsolver++", solver_type: "midpoint", lower_order_final: true, final_sigmas_type: "zero",
-  rescale_betas_zero_snr: false, thresholding: false,
+  ...COMMON_DEFAULTS,
+  timestep_spacing: "linspace",
+  use_karras_sigmas: false,
+  use_exponential_sigmas: false,
+  use_beta_sigmas: false,
+  variance_type: null,
+  solver_order: 2,
+  algorithm_type: "dpmsolver++",
+  solver_type: "midpoint",
+  lower_order_final: true,
+  final_sigmas_type: "zero",
+  rescale_betas_zero_snr: false,
+  thresholding: false,
 } as const;
 
 export const dpmSolverMultistepDescriptor: SchedulerDescriptor = {

@@ -25,7 +25,14 @@ function createEulerAncestralScheduler(config: SchedulerConfig, numInferenceStep
     finalSigmasType: "zero",
   });
 
-  const step = (modelOutput: Float32Array, i: number, sample: Float32Array, _state: NoState, noise?: NoiseSource, dims?: readonly number[]): StepResult => {
+  const step = (
+    modelOutput: Float32Array,
+    i: number,
+    sample: Float32Array,
+    _state: NoState,
+    noise?: NoiseSource,
+    dims?: readonly number[],
+  ): StepResult => {
     const sigma = sigmas[i];
     // 1. denoised estimate D(x; sigma)
     const x0 = kPredictX0(config.predictionType, modelOutput, sample, sigma);

@@ -53,6 +53,7 @@ export function checkStepCount(name: string, numInferenceSteps: number): void {
 /** For the multistep schedulers, whose state depends on the call order: a call index outside 0..calls-1 is a bug. */
 export function callIndexCheck(name: string, calls: number): (i: number) => void {
   return (i) => {
-    if (!Number.isInteger(i) || i < 0 || i >= calls) throw new HarnessError(`${name}: call index ${i} outside 0..${calls - 1}`, ExitCode.internal);
+    if (!Number.isInteger(i) || i < 0 || i >= calls)
+      throw new HarnessError(`${name}: call index ${i} outside 0..${calls - 1}`, ExitCode.internal);
   };
 }

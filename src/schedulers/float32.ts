@@ -63,8 +63,12 @@ export function npArange(start: number, stop: number, step: number): Float64Arra
   return out;
 }
 
-const NPY_LOG_P = [0.0, 9.999999999999998702752e-1, 2.112677543073053063722, 1.480000633576506585156, 3.808837741388407920751e-1, 2.589979117907922693523e-2].map(f);
-const NPY_LOG_Q = [1.0, 2.612677543073109236779, 2.453006071784736363091, 9.864942958519418960339e-1, 1.546476374983906719538e-1, 5.875095403124574342950e-3].map(f);
+const NPY_LOG_P = [
+  0.0, 9.999999999999998702752e-1, 2.112677543073053063722, 1.480000633576506585156, 3.808837741388407920751e-1, 2.589979117907922693523e-2,
+].map(f);
+const NPY_LOG_Q = [
+  1.0, 2.612677543073109236779, 2.453006071784736363091, 9.864942958519418960339e-1, 1.546476374983906719538e-1, 5.87509540312457434295e-3,
+].map(f);
 const NPY_LOGE2F = f(0.693147180559945309417);
 const NPY_SQRT1_2F = f(0.707106781186547524400844362104849039);
 const f32scratch = new Float32Array(1);
@@ -104,7 +108,6 @@ export function npRound(x: number): number {
   return Math.abs(x % 1) === 0.5 ? 2 * Math.round(x / 2) : r;
 }
 
-
 /** numpy.interp(x, xp, fp) for increasing xp (float64). */
 export function npInterp(x: number, xp: ArrayLike<number>, fp: ArrayLike<number>): number {
   const n = xp.length;
@@ -121,11 +124,9 @@ export function npInterp(x: number, xp: ArrayLike<number>, fp: ArrayLike<number>
   return slope * (x - xp[lo]) + fp[lo];
 }
 
-
 /** torch indexing of a 1-D tensor by an integer: negative indices count from the end. */
 export function at(arr: ArrayLike<number>, index: number): number {
   const i = index < 0 ? arr.length + index : index;
   if (!(i >= 0 && i < arr.length)) throw new RangeError(`index ${index} out of range for length ${arr.length}`);
   return arr[i];
 }
-

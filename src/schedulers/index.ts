@@ -132,7 +132,9 @@ export function checkSigmaSchedule(descriptor: SchedulerDescriptor, sigmas: unkn
 /** The `sigmas` option as a sigma schedule name, or an InvalidParameter naming `sigmas` listing the names. */
 export function parseSigmaSchedule(sigmas: unknown): SigmaScheduleName {
   if (!isSigmaSchedule(sigmas)) {
-    throw invalid("sigmas")`${param("sigmas")}: unknown sigma schedule ${JSON.stringify(sigmas)}; choose one of ${SIGMA_SCHEDULE_NAMES.join(", ")}`;
+    throw invalid(
+      "sigmas",
+    )`${param("sigmas")}: unknown sigma schedule ${JSON.stringify(sigmas)}; choose one of ${SIGMA_SCHEDULE_NAMES.join(", ")}`;
   }
   return sigmas;
 }
@@ -193,7 +195,12 @@ export function configForClass(cfg: SchedulerConfig, targetClass: string): Sched
  * where the scheduler does not accept it). The scheduler's `name` is the registry id of what it
  * runs (see schedulerFor).
  */
-export function createScheduler(nameOrClass: string, cfg: SchedulerConfig, numInferenceSteps: number, opts: SchedulerOptions = {}): Scheduler {
+export function createScheduler(
+  nameOrClass: string,
+  cfg: SchedulerConfig,
+  numInferenceSteps: number,
+  opts: SchedulerOptions = {},
+): Scheduler {
   const descriptor = choice(nameOrClass);
   if (opts.sigmas !== undefined) checkSigmaSchedule(descriptor, opts.sigmas);
   if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1) {
@@ -208,7 +215,9 @@ export function createScheduler(nameOrClass: string, cfg: SchedulerConfig, numIn
   let last = -Infinity;
   for (const t of scheduler.timesteps) last = Math.max(last, t);
   if (descriptor.sigmaSchedules.length === 0 && last >= resolved.numTrainTimesteps) {
-    throw invalid("numInferenceSteps")`${param("numInferenceSteps")} ${numInferenceSteps}: ${descriptor.id}'s "${resolved.timestepSpacing}" schedule with steps_offset ${resolved.stepsOffset} reaches timestep ${last}, past the ${resolved.numTrainTimesteps} training timesteps; use fewer steps`;
+    throw invalid(
+      "numInferenceSteps",
+    )`${param("numInferenceSteps")} ${numInferenceSteps}: ${descriptor.id}'s "${resolved.timestepSpacing}" schedule with steps_offset ${resolved.stepsOffset} reaches timestep ${last}, past the ${resolved.numTrainTimesteps} training timesteps; use fewer steps`;
   }
   return { ...scheduler, name: runsAs.id, sigmaSchedule };
 }

@@ -56,13 +56,18 @@ export function checkSameLength(a: ArrayLike<number>, b: ArrayLike<number>, what
   if (a.length !== b.length) throw new HarnessError(`${what}: tensors of ${a.length} and ${b.length} elements`, ExitCode.internal);
 }
 
-
 /** The noise draw of a stochastic step: `randn(dims)` from the caller's generator, required. */
-export function drawNoise(noise: { randn(dims: readonly number[]): Float32Array } | undefined, dims: readonly number[] | undefined, length: number, who: string): Float32Array {
+export function drawNoise(
+  noise: { randn(dims: readonly number[]): Float32Array } | undefined,
+  dims: readonly number[] | undefined,
+  length: number,
+  who: string,
+): Float32Array {
   if (!noise) throw new HarnessError(`${who} is stochastic: step() needs a NoiseSource`, ExitCode.internal);
   const shape = dims ?? [length];
   const out = noise.randn(shape);
-  if (out.length !== length) throw new HarnessError(`${who}: noise of ${out.length} elements for a ${length}-element sample`, ExitCode.internal);
+  if (out.length !== length)
+    throw new HarnessError(`${who}: noise of ${out.length} elements for a ${length}-element sample`, ExitCode.internal);
   return out;
 }
 
@@ -107,7 +112,13 @@ export function lambdaAt(sigma: number): number {
  * prediction type: epsilon: (x - sigma_t eps) / alpha_t; v (Salimans & Ho 2022): alpha_t x - sigma_t v;
  * sample: the model output. DDIM / DDPM pass alpha_t = sqrt(a_bar), sigma_t = sqrt(1 - a_bar).
  */
-export function vpPredictX0(prediction: PredictionType, modelOutput: Float32Array, sample: Float32Array, alpha: number, sigma: number): Float32Array {
+export function vpPredictX0(
+  prediction: PredictionType,
+  modelOutput: Float32Array,
+  sample: Float32Array,
+  alpha: number,
+  sigma: number,
+): Float32Array {
   const out = new Float32Array(sample.length);
   switch (prediction) {
     case "epsilon":
@@ -127,7 +138,13 @@ export function vpPredictX0(prediction: PredictionType, modelOutput: Float32Arra
  * The noise estimate eps of the same parametrisation: epsilon: the model output; v: alpha_t v + sigma_t x;
  * sample: (x - alpha_t x0) / sigma_t.
  */
-export function vpPredictNoise(prediction: PredictionType, modelOutput: Float32Array, sample: Float32Array, alpha: number, sigma: number): Float32Array {
+export function vpPredictNoise(
+  prediction: PredictionType,
+  modelOutput: Float32Array,
+  sample: Float32Array,
+  alpha: number,
+  sigma: number,
+): Float32Array {
   const out = new Float32Array(sample.length);
   switch (prediction) {
     case "epsilon":

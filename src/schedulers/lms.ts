@@ -143,7 +143,13 @@ export const lmsDescriptor: SchedulerDescriptor = {
   id: "lms",
   className: "LMSDiscreteScheduler",
   a1111Name: "LMS",
-  defaults: { ...COMMON_DEFAULTS, timestep_spacing: "linspace", use_karras_sigmas: false, use_exponential_sigmas: false, use_beta_sigmas: false },
+  defaults: {
+    ...COMMON_DEFAULTS,
+    timestep_spacing: "linspace",
+    use_karras_sigmas: false,
+    use_exponential_sigmas: false,
+    use_beta_sigmas: false,
+  },
   sigmaSchedules: ["default", "karras", "exponential", "beta"],
   create: (c, n) => createLMSScheduler(c, n),
 };

@@ -17,7 +17,7 @@ const f = Math.fround;
  */
 function cosineBetas(n: number, maxBeta = 0.999): Float32Array {
   const alphaBar = (t: number) => {
-    const c = Math.cos(((t + 0.008) / 1.008) * Math.PI / 2);
+    const c = Math.cos((((t + 0.008) / 1.008) * Math.PI) / 2);
     return c * c; // Python's `** 2` on a float is exactly c * c
   };
   const out = new Float32Array(n);
@@ -100,7 +100,6 @@ function trainingSigmas(alphasCum: Float32Array): Float32Array {
   return alphasCum.map((a) => f(Math.sqrt(f(f(1 - a) / a))));
 }
 
-
 /**
  * The (fractional) training timestep whose log-sigma is `sigma`'s, by linear interpolation in
  * log-sigma between neighbouring training timesteps (diffusers' _sigma_to_t). `logSigmas` are
@@ -128,7 +127,6 @@ export function trainingSchedule(config: SchedulerConfig): { betas: Float32Array
   return { betas, alphasCumprod: alphasCumprod(betas) };
 }
 
-
 /**
  * The float32 timesteps of the k-diffusion family (Euler, Euler ancestral, LMS, and Heun before its
  * doubling), per timestep_spacing: np.linspace(0, N-1, n, dtype=float32) without rounding for
@@ -139,7 +137,9 @@ function sigmaTimesteps(config: SchedulerConfig, n: number): Float64Array {
   const N = config.numTrainTimesteps;
   switch (config.timestepSpacing) {
     case "linspace":
-      return npLinspace(0, N - 1, n).map(f).reverse();
+      return npLinspace(0, N - 1, n)
+        .map(f)
+        .reverse();
     case "leading": {
       const ratio = Math.floor(N / n);
       return Float64Array.from({ length: n }, (_, i) => f((n - 1 - i) * ratio) + config.stepsOffset).map(f);
@@ -179,7 +179,6 @@ function withFinalSigma(sigmas: ArrayLike<number>, last: number): Float32Array {
   return out;
 }
 
-
 /**
  * The sigma after the last step, per final_sigmas_type: 0 (denoise fully) or sigma_min, the smallest
  * sigma of the schedule the caller names (the training sigma_min, or a re-spaced schedule's own for UniPC).
@@ -191,7 +190,10 @@ function finalSigma(finalSigmasType: string, sigmaMin: number, className: string
     case "sigma_min":
       return sigmaMin;
     default:
-      throw new HarnessError(`${className}: final_sigmas_type must be "zero" or "sigma_min", got ${JSON.stringify(finalSigmasType)}`, ExitCode.usage);
+      throw new HarnessError(
+        `${className}: final_sigmas_type must be "zero" or "sigma_min", got ${JSON.stringify(finalSigmasType)}`,
+        ExitCode.usage,
+      );
   }
 }
 
@@ -238,7 +240,9 @@ function solverTimesteps(config: SchedulerConfig, n: number, last: number): numb
   const N = config.numTrainTimesteps;
   switch (config.timestepSpacing) {
     case "linspace":
-      return Array.from(npLinspace(0, last - 1, n + 1), npRound).reverse().slice(0, n);
+      return Array.from(npLinspace(0, last - 1, n + 1), npRound)
+        .reverse()
+        .slice(0, n);
     case "leading": {
       const ratio = Math.floor(last / (n + 1));
       return Array.from({ length: n }, (_, k) => npRound((n - k) * ratio) + config.stepsOffset);
@@ -288,5 +292,8 @@ export function solverSchedule(
     const xp = Float64Array.from({ length: N }, (_, k) => k);
     sigmas = Float64Array.from(timesteps, (t) => npInterp(t, xp, trainSigmas));
   }
-  return { timesteps: Float32Array.from(timesteps), sigmas: withFinalSigma(sigmas, finalSigma(config.finalSigmasType, sigmaMin, className)) };
+  return {
+    timesteps: Float32Array.from(timesteps),
+    sigmas: withFinalSigma(sigmas, finalSigma(config.finalSigmasType, sigmaMin, className)),
+  };
 }

@@ -84,7 +84,10 @@ function createPNDMScheduler(config: SchedulerConfig, numInferenceSteps: number)
       const sb = f(Math.sqrt(bT));
       e = e.map((v, j) => f(sa * v) + f(sb * sample[j]));
     } else if (config.predictionType !== "epsilon") {
-      throw new HarnessError(`PNDMScheduler: prediction_type ${config.predictionType} is not supported (epsilon or v_prediction)`, ExitCode.usage);
+      throw new HarnessError(
+        `PNDMScheduler: prediction_type ${config.predictionType} is not supported (epsilon or v_prediction)`,
+        ExitCode.usage,
+      );
     }
     const sampleCoeff = f(Math.sqrt(f(aPrev / aT)));
     const denom = f(f(aT * f(Math.sqrt(bPrev))) + f(Math.sqrt(f(f(aT * bT) * aPrev))));
@@ -142,13 +145,25 @@ function createPNDMScheduler(config: SchedulerConfig, numInferenceSteps: number)
       st.curSample = null;
     } else if (st.ets.length === 2) {
       const e2 = st.ets[0];
-      e = combine([[3, e1], [-1, e2]]).map((v) => v / 2);
+      e = combine([
+        [3, e1],
+        [-1, e2],
+      ]).map((v) => v / 2);
     } else if (st.ets.length === 3) {
       const [e3, e2] = st.ets;
-      e = combine([[23, e1], [-16, e2], [5, e3]]).map((v) => v / 12);
+      e = combine([
+        [23, e1],
+        [-16, e2],
+        [5, e3],
+      ]).map((v) => v / 12);
     } else {
       const [e4, e3, e2] = st.ets;
-      e = combine([[55, e1], [-59, e2], [37, e3], [-9, e4]]).map((v) => f(f(1 / 24) * v));
+      e = combine([
+        [55, e1],
+        [-59, e2],
+        [37, e3],
+        [-9, e4],
+      ]).map((v) => f(f(1 / 24) * v));
     }
     return { prevSample: transfer(x, t, prevT, e) };
   }
@@ -157,7 +172,9 @@ function createPNDMScheduler(config: SchedulerConfig, numInferenceSteps: number)
     // The counter counts model calls since the run began, not the index into the timesteps: an
     // img2img run starts part-way along the schedule with a fresh history (diffusers' self.counter).
     const counter = st.counter++;
-    return counter < prk.length ? stepPrk(modelOutput, counter, steps[i], sample, st) : stepPlms(modelOutput, counter, steps[i], sample, st);
+    return counter < prk.length
+      ? stepPrk(modelOutput, counter, steps[i], sample, st)
+      : stepPlms(modelOutput, counter, steps[i], sample, st);
   };
 
   return vpScheduler({

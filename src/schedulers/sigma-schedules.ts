@@ -100,7 +100,9 @@ export function respacedSigmas(name: Exclude<SigmaScheduleName, "default">, n: n
 function incompleteBetaFraction(x: number, a: number, b: number): number {
   const coefficient = (k: number): number => {
     const m = Math.floor(k / 2);
-    return k % 2 === 1 ? (-(a + m) * (a + b + m) * x) / ((a + 2 * m) * (a + 2 * m + 1)) : (m * (b - m) * x) / ((a + 2 * m - 1) * (a + 2 * m));
+    return k % 2 === 1
+      ? (-(a + m) * (a + b + m) * x) / ((a + 2 * m) * (a + 2 * m + 1))
+      : (m * (b - m) * x) / ((a + 2 * m - 1) * (a + 2 * m));
   };
   const tiny = 1e-300;
   const clampTiny = (v: number) => (Math.abs(v) < tiny ? tiny : v);

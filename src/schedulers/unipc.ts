@@ -151,7 +151,12 @@ interface UniPcState {
 
 function unipcState(state: UniPcState, order: number): UniPcState {
   const s = state as Partial<UniPcState>;
-  if (!Array.isArray(s.modelOutputs) || s.modelOutputs.length !== order || typeof s.lowerOrderNums !== "number" || typeof s.lastOrder !== "number") {
+  if (
+    !Array.isArray(s.modelOutputs) ||
+    s.modelOutputs.length !== order ||
+    typeof s.lowerOrderNums !== "number" ||
+    typeof s.lastOrder !== "number"
+  ) {
     throw new HarnessError(`${NAME}: step() was given a state not made by its initialState()`, ExitCode.internal);
   }
   return s as UniPcState;
@@ -167,7 +172,8 @@ function createUniPCScheduler(config: SchedulerConfig, numInferenceSteps: number
   checkStepCount(NAME, numInferenceSteps);
   // diffusers maps DPM-Solver's solver names onto bh2
   const variant = config.solverType === "bh1" ? "bh1" : ["bh2", "midpoint", "heun", "logrho"].includes(config.solverType) ? "bh2" : null;
-  if (variant === null) throw new HarnessError(`${NAME}: solver_type ${JSON.stringify(config.solverType)} is not implemented`, ExitCode.usage);
+  if (variant === null)
+    throw new HarnessError(`${NAME}: solver_type ${JSON.stringify(config.solverType)} is not implemented`, ExitCode.usage);
   const solverOrder = config.solverOrder;
   const predictX0 = config.predictX0;
   const disabled = new Set(config.disableCorrector.map(Number));
@@ -191,14 +197,19 @@ function createUniPCScheduler(config: SchedulerConfig, numInferenceSteps: number
       : vpPredictNoise(config.predictionType, modelOutput, sample, alpha, sigma);
   };
 
-
   /**
    * The part UniP and UniC share (eqs. 10 / 11): the first-order exponential-integrator step from
    * `from` (sigma_s0) to `to` (sigma_t), x_t' = (sigma_t/sigma_s0) x - alpha_t (e^{-h}-1) m0 for x0,
    * or (alpha_t/alpha_s0) x - sigma_t (e^h - 1) m0 for eps, plus the scalar that multiplies the
    * higher-order residual: alpha_t B(h) (resp. sigma_t B(h)).
    */
-  const exponentialStep = (x: Float32Array, m0: Float32Array, t: number, s0: number, sys: BhSystem): { base: Float32Array; residualScale: number } => {
+  const exponentialStep = (
+    x: Float32Array,
+    m0: Float32Array,
+    t: number,
+    s0: number,
+    sys: BhSystem,
+  ): { base: Float32Array; residualScale: number } => {
     const at = vpAlphaSigma(t);
     const as0 = vpAlphaSigma(s0);
     const ratio = predictX0 ? f(at.sigma / as0.sigma) : f(at.alpha / as0.alpha);
@@ -213,7 +224,13 @@ function createUniPCScheduler(config: SchedulerConfig, numInferenceSteps: number
    * rks and D1s of eq. 10/11: for each older output m_k at schedule index s_k,
    * r_k = (lambda_{s_k} - lambda_s0) / h and D1_k = (m_k - m0) / r_k.
    */
-  const differences = (m0: Float32Array, older: Float32Array[], olderIndices: number[], lambdaS0: number, h: number): { rks: number[]; d1s: Float32Array[] } => {
+  const differences = (
+    m0: Float32Array,
+    older: Float32Array[],
+    olderIndices: number[],
+    lambdaS0: number,
+    h: number,
+  ): { rks: number[]; d1s: Float32Array[] } => {
     const rks: number[] = [];
     const d1s: Float32Array[] = [];
     older.forEach((mk, k) => {
@@ -239,12 +256,24 @@ function createUniPCScheduler(config: SchedulerConfig, numInferenceSteps: number
     const m0 = outputs[outputs.length - 1];
     const older = range(1, order).map((k) => outputs[outputs.length - 1 - k]);
     const { lambdaS0, h } = lambdaPair(sigmas[i + 1], sigmas[i]);
-    const { rks, d1s } = differences(m0, older, range(1, order).map((k) => i - k), lambdaS0, h);
+    const { rks, d1s } = differences(
+      m0,
+      older,
+      range(1, order).map((k) => i - k),
+      lambdaS0,
+      h,
+    );
     const sys = bhSystem(h, rks, order, predictX0, variant);
     const { base, residualScale } = exponentialStep(x, m0, sigmas[i + 1], sigmas[i], sys);
     if (d1s.length === 0) return base;
     // order 2 uses rho = 1/2 outright (the paper's choice, eq. 12); order 3 solves the leading 2x2
-    const rho = order === 2 ? [0.5] : solveLu(sys.R.slice(0, -1).map((row) => row.slice(0, -1)), sys.b.slice(0, -1));
+    const rho =
+      order === 2
+        ? [0.5]
+        : solveLu(
+            sys.R.slice(0, -1).map((row) => row.slice(0, -1)),
+            sys.b.slice(0, -1),
+          );
     const residual = combine(rho, d1s, x.length);
     for (let j = 0; j < base.length; j++) base[j] = base[j] - f(residualScale * residual[j]);
     return base;
@@ -258,7 +287,13 @@ function createUniPCScheduler(config: SchedulerConfig, numInferenceSteps: number
     const m0 = outputs[outputs.length - 1];
     const older = range(1, order).map((k) => outputs[outputs.length - 1 - k]);
     const { lambdaS0, h } = lambdaPair(sigmas[i], sigmas[i - 1]);
-    const { rks, d1s } = differences(m0, older, range(1, order).map((k) => i - (k + 1)), lambdaS0, h);
+    const { rks, d1s } = differences(
+      m0,
+      older,
+      range(1, order).map((k) => i - (k + 1)),
+      lambdaS0,
+      h,
+    );
     const sys = bhSystem(h, rks, order, predictX0, variant);
     const { base, residualScale } = exponentialStep(xPrev, m0, sigmas[i], sigmas[i - 1], sys);
     const rho = order === 1 ? [0.5] : solveLuTransposed(sys.R, sys.b);
@@ -338,10 +373,19 @@ export const uniPCDescriptor: SchedulerDescriptor = {
   className: NAME,
   a1111Name: "UniPC",
   defaults: {
-    ...COMMON_DEFAULTS, timestep_spacing: "linspace", use_karras_sigmas: false, use_exponential_sigmas: false,
-    use_beta_sigmas: false, solver_order: 2, solver_type: "bh2",
-    lower_order_final: true, final_sigmas_type: "zero", predict_x0: true, disable_corrector: [],
-    rescale_betas_zero_snr: false, thresholding: false,
+    ...COMMON_DEFAULTS,
+    timestep_spacing: "linspace",
+    use_karras_sigmas: false,
+    use_exponential_sigmas: false,
+    use_beta_sigmas: false,
+    solver_order: 2,
+    solver_type: "bh2",
+    lower_order_final: true,
+    final_sigmas_type: "zero",
+    predict_x0: true,
+    disable_corrector: [],
+    rescale_betas_zero_snr: false,
+    thresholding: false,
   },
   sigmaSchedules: ["default", "karras", "exponential", "beta"],
   create: (c, n, o) => createUniPCScheduler(c, n, o),

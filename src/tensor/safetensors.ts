@@ -38,15 +38,23 @@ function typedView(buf: Buffer, dtype: DType, start: number, count: number): Typ
   const ab = new ArrayBuffer(bytes.length);
   new Uint8Array(ab).set(bytes);
   switch (dtype) {
-    case "float32": return new Float32Array(ab);
-    case "float64": return new Float64Array(ab);
-    case "float16": return new Uint16Array(ab);
-    case "int64": return new BigInt64Array(ab);
-    case "int32": return new Int32Array(ab);
-    case "int16": return new Int16Array(ab);
-    case "int8": return new Int8Array(ab);
+    case "float32":
+      return new Float32Array(ab);
+    case "float64":
+      return new Float64Array(ab);
+    case "float16":
+      return new Uint16Array(ab);
+    case "int64":
+      return new BigInt64Array(ab);
+    case "int32":
+      return new Int32Array(ab);
+    case "int16":
+      return new Int16Array(ab);
+    case "int8":
+      return new Int8Array(ab);
     case "uint8":
-    case "bool": return new Uint8Array(ab);
+    case "bool":
+      return new Uint8Array(ab);
   }
 }
 
@@ -95,16 +103,21 @@ export function parseSafetensors(buf: Buffer, file: string): SafetensorsFile {
       fail(file, `tensor ${JSON.stringify(name)} has invalid data_offsets ${JSON.stringify(offs)}`);
     }
     const [begin, end] = offs as number[];
-    if (end < begin || end > dataLen) fail(file, `tensor ${JSON.stringify(name)} data_offsets [${begin}, ${end}] outside the ${dataLen}-byte data buffer`);
+    if (end < begin || end > dataLen)
+      fail(file, `tensor ${JSON.stringify(name)} data_offsets [${begin}, ${end}] outside the ${dataLen}-byte data buffer`);
     const count = numel(shape as number[]);
     if (count * dt.bytes !== end - begin) {
-      fail(file, `tensor ${JSON.stringify(name)} shape ${formatDims(shape as number[])} needs ${count * dt.bytes} bytes, offsets give ${end - begin}`);
+      fail(
+        file,
+        `tensor ${JSON.stringify(name)} shape ${formatDims(shape as number[])} needs ${count * dt.bytes} bytes, offsets give ${end - begin}`,
+      );
     }
     entries.push({ name, dtype: dt.dtype, shape: shape as number[], begin, end });
   }
   entries.sort((a, b) => a.begin - b.begin || a.end - b.end);
   for (let i = 1; i < entries.length; i++) {
-    if (entries[i].begin < entries[i - 1].end) fail(file, `tensors ${JSON.stringify(entries[i - 1].name)} and ${JSON.stringify(entries[i].name)} overlap`);
+    if (entries[i].begin < entries[i - 1].end)
+      fail(file, `tensors ${JSON.stringify(entries[i - 1].name)} and ${JSON.stringify(entries[i].name)} overlap`);
   }
   const tensors = new Map<string, Tensor<TypedData>>();
   for (const e of entries) {
@@ -120,7 +133,15 @@ export function readSafetensors(file: string): SafetensorsFile {
 }
 
 const DTYPE_TO_ST: Record<DType, string> = {
-  float32: "F32", float16: "F16", float64: "F64", int64: "I64", int32: "I32", int16: "I16", int8: "I8", uint8: "U8", bool: "BOOL",
+  float32: "F32",
+  float16: "F16",
+  float64: "F64",
+  int64: "I64",
+  int32: "I32",
+  int16: "I16",
+  int8: "I8",
+  uint8: "U8",
+  bool: "BOOL",
 };
 
 export function encodeSafetensors(tensors: Record<string, Tensor<TypedData>>, metadata: Record<string, string> = {}): Buffer {

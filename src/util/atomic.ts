@@ -34,7 +34,11 @@ export function untrackPendingDirectory(dir: string): void {
 
 export function removePendingTemporaries(): void {
   for (const f of pending) {
-    try { fs.unlinkSync(f); } catch { /* already gone */ }
+    try {
+      fs.unlinkSync(f);
+    } catch {
+      /* already gone */
+    }
   }
   pending.clear();
   // newest first: staged contents go before the folder that holds them
@@ -42,7 +46,9 @@ export function removePendingTemporaries(): void {
     try {
       if (mode === "tree") fs.rmSync(dir, { recursive: true, force: true });
       else fs.rmdirSync(dir);
-    } catch { /* not empty, or already gone */ }
+    } catch {
+      /* not empty, or already gone */
+    }
   }
   pendingDirs.clear();
 }
@@ -64,7 +70,11 @@ export function writeFileAtomic(file: string, data: string | Uint8Array, options
     fs.writeFileSync(tmp, data);
     fs.renameSync(tmp, file);
   } catch (e) {
-    try { fs.unlinkSync(tmp); } catch { /* never created */ }
+    try {
+      fs.unlinkSync(tmp);
+    } catch {
+      /* never created */
+    }
     const code = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
     throw new HarnessError(`${file}: cannot write (${code})`, ExitCode.output, { cause: e });
   } finally {

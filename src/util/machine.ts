@@ -8,7 +8,18 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 
 /** The ISA features that change which kernels onnxruntime and PyTorch run, in /proc/cpuinfo's names. */
-const KERNEL_ISA = ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16"] as const;
+const KERNEL_ISA = [
+  "avx2",
+  "fma",
+  "f16c",
+  "avx512f",
+  "avx512bw",
+  "avx512_vnni",
+  "avx512_bf16",
+  "avx_vnni",
+  "amx_tile",
+  "amx_bf16",
+] as const;
 
 export interface MachineInfo {
   readonly model: string;
@@ -26,7 +37,13 @@ export function describeMachine(): MachineInfo {
     // /proc/cpuinfo is small, regular and Linux's own; elsewhere the ISA stays unknown
     const text = fs.readFileSync("/proc/cpuinfo", "utf8");
     const line = text.split("\n").find((l) => /^flags\s*:/.test(l));
-    if (line) flags = new Set(line.slice(line.indexOf(":") + 1).trim().split(/\s+/));
+    if (line)
+      flags = new Set(
+        line
+          .slice(line.indexOf(":") + 1)
+          .trim()
+          .split(/\s+/),
+      );
   } catch {
     /* not Linux, or not readable */
   }
@@ -43,7 +60,10 @@ export function machineText(m: { readonly model: string; readonly isa?: readonly
  * Whether two machines may round differently: another CPU model or another kernel ISA. Where either
  * side does not say, nothing is claimed.
  */
-export function machinesDiffer(a: { readonly model: string; readonly isa?: readonly string[] }, b: { readonly model: string; readonly isa?: readonly string[] } | undefined): boolean {
+export function machinesDiffer(
+  a: { readonly model: string; readonly isa?: readonly string[] },
+  b: { readonly model: string; readonly isa?: readonly string[] } | undefined,
+): boolean {
   if (!b) return false;
   if (a.model !== b.model) return true;
   return !!a.isa && !!b.isa && a.isa.join(",") !== b.isa.join(",");

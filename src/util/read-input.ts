@@ -53,12 +53,15 @@ export function readInputFile(file: string, what: string, maxBytes: number, labe
     fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? "error";
-    throw new HarnessError(code === "ENOENT" ? `${label}: missing (${what})` : `${label}: cannot read ${what} (${code})`, ExitCode.usage, { cause: e });
+    throw new HarnessError(code === "ENOENT" ? `${label}: missing (${what})` : `${label}: cannot read ${what} (${code})`, ExitCode.usage, {
+      cause: e,
+    });
   }
   try {
     const st = fs.fstatSync(fd);
     if (!st.isFile()) throw new HarnessError(`${label}: ${kindOf(st)}, not a regular file (${what} must be a file)`, ExitCode.usage);
-    if (st.size > maxBytes) throw new HarnessError(`${label}: ${st.size} bytes, over the ${fmtBytes(maxBytes)} limit for ${what}`, ExitCode.usage);
+    if (st.size > maxBytes)
+      throw new HarnessError(`${label}: ${st.size} bytes, over the ${fmtBytes(maxBytes)} limit for ${what}`, ExitCode.usage);
     // read to the end, but never past the limit, even if the file grows meanwhile
     let buf = Buffer.allocUnsafe(Math.min(st.size, maxBytes) + 1);
     let n = 0;
@@ -73,7 +76,9 @@ export function readInputFile(file: string, what: string, maxBytes: number, labe
       try {
         got = fs.readSync(fd, buf, n, buf.length - n, n);
       } catch (e) {
-        throw new HarnessError(`${label}: cannot read ${what} (${(e as NodeJS.ErrnoException).code ?? "error"})`, ExitCode.usage, { cause: e });
+        throw new HarnessError(`${label}: cannot read ${what} (${(e as NodeJS.ErrnoException).code ?? "error"})`, ExitCode.usage, {
+          cause: e,
+        });
       }
       if (got === 0) break;
       n += got;

@@ -74,11 +74,17 @@ export function scoreImage(img: RgbImage, spec: ShapesSpec): Scored {
   const label = new Int8Array(n).fill(-1);
   const counts = new Array<number>(names.length).fill(0);
   for (let i = 0; i < n; i++) {
-    const r = img.data[3 * i], g = img.data[3 * i + 1], b = img.data[3 * i + 2];
-    let best = -1, bestD = PURE * PURE;
+    const r = img.data[3 * i],
+      g = img.data[3 * i + 1],
+      b = img.data[3 * i + 2];
+    let best = -1,
+      bestD = PURE * PURE;
     cols.forEach((c, k) => {
       const d = dist2(r, g, b, c);
-      if (d <= bestD) { best = k; bestD = d; }
+      if (d <= bestD) {
+        best = k;
+        bestD = d;
+      }
     });
     label[i] = best;
     if (best >= 0) counts[best]++;
@@ -92,7 +98,9 @@ export function scoreImage(img: RgbImage, spec: ShapesSpec): Scored {
   // pixels nearer the foreground colour than the background colour
   const mask = new Uint8Array(n);
   for (let i = 0; i < n; i++) {
-    const r = img.data[3 * i], g = img.data[3 * i + 1], b = img.data[3 * i + 2];
+    const r = img.data[3 * i],
+      g = img.data[3 * i + 1],
+      b = img.data[3 * i + 2];
     mask[i] = dist2(r, g, b, cols[fg]) < dist2(r, g, b, cols[bg]) ? 1 : 0;
   }
   // largest 4-connected region
@@ -106,20 +114,37 @@ export function scoreImage(img: RgbImage, spec: ShapesSpec): Scored {
     while (stack.length > 0) {
       const i = stack.pop() as number;
       region.push(i);
-      const x = i % img.width, y = (i - x) / img.width;
-      for (const [dx, dy] of [[1, 0], [-1, 0], [0, 1], [0, -1]]) {
-        const nx = x + dx, ny = y + dy;
+      const x = i % img.width,
+        y = (i - x) / img.width;
+      for (const [dx, dy] of [
+        [1, 0],
+        [-1, 0],
+        [0, 1],
+        [0, -1],
+      ]) {
+        const nx = x + dx,
+          ny = y + dy;
         if (nx < 0 || ny < 0 || nx >= img.width || ny >= img.height) continue;
         const j = ny * img.width + nx;
-        if (mask[j] && !seen[j]) { seen[j] = 1; stack.push(j); }
+        if (mask[j] && !seen[j]) {
+          seen[j] = 1;
+          stack.push(j);
+        }
       }
     }
     if (region.length > best.length) best = region;
   }
-  let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
+  let x0 = Infinity,
+    x1 = -Infinity,
+    y0 = Infinity,
+    y1 = -Infinity;
   for (const i of best) {
-    const x = i % img.width, y = (i - x) / img.width;
-    x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y);
+    const x = i % img.width,
+      y = (i - x) / img.width;
+    x0 = Math.min(x0, x);
+    x1 = Math.max(x1, x);
+    y0 = Math.min(y0, y);
+    y1 = Math.max(y1, y);
   }
   const fill = best.length / ((x1 - x0 + 1) * (y1 - y0 + 1));
   const mid = (y0 + y1 + 1) / 2; // pixel rows y0..y1 span [y0, y1 + 1)
@@ -130,11 +155,16 @@ export function scoreImage(img: RgbImage, spec: ShapesSpec): Scored {
   }
   top /= best.length;
   const shape = top < TRIANGLE_TOP_BELOW ? "triangle" : fill > SQUARE_FILL_ABOVE ? "square" : "circle";
-  const cx = ((x0 + x1 + 1) / 2) * (spec.size / img.width), cy = ((y0 + y1 + 1) / 2) * (spec.size / img.height);
-  let position = "none", bestP = Infinity;
+  const cx = ((x0 + x1 + 1) / 2) * (spec.size / img.width),
+    cy = ((y0 + y1 + 1) / 2) * (spec.size / img.height);
+  let position = "none",
+    bestP = Infinity;
   for (const [name, [ax, ay]] of Object.entries(spec.positions)) {
     const d = (cx - ax) ** 2 + (cy - ay) ** 2;
-    if (d < bestP) { bestP = d; position = name; }
+    if (d < bestP) {
+      bestP = d;
+      position = name;
+    }
   }
   return { colour: names[fg], background: names[bg], shape, position, fill, top, centroid: [cx, cy] };
 }
@@ -151,17 +181,22 @@ export function accuracy(prompts: readonly ShapesPrompt[], scored: readonly Scor
  * samples per pixel), with the jitter and size given: the scorer's own check on clean drawings.
  */
 export function drawShape(spec: ShapesSpec, p: ShapesPrompt, side: number, dx: number, dy: number): RgbImage {
-  const S = spec.size, ss = 4;
+  const S = spec.size,
+    ss = 4;
   const [ax, ay] = spec.positions[p.position];
-  const cx = ax + dx, cy = ay + dy, h = side / 2;
+  const cx = ax + dx,
+    cy = ay + dy,
+    h = side / 2;
   const data = new Uint8Array(S * S * 3);
-  const fg = spec.colours[p.colour], bg = spec.colours[p.background];
+  const fg = spec.colours[p.colour],
+    bg = spec.colours[p.background];
   for (let py = 0; py < S; py++) {
     for (let px = 0; px < S; px++) {
       let cover = 0;
       for (let j = 0; j < ss; j++) {
         for (let i = 0; i < ss; i++) {
-          const x = px + (i + 0.5) / ss, y = py + (j + 0.5) / ss;
+          const x = px + (i + 0.5) / ss,
+            y = py + (j + 0.5) / ss;
           let inside: boolean;
           if (p.shape === "circle") inside = (x - cx) ** 2 + (y - cy) ** 2 <= h * h;
           else if (p.shape === "square") inside = Math.abs(x - cx) <= h && Math.abs(y - cy) <= h;

@@ -86,24 +86,38 @@ export function runChild(r: ChildRun): Promise<ChildResult> {
     let timedOut = false;
     let polled = NaN;
     child.stdout.setEncoding("utf8");
-    child.stdout.on("data", (d: string) => { stdout += d; });
+    child.stdout.on("data", (d: string) => {
+      stdout += d;
+    });
     child.stderr.setEncoding("utf8");
-    child.stderr.on("data", (d: string) => { stderr += d; });
+    child.stderr.on("data", (d: string) => {
+      stderr += d;
+    });
     const kill = setTimeout(() => {
       timedOut = true;
-      try { process.kill(-(child.pid as number), "SIGKILL"); } catch { /* gone */ }
+      try {
+        process.kill(-(child.pid as number), "SIGKILL");
+      } catch {
+        /* gone */
+      }
     }, timeoutMs);
-    const poll = GNU_TIME ? null : setInterval(() => {
-      const v = hwmMb(child.pid as number);
-      if (Number.isFinite(v)) polled = Number.isFinite(polled) ? Math.max(polled, v) : v;
-    }, 20);
+    const poll = GNU_TIME
+      ? null
+      : setInterval(() => {
+          const v = hwmMb(child.pid as number);
+          if (Number.isFinite(v)) polled = Number.isFinite(polled) ? Math.max(polled, v) : v;
+        }, 20);
     child.on("error", reject);
     child.on("close", (code, signal) => {
       exited = true;
       clearTimeout(kill);
       if (poll) clearInterval(poll);
       // nothing of the group may outlive the test
-      try { process.kill(-(child.pid as number), "SIGKILL"); } catch { /* gone */ }
+      try {
+        process.kill(-(child.pid as number), "SIGKILL");
+      } catch {
+        /* gone */
+      }
       let peakRssMb = polled;
       let status = code ?? 128 + (SIGNALS[signal as string] ?? 0);
       if (GNU_TIME) {
@@ -112,7 +126,9 @@ export function runChild(r: ChildRun): Promise<ChildResult> {
           const sig = /terminated by signal (\d+)/.exec(lines[0]);
           peakRssMb = Number(lines[lines.length - 1]) / 1024;
           if (sig && status < 128) status = 128 + Number(sig[1]);
-        } catch { /* killed before time wrote it */ }
+        } catch {
+          /* killed before time wrote it */
+        }
         fs.rmSync(timeFile, { force: true });
       }
       resolve({ code: timedOut ? -1 : status, stdout, stderr, ms: Date.now() - t0, peakRssMb, timedOut });
@@ -121,13 +137,21 @@ export function runChild(r: ChildRun): Promise<ChildResult> {
       const handle = {
         signal: (s: NodeJS.Signals) => {
           if (exited) return;
-          try { process.kill(programPid(child.pid as number), s); } catch { /* gone */ }
+          try {
+            process.kill(programPid(child.pid as number), s);
+          } catch {
+            /* gone */
+          }
         },
         stderr: () => stderr,
         exited: () => exited,
       };
       Promise.resolve(r.during(handle)).catch((e) => {
-        try { process.kill(-(child.pid as number), "SIGKILL"); } catch { /* gone */ }
+        try {
+          process.kill(-(child.pid as number), "SIGKILL");
+        } catch {
+          /* gone */
+        }
         reject(e);
       });
     }

@@ -87,20 +87,28 @@ export interface CliResult {
 export const measured: { name: string; exit: number; peakRssMb: number; ms: number }[] = [];
 
 function walk(dir: string): string[] {
-  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(path.join(dir, e.name)) : [path.join(dir, e.name)]));
+  return fs
+    .readdirSync(dir, { withFileTypes: true })
+    .flatMap((e) => (e.isDirectory() ? walk(path.join(dir, e.name)) : [path.join(dir, e.name)]));
 }
 
 let built = false;
 /** dist/ must hold the current src/: rebuild when any output is missing or older than its source. */
 export function ensureBuilt(): void {
   if (built) return;
-  const stale = walk(path.join(ROOT, "src")).filter((f) => f.endsWith(".ts")).some((src) => {
-    const out = path.join(ROOT, "dist", path.relative(path.join(ROOT, "src"), src)).replace(/\.ts$/, ".js");
-    return !fs.existsSync(out) || fs.statSync(out).mtimeMs < fs.statSync(src).mtimeMs;
-  });
+  const stale = walk(path.join(ROOT, "src"))
+    .filter((f) => f.endsWith(".ts"))
+    .some((src) => {
+      const out = path.join(ROOT, "dist", path.relative(path.join(ROOT, "src"), src)).replace(/\.ts$/, ".js");
+      return !fs.existsSync(out) || fs.statSync(out).mtimeMs < fs.statSync(src).mtimeMs;
+    });
   if (stale) {
     try {
-      execFileSync(process.execPath, [path.join(ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", path.join(ROOT, "tsconfig.json")], { stdio: "pipe" });
+      execFileSync(
+        process.execPath,
+        [path.join(ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", path.join(ROOT, "tsconfig.json")],
+        { stdio: "pipe" },
+      );
     } catch (e) {
       // type errors still emit JavaScript; only a missing entry point is fatal
       if (!fs.existsSync(path.join(ROOT, "dist", "cli", "main.js"))) throw e;
@@ -112,7 +120,7 @@ export function ensureBuilt(): void {
 const subst = (s: string, dir: string) => s.split("{dir}").join(dir);
 
 export function runCli(c: CliCase, dir: string): Promise<CliResult> {
-  const args = (typeof c.args === "function" ? c.args(dir) : c.args.map((a) => subst(a, dir)));
+  const args = typeof c.args === "function" ? c.args(dir) : c.args.map((a) => subst(a, dir));
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
   for (const [k, v] of Object.entries(c.env ?? {})) {
@@ -147,7 +155,11 @@ export function runCli(c: CliCase, dir: string): Promise<CliResult> {
     const send = () => {
       if (sentAt || !c.signal) return;
       sentAt = Date.now();
-      try { process.kill(nodePid(child.pid as number), c.signal.name); } catch { /* already gone */ }
+      try {
+        process.kill(nodePid(child.pid as number), c.signal.name);
+      } catch {
+        /* already gone */
+      }
     };
     if (c.stdin !== undefined) child.stdin?.end(c.stdin);
     // spawned with pipes for both, so the streams exist
@@ -156,7 +168,9 @@ export function runCli(c: CliCase, dir: string): Promise<CliResult> {
     if (c.closeStdout) out.destroy();
     else {
       out.setEncoding("utf8");
-      out.on("data", (d: string) => { stdout += d; });
+      out.on("data", (d: string) => {
+        stdout += d;
+      });
     }
     if (c.closeStderr) err.destroy();
     else {
@@ -175,10 +189,16 @@ export function runCli(c: CliCase, dir: string): Promise<CliResult> {
       }, 20);
       timers.push(poll);
     }
-    timers.push(setTimeout(() => {
-      timedOut = true;
-      try { process.kill(-(child.pid as number), "SIGKILL"); } catch { /* gone */ }
-    }, timeoutMs));
+    timers.push(
+      setTimeout(() => {
+        timedOut = true;
+        try {
+          process.kill(-(child.pid as number), "SIGKILL");
+        } catch {
+          /* gone */
+        }
+      }, timeoutMs),
+    );
     child.on("error", reject);
     child.on("close", (code, signal) => {
       for (const t of timers) clearTimeout(t);
@@ -191,10 +211,12 @@ export function runCli(c: CliCase, dir: string): Promise<CliResult> {
           const sig = /terminated by signal (\d+)/.exec(lines[0]);
           peakRssMb = Number(lines[lines.length - 1]) / 1024;
           if (sig && code !== null && code < 128) code = 128 + Number(sig[1]);
-        } catch { /* killed before time wrote it */ }
+        } catch {
+          /* killed before time wrote it */
+        }
         fs.rmSync(timeFile, { force: true });
       }
-      const status = timedOut ? -1 : code ?? 128 + (SIGNALS[signal as string] ?? 0);
+      const status = timedOut ? -1 : (code ?? 128 + (SIGNALS[signal as string] ?? 0));
       resolve({ code: status, signal, stdout, stderr, peakRssMb, ms, msAfterSignal: sentAt ? Date.now() - sentAt : -1, timedOut });
     });
   });
@@ -206,7 +228,10 @@ function snapshot(p: string): string {
   const st = fs.lstatSync(p);
   if (st.isSymbolicLink()) return `link:${fs.readlinkSync(p)}`;
   if (st.isDirectory()) {
-    return walk(p).sort().map((f) => `${path.relative(p, f)}=${crypto.createHash("sha256").update(fs.readFileSync(f)).digest("hex")}`).join("\n");
+    return walk(p)
+      .sort()
+      .map((f) => `${path.relative(p, f)}=${crypto.createHash("sha256").update(fs.readFileSync(f)).digest("hex")}`)
+      .join("\n");
   }
   if (!st.isFile()) return `special:${st.mode}`;
   return crypto.createHash("sha256").update(fs.readFileSync(p)).digest("hex");
@@ -255,8 +280,12 @@ export function testCliCases(cases: readonly CliCase[], parent?: () => string): 
   for (const c of cases) {
     if (names.has(c.name)) throw new Error(`duplicate CLI case name ${JSON.stringify(c.name)}`);
     names.add(c.name);
-    test(c.name, async () => {
-      await expectCliCase(c, parent?.());
-    }, (c.timeoutMs ?? 30_000) + 60_000);
+    test(
+      c.name,
+      async () => {
+        await expectCliCase(c, parent?.());
+      },
+      (c.timeoutMs ?? 30_000) + 60_000,
+    );
   }
 }

@@ -60,7 +60,17 @@ function mask(text, side, file) {
   if (file.endsWith(".csv")) {
     const lines = text.split("\n");
     const col = lines[0].split(",").indexOf("time_ms");
-    if (col >= 0) text = lines.map((l, i) => (i === 0 || !l ? l : l.split(",").map((c, j) => (j === col ? "<T>" : c)).join(","))).join("\n");
+    if (col >= 0)
+      text = lines
+        .map((l, i) =>
+          i === 0 || !l
+            ? l
+            : l
+                .split(",")
+                .map((c, j) => (j === col ? "<T>" : c))
+                .join(","),
+        )
+        .join("\n");
   }
   return text;
 }

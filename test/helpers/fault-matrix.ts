@@ -33,7 +33,9 @@ const num = (v: number) => (Number.isInteger(v) && Math.abs(v) < 1e4 ? String(v)
 /** "end_to_end:x fail: latents_steps excess 40 / 8 (5.0x)" */
 export function describeCase(r: CaseResult): string {
   const d = deciding(r);
-  const what = d ? `${d.check.tensor} ${d.check.metric} ${num(d.check.value)} / ${num(d.check.limit)} (${d.margin.toPrecision(2)}x)` : r.message ?? "";
+  const what = d
+    ? `${d.check.tensor} ${d.check.metric} ${num(d.check.value)} / ${num(d.check.limit)} (${d.margin.toPrecision(2)}x)`
+    : (r.message ?? "");
   const excess = Math.max(...Object.values(r.metrics).map((m) => m.excess ?? -Infinity));
   const worst = r.status === "pass" && Number.isFinite(excess) ? `; worst excess ${excess.toPrecision(2)}` : "";
   return `${r.id} ${r.status}: ${what}${worst}${r.nonFinite ? ` [${r.message}]` : ""}`;

@@ -84,7 +84,11 @@ function lengthDelimited(no: number, body: Buffer): Buffer {
  * is written as given, so a test can also make hostile models (absolute paths, "../"). Returns the
  * names moved.
  */
-export function externalizeInitializers(file: string, location: string, dataFile: string | null = path.join(path.dirname(file), location)): string[] {
+export function externalizeInitializers(
+  file: string,
+  location: string,
+  dataFile: string | null = path.join(path.dirname(file), location),
+): string[] {
   const { fields } = require("../../src/onnx/initializers") as typeof import("../../src/onnx/initializers");
   const buf = fs.readFileSync(file);
   const chunks: Buffer[] = [];
@@ -93,8 +97,10 @@ export function externalizeInitializers(file: string, location: string, dataFile
   type F = { no: number; wire: number; value: number; start: number; end: number };
   // a field as it was (varints re-encoded: the reader keeps their values, not their bytes)
   const encode = (f: F, body?: Buffer): Buffer =>
-    f.wire === 2 ? lengthDelimited(f.no, body ?? buf.subarray(f.start, f.end))
-      : f.wire === 0 ? Buffer.concat([varint(f.no * 8), varint(f.value)])
+    f.wire === 2
+      ? lengthDelimited(f.no, body ?? buf.subarray(f.start, f.end))
+      : f.wire === 0
+        ? Buffer.concat([varint(f.no * 8), varint(f.value)])
         : Buffer.concat([varint(f.no * 8 + f.wire), buf.subarray(f.start, f.end)]);
   const rewriteTensor = (start: number, end: number): Buffer => {
     const parts: Buffer[] = [];
@@ -109,7 +115,8 @@ export function externalizeInitializers(file: string, location: string, dataFile
       parts.push(encode(t));
     }
     if (raw) {
-      const entry = (k: string, v: string) => lengthDelimited(13, Buffer.concat([lengthDelimited(1, Buffer.from(k)), lengthDelimited(2, Buffer.from(v))]));
+      const entry = (k: string, v: string) =>
+        lengthDelimited(13, Buffer.concat([lengthDelimited(1, Buffer.from(k)), lengthDelimited(2, Buffer.from(v))]));
       parts.push(entry("location", location), entry("offset", String(offset)), entry("length", String(raw.length)));
       parts.push(Buffer.concat([varint(14 * 8), varint(1)]));
       chunks.push(raw);
@@ -119,8 +126,12 @@ export function externalizeInitializers(file: string, location: string, dataFile
     return Buffer.concat(parts);
   };
   const rewriteGraph = (start: number, end: number): Buffer =>
-    Buffer.concat([...fields(buf, start, end, file)].map((g) => (g.no === 5 && g.wire === 2 ? encode(g, rewriteTensor(g.start, g.end)) : encode(g))));
-  const top = [...fields(buf, 0, buf.length, file)].map((f) => (f.no === 7 && f.wire === 2 ? encode(f, rewriteGraph(f.start, f.end)) : encode(f)));
+    Buffer.concat(
+      [...fields(buf, start, end, file)].map((g) => (g.no === 5 && g.wire === 2 ? encode(g, rewriteTensor(g.start, g.end)) : encode(g))),
+    );
+  const top = [...fields(buf, 0, buf.length, file)].map((f) =>
+    f.no === 7 && f.wire === 2 ? encode(f, rewriteGraph(f.start, f.end)) : encode(f),
+  );
   fs.rmSync(file, { force: true });
   fs.writeFileSync(file, Buffer.concat(top));
   if (dataFile) fs.writeFileSync(dataFile, Buffer.concat(chunks));

@@ -54,12 +54,21 @@ export interface Judged {
 /** Judge a folder: every case passes and every model stage was reached with a float64 floor. */
 export async function expectConforms(j: Judged): Promise<Record<string, number>> {
   const report = await runConformance({
-    models: [{ label: j.label, dir: j.dir }], references: j.references, profile: "fp32", only: j.only ?? VARIATION_CASES,
-    outDir: null, threads: j.threads ?? 1, pipelineFactory: j.pipelineFactory,
+    models: [{ label: j.label, dir: j.dir }],
+    references: j.references,
+    profile: "fp32",
+    only: j.only ?? VARIATION_CASES,
+    outDir: null,
+    threads: j.threads ?? 1,
+    pipelineFactory: j.pipelineFactory,
   });
   const results = report.results.filter((r) => r.model === j.label && r.status !== "skip");
   const worst = worstExcess(report, j.label);
-  const shown = Object.fromEntries(Object.entries(worst).sort().map(([k, v]) => [k, Number(v.toPrecision(3))]));
+  const shown = Object.fromEntries(
+    Object.entries(worst)
+      .sort()
+      .map(([k, v]) => [k, Number(v.toPrecision(3))]),
+  );
   console.log(`${j.label}: ${results.length} cases, worst excess per stage ${JSON.stringify(shown)}`);
   expect(results.filter((r) => r.status !== "pass").map(describeCase)).toEqual([]);
   expect(Object.keys(worst).sort()).toEqual([...MODEL_STAGES].sort());

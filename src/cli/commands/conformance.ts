@@ -19,20 +19,50 @@ import type { Report } from "../../conformance/types";
 function parser(argv: string[]) {
   const y = yargs(argv)
     .scriptName("sd-harness conformance")
-    .usage("$0 [--model DIR[=LABEL] ...] [--references DIR] [options]\n\nRun every stage against PyTorch reference tensors and report the drift. Exit: 0 all pass, 1 a case failed, 2 usage or input error, 3 output cannot be written, 5 --localize could not run at all, 75 --out in use by another run.")
-    .option("model", { type: "string", array: true, describe: "ONNX model folder; repeat for a side-by-side table (DIR=LABEL names a variant)", default: [DEFAULT_MODEL] })
-    .option("against", { type: "string", describe: "DIR[=LABEL]: judge each --model's model stages against this ONNX model's outputs on the reference set's inputs (port vs port, no PyTorch outputs)" })
-    .option("inpaint-model", { type: "string", describe: "9-channel inpainting model for the inpaint cases (default: the bundled one with the bundled model)" })
+    .usage(
+      "$0 [--model DIR[=LABEL] ...] [--references DIR] [options]\n\nRun every stage against PyTorch reference tensors and report the drift. Exit: 0 all pass, 1 a case failed, 2 usage or input error, 3 output cannot be written, 5 --localize could not run at all, 75 --out in use by another run.",
+    )
+    .option("model", {
+      type: "string",
+      array: true,
+      describe: "ONNX model folder; repeat for a side-by-side table (DIR=LABEL names a variant)",
+      default: [DEFAULT_MODEL],
+    })
+    .option("against", {
+      type: "string",
+      describe:
+        "DIR[=LABEL]: judge each --model's model stages against this ONNX model's outputs on the reference set's inputs (port vs port, no PyTorch outputs)",
+    })
+    .option("inpaint-model", {
+      type: "string",
+      describe: "9-channel inpainting model for the inpaint cases (default: the bundled one with the bundled model)",
+    })
     .option("references", { type: "string", default: DEFAULT_REFERENCES, describe: "reference set folder (scripts/make_references.py)" })
-    .option("profile", { type: "string", default: "fp32", describe: "tolerance profile: fp32, fp16, int8, bf16 (conformance/tolerances.json)" })
+    .option("profile", {
+      type: "string",
+      default: "fp32",
+      describe: "tolerance profile: fp32, fp16, int8, bf16 (conformance/tolerances.json)",
+    })
     .option("tolerances", { type: "string", describe: "tolerance file (default: conformance/tolerances.json)" })
-    .option("atol", { type: "string", array: true, describe: "CASE_GLOB=VALUE: maxAbs limit for the cases matching the glob, over the tolerance file's (recorded in the report)" })
-    .option("max-rel-l2", { type: "string", array: true, describe: "CASE_GLOB=VALUE: relL2 limit for the cases matching the glob, over the tolerance file's (recorded in the report)" })
+    .option("atol", {
+      type: "string",
+      array: true,
+      describe: "CASE_GLOB=VALUE: maxAbs limit for the cases matching the glob, over the tolerance file's (recorded in the report)",
+    })
+    .option("max-rel-l2", {
+      type: "string",
+      array: true,
+      describe: "CASE_GLOB=VALUE: relL2 limit for the cases matching the glob, over the tolerance file's (recorded in the report)",
+    })
     .option("only", { type: "string", array: true, describe: "run only case ids matching these globs, e.g. 'unet:*'" })
     .option("skip", { type: "string", array: true, describe: "skip case ids matching these globs" })
     .option("shard", { type: "string", describe: "run shard i of n (i/n); join with `sd-harness report merge`" })
     .option("baseline", { type: "string", describe: "earlier report.json: flag cases whose drift grew" })
-    .option("baseline-factor", { type: "number", default: 2, describe: "growth factor of the headline metric (relL2; rng: maxUlp) that counts as a regression" })
+    .option("baseline-factor", {
+      type: "number",
+      default: 2,
+      describe: "growth factor of the headline metric (relL2; rng: maxUlp) that counts as a regression",
+    })
     .option("out", { type: "string", describe: "report folder (default: reports/<timestamp> under the current directory)" })
     .option("overwrite", { type: "boolean", default: false, describe: "replace the reports in an existing --out folder" })
     .option("force-sd1", { type: "boolean", default: false, describe: "run models that look like SD 2.x as SD 1.x anyway" })
@@ -40,12 +70,28 @@ function parser(argv: string[]) {
     .option("runtime", { type: "string", default: DEFAULT_RUNTIME, describe: RUNTIME_HELP })
     .option("port", { type: "string", describe: PORT_HELP })
     .option("port-timeout", { type: "string", describe: PORT_TIMEOUT_HELP })
-    .option("localize", { type: "boolean", default: false, describe: "also compare every module's output inside each component with PyTorch's and name the first module over its limit (conformance/module-limits.json)" })
-    .option("localize-failed", { type: "boolean", default: false, describe: "--localize only the components of a model whose stages failed" })
-    .option("module-references", { type: "string", describe: "module reference set for --localize (scripts/make_module_references.py; default: modules/ beside --references)" })
+    .option("localize", {
+      type: "boolean",
+      default: false,
+      describe:
+        "also compare every module's output inside each component with PyTorch's and name the first module over its limit (conformance/module-limits.json)",
+    })
+    .option("localize-failed", {
+      type: "boolean",
+      default: false,
+      describe: "--localize only the components of a model whose stages failed",
+    })
+    .option("module-references", {
+      type: "string",
+      describe: "module reference set for --localize (scripts/make_module_references.py; default: modules/ beside --references)",
+    })
     .option("module-limits", { type: "string", describe: "per-module limits for --localize (default: conformance/module-limits.json)" })
     .option("list", { type: "boolean", default: false, describe: "list the case ids (after --only / --skip / --shard) and exit" })
-    .option("json", { type: "boolean", default: false, describe: "with --list: a JSON array of {id, stage, cost}, cost in estimated U-Net calls" })
+    .option("json", {
+      type: "boolean",
+      default: false,
+      describe: "with --list: a JSON array of {id, stage, cost}, cost in estimated U-Net calls",
+    })
     .option("quiet", { type: "boolean", default: false, describe: "no per-case lines" })
     .option("verbose", { type: "boolean", default: false });
   // report formats that can be turned off (the GitHub job summary), from the reporter registry
@@ -85,9 +131,15 @@ export async function conformanceCommand(argv: string[], io: CliIO): Promise<num
     const v = single[k];
     if (Array.isArray(v)) single[k] = v[v.length - 1];
   }
-  const tol = withCommandLineLimits(loadTolerances(args.tolerances), { atol: (args.atol as string[] | undefined) ?? [], "max-rel-l2": (args["max-rel-l2"] as string[] | undefined) ?? [] });
+  const tol = withCommandLineLimits(loadTolerances(args.tolerances), {
+    atol: (args.atol as string[] | undefined) ?? [],
+    "max-rel-l2": (args["max-rel-l2"] as string[] | undefined) ?? [],
+  });
   if (!profiles(tol).includes(String(args.profile))) {
-    throw new HarnessError(`--profile: unknown profile ${JSON.stringify(args.profile)}; known: ${profiles(tol).join(", ")}`, ExitCode.usage);
+    throw new HarnessError(
+      `--profile: unknown profile ${JSON.stringify(args.profile)}; known: ${profiles(tol).join(", ")}`,
+      ExitCode.usage,
+    );
   }
   const refsDir = String(args.references);
   if (args.list) {
@@ -99,7 +151,10 @@ export async function conformanceCommand(argv: string[], io: CliIO): Promise<num
     if (listShard) cases = shardCases(cases, listShard, (c) => caseCost(refs, c));
     if (cases.length === 0) {
       const what = listShard ? `shard ${listShard.index}/${listShard.count} has no cases` : "no cases match";
-      throw new HarnessError(`--list: ${what} (${all.length} cases in ${refsDir}; globs match whole ids such as 'unet:*' or '*-free')`, ExitCode.usage);
+      throw new HarnessError(
+        `--list: ${what} (${all.length} cases in ${refsDir}; globs match whole ids such as 'unet:*' or '*-free')`,
+        ExitCode.usage,
+      );
     }
     if (args.json) {
       io.out(`${JSON.stringify(cases.map((c) => ({ id: c.id, stage: c.stage, cost: Number(caseCost(refs, c).toFixed(4)) })))}\n`);
@@ -113,18 +168,24 @@ export async function conformanceCommand(argv: string[], io: CliIO): Promise<num
   const factor = numFlag("--baseline-factor", asTyped(argv, "baseline-factor", args["baseline-factor"]), 1, 1e12);
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
   const outDir = args.out ? String(args.out) : path.join("reports", `${stamp}${shard ? `-shard${shard.index}of${shard.count}` : ""}`);
-  const runtime = runtimeFromFlags(argv, { runtime: args.runtime, port: args.port, portTimeout: asTyped(argv, "port-timeout", args["port-timeout"]) }, io.signal, args.verbose ? (line) => io.err(`${line}\n`) : undefined);
+  const runtime = runtimeFromFlags(
+    argv,
+    { runtime: args.runtime, port: args.port, portTimeout: asTyped(argv, "port-timeout", args["port-timeout"]) },
+    io.signal,
+    args.verbose ? (line) => io.err(`${line}\n`) : undefined,
+  );
   const report = await runConformance({
     models: modelSpecs((args.model as string[]) ?? [DEFAULT_MODEL], args["inpaint-model"]),
     forceSd1: Boolean(args["force-sd1"]),
     against: args.against ? modelSpecs([String(args.against)], undefined).map((s) => ({ ...s, inpaintDir: null }))[0] : undefined,
-    localize: args.localize || args["localize-failed"] || args["module-references"]
-      ? {
-        moduleReferences: args["module-references"] ? String(args["module-references"]) : ModuleReferences.besides(refsDir),
-        limits: args["module-limits"] ? loadModuleLimits(String(args["module-limits"])) : undefined,
-        onlyFailed: Boolean(args["localize-failed"]) && !args.localize,
-      }
-      : undefined,
+    localize:
+      args.localize || args["localize-failed"] || args["module-references"]
+        ? {
+            moduleReferences: args["module-references"] ? String(args["module-references"]) : ModuleReferences.besides(refsDir),
+            limits: args["module-limits"] ? loadModuleLimits(String(args["module-limits"])) : undefined,
+            onlyFailed: Boolean(args["localize-failed"]) && !args.localize,
+          }
+        : undefined,
     references: refsDir,
     profile: String(args.profile),
     only: args.only ?? [],
@@ -151,8 +212,11 @@ export async function conformanceCommand(argv: string[], io: CliIO): Promise<num
   for (const g of report.coverage?.gaps ?? []) io.err(`not covered: ${oneLine(g.what, 100)}: ${oneLine(g.why, 300)}\n`);
   for (const line of adviceFor(report)) io.err(`advice: ${oneLine(line, 500)}\n`);
   const overhead = harnessOverhead(report.run);
-  const ortPart = overhead === null ? "" : `; ${(100 * overhead).toFixed(1)} % outside ${runtime.name === "port" ? "the port" : "onnxruntime"}`;
-  io.err(`\n${s.verdict.toUpperCase()}: ${s.pass} pass, ${s.fail} fail, ${s.xfail} xfail, ${s.xpass} xpass, ${s.error} error, ${s.skip} skip (${(report.run.durationMs / 1000).toFixed(1)} s${ortPart}) on ${report.models[0]?.runtime ? runtimeText(report.models[0].runtime) : runtime.name}\n`);
+  const ortPart =
+    overhead === null ? "" : `; ${(100 * overhead).toFixed(1)} % outside ${runtime.name === "port" ? "the port" : "onnxruntime"}`;
+  io.err(
+    `\n${s.verdict.toUpperCase()}: ${s.pass} pass, ${s.fail} fail, ${s.xfail} xfail, ${s.xpass} xpass, ${s.error} error, ${s.skip} skip (${(report.run.durationMs / 1000).toFixed(1)} s${ortPart}) on ${report.models[0]?.runtime ? runtimeText(report.models[0].runtime) : runtime.name}\n`,
+  );
   io.out(`${path.join(outDir, "report.html")}\n`);
   const code = exitCodeFor(report);
   // --localize asked for by name and nothing could be localized: not a pass (a failed case's 1 stays 1)
@@ -178,7 +242,10 @@ export function localizeNotRun(report: Report): { lines: string[]; none: boolean
     g.calls++;
     groups.set(key, g);
   }
-  const lines = [...groups.values()].map((g) => `--localize: ${oneLine(g.model, 60)} ${g.component}: ${g.calls} module call${g.calls === 1 ? "" : "s"} not run: ${oneLine(g.error, 300)}`);
+  const lines = [...groups.values()].map(
+    (g) =>
+      `--localize: ${oneLine(g.model, 60)} ${g.component}: ${g.calls} module call${g.calls === 1 ? "" : "s"} not run: ${oneLine(g.error, 300)}`,
+  );
   // no calls at all: a runtime that localizes nothing (a port without `modules`), a coverage gap
   return { lines, none: loc.calls.length > 0 && loc.calls.every((c) => c.error) };
 }

@@ -8,54 +8,93 @@ import { loadModelFolder } from "../../pipeline/model-folder";
 import { readRgbPng, readMaskPng, writePng, PngHeader } from "../../pipeline/image";
 import { MAX_PROMPT_CHARS } from "../../pipeline/tokenizer";
 import {
-  a1111SamplerName, a1111ScheduleType, checkSigmaSchedule, findScheduler, parseSchedulerConfig, parseSigmaSchedule,
-  SCHEDULER_NAMES, SCHEDULERS, SIGMA_SCHEDULE_NAMES, SigmaScheduleName,
+  a1111SamplerName,
+  a1111ScheduleType,
+  checkSigmaSchedule,
+  findScheduler,
+  parseSchedulerConfig,
+  parseSigmaSchedule,
+  SCHEDULER_NAMES,
+  SCHEDULERS,
+  SIGMA_SCHEDULE_NAMES,
+  SigmaScheduleName,
 } from "../../schedulers";
 import { CliIO, progress } from "../io";
-import { asTyped, intFlag, numFlag, seedFlag, threadsFlag, THREADS_HELP, runtimeFromFlags, RUNTIME_HELP, PORT_HELP, PORT_TIMEOUT_HELP } from "../parse";
+import {
+  asTyped,
+  intFlag,
+  numFlag,
+  seedFlag,
+  threadsFlag,
+  THREADS_HELP,
+  runtimeFromFlags,
+  RUNTIME_HELP,
+  PORT_HELP,
+  PORT_TIMEOUT_HELP,
+} from "../parse";
 import { DEFAULT_RUNTIME } from "../../runtime/index";
 import { DEFAULT_MODEL, VERSION } from "../defaults";
 
 export function generateParser(argv: string[]) {
-  return yargs(argv)
-    .scriptName("sd-harness generate")
-    .usage("$0 --prompt TEXT [options]\n\nGenerate images with an SD 1.x ONNX model folder (txt2img, img2img with --init-image, inpainting with --mask).")
-    .option("model", { type: "string", default: DEFAULT_MODEL, describe: "SD 1.x ONNX model folder (optimum layout)" })
-    .option("prompt", { type: "string", demandOption: true, describe: "what to draw" })
-    .option("negative-prompt", { type: "string", describe: "what to steer away from" })
-    .option("steps", { type: "number", default: 20, describe: "denoising steps" })
-    .option("guidance", { type: "number", default: 7.5, describe: "classifier-free guidance scale (<= 1 disables CFG)" })
-    .option("scheduler", { type: "string", describe: `the sampler, one of: ${SCHEDULER_NAMES.join(", ")} (default: the model's)` })
-    .option("sigmas", { type: "string", describe: SIGMAS_HELP })
-    .option("seed", { type: "string", describe: "torch seed, 0 to 2^64-1 (default: random, printed)" })
-    .option("width", { type: "number", describe: "a multiple of the model's size step: the VAE's factor x the U-Net's down-sampling, 64 for SD 1.x (default: the model's sample size, or the init image's)" })
-    .option("height", { type: "number", describe: "a multiple of the model's size step (64 for SD 1.x)" })
-    .option("force-sd1", { type: "boolean", default: false, describe: "run a folder that looks like SD 2.x (1024-wide text, 768-v, OpenCLIP tokenizer) as SD 1.x anyway" })
-    .option("batch", { type: "number", default: 1, describe: "images per prompt (one noise draw for the batch, as diffusers)" })
-    .option("init-image", { type: "string", describe: "RGB PNG for img2img / inpainting" })
-    .option("strength", { type: "number", describe: "img2img strength in (0, 1] (default 0.8; inpainting 1.0)" })
-    .option("mask", { type: "string", describe: "PNG mask for inpainting, white = repaint (needs a 9-channel model)" })
-    .option("clip-skip", { type: "number", default: 0, describe: "text-encoder layers to skip (diffusers' clip_skip; A1111's value minus 1)" })
-    .option("eta", { type: "number", default: 0, describe: "DDIM eta" })
-    .option("threads", { type: "number", default: 0, describe: THREADS_HELP })
-    .option("runtime", { type: "string", default: DEFAULT_RUNTIME, describe: RUNTIME_HELP })
-    .option("port", { type: "string", describe: PORT_HELP })
-    .option("port-timeout", { type: "string", describe: PORT_TIMEOUT_HELP })
-    .option("low-memory", { type: "boolean", default: false, describe: "load each model component only while it runs" })
-    .option("out", { type: "string", default: "out.png", describe: "output PNG (batch: name-0.png, name-1.png, …)" })
-    .option("overwrite", { type: "boolean", default: false, describe: "replace existing output files" })
-    .option("truncate", { type: "boolean", default: false, describe: "accept prompts over 77 CLIP tokens, keeping the first 77 (as diffusers does)" })
-    .option("verbose", { type: "boolean", default: false, describe: "stack traces on errors" })
-    .strict()
-    // a repeated flag takes its last value, as in most CLIs: yargs' default made `--steps 2 --steps 3`
-    // an array (reported as `["2","3"] is not an integer`) and `--out a.png --out b.png` the path "a.png,b.png"
-    .parserConfiguration({ "duplicate-arguments-array": false })
-    .fail((msg, err) => {
-      throw new HarnessError(`generate: ${msg ?? err?.message ?? "bad arguments"}`, ExitCode.usage);
-    })
-    .help()
-    .version(VERSION)
-    .exitProcess(false);
+  return (
+    yargs(argv)
+      .scriptName("sd-harness generate")
+      .usage(
+        "$0 --prompt TEXT [options]\n\nGenerate images with an SD 1.x ONNX model folder (txt2img, img2img with --init-image, inpainting with --mask).",
+      )
+      .option("model", { type: "string", default: DEFAULT_MODEL, describe: "SD 1.x ONNX model folder (optimum layout)" })
+      .option("prompt", { type: "string", demandOption: true, describe: "what to draw" })
+      .option("negative-prompt", { type: "string", describe: "what to steer away from" })
+      .option("steps", { type: "number", default: 20, describe: "denoising steps" })
+      .option("guidance", { type: "number", default: 7.5, describe: "classifier-free guidance scale (<= 1 disables CFG)" })
+      .option("scheduler", { type: "string", describe: `the sampler, one of: ${SCHEDULER_NAMES.join(", ")} (default: the model's)` })
+      .option("sigmas", { type: "string", describe: SIGMAS_HELP })
+      .option("seed", { type: "string", describe: "torch seed, 0 to 2^64-1 (default: random, printed)" })
+      .option("width", {
+        type: "number",
+        describe:
+          "a multiple of the model's size step: the VAE's factor x the U-Net's down-sampling, 64 for SD 1.x (default: the model's sample size, or the init image's)",
+      })
+      .option("height", { type: "number", describe: "a multiple of the model's size step (64 for SD 1.x)" })
+      .option("force-sd1", {
+        type: "boolean",
+        default: false,
+        describe: "run a folder that looks like SD 2.x (1024-wide text, 768-v, OpenCLIP tokenizer) as SD 1.x anyway",
+      })
+      .option("batch", { type: "number", default: 1, describe: "images per prompt (one noise draw for the batch, as diffusers)" })
+      .option("init-image", { type: "string", describe: "RGB PNG for img2img / inpainting" })
+      .option("strength", { type: "number", describe: "img2img strength in (0, 1] (default 0.8; inpainting 1.0)" })
+      .option("mask", { type: "string", describe: "PNG mask for inpainting, white = repaint (needs a 9-channel model)" })
+      .option("clip-skip", {
+        type: "number",
+        default: 0,
+        describe: "text-encoder layers to skip (diffusers' clip_skip; A1111's value minus 1)",
+      })
+      .option("eta", { type: "number", default: 0, describe: "DDIM eta" })
+      .option("threads", { type: "number", default: 0, describe: THREADS_HELP })
+      .option("runtime", { type: "string", default: DEFAULT_RUNTIME, describe: RUNTIME_HELP })
+      .option("port", { type: "string", describe: PORT_HELP })
+      .option("port-timeout", { type: "string", describe: PORT_TIMEOUT_HELP })
+      .option("low-memory", { type: "boolean", default: false, describe: "load each model component only while it runs" })
+      .option("out", { type: "string", default: "out.png", describe: "output PNG (batch: name-0.png, name-1.png, …)" })
+      .option("overwrite", { type: "boolean", default: false, describe: "replace existing output files" })
+      .option("truncate", {
+        type: "boolean",
+        default: false,
+        describe: "accept prompts over 77 CLIP tokens, keeping the first 77 (as diffusers does)",
+      })
+      .option("verbose", { type: "boolean", default: false, describe: "stack traces on errors" })
+      .strict()
+      // a repeated flag takes its last value, as in most CLIs: yargs' default made `--steps 2 --steps 3`
+      // an array (reported as `["2","3"] is not an integer`) and `--out a.png --out b.png` the path "a.png,b.png"
+      .parserConfiguration({ "duplicate-arguments-array": false })
+      .fail((msg, err) => {
+        throw new HarnessError(`generate: ${msg ?? err?.message ?? "bad arguments"}`, ExitCode.usage);
+      })
+      .help()
+      .version(VERSION)
+      .exitProcess(false)
+  );
 }
 
 /**
@@ -68,8 +107,10 @@ const SIGMAS_HELP = (() => {
     const key = d.sigmaSchedules.length > 0 ? d.sigmaSchedules.join(", ") : "none (no sigmas)";
     groups.set(key, [...(groups.get(key) ?? []), d.id]);
   }
-  return `sigma schedule, one of: ${SIGMA_SCHEDULE_NAMES.join(", ")} (default: the model's config: diffusers' use_karras_sigmas / ` +
-    `use_exponential_sigmas / use_beta_sigmas). Accepted: ${[...groups].map(([accepts, ids]) => `${ids.join(", ")}: ${accepts}`).join("; ")}`;
+  return (
+    `sigma schedule, one of: ${SIGMA_SCHEDULE_NAMES.join(", ")} (default: the model's config: diffusers' use_karras_sigmas / ` +
+    `use_exponential_sigmas / use_beta_sigmas). Accepted: ${[...groups].map(([accepts, ids]) => `${ids.join(", ")}: ${accepts}`).join("; ")}`
+  );
 })();
 
 /**
@@ -77,8 +118,18 @@ const SIGMAS_HELP = (() => {
  * `sigmas` the sigma schedule it ran on, written as A1111's "Schedule type" where it has one.
  */
 export function a1111Parameters(p: {
-  prompt: string; negative?: string; steps: number; scheduler: string; sigmas?: SigmaScheduleName; guidance: number; seed: bigint;
-  width: number; height: number; model: string; strength?: number; clipSkip: number;
+  prompt: string;
+  negative?: string;
+  steps: number;
+  scheduler: string;
+  sigmas?: SigmaScheduleName;
+  guidance: number;
+  seed: bigint;
+  width: number;
+  height: number;
+  model: string;
+  strength?: number;
+  clipSkip: number;
 }): string {
   const scheduleType = a1111ScheduleType(p.scheduler, p.sigmas);
   const fields = [
@@ -108,10 +159,16 @@ function checkInitImageSize(file: string, h: PngHeader, width: number | undefine
   const w = width ?? h.width;
   const hh = height ?? h.height;
   if (w !== h.width || hh !== h.height) {
-    throw new HarnessError(`--init-image ${file}: ${h.width}x${h.height} pixels but --width/--height ask for ${w}x${hh}; resize the image or drop --width/--height`, ExitCode.usage);
+    throw new HarnessError(
+      `--init-image ${file}: ${h.width}x${h.height} pixels but --width/--height ask for ${w}x${hh}; resize the image or drop --width/--height`,
+      ExitCode.usage,
+    );
   }
   if (h.width % step !== 0 || h.height % step !== 0) {
-    throw new HarnessError(`--init-image ${file}: ${h.width}x${h.height} pixels; the output takes the image's size, which must be a multiple of ${step} on each side for this model (the VAE's factor x the U-Net's down-sampling); resize the image`, ExitCode.usage);
+    throw new HarnessError(
+      `--init-image ${file}: ${h.width}x${h.height} pixels; the output takes the image's size, which must be a multiple of ${step} on each side for this model (the VAE's factor x the U-Net's down-sampling); resize the image`,
+      ExitCode.usage,
+    );
   }
 }
 
@@ -141,13 +198,22 @@ export async function runGenerate(args: Record<string, unknown>, io: CliIO, argv
   const prompt = String(args.prompt);
   const negative = args["negative-prompt"] === undefined ? undefined : String(args["negative-prompt"]);
   // bounded before anything else: CLIP reads 77 tokens, and a huge argument is refused in milliseconds
-  for (const [flag, text] of [["--prompt", prompt], ["--negative-prompt", negative]] as const) {
+  for (const [flag, text] of [
+    ["--prompt", prompt],
+    ["--negative-prompt", negative],
+  ] as const) {
     if (text !== undefined && text.length > MAX_PROMPT_CHARS) {
-      throw new HarnessError(`${flag}: ${text.length} characters, over the limit of ${MAX_PROMPT_CHARS}; CLIP reads only the first 77 tokens`, ExitCode.usage);
+      throw new HarnessError(
+        `${flag}: ${text.length} characters, over the limit of ${MAX_PROMPT_CHARS}; CLIP reads only the first 77 tokens`,
+        ExitCode.usage,
+      );
     }
   }
   if (args.scheduler !== undefined && !SCHEDULER_NAMES.includes(String(args.scheduler))) {
-    throw new HarnessError(`--scheduler: unknown scheduler ${JSON.stringify(args.scheduler)}; choose one of ${SCHEDULER_NAMES.join(", ")}`, ExitCode.usage);
+    throw new HarnessError(
+      `--scheduler: unknown scheduler ${JSON.stringify(args.scheduler)}; choose one of ${SCHEDULER_NAMES.join(", ")}`,
+      ExitCode.usage,
+    );
   }
   // a schedule that is none is refused here; one the scheduler does not take, once the model says which runs
   const sigmas = args.sigmas === undefined ? undefined : String(args.sigmas);
@@ -159,14 +225,18 @@ export async function runGenerate(args: Record<string, unknown>, io: CliIO, argv
   // --sigmas is checked against the sampler that will run (--scheduler, else the model's own class)
   // before any work; generate() runs it and reports the schedule it ran on
   const configFile = `${modelFolder.dir}/scheduler/scheduler_config.json`;
-  const sampler = args.scheduler === undefined ? parseSchedulerConfig({ ...modelFolder.schedulerConfig }, configFile).className : String(args.scheduler);
+  const sampler =
+    args.scheduler === undefined ? parseSchedulerConfig({ ...modelFolder.schedulerConfig }, configFile).className : String(args.scheduler);
   const samplerChoice = findScheduler(sampler);
   if (sigmas !== undefined && samplerChoice) checkSigmaSchedule(samplerChoice, sigmas);
 
   validateSize(width, height, modelFolder.sizeStep);
   const initFile = String(args["init-image"]);
-  const initImage = args["init-image"] ? readRgbPng(initFile, "--init-image", (h) => checkInitImageSize(initFile, h, width, height, modelFolder.sizeStep)) : null;
-  const mask = initImage && args.mask ? readMaskPng(String(args.mask), "--mask", (h) => validateMaskSize(h, initImage.width, initImage.height)) : null;
+  const initImage = args["init-image"]
+    ? readRgbPng(initFile, "--init-image", (h) => checkInitImageSize(initFile, h, width, height, modelFolder.sizeStep))
+    : null;
+  const mask =
+    initImage && args.mask ? readMaskPng(String(args.mask), "--mask", (h) => validateMaskSize(h, initImage.width, initImage.height)) : null;
   const out = String(args.out);
   const targets = outputPaths(out, batch);
   // Fail before any work when the outputs cannot be written.
@@ -175,7 +245,8 @@ export async function runGenerate(args: Record<string, unknown>, io: CliIO, argv
     if (!fs.existsSync(dir)) throw new HarnessError(`--out ${t}: directory ${dir} does not exist`, ExitCode.output);
     if (!fs.statSync(dir).isDirectory()) throw new HarnessError(`--out ${t}: ${dir} is not a directory`, ExitCode.output);
     if (fs.existsSync(t) && fs.statSync(t).isDirectory()) throw new HarnessError(`--out ${t}: is a directory`, ExitCode.output);
-    if (!args.overwrite && fs.existsSync(t)) throw new HarnessError(`--out ${t}: already exists (pass --overwrite to replace it)`, ExitCode.output);
+    if (!args.overwrite && fs.existsSync(t))
+      throw new HarnessError(`--out ${t}: already exists (pass --overwrite to replace it)`, ExitCode.output);
     // access(W_OK) says yes to root everywhere, even where nothing can be created (/proc, read-only
     // mounts): create and remove a probe file instead.
     const probe = path.join(dir, `.sd-harness-probe.${process.pid}.tmp`);
@@ -183,25 +254,44 @@ export async function runGenerate(args: Record<string, unknown>, io: CliIO, argv
       fs.writeFileSync(probe, "", { flag: "wx" });
       fs.unlinkSync(probe);
     } catch (e) {
-      throw new HarnessError(`--out ${t}: directory ${dir} is not writable (${(e as NodeJS.ErrnoException).code ?? "error"})`, ExitCode.output);
+      throw new HarnessError(
+        `--out ${t}: directory ${dir} is not writable (${(e as NodeJS.ErrnoException).code ?? "error"})`,
+        ExitCode.output,
+      );
     }
   }
 
-  const runtime = runtimeFromFlags(argv, { runtime: args.runtime, port: args.port, portTimeout: asTyped(argv, "port-timeout", args["port-timeout"]) }, io.signal, args.verbose ? (line) => io.err(`${line}\n`) : undefined);
+  const runtime = runtimeFromFlags(
+    argv,
+    { runtime: args.runtime, port: args.port, portTimeout: asTyped(argv, "port-timeout", args["port-timeout"]) },
+    io.signal,
+    args.verbose ? (line) => io.err(`${line}\n`) : undefined,
+  );
   const pipe = await StableDiffusionPipeline.fromFolder(modelFolder, {
-    threads, runtime, lowMemory: Boolean(args["low-memory"]), warn: (m) => io.err(`sd-harness: warning: ${m}\n`),
+    threads,
+    runtime,
+    lowMemory: Boolean(args["low-memory"]),
+    warn: (m) => io.err(`sd-harness: warning: ${m}\n`),
   }).catch(async (e: unknown) => {
     await runtime.close();
     throw e;
   });
   try {
-    if (clipSkip > 0 && !(await pipe.hasHiddenStates())) throw new HarnessError(`--clip-skip: ${modelFolder.textEncoder}: ${NO_HIDDEN_STATES}`, ExitCode.usage);
+    if (clipSkip > 0 && !(await pipe.hasHiddenStates()))
+      throw new HarnessError(`--clip-skip: ${modelFolder.textEncoder}: ${NO_HIDDEN_STATES}`, ExitCode.usage);
     // CLIP reads 77 tokens. A longer prompt is refused unless --truncate says to keep the first 77
     // as diffusers does (with a warning): silently dropping the end of a prompt surprises people.
-    for (const [flag, text] of [["--prompt", prompt], ["--negative-prompt", negative]] as const) {
+    for (const [flag, text] of [
+      ["--prompt", prompt],
+      ["--negative-prompt", negative],
+    ] as const) {
       if (text === undefined) continue;
       pipe.tokenize([text], (m) => {
-        if (!args.truncate) throw new HarnessError(`${flag}: ${m}; shorten it, or pass --truncate to keep the first 77 tokens as diffusers does`, ExitCode.usage);
+        if (!args.truncate)
+          throw new HarnessError(
+            `${flag}: ${m}; shorten it, or pass --truncate to keep the first 77 tokens as diffusers does`,
+            ExitCode.usage,
+          );
         io.err(`sd-harness: warning: ${flag}: ${m}\n`);
       });
     }
@@ -210,9 +300,22 @@ export async function runGenerate(args: Record<string, unknown>, io: CliIO, argv
     let total = 0;
     let barRef = { tick: (_done: number) => {}, end: () => {} };
     const result = await pipe.generate({
-      prompt, negativePrompt: negative ?? null, steps, guidanceScale: guidance, scheduler: args.scheduler as string | undefined,
+      prompt,
+      negativePrompt: negative ?? null,
+      steps,
+      guidanceScale: guidance,
+      scheduler: args.scheduler as string | undefined,
       sigmas: sigmas as SigmaScheduleName | undefined,
-      seed, width, height, numImagesPerPrompt: batch, initImage, mask, strength, clipSkip, eta, signal: io.signal,
+      seed,
+      width,
+      height,
+      numImagesPerPrompt: batch,
+      initImage,
+      mask,
+      strength,
+      clipSkip,
+      eta,
+      signal: io.signal,
       onStep: (s) => {
         if (total === 0) {
           total = s.total;
@@ -226,8 +329,18 @@ export async function runGenerate(args: Record<string, unknown>, io: CliIO, argv
     const schedulerName = result.scheduler;
     const sigmaSchedule = result.sigmaSchedule;
     const params = a1111Parameters({
-      prompt, negative, steps, scheduler: schedulerName, sigmas: sigmaSchedule, guidance, seed, width: result.width, height: result.height,
-      model: pipe.folder.name, strength: initImage ? strength ?? (mask ? 1 : 0.8) : undefined, clipSkip,
+      prompt,
+      negative,
+      steps,
+      scheduler: schedulerName,
+      sigmas: sigmaSchedule,
+      guidance,
+      seed,
+      width: result.width,
+      height: result.height,
+      model: pipe.folder.name,
+      strength: initImage ? (strength ?? (mask ? 1 : 0.8)) : undefined,
+      clipSkip,
     });
     result.images.forEach((img, i) => {
       writePng(targets[i], img, { parameters: params }, !args.overwrite);

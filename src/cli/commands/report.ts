@@ -7,7 +7,15 @@ import { CliIO } from "../io";
 import yargs from "yargs";
 import { VERSION } from "../defaults";
 // JSON and the writers only: `report merge` must not load a runtime (no runner, no pipeline)
-import { REPORTERS, disabledReporters, writeReports, readReportFile, readAssetConfined, mergeReports, ReportFolder } from "../../conformance/report";
+import {
+  REPORTERS,
+  disabledReporters,
+  writeReports,
+  readReportFile,
+  readAssetConfined,
+  mergeReports,
+  ReportFolder,
+} from "../../conformance/report";
 import { isFailing } from "../../conformance/types";
 
 const USAGE = "usage: sd-harness report merge --out DIR [--overwrite] REPORT_DIR_OR_JSON...";
@@ -15,21 +23,25 @@ const USAGE = "usage: sd-harness report merge --out DIR [--overwrite] REPORT_DIR
 function mergeParser(argv: string[]) {
   const y = yargs(argv)
     .scriptName("sd-harness report merge")
-    .usage("$0 --out DIR [--overwrite] REPORT_DIR_OR_JSON...\n\nJoin the report.json of conformance shards (--shard i/n) into one report folder. Exit: 0 all pass, 1 a case failed, 2 usage or input error, 3 output cannot be written, 75 --out in use by another run.")
+    .usage(
+      "$0 --out DIR [--overwrite] REPORT_DIR_OR_JSON...\n\nJoin the report.json of conformance shards (--shard i/n) into one report folder. Exit: 0 all pass, 1 a case failed, 2 usage or input error, 3 output cannot be written, 75 --out in use by another run.",
+    )
     .option("out", { type: "string", describe: "report folder for the merged report (required)" })
     .option("overwrite", { type: "boolean", default: false, describe: "replace the reports in an existing --out folder" });
   // report formats that can be turned off (the GitHub job summary), from the reporter registry
   for (const r of REPORTERS) if (r.optOut) y.option(r.optOut.flag, { type: "boolean", default: true, describe: r.optOut.describe });
-  return y
-    .parserConfiguration({ "parse-positional-numbers": false })
-    // the inputs are positionals: only options are checked
-    .strictOptions()
-    .fail((msg, err) => {
-      throw new HarnessError(`report merge: ${msg ?? err?.message ?? "bad arguments"}; ${USAGE}`, ExitCode.usage);
-    })
-    .help()
-    .version(VERSION)
-    .exitProcess(false);
+  return (
+    y
+      .parserConfiguration({ "parse-positional-numbers": false })
+      // the inputs are positionals: only options are checked
+      .strictOptions()
+      .fail((msg, err) => {
+        throw new HarnessError(`report merge: ${msg ?? err?.message ?? "bad arguments"}; ${USAGE}`, ExitCode.usage);
+      })
+      .help()
+      .version(VERSION)
+      .exitProcess(false)
+  );
 }
 
 export async function reportCommand(argv: string[], io: CliIO): Promise<number> {
@@ -62,7 +74,12 @@ export async function reportCommand(argv: string[], io: CliIO): Promise<number> 
     }
   }
   // locked from here to the last file: a second merge (or a conformance run) into it is refused
-  const folder = ReportFolder.check(out, { flag: "--out", overwrite, refuse: "report-files", lock: { command: ["report", ...argv].join(" ") } });
+  const folder = ReportFolder.check(out, {
+    flag: "--out",
+    overwrite,
+    refuse: "report-files",
+    lock: { command: ["report", ...argv].join(" ") },
+  });
   try {
     for (const [rel, buf] of assets) {
       const [, label, ...name] = rel.split("/");

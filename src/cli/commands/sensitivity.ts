@@ -16,19 +16,37 @@ import { writeFileAtomic } from "../../util/atomic";
 function parser(argv: string[]) {
   return yargs(argv)
     .scriptName("sd-harness sensitivity")
-    .usage(`$0 [--model DIR] [--references DIR] [--budget SECONDS] [options]\n\nPerturb single weights (and scale attention projections) of each layer kind in a temporary copy of the model, run the cases that part reaches, and report the smallest change the default run catches. The model folder is never written. Exit: 0 done, 2 usage or input error, 3 output cannot be written, 75 --out in use by another run.\n\nLayer kinds: ${LAYER_KINDS.map((k) => k.id).join(", ")}`)
+    .usage(
+      `$0 [--model DIR] [--references DIR] [--budget SECONDS] [options]\n\nPerturb single weights (and scale attention projections) of each layer kind in a temporary copy of the model, run the cases that part reaches, and report the smallest change the default run catches. The model folder is never written. Exit: 0 done, 2 usage or input error, 3 output cannot be written, 75 --out in use by another run.\n\nLayer kinds: ${LAYER_KINDS.map((k) => k.id).join(", ")}`,
+    )
     .option("model", { type: "string", default: DEFAULT_MODEL, describe: "ONNX model folder (copied; never changed)" })
-    .option("inpaint-model", { type: "string", describe: "9-channel inpainting model (copied; never changed): the inpainting cases run, and its U-Net is probed with the U-Net kinds (default: the bundled one with the bundled model; without one those cases are left out)" })
+    .option("inpaint-model", {
+      type: "string",
+      describe:
+        "9-channel inpainting model (copied; never changed): the inpainting cases run, and its U-Net is probed with the U-Net kinds (default: the bundled one with the bundled model; without one those cases are left out)",
+    })
     .option("references", { type: "string", default: DEFAULT_REFERENCES, describe: "reference set folder made for this model" })
-    .option("budget", { type: "number", default: 600, describe: "seconds; no new perturbation starts after that (the report lists what was not measured)" })
+    .option("budget", {
+      type: "number",
+      default: 600,
+      describe: "seconds; no new perturbation starts after that (the report lists what was not measured)",
+    })
     .option("seed", { type: "number", default: 0, describe: "picks the weights (the same seed, the same weights)" })
     .option("only", { type: "string", array: true, describe: "layer-kind globs, e.g. 'unet.attn*' or 'vae_*'" })
     .option("tensors", { type: "string", array: true, describe: "module-path globs that limit the perturbed tensors, e.g. '*mid_block*'" })
-    .option("cases", { type: "string", array: true, describe: "case-id globs that further limit the cases run (default: every case the perturbed part reaches)" })
+    .option("cases", {
+      type: "string",
+      array: true,
+      describe: "case-id globs that further limit the cases run (default: every case the perturbed part reaches)",
+    })
     .option("profile", { type: "string", default: "fp32", describe: "tolerance profile the catches are judged by" })
     .option("tolerances", { type: "string", describe: "tolerance file (default: conformance/tolerances.json)" })
     .option("samples", { type: "number", default: 1, describe: "tensors per kind searched for their smallest caught size" })
-    .option("sweep", { type: "boolean", default: true, describe: "also probe every other tensor of the target kinds at +1e-2 and x1.01 (--no-sweep: off)" })
+    .option("sweep", {
+      type: "boolean",
+      default: true,
+      describe: "also probe every other tensor of the target kinds at +1e-2 and x1.01 (--no-sweep: off)",
+    })
     .option("relatives", { type: "string", describe: `single-weight sizes, comma-separated (default ${DEFAULT_RELATIVES.join(",")})` })
     .option("scales", { type: "string", describe: `attention-projection scales, comma-separated (default ${DEFAULT_SCALES.join(",")})` })
     .option("out", { type: "string", describe: "folder for sensitivity.json / .md / .html (default: reports/sensitivity-<timestamp>)" })
@@ -48,13 +66,19 @@ function parser(argv: string[]) {
 }
 
 function sizeList(flag: string, v: unknown, min: number, max: number): number[] {
-  const parts = String(v).split(",").map((s) => s.trim());
-  if (parts.length === 0 || parts.some((p) => p === "")) throw new HarnessError(`${flag}: ${JSON.stringify(v)} is not a comma-separated list of numbers`, ExitCode.usage);
+  const parts = String(v)
+    .split(",")
+    .map((s) => s.trim());
+  if (parts.length === 0 || parts.some((p) => p === ""))
+    throw new HarnessError(`${flag}: ${JSON.stringify(v)} is not a comma-separated list of numbers`, ExitCode.usage);
   return parts.map((p) => numFlag(flag, p, min, max));
 }
 
 function writeSensitivity(dir: string, report: SensitivityReport): void {
-  writeFileAtomic(path.join(dir, "sensitivity.json"), JSON.stringify(report, (_k, v) => (typeof v === "number" && !Number.isFinite(v) ? String(v) : v), 1) + "\n");
+  writeFileAtomic(
+    path.join(dir, "sensitivity.json"),
+    JSON.stringify(report, (_k, v) => (typeof v === "number" && !Number.isFinite(v) ? String(v) : v), 1) + "\n",
+  );
   writeFileAtomic(path.join(dir, "sensitivity.md"), renderSensitivityMarkdown(report));
   writeFileAtomic(path.join(dir, "sensitivity.html"), renderSensitivityHtml(report));
 }
@@ -72,7 +96,10 @@ export async function sensitivityCommand(argv: string[], io: CliIO): Promise<num
   if (scales?.includes(1)) throw new HarnessError("--scales: a scale of 1 changes nothing", ExitCode.usage);
   const tol = loadTolerances(args.tolerances);
   if (!profiles(tol).includes(String(args.profile))) {
-    throw new HarnessError(`--profile: unknown profile ${JSON.stringify(args.profile)}; known: ${profiles(tol).join(", ")}`, ExitCode.usage);
+    throw new HarnessError(
+      `--profile: unknown profile ${JSON.stringify(args.profile)}; known: ${profiles(tol).join(", ")}`,
+      ExitCode.usage,
+    );
   }
   // as conformance takes it: --inpaint-model, else the bundled inpainting model beside the bundled model
   const bundled = path.resolve(String(args.model)) === path.resolve(DEFAULT_MODEL) && fs.existsSync(DEFAULT_INPAINT_MODEL);
@@ -81,7 +108,12 @@ export async function sensitivityCommand(argv: string[], io: CliIO): Promise<num
   const outDir = args.out ? String(args.out) : path.join("reports", `sensitivity-${stamp}`);
   // checked and locked before the long run (a second run into it is refused, exit 75); the report
   // files are written at the end, and the folder is removed again if the run leaves it empty
-  const folder = ReportFolder.check(outDir, { flag: "--out", overwrite: Boolean(args.overwrite), refuse: "non-empty", lock: { command: ["sensitivity", ...argv].join(" ") } });
+  const folder = ReportFolder.check(outDir, {
+    flag: "--out",
+    overwrite: Boolean(args.overwrite),
+    refuse: "non-empty",
+    lock: { command: ["sensitivity", ...argv].join(" ") },
+  });
   let report: SensitivityReport;
   try {
     report = await runSensitivity({

@@ -36,7 +36,10 @@ export function parseShard(text: string): { index: number; count: number } {
   // compared as whole numbers: 9007199254740993 would round to a neighbour as a double
   const big = m ? [BigInt(m[1]), BigInt(m[2])] : null;
   if (big && big[1] > BigInt(Number.MAX_SAFE_INTEGER)) {
-    throw new HarnessError(`--shard: ${JSON.stringify(oneLine(text, 60))}: n is larger than any number of shards can be (at most ${Number.MAX_SAFE_INTEGER}, and at most one shard per case is useful)`, ExitCode.usage);
+    throw new HarnessError(
+      `--shard: ${JSON.stringify(oneLine(text, 60))}: n is larger than any number of shards can be (at most ${Number.MAX_SAFE_INTEGER}, and at most one shard per case is useful)`,
+      ExitCode.usage,
+    );
   }
   const index = m ? Number(m[1]) : NaN;
   const count = m ? Number(m[2]) : NaN;
@@ -57,7 +60,11 @@ export function caseCost(refs: ReferenceSet, c: CaseDef): number {
  * rule (cases by cost, largest first, each to the shard with the least so far; ties by id and by
  * shard number), so every shard process computes the same partition from the same list.
  */
-export function shardCases(cases: readonly CaseDef[], shard: { index: number; count: number }, cost: (c: CaseDef) => number = () => 1): CaseDef[] {
+export function shardCases(
+  cases: readonly CaseDef[],
+  shard: { index: number; count: number },
+  cost: (c: CaseDef) => number = () => 1,
+): CaseDef[] {
   const order = cases.map((c, k) => ({ c, k, w: cost(c) })).sort((a, b) => b.w - a.w || (a.c.id < b.c.id ? -1 : a.c.id > b.c.id ? 1 : 0));
   // only the first min(n, cases) shards can ever receive a case (an empty shard with the lowest
   // number is always the least loaded), so more shards than cases need no more room than that

@@ -65,7 +65,10 @@ export function computeCoverage(
   for (const cls of SCHEDULER_CLASSES) {
     if (schedulers.has(cls)) continue;
     const inSet = all.some((c) => factsOf(refs, c).scheduler === cls);
-    gaps.push({ what: `scheduler ${cls}`, why: inSet ? "its cases were left out or skipped in this run" : "the reference set has no trace or run for it" });
+    gaps.push({
+      what: `scheduler ${cls}`,
+      why: inSet ? "its cases were left out or skipped in this run" : "the reference set has no trace or run for it",
+    });
   }
 
   // tasks: end-to-end runs judged per kind
@@ -80,7 +83,10 @@ export function computeCoverage(
       gaps.push({ what: `task ${task}`, why: `the reference set has no end-to-end ${task} run${hint}` });
     } else {
       const r = results.find((x) => defs.some((d) => d.id === x.id) && x.status === "skip");
-      gaps.push({ what: `task ${task}`, why: r?.message ?? `its ${defs.length} end-to-end runs were left out by --only / --skip / --shard` });
+      gaps.push({
+        what: `task ${task}`,
+        why: r?.message ?? `its ${defs.length} end-to-end runs were left out by --only / --skip / --shard`,
+      });
     }
   }
 
@@ -145,13 +151,19 @@ export function mergeCoverage(parts: readonly (Coverage | undefined)[]): Coverag
 
 /** Short lines for the terminal and summary.md. */
 export function coverageLines(c: Coverage): string[] {
-  const judgedStages = Object.entries(c.stages).filter(([, v]) => v.judged > 0).map(([k]) => k);
+  const judgedStages = Object.entries(c.stages)
+    .filter(([, v]) => v.judged > 0)
+    .map(([k]) => k);
   const lines = [
     `stages judged: ${judgedStages.join(", ") || "none"}`,
     `schedulers: ${c.schedulers.length ? c.schedulers.join(", ") : "none"}`,
-    `tasks (end-to-end runs): ${Object.entries(c.tasks).map(([k, v]) => `${k} ${v}`).join(", ")}`,
+    `tasks (end-to-end runs): ${Object.entries(c.tasks)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(", ")}`,
     `sizes: ${c.sizes.join(", ") || "none"}`,
-    `precisions: ${Object.entries(c.precisions).map(([k, v]) => `${k} (U-Net ${v})`).join(", ")}, profile ${c.profile}`,
+    `precisions: ${Object.entries(c.precisions)
+      .map(([k, v]) => `${k} (U-Net ${v})`)
+      .join(", ")}, profile ${c.profile}`,
   ];
   return lines;
 }

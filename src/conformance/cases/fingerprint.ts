@@ -8,8 +8,16 @@ import { HarnessError, ExitCode } from "../../errors";
 import { ModelFolder, ModelFingerprint } from "../../pipeline/model-folder";
 
 const FIELDS: readonly (keyof ModelFingerprint)[] = [
-  "text_hidden_size", "text_vocab_size", "text_max_position_embeddings", "latent_channels", "vae_scaling_factor",
-  "vae_scale_factor", "unet_in_channels", "unet_out_channels", "cross_attention_dim", "prediction_type",
+  "text_hidden_size",
+  "text_vocab_size",
+  "text_max_position_embeddings",
+  "latent_channels",
+  "vae_scaling_factor",
+  "vae_scale_factor",
+  "unet_in_channels",
+  "unet_out_channels",
+  "cross_attention_dim",
+  "prediction_type",
 ];
 
 function same(a: unknown, b: unknown): boolean {
@@ -18,7 +26,10 @@ function same(a: unknown, b: unknown): boolean {
 }
 
 /** The first field where the two differ, or null; fields either side lacks (null / absent) are not compared. */
-function firstDifference(reference: Readonly<Record<string, unknown>>, model: ModelFingerprint): { field: string; reference: unknown; model: unknown } | null {
+function firstDifference(
+  reference: Readonly<Record<string, unknown>>,
+  model: ModelFingerprint,
+): { field: string; reference: unknown; model: unknown } | null {
   for (const f of FIELDS) {
     const r = reference[f];
     const m = model[f];
@@ -41,7 +52,13 @@ function firstDifference(reference: Readonly<Record<string, unknown>>, model: Mo
  * `key` ("fingerprint", or "inpaint_fingerprint" for the inpainting model). Returns a warning when
  * the set predates fingerprints (nothing can be checked), else null.
  */
-export function checkFingerprint(manifest: Readonly<Record<string, unknown>>, key: "fingerprint" | "inpaint_fingerprint", folder: ModelFolder, refsDir: string, flag: string): string | null {
+export function checkFingerprint(
+  manifest: Readonly<Record<string, unknown>>,
+  key: "fingerprint" | "inpaint_fingerprint",
+  folder: ModelFolder,
+  refsDir: string,
+  flag: string,
+): string | null {
   const fp = manifest[key];
   if (fp === undefined) {
     return `${refsDir}: the reference set records no ${key} (made by an older make_references.py); cannot check that it belongs to ${flag} ${folder.dir}`;

@@ -49,7 +49,12 @@ export class ReferenceSet {
   /** sha256 of manifest.json's bytes: the set's identity in reports */
   readonly sha256: string;
 
-  private constructor(readonly dir: string, readonly manifest: ReferenceManifest, private readonly byId: Map<string, ReferenceCase>, manifestSha256: string) {
+  private constructor(
+    readonly dir: string,
+    readonly manifest: ReferenceManifest,
+    private readonly byId: Map<string, ReferenceCase>,
+    manifestSha256: string,
+  ) {
     this.sha256 = manifestSha256;
   }
 
@@ -67,38 +72,66 @@ export class ReferenceSet {
     try {
       const st = fs.statSync(file);
       if (!st.isFile()) throw new HarnessError(`${file}: not a regular file`, ExitCode.usage);
-      if (st.size > MAX_MANIFEST_BYTES) throw new HarnessError(`${file}: ${st.size} bytes, over the ${MAX_MANIFEST_BYTES}-byte limit for a manifest`, ExitCode.usage);
+      if (st.size > MAX_MANIFEST_BYTES)
+        throw new HarnessError(`${file}: ${st.size} bytes, over the ${MAX_MANIFEST_BYTES}-byte limit for a manifest`, ExitCode.usage);
       bytes = fs.readFileSync(file);
       manifest = JSON.parse(bytes.toString("utf8"));
     } catch (e) {
       if (e instanceof HarnessError) throw e;
       const code = (e as NodeJS.ErrnoException).code;
-      throw new HarnessError(code === "ENOENT" ? `${file}: missing (not a reference set)` : code ? `${file}: cannot read (${code})` : `${file}: not valid JSON`, ExitCode.usage);
+      throw new HarnessError(
+        code === "ENOENT" ? `${file}: missing (not a reference set)` : code ? `${file}: cannot read (${code})` : `${file}: not valid JSON`,
+        ExitCode.usage,
+      );
     }
     if (typeof manifest !== "object" || manifest === null || !Array.isArray(manifest.cases)) {
       throw new HarnessError(`${file}: no "cases" list (not a reference set manifest)`, ExitCode.usage);
     }
     const byId = new Map<string, ReferenceCase>();
     for (const [k, c] of manifest.cases.entries()) {
-      if (typeof c !== "object" || c === null || typeof c.id !== "string" || typeof c.file !== "string" || typeof c.sha256 !== "string" || typeof c.stage !== "string") {
+      if (
+        typeof c !== "object" ||
+        c === null ||
+        typeof c.id !== "string" ||
+        typeof c.file !== "string" ||
+        typeof c.sha256 !== "string" ||
+        typeof c.stage !== "string"
+      ) {
         throw new HarnessError(`${file}: malformed case entry cases[${k}] ${oneLine(JSON.stringify(c) ?? String(c), 80)}`, ExitCode.usage);
       }
       if (!CASE_ID_PATTERN.test(c.id) || c.id.includes("..")) {
-        throw new HarnessError(`${file}: cases[${k}].id ${JSON.stringify(oneLine(c.id, 80))} is not a case id (stage:name of letters, digits and . _ + -)`, ExitCode.usage);
+        throw new HarnessError(
+          `${file}: cases[${k}].id ${JSON.stringify(oneLine(c.id, 80))} is not a case id (stage:name of letters, digits and . _ + -)`,
+          ExitCode.usage,
+        );
       }
       if (!c.id.startsWith(`${c.stage}:`)) {
-        throw new HarnessError(`${file}: cases[${k}].stage ${JSON.stringify(oneLine(c.stage, 40))} does not match its id ${c.id}`, ExitCode.usage);
+        throw new HarnessError(
+          `${file}: cases[${k}].stage ${JSON.stringify(oneLine(c.stage, 40))} does not match its id ${c.id}`,
+          ExitCode.usage,
+        );
       }
       if (!CASE_FILE_PATTERN.test(c.file) || c.file.split("/").includes("..")) {
-        throw new HarnessError(`${file}: case ${c.id} points outside the set or at an odd name (${JSON.stringify(oneLine(c.file, 80))})`, ExitCode.usage);
+        throw new HarnessError(
+          `${file}: case ${c.id} points outside the set or at an odd name (${JSON.stringify(oneLine(c.file, 80))})`,
+          ExitCode.usage,
+        );
       }
       if (!/^[0-9a-f]{64}$/.test(c.sha256)) throw new HarnessError(`${file}: case ${c.id} has no valid sha256`, ExitCode.usage);
       if (c.tensors !== undefined && (typeof c.tensors !== "object" || c.tensors === null || Array.isArray(c.tensors))) {
         throw new HarnessError(`${file}: case ${c.id}: "tensors" is not an object`, ExitCode.usage);
       }
       for (const [name, d] of Object.entries(c.tensors ?? {})) {
-        if (!Array.isArray(d) || typeof d[0] !== "string" || !Array.isArray(d[1]) || !d[1].every((x) => Number.isSafeInteger(x) && x >= 0)) {
-          throw new HarnessError(`${file}: case ${c.id}: tensors[${JSON.stringify(oneLine(name, 40))}] is not [dtype, shape]`, ExitCode.usage);
+        if (
+          !Array.isArray(d) ||
+          typeof d[0] !== "string" ||
+          !Array.isArray(d[1]) ||
+          !d[1].every((x) => Number.isSafeInteger(x) && x >= 0)
+        ) {
+          throw new HarnessError(
+            `${file}: case ${c.id}: tensors[${JSON.stringify(oneLine(name, 40))}] is not [dtype, shape]`,
+            ExitCode.usage,
+          );
         }
       }
       if (byId.has(c.id)) throw new HarnessError(`${file}: case ${c.id} appears twice`, ExitCode.usage);
@@ -130,7 +163,8 @@ export class ReferenceSet {
       // the name is checked when the manifest is opened; a symlink must not lead out of the set either
       const real = fs.realpathSync(file);
       const rel = path.relative(fs.realpathSync(this.dir), real);
-      if (rel === "" || rel.startsWith("..") || path.isAbsolute(rel)) throw new HarnessError(`${file}: resolves outside the reference set (case ${id})`, ExitCode.usage);
+      if (rel === "" || rel.startsWith("..") || path.isAbsolute(rel))
+        throw new HarnessError(`${file}: resolves outside the reference set (case ${id})`, ExitCode.usage);
       if (!fs.statSync(real).isFile()) throw new HarnessError(`${file}: not a regular file (case ${id})`, ExitCode.usage);
       buf = fs.readFileSync(real);
     } catch (e) {
@@ -138,7 +172,11 @@ export class ReferenceSet {
       throw new HarnessError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code}) for case ${id}`, ExitCode.usage);
     }
     const sha = sha256Hex(buf);
-    if (sha !== c.sha256) throw new HarnessError(`${file}: sha256 ${sha.slice(0, 12)}… does not match the manifest's ${c.sha256.slice(0, 12)}… (case ${id})`, ExitCode.usage);
+    if (sha !== c.sha256)
+      throw new HarnessError(
+        `${file}: sha256 ${sha.slice(0, 12)}… does not match the manifest's ${c.sha256.slice(0, 12)}… (case ${id})`,
+        ExitCode.usage,
+      );
     return buf;
   }
 
@@ -181,7 +219,10 @@ export class CaseTensors {
     if (!t) throw new HarnessError(`${this.file}: case ${this.id} has no tensor ${name}`, ExitCode.usage);
     const d = this.declared?.[name];
     if (d && (d[1].length !== t.dims.length || d[1].some((x, i) => x !== t.dims[i]))) {
-      throw new HarnessError(`${this.file}: tensor ${name} is ${formatDims(t.dims)}, the manifest says ${formatDims(d[1])}`, ExitCode.usage);
+      throw new HarnessError(
+        `${this.file}: tensor ${name} is ${formatDims(t.dims)}, the manifest says ${formatDims(d[1])}`,
+        ExitCode.usage,
+      );
     }
     return t;
   }

@@ -30,9 +30,16 @@ function withOutputs(refs: ReferenceSet, base: CaseTensors, outputs: AgainstOutp
  * Run case `c` for model A (ctx) against model B's outputs on the same inputs: B's outputs under the
  * reference's tensor names, or the reason the stage is not compared port vs port.
  */
-export async function runAgainst(ctx: StageContext, b: StableDiffusionPipeline, bLabel: string, c: CaseDef, label: string): Promise<StageOutcome> {
+export async function runAgainst(
+  ctx: StageContext,
+  b: StableDiffusionPipeline,
+  bLabel: string,
+  c: CaseDef,
+  label: string,
+): Promise<StageOutcome> {
   const against = stageDef(c.kind).against;
-  if (typeof against === "string") return { metrics: {}, skip: `--against compares model stages (text_encoder, unet, vae_*, end_to_end) only; ${against}` };
+  if (typeof against === "string")
+    return { metrics: {}, skip: `--against compares model stages (text_encoder, unet, vae_*, end_to_end) only; ${against}` };
   const base = ctx.refs.tensors(c.refId);
   const outputs = await against(b, base, c, ctx.refs.get(c.refId).meta ?? {});
   if (typeof outputs === "string") return { metrics: {}, skip: outputs };

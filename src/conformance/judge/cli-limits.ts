@@ -14,7 +14,7 @@
 import { HarnessError, ExitCode } from "../../errors";
 import { ToleranceFile } from "./tolerances";
 
-const CLI_LIMIT_FLAGS: Readonly<Record<string, string>> = { "atol": "maxAbs", "max-rel-l2": "relL2" };
+const CLI_LIMIT_FLAGS: Readonly<Record<string, string>> = { atol: "maxAbs", "max-rel-l2": "relL2" };
 
 /** `GLOB=VALUE` -> [glob, value]; the value a positive finite number. */
 export function parseLimitFlag(flag: string, text: string): [string, number] {
@@ -23,7 +23,10 @@ export function parseLimitFlag(flag: string, text: string): [string, number] {
   const raw = eq > 0 ? text.slice(eq + 1) : "";
   const value = Number(raw);
   if (!glob || raw.trim() === "" || !Number.isFinite(value) || value < 0) {
-    throw new HarnessError(`--${flag}: ${JSON.stringify(text.slice(0, 80))} must be CASE_GLOB=VALUE with VALUE a number >= 0 (for example 'unet:*=1e-3')`, ExitCode.usage);
+    throw new HarnessError(
+      `--${flag}: ${JSON.stringify(text.slice(0, 80))} must be CASE_GLOB=VALUE with VALUE a number >= 0 (for example 'unet:*=1e-3')`,
+      ExitCode.usage,
+    );
   }
   return [glob, value];
 }

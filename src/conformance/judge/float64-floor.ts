@@ -55,16 +55,24 @@ function isNum(v: unknown): v is number {
 }
 
 /** The case's floors by tensor name, or why there are none ("no (--no-float64)", …), with its spread and amplification. */
-export function caseFloor(refs: ReferenceSet, c: CaseDef): {
-  floor: Readonly<Record<string, FloorEntry>> | null; spread: FloorSpread | null; amplification: Amplification | null; available: string;
+export function caseFloor(
+  refs: ReferenceSet,
+  c: CaseDef,
+): {
+  floor: Readonly<Record<string, FloorEntry>> | null;
+  spread: FloorSpread | null;
+  amplification: Amplification | null;
+  available: string;
 } {
   const manifest = refs.manifest as unknown as { float64_floor?: unknown };
   const meta = refs.has(c.refId) ? (refs.get(c.refId).meta as Record<string, unknown> | undefined) : undefined;
   const floor = meta?.float64_floor;
   const spread = meta?.float32_spread && typeof meta.float32_spread === "object" ? (meta.float32_spread as FloorSpread) : null;
   const amp = meta?.amplification as { input_relL2?: unknown; steps_relL2?: unknown } | undefined;
-  const amplification = amp && isNum(amp.input_relL2) && Array.isArray(amp.steps_relL2) && amp.steps_relL2.every(isNum)
-    ? { inputRelL2: amp.input_relL2, stepsRelL2: amp.steps_relL2 as number[] } : null;
+  const amplification =
+    amp && isNum(amp.input_relL2) && Array.isArray(amp.steps_relL2) && amp.steps_relL2.every(isNum)
+      ? { inputRelL2: amp.input_relL2, stepsRelL2: amp.steps_relL2 as number[] }
+      : null;
   if (floor && typeof floor === "object") return { floor: floor as Record<string, FloorEntry>, spread, amplification, available: "yes" };
   if (manifest.float64_floor === false) return { floor: null, spread: null, amplification: null, available: "no (--no-float64)" };
   return { floor: null, spread: null, amplification: null, available: "no (the reference set records no float64 floor for this case)" };
@@ -101,8 +109,15 @@ export function floorEnvelope(name: string, floor: FloorEntry, spread: FloorSpre
  * The divisor is the envelope of the set's correct float32 computations (floorEnvelope), so a
  * port lands in units of how far correct float32 runs land, not of one machine's one run.
  */
-export function withFloor(refs: ReferenceSet, c: CaseDef, metrics: Readonly<Record<string, TensorMetrics>>): {
-  metrics: Record<string, TensorMetrics>; float64Floor?: string; amplification?: Amplification; unfixable?: string[];
+export function withFloor(
+  refs: ReferenceSet,
+  c: CaseDef,
+  metrics: Readonly<Record<string, TensorMetrics>>,
+): {
+  metrics: Record<string, TensorMetrics>;
+  float64Floor?: string;
+  amplification?: Amplification;
+  unfixable?: string[];
 } {
   if (!stageDef(c.kind).float64Floor) return { metrics: { ...metrics } };
   const { floor, spread, amplification, available } = caseFloor(refs, c);
@@ -122,7 +137,8 @@ export function withFloor(refs: ReferenceSet, c: CaseDef, metrics: Readonly<Reco
     } else out[name] = { ...withEnv, excess: excessRatio(m.relL2, env.relL2) };
   }
   return {
-    metrics: out, float64Floor: available,
+    metrics: out,
+    float64Floor: available,
     ...(amplification ? { amplification } : {}),
     ...(unfixable.length ? { unfixable } : {}),
   };
@@ -153,18 +169,28 @@ export interface FloorSummaryRow {
   readonly without: number;
   readonly whyNot: readonly string[];
   /** the largest excess of the group: case, tensor, our relL2, the floor */
-  readonly worst: { readonly id: string; readonly tensor: string; readonly excess: number; readonly relL2: number; readonly floor: number } | null;
+  readonly worst: {
+    readonly id: string;
+    readonly tensor: string;
+    readonly excess: number;
+    readonly relL2: number;
+    readonly floor: number;
+  } | null;
 }
 
 /** Per stage and model: how many cases had a float64 floor, and the worst excess ratio. */
 export function floorSummary(results: readonly CaseResult[]): FloorSummaryRow[] {
-  const rows = new Map<string, { stage: string; model: string; withFloor: number; without: number; whyNot: Set<string>; worst: FloorSummaryRow["worst"] }>();
+  const rows = new Map<
+    string,
+    { stage: string; model: string; withFloor: number; without: number; whyNot: Set<string>; worst: FloorSummaryRow["worst"] }
+  >();
   for (const r of results) {
     if (typeof r.float64Floor !== "string" || r.status === "skip") continue;
     // the free-running U-Net cases (unet:<run>-free) are judged by their own limits: a row of their own
     const stage = defOfResult(r)?.kind ?? r.stage;
     const key = `${stage}\u0000${r.model}`;
-    const row = rows.get(key) ?? rows.set(key, { stage, model: r.model, withFloor: 0, without: 0, whyNot: new Set(), worst: null }).get(key)!;
+    const row =
+      rows.get(key) ?? rows.set(key, { stage, model: r.model, withFloor: 0, without: 0, whyNot: new Set(), worst: null }).get(key)!;
     if (r.float64Floor === "yes") row.withFloor++;
     else {
       row.without++;
@@ -184,7 +210,8 @@ export function floorText(c: CaseResult): string {
   const samples = Math.max(0, ...Object.values(c.metrics).map((m) => m.floorSamples ?? 0));
   const parts = [c.float64Floor ?? ""];
   if (samples > 1) parts.push(`envelope of ${samples} correct float32 computations`);
-  if (c.amplification !== undefined) parts.push(`the loop amplifies a one-ulp change of its initial latents x${Number(c.amplification.toPrecision(3))}`);
+  if (c.amplification !== undefined)
+    parts.push(`the loop amplifies a one-ulp change of its initial latents x${Number(c.amplification.toPrecision(3))}`);
   return parts.join("; ");
 }
 

@@ -25,7 +25,8 @@ function worst(entries: readonly [string, number][], metric: string, start?: num
   let out: Headline = { metric, value: start ?? NaN };
   for (const [tensor, value] of entries) {
     if (out.tensor !== undefined && Number.isNaN(out.value)) break;
-    if (out.tensor === undefined ? !(start !== undefined && value < start) : Number.isNaN(value) || value > out.value) out = { metric, value, tensor };
+    if (out.tensor === undefined ? !(start !== undefined && value < start) : Number.isNaN(value) || value > out.value)
+      out = { metric, value, tensor };
   }
   return out;
 }
@@ -36,8 +37,16 @@ export function headline(r: CaseResult): Headline {
   if (extra && ms.length === 0) return { metric: extra.metric, value: extra.value, tensor: "case" };
   const metric = defOfResult(r)?.headlineMetric;
   // an optional metric (maxUlp): a tensor without it counts as 0, and no tensor at all as 0
-  if (metric !== undefined) return worst(ms.map(([t, m]) => [t, m[metric] ?? 0]), metric, 0);
-  return worst(ms.map(([t, m]) => [t, m.relL2]), "relL2");
+  if (metric !== undefined)
+    return worst(
+      ms.map(([t, m]) => [t, m[metric] ?? 0]),
+      metric,
+      0,
+    );
+  return worst(
+    ms.map(([t, m]) => [t, m.relL2]),
+    "relL2",
+  );
 }
 
 /**

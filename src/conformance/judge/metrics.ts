@@ -26,7 +26,17 @@ export function ulpOf(x: number): number {
 export function tensorMetrics(ours: ArrayLike<number>, ref: ArrayLike<number>, dims: readonly number[], withUlp = false): TensorMetrics {
   if (ours.length !== ref.length) throw new RangeError(`metrics: ${ours.length} vs ${ref.length} elements`);
   const n = ref.length;
-  let sumAbs = 0, sumSq = 0, refSq = 0, oursSq = 0, dot = 0, maxRef = 0, maxAbs = -1, worst = 0, nan = 0, inf = 0, maxUlp = 0;
+  let sumAbs = 0,
+    sumSq = 0,
+    refSq = 0,
+    oursSq = 0,
+    dot = 0,
+    maxRef = 0,
+    maxAbs = -1,
+    worst = 0,
+    nan = 0,
+    inf = 0,
+    maxUlp = 0;
   const abs = new Float64Array(n);
   for (let i = 0; i < n; i++) {
     const a = ours[i];
@@ -36,7 +46,7 @@ export function tensorMetrics(ours: ArrayLike<number>, ref: ArrayLike<number>, d
     const d = Math.abs(a - b);
     const dd = Number.isFinite(d) ? d : Infinity;
     abs[i] = dd;
-    if (dd > maxAbs || (maxAbs < 0)) {
+    if (dd > maxAbs || maxAbs < 0) {
       maxAbs = dd;
       worst = i;
     }
@@ -84,7 +94,8 @@ export function imageMetrics(ours: Uint8Array, ref: Uint8Array, width: number, h
     return out;
   };
   const mismatched = pixelmatch(toRgba(ours), toRgba(ref), diffRgba ?? null, width, height, { threshold: 0.1 });
-  let sq = 0, maxAbs = 0;
+  let sq = 0,
+    maxAbs = 0;
   for (let i = 0; i < ref.length; i++) {
     const d = ours[i] - ref[i];
     sq += d * d;

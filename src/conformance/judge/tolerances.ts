@@ -13,7 +13,12 @@ export type Limits = Readonly<Record<string, number>>;
 export interface ToleranceFile {
   readonly profiles: Readonly<Record<string, Readonly<Record<string, Limits>>>>;
   readonly overrides: readonly { readonly case: string; readonly profile?: string; readonly limits: Limits; readonly reason: string }[];
-  readonly expected_failures: readonly { readonly case: string; readonly profile?: string; readonly model?: string; readonly reason: string }[];
+  readonly expected_failures: readonly {
+    readonly case: string;
+    readonly profile?: string;
+    readonly model?: string;
+    readonly reason: string;
+  }[];
   /**
    * profile -> stage -> the limits that stand in for `excess` where a case has no float64 floor (a
    * set made with --no-float64, an older set, --against): the only hand-set limits of a profile
@@ -59,15 +64,37 @@ export function loadTolerances(file = DEFAULT_TOLERANCES): ToleranceFile {
     if (!o.reason) throw new HarnessError(`${file}: override for ${o.case} has no reason; every override must say why`, ExitCode.usage);
   }
   const mw = (t as { measured_with?: unknown }).measured_with;
-  if (mw !== undefined && (typeof mw !== "object" || mw === null || Array.isArray(mw) || Object.values(mw).some((v) => typeof v !== "string"))) {
-    throw new HarnessError(`${file}: "measured_with" must map package names to versions, e.g. {"onnxruntime-node": "1.30.0"}`, ExitCode.usage);
+  if (
+    mw !== undefined &&
+    (typeof mw !== "object" || mw === null || Array.isArray(mw) || Object.values(mw).some((v) => typeof v !== "string"))
+  ) {
+    throw new HarnessError(
+      `${file}: "measured_with" must map package names to versions, e.g. {"onnxruntime-node": "1.30.0"}`,
+      ExitCode.usage,
+    );
   }
   const reasons = (t as { reasons?: unknown }).reasons;
-  if (reasons !== undefined && (typeof reasons !== "object" || reasons === null || Array.isArray(reasons)
-    || Object.values(reasons).some((r) => typeof r !== "object" || r === null || Array.isArray(r) || Object.values(r).some((v) => typeof v !== "string")))) {
+  if (
+    reasons !== undefined &&
+    (typeof reasons !== "object" ||
+      reasons === null ||
+      Array.isArray(reasons) ||
+      Object.values(reasons).some(
+        (r) => typeof r !== "object" || r === null || Array.isArray(r) || Object.values(r).some((v) => typeof v !== "string"),
+      ))
+  ) {
     throw new HarnessError(`${file}: "reasons" must map profiles to {stage or "*": reason}`, ExitCode.usage);
   }
-  return { profiles: t.profiles, overrides: t.overrides ?? [], expected_failures: t.expected_failures ?? [], ...(t.without_floor ? { without_floor: t.without_floor } : {}), ...(mw ? { measured_with: mw as Record<string, string> } : {}), ...(reasons ? { reasons: reasons as Record<string, Record<string, string>> } : {}), file, sha256 };
+  return {
+    profiles: t.profiles,
+    overrides: t.overrides ?? [],
+    expected_failures: t.expected_failures ?? [],
+    ...(t.without_floor ? { without_floor: t.without_floor } : {}),
+    ...(mw ? { measured_with: mw as Record<string, string> } : {}),
+    ...(reasons ? { reasons: reasons as Record<string, Record<string, string>> } : {}),
+    file,
+    sha256,
+  };
 }
 
 /**
@@ -79,7 +106,9 @@ export function versionWarnings(t: ToleranceFile, running: Readonly<Record<strin
   for (const [pkg, measured] of Object.entries(t.measured_with ?? {})) {
     const now = running[pkg];
     if (now === undefined || now === measured) continue;
-    out.push(`the limits in ${t.file ?? "the tolerance file"} were measured with ${pkg} ${oneLine(measured, 40)}; this run uses ${pkg} ${now}, so drift near a limit may come from the runtime rather than the port`);
+    out.push(
+      `the limits in ${t.file ?? "the tolerance file"} were measured with ${pkg} ${oneLine(measured, 40)}; this run uses ${pkg} ${now}, so drift near a limit may come from the runtime rather than the port`,
+    );
   }
   return out;
 }
@@ -88,7 +117,10 @@ export function versionWarnings(t: ToleranceFile, running: Readonly<Record<strin
 export function toleranceSha256(t: ToleranceFile): string {
   if (t.sha256) return t.sha256;
   const { profiles: p, overrides, expected_failures, without_floor } = t;
-  return crypto.createHash("sha256").update(JSON.stringify({ profiles: p, overrides, expected_failures, ...(without_floor ? { without_floor } : {}) })).digest("hex");
+  return crypto
+    .createHash("sha256")
+    .update(JSON.stringify({ profiles: p, overrides, expected_failures, ...(without_floor ? { without_floor } : {}) }))
+    .digest("hex");
 }
 
 /**
@@ -99,7 +131,10 @@ export function requireLimits(t: ToleranceFile, profile: string, stageKey: strin
   const where = t.file ?? "tolerances";
   for (const [metric, limit] of Object.entries(resolved.limits)) {
     if (typeof limit !== "number" || Number.isNaN(limit)) {
-      throw new HarnessError(`${where}: limit ${metric} for ${resolved.source} (profile ${JSON.stringify(profile)}) is ${JSON.stringify(limit)}, not a number`, ExitCode.usage);
+      throw new HarnessError(
+        `${where}: limit ${metric} for ${resolved.source} (profile ${JSON.stringify(profile)}) is ${JSON.stringify(limit)}, not a number`,
+        ExitCode.usage,
+      );
     }
   }
   if (Object.keys(resolved.limits).length > 0) return;
@@ -141,12 +176,22 @@ export function resolve(t: ToleranceFile, profile: string, stageKey: string, cas
       reason = o.reason;
     }
   }
-  const xf = t.expected_failures.find((x) => (x.profile === undefined || x.profile === profile) && (x.model === undefined || x.model === model) && globToRegExp(x.case).test(caseId));
+  const xf = t.expected_failures.find(
+    (x) =>
+      (x.profile === undefined || x.profile === profile) &&
+      (x.model === undefined || x.model === model) &&
+      globToRegExp(x.case).test(caseId),
+  );
   return { limits, source, reason, expectedFailure: xf?.reason };
 }
 
 /** Evaluate limits against every compared tensor (and image). Metrics a tensor lacks are not checked for it. */
-export function evaluate(limits: Limits, metrics: Readonly<Record<string, TensorMetrics>>, images: readonly ImageMetrics[] = [], extra: Readonly<Record<string, number>> = {}): Check[] {
+export function evaluate(
+  limits: Limits,
+  metrics: Readonly<Record<string, TensorMetrics>>,
+  images: readonly ImageMetrics[] = [],
+  extra: Readonly<Record<string, number>> = {},
+): Check[] {
   const checks: Check[] = [];
   for (const [metric, limit] of Object.entries(limits)) {
     const lower = LOWER_BOUND_METRICS.has(metric);

@@ -74,7 +74,13 @@ export interface ModuleManifest {
   /** per component: `modules` (stored, in output order) and the modules not stored with the reason */
   readonly components: Readonly<Record<string, { readonly modules: readonly ModuleEntry[] }>>;
   /** format 2: the byte budget per call, the seed and the positions file of sampled tensors */
-  readonly sampling?: { readonly budget_bytes?: number; readonly seed?: number; readonly rule?: string; readonly file?: string; readonly sha256?: string };
+  readonly sampling?: {
+    readonly budget_bytes?: number;
+    readonly seed?: number;
+    readonly rule?: string;
+    readonly file?: string;
+    readonly sha256?: string;
+  };
 }
 
 export { LOCALIZE_COMPONENTS };
@@ -91,7 +97,11 @@ function numel(shape: readonly number[]): number {
 export class ModuleReferences {
   private positionCache: ReadonlyMap<string, Int32Array> | null = null;
 
-  private constructor(readonly dir: string, readonly manifest: ModuleManifest, readonly sha256: string) {}
+  private constructor(
+    readonly dir: string,
+    readonly manifest: ModuleManifest,
+    readonly sha256: string,
+  ) {}
 
   /** The module set beside a reference set: `<set>/../modules` (fixtures/references/tiny-sd/modules). */
   static besides(references: string): string {
@@ -108,7 +118,10 @@ export class ModuleReferences {
       throw new HarnessError(`${file}: not JSON (${(e as Error).message.split("\n")[0]})`, ExitCode.usage);
     }
     if (!FORMATS.includes(m?.format) || !Array.isArray(m.calls) || typeof m.components !== "object" || m.components === null) {
-      throw new HarnessError(`${file}: not a module reference manifest (format ${FORMATS.join(" or ")}, from scripts/make_module_references.py)`, ExitCode.usage);
+      throw new HarnessError(
+        `${file}: not a module reference manifest (format ${FORMATS.join(" or ")}, from scripts/make_module_references.py)`,
+        ExitCode.usage,
+      );
     }
     const v2 = m.format === FORMATS[1];
     const entryOk = (e: ModuleEntry) => {
@@ -122,7 +135,10 @@ export class ModuleReferences {
       const modules = COMPONENTS.includes(c?.component) ? m.components[c.component]?.modules : undefined;
       const entriesOk = Array.isArray(modules) && modules.every(entryOk);
       if (typeof c.file !== "string" || !SAFE_FILE.test(c.file) || !entriesOk) {
-        throw new HarnessError(`${file}: call ${JSON.stringify(String(c?.id)).slice(0, 80)} is malformed (component, file or its component's modules)`, ExitCode.usage);
+        throw new HarnessError(
+          `${file}: call ${JSON.stringify(String(c?.id)).slice(0, 80)} is malformed (component, file or its component's modules)`,
+          ExitCode.usage,
+        );
       }
       return { ...c, modules: modules! };
     });
@@ -147,19 +163,32 @@ export class ModuleReferences {
    * `modules` tensor at each entry's offset, format 1 holds one tensor per module. A module whose
    * values are missing or of another length is absent, with the reason in `problems`.
    */
-  moduleValues(call: ModuleCall, tensors = this.tensors(call)): { values: ReadonlyMap<string, Float32Array>; problems: ReadonlyMap<string, string> } {
+  moduleValues(
+    call: ModuleCall,
+    tensors = this.tensors(call),
+  ): { values: ReadonlyMap<string, Float32Array>; problems: ReadonlyMap<string, string> } {
     const values = new Map<string, Float32Array>();
     const problems = new Map<string, string>();
     const all = tensors.get(VALUES);
     for (const e of call.modules) {
       if (e.offset !== undefined) {
         if (!all || !(all.data instanceof Float32Array)) problems.set(e.name, `the reference file has no float32 tensor ${VALUES}`);
-        else if (e.offset + e.count > all.data.length) problems.set(e.name, `the reference file's ${VALUES} tensor holds ${all.data.length} values, the manifest places this module at ${e.offset}..${e.offset + e.count}`);
+        else if (e.offset + e.count > all.data.length)
+          problems.set(
+            e.name,
+            `the reference file's ${VALUES} tensor holds ${all.data.length} values, the manifest places this module at ${e.offset}..${e.offset + e.count}`,
+          );
         else values.set(e.name, all.data.subarray(e.offset, e.offset + e.count));
         continue;
       }
       const r = tensors.get(e.name);
-      if (!r || r.data.length !== e.count) problems.set(e.name, r ? `the reference file holds ${r.data.length} values for it, the manifest ${e.count}` : "the reference file has no tensor for it");
+      if (!r || r.data.length !== e.count)
+        problems.set(
+          e.name,
+          r
+            ? `the reference file holds ${r.data.length} values for it, the manifest ${e.count}`
+            : "the reference file has no tensor for it",
+        );
       else values.set(e.name, asF32(r));
     }
     return { values, problems };
@@ -174,7 +203,11 @@ export class ModuleReferences {
     if (e.values === "whole") return null;
     if (!this.positionCache) {
       const s = this.manifest.sampling;
-      if (typeof s?.file !== "string" || !SAFE_FILE.test(s.file)) throw new HarnessError(`${path.join(this.dir, "manifest.json")}: ${e.name} is sampled (${e.values}) but the manifest names no positions file`, ExitCode.usage);
+      if (typeof s?.file !== "string" || !SAFE_FILE.test(s.file))
+        throw new HarnessError(
+          `${path.join(this.dir, "manifest.json")}: ${e.name} is sampled (${e.values}) but the manifest names no positions file`,
+          ExitCode.usage,
+        );
       const map = new Map<string, Int32Array>();
       for (const [k, t] of this.readChecked(s.file, s.sha256)) if (t.data instanceof Int32Array) map.set(k, t.data);
       this.positionCache = map;
@@ -182,7 +215,10 @@ export class ModuleReferences {
     const p = this.positionCache.get(e.values!);
     const n = numel(e.shape);
     if (!p || p.length !== e.count || p.some((x) => x < 0 || x >= n)) {
-      throw new HarnessError(`${path.join(this.dir, this.manifest.sampling!.file!)}: no int32 positions ${JSON.stringify(e.values)} of ${e.count} values below ${n} (module ${e.name})`, ExitCode.usage);
+      throw new HarnessError(
+        `${path.join(this.dir, this.manifest.sampling!.file!)}: no int32 positions ${JSON.stringify(e.values)} of ${e.count} values below ${n} (module ${e.name})`,
+        ExitCode.usage,
+      );
     }
     return p;
   }
@@ -215,7 +251,8 @@ export function loadModuleLimits(file = DEFAULT_MODULE_LIMITS): ModuleLimitFile 
     }
   }
   for (const o of data.overrides ?? []) {
-    if (typeof o?.module !== "string" || !(o.relL2 > 0) || !o.reason) throw new HarnessError(`${file}: every override needs module (a glob), profile, relL2 and a reason`, ExitCode.usage);
+    if (typeof o?.module !== "string" || !(o.relL2 > 0) || !o.reason)
+      throw new HarnessError(`${file}: every override needs module (a glob), profile, relL2 and a reason`, ExitCode.usage);
   }
   return { ...data, file };
 }
@@ -223,15 +260,19 @@ export function loadModuleLimits(file = DEFAULT_MODULE_LIMITS): ModuleLimitFile 
 export function moduleLimit(limits: ModuleLimitFile, profile: string, component: string, module: string): ModuleLimit {
   const key = `${component}/${module}`;
   for (const o of limits.overrides ?? []) {
-    if (o.profile === profile && compileGlob(o.module).test(key)) return { relL2: o.relL2, reason: o.reason, source: `override ${o.module}` };
+    if (o.profile === profile && compileGlob(o.module).test(key))
+      return { relL2: o.relL2, reason: o.reason, source: `override ${o.module}` };
   }
   const p = limits.profiles[profile];
-  if (!p) throw new HarnessError(`--localize: the module limits${limits.file ? ` (${limits.file})` : ""} have no profile ${JSON.stringify(profile)}; known: ${Object.keys(limits.profiles).join(", ")}`, ExitCode.usage);
+  if (!p)
+    throw new HarnessError(
+      `--localize: the module limits${limits.file ? ` (${limits.file})` : ""} have no profile ${JSON.stringify(profile)}; known: ${Object.keys(limits.profiles).join(", ")}`,
+      ExitCode.usage,
+    );
   return { relL2: p.relL2, reason: p.reason, source: `profile ${profile}` };
 }
 
 // ---- results -----------------------------------------------------------------------------------
-
 
 export interface LocalizeModel {
   readonly label: string;
@@ -256,7 +297,12 @@ export interface LocalizeOptions {
   readonly components?: (label: string) => ReadonlySet<ComponentKind>;
 }
 
-const PART_DIR: Readonly<Record<ComponentKind, string>> = { text_encoder: "text_encoder", unet: "unet", vae_decoder: "vae_decoder", vae_encoder: "vae_encoder" };
+const PART_DIR: Readonly<Record<ComponentKind, string>> = {
+  text_encoder: "text_encoder",
+  unet: "unet",
+  vae_decoder: "vae_decoder",
+  vae_encoder: "vae_encoder",
+};
 
 function asF32(t: Tensor<TypedData>): Float32Array {
   if (t.data instanceof Float32Array) return t.data;
@@ -265,7 +311,11 @@ function asF32(t: Tensor<TypedData>): Float32Array {
 }
 
 /** The feeds for one call, typed as the session declares its inputs. */
-function feeds(comp: Pick<OnnxComponent, "inputType" | "inputs">, call: ModuleCall, tensors: ReadonlyMap<string, Tensor<TypedData>>): Record<string, RuntimeTensor> {
+function feeds(
+  comp: Pick<OnnxComponent, "inputType" | "inputs">,
+  call: ModuleCall,
+  tensors: ReadonlyMap<string, Tensor<TypedData>>,
+): Record<string, RuntimeTensor> {
   const out: Record<string, RuntimeTensor> = {};
   for (const [name, key] of Object.entries(call.onnx_inputs)) {
     const t = tensors.get(key);
@@ -273,15 +323,21 @@ function feeds(comp: Pick<OnnxComponent, "inputType" | "inputs">, call: ModuleCa
     const type = comp.inputType(name);
     if (name === "input_ids") {
       const ids = Array.from(t.data as ArrayLike<number | bigint>, Number);
-      out[name] = type === "int64" ? { dtype: "int64", dims: t.dims, data: BigInt64Array.from(ids, BigInt) } : { dtype: "int32", dims: t.dims, data: Int32Array.from(ids) };
+      out[name] =
+        type === "int64"
+          ? { dtype: "int64", dims: t.dims, data: BigInt64Array.from(ids, BigInt) }
+          : { dtype: "int32", dims: t.dims, data: Int32Array.from(ids) };
     } else if (name === "timestep") {
       // as StableDiffusionPipeline.runUnet feeds it: rank 0 or [1], float or int64 (truncated)
       const spec = comp.inputs.get("timestep");
       const v = asF32(t)[0];
       const shape = spec && spec.shape.length === 0 ? [] : [1];
-      out[name] = type === "int64" ? { dtype: "int64", dims: shape, data: BigInt64Array.of(BigInt(Math.trunc(v))) }
-        : type === "float16" ? fromF32(f32(Float32Array.of(v), shape), "float16")
-          : { dtype: "float32", dims: shape, data: Float32Array.of(v) };
+      out[name] =
+        type === "int64"
+          ? { dtype: "int64", dims: shape, data: BigInt64Array.of(BigInt(Math.trunc(v))) }
+          : type === "float16"
+            ? fromF32(f32(Float32Array.of(v), shape), "float16")
+            : { dtype: "float32", dims: shape, data: Float32Array.of(v) };
     } else {
       out[name] = fromF32(f32(asF32(t), t.dims), type);
     }
@@ -305,7 +361,14 @@ interface Sampled {
 }
 
 /** Run `model`'s component on every call in a copy that returns the modules' tensors; sample them as the references are sampled. */
-async function sampleModules(model: LocalizeModel, component: ComponentKind, calls: readonly ModuleCall[], refs: ModuleReferences, threads: number, runtime?: Runtime): Promise<Sampled> {
+async function sampleModules(
+  model: LocalizeModel,
+  component: ComponentKind,
+  calls: readonly ModuleCall[],
+  refs: ModuleReferences,
+  threads: number,
+  runtime?: Runtime,
+): Promise<Sampled> {
   const file = path.join(model.dir, PART_DIR[component], "model.onnx");
   if (runtime?.modulesNotCovered) return sampleThroughRuntime(file, runtime, calls, refs, threads);
   const t0 = process.hrtime.bigint();
@@ -324,7 +387,10 @@ async function sampleModules(model: LocalizeModel, component: ComponentKind, cal
     const wanted = [...new Set([...extra, ...matches.flatMap((m) => (m.how === "none" ? [] : m.candidates.filter((c) => own.has(c))))])];
     for (const call of calls) {
       const c0 = process.hrtime.bigint();
-      const result = await comp.run(feeds(comp, call, refs.tensors(call)), wanted.filter((n) => !graph.inputs.includes(n)));
+      const result = await comp.run(
+        feeds(comp, call, refs.tensors(call)),
+        wanted.filter((n) => !graph.inputs.includes(n)),
+      );
       const values = new Map<string, Float32Array>();
       const how = new Map<string, "scope" | "parameter">();
       const unmapped = new Map<string, string>();
@@ -339,8 +405,13 @@ async function sampleModules(model: LocalizeModel, component: ComponentKind, cal
         const isFloat = (n: string) => result[n]?.dtype === "float32" || result[n]?.dtype === "float16";
         const pick = [...match.candidates].reverse().find((n) => isFloat(n) && sameDims(result[n].dims as number[], e.shape));
         if (!pick) {
-          const seen = match.candidates.map((n) => (result[n] ? `${result[n].dtype} [${(result[n].dims as number[]).join(", ")}]` : "?")).join(", ");
-          unmapped.set(e.name, `its ${match.how === "scope" ? "scope's outputs have" : "tensor has"} shape ${seen}, the module's output [${e.shape.join(", ")}]`);
+          const seen = match.candidates
+            .map((n) => (result[n] ? `${result[n].dtype} [${(result[n].dims as number[]).join(", ")}]` : "?"))
+            .join(", ");
+          unmapped.set(
+            e.name,
+            `its ${match.how === "scope" ? "scope's outputs have" : "tensor has"} shape ${seen}, the module's output [${e.shape.join(", ")}]`,
+          );
           continue;
         }
         const full = toF32(result[pick]).data;
@@ -348,7 +419,12 @@ async function sampleModules(model: LocalizeModel, component: ComponentKind, cal
         values.set(e.name, at ? Float32Array.from(at, (p) => full[p]) : Float32Array.from(full));
         how.set(e.name, match.how);
       }
-      out.push({ values, how, unmapped, timeMs: Number(process.hrtime.bigint() - c0) / 1e6 + (out.length === 0 ? Number(c0 - t0) / 1e6 : 0) });
+      out.push({
+        values,
+        how,
+        unmapped,
+        timeMs: Number(process.hrtime.bigint() - c0) / 1e6 + (out.length === 0 ? Number(c0 - t0) / 1e6 : 0),
+      });
     }
   } finally {
     await comp?.release();
@@ -363,7 +439,13 @@ async function sampleModules(model: LocalizeModel, component: ComponentKind, cal
  * every module by name, with the export's tensors for it where the graph has them (the candidates
  * the ONNX path would fetch, so an adapter on the same files picks the same tensor).
  */
-async function sampleThroughRuntime(file: string, runtime: Runtime, calls: readonly ModuleCall[], refs: ModuleReferences, threads: number): Promise<Sampled> {
+async function sampleThroughRuntime(
+  file: string,
+  runtime: Runtime,
+  calls: readonly ModuleCall[],
+  refs: ModuleReferences,
+  threads: number,
+): Promise<Sampled> {
   const t0 = process.hrtime.bigint();
   const buf = readInputFile(file, "the component", 2 ** 31 - 1);
   const graph = readGraph(buf, file);
@@ -375,7 +457,11 @@ async function sampleThroughRuntime(file: string, runtime: Runtime, calls: reado
   try {
     session = await runtime.load(file, { threads });
     const s = session;
-    if (!s.runModules) throw new HarnessError(`runtime ${runtime.name}: its ${path.basename(path.dirname(file))} session returns no module outputs`, ExitCode.usage);
+    if (!s.runModules)
+      throw new HarnessError(
+        `runtime ${runtime.name}: its ${path.basename(path.dirname(file))} session returns no module outputs`,
+        ExitCode.usage,
+      );
     const specs = new Map(s.inputs.map((i) => [i.name, i]));
     const typed = { inputs: specs, inputType: (n: string) => specs.get(n)?.type ?? "float32" };
     for (const call of calls) {
@@ -401,7 +487,12 @@ async function sampleThroughRuntime(file: string, runtime: Runtime, calls: reado
         values.set(e.name, at ? Float32Array.from(at, (p) => full[p]) : Float32Array.from(full));
         how.set(e.name, m.how === "none" ? "module" : m.how);
       }
-      out.push({ values, how, unmapped, timeMs: Number(process.hrtime.bigint() - c0) / 1e6 + (out.length === 0 ? Number(c0 - t0) / 1e6 : 0) });
+      out.push({
+        values,
+        how,
+        unmapped,
+        timeMs: Number(process.hrtime.bigint() - c0) / 1e6 + (out.length === 0 ? Number(c0 - t0) / 1e6 : 0),
+      });
     }
   } finally {
     await session?.release();
@@ -410,8 +501,13 @@ async function sampleThroughRuntime(file: string, runtime: Runtime, calls: reado
 }
 
 async function localizeComponent(
-  model: LocalizeModel, component: ComponentKind, calls: readonly ModuleCall[], refs: ModuleReferences,
-  opts: LocalizeOptions, limits: ModuleLimitFile, against: Sampled | null,
+  model: LocalizeModel,
+  component: ComponentKind,
+  calls: readonly ModuleCall[],
+  refs: ModuleReferences,
+  opts: LocalizeOptions,
+  limits: ModuleLimitFile,
+  against: Sampled | null,
 ): Promise<CallLocalization[]> {
   const ours = await sampleModules(model, component, calls, refs, opts.threads ?? 0, opts.runtime);
   return calls.map((call, k) => {
@@ -448,13 +544,25 @@ async function localizeComponent(
       const limit = moduleLimit(limits, opts.profile, component, e.name).relL2;
       const nonFinite = m.nanCount + m.infCount;
       drifts.push({
-        module: e.name, class: e.class, position, relL2: m.relL2, maxAbs: m.maxAbs, cosine: m.cosine, nonFinite,
-        count: e.count, stride: numel(e.shape) / Math.max(1, e.count), limit, over: nonFinite > 0 || !(m.relL2 <= limit), input: e.input, inputRelL2: null, introduced: null,
+        module: e.name,
+        class: e.class,
+        position,
+        relL2: m.relL2,
+        maxAbs: m.maxAbs,
+        cosine: m.cosine,
+        nonFinite,
+        count: e.count,
+        stride: numel(e.shape) / Math.max(1, e.count),
+        limit,
+        over: nonFinite > 0 || !(m.relL2 <= limit),
+        input: e.input,
+        inputRelL2: null,
+        introduced: null,
         how: mine.how.get(e.name)!,
       });
     });
     const withInputs = drifts.map((d) => {
-      const inRel = d.input === null ? null : d.input.startsWith("input:") ? 0 : relByModule.get(d.input) ?? null;
+      const inRel = d.input === null ? null : d.input.startsWith("input:") ? 0 : (relByModule.get(d.input) ?? null);
       return { ...d, inputRelL2: inRel, introduced: inRel === null ? null : d.relL2 / Math.max(inRel, FLOOR) };
     });
     const top = opts.top ?? 5;
@@ -462,18 +570,33 @@ async function localizeComponent(
     // the whole text model fed the call's input), not drift it introduces itself
     const names = call.modules.map((e) => e.name);
     const leaf = (m: string) => !names.some((n) => n.startsWith(`${m}.`));
-    const growth = withInputs.filter((d) => leaf(d.module) && d.introduced !== null && Number.isFinite(d.introduced))
-      .sort((x, y) => y.introduced! - x.introduced! || x.position - y.position).slice(0, top);
+    const growth = withInputs
+      .filter((d) => leaf(d.module) && d.introduced !== null && Number.isFinite(d.introduced))
+      .sort((x, y) => y.introduced! - x.introduced! || x.position - y.position)
+      .slice(0, top);
     return {
-      model: model.label, component, call: call.id, total: call.modules.length, modules: withInputs, unmapped,
-      naming: ours.scopeNamed ? "scope" : "parameter", first: withInputs.find((d) => d.over) ?? null, growth,
+      model: model.label,
+      component,
+      call: call.id,
+      total: call.modules.length,
+      modules: withInputs,
+      unmapped,
+      naming: ours.scopeNamed ? "scope" : "parameter",
+      first: withInputs.find((d) => d.over) ?? null,
+      growth,
       timeMs: mine.timeMs + (theirs?.timeMs ?? 0),
     } as CallLocalization;
   });
 }
 
 /** Open the module set and the limits before any case runs: a missing set or profile is a usage error up front. */
-export function checkLocalize(moduleReferences: string, profile: string, limits?: ModuleLimitFile, caseSha256?: (id: string) => string | null, warn?: (line: string) => void): ModuleLimitFile {
+export function checkLocalize(
+  moduleReferences: string,
+  profile: string,
+  limits?: ModuleLimitFile,
+  caseSha256?: (id: string) => string | null,
+  warn?: (line: string) => void,
+): ModuleLimitFile {
   const l = limits ?? loadModuleLimits();
   const refs = ModuleReferences.open(moduleReferences);
   moduleLimit(l, profile, "", "");
@@ -482,7 +605,9 @@ export function checkLocalize(moduleReferences: string, profile: string, limits?
   for (const c of refs.manifest.calls) {
     const now = caseSha256?.(c.source?.case);
     if (now !== undefined && now !== c.source?.sha256) {
-      warn?.(`warning: ${moduleReferences}: ${c.id} was recorded from ${c.source?.case} with sha256 ${String(c.source?.sha256).slice(0, 12)}…, the reference set's case is now ${now ? `${now.slice(0, 12)}…` : "absent"}; regenerate the module set (scripts/make_module_references.py) to compare the same calls`);
+      warn?.(
+        `warning: ${moduleReferences}: ${c.id} was recorded from ${c.source?.case} with sha256 ${String(c.source?.sha256).slice(0, 12)}…, the reference set's case is now ${now ? `${now.slice(0, 12)}…` : "absent"}; regenerate the module set (scripts/make_module_references.py) to compare the same calls`,
+      );
     }
   }
   return l;
@@ -504,7 +629,8 @@ export async function runLocalize(opts: LocalizeOptions): Promise<LocalizeReport
       await new Promise<void>((r) => setImmediate(r));
       if (opts.signal?.aborted) throw new HarnessError("interrupted", ExitCode.interrupted);
       if (!fs.existsSync(path.join(model.dir, PART_DIR[component], "model.onnx"))) {
-        for (const c of these) calls.push(emptyCall(model.label, component, c, `the model folder has no ${PART_DIR[component]}/model.onnx`));
+        for (const c of these)
+          calls.push(emptyCall(model.label, component, c, `the model folder has no ${PART_DIR[component]}/model.onnx`));
         continue;
       }
       let results: CallLocalization[];
@@ -513,11 +639,14 @@ export async function runLocalize(opts: LocalizeOptions): Promise<LocalizeReport
         const why = await opts.runtime?.modulesNotCovered?.(path.join(model.dir, PART_DIR[component], "model.onnx"));
         if (why) {
           notCovered.push({ model: model.label, component, why });
-          log(`LOCALIZE ${model.label} ${component}: not covered by ${opts.runtime!.name === "port" ? "this port" : `runtime ${opts.runtime!.name}`}: ${why}`);
+          log(
+            `LOCALIZE ${model.label} ${component}: not covered by ${opts.runtime!.name === "port" ? "this port" : `runtime ${opts.runtime!.name}`}: ${why}`,
+          );
           continue;
         }
         // B's tensors once per component, reused for every --model
-        if (opts.against && !againstCache.has(component)) againstCache.set(component, await sampleModules(opts.against, component, these, refs, opts.threads ?? 0, opts.runtime));
+        if (opts.against && !againstCache.has(component))
+          againstCache.set(component, await sampleModules(opts.against, component, these, refs, opts.threads ?? 0, opts.runtime));
         results = await localizeComponent(model, component, these, refs, opts, limits, againstCache.get(component) ?? null);
       } catch (e) {
         if (e instanceof HarnessError && e.exitCode === ExitCode.interrupted) throw e;
@@ -543,7 +672,19 @@ export async function runLocalize(opts: LocalizeOptions): Promise<LocalizeReport
 }
 
 function emptyCall(model: string, component: ComponentKind, c: ModuleCall, error: string): CallLocalization {
-  return { model, component, call: c.id, total: c.modules.length, modules: [], unmapped: [], naming: "scope", first: null, growth: [], timeMs: 0, error };
+  return {
+    model,
+    component,
+    call: c.id,
+    total: c.modules.length,
+    modules: [],
+    unmapped: [],
+    naming: "scope",
+    first: null,
+    growth: [],
+    timeMs: 0,
+    error,
+  };
 }
 
 function sci(x: number | null): string {
@@ -558,7 +699,9 @@ export function localizeLine(r: CallLocalization): string {
   const first = r.first
     ? `first over its limit: ${r.first.module} (relL2 ${sci(r.first.relL2)} > ${sci(r.first.limit)}${r.first.introduced !== null ? `, introduced x${sci(r.first.introduced)}` : ""})`
     : "no module over its limit";
-  const grow = r.growth.slice(0, 3).map((g) => `${g.module} x${sci(g.introduced)}`).join(", ");
+  const grow = r.growth
+    .slice(0, 3)
+    .map((g) => `${g.module} x${sci(g.introduced)}`)
+    .join(", ");
   return `${head}${naming}; ${first}${grow ? `; most drift introduced: ${grow}` : ""}`;
 }
-

@@ -32,7 +32,17 @@ export function csvRow(r: CaseResult, runtime = ""): string {
   const h = headline(r);
   const limit = h.tensor === undefined ? undefined : r.checks.find((c) => c.metric === h.metric && c.tensor === h.tensor)?.limit;
   const excess = worstExcess(r.metrics)?.value;
-  return [csvText(r.id), csvText(r.stage), csvText(r.model), csvText(r.status), csvText(h.metric), csvNumber(h.value), csvNumber(limit), csvNumber(excess), csvText(runtime)].join(",");
+  return [
+    csvText(r.id),
+    csvText(r.stage),
+    csvText(r.model),
+    csvText(r.status),
+    csvText(h.metric),
+    csvNumber(h.value),
+    csvNumber(limit),
+    csvNumber(excess),
+    csvText(runtime),
+  ].join(",");
 }
 
 export const csvReporter: Reporter = {

@@ -69,10 +69,14 @@ export function formatDuration(ms: number): string {
 /** A metric as the metric table says to print it (judge/metric-table.ts); a name it does not know as a plain number. */
 export function formatMetric(metric: string, value: number): string {
   switch (metricDef(metric)?.format) {
-    case "psnr": return formatPsnr(value);
-    case "cosine": return formatCosine(value);
-    case "count": return formatCount(value);
-    default: return formatNumber(value);
+    case "psnr":
+      return formatPsnr(value);
+    case "cosine":
+      return formatCosine(value);
+    case "count":
+      return formatCount(value);
+    default:
+      return formatNumber(value);
   }
 }
 

@@ -10,7 +10,8 @@ import type { Reporter } from "./reporter";
 /** GitHub's limit for one step's summary, in bytes. */
 const STEP_SUMMARY_LIMIT = 1024 * 1024;
 
-const CUT_NOTE = "\n\n_(cut here: GitHub shows at most 1 MiB of a step's summary; the whole report is summary.md and report.html in the report folder)_\n";
+const CUT_NOTE =
+  "\n\n_(cut here: GitHub shows at most 1 MiB of a step's summary; the whole report is summary.md and report.html in the report folder)_\n";
 
 /** `markdown` cut at a line so that it and the note fit in `limit` bytes of UTF-8. */
 export function fitSummary(markdown: string, limit = STEP_SUMMARY_LIMIT): string {
@@ -27,6 +28,9 @@ export const githubSummaryReporter: Reporter = {
   name: "github-summary",
   file: (env) => env.GITHUB_STEP_SUMMARY || null,
   append: true,
-  optOut: { flag: "github-summary", describe: "append summary.md to the GitHub Actions job summary (the file $GITHUB_STEP_SUMMARY names, when set)" },
+  optOut: {
+    flag: "github-summary",
+    describe: "append summary.md to the GitHub Actions job summary (the file $GITHUB_STEP_SUMMARY names, when set)",
+  },
   render: (report) => fitSummary(renderMarkdown(report)),
 };

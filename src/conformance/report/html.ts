@@ -80,7 +80,9 @@ function renderCasePlots(report: Report, id: string, models: readonly string[], 
     .map((m) => report.results.find((c) => c.id === id && c.model === m))
     .filter((c): c is CaseResult => !!c && (c.series ?? []).some((s) => s.values.length > 0));
   if (withSeries.length === 0) return "";
-  const all: { model: string; s: Series }[] = withSeries.flatMap((c) => (c.series ?? []).filter((s) => s.values.length > 0).map((s) => ({ model: c.model, s })));
+  const all: { model: string; s: Series }[] = withSeries.flatMap((c) =>
+    (c.series ?? []).filter((s) => s.values.length > 0).map((s) => ({ model: c.model, s })),
+  );
   const metrics: string[] = [];
   for (const { s } of all) if (!metrics.includes(s.metric)) metrics.push(s.metric);
   metrics.sort((a, b) => Number(!/maxabs/i.test(a)) - Number(!/maxabs/i.test(b)));
@@ -127,9 +129,17 @@ function provenance(report: Report): string {
     ["Reference command", r.command ? `<code>${esc(r.command)}</code>` : "—"],
     ["Tolerance profile", `<code>${esc(report.profile)}</code>`],
     ["Started", `${esc(report.run.started)} · finished ${esc(report.run.finished)} · <b>${esc(formatDuration(report.run.durationMs))}</b>`],
-    ["Host", `${esc(h.platform)}/${esc(h.arch)}, ${esc(machineText({ model: h.cpus, isa: h.isa }))} (${esc(h.cores)} cores), ${esc(report.run.threads || "ORT default")} threads`],
+    [
+      "Host",
+      `${esc(h.platform)}/${esc(h.arch)}, ${esc(machineText({ model: h.cpus, isa: h.isa }))} (${esc(h.cores)} cores), ${esc(report.run.threads || "ORT default")} threads`,
+    ],
     ...(r.machine
-      ? [["Reference machine", `${esc(machineText(r.machine))}${machinesDiffer({ model: h.cpus, isa: h.isa }, r.machine) ? " — <b>another CPU than this run's</b>: float32 rounding differs between them, which the set's floor envelope allows for" : ""}`] as [string, string]]
+      ? [
+          [
+            "Reference machine",
+            `${esc(machineText(r.machine))}${machinesDiffer({ model: h.cpus, isa: h.isa }, r.machine) ? " — <b>another CPU than this run's</b>: float32 rounding differs between them, which the set's floor envelope allows for" : ""}`,
+          ] as [string, string],
+        ]
       : []),
     ["Versions", versions(report.run.versions) || "—"],
   ];
@@ -141,7 +151,8 @@ function provenance(report: Report): string {
 }
 
 function verdictTable(report: Report, stages: readonly string[], models: readonly string[], ids: IdMaker): string {
-  if (stages.length === 0) return `<section class="card" id="verdicts"><h2>Verdict by stage</h2><p>No case results in this run (all filtered out, or an empty shard).</p></section>`;
+  if (stages.length === 0)
+    return `<section class="card" id="verdicts"><h2>Verdict by stage</h2><p>No case results in this run (all filtered out, or an empty shard).</p></section>`;
   const head = `<tr><th>Stage</th>${models.map((m, i) => `<th><span class="swatch" style="background:${PALETTE[i % PALETTE.length]}"></span>${esc(m)}</th>`).join("")}</tr>`;
   const body = stages
     .map((stage) => {
@@ -169,8 +180,18 @@ function driftTable(report: Report, models: readonly string[], ids: IdMaker): st
           const c = report.results.find((x) => x.id === id && x.model === m);
           if (!c) return `<td class="empty">—</td><td class="empty">—</td><td class="empty">—</td>`;
           const h = caseFigures(c);
-          const drift = h.maxAbs !== undefined ? esc(formatNumber(h.maxAbs)) : h.maxAbsU8 !== undefined ? `${esc(formatNumber(h.maxAbsU8))} <small>u8</small>` : "—";
-          const psnr = h.psnr !== undefined ? esc(formatPsnr(h.psnr)) : h.psnrU8 !== undefined ? `${esc(formatPsnr(h.psnrU8))} <small>image</small>` : "—";
+          const drift =
+            h.maxAbs !== undefined
+              ? esc(formatNumber(h.maxAbs))
+              : h.maxAbsU8 !== undefined
+                ? `${esc(formatNumber(h.maxAbsU8))} <small>u8</small>`
+                : "—";
+          const psnr =
+            h.psnr !== undefined
+              ? esc(formatPsnr(h.psnr))
+              : h.psnrU8 !== undefined
+                ? `${esc(formatPsnr(h.psnrU8))} <small>image</small>`
+                : "—";
           const cos = h.cosine !== undefined ? esc(formatCosine(h.cosine)) : "—";
           const st = esc(c.status);
           return `<td class="num st-${st}">${drift}</td><td class="num st-${st}">${psnr}</td><td class="num st-${st}">${cos}</td>`;
@@ -186,7 +207,9 @@ function driftTable(report: Report, models: readonly string[], ids: IdMaker): st
 function coverageSection(report: Report): string {
   const c = report.coverage;
   if (!c) return "";
-  const facts = coverageLines(c).map((l) => `<li>${esc(l)}</li>`).join("");
+  const facts = coverageLines(c)
+    .map((l) => `<li>${esc(l)}</li>`)
+    .join("");
   const gaps = c.gaps.length
     ? `<h3>Not covered</h3><ul class="gaps">${c.gaps.map((g) => `<li><b>${esc(g.what)}</b>: ${esc(g.why)}</li>`).join("")}</ul>`
     : "<p>Nothing the reference set can check was left out.</p>";
@@ -204,7 +227,9 @@ function baselineSection(report: Report): string {
     })
     .join("");
   return `<section class="card" id="baseline"><h2>Baseline regressions</h2><p>Against <code>${esc(b.file)}</code>, flagging growth beyond ×${esc(formatNumber(b.factor))}: <b>${esc(b.regressions)}</b> regression${b.regressions === 1 ? "" : "s"}.</p>${
-    flagged.length ? `<table class="regressions"><thead><tr><th>Case</th><th>Model</th><th>Metric</th><th>Before</th><th>After</th><th>Growth</th></tr></thead><tbody>${rows}</tbody></table>` : ""
+    flagged.length
+      ? `<table class="regressions"><thead><tr><th>Case</th><th>Model</th><th>Metric</th><th>Before</th><th>After</th><th>Growth</th></tr></thead><tbody>${rows}</tbody></table>`
+      : ""
   }</section>`;
 }
 
@@ -249,7 +274,8 @@ function dataUri(rel: string | undefined, readAsset: (relPath: string) => Buffer
   }
   if (!buf) return null;
   const ext = path.extname(rel).toLowerCase();
-  const mime = ext === ".jpg" || ext === ".jpeg" ? "image/jpeg" : ext === ".webp" ? "image/webp" : ext === ".svg" ? "image/svg+xml" : "image/png";
+  const mime =
+    ext === ".jpg" || ext === ".jpeg" ? "image/jpeg" : ext === ".webp" ? "image/webp" : ext === ".svg" ? "image/svg+xml" : "image/png";
   return `data:${mime};base64,${buf.toString("base64")}`;
 }
 
@@ -261,18 +287,27 @@ function imageTriplet(im: ImageMetrics, index: number, count: number, readAsset:
   const small = im.width > 0 && im.width < 256 ? " pixelated" : "";
   const panel = (rel: string | undefined, label: string) => {
     const uri = dataUri(rel, readAsset);
-    if (!uri) return `<div class="panel missing"><div class="placeholder">${rel ? `missing: ${esc(rel)}` : "not written"}</div><span>${label}</span></div>`;
+    if (!uri)
+      return `<div class="panel missing"><div class="placeholder">${rel ? `missing: ${esc(rel)}` : "not written"}</div><span>${label}</span></div>`;
     return `<div class="panel"><img class="${label.replace(/\W.*/, "")}${small}" src="${esc(uri)}" alt="${esc(label)}" width="${esc(im.width)}" height="${esc(im.height)}"><span>${label}</span></div>`;
   };
   return `<figure class="image-triplet">${panel(im.refPng, "reference")}${panel(im.oursPng, "ours")}${panel(im.diffPng, "diff heat map")}<figcaption>${esc(caption)}</figcaption></figure>`;
 }
 
-function caseDetails(c: CaseResult, ids: IdMaker, plotIds: ReadonlyMap<string, string>, readAsset: (relPath: string) => Buffer | null): string {
+function caseDetails(
+  c: CaseResult,
+  ids: IdMaker,
+  plotIds: ReadonlyMap<string, string>,
+  readAsset: (relPath: string) => Buffer | null,
+): string {
   const id = ids.get(`${c.model}\u0000${c.id}`, "case");
   const h = figuresText(caseFigures(c));
   const body: string[] = [];
   if (c.message) body.push(`<p class="message">${esc(c.message)}</p>`);
-  if (c.status === "xpass") body.push(`<p class="callout st-xpass">Expected to fail${c.tolerance.reason ? ` (${esc(c.tolerance.reason)})` : ""}, but every check passed: the expected-failure entry is stale.</p>`);
+  if (c.status === "xpass")
+    body.push(
+      `<p class="callout st-xpass">Expected to fail${c.tolerance.reason ? ` (${esc(c.tolerance.reason)})` : ""}, but every check passed: the expected-failure entry is stale.</p>`,
+    );
   if (c.status === "xfail" && c.tolerance.reason) body.push(`<p class="callout st-xfail">Expected failure: ${esc(c.tolerance.reason)}</p>`);
   if (c.nonFinite) body.push(`<p class="callout st-error">Non-finite values: ${esc(nonFiniteText(c.nonFinite))}</p>`);
   const worst = worstElementText(c);
@@ -388,7 +423,8 @@ const SECTIONS: readonly ((report: Report, view: View) => string)[] = [
   (report) => baselineSection(report),
   (report) => coverageSection(report),
   (report) => localizeHtml(report, esc),
-  (_report, v) => (v.plots.length ? `<section class="card" id="plots"><h2>Drift vs step</h2><div class="plots">${v.plots.join("\n")}</div></section>` : ""),
+  (_report, v) =>
+    v.plots.length ? `<section class="card" id="plots"><h2>Drift vs step</h2><div class="plots">${v.plots.join("\n")}</div></section>` : "",
   (_report, v) => v.stageSections,
 ];
 
@@ -406,7 +442,9 @@ export function renderHtml(report: Report, readAsset: (relPath: string) => Buffe
   // which stages, in which order: the stage registry's plot rank
   const stageOf = new Map(report.results.map((r) => [r.id, r.stage]));
   const rank = (id: string) => plotRank(stageOf.get(id)!) ?? Infinity;
-  const plotted = caseIds(report).filter((id) => rank(id) < Infinity).sort((a, b) => rank(a) - rank(b) || (a < b ? -1 : 1));
+  const plotted = caseIds(report)
+    .filter((id) => rank(id) < Infinity)
+    .sort((a, b) => rank(a) - rank(b) || (a < b ? -1 : 1));
   for (const id of plotted) {
     const html = renderCasePlots(report, id, models, ids);
     if (!html) continue;
@@ -418,7 +456,10 @@ export function renderHtml(report: Report, readAsset: (relPath: string) => Buffe
 
   const stageSections = stages
     .map((stage) => {
-      const cases = sortCases(report.results.filter((c) => c.stage === stage), models);
+      const cases = sortCases(
+        report.results.filter((c) => c.stage === stage),
+        models,
+      );
       const counts = countChips(countStatuses(cases));
       return `<section class="card stage-details" id="${esc(ids.get(stage, "stage"))}" data-stage="${esc(stage)}"><h2>${esc(stage)} ${badge(groupVerdict(cases))} <span class="counts">${counts}</span></h2>${cases
         .map((c) => caseDetails(c, ids, plotIds, readAsset))

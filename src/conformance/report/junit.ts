@@ -5,7 +5,17 @@
  */
 import type { Reporter } from "./reporter";
 import { CaseResult, Report } from "../types";
-import { caseFigures, countStatuses, formatCheck, modelOrder, modelRuntimeText, nonFiniteText, stageOrder, stripControl, worstElementText } from "./format";
+import {
+  caseFigures,
+  countStatuses,
+  formatCheck,
+  modelOrder,
+  modelRuntimeText,
+  nonFiniteText,
+  stageOrder,
+  stripControl,
+  worstElementText,
+} from "./format";
 
 function escapeText(text: string): string {
   return stripControl(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
@@ -63,7 +73,8 @@ function detailLines(c: CaseResult): string[] {
 }
 
 function failureMessage(c: CaseResult): string {
-  if (c.status === "xpass") return `expected to fail${c.tolerance.reason ? ` (${c.tolerance.reason})` : ""} but passed; remove the expected-failure entry`;
+  if (c.status === "xpass")
+    return `expected to fail${c.tolerance.reason ? ` (${c.tolerance.reason})` : ""} but passed; remove the expected-failure entry`;
   const failed = c.checks.filter((ch) => !ch.ok).map(formatCheck);
   const parts = [c.message, ...failed].filter((p): p is string => !!p);
   return parts.length > 0 ? parts.join("; ") : c.status;
@@ -80,7 +91,9 @@ function testcase(c: CaseResult): string[] {
   } else if (c.status === "skip") {
     lines.push(`      <skipped${attrs({ message: c.message ?? "skipped" })}/>`);
   } else if (c.status === "xfail") {
-    lines.push(`      <skipped${attrs({ message: `expected failure: ${c.tolerance.reason ?? c.message ?? "no reason recorded"}` })}>${body}</skipped>`);
+    lines.push(
+      `      <skipped${attrs({ message: `expected failure: ${c.tolerance.reason ?? c.message ?? "no reason recorded"}` })}>${body}</skipped>`,
+    );
   }
   lines.push("    </testcase>");
   return lines;
@@ -118,7 +131,11 @@ export function renderJunit(report: Report): string {
         })}>`,
       );
       const m = report.models.find((x) => x.label === model);
-      out.push("    <properties>", `      <property${attrs({ name: "runtime", value: m ? modelRuntimeText(m) : "unknown" })}/>`, "    </properties>");
+      out.push(
+        "    <properties>",
+        `      <property${attrs({ name: "runtime", value: m ? modelRuntimeText(m) : "unknown" })}/>`,
+        "    </properties>",
+      );
       for (const c of cases) out.push(...testcase(c));
       out.push("  </testsuite>");
     }

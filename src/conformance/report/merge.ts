@@ -21,14 +21,17 @@ export interface Shard {
 }
 
 function short(v: unknown): string {
-  const s = typeof v === "string" ? v : JSON.stringify(v) ?? "none";
+  const s = typeof v === "string" ? v : (JSON.stringify(v) ?? "none");
   return oneLine(/^[0-9a-f]{64}$/.test(s) ? `${s.slice(0, 12)}…` : s, 60);
 }
 
 function stable(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(stable).join(",")}]`;
   if (v && typeof v === "object") {
-    return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${stable((v as Record<string, unknown>)[k])}`).join(",")}}`;
+    return `{${Object.keys(v)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${stable((v as Record<string, unknown>)[k])}`)
+      .join(",")}}`;
   }
   return JSON.stringify(v) ?? "undefined";
 }
@@ -50,7 +53,12 @@ function identity(s: Shard): [string, unknown][] {
 /** The runtime of a report's models: name, package, version, execution provider (older reports: onnxruntime-node's CPU provider). */
 function runtimeIdentity(r: Report): string {
   const of = (m: ModelInfo) => {
-    const d = m.runtime ?? { runtime: "ort-node", package: "onnxruntime-node", version: r.run.versions["onnxruntime-node"] ?? "?", executionProvider: "cpu" };
+    const d = m.runtime ?? {
+      runtime: "ort-node",
+      package: "onnxruntime-node",
+      version: r.run.versions["onnxruntime-node"] ?? "?",
+      executionProvider: "cpu",
+    };
     return `${d.runtime} ${d.package} ${d.version} ${d.executionProvider}`;
   };
   return [...new Set([...r.models, ...(r.against ? [r.against] : [])].map(of))].join("; ");
@@ -75,7 +83,11 @@ function mergeLocalize(shards: readonly Shard[], modelOrder: readonly string[]):
   const want = new Map(localizeIdentity(first.report.localize!));
   for (const s of parts.slice(1)) {
     for (const [field, value] of localizeIdentity(s.report.localize!)) {
-      if (want.get(field) !== value) throw new HarnessError(`report merge: ${first.file} and ${s.file} differ in ${field} (${short(want.get(field))} vs ${short(value)})`, ExitCode.usage);
+      if (want.get(field) !== value)
+        throw new HarnessError(
+          `report merge: ${first.file} and ${s.file} differ in ${field} (${short(want.get(field))} vs ${short(value)})`,
+          ExitCode.usage,
+        );
     }
   }
   const byKey = new Map<string, CallLocalization>();
@@ -99,13 +111,22 @@ function mergeLocalize(shards: readonly Shard[], modelOrder: readonly string[]):
 function checkShardsMatch(shards: readonly Shard[]): void {
   for (const s of shards) {
     if (typeof s.report.references.sha256 !== "string") {
-      throw new HarnessError(`report merge: ${s.file} has no references.sha256 (written before shards carried the reference set's identity; run the shard again)`, ExitCode.usage);
+      throw new HarnessError(
+        `report merge: ${s.file} has no references.sha256 (written before shards carried the reference set's identity; run the shard again)`,
+        ExitCode.usage,
+      );
     }
     if (typeof s.report.tolerances?.sha256 !== "string") {
-      throw new HarnessError(`report merge: ${s.file} has no tolerances.sha256 (written before shards recorded their tolerance file; run the shard again)`, ExitCode.usage);
+      throw new HarnessError(
+        `report merge: ${s.file} has no tolerances.sha256 (written before shards recorded their tolerance file; run the shard again)`,
+        ExitCode.usage,
+      );
     }
     if (s.report.models.length === 0 || s.report.models.some((m) => Object.keys(m.hashes).length === 0)) {
-      throw new HarnessError(`report merge: ${s.file} has a model without file hashes (models[].hashes), so its model cannot be matched`, ExitCode.usage);
+      throw new HarnessError(
+        `report merge: ${s.file} has a model without file hashes (models[].hashes), so its model cannot be matched`,
+        ExitCode.usage,
+      );
     }
   }
   const [first, ...rest] = shards;
@@ -113,7 +134,10 @@ function checkShardsMatch(shards: readonly Shard[]): void {
   for (const s of rest) {
     for (const [field, value] of identity(s)) {
       if (want.get(field) !== value) {
-        throw new HarnessError(`report merge: ${first.file} and ${s.file} differ in ${field} (${short(want.get(field))} vs ${short(value)})`, ExitCode.usage);
+        throw new HarnessError(
+          `report merge: ${first.file} and ${s.file} differ in ${field} (${short(want.get(field))} vs ${short(value)})`,
+          ExitCode.usage,
+        );
       }
     }
   }
@@ -150,7 +174,10 @@ export function mergeReports(shards: readonly Shard[]): Report {
       const key = `${r.model}\u0000${r.id}`;
       const other = seen.get(key);
       if (other !== undefined) {
-        throw new HarnessError(`report merge: case ${JSON.stringify(oneLine(r.id, 80))} (${oneLine(r.model, 40)}) appears in both ${other} and ${s.file}`, ExitCode.usage);
+        throw new HarnessError(
+          `report merge: case ${JSON.stringify(oneLine(r.id, 80))} (${oneLine(r.model, 40)}) appears in both ${other} and ${s.file}`,
+          ExitCode.usage,
+        );
       }
       seen.set(key, s.file);
       results.push(r);
@@ -159,18 +186,30 @@ export function mergeReports(shards: readonly Shard[]): Report {
   results.sort((a, b) => (a.model + a.id < b.model + b.id ? -1 : 1));
   const models = [...new Map(parts.flatMap((p) => p.models).map((m) => [m.label, m])).values()];
   const started = parts.map((p) => p.run.started).sort()[0];
-  const finished = parts.map((p) => p.run.finished).sort().slice(-1)[0];
-  const localize = mergeLocalize(shards, models.map((m) => m.label));
+  const finished = parts
+    .map((p) => p.run.finished)
+    .sort()
+    .slice(-1)[0];
+  const localize = mergeLocalize(
+    shards,
+    models.map((m) => m.label),
+  );
   return {
     ...first,
     run: {
-      ...first.run, started, finished, durationMs: parts.reduce((s, p) => s + p.run.durationMs, 0), shard: undefined,
+      ...first.run,
+      started,
+      finished,
+      durationMs: parts.reduce((s, p) => s + p.run.durationMs, 0),
+      shard: undefined,
       // summed like the duration; absent when a shard did not record it
-      ort: parts.every((p) => p.run.ort) ? {
-        createMs: parts.reduce((s, p) => s + p.run.ort!.createMs, 0),
-        runMs: parts.reduce((s, p) => s + p.run.ort!.runMs, 0),
-        runs: parts.reduce((s, p) => s + p.run.ort!.runs, 0),
-      } : undefined,
+      ort: parts.every((p) => p.run.ort)
+        ? {
+            createMs: parts.reduce((s, p) => s + p.run.ort!.createMs, 0),
+            runMs: parts.reduce((s, p) => s + p.run.ort!.runMs, 0),
+            runs: parts.reduce((s, p) => s + p.run.ort!.runs, 0),
+          }
+        : undefined,
     },
     models,
     results,

@@ -28,7 +28,11 @@ const REPORT_FILES: readonly string[] = REPORTERS.flatMap((r) => (typeof r.file 
 const LOCK_FILE = ".sd-harness.lock";
 
 interface LockInfo {
-  readonly pid: number; readonly start: string | null; readonly host: string; readonly started: string; readonly command: string;
+  readonly pid: number;
+  readonly start: string | null;
+  readonly host: string;
+  readonly started: string;
+  readonly command: string;
   /** unreadable but made in the last few seconds: a run between its O_EXCL create and its write */
   readonly fresh?: boolean;
 }
@@ -69,12 +73,25 @@ function readLock(file: string): LockInfo | null {
     return null;
   }
   // not a lock file we could have written (or half-written): nobody holds it, unless it is brand new
-  const unreadable: LockInfo = { pid: 0, start: null, host: os.hostname(), started: "?", command: "?", fresh: st.isFile() && Date.now() - st.mtimeMs < LOCK_WRITE_GRACE_MS };
+  const unreadable: LockInfo = {
+    pid: 0,
+    start: null,
+    host: os.hostname(),
+    started: "?",
+    command: "?",
+    fresh: st.isFile() && Date.now() - st.mtimeMs < LOCK_WRITE_GRACE_MS,
+  };
   if (!st.isFile() || st.size > 4096) return unreadable;
   try {
     const v = JSON.parse(fs.readFileSync(file, "utf8")) as Partial<LockInfo>;
     if (!Number.isInteger(v.pid)) return unreadable;
-    return { pid: Number(v.pid), start: typeof v.start === "string" ? v.start : null, host: String(v.host ?? os.hostname()), started: String(v.started ?? "?"), command: String(v.command ?? "?") };
+    return {
+      pid: Number(v.pid),
+      start: typeof v.start === "string" ? v.start : null,
+      host: String(v.host ?? os.hostname()),
+      started: String(v.started ?? "?"),
+      command: String(v.command ?? "?"),
+    };
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === "ENOENT" ? null : unreadable;
   }
@@ -85,7 +102,11 @@ const heldLocks = new Set<string>();
 let exitHookInstalled = false;
 function releaseAllAtExit(): void {
   for (const f of heldLocks) {
-    try { fs.unlinkSync(f); } catch { /* gone */ }
+    try {
+      fs.unlinkSync(f);
+    } catch {
+      /* gone */
+    }
   }
   heldLocks.clear();
 }
@@ -140,7 +161,10 @@ export class ReportFolder {
       }
       const kept = [...REPORT_FILES, "assets"].filter((f) => entries.includes(f));
       if (policy.refuse === "report-files" && kept.length > 0) {
-        throw new HarnessError(`${policy.flag} ${dir}: already holds ${kept.join(", ")} (pass --overwrite to replace them)`, ExitCode.output);
+        throw new HarnessError(
+          `${policy.flag} ${dir}: already holds ${kept.join(", ")} (pass --overwrite to replace them)`,
+          ExitCode.output,
+        );
       }
     }
     const folder = new ReportFolder(dir);
@@ -151,8 +175,15 @@ export class ReportFolder {
   private static refuseIfLocked(dir: string, flag: string): void {
     const info = readLock(path.join(dir, LOCK_FILE));
     if (info && lockHolderAlive(info)) {
-      if (info.pid === 0) throw new HarnessError(`${flag} ${dir}: in use by another sd-harness run (its ${LOCK_FILE} was created just now); wait for it to end or choose another folder`, ExitCode.busy);
-      throw new HarnessError(`${flag} ${dir}: in use by another sd-harness run (pid ${info.pid}${info.host !== os.hostname() ? ` on ${oneLine(info.host, 60)}` : ""}, started ${oneLine(info.started, 40)}: ${oneLine(info.command, 120)}); wait for it to end or choose another folder`, ExitCode.busy);
+      if (info.pid === 0)
+        throw new HarnessError(
+          `${flag} ${dir}: in use by another sd-harness run (its ${LOCK_FILE} was created just now); wait for it to end or choose another folder`,
+          ExitCode.busy,
+        );
+      throw new HarnessError(
+        `${flag} ${dir}: in use by another sd-harness run (pid ${info.pid}${info.host !== os.hostname() ? ` on ${oneLine(info.host, 60)}` : ""}, started ${oneLine(info.started, 40)}: ${oneLine(info.command, 120)}); wait for it to end or choose another folder`,
+        ExitCode.busy,
+      );
     }
   }
 
@@ -160,7 +191,13 @@ export class ReportFolder {
   private takeLock(flag: string, command: string): void {
     this.makeFolder();
     const file = path.join(this.dir, LOCK_FILE);
-    const info: LockInfo = { pid: process.pid, start: processStart(process.pid), host: os.hostname(), started: new Date().toISOString(), command };
+    const info: LockInfo = {
+      pid: process.pid,
+      start: processStart(process.pid),
+      host: os.hostname(),
+      started: new Date().toISOString(),
+      command,
+    };
     for (let attempt = 0; ; attempt++) {
       try {
         const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o644);
@@ -195,7 +232,11 @@ export class ReportFolder {
           fs.rmSync(aside, { force: true });
         } else {
           // a live lock made in between: put it back (link fails if yet another one exists) and look again
-          try { fs.linkSync(aside, file); } catch { /* another lock is in place */ }
+          try {
+            fs.linkSync(aside, file);
+          } catch {
+            /* another lock is in place */
+          }
           fs.rmSync(aside, { force: true });
         }
       }
@@ -211,7 +252,11 @@ export class ReportFolder {
   /** Gives up the lock (when the run's files are written, or it failed); the folder stays, as commit leaves it. */
   unlock(): void {
     if (!this.lockFile) return;
-    try { fs.unlinkSync(this.lockFile); } catch { /* gone */ }
+    try {
+      fs.unlinkSync(this.lockFile);
+    } catch {
+      /* gone */
+    }
     heldLocks.delete(this.lockFile);
     this.lockFile = null;
   }

@@ -79,7 +79,8 @@ export function readAssetConfined(dir: string, rel: string, what = rel): Buffer 
   if (!isInside(root, real)) throw new HarnessError(`${what}: asset ${rel} resolves outside ${dir} (symlink)`, ExitCode.usage);
   const st = fs.statSync(real);
   if (!st.isFile()) throw new HarnessError(`${what}: asset ${rel} is not a regular file`, ExitCode.usage);
-  if (st.size > MAX_ASSET_BYTES) throw new HarnessError(`${what}: asset ${rel} is ${st.size} bytes, over the ${MAX_ASSET_BYTES}-byte limit`, ExitCode.usage);
+  if (st.size > MAX_ASSET_BYTES)
+    throw new HarnessError(`${what}: asset ${rel} is ${st.size} bytes, over the ${MAX_ASSET_BYTES}-byte limit`, ExitCode.usage);
   return fs.readFileSync(real);
 }
 
@@ -179,7 +180,8 @@ function caseResult(v: unknown, field: string): void {
   optional(r.uncovered, `${field}.uncovered`, str);
   optional(r.float64Floor, `${field}.float64Floor`, str);
   if (r.amplification !== undefined) metric(r, "amplification", field);
-  for (const [k, m] of Object.entries(obj(r.metrics, `${field}.metrics`))) tensorMetrics(m, `${field}.metrics[${JSON.stringify(oneLine(k, 40))}]`);
+  for (const [k, m] of Object.entries(obj(r.metrics, `${field}.metrics`)))
+    tensorMetrics(m, `${field}.metrics[${JSON.stringify(oneLine(k, 40))}]`);
   optional(r.images, `${field}.images`, arr)?.forEach((im, i) => imageMetrics(im, `${field}.images[${i}]`));
   arr(r.checks, `${field}.checks`).forEach((c, i) => {
     const f = `${field}.checks[${i}]`;
@@ -425,7 +427,8 @@ export function readReportFile(p: string, role?: string): { report: Report; file
     throw new HarnessError(`${what}: cannot read a report (${(e as NodeJS.ErrnoException).code ?? "unreadable"})`, ExitCode.usage);
   }
   if (!st.isFile()) throw new HarnessError(`${what}: not a regular file`, ExitCode.usage);
-  if (st.size > MAX_REPORT_BYTES) throw new HarnessError(`${what}: ${st.size} bytes, over the ${MAX_REPORT_BYTES}-byte limit for a report.json`, ExitCode.usage);
+  if (st.size > MAX_REPORT_BYTES)
+    throw new HarnessError(`${what}: ${st.size} bytes, over the ${MAX_REPORT_BYTES}-byte limit for a report.json`, ExitCode.usage);
   let text: string;
   try {
     text = fs.readFileSync(file, "utf8");

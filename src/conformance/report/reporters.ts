@@ -17,7 +17,14 @@ import { githubSummaryReporter } from "./github-summary";
 
 export type { Reporter, ReporterEnv, RenderContext } from "./reporter";
 
-export const REPORTERS: readonly Reporter[] = [jsonReporter, markdownReporter, junitReporter, htmlReporter, csvReporter, githubSummaryReporter];
+export const REPORTERS: readonly Reporter[] = [
+  jsonReporter,
+  markdownReporter,
+  junitReporter,
+  htmlReporter,
+  csvReporter,
+  githubSummaryReporter,
+];
 
 /**
  * Appends `content` to a file the harness does not own (the GitHub job summary), never blocking and
@@ -41,7 +48,11 @@ function appendOutside(target: string, content: string | Uint8Array, what: strin
   let fd: number;
   try {
     // O_NONBLOCK: should it have become a FIFO since the lstat, the open fails (ENXIO) instead of waiting for a reader
-    fd = fs.openSync(target, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NONBLOCK | fs.constants.O_NOCTTY, 0o644);
+    fd = fs.openSync(
+      target,
+      fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NONBLOCK | fs.constants.O_NOCTTY,
+      0o644,
+    );
   } catch (e) {
     return refuse(`cannot open it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
@@ -73,7 +84,11 @@ function kindOf(st: fs.Stats): string {
  * destination outside the folder that cannot be written is a warning (`warn`), not an error: the
  * reports in the folder are the run's output.
  */
-export function writeReports(outDir: string, report: Report, options: { env?: ReporterEnv; disabled?: readonly string[]; warn?: (line: string) => void } = {}): void {
+export function writeReports(
+  outDir: string,
+  report: Report,
+  options: { env?: ReporterEnv; disabled?: readonly string[]; warn?: (line: string) => void } = {},
+): void {
   const env = options.env ?? {};
   const disabled = new Set(options.disabled ?? []);
   // confined: a path in the report can only ever name a regular file under outDir/assets

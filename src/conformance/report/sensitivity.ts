@@ -24,10 +24,22 @@ function ladderFigure(ls: readonly LadderSummary[], mode: "single" | "scale"): {
   const missedAll = ls.filter((l) => l.smallestCaught === null);
   if (missedAll.length) {
     const l = missedAll[0];
-    return { text: `not caught${l.largestMissed !== null ? ` at ${describeSize(mode, l.largestMissed)}` : ""}${l.settled ? "" : " (unsettled)"}`, by: "" };
+    return {
+      text: `not caught${l.largestMissed !== null ? ` at ${describeSize(mode, l.largestMissed)}` : ""}${l.settled ? "" : " (unsettled)"}`,
+      by: "",
+    };
   }
-  const worst = [...ls].sort((a, b) => (mode === "single" ? b.smallestCaught! - a.smallestCaught! : Math.abs(Math.log(b.smallestCaught!)) - Math.abs(Math.log(a.smallestCaught!))))[0];
-  const below = worst.largestMissed !== null ? ` (${describeSize(mode, worst.largestMissed)} missed)` : worst.settled ? " (smallest tried)" : " (unsettled)";
+  const worst = [...ls].sort((a, b) =>
+    mode === "single"
+      ? b.smallestCaught! - a.smallestCaught!
+      : Math.abs(Math.log(b.smallestCaught!)) - Math.abs(Math.log(a.smallestCaught!)),
+  )[0];
+  const below =
+    worst.largestMissed !== null
+      ? ` (${describeSize(mode, worst.largestMissed)} missed)`
+      : worst.settled
+        ? " (smallest tried)"
+        : " (unsettled)";
   return { text: `${describeSize(mode, worst.smallestCaught!)}${below}`, by: worst.caughtBy.join(", ") };
 }
 
@@ -43,9 +55,12 @@ export function rows(report: SensitivityReport): Row[] {
     const s = ladderFigure(k.single, "single");
     const c = k.attention ? ladderFigure(k.scale, "scale") : { text: "—", by: "" };
     return {
-      kind: k.id, tensors: String(k.tensors),
-      single: k.notMeasured && k.single.length === 0 ? `not measured: ${k.notMeasured}` : s.text, singleBy: s.by,
-      scale: c.text, scaleBy: c.by,
+      kind: k.id,
+      tensors: String(k.tensors),
+      single: k.notMeasured && k.single.length === 0 ? `not measured: ${k.notMeasured}` : s.text,
+      singleBy: s.by,
+      scale: c.text,
+      scaleBy: c.by,
       target: k.target ? tallyText(k.atTarget.single) : `(no target) ${tallyText(k.atTarget.single)}`,
       targetScale: k.attention ? tallyText(k.atTarget.scale) : "—",
     };
@@ -62,18 +77,32 @@ function deciderText(d: Decider | null): string {
 function missLines(report: SensitivityReport): string[] {
   const out: string[] = [];
   for (const k of report.kinds) {
-    for (const [mode, t] of [["single", k.atTarget.single], ["scale", k.atTarget.scale]] as const) {
+    for (const [mode, t] of [
+      ["single", k.atTarget.single],
+      ["scale", k.atTarget.scale],
+    ] as const) {
       if (!t) continue;
       for (const m of t.missed) {
         const unmoved = m.casesUnmoved ? `; ${m.casesUnmoved} of ${m.casesRun} cases bit-identical to the unperturbed run` : "";
-        out.push(`${k.id} ${describeSize(mode, t.size)} on ${m.module ?? m.tensor} (${m.region ?? "?"}): not caught${m.complete ? "" : " by the cases run (budget or sweep)"}; closest: ${deciderText(m.decider) || "nothing changed"}${unmoved}`);
+        out.push(
+          `${k.id} ${describeSize(mode, t.size)} on ${m.module ?? m.tensor} (${m.region ?? "?"}): not caught${m.complete ? "" : " by the cases run (budget or sweep)"}; closest: ${deciderText(m.decider) || "nothing changed"}${unmoved}`,
+        );
       }
     }
   }
   return out;
 }
 
-const HEAD = ["Layer kind", "Tensors", "Smallest single weight caught", "Caught by", "Smallest scale caught", "Caught by", "+1e-2 target", "×1.01 target"] as const;
+const HEAD = [
+  "Layer kind",
+  "Tensors",
+  "Smallest single weight caught",
+  "Caught by",
+  "Smallest scale caught",
+  "Caught by",
+  "+1e-2 target",
+  "×1.01 target",
+] as const;
 
 function cells(r: Row): string[] {
   return [r.kind, r.tensors, r.single, r.singleBy, r.scale, r.scaleBy, r.target, r.targetScale];
@@ -83,7 +112,11 @@ function cells(r: Row): string[] {
 export function renderSensitivityText(report: SensitivityReport): string {
   const body = rows(report).map(cells);
   const widths = HEAD.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
-  const line = (cs: readonly string[]) => cs.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd();
+  const line = (cs: readonly string[]) =>
+    cs
+      .map((c, i) => c.padEnd(widths[i]))
+      .join("  ")
+      .trimEnd();
   const out = [line(HEAD), line(widths.map((w) => "-".repeat(w))), ...body.map(line)];
   const misses = missLines(report);
   if (misses.length) out.push("", "Missed at the target sizes:", ...misses.map((m) => `  ${m}`));
@@ -93,7 +126,11 @@ export function renderSensitivityText(report: SensitivityReport): string {
 }
 
 function mdCell(s: string): string {
-  return stripControl(s).replace(/\\/g, "\\\\").replace(/\|/g, "\\|").replace(/[<>]/g, (c) => (c === "<" ? "&lt;" : "&gt;")).replace(/\n/g, " ");
+  return stripControl(s)
+    .replace(/\\/g, "\\\\")
+    .replace(/\|/g, "\\|")
+    .replace(/[<>]/g, (c) => (c === "<" ? "&lt;" : "&gt;"))
+    .replace(/\n/g, " ");
 }
 
 function settingsLines(r: SensitivityReport): string[] {
@@ -109,13 +146,17 @@ export function renderSensitivityMarkdown(report: SensitivityReport): string {
   const out = ["# Sensitivity", "", ...settingsLines(report).flatMap((l) => [mdCell(l), ""])];
   out.push(`| ${HEAD.join(" | ")} |`, `| ${HEAD.map((_, i) => (i === 1 ? "---:" : "---")).join(" | ")} |`);
   for (const r of rows(report)) out.push(`| ${cells(r).map(mdCell).join(" | ")} |`);
-  out.push("", "A size is the change of one weight relative to its value (+1e-2 = +1 %) or the factor on a whole tensor; \"caught\" means some case of the default run that the component reaches fails under the profile's limits. The figure per kind is its weakest sampled tensor's.");
+  out.push(
+    "",
+    "A size is the change of one weight relative to its value (+1e-2 = +1 %) or the factor on a whole tensor; \"caught\" means some case of the default run that the component reaches fails under the profile's limits. The figure per kind is its weakest sampled tensor's.",
+  );
   const misses = missLines(report);
   if (misses.length) out.push("", "## Missed at the target sizes", "", ...misses.map((m) => `- ${mdCell(m)}`));
   if (report.notMeasured.length) out.push("", "## Not measured", "", ...report.notMeasured.map((m) => `- ${mdCell(m)}`));
   if (report.unmapped.length) {
     out.push("", "## Unmapped tensors", "", "Anonymous initializers whose readers name no single module; not perturbed.", "");
-    for (const u of report.unmapped) out.push(`- ${mdCell(`${u.component}: ${u.name} (${u.count} values) read by ${u.readers.join("; ") || "no node"}`)}`);
+    for (const u of report.unmapped)
+      out.push(`- ${mdCell(`${u.component}: ${u.name} (${u.count} values) read by ${u.readers.join("; ") || "no node"}`)}`);
   }
   return out.join("\n") + "\n";
 }
@@ -125,15 +166,19 @@ function esc(s: string): string {
 }
 
 function probeRows(report: SensitivityReport): string {
-  return report.probes.map((p) => {
-    const d = p.decider;
-    return `<tr class="${p.caught ? "caught" : "missed"}"><td>${esc(p.kind)}</td><td>${esc(p.phase)}</td><td>${esc(p.module ?? p.tensor)}${p.index !== null ? `[${p.index}]` : ""}</td><td>${esc(describeSize(p.mode, p.size))}</td><td>${p.caught ? "caught" : p.unrepresentable ? "unchanged" : "missed"}</td><td>${esc(p.caughtBy.join(", "))}</td><td>${esc(d ? deciderText(d) : "")}</td><td class="num">${p.casesRun}/${p.casesAffected}${p.complete ? "" : ` (${esc(p.partial ?? "budget")})`}${p.casesUnmoved ? `, ${p.casesUnmoved} unmoved` : ""}</td></tr>`;
-  }).join("\n");
+  return report.probes
+    .map((p) => {
+      const d = p.decider;
+      return `<tr class="${p.caught ? "caught" : "missed"}"><td>${esc(p.kind)}</td><td>${esc(p.phase)}</td><td>${esc(p.module ?? p.tensor)}${p.index !== null ? `[${p.index}]` : ""}</td><td>${esc(describeSize(p.mode, p.size))}</td><td>${p.caught ? "caught" : p.unrepresentable ? "unchanged" : "missed"}</td><td>${esc(p.caughtBy.join(", "))}</td><td>${esc(d ? deciderText(d) : "")}</td><td class="num">${p.casesRun}/${p.casesAffected}${p.complete ? "" : ` (${esc(p.partial ?? "budget")})`}${p.casesUnmoved ? `, ${p.casesUnmoved} unmoved` : ""}</td></tr>`;
+    })
+    .join("\n");
 }
 
 function kindRow(k: KindSummary, r: Row): string {
-  const cls = (k.atTarget.single.missed.length || (k.atTarget.scale?.missed.length ?? 0)) ? "fails" : k.notMeasured ? "unmeasured" : "ok";
-  return `<tr class="${cls}" title="${esc(k.description)}">${cells(r).map((c, i) => `<td${i === 1 ? ' class="num"' : ""}>${esc(c)}</td>`).join("")}</tr>`;
+  const cls = k.atTarget.single.missed.length || (k.atTarget.scale?.missed.length ?? 0) ? "fails" : k.notMeasured ? "unmeasured" : "ok";
+  return `<tr class="${cls}" title="${esc(k.description)}">${cells(r)
+    .map((c, i) => `<td${i === 1 ? ' class="num"' : ""}>${esc(c)}</td>`)
+    .join("")}</tr>`;
 }
 
 /** One page, styles inline, no script: safe to open from a CI artifact. */
@@ -151,7 +196,9 @@ tr.caught td:nth-child(5){color:#1a7f37}tr.missed td:nth-child(5){color:#b42318}
 details{margin:1em 0}code{background:#f3f3f3;padding:0 .2em}
 </style></head><body>
 <h1>Sensitivity</h1>
-${settingsLines(report).map((l) => `<p>${esc(l)}</p>`).join("\n")}
+${settingsLines(report)
+  .map((l) => `<p>${esc(l)}</p>`)
+  .join("\n")}
 <table><thead><tr>${HEAD.map((h) => `<th>${esc(h)}</th>`).join("")}</tr></thead><tbody>
 ${report.kinds.map((k, i) => kindRow(k, rs[i])).join("\n")}
 </tbody></table>

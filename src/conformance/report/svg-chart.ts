@@ -44,7 +44,14 @@ function fx(v: number): string {
   return (Math.round(v * 10) / 10).toString();
 }
 
-export function renderPlot(caseId: string, metric: string, lines: readonly PlotLine[], cls: string, id: string, caseAnchor: string): string {
+export function renderPlot(
+  caseId: string,
+  metric: string,
+  lines: readonly PlotLine[],
+  cls: string,
+  id: string,
+  caseAnchor: string,
+): string {
   const W = 720;
   const M = { l: 70, r: 20, t: 30, b: 46 };
   const PH = 250;

@@ -30,7 +30,12 @@ const W = (re: RegExp) => (p: string, role: Role) => role === "weight" && re.tes
 const T = "transformer_blocks\\.\\d+\\.";
 
 function attn(component: ComponentKind, prefix: string, which: "attn1" | "attn2" | null, base: string, desc: string): LayerKind[] {
-  const proj: [string, string, string][] = [["q", "to_q|query|q_proj", "query"], ["k", "to_k|key|k_proj", "key"], ["v", "to_v|value|v_proj", "value"], ["out", "to_out\\.0|proj_attn|out_proj", "output"]];
+  const proj: [string, string, string][] = [
+    ["q", "to_q|query|q_proj", "query"],
+    ["k", "to_k|key|k_proj", "key"],
+    ["v", "to_v|value|v_proj", "value"],
+    ["out", "to_out\\.0|proj_attn|out_proj", "output"],
+  ];
   return proj.map(([short, names, what]) => ({
     id: `${prefix}.${short}`,
     component,
@@ -45,23 +50,121 @@ function attn(component: ComponentKind, prefix: string, which: "attn1" | "attn2"
 export const LAYER_KINDS: readonly LayerKind[] = [
   ...attn("unet", "unet.attn1", "attn1", `${T}attn1`, "U-Net self-attention (attn1)"),
   ...attn("unet", "unet.attn2", "attn2", `${T}attn2`, "U-Net cross-attention (attn2)"),
-  { id: "unet.resnet.conv", component: "unet", description: "U-Net resnet convolutions (conv1, conv2, conv_shortcut)", attention: false, target: true, match: W(/resnets\.\d+\.(?:conv1|conv2|conv_shortcut)$/) },
-  { id: "unet.groupnorm", component: "unet", description: "U-Net GroupNorm weights (resnet norm1/norm2, attention norm, conv_norm_out)", attention: false, target: true, match: W(/(?:resnets\.\d+\.norm[12]|attentions\.\d+\.norm|^conv_norm_out)$/) },
-  { id: "unet.layernorm", component: "unet", description: "U-Net transformer LayerNorm weights (norm1-3)", attention: false, target: true, match: W(new RegExp(`${T}norm[123]$`)) },
-  { id: "unet.time_embedding", component: "unet", description: "U-Net time embedding MLP (time_embedding.linear_1/2)", attention: false, target: false, match: W(/^time_embedding\.linear_[12]$/) },
-  { id: "unet.resnet.time_proj", component: "unet", description: "U-Net resnet time-embedding projections (time_emb_proj)", attention: false, target: false, match: W(/resnets\.\d+\.time_emb_proj$/) },
-  { id: "unet.ff", component: "unet", description: "U-Net transformer feed-forward (GEGLU proj, net.2)", attention: false, target: false, match: W(new RegExp(`${T}ff\\.net\\.(?:0\\.proj|2)$`)) },
+  {
+    id: "unet.resnet.conv",
+    component: "unet",
+    description: "U-Net resnet convolutions (conv1, conv2, conv_shortcut)",
+    attention: false,
+    target: true,
+    match: W(/resnets\.\d+\.(?:conv1|conv2|conv_shortcut)$/),
+  },
+  {
+    id: "unet.groupnorm",
+    component: "unet",
+    description: "U-Net GroupNorm weights (resnet norm1/norm2, attention norm, conv_norm_out)",
+    attention: false,
+    target: true,
+    match: W(/(?:resnets\.\d+\.norm[12]|attentions\.\d+\.norm|^conv_norm_out)$/),
+  },
+  {
+    id: "unet.layernorm",
+    component: "unet",
+    description: "U-Net transformer LayerNorm weights (norm1-3)",
+    attention: false,
+    target: true,
+    match: W(new RegExp(`${T}norm[123]$`)),
+  },
+  {
+    id: "unet.time_embedding",
+    component: "unet",
+    description: "U-Net time embedding MLP (time_embedding.linear_1/2)",
+    attention: false,
+    target: false,
+    match: W(/^time_embedding\.linear_[12]$/),
+  },
+  {
+    id: "unet.resnet.time_proj",
+    component: "unet",
+    description: "U-Net resnet time-embedding projections (time_emb_proj)",
+    attention: false,
+    target: false,
+    match: W(/resnets\.\d+\.time_emb_proj$/),
+  },
+  {
+    id: "unet.ff",
+    component: "unet",
+    description: "U-Net transformer feed-forward (GEGLU proj, net.2)",
+    attention: false,
+    target: false,
+    match: W(new RegExp(`${T}ff\\.net\\.(?:0\\.proj|2)$`)),
+  },
   ...attn("vae_decoder", "vae_decoder.attn", null, "attentions\\.\\d+", "VAE decoder mid-block attention"),
-  { id: "vae_decoder.resnet.conv", component: "vae_decoder", description: "VAE decoder resnet convolutions", attention: false, target: true, match: W(/resnets\.\d+\.(?:conv1|conv2|conv_shortcut)$/) },
-  { id: "vae_decoder.groupnorm", component: "vae_decoder", description: "VAE decoder GroupNorm weights", attention: false, target: true, match: W(/(?:resnets\.\d+\.norm[12]|attentions\.\d+\.group_norm|conv_norm_out)$/) },
-  { id: "vae_decoder.conv", component: "vae_decoder", description: "VAE decoder other convolutions (conv_in, upsamplers, conv_out, post_quant_conv)", attention: false, target: false, match: W(/(?:conv_in|conv_out|upsamplers\.\d+\.conv|post_quant_conv)$/) },
+  {
+    id: "vae_decoder.resnet.conv",
+    component: "vae_decoder",
+    description: "VAE decoder resnet convolutions",
+    attention: false,
+    target: true,
+    match: W(/resnets\.\d+\.(?:conv1|conv2|conv_shortcut)$/),
+  },
+  {
+    id: "vae_decoder.groupnorm",
+    component: "vae_decoder",
+    description: "VAE decoder GroupNorm weights",
+    attention: false,
+    target: true,
+    match: W(/(?:resnets\.\d+\.norm[12]|attentions\.\d+\.group_norm|conv_norm_out)$/),
+  },
+  {
+    id: "vae_decoder.conv",
+    component: "vae_decoder",
+    description: "VAE decoder other convolutions (conv_in, upsamplers, conv_out, post_quant_conv)",
+    attention: false,
+    target: false,
+    match: W(/(?:conv_in|conv_out|upsamplers\.\d+\.conv|post_quant_conv)$/),
+  },
   ...attn("vae_encoder", "vae_encoder.attn", null, "attentions\\.\\d+", "VAE encoder mid-block attention"),
-  { id: "vae_encoder.resnet.conv", component: "vae_encoder", description: "VAE encoder resnet convolutions", attention: false, target: true, match: W(/resnets\.\d+\.(?:conv1|conv2|conv_shortcut)$/) },
-  { id: "vae_encoder.groupnorm", component: "vae_encoder", description: "VAE encoder GroupNorm weights", attention: false, target: true, match: W(/(?:resnets\.\d+\.norm[12]|attentions\.\d+\.group_norm|conv_norm_out)$/) },
-  { id: "vae_encoder.conv", component: "vae_encoder", description: "VAE encoder other convolutions (conv_in, downsamplers, conv_out, quant_conv)", attention: false, target: false, match: W(/(?:conv_in|conv_out|downsamplers\.\d+\.conv|quant_conv)$/) },
+  {
+    id: "vae_encoder.resnet.conv",
+    component: "vae_encoder",
+    description: "VAE encoder resnet convolutions",
+    attention: false,
+    target: true,
+    match: W(/resnets\.\d+\.(?:conv1|conv2|conv_shortcut)$/),
+  },
+  {
+    id: "vae_encoder.groupnorm",
+    component: "vae_encoder",
+    description: "VAE encoder GroupNorm weights",
+    attention: false,
+    target: true,
+    match: W(/(?:resnets\.\d+\.norm[12]|attentions\.\d+\.group_norm|conv_norm_out)$/),
+  },
+  {
+    id: "vae_encoder.conv",
+    component: "vae_encoder",
+    description: "VAE encoder other convolutions (conv_in, downsamplers, conv_out, quant_conv)",
+    attention: false,
+    target: false,
+    match: W(/(?:conv_in|conv_out|downsamplers\.\d+\.conv|quant_conv)$/),
+  },
   ...attn("text_encoder", "text_encoder.attn", null, "self_attn", "text encoder self-attention"),
-  { id: "text_encoder.mlp", component: "text_encoder", description: "text encoder MLP (fc1, fc2)", attention: false, target: true, match: W(/mlp\.fc[12]$/) },
-  { id: "text_encoder.layernorm", component: "text_encoder", description: "text encoder LayerNorm weights (layer_norm1/2, final_layer_norm)", attention: false, target: true, match: W(/(?:layer_norm[12]|final_layer_norm)$/) },
+  {
+    id: "text_encoder.mlp",
+    component: "text_encoder",
+    description: "text encoder MLP (fc1, fc2)",
+    attention: false,
+    target: true,
+    match: W(/mlp\.fc[12]$/),
+  },
+  {
+    id: "text_encoder.layernorm",
+    component: "text_encoder",
+    description: "text encoder LayerNorm weights (layer_norm1/2, final_layer_norm)",
+    attention: false,
+    target: true,
+    match: W(/(?:layer_norm[12]|final_layer_norm)$/),
+  },
 ];
 
 /** A weight of a model part, named: its module path (dotted, without `model.`) and role, or why not. */
@@ -142,10 +245,17 @@ export function mapInitializers(component: ComponentKind, infos: readonly Initia
       const byNode = byName ? null : fromConsumers(info);
       const hit = byName ?? byNode;
       const count = info.bytes?.count ?? 0;
-      const kind = hit ? kinds.find((k) => k.match(hit.module, hit.role))?.id ?? null : null;
+      const kind = hit ? (kinds.find((k) => k.match(hit.module, hit.role))?.id ?? null) : null;
       return {
-        name: info.name, component, module: hit?.module ?? null, role: hit?.role ?? null,
-        via: byName ? "name" : byNode ? "node" : null, kind, region: hit ? regionOf(hit.module) : null, count, info,
+        name: info.name,
+        component,
+        module: hit?.module ?? null,
+        role: hit?.role ?? null,
+        via: byName ? "name" : byNode ? "node" : null,
+        kind,
+        region: hit ? regionOf(hit.module) : null,
+        count,
+        info,
       };
     });
 }

@@ -176,8 +176,13 @@ export interface TargetTally {
   /** tensors of the kind not probed at the target size (budget or --no-sweep) */
   readonly untested: number;
   readonly missed: readonly {
-    readonly tensor: string; readonly module: string | null; readonly region: string | null; readonly decider: Decider | null;
-    readonly complete: boolean; readonly casesRun: number; readonly casesUnmoved: number;
+    readonly tensor: string;
+    readonly module: string | null;
+    readonly region: string | null;
+    readonly decider: Decider | null;
+    readonly complete: boolean;
+    readonly casesRun: number;
+    readonly casesUnmoved: number;
   }[];
 }
 
@@ -219,10 +224,17 @@ export interface SensitivityReport {
     readonly excluded: readonly { readonly id: string; readonly status: string; readonly message?: string }[];
   };
   /** per component: the cases each probe may run (stage cases first, in the order they run) */
-  readonly caseSets: Readonly<Record<string, { readonly stage: readonly string[]; readonly rest: readonly string[]; readonly restSkipped?: string }>>;
+  readonly caseSets: Readonly<
+    Record<string, { readonly stage: readonly string[]; readonly rest: readonly string[]; readonly restSkipped?: string }>
+  >;
   readonly kinds: readonly KindSummary[];
   readonly probes: readonly ProbeResult[];
-  readonly unmapped: readonly { readonly component: string; readonly name: string; readonly count: number; readonly readers: readonly string[] }[];
+  readonly unmapped: readonly {
+    readonly component: string;
+    readonly name: string;
+    readonly count: number;
+    readonly readers: readonly string[];
+  }[];
   /** what the run did not measure, one sentence each */
   readonly notMeasured: readonly string[];
   readonly complete: boolean;
@@ -306,7 +318,14 @@ class Ladder {
   private missedMin: number;
   private next: number | null;
 
-  constructor(readonly target: MappedInitializer, readonly mode: "single" | "scale", readonly sizes: readonly number[], readonly index: number | null, readonly sample: number, start: number) {
+  constructor(
+    readonly target: MappedInitializer,
+    readonly mode: "single" | "scale",
+    readonly sizes: readonly number[],
+    readonly index: number | null,
+    readonly sample: number,
+    start: number,
+  ) {
     this.missedMin = sizes.length;
     this.next = sizes.length ? start : null;
   }
@@ -329,7 +348,10 @@ class Ladder {
     const caught = [...this.results.entries()].filter(([, r]) => r.caught).sort((a, b) => b[0] - a[0]);
     const missed = [...this.results.entries()].filter(([, r]) => !r.caught).sort((a, b) => a[0] - b[0]);
     return {
-      tensor: this.target.name, module: this.target.module, region: this.target.region, index: this.index,
+      tensor: this.target.name,
+      module: this.target.module,
+      region: this.target.region,
+      index: this.index,
       smallestCaught: caught.length ? this.sizes[caught[0][0]] : null,
       caughtBy: caught.length ? caught[0][1].caughtBy : [],
       largestMissed: missed.length ? this.sizes[missed[0][0]] : null,
@@ -339,8 +361,12 @@ class Ladder {
 }
 
 function validateSizes(relatives: readonly number[], scales: readonly number[]): void {
-  for (const r of relatives) if (!Number.isFinite(r) || r <= 0 || r >= 10) throw new HarnessError(`relative size ${r} must be a number above 0 and below 10`, ExitCode.usage);
-  for (const s of scales) if (!Number.isFinite(s) || s <= 0 || s === 1 || s > 100) throw new HarnessError(`scale ${s} must be a positive number other than 1, at most 100`, ExitCode.usage);
+  for (const r of relatives)
+    if (!Number.isFinite(r) || r <= 0 || r >= 10)
+      throw new HarnessError(`relative size ${r} must be a number above 0 and below 10`, ExitCode.usage);
+  for (const s of scales)
+    if (!Number.isFinite(s) || s <= 0 || s === 1 || s > 100)
+      throw new HarnessError(`scale ${s} must be a positive number other than 1, at most 100`, ExitCode.usage);
 }
 
 /** Ladders start at the target size when it is listed, else at the largest. */
@@ -360,13 +386,18 @@ export async function runSensitivity(opts: SensitivityOptions): Promise<Sensitiv
   const scales = [...(opts.scales ?? DEFAULT_SCALES)].sort((a, b) => Math.abs(Math.log(b)) - Math.abs(Math.log(a)));
   validateSizes(relatives, scales);
   const samples = opts.samples ?? 1;
-  if (!Number.isInteger(samples) || samples < 1) throw new HarnessError(`samples ${samples} must be a whole number of at least 1`, ExitCode.usage);
+  if (!Number.isInteger(samples) || samples < 1)
+    throw new HarnessError(`samples ${samples} must be a whole number of at least 1`, ExitCode.usage);
   const sweep = opts.sweep ?? true;
   const seed = opts.seed ?? 0;
   const only = opts.only ?? [];
   const globs = only.map(compileGlob);
   const kinds = LAYER_KINDS.filter((k) => globs.length === 0 || globs.some((g) => g.test(k.id)));
-  if (kinds.length === 0) throw new HarnessError(`no layer kind matches ${only.map((g) => JSON.stringify(g)).join(" ")}; kinds: ${LAYER_KINDS.map((k) => k.id).join(", ")}`, ExitCode.usage);
+  if (kinds.length === 0)
+    throw new HarnessError(
+      `no layer kind matches ${only.map((g) => JSON.stringify(g)).join(" ")}; kinds: ${LAYER_KINDS.map((k) => k.id).join(", ")}`,
+      ExitCode.usage,
+    );
   const refs = ReferenceSet.open(opts.references);
   const original = loadModelFolder(opts.model, { forceSd1: opts.forceSd1 });
   const caseGlobs = (opts.cases ?? []).map(compileGlob);
@@ -375,7 +406,10 @@ export async function runSensitivity(opts: SensitivityOptions): Promise<Sensitiv
   const components = [...new Set(kinds.map((k) => k.component))].filter((c) => c !== "vae_encoder" || original.vaeEncoder);
   const inpaint = opts.inpaintModel ? loadModelFolder(opts.inpaintModel, { forceSd1: opts.forceSd1 }) : null;
   if (inpaint && !inpaint.isInpaint) {
-    throw new HarnessError(`--inpaint-model: ${opts.inpaintModel} has a ${inpaint.unetConfig.inChannels}-channel U-Net; an inpainting model takes ${2 * inpaint.vaeConfig.latentChannels + 1}`, ExitCode.usage);
+    throw new HarnessError(
+      `--inpaint-model: ${opts.inpaintModel} has a ${inpaint.unetConfig.inChannels}-channel U-Net; an inpainting model takes ${2 * inpaint.vaeConfig.latentChannels + 1}`,
+      ExitCode.usage,
+    );
   }
 
   const tmp = fs.mkdtempSync(path.join(opts.tmpRoot ?? os.tmpdir(), "sd-harness-sensitivity-"));
@@ -387,7 +421,29 @@ export async function runSensitivity(opts: SensitivityOptions): Promise<Sensitiv
     const inpaintCopy = inpaint ? path.join(tmp, "inpaint") : null;
     if (inpaint) copyModelFolder(inpaint, inpaintCopy!);
     const inpaintFolder = inpaintCopy ? loadModelFolder(inpaintCopy, { forceSd1: opts.forceSd1 }) : null;
-    return await measure({ opts, started, t0, deadline, log, profile, tol, relatives, scales, samples, sweep, seed, only, kinds, refs, allCases, components, copy, folder, inpaintCopy, inpaintFolder });
+    return await measure({
+      opts,
+      started,
+      t0,
+      deadline,
+      log,
+      profile,
+      tol,
+      relatives,
+      scales,
+      samples,
+      sweep,
+      seed,
+      only,
+      kinds,
+      refs,
+      allCases,
+      components,
+      copy,
+      folder,
+      inpaintCopy,
+      inpaintFolder,
+    });
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
     untrackPendingDirectory(tmp);
@@ -415,7 +471,11 @@ function regularFile(file: string, what: string): number {
     const code = (e as NodeJS.ErrnoException).code ?? "error";
     throw new HarnessError(`${file}: cannot be read (${code === "ELOOP" ? "a symlink loop" : code}); it is ${what}`, ExitCode.usage);
   }
-  if (!st.isFile()) throw new HarnessError(`${file}: not a regular file (${st.isFIFO() ? "a FIFO" : st.isDirectory() ? "a folder" : "a device or socket"}); it is ${what}`, ExitCode.usage);
+  if (!st.isFile())
+    throw new HarnessError(
+      `${file}: not a regular file (${st.isFIFO() ? "a FIFO" : st.isDirectory() ? "a folder" : "a device or socket"}); it is ${what}`,
+      ExitCode.usage,
+    );
   return st.size;
 }
 
@@ -517,8 +577,17 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
     lazyNext = lazy;
     return runConformance({
       models: [{ label: "perturbed", dir: x.copy, inpaintDir: x.inpaintCopy }],
-      references: opts.references, profile: x.profile, only: ids, outDir: null, threads, tolerances: x.tol,
-      pipelineFactory: factory, keepPipelines: true, runtime: opts.runtime, signal: opts.signal, forceSd1: opts.forceSd1,
+      references: opts.references,
+      profile: x.profile,
+      only: ids,
+      outDir: null,
+      threads,
+      tolerances: x.tol,
+      pipelineFactory: factory,
+      keepPipelines: true,
+      runtime: opts.runtime,
+      signal: opts.signal,
+      forceSd1: opts.forceSd1,
     });
   };
 
@@ -535,7 +604,8 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
       m.push(...own.map((t) => ({ ...t, name: `inpaint:${t.name}`, ...(t.module ? { module: `inpaint:${t.module}` } : {}) })));
     }
     mapped.set(c, m);
-    for (const u of unmapped(m)) unmappedList.push({ component: c, name: u.name, count: u.count, readers: u.info.consumers.map((k) => `${k.opType} ${k.node}`) });
+    for (const u of unmapped(m))
+      unmappedList.push({ component: c, name: u.name, count: u.count, readers: u.info.consumers.map((k) => `${k.opType} ${k.node}`) });
   }
 
   // ---- control run: every affected case, unperturbed
@@ -543,7 +613,11 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
   for (const c of x.components) sets.set(c, casesFor(c, x.allCases, refs));
   const stageIds = [...new Set([...sets.values()].flatMap((s) => s.stage.map((c) => c.id)))];
   const restIds = [...new Set([...sets.values()].flatMap((s) => s.rest.map((c) => c.id)))].filter((id) => !stageIds.includes(id));
-  if (stageIds.length + restIds.length === 0) throw new HarnessError(`no case of ${opts.references} reaches ${x.components.join(", ")}${opts.cases?.length ? " after --cases" : ""}`, ExitCode.usage);
+  if (stageIds.length + restIds.length === 0)
+    throw new HarnessError(
+      `no case of ${opts.references} reaches ${x.components.join(", ")}${opts.cases?.length ? " after --cases" : ""}`,
+      ExitCode.usage,
+    );
   log(`control: ${stageIds.length + restIds.length} cases on the unperturbed copy`);
   const ct0 = Date.now();
   // as the probes run them: stage cases on a lazy pipeline, the rest on an eager one
@@ -553,17 +627,22 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
   await dropPipeline();
   const controlMs = Date.now() - ct0;
   const passing = new Set(control.results.filter((r) => r.status === "pass").map((r) => r.id));
-  const excluded = control.results.filter((r) => r.status !== "pass").map((r) => ({ id: r.id, status: r.status, ...(r.message ? { message: r.message } : {}) }));
+  const excluded = control.results
+    .filter((r) => r.status !== "pass")
+    .map((r) => ({ id: r.id, status: r.status, ...(r.message ? { message: r.message } : {}) }));
   const timeOf = new Map(control.results.map((r) => [r.id, r.timeMs]));
   // a check whose value the perturbation did not move (a uint8 picture's maxAbsU8 of 1) is no "closest"
-  const controlValue = new Map(control.results.flatMap((r) => r.checks.map((c) => [`${r.id}\u0000${c.tensor}\u0000${c.metric}`, c.value] as const)));
+  const controlValue = new Map(
+    control.results.flatMap((r) => r.checks.map((c) => [`${r.id}\u0000${c.tensor}\u0000${c.metric}`, c.value] as const)),
+  );
   const worstRelL2: Record<string, number> = {};
   for (const r of control.results) {
     if (r.status !== "pass") continue;
     const s = stageOfId.get(r.id) ?? r.stage;
     for (const m of Object.values(r.metrics)) worstRelL2[s] = Math.max(worstRelL2[s] ?? 0, m.relL2);
   }
-  for (const [c, s] of sets) sets.set(c, { stage: interleave(s.stage.filter((k) => passing.has(k.id))), rest: s.rest.filter((k) => passing.has(k.id)) });
+  for (const [c, s] of sets)
+    sets.set(c, { stage: interleave(s.stage.filter((k) => passing.has(k.id))), rest: s.rest.filter((k) => passing.has(k.id)) });
 
   // ---- the case subset that fits the budget: a round-robin prefix of the stage cases
   const targetKinds = x.kinds.filter((k) => sets.get(k.component)?.stage.length || sets.get(k.component)?.rest.length);
@@ -581,29 +660,61 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
       stage = stage.slice(0, Math.max(1, Math.floor(stage.length / 2)));
       cost = probeOverhead + stage.reduce((n, k) => n + (timeOf.get(k.id) ?? 0), 0);
     }
-    if (stage.length < s.stage.length) notMeasured.push(`${c}: probes ran ${stage.length} of its ${s.stage.length} stage cases to fit the budget (a round-robin across runs; see caseSets)`);
+    if (stage.length < s.stage.length)
+      notMeasured.push(
+        `${c}: probes ran ${stage.length} of its ${s.stage.length} stage cases to fit the budget (a round-robin across runs; see caseSets)`,
+      );
     sets.set(c, { stage, rest: s.rest });
     caseSets[c] = { stage: stage.map((k) => k.id), rest: s.rest.map((k) => k.id) };
   }
   const costOf = (ids: readonly CaseDef[]) => callMs + ids.reduce((n, k) => n + (timeOf.get(k.id) ?? 0), 0);
-  log(`control: ${(controlMs / 1000).toFixed(1)} s (pipeline load ${(loadMs / 1000).toFixed(1)} s, runner overhead ${(callMs / 1000).toFixed(1)} s); ${leftOut(excluded)}`);
+  log(
+    `control: ${(controlMs / 1000).toFixed(1)} s (pipeline load ${(loadMs / 1000).toFixed(1)} s, runner overhead ${(callMs / 1000).toFixed(1)} s); ${leftOut(excluded)}`,
+  );
 
   // ---- one probe
   const probes: ProbeResult[] = [];
-  const probe = async (t: MappedInitializer, kind: LayerKind, edit: WeightEdit, size: number, phase: ProbeResult["phase"], sample: number | null): Promise<ProbeResult> => {
+  const probe = async (
+    t: MappedInitializer,
+    kind: LayerKind,
+    edit: WeightEdit,
+    size: number,
+    phase: ProbeResult["phase"],
+    sample: number | null,
+  ): Promise<ProbeResult> => {
     const p0 = Date.now();
     const set = sets.get(kind.component)!;
     const affected = set.stage.length + set.rest.length;
     const applied = applyEdit(t.info.bytes!, edit);
     const base = {
-      kind: kind.id, tensor: t.name, module: t.module, region: t.region, mode: edit.kind, size,
-      index: edit.kind === "single" ? edit.index : null, before: applied.before, after: applied.after, appliedRelative: applied.appliedRelative,
-      casesAffected: affected, phase, sample,
+      kind: kind.id,
+      tensor: t.name,
+      module: t.module,
+      region: t.region,
+      mode: edit.kind,
+      size,
+      index: edit.kind === "single" ? edit.index : null,
+      before: applied.before,
+      after: applied.after,
+      appliedRelative: applied.appliedRelative,
+      casesAffected: affected,
+      phase,
+      sample,
     };
     let result: ProbeResult;
     try {
       if (!applied.changed) {
-        result = { ...base, unrepresentable: true, caught: false, caughtBy: [], decider: null, casesRun: 0, casesUnmoved: 0, complete: true, timeMs: Date.now() - p0 };
+        result = {
+          ...base,
+          unrepresentable: true,
+          caught: false,
+          caughtBy: [],
+          decider: null,
+          casesRun: 0,
+          casesUnmoved: 0,
+          complete: true,
+          timeMs: Date.now() - p0,
+        };
       } else {
         const head = set.stage.slice(0, Math.max(1, new Set(set.stage.map((k) => k.id.replace(/-step\d+$/, ""))).size));
         const chunks: CaseDef[][] = [head, set.stage.slice(head.length), set.rest].filter((ch) => ch.length > 0);
@@ -625,15 +736,22 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
             partial = "budget";
             break;
           }
-          const rep = await run(ch.map((c) => c.id), ch !== set.rest);
+          const rep = await run(
+            ch.map((c) => c.id),
+            ch !== set.rest,
+          );
           casesRun += rep.results.length;
           for (const r of rep.results) {
-            if (r.checks.length > 0 && r.checks.every((c) => controlValue.get(`${r.id}\u0000${c.tensor}\u0000${c.metric}`) === c.value)) casesUnmoved++;
+            if (r.checks.length > 0 && r.checks.every((c) => controlValue.get(`${r.id}\u0000${c.tensor}\u0000${c.metric}`) === c.value))
+              casesUnmoved++;
             const stage = stageOfId.get(r.id) ?? r.stage;
             if (CAUGHT.has(r.status)) {
               if (!caughtBy.includes(stage)) caughtBy.push(stage);
               const bad = r.checks.find((c) => !c.ok);
-              if (!decider) decider = bad ? deciderOf(r, stage, bad) : { caseId: r.id, stage, tensor: "case", metric: r.status, value: NaN, limit: NaN, ratio: Infinity };
+              if (!decider)
+                decider = bad
+                  ? deciderOf(r, stage, bad)
+                  : { caseId: r.id, stage, tensor: "case", metric: r.status, value: NaN, limit: NaN, ratio: Infinity };
             }
             for (const c of r.checks) {
               if (DISCRETE.has(c.metric) || controlValue.get(`${r.id}\u0000${c.tensor}\u0000${c.metric}`) === c.value) continue;
@@ -644,7 +762,18 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
           if (caughtBy.length) break;
         }
         const complete = caughtBy.length > 0 || partial === undefined;
-        result = { ...base, unrepresentable: false, caught: caughtBy.length > 0, caughtBy, decider: decider ?? closest, casesRun, casesUnmoved, complete, ...(complete ? {} : { partial }), timeMs: Date.now() - p0 };
+        result = {
+          ...base,
+          unrepresentable: false,
+          caught: caughtBy.length > 0,
+          caughtBy,
+          decider: decider ?? closest,
+          casesRun,
+          casesUnmoved,
+          complete,
+          ...(complete ? {} : { partial }),
+          timeMs: Date.now() - p0,
+        };
       }
     } finally {
       await dropPipeline();
@@ -652,7 +781,9 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
     }
     probes.push(result);
     const d = result.decider;
-    log(`${result.caught ? "CAUGHT" : result.unrepresentable ? "SAME  " : "missed"} ${kind.id.padEnd(24)} ${describeSize(edit.kind, size).padEnd(7)} ${t.module ?? t.name}${result.index !== null ? `[${result.index}]` : ""}${d ? `  ${d.stage} ${d.caseId.split(":")[1]} ${d.tensor} ${d.metric} ${d.value.toExponential(2)} (limit ${d.limit.toExponential(1)})` : ""}${result.complete ? "" : ` (partial: ${result.partial})`}  [${result.casesRun} cases${result.casesUnmoved ? `, ${result.casesUnmoved} unmoved` : ""}, ${(result.timeMs / 1000).toFixed(1)} s]`);
+    log(
+      `${result.caught ? "CAUGHT" : result.unrepresentable ? "SAME  " : "missed"} ${kind.id.padEnd(24)} ${describeSize(edit.kind, size).padEnd(7)} ${t.module ?? t.name}${result.index !== null ? `[${result.index}]` : ""}${d ? `  ${d.stage} ${d.caseId.split(":")[1]} ${d.tensor} ${d.metric} ${d.value.toExponential(2)} (limit ${d.limit.toExponential(1)})` : ""}${result.complete ? "" : ` (partial: ${result.partial})`}  [${result.casesRun} cases${result.casesUnmoved ? `, ${result.casesUnmoved} unmoved` : ""}, ${(result.timeMs / 1000).toFixed(1)} s]`,
+    );
     return result;
   };
 
@@ -670,7 +801,13 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
   const ladders = new Map<string, { single: Ladder[]; scale: Ladder[] }>();
   const order = new Map<string, MappedInitializer[]>();
   for (const k of x.kinds) {
-    const tensors = (mapped.get(k.component) ?? []).filter((m) => m.kind === k.id && m.info.bytes && m.count > 0 && (tensorGlobs.length === 0 || tensorGlobs.some((g) => g.test(m.module ?? "") || g.test(m.name))));
+    const tensors = (mapped.get(k.component) ?? []).filter(
+      (m) =>
+        m.kind === k.id &&
+        m.info.bytes &&
+        m.count > 0 &&
+        (tensorGlobs.length === 0 || tensorGlobs.some((g) => g.test(m.module ?? "") || g.test(m.name))),
+    );
     byKind.set(k.id, tensors);
     // a seeded shuffle: samples are distinct tensors; the sweep takes the rest in this order
     const shuffled = [...tensors];
@@ -682,8 +819,11 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
     const picked = shuffled.slice(0, x.samples);
     const reachable = (sets.get(k.component)?.stage.length ?? 0) + (sets.get(k.component)?.rest.length ?? 0) > 0;
     ladders.set(k.id, {
-      single: reachable ? picked.map((t, s) => new Ladder(t, "single", x.relatives, pickIndex(t), s, startAt(x.relatives, TARGET_RELATIVE))) : [],
-      scale: reachable && k.attention ? picked.map((t, s) => new Ladder(t, "scale", x.scales, null, s, startAt(x.scales, TARGET_SCALE))) : [],
+      single: reachable
+        ? picked.map((t, s) => new Ladder(t, "single", x.relatives, pickIndex(t), s, startAt(x.relatives, TARGET_RELATIVE)))
+        : [],
+      scale:
+        reachable && k.attention ? picked.map((t, s) => new Ladder(t, "scale", x.scales, null, s, startAt(x.scales, TARGET_SCALE))) : [],
     });
   }
   const sweepIndex = new Map<string, number>();
@@ -710,7 +850,7 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
     const ls = ladders.get(k.id)!;
     for (const l of [...ls.single, ...ls.scale]) if (l.sample === 0) await step(k, l, "target");
   }
-  for (let progress = true; progress && !overBudget(); ) {
+  for (let progress = true; progress && !overBudget();) {
     progress = false;
     for (const k of x.kinds) {
       const ls = ladders.get(k.id)!;
@@ -719,7 +859,7 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
   }
   // (c) the sweep: every other tensor of the target kinds at the target sizes
   if (x.sweep) {
-    for (let progress = true; progress && !overBudget(); ) {
+    for (let progress = true; progress && !overBudget();) {
       progress = false;
       for (const k of x.kinds) {
         if (!k.target || overBudget()) continue;
@@ -731,8 +871,10 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
         sweepIndex.set(k.id, at + 1);
         const t = rest[at];
         const list = sweepResults.get(k.id) ?? [];
-        if (x.relatives.includes(TARGET_RELATIVE)) list.push(await probe(t, k, { kind: "single", index: pickIndex(t), relative: TARGET_RELATIVE }, TARGET_RELATIVE, "sweep", null));
-        if (k.attention && x.scales.includes(TARGET_SCALE) && !overBudget()) list.push(await probe(t, k, { kind: "scale", factor: TARGET_SCALE }, TARGET_SCALE, "sweep", null));
+        if (x.relatives.includes(TARGET_RELATIVE))
+          list.push(await probe(t, k, { kind: "single", index: pickIndex(t), relative: TARGET_RELATIVE }, TARGET_RELATIVE, "sweep", null));
+        if (k.attention && x.scales.includes(TARGET_SCALE) && !overBudget())
+          list.push(await probe(t, k, { kind: "scale", factor: TARGET_SCALE }, TARGET_SCALE, "sweep", null));
         sweepResults.set(k.id, list);
         progress = true;
       }
@@ -748,16 +890,39 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
       const tested = new Set(rs.map((p) => p.tensor));
       const missed = rs.filter((p) => !p.caught);
       return {
-        size, tested: tested.size, caught: rs.filter((p) => p.caught).length, untested: tensors - tested.size,
-        missed: missed.map((p) => ({ tensor: p.tensor, module: p.module, region: p.region, decider: p.decider, complete: p.complete, casesRun: p.casesRun, casesUnmoved: p.casesUnmoved })),
+        size,
+        tested: tested.size,
+        caught: rs.filter((p) => p.caught).length,
+        untested: tensors - tested.size,
+        missed: missed.map((p) => ({
+          tensor: p.tensor,
+          module: p.module,
+          region: p.region,
+          decider: p.decider,
+          complete: p.complete,
+          casesRun: p.casesRun,
+          casesUnmoved: p.casesUnmoved,
+        })),
       };
     };
     const reachable = ls.single.length > 0;
     const all = [...ls.single, ...ls.scale].filter((l) => l.sizes.length > 0);
-    const why = tensors === 0 ? `no tensor of this kind in the model${opts.tensors?.length ? " matches --tensors" : ""}` : !reachable ? "no passing case reaches this component" : all.length > 0 && all.every((l) => l.results.size === 0) ? `not reached within the ${opts.budgetSeconds} s budget` : undefined;
+    const why =
+      tensors === 0
+        ? `no tensor of this kind in the model${opts.tensors?.length ? " matches --tensors" : ""}`
+        : !reachable
+          ? "no passing case reaches this component"
+          : all.length > 0 && all.every((l) => l.results.size === 0)
+            ? `not reached within the ${opts.budgetSeconds} s budget`
+            : undefined;
     if (why && tensors > 0) notMeasured.push(`${k.id}: ${why}`);
     return {
-      id: k.id, component: k.component, description: k.description, attention: k.attention, target: k.target, tensors,
+      id: k.id,
+      component: k.component,
+      description: k.description,
+      attention: k.attention,
+      target: k.target,
+      tensors,
       single: ls.single.filter((l) => l.results.size > 0).map((l) => l.summary()),
       scale: ls.scale.filter((l) => l.results.size > 0).map((l) => l.summary()),
       atTarget: { single: tally("single", TARGET_RELATIVE), scale: k.attention ? tally("scale", TARGET_SCALE) : null },
@@ -765,24 +930,45 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
     };
   });
   for (const k of kindsOut) {
-    for (const l of [...k.single, ...k.scale]) if (!l.settled) notMeasured.push(`${k.id}: the ladder on ${l.module ?? l.tensor} stopped before its boundary (budget)`);
-    if (x.sweep && k.target && k.single.length && k.atTarget.single.untested > 0) notMeasured.push(`${k.id}: ${k.atTarget.single.untested} of ${k.tensors} tensors not probed at +${TARGET_RELATIVE} (budget)`);
+    for (const l of [...k.single, ...k.scale])
+      if (!l.settled) notMeasured.push(`${k.id}: the ladder on ${l.module ?? l.tensor} stopped before its boundary (budget)`);
+    if (x.sweep && k.target && k.single.length && k.atTarget.single.untested > 0)
+      notMeasured.push(`${k.id}: ${k.atTarget.single.untested} of ${k.tensors} tensors not probed at +${TARGET_RELATIVE} (budget)`);
   }
   const short = probes.filter((p) => p.partial === "budget").length;
   if (short) notMeasured.push(`${short} missed probes ran only part of the affected cases (budget): their misses hold for the cases run`);
   const sweepMisses = probes.filter((p) => p.partial === "sweep").length;
   if (sweepMisses) {
-    const laddered = probes.filter((p) => p.phase !== "sweep" && p.complete && !p.unrepresentable && p.casesRun > 0 && (!p.caught || !p.caughtBy.some((s) => sets.get(kindComponent(p.kind))?.stage.some((c) => stageOf(c) === s))));
+    const laddered = probes.filter(
+      (p) =>
+        p.phase !== "sweep" &&
+        p.complete &&
+        !p.unrepresentable &&
+        p.casesRun > 0 &&
+        (!p.caught || !p.caughtBy.some((s) => sets.get(kindComponent(p.kind))?.stage.some((c) => stageOf(c) === s))),
+    );
     const restOnly = laddered.filter((p) => p.caught).length;
-    notMeasured.push(`${sweepMisses} sweep probes missed by the stage cases did not run the free-running / end-to-end cases; in the ladders those cases caught ${restOnly} of the ${laddered.length} changes the stage cases missed`);
+    notMeasured.push(
+      `${sweepMisses} sweep probes missed by the stage cases did not run the free-running / end-to-end cases; in the ladders those cases caught ${restOnly} of the ${laddered.length} changes the stage cases missed`,
+    );
   }
   const finished = new Date();
   return {
     format: "sd-harness-sensitivity/1",
     run: {
-      started: x.started.toISOString(), finished: finished.toISOString(), durationMs: finished.getTime() - x.started.getTime(),
-      argv: opts.argv ?? [], budgetSeconds: opts.budgetSeconds, seed: x.seed, threads,
-      versions: { "sd-harness": VERSION, node: process.versions.node, "onnxruntime-node": ORT_NODE_VERSION, ...runtimeVersion(opts.runtime ?? defaultRuntime()) },
+      started: x.started.toISOString(),
+      finished: finished.toISOString(),
+      durationMs: finished.getTime() - x.started.getTime(),
+      argv: opts.argv ?? [],
+      budgetSeconds: opts.budgetSeconds,
+      seed: x.seed,
+      threads,
+      versions: {
+        "sd-harness": VERSION,
+        node: process.versions.node,
+        "onnxruntime-node": ORT_NODE_VERSION,
+        ...runtimeVersion(opts.runtime ?? defaultRuntime()),
+      },
       host: { platform: os.platform(), arch: os.arch(), cpus: os.cpus()[0]?.model ?? "unknown", cores: os.cpus().length },
       runtime: (opts.runtime ?? defaultRuntime()).describe(),
     },
@@ -790,7 +976,17 @@ async function measure(x: Ctx): Promise<SensitivityReport> {
     references: { dir: opts.references, model: refs.manifest.model, device: refs.manifest.device },
     profile: x.profile,
     tolerances: { file: x.tol.file ?? "(in memory)", sha256: toleranceSha256(x.tol) },
-    settings: { relatives: x.relatives, scales: x.scales, targetRelative: TARGET_RELATIVE, targetScale: TARGET_SCALE, samples: x.samples, sweep: x.sweep, only: x.only, tensors: opts.tensors ?? [], cases: opts.cases ?? [] },
+    settings: {
+      relatives: x.relatives,
+      scales: x.scales,
+      targetRelative: TARGET_RELATIVE,
+      targetScale: TARGET_SCALE,
+      samples: x.samples,
+      sweep: x.sweep,
+      only: x.only,
+      tensors: opts.tensors ?? [],
+      cases: opts.cases ?? [],
+    },
     control: { cases: control.results.length, timeMs: controlMs, worstRelL2, excluded },
     caseSets,
     kinds: kindsOut,

@@ -52,7 +52,10 @@ export function stepSlice(t: F32, k: number): Float32Array {
   return t.data.subarray(k * per, (k + 1) * per);
 }
 
-function asImages(t: CaseTensors, meta: RunMeta): { init: RgbImage | null; mask: { width: number; height: number; data: Uint8Array } | null } {
+function asImages(
+  t: CaseTensors,
+  meta: RunMeta,
+): { init: RgbImage | null; mask: { width: number; height: number; data: Uint8Array } | null } {
   const init = t.has("init_image") ? { width: meta.width, height: meta.height, data: t.raw("init_image").data as Uint8Array } : null;
   const mask = t.has("mask_image") ? { width: meta.width, height: meta.height, data: t.raw("mask_image").data as Uint8Array } : null;
   return { init, mask };
@@ -61,10 +64,19 @@ function asImages(t: CaseTensors, meta: RunMeta): { init: RgbImage | null; mask:
 export function paramsFromMeta(meta: RunMeta, t: CaseTensors): GenerateParams {
   const { init, mask } = asImages(t, meta);
   return {
-    prompt: meta.prompt, negativePrompt: meta.negative_prompt, steps: meta.steps, guidanceScale: meta.guidance_scale,
-    scheduler: meta.scheduler, seed: meta.seed, width: meta.width, height: meta.height,
-    numImagesPerPrompt: meta.num_images_per_prompt, strength: meta.strength ?? undefined, clipSkip: meta.clip_skip ?? 0,
-    initImage: init, mask,
+    prompt: meta.prompt,
+    negativePrompt: meta.negative_prompt,
+    steps: meta.steps,
+    guidanceScale: meta.guidance_scale,
+    scheduler: meta.scheduler,
+    seed: meta.seed,
+    width: meta.width,
+    height: meta.height,
+    numImagesPerPrompt: meta.num_images_per_prompt,
+    strength: meta.strength ?? undefined,
+    clipSkip: meta.clip_skip ?? 0,
+    initImage: init,
+    mask,
   };
 }
 
@@ -81,7 +93,12 @@ export const ON_INPAINT = "B has no inpainting model (--against takes one folder
 export async function runLoop(pipe: StableDiffusionPipeline, params: GenerateParams) {
   const steps: Float32Array[] = [];
   try {
-    const result = await pipe.generate({ ...params, onStep: (s) => { steps.push(s.latents.data.slice()); } });
+    const result = await pipe.generate({
+      ...params,
+      onStep: (s) => {
+        steps.push(s.latents.data.slice());
+      },
+    });
     return { result, steps, nonFinite: undefined };
   } catch (e) {
     if (e instanceof NumericError) return { result: null, steps, nonFinite: { stage: e.stage, step: e.step, what: e.message } };
@@ -99,7 +116,13 @@ export function stepSeries(steps: Float32Array[], ref: F32): { series: Series[];
     relL2.push(last.relL2);
     maxAbs.push(last.maxAbs);
   });
-  return { series: [{ name: "latents", metric: "relL2", values: relL2 }, { name: "latents", metric: "maxAbs", values: maxAbs }], last };
+  return {
+    series: [
+      { name: "latents", metric: "relL2", values: relL2 },
+      { name: "latents", metric: "maxAbs", values: maxAbs },
+    ],
+    last,
+  };
 }
 
 export function concatSteps(steps: readonly Float32Array[]): Float32Array {
@@ -121,11 +144,21 @@ async function writeTriplet(ctx: StageContext, key: string, ours: RgbImage, ref:
   writePng(path.join(ctx.assets.dir, files.refPng), ref);
   writePng(path.join(ctx.assets.dir, files.oursPng), ours);
   writePng(path.join(ctx.assets.dir, files.diffPng), { width: ref.width, height: ref.height, data: heat });
-  return { ...m, refPng: `${ctx.assets.rel}/${files.refPng}`, oursPng: `${ctx.assets.rel}/${files.oursPng}`, diffPng: `${ctx.assets.rel}/${files.diffPng}` };
+  return {
+    ...m,
+    refPng: `${ctx.assets.rel}/${files.refPng}`,
+    oursPng: `${ctx.assets.rel}/${files.oursPng}`,
+    diffPng: `${ctx.assets.rel}/${files.diffPng}`,
+  };
 }
 
 /** Image metrics per picture, with the reference / ours / diff triplet written beside the report. */
-export async function compareImages(ctx: StageContext, key: string, ours: F32 | RgbImage[], ref: F32 | RgbImage[]): Promise<ImageMetrics[]> {
+export async function compareImages(
+  ctx: StageContext,
+  key: string,
+  ours: F32 | RgbImage[],
+  ref: F32 | RgbImage[],
+): Promise<ImageMetrics[]> {
   const a = Array.isArray(ours) ? ours : tensorToImages(ours);
   const b = Array.isArray(ref) ? ref : tensorToImages(ref);
   const out: ImageMetrics[] = [];
@@ -140,7 +173,9 @@ export async function compareImages(ctx: StageContext, key: string, ours: F32 | 
  * A stage listed from its own reference cases: reported under its kind, one case per reference
  * case of that stage with the same id, read from a .safetensors file unless it says otherwise.
  */
-export function ownStage(def: Omit<StageDef, "stage" | "source" | "readsTensors" | "caseId"> & { readonly readsTensors?: boolean }): StageDef {
+export function ownStage(
+  def: Omit<StageDef, "stage" | "source" | "readsTensors" | "caseId"> & { readonly readsTensors?: boolean },
+): StageDef {
   return { stage: def.kind, source: def.kind, readsTensors: true, caseId: (ref) => ref.id, ...def };
 }
 

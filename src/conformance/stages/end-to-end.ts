@@ -9,7 +9,21 @@ import { RgbImage } from "../../pipeline/image";
 import { tensorMetrics } from "../judge/metrics";
 import { ImageMetrics, TensorMetrics } from "../types";
 import { AgainstOutputs, COST } from "./types";
-import { caseMeta, compareImages, concatSteps, NEEDS_INPAINT_MODEL, ON_INPAINT, ownStage, paramsFromMeta, pipeFor, positive, runLoop, RunMeta, sizeOf, stepSeries } from "./common";
+import {
+  caseMeta,
+  compareImages,
+  concatSteps,
+  NEEDS_INPAINT_MODEL,
+  ON_INPAINT,
+  ownStage,
+  paramsFromMeta,
+  pipeFor,
+  positive,
+  runLoop,
+  RunMeta,
+  sizeOf,
+  stepSeries,
+} from "./common";
 
 /** diffusers' VaeImageProcessor.postprocess(output_type="np"): (x / 2 + 0.5).clamp(0, 1), [B, 3, H, W] -> [B, H, W, 3]. */
 function postprocessNp(x: F32): Float32Array {
@@ -39,7 +53,11 @@ function compareTimesteps(ours: ArrayLike<number>, rt: ArrayLike<number>): { mis
     }
   }
   if (first < 0) return { mismatches };
-  const show = (a: ArrayLike<number>) => `[${Array.from(a).slice(0, 6).map((v) => Number(v.toFixed(3))).join(", ")}${a.length > 6 ? ", …" : ""}]`;
+  const show = (a: ArrayLike<number>) =>
+    `[${Array.from(a)
+      .slice(0, 6)
+      .map((v) => Number(v.toFixed(3)))
+      .join(", ")}${a.length > 6 ? ", …" : ""}]`;
   return {
     mismatches,
     message: `timesteps differ from the reference's from step ${first}: ours ${show(ours)} (${ours.length}), reference ${show(rt)} (${rt.length}); check the scheduler config (steps_offset, timestep_spacing)`,
@@ -83,7 +101,11 @@ export const endToEnd = ownStage({
       }
       const u8 = t.raw("image_uint8");
       const [b, h, w] = u8.dims;
-      const refImgs: RgbImage[] = Array.from({ length: b }, (_, i) => ({ width: w, height: h, data: (u8.data as Uint8Array).subarray(i * h * w * 3, (i + 1) * h * w * 3) }));
+      const refImgs: RgbImage[] = Array.from({ length: b }, (_, i) => ({
+        width: w,
+        height: h,
+        data: (u8.data as Uint8Array).subarray(i * h * w * 3, (i + 1) * h * w * 3),
+      }));
       images = await compareImages(ctx, `${model}-${c.id}`, result.images, refImgs);
     }
     return { metrics, images, series, nonFinite, message, extra: result && t.has("timesteps") ? { timestepMismatches } : undefined };
@@ -93,7 +115,8 @@ export const endToEnd = ownStage({
     // every step, decoded image and pictures stand in for the reference's
     const meta = m as unknown as RunMeta;
     if (meta.kind === "inpaint") return `--against: ${ON_INPAINT}`;
-    if (meta.clip_skip && !(await b.hasHiddenStates())) return `--against: ${b.folder.dir}: clip skip ${meta.clip_skip}: ${NO_HIDDEN_STATES}`;
+    if (meta.clip_skip && !(await b.hasHiddenStates()))
+      return `--against: ${b.folder.dir}: clip skip ${meta.clip_skip}: ${NO_HIDDEN_STATES}`;
     const { result, steps, nonFinite } = await runLoop(b, paramsFromMeta(meta, t));
     const ref = t.f32("latents_steps");
     if (!result || nonFinite || steps.length !== ref.dims[0]) {
@@ -112,7 +135,10 @@ export const endToEnd = ownStage({
     return out;
   },
   components: ["text_encoder", "unet", "vae_decoder", "vae_encoder"],
-  componentsOf: (meta) => (meta.kind === "img2img" || meta.kind === "inpaint" ? ["text_encoder", "unet", "vae_decoder", "vae_encoder"] : ["text_encoder", "unet", "vae_decoder"]),
+  componentsOf: (meta) =>
+    meta.kind === "img2img" || meta.kind === "inpaint"
+      ? ["text_encoder", "unet", "vae_decoder", "vae_encoder"]
+      : ["text_encoder", "unet", "vae_decoder"],
   loop: true,
   float64Floor: true,
   coverage: (meta) => ({

@@ -21,7 +21,18 @@ import { endToEnd } from "./end-to-end";
 export type { CaseDef, CaseKind, StageDef, StageContext, StageOutcome, AgainstOutputs, CoverageFacts } from "./types";
 export { COST } from "./types";
 
-export const STAGE_DEFS: readonly StageDef[] = [tokenizer, textEncoder, rng, scheduler, unet, unetFree, vaeDecode, vaeEncode, vaeRoundtrip, endToEnd];
+export const STAGE_DEFS: readonly StageDef[] = [
+  tokenizer,
+  textEncoder,
+  rng,
+  scheduler,
+  unet,
+  unetFree,
+  vaeDecode,
+  vaeEncode,
+  vaeRoundtrip,
+  endToEnd,
+];
 
 const BY_KIND = new Map<string, StageDef>(STAGE_DEFS.map((d) => [d.kind, d]));
 
@@ -45,7 +56,9 @@ export function defOfResult(r: { readonly stage: string; readonly id: string }):
 }
 
 function lowest(stage: string, rank: (d: StageDef) => number | undefined): number | undefined {
-  const ranks = STAGE_DEFS.filter((d) => d.stage === stage).map(rank).filter((x): x is number => x !== undefined);
+  const ranks = STAGE_DEFS.filter((d) => d.stage === stage)
+    .map(rank)
+    .filter((x): x is number => x !== undefined);
   return ranks.length ? Math.min(...ranks) : undefined;
 }
 

@@ -16,7 +16,8 @@ export const textEncoder = ownStage({
     const metrics: Record<string, TensorMetrics> = { last_hidden_state: tensorMetrics(last.data, ref.data, ref.dims) };
     if (t.has("penultimate_normed")) {
       // optimum's SD 1.x export has no hidden-state outputs: the last hidden state is still judged
-      if (!(await ctx.pipe.hasHiddenStates())) return { metrics, uncovered: `penultimate_normed (clip skip) not compared: ${NO_HIDDEN_STATES}` };
+      if (!(await ctx.pipe.hasHiddenStates()))
+        return { metrics, uncovered: `penultimate_normed (clip skip) not compared: ${NO_HIDDEN_STATES}` };
       const pen = await ctx.pipe.encodeIds(ids, 1);
       const r = t.f32("penultimate_normed");
       metrics.penultimate_normed = tensorMetrics(pen.data, r.data, r.dims);

@@ -22,7 +22,11 @@ export const tokenizer = ownStage({
         if (!first) first = `first mismatch: ${JSON.stringify(item.text).slice(0, 60)}`;
       }
     }
-    return { metrics: {}, extra: { mismatches, prompts: corpus.cases.length }, message: first || `${corpus.cases.length} prompts, all ids equal` };
+    return {
+      metrics: {},
+      extra: { mismatches, prompts: corpus.cases.length },
+      message: first || `${corpus.cases.length} prompts, all ids equal`,
+    };
   },
   against: MODEL_FREE,
   components: [],

@@ -12,8 +12,7 @@ import type { CaseTensors, ReferenceCase, ReferenceSet } from "../cases/referenc
 import type { ImageMetrics, Series, TensorMetrics } from "../types";
 
 export type CaseKind =
-  | "tokenizer" | "text_encoder" | "rng" | "scheduler" | "unet" | "unet_free"
-  | "vae_decode" | "vae_encode" | "vae_roundtrip" | "end_to_end";
+  "tokenizer" | "text_encoder" | "rng" | "scheduler" | "unet" | "unet_free" | "vae_decode" | "vae_encode" | "vae_roundtrip" | "end_to_end";
 
 export interface CaseDef {
   readonly id: string;
@@ -82,7 +81,14 @@ export interface StageDef {
   cost(meta: Readonly<Record<string, unknown>>): number;
   run(ctx: StageContext, c: CaseDef, model: string): Promise<StageOutcome>;
   /** --against: model B's outputs for the case (or why not comparable); a string: why the stage is never compared port vs port */
-  readonly against: ((b: StableDiffusionPipeline, t: CaseTensors, c: CaseDef, meta: Readonly<Record<string, unknown>>) => Promise<AgainstOutputs | string>) | string;
+  readonly against:
+    | ((
+        b: StableDiffusionPipeline,
+        t: CaseTensors,
+        c: CaseDef,
+        meta: Readonly<Record<string, unknown>>,
+      ) => Promise<AgainstOutputs | string>)
+    | string;
   /**
    * the ONNX components a case runs: what --localize-failed localizes when it fails, the component
    * files the precision advice reads, the stages a sensitivity fault in a component reaches. The

@@ -10,7 +10,18 @@ import { CaseTensors } from "../cases/reference-set";
 import { tensorMetrics } from "../judge/metrics";
 import { TensorMetrics } from "../types";
 import { COST, StageDef } from "./types";
-import { caseMeta, concatSteps, NEEDS_INPAINT_MODEL, ON_INPAINT, paramsFromMeta, pipeFor, positive, runLoop, RunMeta, stepSeries } from "./common";
+import {
+  caseMeta,
+  concatSteps,
+  NEEDS_INPAINT_MODEL,
+  ON_INPAINT,
+  paramsFromMeta,
+  pipeFor,
+  positive,
+  runLoop,
+  RunMeta,
+  stepSeries,
+} from "./common";
 
 const SUFFIX = "-free";
 
@@ -56,7 +67,8 @@ export const unetFree: StageDef = {
     if (meta.kind === "inpaint") return `--against: ${ON_INPAINT}`;
     const { steps, nonFinite } = await freeLoop(b, meta, t);
     const ref = t.f32("latents_steps");
-    if (nonFinite || steps.length !== ref.dims[0]) return `--against: ${b.folder.dir}'s loop ${nonFinite ? `is not finite (${nonFinite.what})` : `made ${steps.length} steps, the reference ${ref.dims[0]}`}`;
+    if (nonFinite || steps.length !== ref.dims[0])
+      return `--against: ${b.folder.dir}'s loop ${nonFinite ? `is not finite (${nonFinite.what})` : `made ${steps.length} steps, the reference ${ref.dims[0]}`}`;
     return new Map([["latents_steps", f32(concatSteps(steps), ref.dims)]]);
   },
   components: ["unet"],

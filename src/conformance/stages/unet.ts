@@ -17,16 +17,21 @@ export const unet = ownStage({
     // an inpainting U-Net's input: latents, mask and masked-image latents (9 channels for SD 1.x)
     const pipe = sample.dims[1] === 2 * ctx.pipe.folder.vaeConfig.latentChannels + 1 ? ctx.inpaintPipe : ctx.pipe;
     if (!pipe) return { metrics: {}, skip: NEEDS_INPAINT_MODEL };
-    if (sample.dims[1] !== pipe.folder.unetConfig.inChannels) return { metrics: {}, skip: `reference U-Net input has ${sample.dims[1]} channels` };
+    if (sample.dims[1] !== pipe.folder.unetConfig.inChannels)
+      return { metrics: {}, skip: `reference U-Net input has ${sample.dims[1]} channels` };
     const out = await pipe.runUnet(sample, t.f32("timestep").data[0], t.f32("encoder_hidden_states"));
     const ref = t.f32("out_sample");
     const m = tensorMetrics(out.data, ref.data, ref.dims);
     const step = caseMeta<CallMeta>(ctx.refs, c.refId)?.call ?? null;
-    return { metrics: { out_sample: m }, nonFinite: m.nanCount + m.infCount > 0 ? { stage: "unet", step, what: "NaN/Inf in the noise prediction" } : undefined };
+    return {
+      metrics: { out_sample: m },
+      nonFinite: m.nanCount + m.infCount > 0 ? { stage: "unet", step, what: "NaN/Inf in the noise prediction" } : undefined,
+    };
   },
   async against(b, t) {
     const sample = t.f32("sample");
-    if (sample.dims[1] !== b.folder.unetConfig.inChannels) return `--against: ${b.folder.dir} takes ${b.folder.unetConfig.inChannels} channels, this case ${sample.dims[1]}`;
+    if (sample.dims[1] !== b.folder.unetConfig.inChannels)
+      return `--against: ${b.folder.dir} takes ${b.folder.unetConfig.inChannels} channels, this case ${sample.dims[1]}`;
     return new Map([["out_sample", await b.runUnet(sample, t.f32("timestep").data[0], t.f32("encoder_hidden_states"))]]);
   },
   components: ["unet"],

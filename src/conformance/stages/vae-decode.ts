@@ -10,7 +10,10 @@ export const vaeDecode = ownStage({
     const t = ctx.refs.tensors(c.refId);
     const ours = await ctx.pipe.decodeLatents(t.f32("latents"));
     const ref = t.f32("image");
-    return { metrics: { image: tensorMetrics(ours.data, ref.data, ref.dims) }, images: await compareImages(ctx, `${model}-${c.id}`, ours, ref) };
+    return {
+      metrics: { image: tensorMetrics(ours.data, ref.data, ref.dims) },
+      images: await compareImages(ctx, `${model}-${c.id}`, ours, ref),
+    };
   },
   against: async (b, t) => new Map([["image", await b.decodeLatents(t.f32("latents"))]]),
   components: ["vae_decoder"],

@@ -17,7 +17,10 @@ export const vaeEncode = ownStage({
   async against(b, t) {
     if (!b.folder.vaeEncoder) return `--against: ${b.folder.dir} has no vae_encoder`;
     const { mean, std } = await b.encodeImage(t.f32("image"));
-    return new Map([["mean", mean], ["std", std]]);
+    return new Map([
+      ["mean", mean],
+      ["std", std],
+    ]);
   },
   components: ["vae_encoder"],
   float64Floor: true,

@@ -9,7 +9,10 @@ import { compareImages, NO_VAE_ENCODER, ownStage, sizeOf } from "./common";
 async function encodeScaled(pipe: StableDiffusionPipeline, image: F32): Promise<F32> {
   const sf = Math.fround(pipe.folder.vaeConfig.scalingFactor);
   const { mean } = await pipe.encodeImage(image);
-  return f32(mean.data.map((v) => Math.fround(v * sf)), mean.dims);
+  return f32(
+    mean.data.map((v) => Math.fround(v * sf)),
+    mean.dims,
+  );
 }
 
 export const vaeRoundtrip = ownStage({
@@ -30,7 +33,10 @@ export const vaeRoundtrip = ownStage({
   async against(b, t) {
     if (!b.folder.vaeEncoder) return `--against: ${b.folder.dir} has no vae_encoder`;
     const latents = await encodeScaled(b, t.f32("image"));
-    return new Map([["latents", latents], ["reconstruction", await b.decodeLatents(latents)]]);
+    return new Map([
+      ["latents", latents],
+      ["reconstruction", await b.decodeLatents(latents)],
+    ]);
   },
   components: ["vae_encoder", "vae_decoder"],
   float64Floor: true,
