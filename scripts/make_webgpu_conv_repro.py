@@ -12,6 +12,7 @@ channel index) where it needs `xCh`: with C = 9 every output but those fed by ch
 with C = 12 (vec4 path) the result is exact to float32. Weights are seeded and small; the file is
 a few KB. test/webgpu-conv-repro.test.ts runs it on chromium-webgpu and chromium-wasm.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,10 +24,19 @@ from onnx import TensorProto, helper, numpy_helper
 OUT = Path(__file__).resolve().parent.parent / "test" / "fixtures" / "webgpu-conv-channels.onnx"
 
 
-def conv(name: str, channels: int, rng: np.random.Generator) -> tuple[onnx.NodeProto, list[onnx.TensorProto], onnx.ValueInfoProto, onnx.ValueInfoProto]:
+def conv(
+    name: str, channels: int, rng: np.random.Generator
+) -> tuple[onnx.NodeProto, list[onnx.TensorProto], onnx.ValueInfoProto, onnx.ValueInfoProto]:
     w = (rng.standard_normal((4, channels, 3, 3)) / np.sqrt(channels * 9)).astype(np.float32)
     b = (rng.standard_normal(4) * 0.1).astype(np.float32)
-    node = helper.make_node("Conv", [f"x_{name}", f"w_{name}", f"b_{name}"], [f"y_{name}"], name=name, pads=[1, 1, 1, 1], kernel_shape=[3, 3])
+    node = helper.make_node(
+        "Conv",
+        [f"x_{name}", f"w_{name}", f"b_{name}"],
+        [f"y_{name}"],
+        name=name,
+        pads=[1, 1, 1, 1],
+        kernel_shape=[3, 3],
+    )
     inits = [numpy_helper.from_array(w, f"w_{name}"), numpy_helper.from_array(b, f"b_{name}")]
     x = helper.make_tensor_value_info(f"x_{name}", TensorProto.FLOAT, [1, channels, 4, 4])
     y = helper.make_tensor_value_info(f"y_{name}", TensorProto.FLOAT, [1, 4, 4, 4])
@@ -37,8 +47,11 @@ def main() -> None:
     rng = np.random.default_rng(2024)
     parts = [conv("conv9", 9, rng), conv("conv12", 12, rng)]
     graph = helper.make_graph(
-        [p[0] for p in parts], "webgpu-conv-channels",
-        [p[2] for p in parts], [p[3] for p in parts], [t for p in parts for t in p[1]],
+        [p[0] for p in parts],
+        "webgpu-conv-channels",
+        [p[2] for p in parts],
+        [p[3] for p in parts],
+        [t for p in parts for t in p[1]],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="sd-harness")
     model.ir_version = 8
