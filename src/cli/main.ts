@@ -120,6 +120,13 @@ export async function main(argv: string[], io?: CliIO): Promise<number> {
     if (!io) {
       process.off("SIGINT", onSignal);
       process.off("SIGTERM", onSignal);
+      // once a signal has decided the exit status, a second one that lands while the process winds
+      // down (sessions released, streams flushed) exits with that status, not by its own default
+      if (stoppedBy) {
+        const late = () => process.exit(stopCode());
+        process.on("SIGINT", late);
+        process.on("SIGTERM", late);
+      }
     }
   }
 }
