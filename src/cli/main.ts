@@ -118,15 +118,16 @@ export async function main(argv: string[], io?: CliIO): Promise<number> {
     return ExitCode.internal;
   } finally {
     if (!io) {
-      process.off("SIGINT", onSignal);
-      process.off("SIGTERM", onSignal);
       // once a signal has decided the exit status, a second one that lands while the process winds
-      // down (sessions released, streams flushed) exits with that status, not by its own default
+      // down (sessions released, streams flushed) exits with that status, not by its own default;
+      // the late handlers go on before onSignal comes off, so no instant has none
       if (stoppedBy) {
         const late = () => process.exit(stopCode());
         process.on("SIGINT", late);
         process.on("SIGTERM", late);
       }
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
     }
   }
 }
