@@ -33,19 +33,10 @@ def bpe_source() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "bpe_simple_vocab_16e6.txt.gz"
 
 
-def write_tokenizer(dest: Path, vocab_size: int = 49408) -> None:
-    """vocab_size 49408: SD 1.x's tokenizer. A smaller size keeps CLIP's first vocab_size - 514
-    merges (the 512 byte tokens and the two special tokens stay), as the tiny test tokenizers of
-    transformers and diffusers do: a valid CLIPTokenizer whose words split into more pieces."""
+def write_tokenizer_files(dest: Path, vocab_list: list[str], merges: list[tuple[str, ...]]) -> None:
+    """A CLIPTokenizer folder (vocab.json, merges.txt, special tokens, config) from a vocabulary
+    in id order and its merges: CLIP's own settings, whatever the vocabulary."""
     dest.mkdir(parents=True, exist_ok=True)
-    lines = gzip.open(bpe_source()).read().decode("utf-8").split("\n")
-    # CLIP keeps the first 49152 - 256 - 2 merges (line 0 is a version header).
-    n_merges = vocab_size - 512 - 2
-    assert 0 <= n_merges <= 49152 - 256 - 2, vocab_size
-    merges = [tuple(m.split()) for m in lines[1 : n_merges + 1]]
-    base = list(bytes_to_unicode().values())
-    vocab_list = base + [v + "</w>" for v in base] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
-    assert len(vocab_list) == vocab_size, len(vocab_list)
     vocab = {tok: i for i, tok in enumerate(vocab_list)}
     (dest / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     (dest / "merges.txt").write_text(
@@ -73,6 +64,22 @@ def write_tokenizer(dest: Path, vocab_size: int = 49408) -> None:
         )
         + "\n"
     )
+
+
+def write_tokenizer(dest: Path, vocab_size: int = 49408) -> None:
+    """vocab_size 49408: SD 1.x's tokenizer. A smaller size keeps CLIP's first vocab_size - 514
+    merges (the 512 byte tokens and the two special tokens stay), as the tiny test tokenizers of
+    transformers and diffusers do: a valid CLIPTokenizer whose words split into more pieces."""
+    dest.mkdir(parents=True, exist_ok=True)
+    lines = gzip.open(bpe_source()).read().decode("utf-8").split("\n")
+    # CLIP keeps the first 49152 - 256 - 2 merges (line 0 is a version header).
+    n_merges = vocab_size - 512 - 2
+    assert 0 <= n_merges <= 49152 - 256 - 2, vocab_size
+    merges = [tuple(m.split()) for m in lines[1 : n_merges + 1]]
+    base = list(bytes_to_unicode().values())
+    vocab_list = base + [v + "</w>" for v in base] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    assert len(vocab_list) == vocab_size, len(vocab_list)
+    write_tokenizer_files(dest, vocab_list, merges)
 
 
 def check_tokenizer(dest: Path, vocab_size: int = 49408) -> None:

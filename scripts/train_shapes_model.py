@@ -46,7 +46,9 @@ from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionMod
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from clip_tokenizer_files import write_tokenizer_files  # noqa: E402
 from export_onnx import export_folder  # noqa: E402
+from make_tiny_model import SD15_SCHEDULER  # noqa: E402
 
 SEED = 20261207
 NAME = "shapes-sd"
@@ -74,18 +76,6 @@ JITTER = 1.5
 SHAPE_SIZE = (10.0, 14.0)  # bounding-box side in pixels, uniform
 HELD_OUT = 32  # attribute combinations never shown in training; the adherence test samples them
 
-SD15_SCHEDULER = {
-    "_class_name": "PNDMScheduler",
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "clip_sample": False,
-    "num_train_timesteps": 1000,
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "trained_betas": None,
-}
 
 TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
 UNET = dict(
@@ -209,33 +199,7 @@ def write_tokenizer(dest: Path) -> CLIPTokenizer:
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [","]
     vocab_list = letters + [c + "</w>" for c in letters] + ["".join(m) for m in merges]
     vocab_list = list(dict.fromkeys(vocab_list)) + ["<|startoftext|>", "<|endoftext|>"]
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab_list)}), encoding="utf-8")
-    (dest / "merges.txt").write_text(
-        "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8"
-    )
-    special = {
-        "bos_token": "<|startoftext|>",
-        "eos_token": "<|endoftext|>",
-        "unk_token": "<|endoftext|>",
-        "pad_token": "<|endoftext|>",
-    }
-    (dest / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
-    (dest / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                **special,
-                "tokenizer_class": "CLIPTokenizer",
-                "model_max_length": 77,
-                "do_lower_case": True,
-                "errors": "replace",
-                "add_prefix_space": False,
-                "clean_up_tokenization_spaces": True,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+    write_tokenizer_files(dest, vocab_list, merges)
     tok = CLIPTokenizer.from_pretrained(str(dest))
     for w in words:  # every caption word is a single token
         ids = tok(w).input_ids
