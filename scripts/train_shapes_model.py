@@ -13,18 +13,22 @@ Steps: (1) draw the data set, holding out HELD_OUT attribute combinations that n
 shows; (2) train the VAE (MSE + L1 + a small KL term); (3) encode the data set once, set
 scaling_factor = 1 / std of the latents; (4) train U-Net and text encoder together (epsilon loss
 with min-SNR-5 weighting, 10 % empty captions for classifier-free guidance, EMA of the weights);
-(5) write the diffusers folder <out>/shapes-sd (not committed; weights rounded to float16
-precision) and its ONNX export
-<out>/shapes-sd-onnx via export_onnx.py, with the initializers stored as float16 and cast to float32
-inside the graph and short tensor names (compact_onnx(): the model computes in float32; this
-halves the committed bytes).
-(6) fine-tune the VAE decoder alone on noise-augmented latents (finetune_decoder()) and finish again.
+(5) round the weights for storage (round_weights(): weight matrices and kernels onto a
+per-output-channel int8 grid, the rest to float16, kept as float32 values) in the diffusers folder
+<out>/shapes-sd (not committed), and write its ONNX export <out>/shapes-sd-onnx via export_onnx.py
+with those initializers stored as int8 + scale or float16 and turned back into float32 inside the
+graph, and short tensor names (compact_onnx(): the model computes in float32, on the same weights as
+the PyTorch folder; a quarter of float32's bytes); and generation_config.json with the guidance the
+model samples best with (GUIDANCE_SCALE), which `sd-harness generate` uses by default.
+(6) optionally (--decoder-finetune), fine-tune the VAE decoder alone on noise-augmented latents
+(finetune_decoder()) and finish again.
 The held-out prompts and the drawing constants go to <out>/shapes-sd-onnx/prompts.json, which the
 adherence test (test/adherence.test.ts) reads.
 
 Deterministic on a given toolchain and thread count (seeded torch and numpy generators,
-torch.use_deterministic_algorithms). Threads default to 1: on the shared 2-core machine a
-training step took 1.0-1.6 s with one thread and 5-15 s with two (load average 11).
+torch.use_deterministic_algorithms). Threads default to 2 (the project's machine, unshared: a U-Net
+step took 0.5-0.6 s); on a loaded machine one thread can be faster (a first version measured 1.0-1.6 s
+per step with one thread and 5-15 s with two at load average 11).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import argparse
 import copy
 import json
 import math
+import re
 import shutil
 import sys
 import time
@@ -77,21 +82,22 @@ SHAPE_SIZE = (10.0, 14.0)  # bounding-box side in pixels, uniform
 HELD_OUT = 32  # attribute combinations never shown in training; the adherence test samples them
 
 
-TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
 UNET = dict(
     sample_size=SIZE // 4,
     in_channels=4,
     out_channels=4,
     down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
     up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    block_out_channels=(16, 24),
+    block_out_channels=(32, 48),
     layers_per_block=1,
-    attention_head_dim=8,
+    # diffusers passes this as the number of heads per block: heads of 16 channels
+    attention_head_dim=(2, 3),
     cross_attention_dim=TEXT["hidden_size"],
     norm_num_groups=8,
-    # no mid block: the second down block and the first up block already attend (self and cross)
-    # at the 4 x 4 level, and the mid block's 38k parameters do not fit the fixture budget
-    mid_block_type=None,
+    # a mid block (two ResNets around self- and cross-attention at the 4 x 4 level): the whole
+    # picture in view at once, for where the shape goes
+    mid_block_type="UNetMidBlock2DCrossAttn",
 )
 VAE = dict(
     in_channels=3,
@@ -107,12 +113,22 @@ VAE = dict(
 
 # Training lengths (full run; --smoke divides them).
 N_IMAGES = 20000
-VAE_STEPS, VAE_BATCH, VAE_LR = 800, 32, 2e-3
-UNET_STEPS, UNET_BATCH, UNET_LR = 2400, 64, 1e-3
+VAE_STEPS, VAE_BATCH, VAE_LR = 1500, 32, 2e-3
+UNET_STEPS, UNET_BATCH, UNET_LR = 4000, 64, 1e-3
 DEC_STEPS, DEC_LR, NOISE_AUG = 300, 1e-3, 0.3
-EMA_DECAY = 0.995
+EMA_DECAY = 0.998
 MIN_SNR_GAMMA = 5.0
 P_UNCOND = 0.1
+# Weight matrices and kernels of at least this many values are stored on a per-channel int8 grid
+# (round_weights, compact_onnx); the rest as float16.
+INT8_MIN_ELEMENTS = 256
+# Classifier-free guidance for `generate` (generation_config.json). Measured on the 32 held-out prompts
+# (fixtures/models/shapes-sd-onnx/README.md): 2-2.5 draw the asked colours every time, 7.5 (diffusers'
+# default) drives the samples off the latent manifold.
+GUIDANCE_SCALE = 2.5
+# Initializers compact_onnx() leaves as float32 under their own names: src/pipeline/pipeline.ts reads
+# the final LayerNorm by name for clip skip.
+KEEP_NAMED = re.compile(r"final_layer_norm\.(weight|bias)$")
 
 
 # ---------------------------------------------------------------- data
@@ -361,28 +377,72 @@ def finetune_decoder(vae: AutoencoderKL, x: torch.Tensor, steps: int, log: list)
 # ---------------------------------------------------------------- ONNX: float16 storage
 
 
-def compact_onnx(path: Path, min_elements: int = 16) -> None:
+def int8_storage(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(q as int8, scale shaped to broadcast) when arr is exactly q * scale on a per-channel int8
+    grid as round_weights() makes it, along some axis (the exporter may store a Linear's weight
+    transposed); None otherwise. Exact means bit for bit: float32(q) * scale == arr."""
+    if arr.ndim < 2 or arr.size < INT8_MIN_ELEMENTS:
+        return None
+    for axis in range(arr.ndim):
+        moved = np.moveaxis(arr, axis, 0)
+        m = np.abs(moved.reshape(moved.shape[0], -1)).max(axis=1)
+        s = (m / np.float32(127)).astype(np.float32)
+        s[s == 0] = np.float32(1)
+        if not np.array_equal(s.astype(np.float16).astype(np.float32), s):
+            continue
+        shape = [1] * arr.ndim
+        shape[axis] = arr.shape[axis]
+        s = s.reshape(shape)
+        q = np.rint(arr / s)
+        if np.abs(q).max() <= 127 and np.array_equal(q.astype(np.float32) * s, arr):
+            return q.astype(np.int8), s
+    return None
+
+
+def compact_onnx(path: Path, min_elements: int = 16) -> dict[str, int]:
     """Make an exported graph small enough to commit, without changing what it computes:
-    - each float32 initializer of at least min_elements is stored as float16 followed by a Cast back
-      to float32 (onnxruntime folds the casts when it loads the model): the same graph and float32
-      arithmetic, weights rounded to float16, half the bytes;
+    - each float32 initializer that is exactly on a per-channel int8 grid (round_weights() puts the
+      weight matrices and kernels there) is stored as int8 and a float32 scale per channel, followed
+      by Cast to float32 and Mul by the scale: the product is exact, so the weights are the same
+      float32 values and onnxruntime folds the two nodes when it loads the model;
+    - each other float32 initializer of at least min_elements that float16 holds exactly is stored
+      as float16 followed by a Cast back to float32;
     - intermediate tensors and initializers get short names and nodes none (the exporter's
       module-scoped names were ~45 % of the U-Net file); graph inputs and outputs keep theirs.
-    The price: `conformance --localize` cannot map this graph's nodes to modules."""
+    The price: `conformance --localize` cannot map this graph's nodes to modules.
+    Initializers the TypeScript pipeline reads by name (KEEP_NAMED: the text encoder's final
+    LayerNorm, which clip skip applies to an earlier hidden state) stay float32 under their names.
+    Returns the bytes of weights stored each way."""
     import onnx
     from onnx import helper, numpy_helper
 
     model = onnx.load(str(path))
     g = model.graph
     keep, casts = [], []
+    stored = {"int8": 0, "float16": 0, "float32": 0}
     for init in g.initializer:
-        if init.data_type == onnx.TensorProto.FLOAT and np.prod(init.dims) >= min_elements:
-            arr = numpy_helper.to_array(init)
+        if init.data_type != onnx.TensorProto.FLOAT or KEEP_NAMED.search(init.name):
+            keep.append(init)
+            if init.data_type == onnx.TensorProto.FLOAT:
+                stored["float32"] += 4 * int(np.prod(init.dims))
+            continue
+        arr = numpy_helper.to_array(init)
+        grid = int8_storage(arr)
+        if grid is not None:
+            q, s = grid
+            keep.append(numpy_helper.from_array(q, init.name + "__q"))
+            keep.append(numpy_helper.from_array(s, init.name + "__s"))
+            casts.append(helper.make_node("Cast", [init.name + "__q"], [init.name + "__qf"], to=onnx.TensorProto.FLOAT))
+            casts.append(helper.make_node("Mul", [init.name + "__qf", init.name + "__s"], [init.name]))
+            stored["int8"] += q.size + 4 * s.size
+        elif arr.size >= min_elements and np.array_equal(arr.astype(np.float16).astype(np.float32), arr):
             half = numpy_helper.from_array(arr.astype(np.float16), init.name + "__fp16")
             keep.append(half)
             casts.append(helper.make_node("Cast", [half.name], [init.name], to=onnx.TensorProto.FLOAT))
+            stored["float16"] += 2 * arr.size
         else:
             keep.append(init)
+            stored["float32"] += 4 * arr.size
     del g.initializer[:]
     g.initializer.extend(keep)
     nodes = casts + list(g.node)
@@ -390,6 +450,7 @@ def compact_onnx(path: Path, min_elements: int = 16) -> None:
     g.node.extend(nodes)
 
     fixed = {v.name for v in g.input} | {v.name for v in g.output} | {""}
+    fixed |= {i.name for i in g.initializer if KEEP_NAMED.search(i.name)}
     names: dict[str, str] = {}
 
     def short(name: str) -> str:
@@ -411,20 +472,55 @@ def compact_onnx(path: Path, min_elements: int = 16) -> None:
     del g.value_info[:]
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
+    print(f"{path}: weights stored {stored} bytes", flush=True)
+    return stored
 
 
 # ---------------------------------------------------------------- main
 
 
-def finish(dest: Path, onnx_dest: Path) -> None:
-    """Round every weight of the saved diffusers folder to float16 precision (kept as float32), so
-    the committed ONNX folder, which stores them as float16, computes the same function as the
-    PyTorch folder that reference sets are made from; then export and compact it."""
+def int8_scales(w: np.ndarray) -> np.ndarray:
+    """Per-output-channel (axis 0) scales for symmetric int8 storage: max|w| / 127 rounded up to a
+    float16 value, so that q * scale (|q| <= 127) is exact in float32 and the channel's largest
+    weight maps to +-127; compact_onnx() finds the same scales again from the stored values alone."""
+    m = np.abs(w.reshape(w.shape[0], -1)).max(axis=1).astype(np.float32) / np.float32(127)
+    s = m.astype(np.float16)
+    low = s.astype(np.float32) < m
+    s[low] = np.nextafter(s[low], np.float16(np.inf))
+    s[s == 0] = np.float16(1)
+    return s.astype(np.float32)
+
+
+def round_weights(model: torch.nn.Module) -> dict[str, int]:
+    """Round a trained model's weights to what the committed ONNX stores: every weight matrix or
+    kernel of at least INT8_MIN_ELEMENTS values onto a per-output-channel int8 grid (q * scale, see
+    int8_scales), every other parameter (biases, norms) to float16; kept as float32 values."""
+    counts = {"int8": 0, "float16": 0}
+    with torch.no_grad():
+        for p in model.parameters():
+            w = p.detach().numpy().astype(np.float32)
+            if w.ndim >= 2 and w.size >= INT8_MIN_ELEMENTS:
+                s = int8_scales(w).reshape((-1,) + (1,) * (w.ndim - 1))
+                q = np.clip(np.rint(w / s), -127, 127).astype(np.float32)
+                p.copy_(torch.from_numpy(q * s))
+                counts["int8"] += w.size
+            else:
+                p.copy_(p.half().float())
+                counts["float16"] += w.size
+    return counts
+
+
+def finish(dest: Path, onnx_dest: Path, unrounded: Path | None = None) -> None:
+    """Round every weight of the saved diffusers folder as round_weights() says (kept as float32),
+    so the committed ONNX folder, which stores them as int8 with a scale or as float16, computes the
+    same function as the PyTorch folder that reference sets are made from; then export and compact
+    it. `unrounded`: first copy the folder as trained there (to measure what the rounding costs)."""
+    if unrounded is not None:
+        shutil.rmtree(unrounded, ignore_errors=True)
+        shutil.copytree(dest, unrounded)
     for sub, cls in (("unet", UNet2DConditionModel), ("vae", AutoencoderKL), ("text_encoder", CLIPTextModel)):
         model = cls.from_pretrained(str(dest / sub))
-        with torch.no_grad():
-            for p in model.parameters():
-                p.copy_(p.half().float())
+        print(f"{sub}: {round_weights(model)} values rounded (int8 grid / float16)", flush=True)
         model.save_pretrained(str(dest / sub), safe_serialization=True)
     readme = onnx_dest / "README.md"  # the committed description survives a rebuild
     kept = readme.read_bytes() if readme.exists() else None
@@ -434,6 +530,11 @@ def finish(dest: Path, onnx_dest: Path) -> None:
     for part in ("text_encoder", "unet", "vae_encoder", "vae_decoder"):
         compact_onnx(onnx_dest / part / "model.onnx")
     shutil.copy(dest / "prompts.json", onnx_dest / "prompts.json")
+    generation = {
+        "_comment": "guidance the model draws best with (fixtures/models/shapes-sd-onnx/README.md); generate reads it when --guidance is not given",
+        "guidance_scale": GUIDANCE_SCALE,
+    }
+    (onnx_dest / "generation_config.json").write_text(json.dumps(generation, indent=1))
 
 
 def decoder_stage(out: Path) -> None:
@@ -458,7 +559,17 @@ def main() -> int:
     ap.add_argument(
         "--smoke", action="store_true", help="1/40 of the steps and images: checks the script, not the model"
     )
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--unrounded",
+        type=Path,
+        help="also keep the trained PyTorch folder before its weights are rounded for storage, here (to measure the rounding)",
+    )
+    ap.add_argument(
+        "--decoder-finetune",
+        action="store_true",
+        help="after the U-Net, fine-tune the VAE decoder on noise-augmented latents (step 6; off by default)",
+    )
     ap.add_argument(
         "--decoder-only",
         action="store_true",
@@ -470,7 +581,7 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.finish_only:
-        finish(args.out / NAME, args.out / f"{NAME}-onnx")
+        finish(args.out / NAME, args.out / f"{NAME}-onnx", args.unrounded)
         return 0
     if args.decoder_only:
         decoder_stage(args.out)
@@ -555,11 +666,11 @@ def main() -> int:
     (dest / "prompts.json").write_text(json.dumps(prompts, indent=1) + "\n")
     (dest / "training.json").write_text(json.dumps({"summary": summary, "log": log}, indent=1) + "\n")
 
-    finish(dest, onnx_dest)
+    finish(dest, onnx_dest, args.unrounded)
     summary["wall_s"]["total"] = round(time.time() - wall0, 1)
     (dest / "training.json").write_text(json.dumps({"summary": summary, "log": log}, indent=1) + "\n")
     print(json.dumps(summary), flush=True)
-    if not args.smoke:
+    if args.decoder_finetune:
         decoder_stage(args.out)
     return 0
 

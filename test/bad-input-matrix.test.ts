@@ -954,7 +954,7 @@ const cases: CliCase[] = [
   // --- signals ------------------------------------------------------------------------------------
   {
     name: "signal: SIGTERM mid-generate exits 143, no PNG and no temporary left",
-    args: ["generate", "--prompt", "x", "--steps", "999", "--threads", "1", "--seed", "1", "--out", "{dir}/out/a.png"],
+    args: ["generate", "--model", TINY, "--prompt", "x", "--steps", "999", "--threads", "1", "--seed", "1", "--out", "{dir}/out/a.png"],
     setup: (d) => fs.mkdirSync(path.join(d, "out")),
     signal: { name: "SIGTERM", when: /generate \d+\/\d+ / },
     exit: 143,
@@ -971,7 +971,7 @@ const cases: CliCase[] = [
     // signal during loading is answered when that call returns; before main() has installed its
     // handlers the default action ends the process (also 143, with nothing to say)
     name: "signal: SIGTERM while the models load exits 143 once the session being created is ready",
-    args: ["generate", "--prompt", "x", "--steps", "50", "--threads", "1", "--seed", "1", "--out", "{dir}/out/a.png"],
+    args: ["generate", "--model", TINY, "--prompt", "x", "--steps", "50", "--threads", "1", "--seed", "1", "--out", "{dir}/out/a.png"],
     setup: (d) => fs.mkdirSync(path.join(d, "out")),
     signal: { name: "SIGTERM", when: 1500 },
     exit: 143,

@@ -36,19 +36,73 @@ afterAll(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-test("runs with nothing but --prompt and writes out.png with its parameters", async () => {
+test("runs with nothing but --prompt and writes out.png with its parameters (the default model, shapes-sd)", async () => {
   const io = capture();
   const code = await main(["generate", "--prompt", "a lighthouse at dusk", "--steps", "4", "--seed", "42"], io);
   expect(io.stderr()).not.toMatch(/error/);
   expect(code).toBe(0);
   const buf = fs.readFileSync(path.join(tmp, "out.png"));
   const png = PNG.sync.read(buf);
-  expect([png.width, png.height]).toEqual([64, 64]);
+  expect([png.width, png.height]).toEqual([32, 32]);
   const params = readPngText(buf).parameters;
-  expect(params).toMatch(/^a lighthouse at dusk\nSteps: 4, Sampler: PLMS, CFG scale: 7.5, Seed: 42, Size: 64x64, Model: tiny-sd-onnx/);
+  // guidance 2.5: the model folder's generation_config.json, which the summary line names
+  expect(params).toMatch(/^a lighthouse at dusk\nSteps: 4, Sampler: PLMS, CFG scale: 2.5, Seed: 42, Size: 32x32, Model: shapes-sd-onnx/);
+  expect(io.stderr()).toMatch(/^seed 42, 4 steps, pndm, 32x32, guidance 2.5 \(guidance from the model's generation_config.json\)$/m);
   // progress lines when stderr is not a terminal
   // (PNDM's 4 steps are 5 U-Net calls: its first PLMS step is taken twice)
   expect(io.stderr()).toMatch(/generate 5\/5 \(\d+\.\d+ it\/s\)/);
+});
+
+test("a model folder's generation_config.json gives generate's defaults; a flag wins; a bad file is refused with one line", async () => {
+  const model = path.join(tmp, "gencfg-model");
+  fs.cpSync(path.resolve(cwd, "fixtures", "models", "tiny-sd-onnx"), model, { recursive: true });
+  const file = path.join(model, "generation_config.json");
+  const run = async (...extra: string[]) => {
+    const io = capture();
+    const code = await main(["generate", "--model", model, "--prompt", "x", "--seed", "5", "--out", "gc.png", "--overwrite", ...extra], io);
+    const params = code === 0 ? readPngText(fs.readFileSync(path.join(tmp, "gc.png"))).parameters : "";
+    return { code, params, stderr: io.stderr() };
+  };
+  // no file: diffusers' defaults
+  let r = await run("--steps", "2");
+  expect(r.params).toContain("Steps: 2, Sampler: PLMS, CFG scale: 7.5,");
+  expect(r.stderr).toMatch(/^seed 5, 2 steps, pndm, 64x64$/m);
+  fs.writeFileSync(file, JSON.stringify({ _comment: "made for a test", guidance_scale: 3, num_inference_steps: 3 }));
+  r = await run();
+  expect(r.params).toContain("Steps: 3, Sampler: PLMS, CFG scale: 3,");
+  expect(r.stderr).toMatch(/^seed 5, 3 steps, pndm, 64x64, guidance 3 \(steps and guidance from the model's generation_config.json\)$/m);
+  r = await run("--guidance", "1.5", "--steps", "2");
+  expect(r.params).toContain("Steps: 2, Sampler: PLMS, CFG scale: 1.5,");
+  expect(r.stderr).toMatch(/^seed 5, 2 steps, pndm, 64x64$/m);
+  for (const [bad, msg] of [
+    [{ guidance: 3 }, /generation_config.json: unknown key "guidance" \(generate reads guidance_scale and num_inference_steps\)$/],
+    [{ guidance_scale: "high" }, /generation_config.json: "guidance_scale" must be a number \(got "high"\)$/],
+    [{ guidance_scale: 101 }, /generation_config.json: "guidance_scale" must be in \[0, 100\] \(got 101\)$/],
+    [{ num_inference_steps: 2.5 }, /generation_config.json: "num_inference_steps" must be an integer in \[1, 1000\] \(got 2.5\)$/],
+  ] as const) {
+    fs.writeFileSync(file, JSON.stringify(bad));
+    fs.rmSync(path.join(tmp, "gc.png"), { force: true });
+    r = await run();
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    expect(r.stderr.trim()).toMatch(msg);
+    expect(fs.existsSync(path.join(tmp, "gc.png"))).toBe(false);
+  }
+  fs.writeFileSync(file, "{ not json");
+  r = await run();
+  expect(r.code).toBe(2);
+  expect(r.stderr).toMatch(/generation_config.json: not valid JSON/);
+});
+
+test("clip skip works on the default model (its export keeps the final LayerNorm under its name)", async () => {
+  const io = capture();
+  expect(
+    await main(
+      ["generate", "--prompt", "a red circle on a blue background", "--clip-skip", "1", "--steps", "2", "--seed", "1", "--out", "cs.png"],
+      io,
+    ),
+  ).toBe(0);
+  expect(readPngText(fs.readFileSync(path.join(tmp, "cs.png"))).parameters).toContain("Clip skip: 2");
 });
 
 test("refuses to overwrite an existing file unless told to", async () => {
@@ -185,7 +239,7 @@ test("--sigmas picks the sigma schedule: written as A1111's Schedule type, said 
   expect(readPngText(fs.readFileSync(path.join(tmp, "exp.png"))).parameters).toContain(
     "Sampler: Euler, Schedule type: Exponential, CFG scale",
   );
-  expect(io.stderr()).toContain("3 steps, euler (exponential sigmas), 64x64");
+  expect(io.stderr()).toContain("3 steps, euler (exponential sigmas), 32x32");
   // dpm++2m on Karras sigmas is the dpm++2m-karras choice, named as A1111 names it
   expect(
     await main(

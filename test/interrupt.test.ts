@@ -9,7 +9,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { spawn, execFileSync } from "node:child_process";
 import { PNG } from "pngjs";
-import { ROOT } from "./helpers/fixtures";
+import { ROOT, TINY } from "./helpers/fixtures";
 
 const BIN = path.join(ROOT, "bin", "sd-harness.js");
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "sd-harness-int-"));
@@ -90,9 +90,11 @@ function expectInterrupted(r: Outcome, message: RegExp): void {
 test("generate: SIGINT mid-denoising exits 130, no PNG and no temporary left", async () => {
   const dir = path.join(tmp, "gen");
   fs.mkdirSync(dir);
-  // 999 steps of the tiny model take about a minute; the first progress line (step 100) is the cue
+  // 999 steps of the tiny model take about a minute (tiny-sd, named: the default generate model,
+  // shapes-sd, is small enough that a run could end before the signal lands); the first progress
+  // line (step 100) is the cue
   const r = await interruptWhen(
-    ["generate", "--prompt", "x", "--steps", "999", "--threads", "1", "--seed", "1", "--out", path.join(dir, "a.png")],
+    ["generate", "--model", TINY, "--prompt", "x", "--steps", "999", "--threads", "1", "--seed", "1", "--out", path.join(dir, "a.png")],
     /generate \d+\/\d+ /,
   );
   expectInterrupted(r, /^sd-harness: interrupted; no partial output was written$/);
@@ -103,7 +105,7 @@ test("generate: two SIGINTs back to back: status 130 either way, nothing left", 
   const dir = path.join(tmp, "gen2");
   fs.mkdirSync(dir);
   const r = await interruptWhen(
-    ["generate", "--prompt", "x", "--steps", "999", "--threads", "1", "--seed", "1", "--out", path.join(dir, "a.png")],
+    ["generate", "--model", TINY, "--prompt", "x", "--steps", "999", "--threads", "1", "--seed", "1", "--out", path.join(dir, "a.png")],
     /generate \d+\/\d+ /,
     2,
   );

@@ -45,7 +45,7 @@ const cases: CliCase[] = [
       fs.mkdirSync(path.join(dir, "out"));
     },
     exit: 0,
-    stderr: /^seed 1, 2 steps, pndm, 64x64$/,
+    stderr: /^seed 1, 2 steps, pndm, 32x32, guidance 2\.5 \(guidance from the model's generation_config\.json\)$/, // the default model, shapes-sd
     check: (dir) => {
       expectEmpty(dir);
       expect(fs.readdirSync(path.join(dir, "out"))).toEqual(["o.png"]);

@@ -11,8 +11,12 @@ import * as crypto from "node:crypto";
 import { spawnSync, SpawnSyncReturns } from "node:child_process";
 import { ROOT } from "./helpers/fixtures";
 
-/** Tarball budget (issue: a package that runs after install). */
-const MAX_TARBALL_BYTES = 12 * 1024 * 1024;
+/**
+ * Tarball budget (issue: a package that runs after install): 12 MiB until 2026-12-07, then 13 MiB
+ * for `generate`'s trained default model, shapes-sd (1.08 MB in the folder, the tarball went from
+ * 12.04 to 12.95 MB).
+ */
+const MAX_TARBALL_BYTES = 13 * 1024 * 1024;
 
 /**
  * The environment of a user's shell: without the npm_config_* / npm_lifecycle_* variables an outer
@@ -70,6 +74,8 @@ describe("the packed tarball", () => {
       "fixtures/models/tiny-sd-onnx/tokenizer/vocab.json",
       "fixtures/models/tiny-sd-onnx/tokenizer/merges.txt",
       "fixtures/models/tiny-sd-onnx/unet/model.onnx",
+      "fixtures/models/shapes-sd-onnx/unet/model.onnx",
+      "fixtures/models/shapes-sd-onnx/tokenizer/vocab.json",
       "fixtures/references/tiny-sd/cpu/manifest.json",
     ])
       expect(files).toContain(f);

@@ -5,8 +5,13 @@ import { PACKAGE_ROOT } from "../util/package";
 export { PACKAGE_ROOT, VERSION } from "../util/package";
 /**
  * The bundled tiny fixture with random weights, which the bundled reference set was made from:
- * generate, conformance and sensitivity run on it by default.
+ * conformance and sensitivity run on it by default.
  */
 export const DEFAULT_MODEL = path.join(PACKAGE_ROOT, "fixtures", "models", "tiny-sd-onnx");
+/**
+ * What `generate` draws with by default: shapes-sd, a small model trained from scratch on captioned
+ * drawings ("a red circle on a blue background, left"; scripts/train_shapes_model.py).
+ */
+export const DEFAULT_GENERATE_MODEL = path.join(PACKAGE_ROOT, "fixtures", "models", "shapes-sd-onnx");
 export const DEFAULT_INPAINT_MODEL = path.join(PACKAGE_ROOT, "fixtures", "models", "tiny-sd-inpaint-onnx");
 export const DEFAULT_REFERENCES = path.join(PACKAGE_ROOT, "fixtures", "references", "tiny-sd", "cpu");

@@ -86,6 +86,50 @@ export interface ModelFolder {
   readonly sizeStep: number;
   readonly corrections: readonly ConfigCorrection[];
   readonly fingerprint: ModelFingerprint;
+  /** defaults for `generate`'s flags from the folder's generation_config.json ({} without one) */
+  readonly generationDefaults: GenerationDefaults;
+}
+
+/**
+ * generation_config.json at the folder's root, optional (sd-harness's own, named after the file in
+ * which transformers keeps a model's default generation settings): the guidance and step count the
+ * model was made to be sampled with, in diffusers' argument names, e.g. {"guidance_scale": 2.5}.
+ * Only the CLI's `generate` reads them, as defaults a flag overrides; the library's generate() and
+ * the conformance suite keep diffusers' defaults (7.5, and every reference case names its own).
+ */
+export interface GenerationDefaults {
+  readonly guidanceScale?: number;
+  readonly steps?: number;
+  /** the file they came from */
+  readonly file?: string;
+}
+
+export const GENERATION_CONFIG = "generation_config.json";
+
+function readGenerationDefaults(dir: string): GenerationDefaults {
+  const file = path.join(dir, GENERATION_CONFIG);
+  if (!fs.existsSync(file)) return {};
+  const cfg = readJson(file, "the model's generation defaults");
+  for (const key of Object.keys(cfg)) {
+    if (key.startsWith("_") || key === "guidance_scale" || key === "num_inference_steps") continue;
+    throw new HarnessError(
+      `${file}: unknown key ${JSON.stringify(key)} (generate reads guidance_scale and num_inference_steps)`,
+      ExitCode.usage,
+    );
+  }
+  const out: { guidanceScale?: number; steps?: number; file: string } = { file };
+  if (cfg.guidance_scale !== undefined) {
+    const g = num(cfg, "guidance_scale", file);
+    if (g < 0 || g > 100) throw new HarnessError(`${file}: "guidance_scale" must be in [0, 100] (got ${g})`, ExitCode.usage);
+    out.guidanceScale = g;
+  }
+  if (cfg.num_inference_steps !== undefined) {
+    const n = num(cfg, "num_inference_steps", file);
+    if (!Number.isInteger(n) || n < 1 || n > 1000)
+      throw new HarnessError(`${file}: "num_inference_steps" must be an integer in [1, 1000] (got ${n})`, ExitCode.usage);
+    out.steps = n;
+  }
+  return out;
 }
 
 export interface LoadFolderOptions {
@@ -238,6 +282,7 @@ export function loadModelFolder(dir: string, options: LoadFolderOptions = {}): M
     sizeStep: vaeConfig.scaleFactor * unetConfig.downFactor,
     corrections,
     fingerprint: fingerprintOf(textConfig, vaeConfig, unetConfig, resolved),
+    generationDefaults: readGenerationDefaults(dir),
   };
 }
 
@@ -442,6 +487,7 @@ export function modelFolderFiles(folder: ModelFolder): ModelFolderFile[] {
     { rel: path.join("tokenizer", "vocab.json"), what: "the CLIP tokenizer's vocabulary" },
     { rel: path.join("tokenizer", "merges.txt"), what: "the CLIP tokenizer's merges" },
   ];
+  if (has(GENERATION_CONFIG)) out.push({ rel: GENERATION_CONFIG, what: "the model's generation defaults" });
   for (const name of ["special_tokens_map.json", "tokenizer_config.json"]) {
     if (has(path.join("tokenizer", name))) out.push({ rel: path.join("tokenizer", name), what: "the tokenizer's configuration" });
   }

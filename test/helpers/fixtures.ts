@@ -21,5 +21,5 @@ export const USER_FIXTURES: readonly { readonly name: string; readonly model: st
   })),
 ];
 
-/** shapes-sd: the small trained model (scripts/train_shapes_model.py); `generate --model` takes it. */
+/** shapes-sd: the trained model `generate` uses by default (scripts/train_shapes_model.py). */
 export const SHAPES = path.join(ROOT, "fixtures", "models", "shapes-sd-onnx");

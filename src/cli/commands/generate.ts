@@ -4,7 +4,7 @@ import * as path from "node:path";
 import yargs from "yargs";
 import { HarnessError, ExitCode } from "../../errors";
 import { StableDiffusionPipeline, validateSize, validateMaskSize, NO_HIDDEN_STATES } from "../../pipeline/pipeline";
-import { loadModelFolder } from "../../pipeline/model-folder";
+import { GENERATION_CONFIG, loadModelFolder } from "../../pipeline/model-folder";
 import { readRgbPng, readMaskPng, writePng, PngHeader } from "../../pipeline/image";
 import { MAX_PROMPT_CHARS } from "../../pipeline/tokenizer";
 import {
@@ -33,7 +33,7 @@ import {
   PORT_TIMEOUT_HELP,
 } from "../parse";
 import { DEFAULT_RUNTIME } from "../../runtime/index";
-import { DEFAULT_MODEL, VERSION } from "../defaults";
+import { DEFAULT_GENERATE_MODEL, VERSION } from "../defaults";
 
 export function generateParser(argv: string[]) {
   return (
@@ -42,11 +42,19 @@ export function generateParser(argv: string[]) {
       .usage(
         "$0 --prompt TEXT [options]\n\nGenerate images with an SD 1.x ONNX model folder (txt2img, img2img with --init-image, inpainting with --mask).",
       )
-      .option("model", { type: "string", default: DEFAULT_MODEL, describe: "SD 1.x ONNX model folder (optimum layout)" })
+      .option("model", {
+        type: "string",
+        default: DEFAULT_GENERATE_MODEL,
+        describe:
+          'SD 1.x ONNX model folder (optimum layout); the default, shapes-sd, draws prompts like "a red circle on a blue background, left"',
+      })
       .option("prompt", { type: "string", demandOption: true, describe: "what to draw" })
       .option("negative-prompt", { type: "string", describe: "what to steer away from" })
-      .option("steps", { type: "number", default: 20, describe: "denoising steps" })
-      .option("guidance", { type: "number", default: 7.5, describe: "classifier-free guidance scale (<= 1 disables CFG)" })
+      .option("steps", { type: "number", describe: "denoising steps (default: the model's generation_config.json, else 20)" })
+      .option("guidance", {
+        type: "number",
+        describe: "classifier-free guidance scale, <= 1 disables CFG (default: the model's generation_config.json, else 7.5)",
+      })
       .option("scheduler", { type: "string", describe: `the sampler, one of: ${SCHEDULER_NAMES.join(", ")} (default: the model's)` })
       .option("sigmas", { type: "string", describe: SIGMAS_HELP })
       .option("seed", { type: "string", describe: "torch seed, 0 to 2^64-1 (default: random, printed)" })
@@ -185,8 +193,8 @@ function outputPaths(out: string, count: number): string[] {
  */
 export async function runGenerate(args: Record<string, unknown>, io: CliIO, argv: readonly string[] = []): Promise<number> {
   const typed = (flag: string) => asTyped(argv, flag, args[flag]);
-  const steps = intFlag("--steps", typed("steps"), 1, 1000);
-  const guidance = numFlag("--guidance", typed("guidance"), 0, 100);
+  const stepsFlag = args.steps === undefined ? undefined : intFlag("--steps", typed("steps"), 1, 1000);
+  const guidanceFlag = args.guidance === undefined ? undefined : numFlag("--guidance", typed("guidance"), 0, 100);
   const batch = intFlag("--batch", typed("batch"), 1, 64);
   const clipSkip = intFlag("--clip-skip", typed("clip-skip"), 0, 48);
   const threads = threadsFlag(typed("threads"));
@@ -222,6 +230,14 @@ export async function runGenerate(args: Record<string, unknown>, io: CliIO, argv
   // The folder's configs (cheap) before the images and the sessions (seconds): size flags fail
   // before any work, and an image's declared size is checked before its pixels are decoded.
   const modelFolder = loadModelFolder(String(args.model), { forceSd1: Boolean(args["force-sd1"]) });
+  // a flag wins over the folder's generation_config.json, which wins over diffusers' defaults
+  const defaults = modelFolder.generationDefaults;
+  const steps = stepsFlag ?? defaults.steps ?? 20;
+  const guidance = guidanceFlag ?? defaults.guidanceScale ?? 7.5;
+  const fromFolder = [
+    stepsFlag === undefined && defaults.steps !== undefined ? "steps" : "",
+    guidanceFlag === undefined && defaults.guidanceScale !== undefined ? "guidance" : "",
+  ].filter(Boolean);
   // --sigmas is checked against the sampler that will run (--scheduler, else the model's own class)
   // before any work; generate() runs it and reports the schedule it ran on
   const configFile = `${modelFolder.dir}/scheduler/scheduler_config.json`;
@@ -347,7 +363,9 @@ export async function runGenerate(args: Record<string, unknown>, io: CliIO, argv
       io.out(`${targets[i]}\n`);
     });
     const schedule = sigmaSchedule && sigmaSchedule !== "default" ? ` (${sigmaSchedule} sigmas)` : "";
-    io.err(`seed ${seed}, ${steps} steps, ${schedulerName}${schedule}, ${result.width}x${result.height}\n`);
+    const folderNote =
+      fromFolder.length > 0 ? `, guidance ${guidance} (${fromFolder.join(" and ")} from the model's ${GENERATION_CONFIG})` : "";
+    io.err(`seed ${seed}, ${steps} steps, ${schedulerName}${schedule}, ${result.width}x${result.height}${folderNote}\n`);
     return ExitCode.ok;
   } finally {
     await pipe.release();
