@@ -14,6 +14,7 @@ const fs = require("node:fs");
 const path = require("node:path");
 const { PNG } = require("pngjs");
 const { StableDiffusionPipeline } = require("../dist/pipeline/pipeline");
+const { readGenerationDefaults } = require("../dist/pipeline/model-folder");
 
 const SCALE = 4;
 const GAP = 4;
@@ -33,7 +34,7 @@ async function main(argv) {
   const pipe = await StableDiffusionPipeline.load(model, { threads: 1 });
   const images = [];
   try {
-    const guidanceScale = pipe.folder.generationDefaults.guidanceScale;
+    const guidanceScale = readGenerationDefaults(model).guidanceScale;
     for (const [i, prompt] of prompts.entries()) images.push((await pipe.generate({ prompt, seed: i, guidanceScale })).images[0]);
   } finally {
     await pipe.release();

@@ -6,6 +6,7 @@
  * sits where it does: fixtures/models/shapes-sd-onnx/README.md.
  */
 import { StableDiffusionPipeline } from "../src/pipeline/pipeline";
+import { readGenerationDefaults } from "../src/pipeline/model-folder";
 import { SHAPES } from "./helpers/fixtures";
 import { ATTRIBUTES, accuracy, drawShape, readShapesSpec, scoreImage, type Scored, type ShapesPrompt } from "./helpers/adherence";
 
@@ -33,7 +34,7 @@ afterAll(async () => {
 
 /** what `generate` samples with by default: the folder's generation_config.json (the library keeps diffusers' 7.5) */
 function guidance(): number {
-  const g = pipe.folder.generationDefaults.guidanceScale;
+  const g = readGenerationDefaults(SHAPES).guidanceScale;
   if (g === undefined) throw new Error(`${SHAPES}: no guidance_scale in generation_config.json`);
   return g;
 }

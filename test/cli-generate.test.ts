@@ -92,6 +92,11 @@ test("a model folder's generation_config.json gives generate's defaults; a flag 
   r = await run();
   expect(r.code).toBe(2);
   expect(r.stderr).toMatch(/generation_config.json: not valid JSON/);
+  // only generate reads it: the conformance suite judges the same folder as before
+  const io = capture();
+  expect(
+    await main(["conformance", "--model", model, "--only", "text_encoder:*", "--threads", "1", "--quiet", "--out", "gc-report"], io),
+  ).toBe(0);
 });
 
 test("clip skip works on the default model (its export keeps the final LayerNorm under its name)", async () => {

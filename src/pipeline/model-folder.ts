@@ -86,16 +86,15 @@ export interface ModelFolder {
   readonly sizeStep: number;
   readonly corrections: readonly ConfigCorrection[];
   readonly fingerprint: ModelFingerprint;
-  /** defaults for `generate`'s flags from the folder's generation_config.json ({} without one) */
-  readonly generationDefaults: GenerationDefaults;
 }
 
 /**
  * generation_config.json at the folder's root, optional (sd-harness's own, named after the file in
  * which transformers keeps a model's default generation settings): the guidance and step count the
  * model was made to be sampled with, in diffusers' argument names, e.g. {"guidance_scale": 2.5}.
- * Only the CLI's `generate` reads them, as defaults a flag overrides; the library's generate() and
- * the conformance suite keep diffusers' defaults (7.5, and every reference case names its own).
+ * Only the CLI's `generate` reads them (readGenerationDefaults), as defaults a flag overrides; the
+ * library's generate() and the conformance suite keep diffusers' defaults (7.5, and every reference
+ * case names its own), and loadModelFolder does not open the file: a bad one fails `generate` only.
  */
 export interface GenerationDefaults {
   readonly guidanceScale?: number;
@@ -106,7 +105,7 @@ export interface GenerationDefaults {
 
 export const GENERATION_CONFIG = "generation_config.json";
 
-function readGenerationDefaults(dir: string): GenerationDefaults {
+export function readGenerationDefaults(dir: string): GenerationDefaults {
   const file = path.join(dir, GENERATION_CONFIG);
   if (!fs.existsSync(file)) return {};
   const cfg = readJson(file, "the model's generation defaults");
@@ -282,7 +281,6 @@ export function loadModelFolder(dir: string, options: LoadFolderOptions = {}): M
     sizeStep: vaeConfig.scaleFactor * unetConfig.downFactor,
     corrections,
     fingerprint: fingerprintOf(textConfig, vaeConfig, unetConfig, resolved),
-    generationDefaults: readGenerationDefaults(dir),
   };
 }
 
@@ -487,7 +485,6 @@ export function modelFolderFiles(folder: ModelFolder): ModelFolderFile[] {
     { rel: path.join("tokenizer", "vocab.json"), what: "the CLIP tokenizer's vocabulary" },
     { rel: path.join("tokenizer", "merges.txt"), what: "the CLIP tokenizer's merges" },
   ];
-  if (has(GENERATION_CONFIG)) out.push({ rel: GENERATION_CONFIG, what: "the model's generation defaults" });
   for (const name of ["special_tokens_map.json", "tokenizer_config.json"]) {
     if (has(path.join("tokenizer", name))) out.push({ rel: path.join("tokenizer", name), what: "the tokenizer's configuration" });
   }

@@ -4,7 +4,7 @@ import * as path from "node:path";
 import yargs from "yargs";
 import { HarnessError, ExitCode } from "../../errors";
 import { StableDiffusionPipeline, validateSize, validateMaskSize, NO_HIDDEN_STATES } from "../../pipeline/pipeline";
-import { GENERATION_CONFIG, loadModelFolder } from "../../pipeline/model-folder";
+import { GENERATION_CONFIG, loadModelFolder, readGenerationDefaults } from "../../pipeline/model-folder";
 import { readRgbPng, readMaskPng, writePng, PngHeader } from "../../pipeline/image";
 import { MAX_PROMPT_CHARS } from "../../pipeline/tokenizer";
 import {
@@ -231,7 +231,7 @@ export async function runGenerate(args: Record<string, unknown>, io: CliIO, argv
   // before any work, and an image's declared size is checked before its pixels are decoded.
   const modelFolder = loadModelFolder(String(args.model), { forceSd1: Boolean(args["force-sd1"]) });
   // a flag wins over the folder's generation_config.json, which wins over diffusers' defaults
-  const defaults = modelFolder.generationDefaults;
+  const defaults = readGenerationDefaults(modelFolder.dir);
   const steps = stepsFlag ?? defaults.steps ?? 20;
   const guidance = guidanceFlag ?? defaults.guidanceScale ?? 7.5;
   const fromFolder = [
