@@ -22,6 +22,8 @@ the PyTorch folder; a quarter of float32's bytes); and generation_config.json wi
 model samples best with (GUIDANCE_SCALE), which `sd-harness generate` uses by default.
 (6) optionally (--decoder-finetune), fine-tune the VAE decoder alone on noise-augmented latents
 (finetune_decoder()) and finish again.
+(7) optionally (--optimum), export the PyTorch folder with optimum's exporter as well, to
+<out>/shapes-sd-optimum-onnx (not committed).
 The held-out prompts and the drawing constants go to <out>/shapes-sd-onnx/prompts.json, which the
 adherence test (test/adherence.test.ts) reads.
 
@@ -537,6 +539,21 @@ def finish(dest: Path, onnx_dest: Path, unrounded: Path | None = None) -> None:
     (onnx_dest / "generation_config.json").write_text(json.dumps(generation, indent=1))
 
 
+def optimum_export(dest: Path, out: Path) -> None:
+    """The project's other exporter: optimum's, as users run it, into <out>/shapes-sd-optimum-onnx
+    (not committed; float32, optimum's names). conformance/README.md measures it against the same
+    reference set as the committed folder."""
+    import subprocess
+
+    target = out / f"{NAME}-optimum-onnx"
+    shutil.rmtree(target, ignore_errors=True)
+    cli = Path(sys.executable).parent / "optimum-cli"
+    subprocess.run(
+        [str(cli), "export", "onnx", "--model", str(dest), "--task", "text-to-image", str(target)], check=True
+    )
+    print(f"wrote {target}", flush=True)
+
+
 def decoder_stage(out: Path) -> None:
     """Step (6), from the saved folder (as --decoder-only runs it): the decoder fine-tune on the
     same data set (drawn again from SEED), then finish() again."""
@@ -578,10 +595,17 @@ def main() -> int:
     ap.add_argument(
         "--finish-only", action="store_true", help="only the last step (finish()) on an already trained <out>/shapes-sd"
     )
+    ap.add_argument(
+        "--optimum",
+        action="store_true",
+        help="also export the finished PyTorch folder with optimum's exporter to <out>/shapes-sd-optimum-onnx",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.finish_only:
         finish(args.out / NAME, args.out / f"{NAME}-onnx", args.unrounded)
+        if args.optimum:
+            optimum_export(args.out / NAME, args.out)
         return 0
     if args.decoder_only:
         decoder_stage(args.out)
@@ -672,6 +696,8 @@ def main() -> int:
     print(json.dumps(summary), flush=True)
     if args.decoder_finetune:
         decoder_stage(args.out)
+    if args.optimum:
+        optimum_export(dest, args.out)
     return 0
 
 
