@@ -32,11 +32,11 @@ afterAll(async () => {
   await pipe.release();
 });
 
-/** what `generate` samples with by default: the folder's generation_config.json (the library keeps diffusers' 7.5) */
+/** what `generate` samples with by default: the folder's generation_config.json (the library keeps diffusers' 7.5), read once */
+const GUIDANCE = readGenerationDefaults(SHAPES).guidanceScale;
 function guidance(): number {
-  const g = readGenerationDefaults(SHAPES).guidanceScale;
-  if (g === undefined) throw new Error(`${SHAPES}: no guidance_scale in generation_config.json`);
-  return g;
+  if (GUIDANCE === undefined) throw new Error(`${SHAPES}: no guidance_scale in generation_config.json`);
+  return GUIDANCE;
 }
 
 async function sample(text: (p: ShapesPrompt, i: number) => string): Promise<Scored[]> {

@@ -99,8 +99,6 @@ export interface ModelFolder {
 export interface GenerationDefaults {
   readonly guidanceScale?: number;
   readonly steps?: number;
-  /** the file they came from */
-  readonly file?: string;
 }
 
 export const GENERATION_CONFIG = "generation_config.json";
@@ -116,7 +114,7 @@ export function readGenerationDefaults(dir: string): GenerationDefaults {
       ExitCode.usage,
     );
   }
-  const out: { guidanceScale?: number; steps?: number; file: string } = { file };
+  const out: { guidanceScale?: number; steps?: number } = {};
   if (cfg.guidance_scale !== undefined) {
     const g = num(cfg, "guidance_scale", file);
     if (g < 0 || g > 100) throw new HarnessError(`${file}: "guidance_scale" must be in [0, 100] (got ${g})`, ExitCode.usage);
